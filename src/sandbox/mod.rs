@@ -1,0 +1,1 @@
+//! A LinkedIn stand-in (placeholder; being written).
