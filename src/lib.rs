@@ -1,6 +1,30 @@
-//! job-closer: closes LinkedIn job postings from a RabbitMQ queue.
+//! job-closer: closes LinkedIn job postings from a RabbitMQ queue, reliably and at scale.
 //!
-//! The parts, from the queue to LinkedIn and back:
+//! The parts, in the order a close request meets them:
+//! - [`config`]: settings — flags with environment fallbacks, secrets that never print.
+//! - [`amqp`]: connecting, declaring the queues with explicit arguments, confirmed publishing.
+//! - [`close_request`]: what a close request is and whether it may be sent.
+//! - [`batch`]: which elements may share a request, and when a request is due.
+//! - [`linkedin`]: building and sending `batch_create`, the shared token, and [`linkedin::classify`],
+//!   which turns each answer into an action.
+//! - [`retry`] and [`rate_limit`]: when to try again, and how fast the worker may send.
+//! - [`worker`]: the daemon tying these together, and settling every delivery.
+//! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
+//! - [`publish`]: putting close requests onto the queue.
+//! - [`metrics`]: counters and the health/metrics listener.
 //! - [`sandbox`]: the project's own LinkedIn stand-in, for tests and local trials.
+//! - [`cli`]: the command line and exit codes.
 
+pub mod amqp;
+pub mod batch;
+pub mod cli;
+pub mod close_request;
+pub mod config;
+pub mod dead_letter;
+pub mod linkedin;
+pub mod metrics;
+pub mod publish;
+pub mod rate_limit;
+pub mod retry;
 pub mod sandbox;
+pub mod worker;

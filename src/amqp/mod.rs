@@ -1,0 +1,290 @@
+//! RabbitMQ plumbing shared by every command: connecting, declaring the two queues with explicit
+//! arguments, and publishing with publisher confirms.
+//!
+//! The queue arguments are spelled out (`x-queue-type`, delivery limit, dead-letter target, single
+//! active consumer) rather than left to a broker version's defaults, because users run RabbitMQ 3.10
+//! to 4.x and the defaults moved between them. A declaration that clashes with an existing queue is
+//! turned into an error that names the argument and the way out.
+
+use crate::config::{AmqpArgs, AmqpUrl, QueueType};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+/// Broker failures, by what the caller should do next.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// The broker is unreachable or the connection broke: try again later.
+    #[error("cannot reach RabbitMQ at {url}: {source} (check AMQP_URL)")]
+    Connect { url: String, source: lapin::Error },
+    /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
+    #[error(
+        "queue '{queue}' already exists with different arguments: {detail}. Set QUEUE_TYPE / SINGLE_ACTIVE_CONSUMER / DELIVERY_LIMIT to match the existing queue, or drain and delete it so it can be declared anew"
+    )]
+    QueueMismatch { queue: String, detail: String },
+    /// The broker refused to take a message (nack, or unroutable with `mandatory`).
+    #[error("RabbitMQ did not take the message for '{queue}': {why}")]
+    NotConfirmed { queue: String, why: String },
+    /// A queue name that AMQP cannot carry.
+    #[error("queue name '{0}' is longer than AMQP's 255 bytes")]
+    BadQueueName(String),
+    /// Any other channel or connection failure: the connection is probably gone.
+    #[error("RabbitMQ error: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+impl AmqpError {
+    /// A mismatch or a bad name will not go away by reconnecting.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_)
+        )
+    }
+}
+
+pub fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
+    ShortString::try_new(name).map_err(|_| AmqpError::BadQueueName(name.to_owned()))
+}
+
+pub async fn connect(url: &AmqpUrl, connection_name: &str) -> Result<Connection, AmqpError> {
+    let properties =
+        ConnectionProperties::default().with_connection_name(connection_name.to_owned().into());
+    Connection::connect(url.expose(), properties)
+        .await
+        .map_err(|source| AmqpError::Connect {
+            url: url.redacted(),
+            source,
+        })
+}
+
+/// Which of the two queues an argument table is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueRole {
+    Close,
+    DeadLetter,
+}
+
+/// The arguments each queue is declared with.
+pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
+    let mut table = FieldTable::default();
+    let queue_type = match args.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    table.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type.into()),
+    );
+    if role == QueueRole::Close {
+        if args.queue_type == QueueType::Quorum {
+            // A message that crashes consumers again and again ends in the dead-letter queue
+            // instead of circling forever.
+            table.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(i32::try_from(args.delivery_limit).unwrap_or(i32::MAX)),
+            );
+            table.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            table.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(args.dead_letter_queue.as_str().into()),
+            );
+            // Without at-least-once dead-lettering the broker may drop a message it dead-letters;
+            // RabbitMQ only allows that strategy together with the reject-publish overflow.
+            table.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            table.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
+            );
+        }
+        if args.single_active_consumer {
+            table.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        }
+    }
+    table
+}
+
+/// Declares one queue (durable) with its arguments; a clash becomes [`AmqpError::QueueMismatch`].
+/// A clash closes the channel, so callers declare on a channel they can afford to lose.
+pub async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    arguments: FieldTable,
+) -> Result<lapin::Queue, AmqpError> {
+    channel
+        .queue_declare(queue_name(name)?, QueueDeclareOptions::durable(), arguments)
+        .await
+        .map_err(|error| match protocol_error(&error) {
+            Some((AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED), message)) => {
+                AmqpError::QueueMismatch {
+                    queue: name.to_owned(),
+                    detail: message,
+                }
+            }
+            _ => AmqpError::Broker(error),
+        })
+}
+
+/// Declares the close queue and the dead-letter queue, each on a throwaway channel.
+pub async fn declare_queues(
+    connection: &Connection,
+    args: &AmqpArgs,
+) -> Result<(lapin::Queue, lapin::Queue), AmqpError> {
+    let mut declared = Vec::with_capacity(2);
+    for (name, role) in [
+        (&args.dead_letter_queue, QueueRole::DeadLetter),
+        (&args.close_queue, QueueRole::Close),
+    ] {
+        let channel = connection.create_channel().await?;
+        declared.push(declare_queue(&channel, name, queue_arguments(args, role)).await?);
+        let _ = channel.close(200, "declared".into()).await;
+    }
+    let close = declared.pop().expect("two declared");
+    let dead = declared.pop().expect("two declared");
+    Ok((close, dead))
+}
+
+/// The broker's own words for a channel or connection error, when it sent any.
+pub fn protocol_error(error: &lapin::Error) -> Option<(AMQPErrorKind, String)> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(amqp) => {
+            Some((amqp.kind().clone(), amqp.get_message().to_string()))
+        }
+        _ => None,
+    }
+}
+
+/// A channel in confirm mode.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, AmqpError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes to a queue through the default exchange with `mandatory`, and waits for the broker's
+/// confirm: only then is the message the broker's responsibility.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    let confirm = channel
+        .basic_publish(
+            "".into(),
+            queue_name(queue)?,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await?;
+    check_confirmation(queue, confirm.await?)
+}
+
+/// Turns a confirmation into success only when the broker took the message and routed it.
+pub fn check_confirmation(queue: &str, confirmation: Confirmation) -> Result<(), AmqpError> {
+    let not_confirmed = |why: String| AmqpError::NotConfirmed {
+        queue: queue.to_owned(),
+        why,
+    };
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) => Err(not_confirmed(format!(
+            "returned as unroutable ({} {}); does the queue exist?",
+            returned.reply_code, returned.reply_text
+        ))),
+        Confirmation::Nack(_) => Err(not_confirmed("nacked by the broker".into())),
+        Confirmation::NotRequested => {
+            Err(not_confirmed("the channel is not in confirm mode".into()))
+        }
+    }
+}
+
+/// Reads a header as text, whatever string type the publisher used.
+pub fn header_text(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+/// Reads a header as an integer, whatever integer type the publisher used.
+pub fn header_int(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortInt(v) => Some(i64::from(*v)),
+        AMQPValue::ShortUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongUInt(v) => Some(i64::from(*v)),
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::Timestamp(v) => i64::try_from(*v).ok(),
+        AMQPValue::LongString(s) => s.to_string().parse().ok(),
+        AMQPValue::ShortString(s) => s.as_str().parse().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
+        AmqpArgs {
+            amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
+            close_queue: "close".into(),
+            dead_letter_queue: "dead".into(),
+            queue_type,
+            single_active_consumer,
+            delivery_limit: 7,
+        }
+    }
+
+    #[test]
+    fn classic_queues_say_so_explicitly() {
+        let table = queue_arguments(&args(QueueType::Classic, false), QueueRole::Close);
+        let inner = table.inner();
+        assert_eq!(
+            inner.get("x-queue-type").and_then(header_text).as_deref(),
+            Some("classic")
+        );
+        assert_eq!(inner.len(), 1);
+    }
+
+    #[test]
+    fn quorum_close_queue_dead_letters_into_the_dead_letter_queue() {
+        let table = queue_arguments(&args(QueueType::Quorum, true), QueueRole::Close);
+        let inner = table.inner();
+        assert_eq!(inner.get("x-delivery-limit").and_then(header_int), Some(7));
+        assert_eq!(
+            inner
+                .get("x-dead-letter-routing-key")
+                .and_then(header_text)
+                .as_deref(),
+            Some("dead")
+        );
+        assert_eq!(
+            inner.get("x-single-active-consumer"),
+            Some(&AMQPValue::Boolean(true))
+        );
+        let dead = queue_arguments(&args(QueueType::Quorum, true), QueueRole::DeadLetter);
+        assert_eq!(
+            dead.inner().len(),
+            1,
+            "the dead-letter queue dead-letters nowhere"
+        );
+    }
+}

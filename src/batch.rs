@@ -1,0 +1,246 @@
+//! The batching rules, as pure data: which elements may share a request, and when a request is due.
+//!
+//! A batch holds at most `max_size` elements, never two with the same `externalJobPostingId` (LinkedIn
+//! forbids it) and never two contracts (a contract's 403 must only touch that contract's jobs). A batch
+//! is due when full, or `linger` after its first element arrived. The batcher knows nothing of queues
+//! or HTTP: the worker feeds it and sends what comes out, and tests drive it with made-up instants.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What a batch is grouped by: the contract's raw JSON text, or none.
+pub type ContractKey = Option<String>;
+
+/// Elements that may go out in one request.
+#[derive(Debug)]
+pub struct Batch<T> {
+    pub contract: ContractKey,
+    pub items: Vec<T>,
+    ids: HashSet<String>,
+    first_arrival: Instant,
+}
+
+impl<T> Batch<T> {
+    fn new(contract: ContractKey, now: Instant, capacity: usize) -> Self {
+        Batch {
+            contract,
+            items: Vec::with_capacity(capacity),
+            ids: HashSet::with_capacity(capacity),
+            first_arrival: now,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// Collects elements into batches per contract.
+#[derive(Debug)]
+pub struct Batcher<T> {
+    max_size: usize,
+    linger: Duration,
+    /// Per contract, the open batches oldest first; a duplicate id spills into a later one.
+    open: HashMap<ContractKey, Vec<Batch<T>>>,
+    pending: usize,
+}
+
+impl<T> Batcher<T> {
+    pub fn new(max_size: usize, linger: Duration) -> Self {
+        assert!(max_size > 0, "a batch holds at least one element");
+        Batcher {
+            max_size,
+            linger,
+            open: HashMap::new(),
+            pending: 0,
+        }
+    }
+
+    /// Elements held, not yet handed out.
+    pub fn len(&self) -> usize {
+        self.pending
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending == 0
+    }
+
+    /// Adds an element; returns the batch it filled, if it filled one.
+    pub fn push(
+        &mut self,
+        item: T,
+        external_id: &str,
+        contract: ContractKey,
+        now: Instant,
+    ) -> Option<Batch<T>> {
+        let max_size = self.max_size;
+        let batches = self.open.entry(contract.clone()).or_default();
+        let index = match batches.iter().position(|b| !b.ids.contains(external_id)) {
+            Some(index) => index,
+            None => {
+                batches.push(Batch::new(contract.clone(), now, max_size));
+                batches.len() - 1
+            }
+        };
+        let batch = &mut batches[index];
+        batch.ids.insert(external_id.to_owned());
+        batch.items.push(item);
+        self.pending += 1;
+        if batch.len() < max_size {
+            return None;
+        }
+        let full = batches.remove(index);
+        if batches.is_empty() {
+            self.open.remove(&contract);
+        }
+        self.pending -= full.len();
+        Some(full)
+    }
+
+    /// When the oldest open batch is due, if any is open.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.open
+            .values()
+            .flatten()
+            .map(|b| b.first_arrival + self.linger)
+            .min()
+    }
+
+    /// Hands out every batch whose linger has run out by `now`.
+    pub fn take_due(&mut self, now: Instant) -> Vec<Batch<T>> {
+        let linger = self.linger;
+        self.take_where(|b| b.first_arrival + linger <= now)
+    }
+
+    /// Hands out everything, due or not (shutdown).
+    pub fn take_all(&mut self) -> Vec<Batch<T>> {
+        self.take_where(|_| true)
+    }
+
+    fn take_where(&mut self, mut due: impl FnMut(&Batch<T>) -> bool) -> Vec<Batch<T>> {
+        let mut out = Vec::new();
+        self.open.retain(|_, batches| {
+            let mut index = 0;
+            while index < batches.len() {
+                if due(&batches[index]) {
+                    out.push(batches.remove(index));
+                } else {
+                    index += 1;
+                }
+            }
+            !batches.is_empty()
+        });
+        self.pending -= out.iter().map(Batch::len).sum::<usize>();
+        out.sort_by_key(|b| b.first_arrival);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids<T: Clone>(b: &Batch<T>) -> Vec<T> {
+        b.items.clone()
+    }
+
+    #[test]
+    fn a_full_batch_comes_out_at_once() {
+        let now = Instant::now();
+        let mut batcher = Batcher::new(3, Duration::from_millis(500));
+        assert!(batcher.push("a", "a", None, now).is_none());
+        assert!(batcher.push("b", "b", None, now).is_none());
+        let full = batcher.push("c", "c", None, now).expect("full");
+        assert_eq!(ids(&full), vec!["a", "b", "c"]);
+        assert!(batcher.is_empty());
+        assert_eq!(batcher.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_partial_batch_is_due_linger_after_its_first_element() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(500);
+        let mut batcher = Batcher::new(100, linger);
+        batcher.push(1, "1", None, start);
+        batcher.push(2, "2", None, start + Duration::from_millis(400));
+        assert_eq!(batcher.next_deadline(), Some(start + linger));
+        assert!(
+            batcher
+                .take_due(start + Duration::from_millis(499))
+                .is_empty()
+        );
+        let due = batcher.take_due(start + linger);
+        assert_eq!(due.len(), 1);
+        assert_eq!(ids(&due[0]), vec![1, 2]);
+        assert_eq!(batcher.len(), 0);
+    }
+
+    #[test]
+    fn duplicates_never_share_a_batch() {
+        let now = Instant::now();
+        let mut batcher = Batcher::new(2, Duration::from_secs(1));
+        batcher.push("x1", "x", None, now);
+        batcher.push("x2", "x", None, now);
+        batcher.push("x3", "x", None, now);
+        assert_eq!(batcher.len(), 3);
+        // The next distinct id fills the oldest batch that lacks it.
+        let full = batcher.push("y", "y", None, now).expect("full");
+        assert_eq!(ids(&full), vec!["x1", "y"]);
+        let rest = batcher.take_all();
+        assert_eq!(
+            rest.iter().map(ids).collect::<Vec<_>>(),
+            vec![vec!["x2"], vec!["x3"]]
+        );
+        for batch in &rest {
+            assert_eq!(batch.ids.len(), batch.len());
+        }
+    }
+
+    #[test]
+    fn contracts_never_share_a_batch() {
+        let now = Instant::now();
+        let mut batcher = Batcher::new(2, Duration::from_secs(1));
+        let a = Some("\"urn:li:contract:1\"".to_string());
+        let b = Some("\"urn:li:contract:2\"".to_string());
+        batcher.push("a1", "a1", a.clone(), now);
+        batcher.push("b1", "b1", b.clone(), now);
+        batcher.push("n1", "n1", None, now);
+        let full = batcher
+            .push("a2", "a2", a.clone(), now)
+            .expect("contract 1 full");
+        assert_eq!(full.contract, a);
+        assert_eq!(ids(&full), vec!["a1", "a2"]);
+        let rest = batcher.take_all();
+        assert_eq!(rest.len(), 2);
+        assert!(rest.iter().all(|batch| batch.len() == 1));
+        assert!(rest.iter().any(|batch| batch.contract == b));
+        assert!(rest.iter().any(|batch| batch.contract.is_none()));
+    }
+
+    #[test]
+    fn take_due_leaves_younger_batches() {
+        let start = Instant::now();
+        let linger = Duration::from_millis(100);
+        let mut batcher = Batcher::new(10, linger);
+        batcher.push(1, "1", Some("\"c1\"".into()), start);
+        batcher.push(
+            2,
+            "2",
+            Some("\"c2\"".into()),
+            start + Duration::from_millis(80),
+        );
+        let due = batcher.take_due(start + linger);
+        assert_eq!(due.len(), 1);
+        assert_eq!(ids(&due[0]), vec![1]);
+        assert_eq!(batcher.len(), 1);
+        assert_eq!(
+            batcher.next_deadline(),
+            Some(start + Duration::from_millis(180))
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The command line: subcommands, their settings, and what each exits with.
+//!
+//! Exit codes: 0 done; 1 a broker, queue or runtime failure (with a clear message); 2 bad arguments or
+//! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
+
+use crate::config::{
+    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
+};
+use crate::linkedin::LinkedInClient;
+use crate::metrics::{self, Metrics};
+use crate::publish::{self, PublishArgs, PublishError};
+use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
+use crate::worker::{Worker, WorkerConfig, WorkerError};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "job-closer",
+    version,
+    about = "Closes LinkedIn job postings from a RabbitMQ queue."
+)]
+pub struct Cli {
+    /// Log format: text for people, json for log shippers. Levels come from RUST_LOG.
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the worker: consume close requests and close the jobs on LinkedIn.
+    Run(Box<RunArgs>),
+    /// Publish newline-delimited JSON close requests to the close queue.
+    Publish(PublishArgs),
+    /// Run the LinkedIn stand-in for tests and local trials.
+    Sandbox(SandboxArgs),
+    /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub linkedin: LinkedInArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
+    #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sandbox: bool,
+    /// On SIGTERM/SIGINT, how long to wait for requests in flight before closing anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Address for /healthz, /readyz and /metrics; empty disables the listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HealthcheckArgs {
+    /// URL to check.
+    #[arg(long, default_value = "http://127.0.0.1:9464/readyz")]
+    pub url: String,
+}
+
+/// A failed command, by exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments, configuration or input: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// The broker, the network or the runtime failed: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<ConfigError> for CliError {
+    fn from(error: ConfigError) -> Self {
+        CliError::Usage(error.to_string())
+    }
+}
+
+pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<(), CliError> {
+    match command {
+        Command::Run(args) => run(*args, shutdown).await,
+        Command::Publish(args) => run_publish(&args).await,
+        Command::Sandbox(args) => sandbox::serve(args, shutdown)
+            .await
+            .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
+        Command::Healthcheck(args) => healthcheck(&args).await,
+    }
+}
+
+async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliError> {
+    let retry = args.retry.policy()?;
+    // Kept alive for the worker's lifetime when --sandbox is on.
+    let _sandbox = if args.sandbox {
+        let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), SandboxConfig::default())
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot start the sandbox: {e}")))?;
+        let config = sandbox.config();
+        info!(api_url = %sandbox.api_url(), "Sandbox mode: sending to the in-process LinkedIn stand-in.");
+        args.linkedin.linkedin_api_url = sandbox.api_url();
+        args.linkedin.linkedin_token_url = sandbox.token_url();
+        args.linkedin.linkedin_client_id = Some(config.client_id);
+        args.linkedin.linkedin_client_secret = Some(Secret::new(config.client_secret));
+        args.linkedin.linkedin_client_secret_file = None;
+        Some(sandbox)
+    } else {
+        None
+    };
+    args.linkedin.check_urls()?;
+    let credentials: Credentials = args.linkedin.credentials()?;
+    let linkedin = LinkedInClient::new(&args.linkedin, credentials)
+        .map_err(|e| CliError::Failed(format!("cannot build the HTTP client: {e}")))?;
+
+    let metrics = Arc::new(Metrics::new());
+    if !args.metrics_addr.trim().is_empty() {
+        let addr: SocketAddr = args.metrics_addr.trim().parse().map_err(|_| {
+            CliError::Usage(format!(
+                "METRICS_ADDR must be host:port (e.g. 127.0.0.1:9464), got {:?}",
+                args.metrics_addr
+            ))
+        })?;
+        let bound = metrics::serve(addr, metrics.clone(), shutdown.clone())
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot listen on METRICS_ADDR {addr}: {e}")))?;
+        info!(addr = %bound, "Serving /healthz, /readyz and /metrics.");
+    }
+
+    let config = WorkerConfig {
+        batch_size: args.batch.effective_batch_size(),
+        linger: args.batch.linger(),
+        prefetch: args.batch.prefetch(),
+        max_in_flight: usize::from(args.batch.max_in_flight),
+        rate_limit_per_minute: args.batch.rate_limit_per_minute,
+        retry,
+        shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        amqp: args.amqp,
+    };
+    Worker::new(config, linkedin, metrics)
+        .run(shutdown)
+        .await
+        .map_err(|WorkerError::Fatal(e)| CliError::Failed(e.to_string()))
+}
+
+async fn run_publish(args: &PublishArgs) -> Result<(), CliError> {
+    match publish::publish(args).await {
+        Ok(report) => {
+            report_invalid(&report.skipped);
+            if !report.skipped.is_empty() {
+                eprintln!("Skipped {} invalid line(s).", report.skipped.len());
+            }
+            println!(
+                "Published {} close request(s) to '{}'.",
+                report.published, args.amqp.close_queue
+            );
+            Ok(())
+        }
+        Err(PublishError::InvalidLines(lines)) => {
+            report_invalid(&lines);
+            Err(CliError::Usage(
+                PublishError::InvalidLines(lines).to_string(),
+            ))
+        }
+        Err(error @ PublishError::Read { .. }) => Err(CliError::Usage(error.to_string())),
+        Err(error @ PublishError::Broker { .. }) => Err(CliError::Failed(error.to_string())),
+    }
+}
+
+fn report_invalid(lines: &[(usize, crate::close_request::Invalid)]) {
+    for (line, why) in lines {
+        eprintln!("line {line}: {why}");
+    }
+}
+
+async fn healthcheck(args: &HealthcheckArgs) -> Result<(), CliError> {
+    let client = crate::linkedin::http_client(Duration::from_secs(5))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    match client.get(&args.url).send().await {
+        Ok(response) if response.status().is_success() => Ok(()),
+        Ok(response) => Err(CliError::Failed(format!(
+            "{} answered {}",
+            args.url,
+            response.status()
+        ))),
+        Err(error) => Err(CliError::Failed(format!("{}: {error}", args.url))),
+    }
+}

@@ -1,0 +1,396 @@
+//! What a close request is, and whether one is fit to send.
+//!
+//! A queue message is one job element as LinkedIn's close page shows it. This module checks the raw
+//! bytes against the rules LinkedIn documents — required fields, the two documented types whose
+//! violation poisons a whole request, the operation — without building a JSON tree per message, and
+//! keeps the raw bytes so the request body can be spliced together rather than re-serialised.
+//! Failures are worded the way LinkedIn words its own 422s, so a dead letter reads the same whether
+//! LinkedIn or job-closer refused the element.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// LinkedIn's limit on `externalJobPostingId` (its OpenAPI spec; a newer page says 75, which we do not
+/// enforce since the close page's own sample is within both).
+pub const MAX_EXTERNAL_ID_CHARS: usize = 200;
+
+/// A job element is a few levels deep; anything past this is garbage or an attack, and is refused
+/// before a parser walks it.
+pub const MAX_DEPTH: usize = 64;
+
+/// A close request that passed validation, with what batching needs to know about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloseRequest {
+    pub external_id: String,
+    /// The raw `contract` value (JSON text) when present: requests never mix contracts.
+    pub contract: Option<String>,
+    /// The element as it goes into `elements`: the original bytes, with `"jobPostingOperationType":"CLOSE"`
+    /// spliced in when the message left it out.
+    pub element: Bytes,
+}
+
+/// Why a message cannot be sent. `Display` is the message that goes into `x-error-message`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("ERROR :: / :: body is not UTF-8 JSON: {0}")]
+    NotJson(String),
+    #[error("ERROR :: / :: nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("ERROR :: / :: body must be a JSON object (one job element), found {0}")]
+    NotAnObject(&'static str),
+    #[error("ERROR :: /{0} :: field is required but not found and has no default value")]
+    Missing(&'static str),
+    #[error("ERROR :: /externalJobPostingId :: {0} is not a non-empty string")]
+    ExternalIdNotString(String),
+    #[error("ERROR :: /externalJobPostingId :: longer than {MAX_EXTERNAL_ID_CHARS} characters")]
+    ExternalIdTooLong,
+    #[error("ERROR :: /listedAt :: {0} cannot be coerced to Long")]
+    ListedAtNotInteger(String),
+    #[error("ERROR :: /jobPostingOperationType :: {0} is not CLOSE; job-closer only sends closes")]
+    NotClose(String),
+}
+
+/// The fields validation looks at; every other field is skipped by serde without being stored,
+/// which still checks its syntax and nesting depth (serde_json stops at 128 levels).
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "companyApplyUrl", borrow)]
+    company_apply_url: Option<&'a RawValue>,
+    #[serde(rename = "externalJobPostingId", borrow)]
+    external_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    description: Option<&'a RawValue>,
+    #[serde(borrow)]
+    title: Option<&'a RawValue>,
+    #[serde(rename = "listedAt", borrow)]
+    listed_at: Option<&'a RawValue>,
+    #[serde(borrow)]
+    location: Option<&'a RawValue>,
+    #[serde(rename = "listingType", borrow)]
+    listing_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    contract: Option<&'a RawValue>,
+    #[serde(rename = "jobPostingOperationType", borrow)]
+    operation: Option<&'a RawValue>,
+}
+
+/// Rest.li has no nulls: a field given as `null` is a field not given.
+fn present(value: Option<&RawValue>) -> Option<&RawValue> {
+    value.filter(|raw| raw.get() != "null")
+}
+
+fn json_kind(first_byte: u8) -> &'static str {
+    match first_byte {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    }
+}
+
+/// Checks one message body and prepares its element.
+pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| Invalid::NotJson(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    if exceeds_depth(body, MAX_DEPTH) {
+        return Err(Invalid::TooDeep);
+    }
+    let trimmed = text.trim_start();
+    match trimmed.as_bytes().first() {
+        None => return Err(Invalid::NotJson("body is empty".into())),
+        Some(b'{') => {}
+        Some(&other) => {
+            // Say what it is only when it is JSON at all, so garbage is not called "a number".
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| Invalid::NotJson(e.to_string()))?;
+            return Err(Invalid::NotAnObject(json_kind(other)));
+        }
+    }
+    let fields: Fields = serde_json::from_str(text).map_err(|e| Invalid::NotJson(e.to_string()))?;
+
+    let required = [
+        ("companyApplyUrl", fields.company_apply_url),
+        ("externalJobPostingId", fields.external_id),
+        ("description", fields.description),
+        ("title", fields.title),
+        ("listedAt", fields.listed_at),
+        ("location", fields.location),
+    ];
+    if let Some((name, _)) = required.iter().find(|(_, v)| present(*v).is_none()) {
+        return Err(Invalid::Missing(name));
+    }
+
+    let raw_id = present(fields.external_id).expect("checked above");
+    let external_id = match serde_json::from_str::<String>(raw_id.get()) {
+        Ok(id) if !id.trim().is_empty() => id,
+        _ => return Err(Invalid::ExternalIdNotString(raw_id.get().into())),
+    };
+    if external_id.chars().count() > MAX_EXTERNAL_ID_CHARS {
+        return Err(Invalid::ExternalIdTooLong);
+    }
+
+    let raw_listed_at = present(fields.listed_at).expect("checked above");
+    if serde_json::from_str::<i64>(raw_listed_at.get()).is_err() {
+        return Err(Invalid::ListedAtNotInteger(raw_listed_at.get().into()));
+    }
+
+    let is_premium = present(fields.listing_type).is_some_and(|t| t.get() == "\"PREMIUM\"");
+    let contract = present(fields.contract).map(|c| c.get().to_owned());
+    if is_premium && contract.is_none() {
+        return Err(Invalid::Missing("contract"));
+    }
+
+    let needs_operation = match present(fields.operation) {
+        None => true,
+        Some(op) if op.get() == "\"CLOSE\"" => false,
+        Some(op) => return Err(Invalid::NotClose(op.get().into())),
+    };
+
+    let element = if needs_operation {
+        splice_close(text)
+    } else {
+        Bytes::copy_from_slice(body)
+    };
+    Ok(CloseRequest {
+        external_id,
+        contract,
+        element,
+    })
+}
+
+/// Whether arrays and objects nest deeper than `max`, counting only brackets outside strings. serde
+/// skips unknown fields without a depth limit, so the limit is enforced here, in one pass.
+fn exceeds_depth(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Inserts the operation as the object's first member, leaving every other byte as it came.
+fn splice_close(object_text: &str) -> Bytes {
+    const OPERATION: &str = "\"jobPostingOperationType\":\"CLOSE\"";
+    let open = object_text.find('{').expect("validated as an object");
+    let rest = &object_text[open + 1..];
+    let has_members = !rest.trim_start().starts_with('}');
+    let mut out = String::with_capacity(object_text.len() + OPERATION.len() + 1);
+    out.push('{');
+    out.push_str(OPERATION);
+    if has_members {
+        out.push(',');
+    }
+    out.push_str(rest);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn job() -> Value {
+        json!({
+            "companyApplyUrl": "https://example.com/apply/1",
+            "externalJobPostingId": "JOB-1",
+            "description": "A job",
+            "title": "Engineer",
+            "listedAt": 1700000000000u64,
+            "location": "San Francisco, California",
+        })
+    }
+
+    fn check(v: &Value) -> Result<CloseRequest, Invalid> {
+        validate(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_complete_job_is_valid_and_gets_close_spliced_in() {
+        let req = check(&job()).unwrap();
+        assert_eq!(req.external_id, "JOB-1");
+        assert_eq!(req.contract, None);
+        let element: Value = serde_json::from_slice(&req.element).unwrap();
+        assert_eq!(element["jobPostingOperationType"], "CLOSE");
+        let mut expected = job();
+        expected["jobPostingOperationType"] = json!("CLOSE");
+        assert_eq!(element, expected);
+    }
+
+    #[test]
+    fn an_explicit_close_keeps_the_bytes_unchanged() {
+        let body = br#" {"jobPostingOperationType":"CLOSE","companyApplyUrl":"u","externalJobPostingId":"x","description":"d","title":"t","listedAt":1,"location":"l"} "#;
+        let req = validate(body).unwrap();
+        assert_eq!(&req.element[..], &body[..]);
+    }
+
+    #[test]
+    fn every_required_field_is_named_when_missing() {
+        for field in [
+            "companyApplyUrl",
+            "externalJobPostingId",
+            "description",
+            "title",
+            "listedAt",
+            "location",
+        ] {
+            let mut v = job();
+            v.as_object_mut().unwrap().remove(field);
+            let err = check(&v).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "ERROR :: /{field} :: field is required but not found and has no default value"
+                )
+            );
+            v[field] = Value::Null;
+            assert_eq!(check(&v).unwrap_err(), Invalid::Missing(field));
+        }
+    }
+
+    #[test]
+    fn premium_needs_a_contract() {
+        let mut v = job();
+        v["listingType"] = json!("PREMIUM");
+        assert_eq!(check(&v).unwrap_err(), Invalid::Missing("contract"));
+        v["contract"] = json!("urn:li:contract:7");
+        assert_eq!(
+            check(&v).unwrap().contract.as_deref(),
+            Some("\"urn:li:contract:7\"")
+        );
+    }
+
+    #[test]
+    fn external_id_must_be_a_non_empty_string() {
+        for bad in [
+            json!(123),
+            json!(""),
+            json!("  "),
+            json!(["a"]),
+            json!({"a": 1}),
+        ] {
+            let mut v = job();
+            v["externalJobPostingId"] = bad;
+            assert!(
+                matches!(check(&v), Err(Invalid::ExternalIdNotString(_))),
+                "{v}"
+            );
+        }
+        let mut v = job();
+        v["externalJobPostingId"] = json!("x".repeat(MAX_EXTERNAL_ID_CHARS + 1));
+        assert_eq!(check(&v).unwrap_err(), Invalid::ExternalIdTooLong);
+    }
+
+    #[test]
+    fn listed_at_must_be_an_integer() {
+        for bad in [json!("1700000000000"), json!(1.5), json!(true)] {
+            let mut v = job();
+            v["listedAt"] = bad.clone();
+            assert_eq!(
+                check(&v).unwrap_err().to_string(),
+                format!("ERROR :: /listedAt :: {bad} cannot be coerced to Long")
+            );
+        }
+        let mut v = job();
+        v["listedAt"] = json!(-5);
+        assert!(check(&v).is_ok());
+    }
+
+    #[test]
+    fn only_close_is_accepted_as_operation() {
+        for op in ["CREATE", "UPDATE", "RENEW", "UPDATED"] {
+            let mut v = job();
+            v["jobPostingOperationType"] = json!(op);
+            assert_eq!(
+                check(&v).unwrap_err(),
+                Invalid::NotClose(format!("\"{op}\""))
+            );
+        }
+    }
+
+    #[test]
+    fn types_linkedin_reports_per_element_are_left_to_linkedin() {
+        let mut v = job();
+        v["title"] = json!(42);
+        v["industries"] = json!("not-an-array");
+        assert!(check(&v).is_ok());
+    }
+
+    #[test]
+    fn malformed_bodies_are_refused_with_a_reason() {
+        assert!(matches!(validate(b""), Err(Invalid::NotJson(_))));
+        assert!(matches!(validate(b"\xff\xfe{}"), Err(Invalid::NotJson(m)) if m.contains("UTF-8")));
+        assert!(matches!(validate(b"{\"a\":"), Err(Invalid::NotJson(_))));
+        assert_eq!(
+            validate(b"[1,2]").unwrap_err(),
+            Invalid::NotAnObject("an array")
+        );
+        assert_eq!(
+            validate(b"\"x\"").unwrap_err(),
+            Invalid::NotAnObject("a string")
+        );
+        assert_eq!(
+            validate(b"12").unwrap_err(),
+            Invalid::NotAnObject("a number")
+        );
+        assert!(matches!(validate(b"garbage"), Err(Invalid::NotJson(_))));
+        let mut v = job().to_string();
+        v.push_str(" trailing");
+        assert!(matches!(validate(v.as_bytes()), Err(Invalid::NotJson(_))));
+    }
+
+    #[test]
+    fn absurd_nesting_is_refused_without_overflowing_the_stack() {
+        let depth = 100_000;
+        let mut body = String::from("{\"deep\":");
+        body.push_str(&"[".repeat(depth));
+        body.push_str(&"]".repeat(depth));
+        body.push('}');
+        assert_eq!(validate(body.as_bytes()).unwrap_err(), Invalid::TooDeep);
+        let mut v = job();
+        let mut nested = json!(1);
+        for _ in 0..MAX_DEPTH - 1 {
+            nested = json!([nested]);
+        }
+        v["industries"] = nested;
+        assert!(check(&v).is_ok(), "exactly the limit is fine");
+        // Brackets inside strings are text, not nesting.
+        let mut v = job();
+        v["description"] = json!("[".repeat(10 * MAX_DEPTH));
+        assert!(check(&v).is_ok());
+    }
+
+    #[test]
+    fn splicing_handles_whitespace_and_empty_objects() {
+        assert_eq!(
+            &splice_close(" { } ")[..],
+            b"{\"jobPostingOperationType\":\"CLOSE\" } "
+        );
+        assert_eq!(
+            &splice_close("{\"a\":1}")[..],
+            b"{\"jobPostingOperationType\":\"CLOSE\",\"a\":1}"
+        );
+    }
+}

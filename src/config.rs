@@ -1,0 +1,419 @@
+//! Settings: every one a flag with an environment fallback, grouped by what it configures, checked
+//! before anything connects, and printable without giving away a secret.
+
+use crate::retry::RetryPolicy;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// A secret string: `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+/// An AMQP URL whose password never reaches a log or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpUrl(String);
+
+impl AmqpUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password replaced, for logs and errors.
+    pub fn redacted(&self) -> String {
+        redact_url_password(&self.0)
+    }
+}
+
+/// Replaces the password in any URL-shaped text; text that does not parse is shown only by scheme.
+pub fn redact_url_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => match url.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://[unparsable URL]"),
+            None => "[unparsable URL]".into(),
+        },
+    }
+}
+
+impl std::fmt::Debug for AmqpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for AmqpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for AmqpUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once("://") {
+            Some(("amqp" | "amqps", _)) => Ok(AmqpUrl(s.to_owned())),
+            _ => Err(format!(
+                "{} is not an amqp:// or amqps:// URL",
+                redact_url_password(s)
+            )),
+        }
+    }
+}
+
+/// What kind of queue to declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QueueType {
+    Classic,
+    Quorum,
+}
+
+/// Where the queues are. Shared by every command that touches the broker, so that they all declare
+/// the queues with the same arguments.
+#[derive(Args, Clone, Debug)]
+pub struct AmqpArgs {
+    /// Broker URL (amqp:// or amqps://).
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false)]
+    pub amqp_url: AmqpUrl,
+    /// Queue the close requests wait in.
+    #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]
+    pub close_queue: String,
+    /// Queue failed close requests go to.
+    #[arg(
+        long,
+        env = "DEAD_LETTER_QUEUE",
+        default_value = "linkedin.jobs.close.dead"
+    )]
+    pub dead_letter_queue: String,
+    /// Queue type to declare: classic, or quorum for replicated queues in a cluster.
+    #[arg(long, env = "QUEUE_TYPE", value_enum, default_value = "classic")]
+    pub queue_type: QueueType,
+    /// Only one consumer of the close queue is active at a time; the others stand by.
+    #[arg(long, env = "SINGLE_ACTIVE_CONSUMER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub single_active_consumer: bool,
+    /// Quorum queues: deliveries of one message before the broker dead-letters it (a message that
+    /// keeps crashing consumers).
+    #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
+    pub delivery_limit: u32,
+}
+
+/// How to reach LinkedIn.
+#[derive(Args, Clone, Debug)]
+pub struct LinkedInArgs {
+    /// LinkedIn API base URL; requests go to {url}/v2/simpleJobPostings.
+    #[arg(
+        long,
+        env = "LINKEDIN_API_URL",
+        default_value = "https://api.linkedin.com"
+    )]
+    pub linkedin_api_url: String,
+    /// When set (e.g. 202504): use {url}/rest/simpleJobPostings with a LinkedIn-Version header.
+    #[arg(long, env = "LINKEDIN_API_VERSION")]
+    pub linkedin_api_version: Option<String>,
+    /// OAuth client-credentials token endpoint.
+    #[arg(
+        long,
+        env = "LINKEDIN_TOKEN_URL",
+        default_value = "https://www.linkedin.com/oauth/v2/accessToken"
+    )]
+    pub linkedin_token_url: String,
+    /// OAuth client id.
+    #[arg(long, env = "LINKEDIN_CLIENT_ID")]
+    pub linkedin_client_id: Option<String>,
+    /// OAuth client secret (prefer LINKEDIN_CLIENT_SECRET_FILE).
+    #[arg(long, env = "LINKEDIN_CLIENT_SECRET", hide_env_values = true)]
+    pub linkedin_client_secret: Option<Secret>,
+    /// File holding the OAuth client secret (Docker and Kubernetes secrets).
+    #[arg(long, env = "LINKEDIN_CLIENT_SECRET_FILE")]
+    pub linkedin_client_secret_file: Option<PathBuf>,
+    /// Timeout of one HTTP request to LinkedIn.
+    #[arg(long, env = "HTTP_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_timeout_ms: u64,
+}
+
+/// The client id and secret, once resolved.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "LinkedIn credentials are missing: set LINKEDIN_CLIENT_ID and LINKEDIN_CLIENT_SECRET (or LINKEDIN_CLIENT_SECRET_FILE), or use --sandbox"
+    )]
+    MissingCredentials,
+    #[error("cannot read LINKEDIN_CLIENT_SECRET_FILE {path}: {source}")]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("LINKEDIN_CLIENT_SECRET_FILE {0} is empty")]
+    EmptySecretFile(PathBuf),
+    #[error("{name} must be a URL: {value}")]
+    BadUrl { name: &'static str, value: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LinkedInArgs {
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let client_id = self
+            .linkedin_client_id
+            .clone()
+            .filter(|id| !id.is_empty())
+            .ok_or(ConfigError::MissingCredentials)?;
+        let client_secret = match (
+            &self.linkedin_client_secret,
+            &self.linkedin_client_secret_file,
+        ) {
+            (_, Some(path)) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                // Secret files usually end with a newline that is not part of the secret.
+                let secret = text.trim_end_matches(['\r', '\n']);
+                if secret.is_empty() {
+                    return Err(ConfigError::EmptySecretFile(path.clone()));
+                }
+                Secret::new(secret)
+            }
+            (Some(secret), None) if !secret.expose().is_empty() => secret.clone(),
+            _ => return Err(ConfigError::MissingCredentials),
+        };
+        Ok(Credentials {
+            client_id,
+            client_secret,
+        })
+    }
+
+    /// Checks both URLs parse, before anything is sent.
+    pub fn check_urls(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("LINKEDIN_API_URL", &self.linkedin_api_url),
+            ("LINKEDIN_TOKEN_URL", &self.linkedin_token_url),
+        ] {
+            let ok = url::Url::parse(value)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if !ok {
+                return Err(ConfigError::BadUrl {
+                    name,
+                    value: redact_url_password(value),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// `{url}/v2/simpleJobPostings`, or the versioned `/rest` path when a version is set.
+    pub fn postings_url(&self) -> String {
+        let base = self.linkedin_api_url.trim_end_matches('/');
+        match self.linkedin_api_version {
+            Some(_) => format!("{base}/rest/simpleJobPostings"),
+            None => format!("{base}/v2/simpleJobPostings"),
+        }
+    }
+
+    pub fn tasks_url(&self) -> String {
+        let base = self.linkedin_api_url.trim_end_matches('/');
+        match self.linkedin_api_version {
+            Some(_) => format!("{base}/rest/simpleJobPostingTasks"),
+            None => format!("{base}/v2/simpleJobPostingTasks"),
+        }
+    }
+
+    pub fn http_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_timeout_ms)
+    }
+}
+
+/// How elements are grouped and how many requests run at once.
+#[derive(Args, Clone, Debug)]
+pub struct BatchArgs {
+    /// Elements per request (LinkedIn takes at most 100).
+    #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub batch_size: u16,
+    /// A partial batch is sent this long after its first element arrived.
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 500)]
+    pub batch_linger_ms: u64,
+    /// Requests to LinkedIn in flight at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_in_flight: u16,
+    /// Elements per minute sent to LinkedIn (its documented premium limit); 0 = unlimited.
+    #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 2000)]
+    pub rate_limit_per_minute: u32,
+    /// Deliveries the broker may hand over unacknowledged; default: enough to fill every in-flight
+    /// request plus the batch being filled.
+    #[arg(long, env = "PREFETCH")]
+    pub prefetch: Option<u16>,
+}
+
+impl BatchArgs {
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.batch_linger_ms)
+    }
+
+    /// A batch never outgrows the rate limit: a request that could never fit a minute would stall.
+    pub fn effective_batch_size(&self) -> usize {
+        let size = usize::from(self.batch_size);
+        match self.rate_limit_per_minute {
+            0 => size,
+            limit => size.min(limit as usize),
+        }
+    }
+
+    pub fn prefetch(&self) -> u16 {
+        self.prefetch.unwrap_or_else(|| {
+            let batches = usize::from(self.max_in_flight) + 1;
+            u16::try_from(self.effective_batch_size() * batches).unwrap_or(u16::MAX)
+        })
+    }
+}
+
+/// Backoff for transient failures.
+#[derive(Args, Clone, Debug)]
+pub struct RetryArgs {
+    /// First retry delay.
+    #[arg(long, env = "RETRY_INITIAL_MS", default_value_t = 500)]
+    pub retry_initial_ms: u64,
+    /// Longest delay between retries.
+    #[arg(long, env = "RETRY_MAX_MS", default_value_t = 30_000)]
+    pub retry_max_ms: u64,
+    /// A transient failure that lasts longer is dead-lettered as retries-exhausted.
+    #[arg(long, env = "RETRY_MAX_ELAPSED_MS", default_value_t = 900_000)]
+    pub retry_max_elapsed_ms: u64,
+}
+
+impl RetryArgs {
+    pub fn policy(&self) -> Result<RetryPolicy, ConfigError> {
+        if self.retry_initial_ms == 0 || self.retry_initial_ms > self.retry_max_ms {
+            return Err(ConfigError::Invalid(format!(
+                "RETRY_INITIAL_MS ({}) must be at least 1 and at most RETRY_MAX_MS ({})",
+                self.retry_initial_ms, self.retry_max_ms
+            )));
+        }
+        Ok(RetryPolicy {
+            initial: Duration::from_millis(self.retry_initial_ms),
+            max: Duration::from_millis(self.retry_max_ms),
+            max_elapsed: Duration::from_millis(self.retry_max_elapsed_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_passwords_never_show() {
+        let url: AmqpUrl = "amqp://user:s3cr3t@rabbit:5672/%2f".parse().unwrap();
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        assert!(!url.to_string().contains("s3cr3t"));
+        assert_eq!(url.redacted(), "amqp://user:***@rabbit:5672/%2f");
+        let err = "http://user:s3cr3t@x".parse::<AmqpUrl>().unwrap_err();
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let args = LinkedInArgs {
+            linkedin_api_url: "https://api.linkedin.com".into(),
+            linkedin_api_version: None,
+            linkedin_token_url: "https://www.linkedin.com/oauth/v2/accessToken".into(),
+            linkedin_client_id: Some("id".into()),
+            linkedin_client_secret: Some(Secret::new("hunter2")),
+            linkedin_client_secret_file: None,
+            http_timeout_ms: 1000,
+        };
+        assert!(!format!("{args:?}").contains("hunter2"));
+        assert!(!format!("{:?}", args.credentials().unwrap()).contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_file_wins_and_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "from-file/+=\n").unwrap();
+        let args = LinkedInArgs {
+            linkedin_api_url: "https://api.linkedin.com".into(),
+            linkedin_api_version: Some("202504".into()),
+            linkedin_token_url: "https://www.linkedin.com/oauth/v2/accessToken".into(),
+            linkedin_client_id: Some("id".into()),
+            linkedin_client_secret: Some(Secret::new("from-env")),
+            linkedin_client_secret_file: Some(path.clone()),
+            http_timeout_ms: 1000,
+        };
+        assert_eq!(
+            args.credentials().unwrap().client_secret.expose(),
+            "from-file/+="
+        );
+        assert_eq!(
+            args.postings_url(),
+            "https://api.linkedin.com/rest/simpleJobPostings"
+        );
+        std::fs::write(&path, "\n").unwrap();
+        assert!(matches!(
+            args.credentials(),
+            Err(ConfigError::EmptySecretFile(_))
+        ));
+        let missing = LinkedInArgs {
+            linkedin_client_secret_file: None,
+            linkedin_client_secret: None,
+            ..args
+        };
+        assert!(matches!(
+            missing.credentials(),
+            Err(ConfigError::MissingCredentials)
+        ));
+    }
+
+    #[test]
+    fn prefetch_fills_every_in_flight_request() {
+        let args = BatchArgs {
+            batch_size: 100,
+            batch_linger_ms: 500,
+            max_in_flight: 4,
+            rate_limit_per_minute: 2000,
+            prefetch: None,
+        };
+        assert_eq!(args.prefetch(), 500);
+        let tight = BatchArgs {
+            rate_limit_per_minute: 30,
+            ..args
+        };
+        assert_eq!(tight.effective_batch_size(), 30);
+    }
+}

@@ -1,0 +1,263 @@
+//! The dead-letter format: what a failed close request carries when it lands in the dead-letter queue.
+//!
+//! The body stays byte for byte and the original properties are kept; the failure is added as headers
+//! (`x-error-status`, `x-error-message`, `x-error-reason`, `x-attempts`, `x-original-queue`,
+//! `x-dead-lettered-at`). The worker writes this format and `job-closer dlq` reads it back, so both
+//! sides live here.
+
+use crate::amqp::{header_int, header_text};
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub const STATUS: &str = "x-error-status";
+pub const MESSAGE: &str = "x-error-message";
+pub const REASON: &str = "x-error-reason";
+pub const ATTEMPTS: &str = "x-attempts";
+pub const ORIGINAL_QUEUE: &str = "x-original-queue";
+pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
+pub const TASK_ID: &str = "x-task-id";
+/// How many times `dlq replay` sent a message back.
+pub const REPLAY_COUNT: &str = "x-replay-count";
+
+/// `x-error-message` is cut to this many bytes (at a character boundary).
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Why a message was dead-lettered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Failed local validation; never sent.
+    Invalid,
+    /// LinkedIn said no.
+    Rejected,
+    /// A transient failure outlived the retry budget.
+    RetriesExhausted,
+    /// LinkedIn accepted the close, then its task failed.
+    TaskFailed,
+    /// The close task's status could not be learnt before its id expired.
+    TaskUnknown,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Invalid => "invalid",
+            Reason::Rejected => "rejected",
+            Reason::RetriesExhausted => "retries-exhausted",
+            Reason::TaskFailed => "task-failed",
+            Reason::TaskUnknown => "task-unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The failure a dead letter records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    pub status: u16,
+    pub message: String,
+    pub attempts: u32,
+    pub task_id: Option<String>,
+}
+
+/// Cuts text to at most `max` bytes without splitting a character.
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The original properties with the failure added as headers.
+pub fn properties(
+    original: &BasicProperties,
+    original_queue: &str,
+    failure: &Failure,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    let mut put = |key: &str, value: AMQPValue| {
+        headers.insert(ShortString::from(key), value);
+    };
+    put(STATUS, AMQPValue::LongInt(i32::from(failure.status)));
+    put(
+        MESSAGE,
+        AMQPValue::LongString(truncate_utf8(&failure.message, MAX_MESSAGE_BYTES).into()),
+    );
+    put(
+        REASON,
+        AMQPValue::LongString(failure.reason.as_str().into()),
+    );
+    put(
+        ATTEMPTS,
+        AMQPValue::LongInt(i32::try_from(failure.attempts).unwrap_or(i32::MAX)),
+    );
+    put(ORIGINAL_QUEUE, AMQPValue::LongString(original_queue.into()));
+    put(
+        DEAD_LETTERED_AT,
+        AMQPValue::LongString(now_rfc3339().into()),
+    );
+    if let Some(task_id) = &failure.task_id {
+        put(TASK_ID, AMQPValue::LongString(task_id.as_str().into()));
+    }
+    // Dead letters must survive a broker restart even if the original was published transient.
+    original.clone().with_headers(headers).with_delivery_mode(2)
+}
+
+/// What a message in the dead-letter queue says about its failure, as far as it says anything:
+/// messages published by hand or dead-lettered by RabbitMQ itself (`x-death`) carry less.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub status: Option<i64>,
+    pub message: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: Option<i64>,
+    pub original_queue: Option<String>,
+    pub dead_lettered_at: Option<String>,
+    pub task_id: Option<String>,
+    pub replay_count: Option<i64>,
+}
+
+impl Recorded {
+    pub fn read(headers: Option<&FieldTable>) -> Recorded {
+        let Some(headers) = headers else {
+            return Recorded::default();
+        };
+        let inner = headers.inner();
+        let text = |key: &str| inner.get(key).and_then(header_text);
+        let int = |key: &str| inner.get(key).and_then(header_int);
+        let mut recorded = Recorded {
+            status: int(STATUS),
+            message: text(MESSAGE),
+            reason: text(REASON),
+            attempts: int(ATTEMPTS),
+            original_queue: text(ORIGINAL_QUEUE),
+            dead_lettered_at: text(DEAD_LETTERED_AT),
+            task_id: text(TASK_ID),
+            replay_count: int(REPLAY_COUNT),
+        };
+        if recorded.reason.is_none()
+            && let Some(death) = first_x_death(inner)
+        {
+            recorded.reason = death
+                .get("reason")
+                .and_then(header_text)
+                .map(|r| format!("broker-{r}"));
+            recorded.original_queue = death.get("queue").and_then(header_text);
+            recorded.attempts = death.get("count").and_then(header_int);
+        }
+        recorded
+    }
+}
+
+fn first_x_death(
+    inner: &std::collections::BTreeMap<ShortString, AMQPValue>,
+) -> Option<&std::collections::BTreeMap<ShortString, AMQPValue>> {
+    match inner.get("x-death")? {
+        AMQPValue::FieldArray(deaths) => match deaths.as_slice().first()? {
+            AMQPValue::FieldTable(death) => Some(death.inner()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Headers without job-closer's failure record, for sending a message back to the close queue.
+pub fn strip_failure(headers: &FieldTable) -> FieldTable {
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        let name = key.as_str();
+        let ours = name.starts_with("x-error-")
+            || [ATTEMPTS, ORIGINAL_QUEUE, DEAD_LETTERED_AT, TASK_ID].contains(&name);
+        if !ours {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_keep_the_original_properties() {
+        let mut original_headers = FieldTable::default();
+        original_headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+        let original = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_content_type("application/json".into())
+            .with_headers(original_headers);
+        let failure = Failure {
+            reason: Reason::Rejected,
+            status: 403,
+            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:1"
+                .into(),
+            attempts: 2,
+            task_id: None,
+        };
+        let props = properties(&original, "close", &failure);
+        assert_eq!(props.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
+        assert_eq!(props.delivery_mode(), &Some(2));
+        let recorded = Recorded::read(props.headers().as_ref());
+        assert_eq!(recorded.status, Some(403));
+        assert_eq!(recorded.reason.as_deref(), Some("rejected"));
+        assert_eq!(recorded.attempts, Some(2));
+        assert_eq!(recorded.original_queue.as_deref(), Some("close"));
+        let at = recorded.dead_lettered_at.unwrap();
+        assert!(OffsetDateTime::parse(&at, &Rfc3339).is_ok(), "{at}");
+        assert!(at.ends_with('Z'));
+        let stripped = strip_failure(props.headers().as_ref().unwrap());
+        assert_eq!(stripped.inner().len(), 1);
+        assert!(stripped.inner().contains_key("tenant"));
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let message = "é".repeat(3000);
+        let cut = truncate_utf8(&message, MAX_MESSAGE_BYTES);
+        assert!(cut.len() <= MAX_MESSAGE_BYTES);
+        assert_eq!(cut.len(), 4096);
+        assert_eq!(truncate_utf8("short", 10), "short");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+    }
+
+    #[test]
+    fn broker_dead_letters_are_read_from_x_death() {
+        let mut death = FieldTable::default();
+        death.insert(
+            "reason".into(),
+            AMQPValue::LongString("delivery_limit".into()),
+        );
+        death.insert("queue".into(), AMQPValue::LongString("close".into()));
+        death.insert("count".into(), AMQPValue::LongLongInt(3));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let recorded = Recorded::read(Some(&headers));
+        assert_eq!(recorded.reason.as_deref(), Some("broker-delivery_limit"));
+        assert_eq!(recorded.original_queue.as_deref(), Some("close"));
+        assert_eq!(recorded.attempts, Some(3));
+        assert_eq!(recorded.status, None);
+    }
+}

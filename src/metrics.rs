@@ -1,0 +1,298 @@
+//! What the worker counts, and the small HTTP listener that shows it: `/metrics` in Prometheus text
+//! format, `/healthz` (alive and not wedged) and `/readyz` (connected to the broker and consuming).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub reason: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub status: String,
+}
+
+/// A heartbeat older than this means the worker's loops have stopped turning.
+const WEDGED_AFTER: Duration = Duration::from_secs(120);
+
+pub struct Metrics {
+    registry: Registry,
+    pub consumed: Counter,
+    pub closed: Counter,
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
+    pub retried: Counter,
+    pub requests: Family<OutcomeLabels, Counter>,
+    pub token_requests: Counter,
+    pub batch_size: Histogram,
+    pub request_seconds: Histogram,
+    pub in_flight: Gauge,
+    pub queue_messages: Family<QueueLabels, Gauge>,
+    pub tasks: Family<TaskLabels, Counter>,
+    pub reconnects: Counter,
+    ready: AtomicBool,
+    heartbeat_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("job_closer");
+        let consumed = Counter::default();
+        let closed = Counter::default();
+        let dead_lettered = Family::<DeadLetterLabels, Counter>::default();
+        let retried = Counter::default();
+        let requests = Family::<OutcomeLabels, Counter>::default();
+        let token_requests = Counter::default();
+        let batch_size = Histogram::new([1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 100.0]);
+        let request_seconds = Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
+        );
+        let in_flight = Gauge::default();
+        let queue_messages = Family::<QueueLabels, Gauge>::default();
+        let tasks = Family::<TaskLabels, Counter>::default();
+        let reconnects = Counter::default();
+        registry.register(
+            "messages_consumed",
+            "Deliveries taken from the close queue",
+            consumed.clone(),
+        );
+        registry.register(
+            "elements_closed",
+            "Close requests LinkedIn accepted",
+            closed.clone(),
+        );
+        registry.register(
+            "elements_dead_lettered",
+            "Close requests dead-lettered, by reason and status",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "elements_retried",
+            "Elements scheduled for another attempt",
+            retried.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests to simpleJobPostings, by outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "token_requests",
+            "Requests to the OAuth token endpoint",
+            token_requests.clone(),
+        );
+        registry.register("batch_size", "Elements per request", batch_size.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Latency of requests to LinkedIn",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "requests_in_flight",
+            "Requests to LinkedIn under way",
+            in_flight.clone(),
+        );
+        registry.register(
+            "queue_messages",
+            "Messages ready in a queue, as the worker last saw it",
+            queue_messages.clone(),
+        );
+        registry.register(
+            "tasks_verified",
+            "Close tasks whose final status was learnt",
+            tasks.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Reconnections to RabbitMQ",
+            reconnects.clone(),
+        );
+        Metrics {
+            registry,
+            consumed,
+            closed,
+            dead_lettered,
+            retried,
+            requests,
+            token_requests,
+            batch_size,
+            request_seconds,
+            in_flight,
+            queue_messages,
+            tasks,
+            reconnects,
+            ready: AtomicBool::new(false),
+            heartbeat_ms: AtomicU64::new(now_ms()),
+        }
+    }
+
+    pub fn dead_letter(&self, reason: &str, status: u16) {
+        self.dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                reason: reason.to_owned(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn request(&self, outcome: &str) {
+        self.requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn queue_depth(&self, queue: &str, messages: u32) {
+        self.queue_messages
+            .get_or_create(&QueueLabels {
+                queue: queue.to_owned(),
+            })
+            .set(i64::from(messages));
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Called by the worker's loops as they turn.
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn is_alive(&self) -> bool {
+        now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed))
+            < WEDGED_AFTER.as_millis() as u64
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Serves the three endpoints until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    });
+    Ok(bound)
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+async fn healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.is_alive() {
+        (StatusCode::OK, "alive\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "wedged\n")
+    }
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    if metrics.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_type_lines_for_every_family() {
+        let metrics = Metrics::new();
+        metrics.consumed.inc();
+        metrics.dead_letter("rejected", 403);
+        metrics.request("accepted");
+        metrics.queue_depth("close", 5);
+        let text = metrics.encode();
+        for name in [
+            "job_closer_messages_consumed",
+            "job_closer_elements_closed",
+            "job_closer_elements_dead_lettered",
+            "job_closer_requests",
+            "job_closer_token_requests",
+            "job_closer_batch_size",
+            "job_closer_request_duration_seconds",
+            "job_closer_requests_in_flight",
+            "job_closer_queue_messages",
+        ] {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing in\n{text}"
+            );
+        }
+        assert!(text.contains(
+            r#"job_closer_elements_dead_lettered_total{reason="rejected",status="403"} 1"#
+        ));
+    }
+}

@@ -1,0 +1,212 @@
+//! `job-closer publish`: puts close requests from newline-delimited JSON onto the close queue.
+//!
+//! Every line is checked with the worker's own validator before anything is published, so a file with
+//! a bad line publishes nothing (unless told to skip the bad lines): half a file in the queue is worse
+//! than none. Each message is persistent, `mandatory`, and confirmed by the broker.
+
+use crate::amqp::{self, AmqpError};
+use crate::close_request::{self, Invalid};
+use crate::config::AmqpArgs;
+use clap::Args;
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, PublisherConfirm};
+use std::collections::VecDeque;
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+/// Confirms awaited at most this far behind the newest publish: pipelined, but bounded.
+const CONFIRM_WINDOW: usize = 1024;
+/// Inputs larger than this get a progress bar on a terminal.
+const PROGRESS_FROM: usize = 2_000;
+
+#[derive(Args, Clone, Debug)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    /// Newline-delimited JSON close requests; `-` or nothing reads standard input.
+    pub file: Option<PathBuf>,
+    /// Publish the valid lines and report the invalid ones, instead of publishing nothing.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{} invalid line(s); nothing was published (use --skip-invalid to publish the valid ones)", .0.len())]
+    InvalidLines(Vec<(usize, Invalid)>),
+    #[error("{error} (after {published} of {total} were published and confirmed)")]
+    Broker {
+        error: AmqpError,
+        published: usize,
+        total: usize,
+    },
+}
+
+/// What a publish did.
+#[derive(Debug, Default)]
+pub struct PublishReport {
+    pub published: usize,
+    pub skipped: Vec<(usize, Invalid)>,
+}
+
+/// Reads and validates every line; returns the valid bodies with their line numbers.
+pub fn read_requests(
+    input: impl BufRead,
+    path: &str,
+) -> Result<(Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>), PublishError> {
+    let mut valid = Vec::new();
+    let mut invalid = Vec::new();
+    for (index, line) in input.split(b'\n').enumerate() {
+        let mut line = line.map_err(|source| PublishError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let number = index + 1;
+        match close_request::validate(&line) {
+            Ok(_) => valid.push((number, line)),
+            Err(why) => invalid.push((number, why)),
+        }
+    }
+    Ok((valid, invalid))
+}
+
+pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> {
+    let (path, input): (String, Box<dyn BufRead>) = match &args.file {
+        None => ("standard input".into(), Box::new(std::io::stdin().lock())),
+        Some(p) if p.as_os_str() == "-" => {
+            ("standard input".into(), Box::new(std::io::stdin().lock()))
+        }
+        Some(p) => {
+            let file = std::fs::File::open(p).map_err(|source| PublishError::Read {
+                path: p.display().to_string(),
+                source,
+            })?;
+            (
+                p.display().to_string(),
+                Box::new(std::io::BufReader::new(file)),
+            )
+        }
+    };
+    let (valid, invalid) = read_requests(input, &path)?;
+    if !invalid.is_empty() && !args.skip_invalid {
+        return Err(PublishError::InvalidLines(invalid));
+    }
+    let total = valid.len();
+    let broker_error = |error, published| PublishError::Broker {
+        error,
+        published,
+        total,
+    };
+    let connection = amqp::connect(&args.amqp.amqp_url, "job-closer publish")
+        .await
+        .map_err(|e| broker_error(e, 0))?;
+    amqp::declare_queues(&connection, &args.amqp)
+        .await
+        .map_err(|e| broker_error(e, 0))?;
+    let channel = amqp::confirm_channel(&connection)
+        .await
+        .map_err(|e| broker_error(e, 0))?;
+    let queue = amqp::queue_name(&args.amqp.close_queue).map_err(|e| broker_error(e, 0))?;
+
+    let progress = progress_bar(total);
+    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
+    let mut confirmed = 0usize;
+    for (_, body) in &valid {
+        if pending.len() == CONFIRM_WINDOW {
+            let oldest = pending.pop_front().expect("window is full");
+            await_confirm(oldest, &args.amqp.close_queue)
+                .await
+                .map_err(|e| broker_error(e, confirmed))?;
+            confirmed += 1;
+            progress.set_position(confirmed as u64);
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties,
+            )
+            .await
+            .map_err(|e| broker_error(e.into(), confirmed))?;
+        pending.push_back(confirm);
+    }
+    while let Some(confirm) = pending.pop_front() {
+        await_confirm(confirm, &args.amqp.close_queue)
+            .await
+            .map_err(|e| broker_error(e, confirmed))?;
+        confirmed += 1;
+        progress.set_position(confirmed as u64);
+    }
+    progress.finish_and_clear();
+    let _ = connection.close(200, "published".into()).await;
+    Ok(PublishReport {
+        published: confirmed,
+        skipped: invalid,
+    })
+}
+
+async fn await_confirm(confirm: PublisherConfirm, queue: &str) -> Result<(), AmqpError> {
+    amqp::check_confirmation(queue, confirm.await?)
+}
+
+/// A bar on a terminal for large inputs; a hidden one otherwise, so pipes and logs stay clean.
+pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
+    if total < PROGRESS_FROM || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} ({per_sec}, {eta} left)")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_numbered_blank_lines_skipped_and_crlf_accepted() {
+        let good = r#"{"companyApplyUrl":"u","externalJobPostingId":"a","description":"d","title":"t","listedAt":1,"location":"l"}"#;
+        let input = format!("{good}\r\n\n   \n{{\"title\":\"x\"}}\n{good}");
+        let (valid, invalid) = read_requests(input.as_bytes(), "test").unwrap();
+        assert_eq!(
+            valid.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 5]
+        );
+        assert_eq!(valid[0].1, good.as_bytes());
+        assert_eq!(invalid.len(), 1);
+        assert_eq!(invalid[0].0, 4);
+        assert_eq!(invalid[0].1, Invalid::Missing("companyApplyUrl"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_not_fatal() {
+        let input: &[u8] = b"\xff\xfe\n";
+        let (valid, invalid) = read_requests(input, "test").unwrap();
+        assert!(valid.is_empty());
+        assert!(matches!(invalid[0], (1, Invalid::NotJson(_))));
+    }
+}

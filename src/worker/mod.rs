@@ -1,0 +1,320 @@
+//! `job-closer run`: the daemon. It holds a broker session (connection, queues, consumer), feeds each
+//! delivery through validation into the batcher, hands due batches to send tasks, and on a broker
+//! failure starts a new session with backoff for as long as it takes.
+//!
+//! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
+//! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
+//! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
+//! broker returns whatever is still unacked.
+
+mod send;
+pub mod settle;
+
+use crate::amqp::{self, AmqpError};
+use crate::batch::{Batch, Batcher};
+use crate::close_request::{self, CloseRequest};
+use crate::config::AmqpArgs;
+use crate::linkedin::LinkedInClient;
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::retry::RetryPolicy;
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection};
+use send::{Group, SessionHandle};
+use settle::Settler;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+/// Everything `run` needs, resolved from the settings.
+pub struct WorkerConfig {
+    pub amqp: AmqpArgs,
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub prefetch: u16,
+    pub max_in_flight: usize,
+    pub rate_limit_per_minute: u32,
+    pub retry: RetryPolicy,
+    pub shutdown_timeout: Duration,
+}
+
+/// State shared by every session and send task of one worker.
+pub struct Shared {
+    pub linkedin: LinkedInClient,
+    pub limiter: RateLimiter,
+    pub in_flight: Semaphore,
+    pub metrics: Arc<Metrics>,
+    pub retry: RetryPolicy,
+}
+
+/// A delivery that passed validation, on its way to LinkedIn.
+pub struct Item {
+    pub delivery: Delivery,
+    pub request: CloseRequest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The broker refuses the configuration (e.g. queue arguments differ): an operator must act.
+    #[error(transparent)]
+    Fatal(AmqpError),
+}
+
+/// How a session ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+pub struct Worker {
+    config: WorkerConfig,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, linkedin: LinkedInClient, metrics: Arc<Metrics>) -> Self {
+        let shared = Arc::new(Shared {
+            linkedin,
+            limiter: RateLimiter::new(config.rate_limit_per_minute),
+            in_flight: Semaphore::new(config.max_in_flight),
+            metrics,
+            retry: config.retry,
+        });
+        Worker { config, shared }
+    }
+
+    /// Runs until `shutdown` is cancelled (Ok) or the broker refuses the configuration (Err).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        // Reconnecting has no budget: the broker is the only place work comes from.
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            max_elapsed: Duration::MAX,
+        };
+        let mut reconnect = policy.new_state();
+        let mut attempt = 0u32;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            attempt += 1;
+            let outcome = self.session(&shutdown).await;
+            self.shared.metrics.set_ready(false);
+            let why = match outcome {
+                Ok(SessionEnd::Shutdown) => return Ok(()),
+                Ok(SessionEnd::Lost(why)) => {
+                    // It was up: start the backoff afresh.
+                    attempt = 1;
+                    reconnect = policy.new_state();
+                    why
+                }
+                Err(error) if error.is_permanent() => return Err(WorkerError::Fatal(error)),
+                Err(error) => error.to_string(),
+            };
+            self.shared.metrics.reconnects.inc();
+            let delay = policy.on_wait(&mut reconnect, None);
+            warn!(attempt, error = %why, delay_ms = delay.as_millis() as u64, "RabbitMQ unavailable; reconnecting.");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
+        let config = &self.config;
+        let connection = amqp::connect(&config.amqp.amqp_url, "job-closer worker").await?;
+        let result = self.consume(&connection, shutdown).await;
+        if connection.status().connected() {
+            let _ = connection
+                .close(200, "job-closer session over".into())
+                .await;
+        }
+        result
+    }
+
+    async fn consume(
+        &self,
+        connection: &Connection,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, AmqpError> {
+        let config = &self.config;
+        let amqp_args = &config.amqp;
+        amqp::declare_queues(connection, amqp_args).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
+        let settler = Arc::new(Settler::new(
+            amqp::confirm_channel(connection).await?,
+            amqp_args.close_queue.clone(),
+            amqp_args.dead_letter_queue.clone(),
+            self.shared.metrics.clone(),
+        ));
+        let depth_channel = connection.create_channel().await?;
+        let consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
+        let mut consumer = channel
+            .basic_consume(
+                amqp::queue_name(&amqp_args.close_queue)?,
+                consumer_tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        info!(
+            queue = %amqp_args.close_queue,
+            prefetch = config.prefetch,
+            batch_size = config.batch_size,
+            "Consuming."
+        );
+        self.shared.metrics.set_ready(true);
+
+        let stop = shutdown.child_token();
+        let session = SessionHandle {
+            settler: settler.clone(),
+            stop: stop.clone(),
+        };
+        let tracker = TaskTracker::new();
+        let mut batcher: Batcher<Item> = Batcher::new(config.batch_size, config.linger);
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let end = loop {
+            let deadline = batcher.next_deadline();
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    break SessionEnd::Shutdown;
+                }
+                delivery = consumer.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        if let Some(full) = self.accept(delivery, &mut batcher, &settler, &tracker) {
+                            self.dispatch(full, &session, &tracker);
+                        }
+                    }
+                    Some(Err(error)) => break SessionEnd::Lost(error.to_string()),
+                    None => break SessionEnd::Lost("the consumer was cancelled by the broker".into()),
+                },
+                _ = sleep_until_deadline(deadline) => {
+                    for batch in batcher.take_due(Instant::now()) {
+                        self.dispatch(batch, &session, &tracker);
+                    }
+                }
+                _ = ticker.tick() => {
+                    self.shared.metrics.beat();
+                    self.observe_depths(&depth_channel).await;
+                }
+            }
+        };
+
+        match &end {
+            SessionEnd::Shutdown => {
+                self.shared.metrics.set_ready(false);
+                info!("Shutting down: no new deliveries; sending what is batched.");
+                if let Err(error) = channel
+                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                    .await
+                {
+                    debug!(%error, "Cancelling the consumer failed.");
+                }
+                for batch in batcher.take_all() {
+                    self.dispatch(batch, &session, &tracker);
+                }
+                tracker.close();
+                if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+                    .await
+                    .is_err()
+                {
+                    warn!(
+                        timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                        "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
+                    );
+                }
+                info!("Shut down cleanly.");
+            }
+            SessionEnd::Lost(why) => {
+                error!(error = %why, "Lost the broker session; in-hand deliveries will be redelivered.");
+                // Waiting tasks give their items back (harmlessly failing on a dead channel) and end.
+                stop.cancel();
+                tracker.close();
+            }
+        }
+        Ok(end)
+    }
+
+    /// Validates one delivery: invalid ones are dead-lettered at once, valid ones batched.
+    fn accept(
+        &self,
+        delivery: Delivery,
+        batcher: &mut Batcher<Item>,
+        settler: &Arc<Settler>,
+        tracker: &TaskTracker,
+    ) -> Option<Batch<Item>> {
+        self.shared.metrics.consumed.inc();
+        match close_request::validate(&delivery.data) {
+            Ok(request) => {
+                let external_id = request.external_id.clone();
+                let contract = request.contract.clone();
+                batcher.push(
+                    Item { delivery, request },
+                    &external_id,
+                    contract,
+                    Instant::now(),
+                )
+            }
+            Err(invalid) => {
+                let settler = settler.clone();
+                let failure = settle::invalid_failure(invalid.to_string());
+                tracker.spawn(async move { settler.dead_letter(&delivery, None, failure).await });
+                None
+            }
+        }
+    }
+
+    fn dispatch(&self, batch: Batch<Item>, session: &SessionHandle, tracker: &TaskTracker) {
+        let group = Group {
+            items: batch.items,
+            retry: self.shared.retry.new_state(),
+        };
+        tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
+    }
+
+    async fn observe_depths(&self, channel: &Channel) {
+        for queue in [
+            &self.config.amqp.close_queue,
+            &self.config.amqp.dead_letter_queue,
+        ] {
+            let Ok(name) = amqp::queue_name(queue) else {
+                continue;
+            };
+            let declared = channel
+                .queue_declare(
+                    name,
+                    QueueDeclareOptions::durable().passive(),
+                    FieldTable::default(),
+                )
+                .await;
+            if let Ok(declared) = declared {
+                self.shared
+                    .metrics
+                    .queue_depth(queue, declared.message_count());
+            }
+        }
+    }
+}
+
+async fn sleep_until_deadline(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
