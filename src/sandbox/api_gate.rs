@@ -27,32 +27,49 @@ pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// LinkedIn's error body: `{"message":..,"status":..}`.
-pub(crate) fn linkedin_error(status: StatusCode, message: &str) -> Response {
-    json_response(
-        status,
-        json!({"message": message, "status": status.as_u16()}),
-    )
+/// A whole-request error in LinkedIn's body shape, `{"message":..,"status":..}` (plus
+/// `serviceErrorCode` for token errors). Checks return this small value rather than a built
+/// [`Response`], which is large to move around.
+#[derive(Debug)]
+pub(crate) struct LinkedInError {
+    status: StatusCode,
+    message: String,
+    service_error_code: Option<u32>,
 }
 
-fn linkedin_error_with_service_code(
-    status: StatusCode,
-    message: &str,
-    service_error_code: u32,
-) -> Response {
-    json_response(
-        status,
-        json!({
-            "message": message,
-            "serviceErrorCode": service_error_code,
-            "status": status.as_u16(),
-        }),
-    )
+impl LinkedInError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> LinkedInError {
+        LinkedInError {
+            status,
+            message: message.into(),
+            service_error_code: None,
+        }
+    }
+
+    fn with_service_error_code(mut self, service_error_code: u32) -> LinkedInError {
+        self.service_error_code = Some(service_error_code);
+        self
+    }
+}
+
+impl IntoResponse for LinkedInError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"message": self.message, "status": self.status.as_u16()});
+        if let Some(code) = self.service_error_code {
+            body["serviceErrorCode"] = json!(code);
+        }
+        json_response(self.status, body)
+    }
+}
+
+/// LinkedIn's error answer, ready to send.
+pub(crate) fn linkedin_error(status: StatusCode, message: &str) -> Response {
+    LinkedInError::new(status, message).into_response()
 }
 
 /// Waits the configured latency; gives up with a 503 if the sandbox shuts down meanwhile, so
 /// shutting down is never held up by a slow configuration.
-pub(crate) async fn wait_latency(state: &SandboxState) -> Result<(), Response> {
+pub(crate) async fn wait_latency(state: &SandboxState) -> Result<(), LinkedInError> {
     if state.config.latency.is_zero() {
         return Ok(());
     }
@@ -63,8 +80,8 @@ pub(crate) async fn wait_latency(state: &SandboxState) -> Result<(), Response> {
 }
 
 /// The answer to requests still held when the sandbox stops.
-pub(crate) fn shutting_down() -> Response {
-    linkedin_error(
+pub(crate) fn shutting_down() -> LinkedInError {
+    LinkedInError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "The LinkedIn sandbox is shutting down",
     )
@@ -75,13 +92,13 @@ pub(crate) fn check_version_header(
     state: &SandboxState,
     family: ApiFamily,
     headers: &HeaderMap,
-) -> Result<(), Response> {
+) -> Result<(), LinkedInError> {
     if family == ApiFamily::V2 {
         return Ok(());
     }
     let Some(version) = headers.get("linkedin-version") else {
         tracing::debug!(status = 400, "rest call without LinkedIn-Version header");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::BAD_REQUEST,
             "A version must be present. Please specify a version by adding the LinkedIn-Version header.",
         ));
@@ -90,9 +107,11 @@ pub(crate) fn check_version_header(
     state.record_linkedin_version(&version);
     if !is_year_month(&version) {
         tracing::debug!(status = 400, version = %version, "malformed LinkedIn-Version header");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::BAD_REQUEST,
-            &format!("Invalid version format: {version}. The LinkedIn-Version header must be YYYYMM."),
+            format!(
+                "Invalid version format: {version}. The LinkedIn-Version header must be YYYYMM."
+            ),
         ));
     }
     Ok(())
@@ -106,12 +125,14 @@ fn is_year_month(version: &str) -> bool {
 }
 
 /// Checks the `Authorization: Bearer ...` header against the tokens this sandbox issued.
-pub(crate) fn check_bearer_token(state: &SandboxState, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) fn check_bearer_token(
+    state: &SandboxState,
+    headers: &HeaderMap,
+) -> Result<(), LinkedInError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_credentials);
     let validity = match token {
         Some(token) => state.token_validity(token),
         None => TokenValidity::Unknown,
@@ -124,21 +145,29 @@ pub(crate) fn check_bearer_token(state: &SandboxState, headers: &HeaderMap) -> R
                 header_present = token.is_some(),
                 "invalid access token"
             );
-            Err(linkedin_error_with_service_code(
-                StatusCode::UNAUTHORIZED,
-                "Invalid access token",
-                INVALID_TOKEN_SERVICE_CODE,
-            ))
+            Err(
+                LinkedInError::new(StatusCode::UNAUTHORIZED, "Invalid access token")
+                    .with_service_error_code(INVALID_TOKEN_SERVICE_CODE),
+            )
         }
         TokenValidity::Expired => {
             tracing::debug!(status = 401, "expired access token");
-            Err(linkedin_error_with_service_code(
+            Err(LinkedInError::new(
                 StatusCode::UNAUTHORIZED,
                 "The token used in the request has expired",
-                EXPIRED_TOKEN_SERVICE_CODE,
-            ))
+            )
+            .with_service_error_code(EXPIRED_TOKEN_SERVICE_CODE))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme name is case-insensitive).
+fn bearer_credentials(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("Bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 /// Adds a `Retry-After: secs` header.
@@ -160,5 +189,14 @@ mod tests {
         assert!(!is_year_month("2024-05"));
         assert!(!is_year_month("20240"));
         assert!(!is_year_month(""));
+    }
+
+    #[test]
+    fn bearer_scheme() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials("Bearer "), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
     }
 }

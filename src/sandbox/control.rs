@@ -8,13 +8,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::api_gate::json_response;
+use super::api_gate::LinkedInError;
 use super::scripting::{Fault, TASK_STATUSES, TaskRule};
-use super::state::SandboxState;
+use super::state::{SandboxState, Stats};
 
 type SharedState = State<Arc<SandboxState>>;
 
@@ -40,127 +38,119 @@ pub(crate) struct TaskRuleRequest {
     rule: TaskRule,
 }
 
-/// A control request with a body that does not parse.
-fn bad_control_request(message: &str) -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        json!({"message": message, "status": 400}),
-    )
+/// A control request that cannot be carried out.
+fn bad_control_request(message: impl Into<String>) -> LinkedInError {
+    LinkedInError::new(StatusCode::BAD_REQUEST, message)
 }
 
 /// The body of a control request, or the 400 explaining what is wrong with it.
-fn control_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Response> {
+fn control_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, LinkedInError> {
     body.map(|Json(request)| request)
-        .map_err(|rejection| bad_control_request(&rejection.body_text()))
+        .map_err(|rejection| bad_control_request(rejection.body_text()))
 }
 
-/// Whether `status` can be put on the wire as an HTTP status code.
-fn is_http_status(status: u16) -> bool {
-    StatusCode::from_u16(status).is_ok()
+/// Refuses statuses that cannot be put on the wire as an HTTP status code.
+fn check_http_status(status: u16) -> Result<(), LinkedInError> {
+    match StatusCode::from_u16(status) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(bad_control_request(format!(
+            "{status} is not an HTTP status code"
+        ))),
+    }
 }
 
-pub(crate) async fn stats(State(state): SharedState) -> Response {
-    Json(state.stats()).into_response()
+fn check_fault(fault: &Fault) -> Result<(), LinkedInError> {
+    match fault {
+        Fault::Status { status, .. } => check_http_status(*status),
+        Fault::Hang | Fault::Garbage200 | Fault::WrongCount200 => Ok(()),
+    }
+}
+
+/// What a control request that changed something answers.
+type ControlResult = Result<StatusCode, LinkedInError>;
+
+pub(crate) async fn stats(State(state): SharedState) -> Json<Stats> {
+    Json(state.stats())
 }
 
 pub(crate) async fn push_faults(
     State(state): SharedState,
     body: Result<Json<FaultsRequest>, JsonRejection>,
-) -> Response {
-    let request = match control_body(body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
-    if let Fault::Status { status, .. } = &request.fault
-        && !is_http_status(*status)
-    {
-        return bad_control_request(&format!("{status} is not an HTTP status code"));
-    }
-    tracing::debug!(fault = ?request.fault, times = request.times, "control: faults pushed");
-    state.push_fault(request.fault, request.times);
-    StatusCode::NO_CONTENT.into_response()
+) -> ControlResult {
+    let FaultsRequest { fault, times } = control_body(body)?;
+    check_fault(&fault)?;
+    tracing::debug!(?fault, times, "control: faults pushed");
+    state.push_fault(fault, times);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn set_outage(
     State(state): SharedState,
     body: Result<Json<OutageRequest>, JsonRejection>,
-) -> Response {
-    let request = match control_body(body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
-    if let Some(Fault::Status { status, .. }) = &request.fault
-        && !is_http_status(*status)
-    {
-        return bad_control_request(&format!("{status} is not an HTTP status code"));
+) -> ControlResult {
+    let OutageRequest { fault } = control_body(body)?;
+    if let Some(fault) = &fault {
+        check_fault(fault)?;
     }
-    tracing::debug!(fault = ?request.fault, "control: outage set");
-    state.set_outage(request.fault);
-    StatusCode::NO_CONTENT.into_response()
+    tracing::debug!(?fault, "control: outage set");
+    state.set_outage(fault);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub(crate) async fn set_token_outage(
     State(state): SharedState,
     body: Result<Json<TokenOutageRequest>, JsonRejection>,
-) -> Response {
-    let request = match control_body(body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
-    if let Some(status) = request.status
-        && !is_http_status(status)
-    {
-        return bad_control_request(&format!("{status} is not an HTTP status code"));
+) -> ControlResult {
+    let TokenOutageRequest { status } = control_body(body)?;
+    if let Some(status) = status {
+        check_http_status(status)?;
     }
-    tracing::debug!(status = ?request.status, "control: token outage set");
-    state.set_token_outage(request.status);
-    StatusCode::NO_CONTENT.into_response()
+    tracing::debug!(?status, "control: token outage set");
+    state.set_token_outage(status);
+    Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn expire_tokens(State(state): SharedState) -> Response {
+pub(crate) async fn expire_tokens(State(state): SharedState) -> StatusCode {
     tracing::debug!("control: tokens expired");
     state.expire_tokens();
-    StatusCode::NO_CONTENT.into_response()
+    StatusCode::NO_CONTENT
 }
 
 pub(crate) async fn set_task_rule(
     State(state): SharedState,
     body: Result<Json<TaskRuleRequest>, JsonRejection>,
-) -> Response {
-    let request = match control_body(body) {
-        Ok(request) => request,
-        Err(refusal) => return refusal,
-    };
-    if !TASK_STATUSES.contains(&request.rule.status.as_str()) {
-        return bad_control_request(&format!(
+) -> ControlResult {
+    let TaskRuleRequest { prefix, rule } = control_body(body)?;
+    if !TASK_STATUSES.contains(&rule.status.as_str()) {
+        return Err(bad_control_request(format!(
             "Unknown task status {:?}; expected one of {TASK_STATUSES:?}",
-            request.rule.status
-        ));
+            rule.status
+        )));
     }
-    tracing::debug!(prefix = %request.prefix, rule = ?request.rule, "control: task rule set");
-    state.set_task_rule(&request.prefix, request.rule);
-    StatusCode::NO_CONTENT.into_response()
+    tracing::debug!(%prefix, ?rule, "control: task rule set");
+    state.set_task_rule(&prefix, rule);
+    Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) async fn reset(State(state): SharedState) -> Response {
+pub(crate) async fn reset(State(state): SharedState) -> StatusCode {
     tracing::debug!("control: reset");
     state.reset();
-    StatusCode::NO_CONTENT.into_response()
+    StatusCode::NO_CONTENT
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
-    use super::super::test_support::{access_token, close_element, post_batch, start_default};
-    use super::super::{Sandbox, Stats};
-    use super::*;
+    use crate::sandbox::test_support::{
+        access_token, close_element, http_client, post_batch, start_default,
+    };
+    use crate::sandbox::{Fault, Sandbox, Stats, TaskRule};
 
     async fn control(sandbox: &Sandbox, path: &str, body: Option<Value>) -> u16 {
-        let mut request =
-            reqwest::Client::new().post(format!("{}/_sandbox/{path}", sandbox.api_url()));
+        let mut request = http_client().post(format!("{}/_sandbox/{path}", sandbox.api_url()));
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -168,7 +158,9 @@ mod tests {
     }
 
     async fn remote_stats(sandbox: &Sandbox) -> Stats {
-        reqwest::get(format!("{}/_sandbox/stats", sandbox.api_url()))
+        http_client()
+            .get(format!("{}/_sandbox/stats", sandbox.api_url()))
+            .send()
             .await
             .unwrap()
             .json()
@@ -203,16 +195,15 @@ mod tests {
         assert_eq!(status, 502);
 
         assert_eq!(
-            control(
-                &sandbox,
-                "outage",
-                Some(json!({"fault": "WrongCount200"}))
-            )
-            .await,
+            control(&sandbox, "outage", Some(json!({"fault": "WrongCount200"}))).await,
             204
         );
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), close_element("B")]).await;
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("B")],
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(answer["elements"].as_array().unwrap().len(), 1);
         assert_eq!(
@@ -236,7 +227,7 @@ mod tests {
             control(&sandbox, "token-outage", Some(json!({"status": 503}))).await,
             204
         );
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(sandbox.token_url())
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -270,7 +261,7 @@ mod tests {
         );
         let (_, answer, _) = post_batch(&sandbox, &token, vec![close_element("A1")]).await;
         let task_id = answer["elements"][0]["id"].as_str().unwrap();
-        let tasks: Value = reqwest::Client::new()
+        let tasks: Value = http_client()
             .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
             .bearer_auth(&token)
             .query(&[("ids", task_id)])
@@ -288,10 +279,10 @@ mod tests {
     async fn reset_clears_stats_faults_and_rules_but_keeps_tokens() {
         let sandbox = start_default().await;
         let token = access_token(&sandbox).await;
-        sandbox.push_fault(crate::sandbox::Fault::Garbage200, 3);
+        sandbox.push_fault(Fault::Garbage200, 3);
         sandbox.set_task_rule(
             "",
-            crate::sandbox::TaskRule {
+            TaskRule {
                 status: "FAILED".to_owned(),
                 after: Duration::ZERO,
                 error_message: None,
@@ -303,7 +294,7 @@ mod tests {
         let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
         assert_eq!(status, 200, "the token survives and the faults are gone");
         let task_id = answer["elements"][0]["id"].as_str().unwrap();
-        let tasks: Value = reqwest::Client::new()
+        let tasks: Value = http_client()
             .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
             .bearer_auth(&token)
             .query(&[("ids", task_id)])
@@ -321,7 +312,10 @@ mod tests {
         let sandbox = start_default().await;
         for (path, body) in [
             ("faults", json!({"fault": "Sometimes", "times": 1})),
-            ("faults", json!({"fault": {"Status": {"status": 42}}, "times": 1})),
+            (
+                "faults",
+                json!({"fault": {"Status": {"status": 42}}, "times": 1}),
+            ),
             ("outage", json!({"fault": 7})),
             ("token-outage", json!({"status": 5000})),
             (
@@ -329,7 +323,11 @@ mod tests {
                 json!({"prefix": "A", "rule": {"status": "DONE", "after_ms": 0}}),
             ),
         ] {
-            assert_eq!(control(&sandbox, path, Some(body.clone())).await, 400, "{path} {body}");
+            assert_eq!(
+                control(&sandbox, path, Some(body.clone())).await,
+                400,
+                "{path} {body}"
+            );
         }
     }
 }

@@ -172,7 +172,10 @@ fn router(state: Arc<SandboxState>) -> Router {
         .route("/v2/simpleJobPostings", post(postings::batch_create_v2))
         .route("/rest/simpleJobPostings", post(postings::batch_create_rest))
         .route("/v2/simpleJobPostingTasks", get(tasks::task_statuses_v2))
-        .route("/rest/simpleJobPostingTasks", get(tasks::task_statuses_rest))
+        .route(
+            "/rest/simpleJobPostingTasks",
+            get(tasks::task_statuses_rest),
+        )
         .route("/_sandbox/stats", get(control::stats))
         .route("/_sandbox/faults", post(control::push_faults))
         .route("/_sandbox/outage", post(control::set_outage))
@@ -211,7 +214,7 @@ pub async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::R
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::{access_token, start_default};
+    use super::test_support::{access_token, http_client, start_default};
     use super::*;
 
     #[tokio::test]
@@ -241,7 +244,9 @@ mod tests {
     #[tokio::test]
     async fn unknown_paths_get_a_json_404() {
         let sandbox = start_default().await;
-        let response = reqwest::get(format!("{}/v2/jobs", sandbox.api_url()))
+        let response = http_client()
+            .get(format!("{}/v2/jobs", sandbox.api_url()))
+            .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 404);
@@ -255,13 +260,13 @@ mod tests {
         let url = sandbox.token_url();
         access_token(&sandbox).await;
         sandbox.shutdown().await;
-        assert!(reqwest::Client::new().post(&url).send().await.is_err());
+        assert!(http_client().post(&url).send().await.is_err());
 
         let dropped = start_default().await;
         let url = dropped.token_url();
         drop(dropped);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(reqwest::Client::new().post(&url).send().await.is_err());
+        assert!(http_client().post(&url).send().await.is_err());
     }
 
     #[tokio::test]

@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::api_gate::{
-    ApiFamily, check_bearer_token, check_version_header, json_response, linkedin_error,
-    shutting_down, wait_latency, with_retry_after,
+    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response,
+    linkedin_error, shutting_down, wait_latency, with_retry_after,
 };
 use super::scripting::Fault;
 use super::state::SandboxState;
@@ -73,7 +73,7 @@ async fn batch_create(
     let in_flight = state.enter_posting_request();
     let response = answer_batch_create(state, family, headers, body)
         .await
-        .unwrap_or_else(|refusal| refusal);
+        .unwrap_or_else(IntoResponse::into_response);
     drop(in_flight);
     state.record_posting_response(response.status().as_u16());
     tracing::debug!(
@@ -90,7 +90,7 @@ async fn answer_batch_create(
     family: ApiFamily,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<Response, Response> {
+) -> Result<Response, LinkedInError> {
     wait_latency(state).await?;
     check_version_header(state, family, headers)?;
     check_bearer_token(state, headers)?;
@@ -115,7 +115,7 @@ async fn answer_batch_create(
 }
 
 /// LinkedIn refuses batch_create without `x-restli-method: batch_create` as a permission error.
-fn check_restli_method(headers: &HeaderMap) -> Result<(), Response> {
+fn check_restli_method(headers: &HeaderMap) -> Result<(), LinkedInError> {
     let method = headers
         .get("x-restli-method")
         .and_then(|value| value.to_str().ok());
@@ -123,31 +123,35 @@ fn check_restli_method(headers: &HeaderMap) -> Result<(), Response> {
         return Ok(());
     }
     tracing::debug!(status = 403, ?method, "x-restli-method is not batch_create");
-    Err(linkedin_error(
+    Err(LinkedInError::new(
         StatusCode::FORBIDDEN,
         "Not enough permissions to access: POST /simpleJobPostings",
     ))
 }
 
 /// The request's elements, each a JSON object.
-fn parse_elements(body: &[u8]) -> Result<Vec<Map<String, Value>>, Response> {
-    let bad_request = |message: &str| {
+fn parse_elements(body: &[u8]) -> Result<Vec<Map<String, Value>>, LinkedInError> {
+    let bad_request = |message: String| {
         tracing::debug!(status = 400, message, "unusable batch_create body");
-        linkedin_error(StatusCode::BAD_REQUEST, message)
+        LinkedInError::new(StatusCode::BAD_REQUEST, message)
     };
     let document: Value = serde_json::from_slice(body)
-        .map_err(|error| bad_request(&format!("Error parsing entity body: {error}")))?;
-    let Some(Value::Array(elements)) = document.get("elements") else {
+        .map_err(|error| bad_request(format!("Error parsing entity body: {error}")))?;
+    let elements = match document {
+        Value::Object(mut fields) => fields.remove("elements"),
+        _ => None,
+    };
+    let Some(Value::Array(elements)) = elements else {
         return Err(bad_request(
-            "The request body must be a JSON object with an \"elements\" array",
+            "The request body must be a JSON object with an \"elements\" array".to_owned(),
         ));
     };
     elements
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, element)| match element {
-            Value::Object(fields) => Ok(fields.clone()),
-            _ => Err(bad_request(&format!(
+            Value::Object(fields) => Ok(fields),
+            _ => Err(bad_request(format!(
                 "elements[{index}] must be a JSON object"
             ))),
         })
@@ -158,12 +162,12 @@ fn parse_elements(body: &[u8]) -> Result<Vec<Map<String, Value>>, Response> {
 fn check_whole_request(
     state: &SandboxState,
     elements: &[Map<String, Value>],
-) -> Result<(), Response> {
+) -> Result<(), LinkedInError> {
     if elements.len() > MAX_ELEMENTS_PER_REQUEST {
         tracing::debug!(status = 400, elements = elements.len(), "too many elements");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::BAD_REQUEST,
-            &format!(
+            format!(
                 "Too many elements: {}. A batch_create request may hold at most {MAX_ELEMENTS_PER_REQUEST} elements.",
                 elements.len()
             ),
@@ -179,7 +183,7 @@ fn check_whole_request(
     });
     if poisoned {
         tracing::debug!(status = 500, "externalJobPostingId that is not a string");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Internal Server Error",
         ));
@@ -191,9 +195,9 @@ fn check_whole_request(
         .find(|contract| !state.config.allows_contract(contract));
     if let Some(contract) = forbidden_contract {
         tracing::debug!(status = 403, contract, "contract not allowed");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::FORBIDDEN,
-            &format!("Caller is not authorized to access the jobs for contract: {contract}"),
+            format!("Caller is not authorized to access the jobs for contract: {contract}"),
         ));
     }
 
@@ -204,9 +208,9 @@ fn check_whole_request(
         .find(|id| !seen_ids.insert(*id));
     if let Some(id) = duplicate_id {
         tracing::debug!(status = 400, external_job_posting_id = id, "duplicate id");
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::BAD_REQUEST,
-            &format!("Duplicate externalJobPostingId in one request: {id}"),
+            format!("Duplicate externalJobPostingId in one request: {id}"),
         ));
     }
     Ok(())
@@ -314,7 +318,7 @@ async fn answer_with_fault(state: &SandboxState, fault: Fault, element_count: us
                 () = tokio::time::sleep(HANG_DURATION) => {
                     linkedin_error(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
                 }
-                () = state.shutdown.cancelled() => shutting_down(),
+                () = state.shutdown.cancelled() => shutting_down().into_response(),
             }
         }
         Fault::Garbage200 => (
@@ -345,18 +349,23 @@ async fn answer_with_fault(state: &SandboxState, fault: Fault, element_count: us
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{
-        access_token, close_element, post_batch, post_batch_with, start_default, start_with,
-    };
-    use super::super::{Fault, SandboxConfig};
     use super::*;
+    use crate::sandbox::test_support::{
+        access_token, close_element, http_client, post_batch, post_batch_with, start_default,
+        start_with,
+    };
+    use crate::sandbox::{Fault, SandboxConfig};
 
     #[tokio::test]
     async fn valid_close_batch_gets_one_task_per_element() {
         let sandbox = start_default().await;
         let token = access_token(&sandbox).await;
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), close_element("B")]).await;
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("B")],
+        )
+        .await;
         assert_eq!(status, 200);
         let entries = answer["elements"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
@@ -440,13 +449,17 @@ mod tests {
         let stats = sandbox.stats();
         assert_eq!(stats.element_statuses.get(&422), Some(&5));
         assert_eq!(stats.element_statuses.get(&202), Some(&2));
-        assert_eq!(stats.closed.len(), 1, "only the valid CLOSE counts as closed");
+        assert_eq!(
+            stats.closed.len(),
+            1,
+            "only the valid CLOSE counts as closed"
+        );
     }
 
     #[tokio::test]
     async fn missing_or_unknown_token_is_invalid() {
         let sandbox = start_default().await;
-        let client = reqwest::Client::new();
+        let client = http_client();
         let without_token = client
             .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
             .header("x-restli-method", "batch_create")
@@ -497,7 +510,7 @@ mod tests {
     async fn missing_restli_method_is_a_permission_error() {
         let sandbox = start_default().await;
         let token = access_token(&sandbox).await;
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
             .bearer_auth(&token)
             .json(&json!({"elements": [close_element("A")]}))
@@ -509,7 +522,7 @@ mod tests {
             response.json::<Value>().await.unwrap(),
             json!({"message": "Not enough permissions to access: POST /simpleJobPostings", "status": 403})
         );
-        let uppercase_header_name = reqwest::Client::new()
+        let uppercase_header_name = http_client()
             .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
             .bearer_auth(&token)
             .header("X-RestLi-Method", "batch_create")
@@ -578,13 +591,17 @@ mod tests {
         let (status, _, _) = post_batch(&sandbox, &token, exactly_the_limit).await;
         assert_eq!(status, 200);
 
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), close_element("A")]).await;
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("A")],
+        )
+        .await;
         assert_eq!(status, 400);
         assert_eq!(answer["status"], 400);
 
         for body in ["not json", "{\"items\": []}", "{\"elements\": [1]}"] {
-            let response = reqwest::Client::new()
+            let response = http_client()
                 .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
                 .bearer_auth(&token)
                 .header("x-restli-method", "batch_create")
@@ -603,8 +620,7 @@ mod tests {
         let sandbox = start_default().await;
         let token = access_token(&sandbox).await;
         let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
-        let (status, _, _) =
-            post_batch_with(&url, &token, None, vec![close_element("A")]).await;
+        let (status, _, _) = post_batch_with(&url, &token, None, vec![close_element("A")]).await;
         assert_eq!(status, 400);
         let (status, _, _) =
             post_batch_with(&url, &token, Some("202405"), vec![close_element("A")]).await;
@@ -643,7 +659,11 @@ mod tests {
         assert_eq!(status, 200);
         let stats = sandbox.stats();
         assert_eq!(stats.responses_by_status.get(&429), Some(&2));
-        assert_eq!(stats.closed.get("A"), Some(&1), "faulted requests close nothing");
+        assert_eq!(
+            stats.closed.get("A"),
+            Some(&1),
+            "faulted requests close nothing"
+        );
         assert_eq!(stats.request_sizes, [1, 1, 1]);
     }
 
@@ -658,7 +678,7 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(answer["elements"].as_array().unwrap().len(), 2);
 
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
             .bearer_auth(&token)
             .header("x-restli-method", "batch_create")
@@ -699,7 +719,7 @@ mod tests {
         sandbox.push_fault(Fault::Hang, 2);
         let url = format!("{}/v2/simpleJobPostings", sandbox.api_url());
         let request = |timeout: Option<Duration>| {
-            let mut request = reqwest::Client::new()
+            let mut request = http_client()
                 .post(&url)
                 .bearer_auth(&token)
                 .header("x-restli-method", "batch_create")

@@ -6,12 +6,11 @@ use std::time::Instant;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::api_gate::{
-    ApiFamily, check_bearer_token, check_version_header, json_response, linkedin_error,
-    wait_latency,
+    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response, wait_latency,
 };
 use super::state::{PostingTask, SandboxState};
 
@@ -44,7 +43,7 @@ async fn task_statuses(
     state.count_task_query(task_ids.as_ref().map_or(0, Vec::len));
     let response = answer_task_statuses(state, family, headers, uri, task_ids)
         .await
-        .unwrap_or_else(|refusal| refusal);
+        .unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(
         status = response.status().as_u16(),
         ?family,
@@ -71,27 +70,25 @@ async fn answer_task_statuses(
     headers: &HeaderMap,
     uri: &Uri,
     task_ids: Option<Vec<String>>,
-) -> Result<Response, Response> {
+) -> Result<Response, LinkedInError> {
     wait_latency(state).await?;
     let query_bytes = uri.query().map_or(0, str::len);
     if query_bytes > MAX_QUERY_BYTES {
-        return Err(linkedin_error(
+        return Err(LinkedInError::new(
             StatusCode::URI_TOO_LONG,
-            &format!(
+            format!(
                 "URI Too Long: the query string has {query_bytes} bytes, the limit is {MAX_QUERY_BYTES}"
             ),
         ));
     }
     check_version_header(state, family, headers)?;
     check_bearer_token(state, headers)?;
-    let task_ids = task_ids
-        .filter(|ids| !ids.is_empty())
-        .ok_or_else(|| {
-            linkedin_error(
-                StatusCode::BAD_REQUEST,
-                "Expected one or more ids query parameters, e.g. ?ids=urn:li:simpleJobPostingTask:...",
-            )
-        })?;
+    let task_ids = task_ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
+        LinkedInError::new(
+            StatusCode::BAD_REQUEST,
+            "Expected one or more ids query parameters, e.g. ?ids=urn:li:simpleJobPostingTask:...",
+        )
+    })?;
 
     let now = Instant::now();
     let mut results = Map::new();
@@ -138,11 +135,11 @@ fn task_result(task_id: &str, task: &PostingTask, now: Instant) -> Value {
 mod tests {
     use std::time::Duration;
 
-    use super::super::test_support::{
-        access_token, close_element, post_batch, start_default, start_with,
-    };
-    use super::super::{Sandbox, SandboxConfig, TaskRule};
     use super::*;
+    use crate::sandbox::test_support::{
+        access_token, close_element, http_client, post_batch, start_default, start_with,
+    };
+    use crate::sandbox::{Sandbox, SandboxConfig, TaskRule};
 
     /// Posts CLOSE elements for `external_ids` and returns their task URNs.
     async fn accepted_tasks(sandbox: &Sandbox, token: &str, external_ids: &[&str]) -> Vec<String> {
@@ -159,7 +156,7 @@ mod tests {
 
     async fn query_tasks(sandbox: &Sandbox, token: &str, task_ids: &[String]) -> (u16, Value) {
         let query: Vec<(&str, &str)> = task_ids.iter().map(|id| ("ids", id.as_str())).collect();
-        let response = reqwest::Client::new()
+        let response = http_client()
             .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
             .bearer_auth(token)
             .query(&query)
@@ -238,7 +235,11 @@ mod tests {
         assert_eq!(failed["status"], "FAILED");
         assert_eq!(failed["errorMessage"], "Job fail-1 was dropped: true");
         assert_eq!(answer["results"][&task_ids[1]]["status"], "IN_PROGRESS");
-        assert!(answer["results"][&task_ids[1]].get("errorMessage").is_none());
+        assert!(
+            answer["results"][&task_ids[1]]
+                .get("errorMessage")
+                .is_none()
+        );
         assert_eq!(answer["results"][&task_ids[2]]["status"], "SUCCEEDED");
         tokio::time::sleep(Duration::from_millis(150)).await;
         let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
@@ -269,7 +270,7 @@ mod tests {
         let token = access_token(&sandbox).await;
         let task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
         let url = format!("{}/rest/simpleJobPostingTasks", sandbox.api_url());
-        let client = reqwest::Client::new();
+        let client = http_client();
         let without_version = client
             .get(&url)
             .bearer_auth(&token)

@@ -109,8 +109,8 @@ pub(crate) async fn issue_access_token(
 
 #[cfg(test)]
 mod tests {
-    use super::super::SandboxConfig;
-    use super::super::test_support::{start_default, start_with};
+    use crate::sandbox::SandboxConfig;
+    use crate::sandbox::test_support::{http_client, start_default, start_with};
     use serde_json::{Value, json};
 
     const GOOD_FIELDS: [(&str, &str); 3] = [
@@ -120,12 +120,7 @@ mod tests {
     ];
 
     async fn post_form(url: &str, fields: &[(&str, &str)]) -> (u16, Value) {
-        let response = reqwest::Client::new()
-            .post(url)
-            .form(fields)
-            .send()
-            .await
-            .unwrap();
+        let response = http_client().post(url).form(fields).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -149,7 +144,7 @@ mod tests {
             ..SandboxConfig::default()
         })
         .await;
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(sandbox.token_url())
             .form(&[
                 ("grant_type", "client_credentials"),
@@ -216,7 +211,7 @@ mod tests {
     #[tokio::test]
     async fn json_body_is_not_a_form() {
         let sandbox = start_default().await;
-        let response = reqwest::Client::new()
+        let response = http_client()
             .post(sandbox.token_url())
             .json(&json!({"grant_type": "client_credentials"}))
             .send()
