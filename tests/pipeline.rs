@@ -22,13 +22,23 @@ async fn closes_every_job_in_full_batches() {
 
     let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
     wait_settled(&queues, &sandbox, 250, 0, SETTLE).await;
-    assert_eq!(worker.terminate(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
 
     let stats = sandbox.stats();
     assert_eq!(stats.closed.len(), 250);
-    assert!(stats.closed.values().all(|n| *n == 1), "each job closed once");
+    assert!(
+        stats.closed.values().all(|n| *n == 1),
+        "each job closed once"
+    );
     assert!(stats.request_sizes.iter().all(|n| *n <= 100));
-    assert!(stats.request_sizes.iter().filter(|n| **n == 100).count() >= 2, "{:?}", stats.request_sizes);
+    assert!(
+        stats.request_sizes.iter().filter(|n| **n == 100).count() >= 2,
+        "{:?}",
+        stats.request_sizes
+    );
     assert_eq!(stats.token_requests, 1, "one shared token");
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.depth(&queues.dead).await, 0);
@@ -68,21 +78,39 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
 
     let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
     wait_settled(&queues, &sandbox, 3, 7, SETTLE).await;
-    assert_eq!(worker.terminate(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
 
     let closed: BTreeSet<_> = sandbox.stats().closed.keys().cloned().collect();
     assert_eq!(
         closed,
-        ["ok-1", "ok-2", "ok-premium"].map(String::from).into_iter().collect()
+        ["ok-1", "ok-2", "ok-premium"]
+            .map(String::from)
+            .into_iter()
+            .collect()
     );
     let dead = queues.drain(&queues.dead).await;
     assert_eq!(dead.len(), 7);
-    let by_id = |id: &str| dead.iter().find(|d| d.external_id().as_deref() == Some(id)).unwrap();
+    let by_id = |id: &str| {
+        dead.iter()
+            .find(|d| d.external_id().as_deref() == Some(id))
+            .unwrap()
+    };
 
     let title = by_id("err-title-number");
     assert_eq!(title.header_int("x-error-status"), Some(422));
-    assert_eq!(title.header_str("x-error-reason").as_deref(), Some("rejected"));
-    assert!(title.header_str("x-error-message").unwrap().starts_with("ERROR :: /title ::"));
+    assert_eq!(
+        title.header_str("x-error-reason").as_deref(),
+        Some("rejected")
+    );
+    assert!(
+        title
+            .header_str("x-error-message")
+            .unwrap()
+            .starts_with("ERROR :: /title ::")
+    );
 
     for id in ["err-contract-a", "err-contract-b"] {
         let contract = by_id(id);
@@ -94,35 +122,59 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
     }
 
     let missing = by_id("err-missing");
-    assert_eq!(missing.header_str("x-error-reason").as_deref(), Some("invalid"));
+    assert_eq!(
+        missing.header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
     assert_eq!(missing.header_int("x-error-status"), Some(422));
     assert_eq!(
         missing.header_str("x-error-message").as_deref(),
         Some("ERROR :: /title :: field is required but not found and has no default value")
     );
     assert_eq!(missing.header_int("x-attempts"), Some(0));
-    assert_eq!(by_id("err-create").header_str("x-error-reason").as_deref(), Some("invalid"));
+    assert_eq!(
+        by_id("err-create").header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
 
     // Poison that LinkedIn would answer with a 500 for the whole request never reaches it.
     let poison = dead
         .iter()
-        .find(|d| d.json().is_some_and(|v| v["externalJobPostingId"] == json!(12345)))
+        .find(|d| {
+            d.json()
+                .is_some_and(|v| v["externalJobPostingId"] == json!(12345))
+        })
         .unwrap();
-    assert_eq!(poison.header_str("x-error-reason").as_deref(), Some("invalid"));
+    assert_eq!(
+        poison.header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
     assert!(!sandbox.stats().responses_by_status.contains_key(&500));
 
     let garbage = dead.iter().find(|d| d.body.starts_with(b"\xff")).unwrap();
     assert_eq!(garbage.body, b"\xff not json", "body kept byte for byte");
-    assert!(garbage.header_str("x-error-message").unwrap().contains("UTF-8"));
+    assert!(
+        garbage
+            .header_str("x-error-message")
+            .unwrap()
+            .contains("UTF-8")
+    );
 
     for letter in &dead {
-        assert_eq!(letter.header_str("x-original-queue").as_deref(), Some(queues.close.as_str()));
+        assert_eq!(
+            letter.header_str("x-original-queue").as_deref(),
+            Some(queues.close.as_str())
+        );
         let at = letter.header_str("x-dead-lettered-at").unwrap();
         assert!(
-            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339).is_ok(),
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
             "{at}"
         );
-        assert!(letter.properties.message_id().is_some(), "original properties kept");
+        assert!(
+            letter.properties.message_id().is_some(),
+            "original properties kept"
+        );
     }
     queues.cleanup().await;
 }
@@ -136,7 +188,10 @@ async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
     let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"u","description":"d","listedAt":1,"location":"l" }  "#;
     queues.publish_raw(&queues.close, body).await;
     let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    eventually(SETTLE, "dead letter", || async { queues.depth(&queues.dead).await == 1 }).await;
+    eventually(SETTLE, "dead letter", || async {
+        queues.depth(&queues.dead).await == 1
+    })
+    .await;
     worker.terminate(Duration::from_secs(20)).await;
     let dead = queues.drain(&queues.dead).await;
     assert_eq!(dead[0].body, body.to_vec());
@@ -194,9 +249,16 @@ async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() 
     wait_settled(&queues, &sandbox, 400, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     let stats = sandbox.stats();
-    assert_eq!(stats.token_requests, 2, "one token, then exactly one renewal");
+    assert_eq!(
+        stats.token_requests, 2,
+        "one token, then exactly one renewal"
+    );
     assert!(stats.responses_by_status.get(&401).copied().unwrap_or(0) >= 1);
-    assert_eq!(queues.depth(&queues.dead).await, 0, "a 401 never dead-letters");
+    assert_eq!(
+        queues.depth(&queues.dead).await,
+        0,
+        "a 401 never dead-letters"
+    );
     queues.cleanup().await;
 }
 
@@ -214,7 +276,10 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
     let mut env = worker_env(&queues, &sandbox);
     env.push(("BATCH_SIZE".into(), "20".into()));
     let mut worker = spawn_worker(&env);
-    eventually(SETTLE, "work under way", || async { sandbox.stats().requests >= 2 }).await;
+    eventually(SETTLE, "work under way", || async {
+        sandbox.stats().requests >= 2
+    })
+    .await;
     let status = worker.terminate(Duration::from_secs(20)).await;
     assert_eq!(status.code(), Some(0), "log:\n{}", worker.log_text());
 
@@ -226,7 +291,12 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
     assert_eq!(dead, 0);
     // Every request is either closed or back in the queue; a closed one may also be back only if its
     // ack was lost, which a clean shutdown must not do.
-    assert_eq!(closed + waiting, 600, "lost = {}", 600 - (closed + waiting) as i64);
+    assert_eq!(
+        closed + waiting,
+        600,
+        "lost = {}",
+        600 - (closed + waiting) as i64
+    );
     queues.cleanup().await;
 }
 
@@ -240,17 +310,28 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
         retry_after_secs: None,
         message: Some("Service Unavailable".into()),
     }));
-    queues.publish_jobs(&[job("exhaust-1"), job("exhaust-2")]).await;
+    queues
+        .publish_jobs(&[job("exhaust-1"), job("exhaust-2")])
+        .await;
     let mut env = worker_env(&queues, &sandbox);
     env.push(("RETRY_MAX_ELAPSED_MS".into(), "1500".into()));
     let mut worker = spawn_worker(&env);
-    eventually(SETTLE, "both dead-lettered", || async { queues.depth(&queues.dead).await == 2 }).await;
+    eventually(SETTLE, "both dead-lettered", || async {
+        queues.depth(&queues.dead).await == 2
+    })
+    .await;
     worker.terminate(Duration::from_secs(20)).await;
     let dead = queues.drain(&queues.dead).await;
     for letter in &dead {
-        assert_eq!(letter.header_str("x-error-reason").as_deref(), Some("retries-exhausted"));
+        assert_eq!(
+            letter.header_str("x-error-reason").as_deref(),
+            Some("retries-exhausted")
+        );
         assert_eq!(letter.header_int("x-error-status"), Some(503));
-        assert_eq!(letter.header_str("x-error-message").as_deref(), Some("Service Unavailable"));
+        assert_eq!(
+            letter.header_str("x-error-message").as_deref(),
+            Some("Service Unavailable")
+        );
         assert!(letter.header_int("x-attempts").unwrap() >= 2);
     }
     queues.cleanup().await;
@@ -287,7 +368,10 @@ async fn transient_failures_that_recover_lose_nothing() {
     assert_eq!(queues.depth(&queues.dead).await, 0);
     let log = worker.log_text();
     assert!(log.contains("Retrying."), "{log}");
-    assert!(log.contains("rec-0"), "retries are logged with the external ids");
+    assert!(
+        log.contains("rec-0"),
+        "retries are logged with the external ids"
+    );
     queues.cleanup().await;
 }
 

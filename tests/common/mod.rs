@@ -61,7 +61,10 @@ impl Queues {
     pub async fn declare(&self) {
         for name in [&self.close, &self.dead] {
             let mut args = FieldTable::default();
-            args.insert("x-queue-type".into(), AMQPValue::LongString("classic".into()));
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("classic".into()),
+            );
             self.channel
                 .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
                 .await
@@ -93,7 +96,8 @@ impl Queues {
 
     pub async fn publish_jobs(&self, jobs: &[Value]) {
         for job in jobs {
-            self.publish_raw(&self.close, job.to_string().as_bytes()).await;
+            self.publish_raw(&self.close, job.to_string().as_bytes())
+                .await;
         }
     }
 
@@ -173,7 +177,10 @@ impl Drained {
     }
 
     pub fn external_id(&self) -> Option<String> {
-        self.json()?.get("externalJobPostingId")?.as_str().map(str::to_owned)
+        self.json()?
+            .get("externalJobPostingId")?
+            .as_str()
+            .map(str::to_owned)
     }
 }
 
@@ -296,7 +303,10 @@ impl WorkerProcess {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("job-closer did not exit within {within:?}; log:\n{}", self.log_text());
+                panic!(
+                    "job-closer did not exit within {within:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -333,7 +343,13 @@ where
 }
 
 /// Waits until the sandbox has closed every id, the close queue is empty and nothing is unacked.
-pub async fn wait_settled(queues: &Queues, sandbox: &Sandbox, closed: usize, dead: u32, within: Duration) {
+pub async fn wait_settled(
+    queues: &Queues,
+    sandbox: &Sandbox,
+    closed: usize,
+    dead: u32,
+    within: Duration,
+) {
     eventually(within, "every message closed or dead-lettered", || async {
         let stats = sandbox.stats();
         stats.closed.len() >= closed && queues.depth(&queues.dead).await >= dead
