@@ -4,12 +4,13 @@
 //! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
 
 use crate::config::{
-    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
+    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret, TaskCheckArgs,
 };
 use crate::linkedin::LinkedInClient;
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, PublishArgs, PublishError};
 use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
+use crate::tasks::Schedule;
 use crate::worker::{Worker, WorkerConfig, WorkerError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct RunArgs {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub tasks: TaskCheckArgs,
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub sandbox: bool,
@@ -166,6 +169,12 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         rate_limit_per_minute: args.batch.rate_limit_per_minute,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        task_checks: args.tasks.enabled().then(|| {
+            Arc::new(Schedule::new(
+                &args.amqp.close_queue,
+                args.tasks.first_delay(),
+            ))
+        }),
         amqp: args.amqp,
     };
     Worker::new(config, linkedin, metrics)

@@ -303,6 +303,41 @@ impl BatchArgs {
     }
 }
 
+/// On or off, for switches that read better as words than as booleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    #[value(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    Off,
+}
+
+/// Longest first-check delay: a task id lives 24 hours, so a later first check could never succeed.
+pub const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Verifying that the close tasks LinkedIn accepted actually succeeded.
+#[derive(Args, Clone, Debug)]
+pub struct TaskCheckArgs {
+    /// Verify every accepted close with simpleJobPostingTasks and dead-letter the ones whose task
+    /// FAILED (on), or trust LinkedIn's 202 (off).
+    #[arg(long, env = "TASK_CHECK", value_enum, default_value = "on")]
+    pub task_check: Switch,
+    /// How long after LinkedIn accepted a close its task is first checked (LinkedIn advises five
+    /// minutes); later checks back off from there, doubling up to an hour.
+    #[arg(long, env = "TASK_CHECK_DELAY_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(0..=MAX_TASK_CHECK_DELAY_MS))]
+    pub task_check_delay_ms: u64,
+}
+
+impl TaskCheckArgs {
+    pub fn enabled(&self) -> bool {
+        self.task_check == Switch::On
+    }
+
+    pub fn first_delay(&self) -> Duration {
+        Duration::from_millis(self.task_check_delay_ms)
+    }
+}
+
 /// Backoff for transient failures.
 #[derive(Args, Clone, Debug)]
 pub struct RetryArgs {

@@ -9,6 +9,8 @@
 //!   which turns each answer into an action.
 //! - [`retry`] and [`rate_limit`]: when to try again, and how fast the worker may send.
 //! - [`worker`]: the daemon tying these together, and settling every delivery.
+//! - [`tasks`]: verifying that each accepted close's LinkedIn task succeeded, with the pending checks
+//!   kept in RabbitMQ.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
 //! - [`publish`]: putting close requests onto the queue.
 //! - [`metrics`]: counters and the health/metrics listener.
@@ -27,4 +29,5 @@ pub mod publish;
 pub mod rate_limit;
 pub mod retry;
 pub mod sandbox;
+pub mod tasks;
 pub mod worker;

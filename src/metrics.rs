@@ -182,6 +182,15 @@ impl Metrics {
             .inc();
     }
 
+    /// A close task's final status was learnt (SUCCEEDED, FAILED, or UNKNOWN once its id expired).
+    pub fn task(&self, status: &str) {
+        self.tasks
+            .get_or_create(&TaskLabels {
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn queue_depth(&self, queue: &str, messages: u32) {
         self.queue_messages
             .get_or_create(&QueueLabels {
