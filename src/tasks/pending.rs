@@ -157,20 +157,13 @@ pub fn original_properties(check: &BasicProperties, schedule: &Schedule) -> Basi
         if [TASK_ID, EXTERNAL_ID, ACCEPTED_AT, CHECKS].contains(&name) {
             continue;
         }
-        if BROKER_DEATH_HEADERS.contains(&name) {
-            // Set by our delay queues unless the original was dead-lettered upstream: keep those.
-            let ours = header_text(value).is_some_and(|queue| schedule.is_wait_queue(&queue));
-            let reason_or_exchange = !name.ends_with("-queue");
-            if ours || (reason_or_exchange && died_in_our_queue(headers, name, schedule)) {
-                continue;
-            }
+        // Set by our delay queues, unless the original was dead-lettered upstream: keep those.
+        if BROKER_DEATH_HEADERS.contains(&name) && died_in_our_queue(headers, name, schedule) {
+            continue;
         }
         if name == "x-death" {
-            match deaths_elsewhere(value, schedule) {
-                Some(deaths) => {
-                    kept.insert(key.clone(), deaths);
-                }
-                None => {}
+            if let Some(deaths) = deaths_elsewhere(value, schedule) {
+                kept.insert(key.clone(), deaths);
             }
             continue;
         }
