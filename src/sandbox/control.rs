@@ -84,6 +84,17 @@ pub(crate) async fn push_faults(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub(crate) async fn push_task_faults(
+    State(state): SharedState,
+    body: Result<Json<FaultsRequest>, JsonRejection>,
+) -> ControlResult {
+    let FaultsRequest { fault, times } = control_body(body)?;
+    check_fault(&fault)?;
+    tracing::debug!(?fault, times, "control: task faults pushed");
+    state.push_task_fault(fault, times);
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub(crate) async fn set_outage(
     State(state): SharedState,
     body: Result<Json<OutageRequest>, JsonRejection>,
@@ -273,6 +284,40 @@ mod tests {
             .unwrap();
         assert_eq!(tasks["results"][task_id]["status"], "FAILED");
         assert_eq!(tasks["results"][task_id]["errorMessage"], "nope");
+    }
+
+    #[tokio::test]
+    async fn task_faults_over_http() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let fault = json!({"Status": {"status": 429, "retry_after_secs": 2}});
+        assert_eq!(
+            control(
+                &sandbox,
+                "task-faults",
+                Some(json!({"fault": fault, "times": 1}))
+            )
+            .await,
+            204
+        );
+        let response = http_client()
+            .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
+            .bearer_auth(&token)
+            .query(&[("ids", "urn:li:simpleJobPostingTask:x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "2");
+        assert_eq!(
+            control(
+                &sandbox,
+                "task-faults",
+                Some(json!({"fault": {"Status": {"status": 1}}, "times": 1}))
+            )
+            .await,
+            400
+        );
     }
 
     #[tokio::test]

@@ -114,6 +114,12 @@ impl Sandbox {
         self.state.push_fault(fault, times);
     }
 
+    /// The next `times` simpleJobPostingTasks requests (that pass authentication) get `fault`:
+    /// a status, a hang, a garbled 200, or (`WrongCount200`) a 200 that leaves out the last id.
+    pub fn push_task_fault(&self, fault: Fault, times: u32) {
+        self.state.push_task_fault(fault, times);
+    }
+
     /// Every simpleJobPostings request gets `fault` until `set_outage(None)`; scripted faults
     /// from [`Sandbox::push_fault`] are used up first.
     pub fn set_outage(&self, fault: Option<Fault>) {
@@ -182,6 +188,7 @@ fn router(state: Arc<SandboxState>) -> Router {
         .route("/_sandbox/token-outage", post(control::set_token_outage))
         .route("/_sandbox/expire-tokens", post(control::expire_tokens))
         .route("/_sandbox/task-rules", post(control::set_task_rule))
+        .route("/_sandbox/task-faults", post(control::push_task_faults))
         .route("/_sandbox/reset", post(control::reset))
         .fallback(unknown_resource)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))

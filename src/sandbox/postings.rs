@@ -295,7 +295,11 @@ fn validate_element(element: &Map<String, Value>) -> Result<ValidPosting<'_>, St
 
 /// The answer a scripted fault gives in place of processing the request. Faulted requests change
 /// nothing: no task is recorded and nothing counts as closed.
-async fn answer_with_fault(state: &SandboxState, fault: Fault, element_count: usize) -> Response {
+pub(crate) async fn answer_with_fault(
+    state: &SandboxState,
+    fault: Fault,
+    element_count: usize,
+) -> Response {
     tracing::debug!(?fault, "answering with a scripted fault");
     match fault {
         Fault::Status {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// A scripted misbehaviour of `POST simpleJobPostings`, applied after authentication and the
-/// `x-restli-method` check, before the body is looked at.
+/// `x-restli-method` check, before the body is looked at; or of `GET simpleJobPostingTasks`
+/// (pushed with [`super::Sandbox::push_task_fault`]), applied after authentication, where
+/// `WrongCount200` leaves the last requested id out of an otherwise good answer.
 ///
 /// JSON (serde's default enum shape): `{"Status":{"status":429,"retry_after_secs":5}}`, `"Hang"`,
 /// `"Garbage200"`, `"WrongCount200"`.

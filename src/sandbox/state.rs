@@ -40,6 +40,12 @@ pub struct Stats {
     pub task_queries: u64,
     /// Task ids asked about, over all task queries.
     pub task_ids_queried: u64,
+    /// Statuses answered per task id over all task queries (`NOT_FOUND` for unknown ids).
+    #[serde(default)]
+    pub task_statuses: BTreeMap<String, u64>,
+    /// externalJobPostingId -> the status its latest task lookup answered.
+    #[serde(default)]
+    pub last_task_status: BTreeMap<String, String>,
     /// `LinkedIn-Version` header values seen on `/rest` calls.
     pub linkedin_versions: BTreeSet<String>,
 }
@@ -75,6 +81,8 @@ pub(crate) struct SandboxState {
 struct Memory {
     stats: Stats,
     scripted_faults: VecDeque<Fault>,
+    /// Faults for the next simpleJobPostingTasks requests.
+    task_faults: VecDeque<Fault>,
     outage: Option<Fault>,
     token_outage: Option<u16>,
     /// Access token -> when it stops being valid.
@@ -127,6 +135,7 @@ impl SandboxState {
         let mut memory = self.memory();
         memory.stats = Stats::default();
         memory.scripted_faults.clear();
+        memory.task_faults.clear();
         memory.outage = None;
         memory.token_outage = None;
         memory.task_rules.clear();
@@ -277,6 +286,34 @@ impl SandboxState {
         let mut memory = self.memory();
         memory.stats.task_queries += 1;
         memory.stats.task_ids_queried += task_ids as u64;
+    }
+
+    pub fn push_task_fault(&self, fault: Fault, times: u32) {
+        let mut memory = self.memory();
+        for _ in 0..times {
+            memory.task_faults.push_back(fault.clone());
+        }
+    }
+
+    /// The fault this task lookup gets, if any (used up).
+    pub fn take_task_fault(&self) -> Option<Fault> {
+        self.memory().task_faults.pop_front()
+    }
+
+    /// Records the status a task lookup answered for one id (of a known posting, if any).
+    pub fn record_task_status(&self, external_job_posting_id: Option<&str>, status: &str) {
+        let mut memory = self.memory();
+        *memory
+            .stats
+            .task_statuses
+            .entry(status.to_owned())
+            .or_default() += 1;
+        if let Some(external_id) = external_job_posting_id {
+            memory
+                .stats
+                .last_task_status
+                .insert(external_id.to_owned(), status.to_owned());
+        }
     }
 
     pub fn task(&self, task_urn: &str) -> Option<PostingTask> {

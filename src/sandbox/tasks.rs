@@ -1,5 +1,6 @@
 //! `GET /v2/simpleJobPostingTasks?ids=..` (and `/rest/...`): the status of the asynchronous tasks
-//! accepted postings became, following the task rule each task was given when it was accepted.
+//! accepted postings became, following the task rule each task was given when it was accepted, or a
+//! scripted fault instead.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +13,8 @@ use serde_json::{Map, Value, json};
 use super::api_gate::{
     ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response, wait_latency,
 };
+use super::postings::answer_with_fault;
+use super::scripting::Fault;
 use super::state::{PostingTask, SandboxState};
 
 /// LinkedIn's documented limit on the query string of a task lookup.
@@ -83,12 +86,21 @@ async fn answer_task_statuses(
     }
     check_version_header(state, family, headers)?;
     check_bearer_token(state, headers)?;
-    let task_ids = task_ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
+    let mut task_ids = task_ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
         LinkedInError::new(
             StatusCode::BAD_REQUEST,
             "Expected one or more ids query parameters, e.g. ?ids=urn:li:simpleJobPostingTask:...",
         )
     })?;
+
+    match state.take_task_fault() {
+        // A well-formed answer that forgets the last id asked about.
+        Some(Fault::WrongCount200) => {
+            task_ids.pop();
+        }
+        Some(fault) => return Ok(answer_with_fault(state, fault, 0).await),
+        None => {}
+    }
 
     let now = Instant::now();
     let mut results = Map::new();
@@ -97,9 +109,14 @@ async fn answer_task_statuses(
         match state.task(&task_id) {
             Some(task) => {
                 let result = task_result(&task_id, &task, now);
+                state.record_task_status(
+                    Some(&task.external_job_posting_id),
+                    result["status"].as_str().unwrap_or_default(),
+                );
                 results.insert(task_id, result);
             }
             None => {
+                state.record_task_status(None, "NOT_FOUND");
                 let error = json!({"status": 404, "message": format!("Task not found: {task_id}")});
                 errors.insert(task_id, error);
             }
@@ -244,6 +261,44 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
         assert_eq!(answer["results"][&task_ids[1]]["status"], "PROCESSED");
+    }
+
+    #[tokio::test]
+    async fn task_faults_are_used_up_in_order_and_statuses_are_counted() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let task_ids = accepted_tasks(&sandbox, &token, &["A", "B"]).await;
+        sandbox.push_task_fault(
+            crate::sandbox::Fault::Status {
+                status: 503,
+                retry_after_secs: None,
+                message: None,
+            },
+            1,
+        );
+        sandbox.push_task_fault(crate::sandbox::Fault::WrongCount200, 1);
+        let (status, _) = query_tasks(&sandbox, &token, &task_ids).await;
+        assert_eq!(status, 503);
+        let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
+        assert!(
+            answer["results"].get(&task_ids[1]).is_none(),
+            "the last id is left out"
+        );
+        assert!(answer["errors"].get(&task_ids[1]).is_none());
+        let mut unknown = task_ids.clone();
+        unknown.push("urn:li:simpleJobPostingTask:unknown".to_owned());
+        let (status, _) = query_tasks(&sandbox, &token, &unknown).await;
+        assert_eq!(status, 200);
+        let stats = sandbox.stats();
+        assert_eq!(stats.task_queries, 3);
+        assert_eq!(stats.task_statuses.get("SUCCEEDED"), Some(&3));
+        assert_eq!(stats.task_statuses.get("NOT_FOUND"), Some(&1));
+        assert_eq!(
+            stats.last_task_status.get("B").map(String::as_str),
+            Some("SUCCEEDED")
+        );
     }
 
     #[tokio::test]
