@@ -5,6 +5,7 @@
 
 use futures_util::StreamExt;
 use job_closer::sandbox::{Sandbox, SandboxConfig};
+use job_closer::tasks::Schedule;
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -12,9 +13,10 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub fn amqp_url() -> String {
@@ -32,12 +34,18 @@ pub async fn connect() -> Connection {
     }
 }
 
-/// A close queue and a dead-letter queue with names no other test uses; `cleanup` deletes them.
+/// The worker's default `TASK_CHECK_DELAY_MS`: its delay queues exist unless a test turns checks off.
+pub const DEFAULT_TASK_CHECK_DELAY_MS: u64 = 300_000;
+
+/// A close queue and a dead-letter queue with names no other test uses, plus the task-check queues the
+/// worker derives from them; `cleanup` deletes them all.
 pub struct Queues {
     pub close: String,
     pub dead: String,
     pub connection: Connection,
     pub channel: Channel,
+    /// Every TASK_CHECK_DELAY_MS a worker was given, so cleanup finds every delay queue.
+    task_delays_ms: Mutex<BTreeSet<u64>>,
 }
 
 impl Queues {
@@ -54,7 +62,51 @@ impl Queues {
             dead: format!("test.{label}.{id}.dead"),
             connection,
             channel,
+            task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
         }
+    }
+
+    /// The setting for a worker whose first task check comes `delay_ms` after acceptance (noted for
+    /// cleanup).
+    pub fn task_check_env(&self, delay_ms: u64) -> (String, String) {
+        self.task_delays_ms.lock().unwrap().insert(delay_ms);
+        ("TASK_CHECK_DELAY_MS".into(), delay_ms.to_string())
+    }
+
+    /// The verification queue and every delay queue of every delay setting used.
+    pub fn task_queues(&self) -> Vec<String> {
+        let delays = self.task_delays_ms.lock().unwrap().clone();
+        let names: BTreeSet<String> = delays
+            .into_iter()
+            .flat_map(|ms| Schedule::new(&self.close, Duration::from_millis(ms)).queue_names())
+            .collect();
+        names.into_iter().collect()
+    }
+
+    /// Messages ready in the task-check queues, all together.
+    pub async fn task_depth(&self) -> u32 {
+        let mut total = 0;
+        for queue in self.task_queues() {
+            total += self.depth(&queue).await;
+        }
+        total
+    }
+
+    /// Whether a queue exists (passive declare).
+    pub async fn exists(&self, queue: &str) -> bool {
+        let channel = self.connection.create_channel().await.unwrap();
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .is_ok();
+        if declared {
+            let _ = channel.close(200, "".into()).await;
+        }
+        declared
     }
 
     /// Declares both queues as the worker would (classic), so publishes before the worker starts land.
@@ -138,7 +190,8 @@ impl Queues {
     }
 
     pub async fn cleanup(self) {
-        for name in [&self.close, &self.dead] {
+        let task_queues = self.task_queues();
+        for name in [&self.close, &self.dead].into_iter().chain(&task_queues) {
             let _ = self
                 .channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
