@@ -16,15 +16,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const SETTLE: Duration = Duration::from_secs(60);
 const TASK_PREFIX: &str = "urn:li:simpleJobPostingTask:";
 
+/// The worker's JSON log lines whose message is `message`.
+fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == message)
+        .collect()
+}
+
 /// The external ids a worker's log reports as verified.
 fn verified_ids(log: &str) -> Vec<String> {
-    log.lines()
-        .filter(|line| line.contains("Close verified."))
-        .filter_map(|line| {
-            let rest = &line[line.find("external_id=")? + "external_id=".len()..];
-            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
-        })
+    log_events(log, "Close verified.")
+        .iter()
+        .filter_map(|event| event["external_id"].as_str().map(str::to_owned))
         .collect()
+}
+
+/// Like `eventually`, but a timeout shows the worker's log: that is where the reason is.
+async fn wait_for<F, Fut>(workers: &[&WorkerProcess], what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + SETTLE;
+    while !condition().await {
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
+            panic!(
+                "timed out after {SETTLE:?} waiting for: {what}; worker log(s):\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
@@ -56,13 +80,23 @@ async fn publish_with(queues: &Queues, queue: &str, body: &[u8], properties: Bas
     assert!(confirm.is_ack());
 }
 
+/// The worker's settings with a first check `delay_ms` after acceptance, logging JSON to parse.
+fn env_with_delay(
+    queues: &Queues,
+    sandbox: &job_closer::sandbox::Sandbox,
+    delay_ms: u64,
+) -> Vec<(String, String)> {
+    let mut env = worker_env(queues, sandbox);
+    env.push(queues.task_check_env(delay_ms));
+    env.push(("LOG_FORMAT".into(), "json".into()));
+    env
+}
+
 fn env_with_checks(
     queues: &Queues,
     sandbox: &job_closer::sandbox::Sandbox,
 ) -> Vec<(String, String)> {
-    let mut env = worker_env(queues, sandbox);
-    env.push(queues.task_check_env(300));
-    env
+    env_with_delay(queues, sandbox, 300)
 }
 
 #[tokio::test]
@@ -93,7 +127,7 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     queues.publish_jobs(&jobs).await;
 
     let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
-    eventually(SETTLE, "every close verified", || async {
+    wait_for(&[&worker], "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 40
     })
     .await;
@@ -106,8 +140,22 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     let verified: BTreeSet<_> = verified_ids(&log).into_iter().collect();
     assert_eq!(verified.len(), 40, "{log}");
     assert_eq!(verified_ids(&log).len(), 40, "each verified once");
-    assert!(log.contains("job_posting=urn:li:jobPosting:"), "{log}");
-    assert!(log.contains("Task lookup failed; retrying."), "{log}");
+    assert!(
+        log_events(&log, "Close verified.").iter().all(|event| {
+            event["job_posting"]
+                .as_str()
+                .is_some_and(|urn| urn.starts_with("urn:li:jobPosting:"))
+                && event["task_id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with(TASK_PREFIX))
+                && event["status"] == "SUCCEEDED"
+        }),
+        "{log}"
+    );
+    assert!(
+        !log_events(&log, "Task lookup failed; retrying.").is_empty(),
+        "{log}"
+    );
     let stats = sandbox.stats();
     assert!(stats.last_task_status.values().all(|s| s == "SUCCEEDED"));
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
@@ -141,8 +189,8 @@ async fn a_failed_task_dead_letters_the_original_request() {
     queues.publish_jobs(&[job("ok-1")]).await;
 
     let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
-    eventually(
-        SETTLE,
+    wait_for(
+        &[&worker],
         "the failure dead-lettered, the other verified",
         || async {
             queues.depth(&queues.dead).await >= 1 && !verified_ids(&worker.log_text()).is_empty()
@@ -224,8 +272,8 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
     env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
     let mut worker = spawn_worker(&env);
-    eventually(
-        SETTLE,
+    wait_for(
+        &[&worker],
         "slow tasks verified, stuck one rechecked",
         || async {
             let stats = sandbox.stats();
@@ -249,7 +297,19 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     assert_eq!(verified, slow);
     assert!(stats.linkedin_versions.contains("202504"), "{stats:?}");
     let log = worker.log_text();
-    assert!(log.contains("checking again later"), "{log}");
+    let rechecks = log_events(&log, "Close task not finished; checking again later.");
+    assert!(
+        rechecks
+            .iter()
+            .any(|event| event["external_id"] == "stuck-1" && event["status"] == "PROCESSED"),
+        "{log}"
+    );
+    assert!(
+        rechecks
+            .iter()
+            .any(|event| event["status"] == "IN_PROGRESS"),
+        "{log}"
+    );
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
     assert_eq!(
         queues.task_depth().await,
@@ -270,10 +330,9 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
     let jobs: Vec<_> = ok.iter().chain(&failing).map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
 
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(queues.task_check_env(1500));
+    let env = env_with_delay(&queues, &sandbox, 1500);
     let mut first = spawn_worker(&env);
-    eventually(SETTLE, "every close accepted", || async {
+    wait_for(&[&first], "every close accepted", || async {
         sandbox.stats().closed.len() == 80
     })
     .await;
@@ -289,8 +348,8 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
         verified.extend(verified_ids(&second.log_text()));
         verified
     };
-    eventually(
-        SETTLE,
+    wait_for(
+        &[&first, &second],
         "every accepted job verified or dead-lettered",
         || async {
             all_verified(&second).is_superset(&ok)
@@ -338,7 +397,7 @@ async fn status_checks_are_batched() {
     let jobs: Vec<_> = (0..300).map(|i| job(&format!("batch-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
     let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
-    eventually(SETTLE, "every close verified", || async {
+    wait_for(&[&worker], "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 300
     })
     .await;
@@ -373,9 +432,11 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     let mut worker = spawn_worker(&env);
     let check_queue = queues.task_queues()[0].clone();
     assert!(check_queue.ends_with(".tasks.check"));
-    eventually(SETTLE, "the worker declared its task queues", || async {
-        queues.exists(&check_queue).await
-    })
+    wait_for(
+        &[&worker],
+        "the worker declared its task queues",
+        || async { queues.exists(&check_queue).await },
+    )
     .await;
 
     // A pending check accepted 25 hours ago whose task LinkedIn no longer knows.
@@ -411,7 +472,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     )
     .await;
 
-    eventually(SETTLE, "dead-lettered", || async {
+    wait_for(&[&worker], "dead-lettered", || async {
         queues.depth(&queues.dead).await == 1
     })
     .await;
