@@ -1,6 +1,7 @@
 //! End to end: task verification with the built `job-closer run`, the real RabbitMQ and the sandbox —
 //! tasks that succeed, fail, stay in progress for a while, a SIGKILL while checks are pending, batched
-//! lookups, expired task ids, and TASK_CHECK=off. First checks come 300 ms after acceptance here.
+//! lookups, expired task ids, and TASK_CHECK=off. First checks come 300 ms after acceptance here
+//! (3 s in the crash test, so that the kill lands while every check is waiting).
 
 mod common;
 
@@ -330,17 +331,22 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
     let jobs: Vec<_> = ok.iter().chain(&failing).map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
 
-    let env = env_with_delay(&queues, &sandbox, 1500);
+    let env = env_with_delay(&queues, &sandbox, 3000);
     let mut first = spawn_worker(&env);
-    wait_for(&[&first], "every close accepted", || async {
-        sandbox.stats().closed.len() == 80
-    })
+    wait_for(
+        &[&first],
+        "every close accepted and its check pending",
+        || async { sandbox.stats().closed.len() == 80 && queues.task_depth().await >= 80 },
+    )
     .await;
     first.kill();
     let queried_before_kill = sandbox.stats().task_ids_queried;
     let pending_after_kill = queues.task_depth().await;
     println!("killed with {queried_before_kill} ids queried, {pending_after_kill} checks pending");
-    assert!(pending_after_kill > 0, "checks were pending at the kill");
+    assert!(
+        pending_after_kill >= 80,
+        "the pending checks are the broker's, not the dead worker's"
+    );
 
     let mut second = spawn_worker(&env);
     let all_verified = |second: &WorkerProcess| {

@@ -46,6 +46,8 @@ pub struct Queues {
     pub channel: Channel,
     /// Every TASK_CHECK_DELAY_MS a worker was given, so cleanup finds every delay queue.
     task_delays_ms: Mutex<BTreeSet<u64>>,
+    /// Set by `cleanup`; a test that fails before it still has its queues deleted on drop.
+    cleaned: bool,
 }
 
 impl Queues {
@@ -63,6 +65,7 @@ impl Queues {
             connection,
             channel,
             task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
+            cleaned: false,
         }
     }
 
@@ -189,15 +192,55 @@ impl Queues {
         out
     }
 
-    pub async fn cleanup(self) {
-        let task_queues = self.task_queues();
-        for name in [&self.close, &self.dead].into_iter().chain(&task_queues) {
+    /// Every queue a test may have caused to exist.
+    fn all_queues(&self) -> Vec<String> {
+        let mut names = vec![self.close.clone(), self.dead.clone()];
+        names.extend(self.task_queues());
+        names
+    }
+
+    pub async fn cleanup(mut self) {
+        for name in self.all_queues() {
             let _ = self
                 .channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
         let _ = self.connection.close(200, "".into()).await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for Queues {
+    /// A failed test panics before `cleanup`: delete its queues anyway, on a thread of its own since
+    /// the test's runtime is the one unwinding.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let names = self.all_queues();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for cleanup");
+            runtime.block_on(async {
+                let Ok(connection) =
+                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                else {
+                    return;
+                };
+                if let Ok(channel) = connection.create_channel().await {
+                    for name in &names {
+                        let _ = channel
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+                let _ = connection.close(200, "".into()).await;
+            });
+        })
+        .join();
     }
 }
 
