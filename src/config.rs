@@ -320,7 +320,13 @@ pub const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 pub struct TaskCheckArgs {
     /// Verify every accepted close with simpleJobPostingTasks and dead-letter the ones whose task
     /// FAILED (on), or trust LinkedIn's 202 (off).
-    #[arg(long, env = "TASK_CHECK", value_enum, default_value = "on")]
+    #[arg(
+        long,
+        env = "TASK_CHECK",
+        value_enum,
+        default_value = "on",
+        ignore_case = true
+    )]
     pub task_check: Switch,
     /// How long after LinkedIn accepted a close its task is first checked (LinkedIn advises five
     /// minutes); later checks back off from there, doubling up to an hour.
@@ -433,6 +439,32 @@ mod tests {
             missing.credentials(),
             Err(ConfigError::MissingCredentials)
         ));
+    }
+
+    #[test]
+    fn task_checks_are_on_after_five_minutes_unless_switched_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tasks: TaskCheckArgs,
+        }
+        let defaults = Cli::try_parse_from(["run"]).unwrap().tasks;
+        assert!(defaults.enabled());
+        assert_eq!(defaults.first_delay(), Duration::from_secs(300));
+        let off = Cli::try_parse_from(["run", "--task-check", "OFF"])
+            .unwrap()
+            .tasks;
+        assert!(!off.enabled());
+        let quick = Cli::try_parse_from(["run", "--task-check-delay-ms", "300"])
+            .unwrap()
+            .tasks;
+        assert_eq!(quick.first_delay(), Duration::from_millis(300));
+        assert!(Cli::try_parse_from(["run", "--task-check", "maybe"]).is_err());
+        assert!(
+            Cli::try_parse_from(["run", "--task-check-delay-ms", "86400001"]).is_err(),
+            "a first check after the task id expired could never succeed"
+        );
     }
 
     #[test]

@@ -68,8 +68,8 @@ impl Settler {
                 info!(
                     external_id,
                     task_id,
-                    check_in_ms = tier.delay.as_millis() as u64,
-                    "Closed; the task will be checked."
+                    task_check_in_ms = tier.delay.as_millis() as u64,
+                    "Closed."
                 );
             }
             (Some(_), None) => {
