@@ -19,9 +19,7 @@ pub enum AmqpError {
     #[error("cannot reach RabbitMQ at {url}: {source} (check AMQP_URL)")]
     Connect { url: String, source: lapin::Error },
     /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
-    #[error(
-        "queue '{queue}' already exists with different arguments: {detail}. Set QUEUE_TYPE / SINGLE_ACTIVE_CONSUMER / DELIVERY_LIMIT to match the existing queue, or drain and delete it so it can be declared anew"
-    )]
+    #[error("queue '{queue}' already exists with different arguments: {detail}. {hint}", hint = mismatch_hint(.detail))]
     QueueMismatch { queue: String, detail: String },
     /// The broker refused to take a message (nack, or unroutable with `mandatory`).
     #[error("RabbitMQ did not take the message for '{queue}': {why}")]
@@ -41,6 +39,34 @@ impl AmqpError {
             self,
             AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_)
         )
+    }
+}
+
+/// The broker says which argument differs (`inequivalent arg 'x-queue-type' for queue ...`); this
+/// turns that into the setting that controls it and the way out.
+pub fn mismatch_hint(detail: &str) -> String {
+    const WAY_OUT: &str = "or drain and delete the queue so that job-closer declares it anew (see \"Upgrading\" in the operations guide)";
+    let argument = detail
+        .split_once("inequivalent arg '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(argument, _)| argument);
+    let setting = match argument {
+        Some("x-queue-type") => "set QUEUE_TYPE to the existing queue's type",
+        Some("x-single-active-consumer") => "set SINGLE_ACTIVE_CONSUMER as the existing queue has it",
+        Some("x-delivery-limit") => "set DELIVERY_LIMIT to the existing queue's delivery limit",
+        Some("x-dead-letter-exchange" | "x-dead-letter-routing-key") => {
+            "set DEAD_LETTER_QUEUE to the queue the existing close queue dead-letters into"
+        }
+        Some(other) => {
+            return format!(
+                "The argument that differs is '{other}', which job-closer does not set from a setting: the queue was declared by another tool or by hand; {WAY_OUT}"
+            );
+        }
+        None => "set QUEUE_TYPE / SINGLE_ACTIVE_CONSUMER / DELIVERY_LIMIT to match the existing queue",
+    };
+    match argument {
+        Some(argument) => format!("The argument that differs is '{argument}': {setting}, {WAY_OUT}"),
+        None => format!("To fix it, {setting}, {WAY_OUT}"),
     }
 }
 
@@ -251,6 +277,23 @@ mod tests {
             single_active_consumer,
             delivery_limit: 7,
         }
+    }
+
+    #[test]
+    fn a_mismatch_names_the_argument_and_the_setting() {
+        let error = AmqpError::QueueMismatch {
+            queue: "close".into(),
+            detail: "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'close' in vhost '/': received the value 'quorum' of type 'longstr' but current is none".into(),
+        };
+        let text = error.to_string();
+        assert!(text.contains("'x-queue-type'"), "{text}");
+        assert!(text.contains("set QUEUE_TYPE"), "{text}");
+        assert!(text.contains("drain and delete"), "{text}");
+        let sac = mismatch_hint("inequivalent arg 'x-single-active-consumer' for queue 'q'");
+        assert!(sac.contains("SINGLE_ACTIVE_CONSUMER"), "{sac}");
+        let durable = mismatch_hint("inequivalent arg 'durable' for queue 'q'");
+        assert!(durable.contains("'durable'") && durable.contains("another tool"), "{durable}");
+        assert!(mismatch_hint("something else").contains("QUEUE_TYPE"));
     }
 
     #[test]

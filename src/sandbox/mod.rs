@@ -125,6 +125,11 @@ impl Sandbox {
         self.state.set_token_outage(status);
     }
 
+    /// Every access token issued so far, for tests that make sure none was logged.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.issued_tokens()
+    }
+
     /// Every token issued so far is expired from now on; later tokens are not affected.
     pub fn expire_tokens(&self) {
         self.state.expire_tokens();

@@ -167,6 +167,11 @@ impl SandboxState {
         }
     }
 
+    /// Every access token issued so far (tests look for them in logs, where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.memory().token_expiry.keys().cloned().collect()
+    }
+
     pub fn expire_tokens(&self) {
         let now = Instant::now();
         for expires_at in self.memory().token_expiry.values_mut() {

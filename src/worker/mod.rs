@@ -38,6 +38,8 @@ use tracing::{debug, error, info, warn};
 /// Everything `run` needs, resolved from the settings.
 pub struct WorkerConfig {
     pub amqp: AmqpArgs,
+    /// What the broker shows for this worker's connection (`AMQP_CONNECTION_NAME`).
+    pub connection_name: String,
     pub batch_size: usize,
     pub linger: Duration,
     pub prefetch: u16,
@@ -107,6 +109,8 @@ impl Worker {
                 return Ok(());
             }
             attempt += 1;
+            // Reconnecting is not being wedged: /healthz stays green through a long broker outage.
+            self.shared.metrics.beat();
             let outcome = self.session(&shutdown).await;
             self.shared.metrics.set_ready(false);
             let why = match outcome {
@@ -132,7 +136,7 @@ impl Worker {
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
-        let connection = amqp::connect(&config.amqp.amqp_url, "job-closer worker").await?;
+        let connection = amqp::connect(&config.amqp.amqp_url, &config.connection_name).await?;
         let result = self.consume(&connection, shutdown).await;
         if connection.status().connected() {
             let _ = connection

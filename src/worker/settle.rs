@@ -64,8 +64,12 @@ impl Settler {
         .await;
         match published {
             Ok(()) => {
+                // An invalid message has no validated id, but usually still names one.
+                let named_id = external_id
+                    .map(str::to_owned)
+                    .or_else(|| external_id_in(&delivery.data));
                 warn!(
-                    external_id = external_id.unwrap_or("-"),
+                    externalJobPostingId = named_id.as_deref().unwrap_or("-"),
                     status = failure.status,
                     reason = %failure.reason,
                     attempts = failure.attempts,
@@ -91,7 +95,7 @@ impl Settler {
         error: &AmqpError,
     ) {
         error!(
-            external_id = external_id.unwrap_or("-"),
+            externalJobPostingId = external_id.unwrap_or("-"),
             reason = %reason,
             %error,
             "Could not dead-letter; the message goes back to the queue."
@@ -117,6 +121,16 @@ pub async fn give_back(delivery: &Delivery) {
     if let Err(error) = delivery.acker.nack(options).await {
         debug!(%error, delivery_tag = delivery.delivery_tag, "Give-back failed; the broker will redeliver anyway.");
     }
+}
+
+/// The `externalJobPostingId` a body names, if it is JSON with a string id; for logs only.
+fn external_id_in(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "externalJobPostingId")]
+        id: String,
+    }
+    serde_json::from_slice::<Named>(body).ok().map(|named| named.id)
 }
 
 /// Dead letters a message that never reached LinkedIn because it failed validation.
