@@ -34,15 +34,15 @@ pub fn secret_safe_caps() -> Targets {
         )
 }
 
-/// `RUST_LOG` when it is set and valid, `info` otherwise.
-pub fn env_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+/// `RUST_LOG` when it is set and valid, `default` otherwise.
+pub fn env_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 
-/// Installs the global subscriber. Colours only when stderr is a terminal, so that log files and
-/// log shippers get plain `key=value` text.
-pub fn init(format: LogFormat) {
-    let filter = env_filter().and(secret_safe_caps());
+/// Installs the global subscriber, with `default` directives when `RUST_LOG` is unset. Colours only
+/// when stderr is a terminal, so that log files and log shippers get plain `key=value` text.
+pub fn init(format: LogFormat, default: &str) {
+    let filter = env_filter(default).and(secret_safe_caps());
     let ansi = std::io::stderr().is_terminal();
     let registry = tracing_subscriber::registry();
     match format {

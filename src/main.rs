@@ -36,7 +36,13 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    job_closer::logging::init(cli.log_format);
+    // `check` probes queues that may not exist; lapin logs each expected refusal as an error,
+    // which would read as a failure next to check's own verdicts.
+    let default_directives = match cli.command {
+        cli::Command::Check(_) => "info,lapin=off",
+        _ => "info",
+    };
+    job_closer::logging::init(cli.log_format, default_directives);
     let shutdown = CancellationToken::new();
     if let Err(error) = watch_signals(shutdown.clone()) {
         eprintln!("error: cannot install signal handlers: {error:#}");
