@@ -175,6 +175,7 @@ impl Worker {
             )
             .await?;
         info!(
+            broker = %amqp_args.amqp_url,
             queue = %amqp_args.close_queue,
             prefetch = config.prefetch,
             batch_size = config.batch_size,

@@ -200,7 +200,7 @@ pub fn process(
                     unauthorized_in_a_row += 1;
                     if unauthorized_in_a_row > 1 {
                         let delay = policy.on_wait(&mut retry, None);
-                        error!(status = failure.status, message = %failure.message, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items),
+                        error!(status = failure.status, error_message = %failure.message, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items),
                             "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
                         delay
                     } else {
@@ -310,7 +310,7 @@ fn log_retry(
         warn!(
             externalJobPostingId = item.request.external_id.as_str(),
             status = failure.status,
-            message = %failure.message,
+            error_message = %failure.message,
             delay_ms = delay.as_millis() as u64,
             "Retrying."
         );

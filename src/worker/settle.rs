@@ -73,7 +73,7 @@ impl Settler {
                     status = failure.status,
                     reason = %failure.reason,
                     attempts = failure.attempts,
-                    message = %failure.message,
+                    error_message = %failure.message,
                     "Dead-lettered."
                 );
                 self.metrics
