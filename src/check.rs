@@ -220,10 +220,7 @@ fn describe_config(args: &RunArgs) -> String {
         QueueType::Classic => "classic",
         QueueType::Quorum => "quorum",
     };
-    let secret_from = match (
-        &args.linkedin.linkedin_client_secret_file,
-        args.sandbox,
-    ) {
+    let secret_from = match (&args.linkedin.linkedin_client_secret_file, args.sandbox) {
         (_, true) => "the in-process sandbox".to_owned(),
         (Some(path), false) => format!("LINKEDIN_CLIENT_SECRET_FILE {}", path.display()),
         (None, false) => "LINKEDIN_CLIENT_SECRET".to_owned(),
@@ -343,10 +340,7 @@ async fn check_token(args: &RunArgs, credentials: Credentials) -> StepResult {
             ),
         ),
         // The endpoint's own words are shown; should they ever quote the secret, it is blotted out.
-        Err(error) => StepResult::fail(
-            "token",
-            error.to_string().replace(secret.expose(), "***"),
-        ),
+        Err(error) => StepResult::fail("token", error.to_string().replace(secret.expose(), "***")),
     }
 }
 

@@ -26,12 +26,10 @@ pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
 
 /// The targets filter that enforces [`SECRET_SAFE_CAPS`]; everything else passes.
 pub fn secret_safe_caps() -> Targets {
-    SECRET_SAFE_CAPS
-        .iter()
-        .fold(
-            Targets::new().with_default(LevelFilter::TRACE),
-            |targets, (target, level)| targets.with_target(*target, *level),
-        )
+    SECRET_SAFE_CAPS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, (target, level)| targets.with_target(*target, *level),
+    )
 }
 
 /// `RUST_LOG` when it is set and valid, `default` otherwise.

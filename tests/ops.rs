@@ -67,10 +67,7 @@ impl BrokerUser {
     }
 
     fn url(&self) -> String {
-        format!(
-            "amqp://{}:{}@127.0.0.1:5672/%2f",
-            self.name, self.password
-        )
+        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
     }
 
     async fn delete(self) {
@@ -215,7 +212,9 @@ fn lines_of(text: &str) -> Vec<&str> {
 async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     let queues = Queues::new("ops-check").await;
     queues.declare().await;
-    queues.publish_jobs(&[job("c-1"), job("c-2"), job("c-3")]).await;
+    queues
+        .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
+        .await;
     let sandbox = sandbox(SandboxConfig {
         client_secret: unique("ClientSecret"),
         ..SandboxConfig::default()
@@ -225,7 +224,12 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
 
     let output = run_command(&["check"], &env).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines = lines_of(&stdout);
     for step in ["config", "broker", "close queue", "dlq", "token"] {
         let line = lines
@@ -254,7 +258,10 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
         .find(|l| l.starts_with("FAIL  token"))
         .unwrap_or_else(|| panic!("no failing token line in\n{all}"));
     assert!(token_line.contains("401"), "{token_line}");
-    assert!(all.contains("ok    broker"), "the other steps still ran:\n{all}");
+    assert!(
+        all.contains("ok    broker"),
+        "the other steps still ran:\n{all}"
+    );
     assert!(!all.contains(&wrong_secret) && !all.contains(&sandbox.config().client_secret));
 
     // A wrong AMQP password: redacted in the verdict and in the error.
@@ -290,7 +297,11 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(queue_line.contains("inequivalent arg '"), "{queue_line}");
     assert!(queue_line.contains("QUEUE_TYPE"), "{queue_line}");
-    assert_eq!(queues.depth(&queues.close).await, 3, "check consumed nothing");
+    assert_eq!(
+        queues.depth(&queues.close).await,
+        3,
+        "check consumed nothing"
+    );
 
     // Missing credentials are a configuration failure: exit 2, and no token is asked for.
     let mut missing = env.clone();
@@ -301,6 +312,39 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     assert!(stdout.contains("FAIL  config"), "{stdout}");
     assert!(stdout.contains("skip  token"), "{stdout}");
     queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn neither_help_nor_a_settings_error_shows_a_secret() {
+    let password = unique("AmqpPw");
+    let client_secret = unique("ClientSecret");
+    let env = vec![
+        (
+            "AMQP_URL".to_owned(),
+            format!("amqp://someone:{password}@127.0.0.1:99999/%2f"),
+        ),
+        ("LINKEDIN_CLIENT_ID".to_owned(), "id".to_owned()),
+        ("LINKEDIN_CLIENT_SECRET".to_owned(), client_secret.clone()),
+    ];
+    for args in [
+        &["run", "--help"][..],
+        &["check", "--help"],
+        &["run"],
+        &["check"],
+    ] {
+        let output = run_command(args, &env).await;
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains(&password), "{args:?}: {all}");
+        assert!(!all.contains(&client_secret), "{args:?}: {all}");
+        if !args.contains(&"--help") {
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {all}");
+            assert!(all.contains("invalid port number"), "{args:?}: {all}");
+        }
+    }
 }
 
 // --- a full run: metrics, JSON logs, secrets ---
@@ -318,11 +362,19 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     // The secret comes from a file, as a Docker or Kubernetes secret would (trailing newline too).
     let secret_dir = tempfile::tempdir().unwrap();
     let secret_file = secret_dir.path().join("linkedin_client_secret");
-    std::fs::write(&secret_file, format!("{}\n", sandbox.config().client_secret)).unwrap();
+    std::fs::write(
+        &secret_file,
+        format!("{}\n", sandbox.config().client_secret),
+    )
+    .unwrap();
 
     let mut env = worker_env(&queues, &sandbox);
     without(&mut env, "LINKEDIN_CLIENT_SECRET");
-    set(&mut env, "LINKEDIN_CLIENT_SECRET_FILE", secret_file.to_str().unwrap());
+    set(
+        &mut env,
+        "LINKEDIN_CLIENT_SECRET_FILE",
+        secret_file.to_str().unwrap(),
+    );
     set(&mut env, "AMQP_URL", &user.url());
     set(&mut env, "LOG_FORMAT", "json");
     set(&mut env, "RUST_LOG", "trace");
@@ -382,7 +434,10 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     );
     assert!(value("job_closer_elements_retried_total") >= 1.0);
     assert!(value(r#"job_closer_requests_total{outcome="answered"}"#) >= 4.0);
-    assert_eq!(value(r#"job_closer_requests_total{outcome="transient"}"#), 1.0);
+    assert_eq!(
+        value(r#"job_closer_requests_total{outcome="transient"}"#),
+        1.0
+    );
     assert_eq!(value("job_closer_token_requests_total"), 1.0);
     assert!(value("job_closer_batch_size_count") >= 5.0);
     assert!(value("job_closer_batch_size_sum") >= 41.0);
@@ -400,18 +455,22 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
         "job_closer_requests_in_flight",
         "job_closer_queue_messages",
     ] {
-        assert!(text.contains(&format!("# TYPE {family} ")), "{family}:\n{text}");
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
     }
 
-    assert_eq!(worker.terminate(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
     let log = worker.log_text();
 
     // JSON logs: every line is one JSON object.
     let events: Vec<Value> = lines_of(&log)
         .into_iter()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
     assert!(
         events.iter().any(|e| e["level"] == "TRACE"),
@@ -445,7 +504,10 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     let rejected = named("Dead-lettered.", "run-rejected");
     assert_eq!(rejected["status"], 422);
     assert!(
-        rejected["error_message"].as_str().unwrap().contains("/title"),
+        rejected["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("/title"),
         "LinkedIn's message is logged: {rejected}"
     );
     let retried: BTreeSet<&str> = events
@@ -479,7 +541,10 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     ];
     secrets.extend(tokens);
     for secret in &secrets {
-        assert!(!log.contains(secret.as_str()), "a secret leaked into the log: {secret}");
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret leaked into the log: {secret}"
+        );
     }
     assert!(
         log.contains(&format!("amqp://{}:***@127.0.0.1", user.name)),
@@ -516,8 +581,16 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(get(&format!("{base}/readyz")).await.0, 503, "still reconnecting");
-    assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "alive while reconnecting");
+    assert_eq!(
+        get(&format!("{base}/readyz")).await.0,
+        503,
+        "still reconnecting"
+    );
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.0,
+        200,
+        "alive while reconnecting"
+    );
 
     user.grant().await;
     wait_ready(&base).await;
@@ -525,10 +598,17 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     assert!(metric(&text, "job_closer_broker_reconnects_total").unwrap() >= 1.0);
     queues.publish_jobs(&[job("ready-1"), job("ready-2")]).await;
     wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
-    assert_eq!(worker.terminate(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
 
     let log = worker.log_text();
     assert!(log.contains("reconnecting"), "{log}");
+    assert!(
+        log.contains(&format!("amqp://{}:***@", user.name)),
+        "broker errors name the URL, redacted: {log}"
+    );
     assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
     assert!(!log.contains(&user.password), "{log}");
     queues.cleanup().await;
@@ -575,12 +655,17 @@ async fn a_quorum_queue_dead_letters_a_message_past_its_delivery_limit() {
     let mut args = amqp_args(&queues, QueueType::Quorum, false);
     args.delivery_limit = 2;
     declare_like_run(&queues, &args).await;
-    queues.publish_raw(&queues.close, b"crashes every consumer").await;
+    queues
+        .publish_raw(&queues.close, b"crashes every consumer")
+        .await;
     // Each nack with requeue stands for a consumer that crashed holding the message.
     let mut deliveries = 0;
     while let Some(message) = queues
         .channel
-        .basic_get(queues.close.as_str().into(), BasicGetOptions { no_ack: false })
+        .basic_get(
+            queues.close.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
         .await
         .unwrap()
     {
@@ -600,7 +685,10 @@ async fn a_quorum_queue_dead_letters_a_message_past_its_delivery_limit() {
         queues.depth(&queues.dead).await == 1
     })
     .await;
-    assert_eq!(queues.drain(&queues.dead).await[0].body, b"crashes every consumer");
+    assert_eq!(
+        queues.drain(&queues.dead).await[0].body,
+        b"crashes every consumer"
+    );
     queues.cleanup().await;
 }
 
@@ -709,7 +797,11 @@ async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
     assert_eq!(a + b, 300.0, "each message consumed once");
     for replica in [&mut first, &mut second] {
         assert_eq!(
-            replica.process.terminate(Duration::from_secs(20)).await.code(),
+            replica
+                .process
+                .terminate(Duration::from_secs(20))
+                .await
+                .code(),
             Some(0)
         );
     }
@@ -748,7 +840,11 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
     })
     .await;
     assert!(active.consumed().await > 0.0);
-    assert_eq!(standby.consumed().await, 0.0, "the standby receives nothing");
+    assert_eq!(
+        standby.consumed().await,
+        0.0,
+        "the standby receives nothing"
+    );
     assert!(
         sandbox.stats().closed.len() < good.len(),
         "the active replica was killed mid-way"
@@ -759,7 +855,11 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
     assert_nothing_lost(&queues, &sandbox, &good, &invalid).await;
     assert!(standby.consumed().await > 0.0, "the standby took over");
     assert_eq!(
-        standby.process.terminate(Duration::from_secs(20)).await.code(),
+        standby
+            .process
+            .terminate(Duration::from_secs(20))
+            .await
+            .code(),
         Some(0)
     );
     queues.cleanup().await;

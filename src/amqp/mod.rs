@@ -326,7 +326,10 @@ mod tests {
         let sac = mismatch_hint("inequivalent arg 'x-single-active-consumer' for queue 'q'");
         assert!(sac.contains("SINGLE_ACTIVE_CONSUMER"), "{sac}");
         let durable = mismatch_hint("inequivalent arg 'durable' for queue 'q'");
-        assert!(durable.contains("'durable'") && durable.contains("another tool"), "{durable}");
+        assert!(
+            durable.contains("'durable'") && durable.contains("another tool"),
+            "{durable}"
+        );
         assert!(mismatch_hint("something else").contains("QUEUE_TYPE"));
     }
 

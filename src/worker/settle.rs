@@ -130,7 +130,9 @@ fn external_id_in(body: &[u8]) -> Option<String> {
         #[serde(rename = "externalJobPostingId")]
         id: String,
     }
-    serde_json::from_slice::<Named>(body).ok().map(|named| named.id)
+    serde_json::from_slice::<Named>(body)
+        .ok()
+        .map(|named| named.id)
 }
 
 /// Dead letters a message that never reached LinkedIn because it failed validation.
