@@ -294,6 +294,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labelled_families_are_listed_before_anything_happened() {
+        let text = Metrics::new().encode();
+        for series in [
+            "# TYPE job_closer_requests counter",
+            r#"job_closer_requests_total{outcome="answered"} 0"#,
+            r#"job_closer_requests_total{outcome="throttled"} 0"#,
+            "# TYPE job_closer_elements_dead_lettered counter",
+            r#"job_closer_elements_dead_lettered_total{reason="invalid",status="422"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+    }
+
+    #[test]
     fn exposition_has_type_lines_for_every_family() {
         let metrics = Metrics::new();
         metrics.consumed.inc();

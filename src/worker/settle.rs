@@ -42,7 +42,7 @@ impl Settler {
 
     /// LinkedIn accepted the close.
     pub async fn closed(&self, delivery: &Delivery, external_id: &str, task_id: Option<&str>) {
-        info!(external_id, task_id, "Closed.");
+        info!(externalJobPostingId = external_id, task_id, "Closed.");
         self.metrics.closed.inc();
         ack(delivery).await;
     }
