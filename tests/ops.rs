@@ -41,7 +41,7 @@ async fn rabbitmqctl(args: &[&str]) -> String {
 }
 
 /// A broker user of this test's own, with a password no other string in the run resembles, so a
-/// leaked password is found by a plain search. Deleted by [`BrokerUser::delete`].
+/// leaked password is found by a plain search. Deleted when dropped.
 struct BrokerUser {
     name: String,
     password: String,
@@ -69,9 +69,14 @@ impl BrokerUser {
     fn url(&self) -> String {
         format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
     }
+}
 
-    async fn delete(self) {
-        rabbitmqctl(&["delete_user", &self.name]).await;
+/// Deleted even when the test panics; blocking here needs no runtime.
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", "--quiet", &self.name])
+            .output();
     }
 }
 
@@ -551,7 +556,6 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
         "the broker is logged with its password redacted"
     );
     queues.cleanup().await;
-    user.delete().await;
 }
 
 #[tokio::test]
@@ -612,7 +616,6 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
     assert!(!log.contains(&user.password), "{log}");
     queues.cleanup().await;
-    user.delete().await;
 }
 
 // --- queue arguments ---
@@ -806,6 +809,14 @@ async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
         );
     }
     assert_eq!(sandbox.stats().token_requests, 2, "one token per replica");
+    // The queues the replicas declared are exactly what `check` expects with the same settings.
+    let output = run_command(&["check"], &env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("exists with matching arguments; 0 ready"),
+        "{stdout}"
+    );
     queues.cleanup().await;
 }
 
