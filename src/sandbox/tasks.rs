@@ -15,7 +15,7 @@ use super::api_gate::{
 use super::state::{PostingTask, SandboxState};
 
 /// LinkedIn's documented limit on the query string of a task lookup.
-pub(crate) const MAX_QUERY_BYTES: usize = 4096;
+const MAX_QUERY_BYTES: usize = 4096;
 
 pub(crate) async fn task_statuses_v2(
     State(state): State<Arc<SandboxState>>,
