@@ -20,7 +20,7 @@ use super::scripting::Fault;
 use super::state::SandboxState;
 
 /// LinkedIn's limit on elements in one batch_create request.
-pub(crate) const MAX_ELEMENTS_PER_REQUEST: usize = 100;
+const MAX_ELEMENTS_PER_REQUEST: usize = 100;
 
 /// How long a [`Fault::Hang`] holds a request before giving up with a 504.
 const HANG_DURATION: Duration = Duration::from_secs(600);

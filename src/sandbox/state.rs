@@ -25,16 +25,19 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Every POST to simpleJobPostings that reached the handler.
     pub requests: u64,
-    /// Elements per simpleJobPostings request that got past authentication and had an
-    /// `elements` array, in arrival order.
+    /// Elements per simpleJobPostings request that got past authentication (and the
+    /// `x-restli-method` check) and had an `elements` array of objects, in arrival order.
+    /// Requests answered with a scripted fault are included.
     pub request_sizes: Vec<usize>,
     /// HTTP status of each simpleJobPostings answer.
     pub responses_by_status: BTreeMap<u16, u64>,
     /// externalJobPostingId -> number of CLOSE elements accepted (per-element 202).
     pub closed: BTreeMap<String, u64>,
-    /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...).
+    /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...), including the
+    /// entries of a [`super::Fault::WrongCount200`] answer.
     pub element_statuses: BTreeMap<u16, u64>,
-    /// Highest number of simpleJobPostings requests in the handler at once.
+    /// Highest number of simpleJobPostings requests in the handler at once. A request counts
+    /// from arrival, through the configured latency, until it is answered.
     pub max_concurrent_requests: usize,
     /// GET simpleJobPostingTasks calls.
     pub task_queries: u64,
