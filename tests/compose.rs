@@ -127,7 +127,9 @@ fn interpolate_defaults(s: &str) -> (String, Vec<String>) {
             out.push('$');
             rest = r;
         } else if let Some(r) = rest.strip_prefix('{') {
-            let end = r.find('}').unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"));
+            let end = r
+                .find('}')
+                .unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"));
             let expr = &r[..end];
             rest = &r[end + 1..];
             let name_len = expr
@@ -176,7 +178,9 @@ fn ports(service: &Value) -> Vec<(Option<u16>, u16)> {
                 let s = s.split('/').next().unwrap();
                 let parts: Vec<&str> = s.rsplitn(3, ':').collect();
                 let target = parts[0].parse().unwrap_or_else(|_| panic!("port {s:?}"));
-                let published = parts.get(1).map(|h| h.parse().unwrap_or_else(|_| panic!("port {s:?}")));
+                let published = parts
+                    .get(1)
+                    .map(|h| h.parse().unwrap_or_else(|_| panic!("port {s:?}")));
                 (published, target)
             }
         })
@@ -201,7 +205,9 @@ fn parse_duration(s: &str) -> Option<Duration> {
         }
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let secs = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -225,7 +231,10 @@ fn healthcheck_argv(service: &Value) -> Vec<String> {
         .and_then(|h| h.get("test"))
         .expect("service has no healthcheck test");
     let words: Vec<String> = match test {
-        Value::Sequence(items) => items.iter().map(|i| scalar(i).expect("test item")).collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| scalar(i).expect("test item"))
+            .collect(),
         other => {
             let s = scalar(other).expect("healthcheck test");
             std::iter::once("CMD-SHELL".to_string())
@@ -235,7 +244,11 @@ fn healthcheck_argv(service: &Value) -> Vec<String> {
     };
     match words.first().map(String::as_str) {
         Some("CMD") => words[1..].to_vec(),
-        Some("CMD-SHELL") => words[1..].join(" ").split_whitespace().map(str::to_string).collect(),
+        Some("CMD-SHELL") => words[1..]
+            .join(" ")
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
         other => panic!("healthcheck test must start with CMD or CMD-SHELL, got {other:?}"),
     }
 }
@@ -249,12 +262,19 @@ fn worker_healthcheck_target(worker: &Value) -> (u16, String) {
         Some(BINARY),
         "the runtime image has no curl/wget: the healthcheck must use `{BINARY} healthcheck`: {argv:?}"
     );
-    assert_eq!(argv.get(1).map(String::as_str), Some("healthcheck"), "{argv:?}");
+    assert_eq!(
+        argv.get(1).map(String::as_str),
+        Some("healthcheck"),
+        "{argv:?}"
+    );
     let url = argv
         .iter()
         .position(|a| a == "--url")
         .and_then(|i| argv.get(i + 1).cloned())
-        .or_else(|| argv.iter().find_map(|a| a.strip_prefix("--url=").map(str::to_string)))
+        .or_else(|| {
+            argv.iter()
+                .find_map(|a| a.strip_prefix("--url=").map(str::to_string))
+        })
         .unwrap_or_else(|| panic!("healthcheck has no --url: {argv:?}"));
     let url = url::Url::parse(&url).unwrap_or_else(|e| panic!("healthcheck URL {url:?}: {e}"));
     assert!(
@@ -280,10 +300,21 @@ fn compose_has_no_obsolete_version_key() {
 fn rabbitmq_service_is_reachable_and_checked() {
     let c = compose();
     let rabbit = service(&c, "rabbitmq");
-    let image = rabbit.get("image").and_then(scalar).expect("rabbitmq image");
+    let image = rabbit
+        .get("image")
+        .and_then(scalar)
+        .expect("rabbitmq image");
     assert!(image.starts_with("rabbitmq:"), "rabbitmq image: {image}");
-    assert!(publishes(rabbit, 5672), "rabbitmq must publish AMQP 5672:5672 for local tools: {:?}", ports(rabbit));
-    assert!(publishes(rabbit, 15672), "rabbitmq must publish the management UI 15672:15672: {:?}", ports(rabbit));
+    assert!(
+        publishes(rabbit, 5672),
+        "rabbitmq must publish AMQP 5672:5672 for local tools: {:?}",
+        ports(rabbit)
+    );
+    assert!(
+        publishes(rabbit, 15672),
+        "rabbitmq must publish the management UI 15672:15672: {:?}",
+        ports(rabbit)
+    );
 
     let argv = healthcheck_argv(rabbit);
     assert!(!argv.is_empty(), "rabbitmq healthcheck has an empty test");
@@ -292,18 +323,31 @@ fn rabbitmq_service_is_reachable_and_checked() {
             .get("healthcheck")
             .and_then(|h| h.get(key))
             .unwrap_or_else(|| panic!("rabbitmq healthcheck has no {key}"));
-        let s = v.as_str().unwrap_or_else(|| panic!("healthcheck {key} must be a duration string, got {v:?}"));
-        assert!(parse_duration(s).is_some(), "healthcheck {key}: {s:?} is not a duration");
+        let s = v
+            .as_str()
+            .unwrap_or_else(|| panic!("healthcheck {key} must be a duration string, got {v:?}"));
+        assert!(
+            parse_duration(s).is_some(),
+            "healthcheck {key}: {s:?} is not a duration"
+        );
     }
     let retries = rabbit.get("healthcheck").and_then(|h| h.get("retries"));
-    assert!(retries.and_then(Value::as_u64).is_some_and(|r| r > 0), "rabbitmq healthcheck retries: {retries:?}");
+    assert!(
+        retries.and_then(Value::as_u64).is_some_and(|r| r > 0),
+        "rabbitmq healthcheck retries: {retries:?}"
+    );
 
-    let volumes = rabbit.get("volumes").and_then(Value::as_sequence).expect("rabbitmq volumes");
+    let volumes = rabbit
+        .get("volumes")
+        .and_then(Value::as_sequence)
+        .expect("rabbitmq volumes");
     let data = volumes
         .iter()
         .filter_map(scalar)
         .find(|v| v.split(':').nth(1) == Some("/var/lib/rabbitmq"))
-        .expect("rabbitmq must keep /var/lib/rabbitmq on a volume, or queues vanish with the container");
+        .expect(
+            "rabbitmq must keep /var/lib/rabbitmq on a volume, or queues vanish with the container",
+        );
     let volume_name = data.split(':').next().unwrap();
     assert!(
         c.get("volumes").and_then(|v| v.get(volume_name)).is_some(),
@@ -317,12 +361,24 @@ fn worker_builds_from_this_repository() {
     let worker = service(&c, "worker");
     let context = match worker.get("build") {
         Some(Value::String(s)) => s.clone(),
-        Some(b) => b.get("context").and_then(scalar).unwrap_or_else(|| ".".into()),
+        Some(b) => b
+            .get("context")
+            .and_then(scalar)
+            .unwrap_or_else(|| ".".into()),
         None => panic!("worker has no `build`"),
     };
-    assert!(matches!(context.as_str(), "." | "./"), "worker build context: {context}");
-    let command = worker.get("command").and_then(Value::as_sequence).expect("worker command as a list");
-    assert_eq!(command.iter().filter_map(scalar).collect::<Vec<_>>(), ["run"]);
+    assert!(
+        matches!(context.as_str(), "." | "./"),
+        "worker build context: {context}"
+    );
+    let command = worker
+        .get("command")
+        .and_then(Value::as_sequence)
+        .expect("worker command as a list");
+    assert_eq!(
+        command.iter().filter_map(scalar).collect::<Vec<_>>(),
+        ["run"]
+    );
 }
 
 #[test]
@@ -339,19 +395,31 @@ fn worker_waits_for_a_healthy_broker_and_reaches_it_by_service_name() {
         Some("service_healthy"),
         "worker must wait until the broker accepts connections, not merely until its container started"
     );
-    assert!(service(&c, "rabbitmq").get("healthcheck").is_some(), "service_healthy needs a rabbitmq healthcheck");
+    assert!(
+        service(&c, "rabbitmq").get("healthcheck").is_some(),
+        "service_healthy needs a rabbitmq healthcheck"
+    );
 
     let amqp = resolved_env(worker, "AMQP_URL").expect("worker sets AMQP_URL");
     let url = url::Url::parse(&amqp).unwrap_or_else(|e| panic!("AMQP_URL {amqp:?}: {e}"));
-    assert!(matches!(url.scheme(), "amqp" | "amqps"), "AMQP_URL scheme: {amqp}");
+    assert!(
+        matches!(url.scheme(), "amqp" | "amqps"),
+        "AMQP_URL scheme: {amqp}"
+    );
     assert_eq!(
         url.host_str(),
         Some("rabbitmq"),
         "inside the compose network the broker is reachable by its service name, not 127.0.0.1: {amqp}"
     );
     let port = url.port().unwrap_or(5672);
-    let targets: Vec<u16> = ports(service(&c, "rabbitmq")).into_iter().map(|(_, t)| t).collect();
-    assert!(targets.contains(&port), "AMQP_URL port {port} is not a rabbitmq container port {targets:?}");
+    let targets: Vec<u16> = ports(service(&c, "rabbitmq"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert!(
+        targets.contains(&port),
+        "AMQP_URL port {port} is not a rabbitmq container port {targets:?}"
+    );
 }
 
 #[test]
@@ -375,16 +443,27 @@ fn worker_metrics_are_published_and_probe_readiness() {
     let c = compose();
     let worker = service(&c, "worker");
     let addr = resolved_env(worker, "METRICS_ADDR").expect("worker sets METRICS_ADDR");
-    let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("METRICS_ADDR {addr:?}: {e}"));
+    let addr: SocketAddr = addr
+        .parse()
+        .unwrap_or_else(|e| panic!("METRICS_ADDR {addr:?}: {e}"));
     assert!(
         addr.ip().is_unspecified(),
         "METRICS_ADDR must bind all interfaces, or the published port reaches nothing: {addr}"
     );
     assert_eq!(addr.port(), 9464);
-    assert!(publishes(worker, addr.port()), "port {} is not published: {:?}", addr.port(), ports(worker));
+    assert!(
+        publishes(worker, addr.port()),
+        "port {} is not published: {:?}",
+        addr.port(),
+        ports(worker)
+    );
 
     let (port, path) = worker_healthcheck_target(worker);
-    assert_eq!(port, addr.port(), "healthcheck probes a port the metrics server does not listen on");
+    assert_eq!(
+        port,
+        addr.port(),
+        "healthcheck probes a port the metrics server does not listen on"
+    );
     assert_eq!(path, "/readyz");
 }
 
@@ -427,8 +506,14 @@ fn worker_uses_only_known_environment_variables() {
             used.extend(interpolate_defaults(&v).1);
         }
     }
-    let unknown: Vec<_> = used.iter().filter(|n| !KNOWN_ENV.contains(&n.as_str())).collect();
-    assert!(unknown.is_empty(), "worker uses variables job-closer does not read: {unknown:?}");
+    let unknown: Vec<_> = used
+        .iter()
+        .filter(|n| !KNOWN_ENV.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "worker uses variables job-closer does not read: {unknown:?}"
+    );
 }
 
 #[test]
@@ -437,8 +522,12 @@ fn worker_stops_gracefully() {
     let worker = service(&c, "worker");
     let signal = worker.get("stop_signal").and_then(scalar);
     assert_eq!(signal.as_deref(), Some("SIGTERM"));
-    let grace = worker.get("stop_grace_period").expect("worker stop_grace_period");
-    let grace = grace.as_str().unwrap_or_else(|| panic!("stop_grace_period must be a duration string: {grace:?}"));
+    let grace = worker
+        .get("stop_grace_period")
+        .expect("worker stop_grace_period");
+    let grace = grace
+        .as_str()
+        .unwrap_or_else(|| panic!("stop_grace_period must be a duration string: {grace:?}"));
     let grace = parse_duration(grace).unwrap_or_else(|| panic!("stop_grace_period {grace:?}"));
     let shutdown = resolved_env(worker, "SHUTDOWN_TIMEOUT_MS")
         .map(|ms| Duration::from_millis(ms.parse().expect("SHUTDOWN_TIMEOUT_MS")))
@@ -450,18 +539,29 @@ fn worker_stops_gracefully() {
     );
     for (name, svc) in [("worker", worker), ("rabbitmq", service(&c, "rabbitmq"))] {
         let restart = svc.get("restart").and_then(scalar);
-        assert_eq!(restart.as_deref(), Some("unless-stopped"), "{name} restart policy");
+        assert_eq!(
+            restart.as_deref(),
+            Some("unless-stopped"),
+            "{name} restart policy"
+        );
     }
 }
 
 #[test]
 fn worker_healthcheck_durations_are_strings() {
     let c = compose();
-    let hc = service(&c, "worker").get("healthcheck").expect("worker healthcheck");
+    let hc = service(&c, "worker")
+        .get("healthcheck")
+        .expect("worker healthcheck");
     for key in ["interval", "timeout", "start_period"] {
         if let Some(v) = hc.get(key) {
-            let s = v.as_str().unwrap_or_else(|| panic!("healthcheck {key} must be a duration string, got {v:?}"));
-            assert!(parse_duration(s).is_some(), "healthcheck {key}: {s:?} is not a duration");
+            let s = v.as_str().unwrap_or_else(|| {
+                panic!("healthcheck {key} must be a duration string, got {v:?}")
+            });
+            assert!(
+                parse_duration(s).is_some(),
+                "healthcheck {key}: {s:?} is not a duration"
+            );
         }
     }
 }
@@ -476,23 +576,43 @@ fn env_example_documents_only_known_variables() {
     for line in text.lines() {
         // Commented-out assignments count too: they get uncommented as-is.
         let line = line.trim_start_matches('#').trim();
-        if let Some((name, _)) = line.split_once('=') {
-            if !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
-                names.insert(name.to_string());
-            }
+        if let Some((name, _)) = line.split_once('=')
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
+            names.insert(name.to_string());
         }
     }
-    let unknown: Vec<_> = names.iter().filter(|n| !KNOWN_ENV.contains(&n.as_str())).collect();
-    assert!(unknown.is_empty(), ".env.example lists variables job-closer does not read: {unknown:?}");
-    for required in ["LINKEDIN_CLIENT_ID", "LINKEDIN_CLIENT_SECRET", "JOB_CLOSER_SANDBOX"] {
-        assert!(names.contains(required), ".env.example does not mention {required}");
+    let unknown: Vec<_> = names
+        .iter()
+        .filter(|n| !KNOWN_ENV.contains(&n.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        ".env.example lists variables job-closer does not read: {unknown:?}"
+    );
+    for required in [
+        "LINKEDIN_CLIENT_ID",
+        "LINKEDIN_CLIENT_SECRET",
+        "JOB_CLOSER_SANDBOX",
+    ] {
+        assert!(
+            names.contains(required),
+            ".env.example does not mention {required}"
+        );
     }
 }
 
 #[test]
 fn dockerignore_keeps_secrets_and_build_output_out_of_the_context() {
     let text = read_repo_file(".dockerignore");
-    let entries: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.starts_with('#')).collect();
+    let entries: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
     for needed in [".env", "target", ".git"] {
         assert!(entries.contains(&needed), ".dockerignore lacks {needed}");
     }
@@ -568,7 +688,10 @@ fn env_vars(stage: &[Instruction]) -> Vec<(String, String)> {
                 vars.push((k.to_string(), v.trim_matches('"').to_string()));
             }
         } else {
-            let (k, v) = ins.args.split_once(char::is_whitespace).expect("ENV KEY VALUE");
+            let (k, v) = ins
+                .args
+                .split_once(char::is_whitespace)
+                .expect("ENV KEY VALUE");
             vars.push((k.to_string(), v.trim().to_string()));
         }
     }
@@ -578,10 +701,17 @@ fn env_vars(stage: &[Instruction]) -> Vec<(String, String)> {
 #[test]
 fn dockerfile_is_multi_stage_on_one_distribution() {
     let stages = dockerfile_stages();
-    assert!(stages.len() >= 2, "Dockerfile must be multi-stage (build, runtime); found {} FROM", stages.len());
+    assert!(
+        stages.len() >= 2,
+        "Dockerfile must be multi-stage (build, runtime); found {} FROM",
+        stages.len()
+    );
     let build = &stages[0][0].args;
     let runtime = &stages.last().unwrap()[0].args;
-    assert!(build.contains("rust:"), "first stage should build with a rust image: {build}");
+    assert!(
+        build.contains("rust:"),
+        "first stage should build with a rust image: {build}"
+    );
     // A binary built on a newer glibc than the runtime's fails to start.
     assert!(
         build.contains("bookworm") && runtime.contains("bookworm"),
@@ -590,12 +720,18 @@ fn dockerfile_is_multi_stage_on_one_distribution() {
     let builds_locked = stages[0]
         .iter()
         .any(|i| i.keyword == "RUN" && i.args.contains("cargo build --release --locked"));
-    assert!(builds_locked, "build stage must run `cargo build --release --locked`");
+    assert!(
+        builds_locked,
+        "build stage must run `cargo build --release --locked`"
+    );
     let final_stage = stages.last().unwrap();
     let copies_binary = find(final_stage, "COPY")
         .iter()
         .any(|i| i.args.starts_with("--from=") && i.args.contains(&format!("release/{BINARY}")));
-    assert!(copies_binary, "runtime stage must copy the release binary from the build stage");
+    assert!(
+        copies_binary,
+        "runtime stage must copy the release binary from the build stage"
+    );
 }
 
 #[test]
@@ -614,13 +750,19 @@ fn dockerfile_runs_as_non_root() {
 fn dockerfile_entrypoint_is_the_binary() {
     let stages = dockerfile_stages();
     let final_stage = stages.last().expect("no FROM in Dockerfile");
-    let entrypoint = find(final_stage, "ENTRYPOINT").last().map(|i| exec_form(i)).expect("no ENTRYPOINT");
+    let entrypoint = find(final_stage, "ENTRYPOINT")
+        .last()
+        .map(|i| exec_form(i))
+        .expect("no ENTRYPOINT");
     let program = entrypoint.first().expect("empty ENTRYPOINT");
     assert!(
         program == BINARY || program.ends_with(&format!("/{BINARY}")),
         "ENTRYPOINT must run {BINARY}: {entrypoint:?}"
     );
-    let cmd = find(final_stage, "CMD").last().map(|i| exec_form(i)).expect("no CMD");
+    let cmd = find(final_stage, "CMD")
+        .last()
+        .map(|i| exec_form(i))
+        .expect("no CMD");
     assert_eq!(cmd, ["run"]);
 }
 
@@ -641,16 +783,31 @@ fn dockerfile_exposes_the_port_compose_probes() {
     );
 
     let vars = env_vars(final_stage);
-    let unknown: Vec<_> = vars.iter().filter(|(k, _)| !KNOWN_ENV.contains(&k.as_str())).collect();
-    assert!(unknown.is_empty(), "Dockerfile sets variables job-closer does not read: {unknown:?}");
+    let unknown: Vec<_> = vars
+        .iter()
+        .filter(|(k, _)| !KNOWN_ENV.contains(&k.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "Dockerfile sets variables job-closer does not read: {unknown:?}"
+    );
     let metrics = vars
         .iter()
         .find(|(k, _)| k == "METRICS_ADDR")
         .map(|(_, v)| v.clone())
         .expect("image must set METRICS_ADDR: the default 127.0.0.1 is unreachable from outside the container");
-    let metrics: SocketAddr = metrics.parse().unwrap_or_else(|e| panic!("METRICS_ADDR {metrics:?}: {e}"));
-    assert!(metrics.ip().is_unspecified(), "image METRICS_ADDR must bind all interfaces: {metrics}");
-    assert_eq!(metrics.port(), probe_port, "image METRICS_ADDR port differs from the one compose probes");
+    let metrics: SocketAddr = metrics
+        .parse()
+        .unwrap_or_else(|e| panic!("METRICS_ADDR {metrics:?}: {e}"));
+    assert!(
+        metrics.ip().is_unspecified(),
+        "image METRICS_ADDR must bind all interfaces: {metrics}"
+    );
+    assert_eq!(
+        metrics.port(),
+        probe_port,
+        "image METRICS_ADDR port differs from the one compose probes"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -658,8 +815,14 @@ fn dockerfile_exposes_the_port_compose_probes() {
 
 #[test]
 fn helpers_understand_compose_syntax() {
-    assert_eq!(interpolate_defaults("${A:-true}"), ("true".into(), vec!["A".into()]));
-    assert_eq!(interpolate_defaults("x${B-1}y$C"), ("x1y".into(), vec!["B".into(), "C".into()]));
+    assert_eq!(
+        interpolate_defaults("${A:-true}"),
+        ("true".into(), vec!["A".into()])
+    );
+    assert_eq!(
+        interpolate_defaults("x${B-1}y$C"),
+        ("x1y".into(), vec!["B".into(), "C".into()])
+    );
     assert_eq!(interpolate_defaults("p$$w"), ("p$w".into(), vec![]));
     assert_eq!(interpolate_defaults("${D}"), ("".into(), vec!["D".into()]));
 
@@ -675,6 +838,17 @@ fn helpers_understand_compose_syntax() {
         "#,
     )
     .unwrap();
-    assert_eq!(ports(&svc), [(Some(8080), 80), (Some(5672), 5672), (None, 9000), (Some(2), 1)]);
-    assert_eq!(environment(&svc), [("A".into(), Some("1".into())), ("B".into(), None)]);
+    assert_eq!(
+        ports(&svc),
+        [
+            (Some(8080), 80),
+            (Some(5672), 5672),
+            (None, 9000),
+            (Some(2), 1)
+        ]
+    );
+    assert_eq!(
+        environment(&svc),
+        [("A".into(), Some("1".into())), ("B".into(), None)]
+    );
 }
