@@ -32,8 +32,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 
-RUN groupadd --system --gid 10001 job-closer \
- && useradd --system --uid 10001 --gid job-closer \
+RUN groupadd --gid 10001 job-closer \
+ && useradd --uid 10001 --gid job-closer \
       --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin job-closer
 
