@@ -80,6 +80,8 @@ struct Memory {
     scripted_faults: VecDeque<Fault>,
     outage: Option<Fault>,
     token_outage: Option<u16>,
+    /// externalJobPostingId prefix whose elements make the whole request fail with a 500.
+    poison_prefix: Option<String>,
     /// Access token -> when it stops being valid.
     token_expiry: HashMap<String, Instant>,
     /// Task URN -> task.
@@ -131,6 +133,7 @@ impl SandboxState {
         memory.stats = Stats::default();
         memory.scripted_faults.clear();
         memory.outage = None;
+        memory.poison_prefix = None;
         memory.token_outage = None;
         memory.task_rules.clear();
     }
@@ -227,6 +230,14 @@ impl SandboxState {
 
     pub fn set_outage(&self, fault: Option<Fault>) {
         self.memory().outage = fault;
+    }
+
+    pub fn set_poison_prefix(&self, prefix: Option<String>) {
+        self.memory().poison_prefix = prefix;
+    }
+
+    pub fn poison_prefix(&self) -> Option<String> {
+        self.memory().poison_prefix.clone()
     }
 
     /// The fault this request gets: the next scripted one (used up), else the outage, if any.

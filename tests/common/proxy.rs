@@ -29,7 +29,9 @@ impl Proxy {
                     accepted = listener.accept() => accepted,
                     _ = stop_.cancelled() => return,
                 };
-                let Ok((mut client, _)) = accepted else { continue };
+                let Ok((mut client, _)) = accepted else {
+                    continue;
+                };
                 if refusing_.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
