@@ -103,7 +103,7 @@ pub enum QueueType {
 #[derive(Args, Clone, Debug)]
 pub struct AmqpArgs {
     /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false)]
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
     pub amqp_url: AmqpUrl,
     /// Queue the close requests wait in.
     #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]

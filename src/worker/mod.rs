@@ -239,6 +239,9 @@ impl Worker {
                         "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
                     );
                 }
+                for open in [&channel, &depth_channel, settler.channel()] {
+                    let _ = open.close(200, "shutdown".into()).await;
+                }
                 info!("Shut down cleanly.");
             }
             SessionEnd::Lost(why) => {
