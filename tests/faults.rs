@@ -226,12 +226,15 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
     env.push(("BATCH_SIZE".into(), "50".into()));
     env.push(("MAX_IN_FLIGHT".into(), "2".into()));
     env.push(("RETRY_MAX_ELAPSED_MS".into(), "60000".into()));
+    env.push(("HTTP_TIMEOUT_MS".into(), "500".into()));
     let mut worker = spawn_worker(&env);
 
-    // Token endpoint down first, then the API: nothing is dead-lettered and only the prefetch
-    // (50 * (2 + 1) = 150) is taken from the queue meanwhile.
+    // Token endpoint down first, then the API answers 503, then it stops answering at all:
+    // nothing is dead-lettered and only the prefetch (50 * (2 + 1) = 150) is taken meanwhile.
     tokio::time::sleep(Duration::from_secs(2)).await;
     sandbox.set_token_outage(None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sandbox.set_outage(Some(Fault::Hang));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let waiting = queues.depth(&queues.close).await;
     assert!(

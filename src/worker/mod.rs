@@ -121,6 +121,8 @@ impl Worker {
                 Err(error) => error.to_string(),
             };
             self.shared.metrics.reconnects.inc();
+            // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
+            self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
             warn!(attempt, error = %why, delay_ms = delay.as_millis() as u64, "RabbitMQ unavailable; reconnecting.");
             tokio::select! {
