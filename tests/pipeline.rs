@@ -526,3 +526,29 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
     }
     queues.cleanup().await;
 }
+
+#[tokio::test]
+async fn queues_declared_elsewhere_without_arguments_are_accepted() {
+    // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
+    let queues = Queues::new("plain").await;
+    for name in [&queues.close, &queues.dead] {
+        queues
+            .channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions::durable(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    queues.publish_jobs(&[job("plain-1")]).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 1, 0, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    queues.cleanup().await;
+}
