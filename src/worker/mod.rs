@@ -125,6 +125,8 @@ impl Worker {
                 Err(error) => error.to_string(),
             };
             self.shared.metrics.reconnects.inc();
+            // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
+            self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
             warn!(attempt, error = %why, delay_ms = delay.as_millis() as u64, "RabbitMQ unavailable; reconnecting.");
             tokio::select! {
@@ -243,6 +245,9 @@ impl Worker {
                         timeout_ms = config.shutdown_timeout.as_millis() as u64,
                         "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
                     );
+                }
+                for open in [&channel, &depth_channel, settler.channel()] {
+                    let _ = open.close(200, "shutdown".into()).await;
                 }
                 info!("Shut down cleanly.");
             }

@@ -40,6 +40,10 @@ impl Settler {
         }
     }
 
+    pub fn channel(&self) -> &Channel {
+        &self.dead_letter_channel
+    }
+
     /// LinkedIn accepted the close.
     pub async fn closed(&self, delivery: &Delivery, external_id: &str, task_id: Option<&str>) {
         info!(externalJobPostingId = external_id, task_id, "Closed.");
