@@ -53,6 +53,9 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run the LinkedIn stand-in for tests and local trials.
     Sandbox(SandboxArgs),
+    /// Check the configuration, the broker, both queues and the token endpoint; exit 0 when all pass.
+    /// Takes the same settings as `run`.
+    Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
 }
@@ -78,6 +81,14 @@ pub struct RunArgs {
     /// Address for /healthz, /readyz and /metrics; empty disables the listener.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
+    /// list_connections`; give each replica its own to tell them apart.
+    #[arg(
+        long,
+        env = "AMQP_CONNECTION_NAME",
+        default_value = "job-closer worker"
+    )]
+    pub amqp_connection_name: String,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +132,7 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
             .await
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
         Command::Healthcheck(args) => healthcheck(&args).await,
+        Command::Check(args) => crate::check::check(*args).await,
     }
 }
 
@@ -169,6 +181,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         rate_limit_per_minute: args.batch.rate_limit_per_minute,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        connection_name: args.amqp_connection_name,
         task_checks: args.tasks.enabled().then(|| {
             Arc::new(Schedule::new(
                 &args.amqp.close_queue,

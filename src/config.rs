@@ -82,12 +82,57 @@ impl std::str::FromStr for AmqpUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once("://") {
-            Some(("amqp" | "amqps", _)) => Ok(AmqpUrl(s.to_owned())),
-            _ => Err(format!(
-                "{} is not an amqp:// or amqps:// URL",
-                redact_url_password(s)
-            )),
+            Some(("amqp" | "amqps", _)) => {}
+            _ => {
+                return Err(format!(
+                    "{} is not an amqp:// or amqps:// URL",
+                    redact_url_password(s)
+                ));
+            }
         }
+        // lapin parses the URL again on every connect: one it cannot parse must fail here, once,
+        // not in every reconnect attempt. Its error quotes the URL, password and all, so only the
+        // URL parser's (input-free) reason is passed on.
+        if s.parse::<lapin::uri::AMQPUri>().is_err() {
+            let why = url::Url::parse(s)
+                .err()
+                .map(|error| format!(" ({error})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{} is not a valid AMQP URL{why}",
+                redact_url_password(s)
+            ));
+        }
+        Ok(AmqpUrl(s.to_owned()))
+    }
+}
+
+/// Parses `--amqp-url` / `AMQP_URL` without echoing it: clap's own "invalid value '...'" error would
+/// print the password.
+#[derive(Clone, Copy, Debug)]
+pub struct AmqpUrlParser;
+
+impl clap::builder::TypedValueParser for AmqpUrlParser {
+    type Value = AmqpUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<AmqpUrl, clap::Error> {
+        let name = arg.map_or_else(|| "AMQP_URL".to_owned(), ToString::to_string);
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("not valid UTF-8".into()))?;
+        text.parse().map_err(invalid)
     }
 }
 
@@ -103,7 +148,8 @@ pub enum QueueType {
 #[derive(Args, Clone, Debug)]
 pub struct AmqpArgs {
     /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false)]
+    // `--help` never shows the value from the environment: it holds a password.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false, hide_env_values = true, value_parser = AmqpUrlParser)]
     pub amqp_url: AmqpUrl,
     /// Queue the close requests wait in.
     #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]
@@ -386,6 +432,16 @@ mod tests {
         assert_eq!(url.redacted(), "amqp://user:***@rabbit:5672/%2f");
         let err = "http://user:s3cr3t@x".parse::<AmqpUrl>().unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
+        let err = "amqp://user:s3cr3t@rabbit:99999/"
+            .parse::<AmqpUrl>()
+            .unwrap_err();
+        assert!(err.contains("invalid port number"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(
+            "amqps://user:pw@rabbit/vhost?heartbeat=10"
+                .parse::<AmqpUrl>()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -13,17 +13,20 @@
 //!   kept in RabbitMQ.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
 //! - [`publish`]: putting close requests onto the queue.
-//! - [`metrics`]: counters and the health/metrics listener.
+//! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
+//!   carry a secret.
 //! - [`sandbox`]: the project's own LinkedIn stand-in, for tests and local trials.
-//! - [`cli`]: the command line and exit codes.
+//! - [`cli`]: the command line and exit codes; [`check`]: `job-closer check`, the pre-flight.
 
 pub mod amqp;
 pub mod batch;
+pub mod check;
 pub mod cli;
 pub mod close_request;
 pub mod config;
 pub mod dead_letter;
 pub mod linkedin;
+pub mod logging;
 pub mod metrics;
 pub mod publish;
 pub mod rate_limit;

@@ -402,3 +402,153 @@ async fn bad_settings_are_refused_with_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("LINKEDIN_CLIENT_ID"));
 }
+
+#[tokio::test]
+async fn the_versioned_rest_api_and_string_lifetimes_work() {
+    let queues = Queues::new("rest").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        expires_in_as_string: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    queues.publish_jobs(&[job("rest-1"), job("rest-2")]).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
+    let mut worker = spawn_worker(&env);
+    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let stats = sandbox.stats();
+    assert!(stats.linkedin_versions.contains("202504"), "{stats:?}");
+    assert_eq!(stats.token_requests, 1);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn run_sandbox_closes_without_credentials() {
+    let queues = Queues::new("runsandbox").await;
+    queues.declare().await;
+    queues.publish_jobs(&[job("sbx-1")]).await;
+    let env: Vec<(String, String)> = [
+        ("AMQP_URL", amqp_url()),
+        ("CLOSE_QUEUE", queues.close.clone()),
+        ("DEAD_LETTER_QUEUE", queues.dead.clone()),
+        ("METRICS_ADDR", String::new()),
+        ("BATCH_LINGER_MS", "50".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut worker = spawn_command(&["run", "--sandbox"], &env);
+    eventually(SETTLE, "closed by the in-process sandbox", || async {
+        worker.log_text().contains("sbx-1") && queues.depth(&queues.close).await == 0
+    })
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    assert!(
+        worker.log_text().contains("Closed."),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn publish_validates_every_line_and_publishes_all_or_nothing() {
+    let queues = Queues::new("publish").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.ndjson");
+    let good = job("pub-1").to_string();
+    std::fs::write(
+        &file,
+        format!("{good}\n\n{{\"title\":\"x\"}}\n{}\n", job("pub-2")),
+    )
+    .unwrap();
+    let base = |cmd: &mut std::process::Command| {
+        cmd.env("AMQP_URL", amqp_url())
+            .env("CLOSE_QUEUE", &queues.close)
+            .env("DEAD_LETTER_QUEUE", &queues.dead);
+    };
+    let mut refused = std::process::Command::new(binary());
+    base(refused.arg("publish").arg(&file));
+    let output = refused.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 3: ERROR :: /companyApplyUrl"),
+        "{stderr}"
+    );
+    assert_eq!(queues.depth(&queues.close).await, 0, "nothing published");
+
+    let mut skipping = std::process::Command::new(binary());
+    base(skipping.arg("publish").arg("--skip-invalid").arg(&file));
+    let output = skipping.output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Published 2"));
+
+    let mut from_stdin = std::process::Command::new(binary());
+    base(from_stdin.arg("publish").arg("-"));
+    from_stdin
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = from_stdin.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{good}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let published = queues.drain(&queues.close).await;
+    assert_eq!(published.len(), 3);
+    assert_eq!(
+        published[0].body,
+        good.as_bytes(),
+        "published byte for byte"
+    );
+    for message in &published {
+        assert_eq!(message.properties.delivery_mode(), &Some(2));
+        assert_eq!(
+            message
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.as_str()),
+            Some("application/json")
+        );
+        assert!(message.properties.message_id().is_some());
+    }
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn queues_declared_elsewhere_without_arguments_are_accepted() {
+    // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
+    let queues = Queues::new("plain").await;
+    for name in [&queues.close, &queues.dead] {
+        queues
+            .channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions::durable(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    queues.publish_jobs(&[job("plain-1")]).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 1, 0, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    queues.cleanup().await;
+}

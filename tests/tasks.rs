@@ -29,7 +29,7 @@ fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
 fn verified_ids(log: &str) -> Vec<String> {
     log_events(log, "Close verified.")
         .iter()
-        .filter_map(|event| event["external_id"].as_str().map(str::to_owned))
+        .filter_map(|event| event["externalJobPostingId"].as_str().map(str::to_owned))
         .collect()
 }
 
@@ -302,7 +302,8 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     assert!(
         rechecks
             .iter()
-            .any(|event| event["external_id"] == "stuck-1" && event["status"] == "PROCESSED"),
+            .any(|event| event["externalJobPostingId"] == "stuck-1"
+                && event["status"] == "PROCESSED"),
         "{log}"
     );
     assert!(

@@ -126,9 +126,20 @@ impl Sandbox {
         self.state.set_outage(fault);
     }
 
+    /// Any request holding an element whose externalJobPostingId starts with `prefix` fails as a
+    /// whole with a 500 — poison that only LinkedIn can see, for testing how the worker isolates it.
+    pub fn set_poison_prefix(&self, prefix: Option<&str>) {
+        self.state.set_poison_prefix(prefix.map(str::to_owned));
+    }
+
     /// The token endpoint answers `status` while set.
     pub fn set_token_outage(&self, status: Option<u16>) {
         self.state.set_token_outage(status);
+    }
+
+    /// Every access token issued so far, for tests that make sure none was logged.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.issued_tokens()
     }
 
     /// Every token issued so far is expired from now on; later tokens are not affected.
@@ -161,6 +172,16 @@ impl Sandbox {
             server.abort();
         }
         tracing::debug!(addr = %self.addr, "LinkedIn sandbox stopped");
+    }
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Sandbox")
+            .field("addr", &self.addr)
+            .field("client_id", &self.state.config.client_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -20,7 +20,7 @@ use super::scripting::Fault;
 use super::state::SandboxState;
 
 /// LinkedIn's limit on elements in one batch_create request.
-pub(crate) const MAX_ELEMENTS_PER_REQUEST: usize = 100;
+const MAX_ELEMENTS_PER_REQUEST: usize = 100;
 
 /// How long a [`Fault::Hang`] holds a request before giving up with a 504.
 const HANG_DURATION: Duration = Duration::from_secs(600);
@@ -176,10 +176,14 @@ fn check_whole_request(
 
     // Documented: a wrongly typed externalJobPostingId (e.g. a number) poisons the whole
     // request with a 500 rather than a per-element 422.
+    let poison_prefix = state.poison_prefix();
     let poisoned = elements.iter().any(|element| {
-        element
-            .get("externalJobPostingId")
-            .is_some_and(|id| !id.is_string())
+        let id = element.get("externalJobPostingId");
+        id.is_some_and(|id| !id.is_string())
+            || poison_prefix.as_deref().is_some_and(|prefix| {
+                id.and_then(Value::as_str)
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
     });
     if poisoned {
         tracing::debug!(status = 500, "externalJobPostingId that is not a string");

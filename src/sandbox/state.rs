@@ -25,16 +25,19 @@ pub struct Stats {
     pub tokens_issued: u64,
     /// Every POST to simpleJobPostings that reached the handler.
     pub requests: u64,
-    /// Elements per simpleJobPostings request that got past authentication and had an
-    /// `elements` array, in arrival order.
+    /// Elements per simpleJobPostings request that got past authentication (and the
+    /// `x-restli-method` check) and had an `elements` array of objects, in arrival order.
+    /// Requests answered with a scripted fault are included.
     pub request_sizes: Vec<usize>,
     /// HTTP status of each simpleJobPostings answer.
     pub responses_by_status: BTreeMap<u16, u64>,
     /// externalJobPostingId -> number of CLOSE elements accepted (per-element 202).
     pub closed: BTreeMap<String, u64>,
-    /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...).
+    /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...), including the
+    /// entries of a [`super::Fault::WrongCount200`] answer.
     pub element_statuses: BTreeMap<u16, u64>,
-    /// Highest number of simpleJobPostings requests in the handler at once.
+    /// Highest number of simpleJobPostings requests in the handler at once. A request counts
+    /// from arrival, through the configured latency, until it is answered.
     pub max_concurrent_requests: usize,
     /// GET simpleJobPostingTasks calls.
     pub task_queries: u64,
@@ -85,6 +88,8 @@ struct Memory {
     task_faults: VecDeque<Fault>,
     outage: Option<Fault>,
     token_outage: Option<u16>,
+    /// externalJobPostingId prefix whose elements make the whole request fail with a 500.
+    poison_prefix: Option<String>,
     /// Access token -> when it stops being valid.
     token_expiry: HashMap<String, Instant>,
     /// Task URN -> task.
@@ -137,6 +142,7 @@ impl SandboxState {
         memory.scripted_faults.clear();
         memory.task_faults.clear();
         memory.outage = None;
+        memory.poison_prefix = None;
         memory.token_outage = None;
         memory.task_rules.clear();
     }
@@ -174,6 +180,11 @@ impl SandboxState {
             Some(expires_at) if Instant::now() >= *expires_at => TokenValidity::Expired,
             Some(_) => TokenValidity::Valid,
         }
+    }
+
+    /// Every access token issued so far (tests look for them in logs, where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.memory().token_expiry.keys().cloned().collect()
     }
 
     pub fn expire_tokens(&self) {
@@ -233,6 +244,14 @@ impl SandboxState {
 
     pub fn set_outage(&self, fault: Option<Fault>) {
         self.memory().outage = fault;
+    }
+
+    pub fn set_poison_prefix(&self, prefix: Option<String>) {
+        self.memory().poison_prefix = prefix;
+    }
+
+    pub fn poison_prefix(&self) -> Option<String> {
+        self.memory().poison_prefix.clone()
     }
 
     /// The fault this request gets: the next scripted one (used up), else the outage, if any.

@@ -18,7 +18,7 @@ use super::scripting::Fault;
 use super::state::{PostingTask, SandboxState};
 
 /// LinkedIn's documented limit on the query string of a task lookup.
-pub(crate) const MAX_QUERY_BYTES: usize = 4096;
+const MAX_QUERY_BYTES: usize = 4096;
 
 pub(crate) async fn task_statuses_v2(
     State(state): State<Arc<SandboxState>>,
@@ -213,7 +213,7 @@ mod tests {
     #[tokio::test]
     async fn task_delay_keeps_tasks_in_progress_for_a_while() {
         let sandbox = start_with(SandboxConfig {
-            task_delay: Duration::from_millis(100),
+            task_delay: Duration::from_millis(150),
             ..SandboxConfig::default()
         })
         .await;
@@ -221,7 +221,7 @@ mod tests {
         let task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
         let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
         assert_eq!(answer["results"][&task_ids[0]]["status"], "IN_PROGRESS");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
         assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
     }
@@ -242,7 +242,7 @@ mod tests {
             "slow-",
             TaskRule {
                 status: "PROCESSED".to_owned(),
-                after: Duration::from_millis(100),
+                after: Duration::from_millis(150),
                 error_message: None,
             },
         );
@@ -258,7 +258,7 @@ mod tests {
                 .is_none()
         );
         assert_eq!(answer["results"][&task_ids[2]]["status"], "SUCCEEDED");
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
         assert_eq!(answer["results"][&task_ids[1]]["status"], "PROCESSED");
     }

@@ -265,7 +265,7 @@ impl Verifier {
                     unauthorized_in_a_row += 1;
                     if unauthorized_in_a_row > 1 {
                         let delay = policy.on_wait(&mut retry, None);
-                        error!(status = failure.status, error = %failure.message, delay_ms = delay.as_millis() as u64,
+                        error!(status = failure.status, error_message = %failure.message, delay_ms = delay.as_millis() as u64,
                             "LinkedIn keeps refusing fresh tokens for task checks; check the client credentials. Retrying.");
                         delay
                     } else {
@@ -294,7 +294,7 @@ impl Verifier {
                         crate::retry::Verdict::GiveUp => {
                             // Holding the checks any longer helps nobody: they wait for their
                             // next tier in the broker, and the 24-hour limit still applies.
-                            warn!(task_ids, status = failure.status, error = %failure.message,
+                            warn!(task_ids, status = failure.status, error_message = %failure.message,
                                 "Task lookups keep failing; the checks wait for their next turn.");
                             for check in lookup.checks {
                                 let seen = format!("HTTP {}: {}", failure.status, failure.message);
@@ -322,7 +322,7 @@ impl Verifier {
                         ..
                     } = check.pending.checked();
                     info!(
-                        %external_id,
+                        externalJobPostingId = %external_id,
                         %task_id,
                         job_posting = job_posting.as_deref().unwrap_or("-"),
                         checks,
@@ -391,7 +391,7 @@ impl Verifier {
             .await
         {
             Ok(()) => info!(
-                external_id = %pending.external_id,
+                externalJobPostingId = %pending.external_id,
                 task_id = %pending.task_id,
                 status = seen,
                 checks = pending.checks,
@@ -399,7 +399,7 @@ impl Verifier {
                 "Close task not finished; checking again later."
             ),
             Err(error) => {
-                error!(external_id = %pending.external_id, task_id = %pending.task_id, %error,
+                error!(externalJobPostingId = %pending.external_id, task_id = %pending.task_id, %error,
                     "Could not schedule the next task check; it goes back to the verification queue.");
                 settle::give_back_after_pause(&delivery).await;
             }
@@ -411,7 +411,7 @@ fn log_retry(task_ids: usize, failure: &crate::linkedin::classify::Failure, dela
     warn!(
         task_ids,
         status = failure.status,
-        error = %failure.message,
+        error_message = %failure.message,
         delay_ms = delay.as_millis() as u64,
         "Task lookup failed; retrying."
     );

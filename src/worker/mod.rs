@@ -42,6 +42,8 @@ use tracing::{debug, error, info, warn};
 /// Everything `run` needs, resolved from the settings.
 pub struct WorkerConfig {
     pub amqp: AmqpArgs,
+    /// What the broker shows for this worker's connection (`AMQP_CONNECTION_NAME`).
+    pub connection_name: String,
     pub batch_size: usize,
     pub linger: Duration,
     pub prefetch: u16,
@@ -113,6 +115,8 @@ impl Worker {
                 return Ok(());
             }
             attempt += 1;
+            // Reconnecting is not being wedged: /healthz stays green through a long broker outage.
+            self.shared.metrics.beat();
             let outcome = self.session(&shutdown).await;
             self.shared.metrics.set_ready(false);
             let why = match outcome {
@@ -127,6 +131,8 @@ impl Worker {
                 Err(error) => error.to_string(),
             };
             self.shared.metrics.reconnects.inc();
+            // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
+            self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
             warn!(attempt, error = %why, delay_ms = delay.as_millis() as u64, "RabbitMQ unavailable; reconnecting.");
             tokio::select! {
@@ -138,7 +144,7 @@ impl Worker {
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
-        let connection = amqp::connect(&config.amqp.amqp_url, "job-closer worker").await?;
+        let connection = amqp::connect(&config.amqp.amqp_url, &config.connection_name).await?;
         let result = self.consume(&connection, shutdown).await;
         if connection.status().connected() {
             let _ = connection
@@ -184,6 +190,7 @@ impl Worker {
             )
             .await?;
         info!(
+            broker = %amqp_args.amqp_url,
             queue = %amqp_args.close_queue,
             prefetch = config.prefetch,
             batch_size = config.batch_size,
@@ -268,6 +275,9 @@ impl Worker {
                         timeout_ms = config.shutdown_timeout.as_millis() as u64,
                         "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
                     );
+                }
+                for open in [&channel, &depth_channel, settler.channel()] {
+                    let _ = open.close(200, "shutdown".into()).await;
                 }
                 info!("Shut down cleanly.");
             }

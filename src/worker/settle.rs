@@ -45,6 +45,10 @@ impl Settler {
         }
     }
 
+    pub fn channel(&self) -> &Channel {
+        &self.dead_letter_channel
+    }
+
     /// Accepted closes are verified: each gets a pending check in `schedule`'s first tier.
     pub fn with_task_checks(mut self, schedule: Arc<Schedule>) -> Self {
         self.task_checks = Some(schedule);
@@ -60,13 +64,13 @@ impl Settler {
                 let check = PendingCheck::accepted(task_id, external_id, SystemTime::now());
                 let properties = check.properties(&delivery.properties);
                 if let Err(error) = self.hand_on(delivery, &tier.queue, properties).await {
-                    error!(external_id, task_id, %error,
+                    error!(externalJobPostingId = external_id, task_id, %error,
                         "Could not schedule the task check; the message goes back to the queue and will be sent again.");
                     give_back_after_pause(delivery).await;
                     return;
                 }
                 info!(
-                    external_id,
+                    externalJobPostingId = external_id,
                     task_id,
                     task_check_in_ms = tier.delay.as_millis() as u64,
                     "Closed."
@@ -74,13 +78,13 @@ impl Settler {
             }
             (Some(_), None) => {
                 warn!(
-                    external_id,
+                    externalJobPostingId = external_id,
                     "Closed, but LinkedIn gave no task id to verify."
                 );
                 ack(delivery).await;
             }
             (None, _) => {
-                info!(external_id, task_id, "Closed.");
+                info!(externalJobPostingId = external_id, task_id, "Closed.");
                 ack(delivery).await;
             }
         }
@@ -131,13 +135,17 @@ impl Settler {
         .await;
         match published {
             Ok(()) => {
+                // An invalid message has no validated id, but usually still names one.
+                let named_id = external_id
+                    .map(str::to_owned)
+                    .or_else(|| external_id_in(&delivery.data));
                 warn!(
-                    external_id = external_id.unwrap_or("-"),
+                    externalJobPostingId = named_id.as_deref().unwrap_or("-"),
                     task_id = failure.task_id.as_deref(),
                     status = failure.status,
                     reason = %failure.reason,
                     attempts = failure.attempts,
-                    message = %failure.message,
+                    error_message = %failure.message,
                     "Dead-lettered."
                 );
                 self.metrics
@@ -159,7 +167,7 @@ impl Settler {
         error: &AmqpError,
     ) {
         error!(
-            external_id = external_id.unwrap_or("-"),
+            externalJobPostingId = external_id.unwrap_or("-"),
             reason = %reason,
             %error,
             "Could not dead-letter; the message goes back to the queue."
@@ -191,6 +199,18 @@ pub async fn give_back(delivery: &Delivery) {
     if let Err(error) = delivery.acker.nack(options).await {
         debug!(%error, delivery_tag = delivery.delivery_tag, "Give-back failed; the broker will redeliver anyway.");
     }
+}
+
+/// The `externalJobPostingId` a body names, if it is JSON with a string id; for logs only.
+fn external_id_in(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "externalJobPostingId")]
+        id: String,
+    }
+    serde_json::from_slice::<Named>(body)
+        .ok()
+        .map(|named| named.id)
 }
 
 /// Dead letters a message that never reached LinkedIn because it failed validation.

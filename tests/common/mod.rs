@@ -3,6 +3,8 @@
 //! as a child process the way an operator runs it.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use futures_util::StreamExt;
 use job_closer::sandbox::{Sandbox, SandboxConfig};
 use job_closer::tasks::Schedule;
