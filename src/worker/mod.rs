@@ -180,6 +180,27 @@ impl Worker {
         }
         let settler = Arc::new(settler);
         let depth_channel = connection.create_channel().await?;
+        let stop = shutdown.child_token();
+        let session = SessionHandle {
+            settler: settler.clone(),
+            stop: stop.clone(),
+        };
+        let tracker = TaskTracker::new();
+        // Started before the close queue is consumed, so that nothing holds up the main loop once
+        // deliveries arrive. Never cancelled without a verifier.
+        let verifier_down = match &config.task_checks {
+            Some(schedule) => {
+                Verifier::new(
+                    self.shared.clone(),
+                    schedule.clone(),
+                    settler.clone(),
+                    config.linger,
+                )
+                .start(connection, stop.clone(), &tracker)
+                .await?
+            }
+            None => CancellationToken::new(),
+        };
         let consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
         let mut consumer = channel
             .basic_consume(
@@ -198,26 +219,6 @@ impl Worker {
         );
         self.shared.metrics.set_ready(true);
 
-        let stop = shutdown.child_token();
-        let session = SessionHandle {
-            settler: settler.clone(),
-            stop: stop.clone(),
-        };
-        let tracker = TaskTracker::new();
-        // Never cancelled without a verifier.
-        let verifier_down = match &config.task_checks {
-            Some(schedule) => {
-                Verifier::new(
-                    self.shared.clone(),
-                    schedule.clone(),
-                    settler.clone(),
-                    config.linger,
-                )
-                .start(connection, stop.clone(), &tracker)
-                .await?
-            }
-            None => CancellationToken::new(),
-        };
         let mut batcher: Batcher<Item> = Batcher::new(config.batch_size, config.linger);
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -124,17 +124,11 @@ pub fn process(
                     let mut transient = None;
                     let mut unauthorized = false;
                     let mut remaining = Vec::new();
+                    let mut accepted = Vec::new();
                     for (item, verdict) in items.into_iter().zip(verdicts) {
                         match verdict {
                             ElementOutcome::Accepted { task_id } => {
-                                session
-                                    .settler
-                                    .closed(
-                                        &item.delivery,
-                                        &item.request.external_id,
-                                        task_id.as_deref(),
-                                    )
-                                    .await;
+                                accepted.push((item, task_id));
                             }
                             ElementOutcome::Rejected(failure) => {
                                 let failure = Failure {
@@ -163,6 +157,16 @@ pub fn process(
                             }
                         }
                     }
+                    // Settled together: with task checks on, each waits for its pending check's
+                    // confirm, and one round trip for the batch beats one per element.
+                    futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
+                        session.settler.closed(
+                            &item.delivery,
+                            &item.request.external_id,
+                            task_id.as_deref(),
+                        )
+                    }))
+                    .await;
                     items = remaining;
                     if unauthorized {
                         shared.linkedin.tokens.invalidate(&token).await;
