@@ -6,6 +6,7 @@
 use crate::config::{
     AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
 };
+use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, PublishArgs, PublishError};
@@ -52,6 +53,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run the LinkedIn stand-in for tests and local trials.
     Sandbox(SandboxArgs),
+    /// Inspect, group, replay, export or purge the dead letters.
+    Dlq(DlqArgs),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
 }
@@ -110,6 +113,16 @@ impl From<ConfigError> for CliError {
     }
 }
 
+impl From<DlqError> for CliError {
+    fn from(error: DlqError) -> Self {
+        if error.is_usage() {
+            CliError::Usage(error.to_string())
+        } else {
+            CliError::Failed(error.to_string())
+        }
+    }
+}
+
 pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<(), CliError> {
     match command {
         Command::Run(args) => run(*args, shutdown).await,
@@ -117,6 +130,7 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Sandbox(args) => sandbox::serve(args, shutdown)
             .await
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
+        Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
     }
 }

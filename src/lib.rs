@@ -10,6 +10,7 @@
 //! - [`retry`] and [`rate_limit`]: when to try again, and how fast the worker may send.
 //! - [`worker`]: the daemon tying these together, and settling every delivery.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
+//! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay, export, purge.
 //! - [`publish`]: putting close requests onto the queue.
 //! - [`metrics`]: counters and the health/metrics listener.
 //! - [`sandbox`]: the project's own LinkedIn stand-in, for tests and local trials.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod close_request;
 pub mod config;
 pub mod dead_letter;
+pub mod dlq;
 pub mod linkedin;
 pub mod metrics;
 pub mod publish;
