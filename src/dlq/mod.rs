@@ -20,7 +20,7 @@ mod table;
 
 use self::group::Stats;
 use self::record::{Described, Filter, describe, json_record, replay_properties};
-use self::scan::{DeadLetter, ScanError, Walk, ready_count};
+use self::scan::{DeadLetter, Held, ScanError, Walk, ready_count};
 use self::table::{Column, Table, output_width, short_time};
 use crate::amqp::{self, AmqpError, QueueRole};
 use crate::config::AmqpArgs;
@@ -253,8 +253,23 @@ fn list_row(table: &Table, letter: &DeadLetter, described: &Described) -> String
                 .as_deref()
                 .map_or_else(dash, short_time),
         ],
-        recorded.message.as_deref().unwrap_or("-"),
+        &row_message(letter, described),
     )
+}
+
+/// The error message; for messages that carry none, what is known instead, and the start of a body
+/// that has no `externalJobPostingId` to recognise it by.
+fn row_message(letter: &DeadLetter, described: &Described) -> String {
+    if let Some(message) = &described.recorded.message {
+        return message.clone();
+    }
+    let stand_in = &described.group.message;
+    if described.external_id.is_some() {
+        return stand_in.clone();
+    }
+    let body = String::from_utf8_lossy(&letter.body);
+    let preview: String = body.chars().take(200).collect();
+    format!("{stand_in} body: {preview}")
 }
 
 /// A progress bar for walks whose output does not go to the terminal the bar would draw on.
@@ -289,10 +304,10 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
         if shutdown.is_cancelled() {
             break;
         }
-        let described = describe(&letter);
-        if !args.filter.matches(&described) {
+        if !args.filter.matches(&letter) {
             continue;
         }
+        let described = describe(&letter);
         let line = match &table {
             Some(table) => list_row(table, &letter, &described),
             None => json_record(&letter, &described).to_string(),
@@ -480,7 +495,7 @@ async fn ensure_close_queue(connection: &Connection, amqp_args: &AmqpArgs) -> Re
 /// A replayed copy awaiting its confirm, and the dead letter to ack once it comes.
 struct InFlight {
     confirm: PublisherConfirm,
-    delivery_tag: u64,
+    held: Held,
 }
 
 /// What a replay did so far.
@@ -493,13 +508,13 @@ struct ReplayProgress {
 
 impl ReplayProgress {
     /// Awaits one confirm; acks the dead letter only if the copy is the broker's now.
-    async fn settle(&mut self, in_flight: InFlight, walk: &Walk, close_queue: &str) {
+    async fn settle(&mut self, in_flight: InFlight, walk: &mut Walk<'_>, close_queue: &str) {
         let confirmed = match in_flight.confirm.await {
             Ok(confirmation) => amqp::check_confirmation(close_queue, confirmation),
             Err(error) => Err(AmqpError::Broker(error)),
         };
         let acked = match confirmed {
-            Ok(()) => walk.ack(in_flight.delivery_tag).await.map_err(DlqError::from),
+            Ok(()) => walk.ack(in_flight.held).await.map_err(DlqError::from),
             Err(error) => Err(error.into()),
         };
         match acked {
@@ -547,8 +562,7 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
             break;
         };
         progress.inc(1);
-        let described = describe(&letter);
-        if !args.filter.matches(&described) {
+        if !args.filter.matches(&letter) {
             continue;
         }
         matched += 1;
@@ -556,7 +570,7 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
             (Some(publisher), _) => {
                 if pending.len() == REPLAY_CONFIRM_WINDOW {
                     let oldest = pending.pop_front().expect("the window is full");
-                    done.settle(oldest, &walk, close_queue).await;
+                    done.settle(oldest, &mut walk, close_queue).await;
                 }
                 let confirm = publisher
                     .basic_publish(
@@ -573,13 +587,13 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
                 match confirm {
                     Ok(confirm) => pending.push_back(InFlight {
                         confirm,
-                        delivery_tag: letter.delivery_tag,
+                        held: letter.held,
                     }),
                     Err(error) => done.failure = Some(error.into()),
                 }
             }
             (None, Some(table)) => {
-                if !output.line(&list_row(table, &letter, &described))? {
+                if !output.line(&list_row(table, &letter, &describe(&letter)))? {
                     break;
                 }
             }
@@ -591,7 +605,7 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
     }
     // Every confirmed copy gets its dead letter acked before the walk gives the rest back.
     while let Some(in_flight) = pending.pop_front() {
-        done.settle(in_flight, &walk, close_queue).await;
+        done.settle(in_flight, &mut walk, close_queue).await;
     }
     progress.finish_and_clear();
     output.flush()?;
@@ -666,8 +680,8 @@ async fn purge(args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqEr
         if shutdown.is_cancelled() {
             break;
         }
-        if args.filter.matches(&describe(&letter)) {
-            walk.ack(letter.delivery_tag).await?;
+        if args.filter.matches(&letter) {
+            walk.ack(letter.held).await?;
             deleted += 1;
         }
     }
@@ -697,7 +711,7 @@ async fn count_matching(
             walk.finish().await?;
             return Err(DlqError::Interrupted("nothing was deleted".into()));
         }
-        if filter.matches(&describe(&letter)) {
+        if filter.matches(&letter) {
             count += 1;
         }
     }

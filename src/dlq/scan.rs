@@ -29,28 +29,35 @@
 //! extend it forever nor get processed twice.
 
 use crate::amqp::{self, AmqpError, protocol_error};
-use futures_util::stream::{FuturesOrdered, StreamExt};
-use lapin::message::BasicGetMessage;
-use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
+    QueueDeclareOptions,
+};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection};
-use std::future::Future;
-use std::pin::Pin;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
+use std::time::Duration;
 use tracing::debug;
 
-/// `basic.get`s in flight at once: enough to hide the round trip, few enough that the messages
-/// fetched ahead stay small.
-pub const GET_PIPELINE_DEPTH: usize = 128;
+/// Messages one window (one channel's consumer) holds at most: the client buffers no more than this.
+pub const WINDOW: u16 = 2000;
+/// With no delivery for this long, the walk asks the broker whether anything is left to read.
+const IDLE_CHECK: Duration = Duration::from_millis(200);
 
-type PendingGet = Pin<Box<dyn Future<Output = lapin::Result<Option<BasicGetMessage>>> + Send>>;
+/// Where the walk holds a message: the channel (window) it came on and its delivery tag there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    pub window: usize,
+    pub delivery_tag: u64,
+}
 
 /// A message read from the dead-letter queue and still held by the walk.
 #[derive(Clone, Debug)]
 pub struct DeadLetter {
     /// 1-based position in the queue when the walk started.
     pub position: u64,
-    pub delivery_tag: u64,
+    pub held: Held,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
 }
@@ -113,44 +120,45 @@ async fn passive_declare(
     }
 }
 
-/// An in-order, non-destructive walk over one queue on a channel of its own.
-pub struct Walk {
+/// One channel of the walk: its consumer (while it is the active one) and how many of its
+/// deliveries are neither acked nor given back yet.
+struct Window {
     channel: Channel,
-    queue: ShortString,
-    /// Messages ready when the walk started.
-    total: u64,
-    /// The walk fetches no more than this many.
-    cap: u64,
-    issued: u64,
-    in_flight: FuturesOrdered<PendingGet>,
-    /// The broker answered `get-empty`: nothing more to fetch.
-    drained: bool,
-    position: u64,
-    /// The highest delivery tag fetched: one `nack(multiple)` up to it returns every held message.
-    highest_tag: Option<u64>,
+    consumer: Option<Consumer>,
+    unacked: u64,
 }
 
-impl Walk {
-    /// Starts a walk over `queue`, fetching at most `limit` messages when given.
+/// An in-order, non-destructive walk over one queue, on channels of its own.
+pub struct Walk<'a> {
+    connection: &'a Connection,
+    queue: String,
+    setting: &'static str,
+    /// Messages ready when the walk started.
+    total: u64,
+    /// The walk yields no more than this many.
+    cap: u64,
+    delivered: u64,
+    windows: Vec<Window>,
+}
+
+impl<'a> Walk<'a> {
+    /// Starts a walk over `queue`, yielding at most `limit` messages when given.
     pub async fn start(
-        connection: &Connection,
+        connection: &'a Connection,
         queue: &str,
         setting: &'static str,
         limit: Option<u64>,
-    ) -> Result<Walk, ScanError> {
-        let channel = connection.create_channel().await?;
-        let total = u64::from(passive_declare(&channel, queue, setting).await?);
+    ) -> Result<Walk<'a>, ScanError> {
+        let total = u64::from(ready_count(connection, queue, setting).await?);
         debug!(queue, total, "Walking the queue.");
         Ok(Walk {
-            channel,
-            queue: amqp::queue_name(queue)?,
+            connection,
+            queue: queue.to_owned(),
+            setting,
             total,
             cap: limit.map_or(total, |limit| limit.min(total)),
-            issued: 0,
-            in_flight: FuturesOrdered::new(),
-            drained: false,
-            position: 0,
-            highest_tag: None,
+            delivered: 0,
+            windows: Vec::new(),
         })
     }
 
@@ -159,86 +167,128 @@ impl Walk {
         self.total
     }
 
-    /// Messages the walk will fetch at most.
+    /// Messages the walk will yield at most.
     pub fn cap(&self) -> u64 {
         self.cap
     }
 
     /// The next message in queue order, held until [`Walk::finish`] unless acked; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<DeadLetter>, ScanError> {
-        loop {
-            self.refill();
-            match self.in_flight.next().await {
-                None => return Ok(None),
-                Some(Ok(Some(message))) => return Ok(Some(self.hold(message))),
-                Some(Ok(None)) => self.drained = true,
-                Some(Err(error)) => return Err(error.into()),
+        while self.delivered < self.cap {
+            let window = self.active_window().await?;
+            let active = &mut self.windows[window];
+            let Some(consumer) = active.consumer.as_mut() else {
+                unreachable!("the active window has a consumer");
+            };
+            match tokio::time::timeout(IDLE_CHECK, consumer.next()).await {
+                Ok(Some(Ok(delivery))) => {
+                    active.unacked += 1;
+                    self.delivered += 1;
+                    return Ok(Some(DeadLetter {
+                        position: self.delivered,
+                        held: Held {
+                            window,
+                            delivery_tag: delivery.delivery_tag,
+                        },
+                        body: delivery.data,
+                        properties: delivery.properties,
+                    }));
+                }
+                Ok(Some(Err(error))) => return Err(error.into()),
+                // The broker cancelled the consumer: the queue was deleted under the walk.
+                Ok(None) => {
+                    return Err(ScanError::MissingQueue {
+                        queue: self.queue.clone(),
+                        setting: self.setting,
+                    });
+                }
+                // Fewer messages than counted at the start (someone else took some): stop once the
+                // broker has nothing ready for us.
+                Err(_) => {
+                    if ready_count(self.connection, &self.queue, self.setting).await? == 0 {
+                        break;
+                    }
+                }
             }
         }
+        Ok(None)
     }
 
-    /// Fetch nothing more; what is already fetched is still returned by [`Walk::next`].
+    /// Yield nothing more; [`Walk::finish`] gives back whatever was delivered meanwhile.
     pub fn stop(&mut self) {
-        self.cap = self.issued;
+        self.cap = self.delivered;
     }
 
     /// Removes a held message from the queue for good.
-    pub async fn ack(&self, delivery_tag: u64) -> Result<(), ScanError> {
-        self.channel
-            .basic_ack(delivery_tag, BasicAckOptions::default())
+    pub async fn ack(&mut self, held: Held) -> Result<(), ScanError> {
+        let window = &mut self.windows[held.window];
+        window
+            .channel
+            .basic_ack(held.delivery_tag, BasicAckOptions::default())
             .await?;
+        window.unacked -= 1;
         Ok(())
     }
 
     /// Ends the walk: every message still held goes back to where it was. Callers must have sent
     /// every ack they mean to send first — a message not acked by now stays in the queue.
-    pub async fn finish(mut self) -> Result<(), ScanError> {
-        self.stop();
-        while let Some(fetched) = self.in_flight.next().await {
-            if let Some(message) = fetched? {
-                self.hold(message);
+    pub async fn finish(self) -> Result<(), ScanError> {
+        // Closing a channel makes the broker requeue what it held, all at once and into the original
+        // positions; closing waits for close-ok, so the messages are back when this returns.
+        let mut first_error = None;
+        for window in self.windows {
+            if let Err(error) = window.channel.close(200, "walk finished".into()).await
+                && first_error.is_none()
+            {
+                first_error = Some(error);
             }
         }
-        if let Some(highest) = self.highest_tag {
-            self.channel
-                .basic_nack(
-                    highest,
-                    BasicNackOptions {
-                        multiple: true,
-                        requeue: true,
-                    },
-                )
-                .await?;
+        match first_error {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
         }
-        // Closing waits for the broker's close-ok, so the requeue has happened when this returns.
-        self.channel.close(200, "walk finished".into()).await?;
-        Ok(())
     }
 
-    fn refill(&mut self) {
-        while !self.drained && self.issued < self.cap && self.in_flight.len() < GET_PIPELINE_DEPTH
+    /// The window to read from: the current one while the broker may still deliver to it, else a
+    /// new channel whose consumer starts where the last one stopped.
+    async fn active_window(&mut self) -> Result<usize, ScanError> {
+        if let Some(last) = self.windows.last_mut()
+            && last.consumer.is_some()
         {
-            let channel = self.channel.clone();
-            let queue = self.queue.clone();
-            self.in_flight.push_back(Box::pin(async move {
-                channel.basic_get(queue, BasicGetOptions { no_ack: false }).await
-            }));
-            self.issued += 1;
+            if last.unacked < u64::from(WINDOW) {
+                return Ok(self.windows.len() - 1);
+            }
+            // Its prefetch is full of held messages: the broker will send it nothing more.
+            if let Some(consumer) = last.consumer.take() {
+                last.channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await?;
+            }
         }
-    }
-
-    fn hold(&mut self, message: BasicGetMessage) -> DeadLetter {
-        let delivery = message.delivery;
-        self.position += 1;
-        self.highest_tag = Some(
-            self.highest_tag
-                .map_or(delivery.delivery_tag, |tag| tag.max(delivery.delivery_tag)),
-        );
-        DeadLetter {
-            position: self.position,
-            delivery_tag: delivery.delivery_tag,
-            body: delivery.data,
-            properties: delivery.properties,
-        }
+        let channel = self.connection.create_channel().await?;
+        channel
+            .basic_qos(WINDOW, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                amqp::queue_name(&self.queue)?,
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| match protocol_error(&error) {
+                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => ScanError::MissingQueue {
+                    queue: self.queue.clone(),
+                    setting: self.setting,
+                },
+                _ => error.into(),
+            })?;
+        self.windows.push(Window {
+            channel,
+            consumer: Some(consumer),
+            unacked: 0,
+        });
+        Ok(self.windows.len() - 1)
     }
 }
