@@ -772,3 +772,56 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
         assert_eq!(run.code, Some(2), "{bad:?}: {run:#?}");
     }
 }
+
+/// Contiguous runs of `bulk-N` ids, for readable failure messages: `["bulk-0..bulk-9", ...]`.
+fn runs(ids: &[String]) -> Vec<String> {
+    let number = |id: &String| id[5..].parse::<i64>().unwrap_or(-1);
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for end in 1..=ids.len() {
+        if end == ids.len() || number(&ids[end]) != number(&ids[end - 1]) + 1 {
+            runs.push(format!("{}..{}", ids[start], ids[end - 1]));
+            start = end;
+        }
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_dead_letter_queues_keep_their_order_too() {
+    let connection = connect().await;
+    let id = uuid::Uuid::new_v4();
+    let queues = Queues {
+        close: format!("test.dlq.{id}.close"),
+        dead: format!("test.dlq.{id}.dead"),
+        extra: Vec::new(),
+    };
+    let mut args = queues.amqp_args();
+    args.queue_type = QueueType::Quorum;
+    amqp::declare_queues(&connection, &args)
+        .await
+        .expect("declare quorum queues");
+    // Several windows' worth, so that several channels give messages back. QUEUE_TYPE tells the
+    // commands the queue gives messages back to its tail.
+    let ids = seed_bulk(&connection, &queues, 3500).await;
+    let quorum = |args: &[&'static str]| [args, &["--queue-type", "quorum"]].concat();
+    let in_queue = async || {
+        let records = queues.dlq(&quorum(&["export"])).await.ok().json_lines();
+        let ids: Vec<String> = records.iter().map(|r| external_id(r).unwrap().to_owned()).collect();
+        ids
+    };
+    queues.dlq(&quorum(&["stats"])).await.ok();
+    assert_eq!(runs(&in_queue().await), runs(&ids));
+    let listed = queues.dlq(&quorum(&["list", "--json", "--limit", "3"])).await.ok();
+    assert_eq!(listed.json_lines().len(), 3);
+    assert_eq!(runs(&in_queue().await), runs(&ids));
+    let moved = queues.dlq(&quorum(&["replay", "--id", "bulk-2500"])).await.ok();
+    assert_eq!(moved.moved(), 1);
+    let moved = queues.dlq(&quorum(&["replay", "--limit", "10"])).await.ok();
+    assert_eq!(moved.moved(), 10);
+    let expected: Vec<String> = ids[10..].iter().filter(|id| *id != "bulk-2500").cloned().collect();
+    assert_eq!(runs(&ids_of(&drain(&connection, &queues.dead).await)), runs(&expected));
+    let moved = ids_of(&drain(&connection, &queues.close).await);
+    assert_eq!(moved[0], "bulk-2500");
+    assert_eq!(moved[1..], ids[..10]);
+}

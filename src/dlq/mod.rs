@@ -20,7 +20,7 @@ mod table;
 
 use self::group::Stats;
 use self::record::{Described, Filter, describe, json_record, replay_properties};
-use self::scan::{DeadLetter, Held, ScanError, Walk, ready_count};
+use self::scan::{DEAD_LETTER_SETTING, DeadLetter, Held, ScanError, Walk, ready_count};
 use self::table::{Column, Table, output_width, short_time};
 use crate::amqp::{self, AmqpError, QueueRole};
 use crate::config::AmqpArgs;
@@ -37,7 +37,6 @@ use tracing::{info, warn};
 
 /// Replayed messages awaiting their confirm at most: pipelined, but bounded.
 const REPLAY_CONFIRM_WINDOW: usize = 1024;
-const DEAD_LETTER_SETTING: &str = "DEAD_LETTER_QUEUE";
 const CLOSE_SETTING: &str = "CLOSE_QUEUE";
 
 #[derive(Args, Debug)]
@@ -290,7 +289,7 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
     } else {
         None
     };
-    let mut walk = Walk::start(&connection, queue, DEAD_LETTER_SETTING, fetch_limit).await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, fetch_limit).await?;
     let total = walk.total();
     let table = (!args.json).then(|| list_table(total));
     let mut output = Output::stdout();
@@ -343,7 +342,7 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
 async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     let queue = &args.amqp.dead_letter_queue;
     let connection = connect(&args.amqp, "stats").await?;
-    let mut walk = Walk::start(&connection, queue, DEAD_LETTER_SETTING, None).await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, None).await?;
     let progress = walk_progress(walk.cap(), false);
     let mut stats = Stats::default();
     while let Some(letter) = walk.next().await? {
@@ -440,7 +439,7 @@ async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(), Dlq
         _ => Output::stdout(),
     };
     let connection = connect(&args.amqp, "export").await?;
-    let mut walk = Walk::start(&connection, queue, DEAD_LETTER_SETTING, None).await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, None).await?;
     let total = walk.total();
     let progress = walk_progress(walk.cap(), to_stdout && std::io::stdout().is_terminal());
     let mut exported = 0u64;
@@ -539,7 +538,7 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
     } else {
         None
     };
-    let mut walk = Walk::start(&connection, dead_queue, DEAD_LETTER_SETTING, fetch_limit).await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, fetch_limit).await?;
     let total = walk.total();
     let publisher = if args.dry_run {
         None
@@ -650,7 +649,7 @@ async fn purge(args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqEr
         let count = if args.filter.is_empty() {
             u64::from(ready_count(&connection, queue, DEAD_LETTER_SETTING).await?)
         } else {
-            count_matching(&connection, queue, &args.filter, &shutdown).await?
+            count_matching(&connection, &args.amqp, &args.filter, &shutdown).await?
         };
         if count == 0 {
             println!("No dead letters{scope} in '{queue}'; nothing to delete.");
@@ -671,7 +670,7 @@ async fn purge(args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqEr
         println!("Deleted {purged} dead letter(s) from '{queue}'.");
         return Ok(());
     }
-    let mut walk = Walk::start(&connection, queue, DEAD_LETTER_SETTING, None).await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, None).await?;
     let total = walk.total();
     let progress = walk_progress(walk.cap(), false);
     let mut deleted = 0u64;
@@ -700,11 +699,11 @@ async fn purge(args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqEr
 
 async fn count_matching(
     connection: &Connection,
-    queue: &str,
+    amqp_args: &AmqpArgs,
     filter: &Filter,
     shutdown: &CancellationToken,
 ) -> Result<u64, DlqError> {
-    let mut walk = Walk::start(connection, queue, DEAD_LETTER_SETTING, None).await?;
+    let mut walk = Walk::dead_letters(connection, amqp_args, None).await?;
     let mut count = 0u64;
     while let Some(letter) = walk.next().await? {
         if shutdown.is_cancelled() {
