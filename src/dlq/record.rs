@@ -62,6 +62,10 @@ pub fn external_id(body: &[u8]) -> Option<String> {
         #[serde(rename = "externalJobPostingId")]
         id: Option<Value>,
     }
+    // serde would also read a struct from a JSON array (`[1]`): only objects have named fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
     serde_json::from_slice::<IdOnly>(body)
         .ok()?
         .id
