@@ -53,7 +53,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::time::Duration;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Messages one window (one channel's consumer) holds at most: the client buffers no more than this.
 /// Not more: on RabbitMQ 3.10, quorum queues given back windows of 2,000 put the first 1,000 of each
@@ -61,6 +61,10 @@ use tracing::debug;
 pub const WINDOW: u16 = 1000;
 /// The setting that names the queue the walk reads, for error messages.
 pub const DEAD_LETTER_SETTING: &str = "DEAD_LETTER_QUEUE";
+/// How often the walk looks whether the broker has put everything back.
+const GIVE_BACK_POLL: Duration = Duration::from_millis(20);
+/// If the ready count stops growing for this long, someone else is reading the queue: stop waiting.
+const GIVE_BACK_STALL: Duration = Duration::from_secs(2);
 /// With no delivery for this long, the walk asks the broker whether anything is left to read.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
 
@@ -263,30 +267,75 @@ impl<'a> Walk<'a> {
             self.cap = self.total;
             while self.next().await?.is_some() {}
         }
-        // Closing a channel makes the broker requeue what it held, all at once and into the original
-        // positions; closing waits for close-ok, so the messages are back when this returns.
         let mut first_error = None;
         // First stop the consumer still reading: otherwise the messages the first channels give back
         // are delivered to it, and come back again, out of place, when its own channel closes.
         for window in &mut self.windows {
-            if let Some(consumer) = window.consumer.take()
-                && let Err(error) = window
+            if let Some(mut consumer) = window.consumer.take() {
+                match window
                     .channel
                     .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                     .await
-            {
-                first_error.get_or_insert(error);
+                {
+                    // What was delivered before the cancel is held as well: count it.
+                    Ok(()) => window.unacked += drain_cancelled(&mut consumer).await,
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                    }
+                }
             }
         }
-        for window in self.windows {
+        let held: u64 = self.windows.iter().map(|window| window.unacked).sum();
+        let ready_before = match (held, &first_error) {
+            (0, _) | (_, Some(_)) => None,
+            _ => Some(ready_count(self.connection, &self.queue, self.setting).await?),
+        };
+        // Closing a channel makes the broker requeue everything it held, into the original positions
+        // (classic queues) or at the tail in closing order (quorum queues).
+        for window in std::mem::take(&mut self.windows) {
             if let Err(error) = window.channel.close(200, "walk finished".into()).await {
                 first_error.get_or_insert(error);
             }
         }
-        match first_error {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
+        if let Some(error) = first_error {
+            return Err(error.into());
         }
+        if let Some(ready_before) = ready_before {
+            self.wait_until_given_back(u64::from(ready_before) + held)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Close-ok comes before the broker has put the messages back: on RabbitMQ 3.10, 100,000 take
+    /// about two seconds to reappear. The walk ends only once they are ready again, so that whoever
+    /// looks next (another `dlq` command, the operator) sees the whole queue. It stops waiting when the
+    /// count stops growing, which is what happens when someone else reads the queue meanwhile.
+    async fn wait_until_given_back(&self, expected_ready: u64) -> Result<(), ScanError> {
+        let channel = self.connection.create_channel().await?;
+        let mut last_seen = 0;
+        let mut last_growth = tokio::time::Instant::now();
+        loop {
+            let ready = u64::from(passive_declare(&channel, &self.queue, self.setting).await?);
+            if ready >= expected_ready {
+                break;
+            }
+            if ready > last_seen {
+                last_seen = ready;
+                last_growth = tokio::time::Instant::now();
+            } else if last_growth.elapsed() > GIVE_BACK_STALL {
+                warn!(
+                    queue = %self.queue,
+                    ready,
+                    expected_ready,
+                    "Stopped waiting for the broker to give back every message; another reader may hold some."
+                );
+                break;
+            }
+            tokio::time::sleep(GIVE_BACK_POLL).await;
+        }
+        let _ = channel.close(200, "given back".into()).await;
+        Ok(())
     }
 
     /// The window to read from: the current one while the broker may still deliver to it, else a
@@ -331,4 +380,16 @@ impl<'a> Walk<'a> {
         });
         Ok(self.windows.len() - 1)
     }
+}
+
+/// Reads what a cancelled consumer was sent before its cancel took effect; returns how many.
+async fn drain_cancelled(consumer: &mut Consumer) -> u64 {
+    let mut count = 0;
+    // After cancel-ok the stream ends; the timeout only guards against a broker that never says so.
+    while let Ok(Some(delivery)) = tokio::time::timeout(IDLE_CHECK, consumer.next()).await {
+        if delivery.is_ok() {
+            count += 1;
+        }
+    }
+    count
 }
