@@ -666,6 +666,7 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
     assert_eq!(first.moved() + second.moved(), 6000, "{first:#?} {second:#?}");
+    assert!(first.stdout.contains("left 0 in") && second.stdout.contains("left 0 in"));
     let moved = ids_of(&drain(&connection, &queues.close).await);
     assert_eq!(moved.len(), 6000, "no duplicates");
     assert_eq!(moved.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
@@ -761,6 +762,10 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
             run.stderr
         );
     }
+    let same = dlq_command(&["replay"], &queues.dead, &queues.dead).output().await;
+    let same = Run::from(same.unwrap());
+    assert_eq!(same.code, Some(2), "{same:#?}");
+    assert!(same.stderr.contains("both"), "{}", same.stderr);
     for bad in [
         &["replay", "--group", "not-a-group"][..],
         &["replay", "--limit", "0"],
@@ -824,4 +829,25 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
     let moved = ids_of(&drain(&connection, &queues.close).await);
     assert_eq!(moved[0], "bulk-2500");
     assert_eq!(moved[1..], ids[..10]);
+}
+
+/// The scale: 100,000 dead letters listed without loss and replayed in well under a minute.
+/// Slow to seed, so run on demand: `cargo test --release --test dlq -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "seeds 100,000 messages; run on demand"]
+async fn a_hundred_thousand_dead_letters() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    seed_bulk(&connection, &queues, 100_000).await;
+    let started = Instant::now();
+    queues.dlq(&["stats"]).await.ok();
+    eprintln!("stats: {:?}", started.elapsed());
+    assert_eq!(count(&connection, &queues.dead).await, 100_000);
+    let started = Instant::now();
+    let run = queues.dlq(&["replay"]).await.ok();
+    let took = started.elapsed();
+    eprintln!("replay: {took:?}");
+    assert_eq!(run.moved(), 100_000);
+    assert!(took < Duration::from_secs(45), "replay took {took:?}");
+    assert_eq!(count(&connection, &queues.close).await, 100_000);
 }

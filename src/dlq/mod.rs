@@ -532,6 +532,11 @@ impl ReplayProgress {
 async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     let dead_queue = &args.amqp.dead_letter_queue;
     let close_queue = &args.amqp.close_queue;
+    if dead_queue == close_queue {
+        return Err(DlqError::Usage(format!(
+            "CLOSE_QUEUE and DEAD_LETTER_QUEUE are both '{close_queue}': replay would send the dead letters back to where they are"
+        )));
+    }
     let connection = connect(&args.amqp, "replay").await?;
     let fetch_limit = if args.filter.is_empty() {
         args.limit
@@ -609,16 +614,21 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
     progress.finish_and_clear();
     output.flush()?;
     walk.finish().await?;
-    let _ = connection.close(200, "replayed".into()).await;
     let moved = done.moved;
     if args.dry_run {
+        let _ = connection.close(200, "replayed".into()).await;
         println!(
             "Dry run: would move {matched} dead letter(s) to '{close_queue}' and leave {} in '{dead_queue}'; nothing was moved.",
             total.saturating_sub(matched)
         );
         return Ok(());
     }
-    let left = total.saturating_sub(moved);
+    // What is there now, not `total - moved`: with two replays at once, each moved only part.
+    let left = match ready_count(&connection, dead_queue, DEAD_LETTER_SETTING).await {
+        Ok(ready) => u64::from(ready),
+        Err(_) => total.saturating_sub(moved),
+    };
+    let _ = connection.close(200, "replayed".into()).await;
     println!("Moved {moved} dead letter(s) to '{close_queue}'; left {left} in '{dead_queue}'.");
     info!(moved, left, "Replay finished.");
     if let Some(failure) = done.failure {
