@@ -4,13 +4,14 @@
 //! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
 
 use crate::config::{
-    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
+    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret, TaskCheckArgs,
 };
 use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, PublishArgs, PublishError};
 use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
+use crate::tasks::Schedule;
 use crate::worker::{Worker, WorkerConfig, WorkerError};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -55,6 +56,9 @@ pub enum Command {
     Sandbox(SandboxArgs),
     /// Inspect, group, replay, export or purge the dead letters.
     Dlq(DlqArgs),
+    /// Check the configuration, the broker, both queues and the token endpoint; exit 0 when all pass.
+    /// Takes the same settings as `run`.
+    Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
 }
@@ -69,6 +73,8 @@ pub struct RunArgs {
     pub batch: BatchArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub tasks: TaskCheckArgs,
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub sandbox: bool,
@@ -78,6 +84,14 @@ pub struct RunArgs {
     /// Address for /healthz, /readyz and /metrics; empty disables the listener.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
+    /// list_connections`; give each replica its own to tell them apart.
+    #[arg(
+        long,
+        env = "AMQP_CONNECTION_NAME",
+        default_value = "job-closer worker"
+    )]
+    pub amqp_connection_name: String,
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +146,7 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
         Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
+        Command::Check(args) => crate::check::check(*args).await,
     }
 }
 
@@ -180,6 +195,13 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         rate_limit_per_minute: args.batch.rate_limit_per_minute,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
+        connection_name: args.amqp_connection_name,
+        task_checks: args.tasks.enabled().then(|| {
+            Arc::new(Schedule::new(
+                &args.amqp.close_queue,
+                args.tasks.first_delay(),
+            ))
+        }),
         amqp: args.amqp,
     };
     Worker::new(config, linkedin, metrics)

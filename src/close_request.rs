@@ -394,3 +394,80 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: the validator never panics, whatever arrives, and what it accepts is sendable.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("externalJobPostingId".to_string()),
+                        Just("listedAt".to_string()),
+                        Just("title".to_string()),
+                        Just("contract".to_string()),
+                        Just("listingType".to_string()),
+                        Just("jobPostingOperationType".to_string()),
+                        "[a-z]{1,8}",
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = validate(&body);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics_and_accepted_elements_are_valid_json(value in json_value()) {
+            let body = value.to_string();
+            if let Ok(request) = validate(body.as_bytes()) {
+                let element: serde_json::Value = serde_json::from_slice(&request.element).unwrap();
+                prop_assert_eq!(&element["jobPostingOperationType"], "CLOSE");
+                prop_assert_eq!(element["externalJobPostingId"].as_str(), Some(request.external_id.as_str()));
+            }
+        }
+
+        #[test]
+        fn a_valid_job_with_extra_fields_stays_valid(
+            extra in prop::collection::btree_map(
+                "[a-z]{3,10}".prop_filter("not a checked field", |k| {
+                    !["title", "description", "location", "contract"].contains(&k.as_str())
+                }),
+                json_value(),
+                0..6,
+            )
+        ) {
+            let mut job = serde_json::json!({
+                "companyApplyUrl": "u", "externalJobPostingId": "id-1", "description": "d",
+                "title": "t", "listedAt": 1, "location": "l",
+            });
+            for (key, value) in extra {
+                job[key] = value;
+            }
+            prop_assert!(validate(job.to_string().as_bytes()).is_ok());
+        }
+    }
+}

@@ -82,12 +82,57 @@ impl std::str::FromStr for AmqpUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once("://") {
-            Some(("amqp" | "amqps", _)) => Ok(AmqpUrl(s.to_owned())),
-            _ => Err(format!(
-                "{} is not an amqp:// or amqps:// URL",
-                redact_url_password(s)
-            )),
+            Some(("amqp" | "amqps", _)) => {}
+            _ => {
+                return Err(format!(
+                    "{} is not an amqp:// or amqps:// URL",
+                    redact_url_password(s)
+                ));
+            }
         }
+        // lapin parses the URL again on every connect: one it cannot parse must fail here, once,
+        // not in every reconnect attempt. Its error quotes the URL, password and all, so only the
+        // URL parser's (input-free) reason is passed on.
+        if s.parse::<lapin::uri::AMQPUri>().is_err() {
+            let why = url::Url::parse(s)
+                .err()
+                .map(|error| format!(" ({error})"))
+                .unwrap_or_default();
+            return Err(format!(
+                "{} is not a valid AMQP URL{why}",
+                redact_url_password(s)
+            ));
+        }
+        Ok(AmqpUrl(s.to_owned()))
+    }
+}
+
+/// Parses `--amqp-url` / `AMQP_URL` without echoing it: clap's own "invalid value '...'" error would
+/// print the password.
+#[derive(Clone, Copy, Debug)]
+pub struct AmqpUrlParser;
+
+impl clap::builder::TypedValueParser for AmqpUrlParser {
+    type Value = AmqpUrl;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<AmqpUrl, clap::Error> {
+        let name = arg.map_or_else(|| "AMQP_URL".to_owned(), ToString::to_string);
+        let invalid = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for '{name}': {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("not valid UTF-8".into()))?;
+        text.parse().map_err(invalid)
     }
 }
 
@@ -103,7 +148,8 @@ pub enum QueueType {
 #[derive(Args, Clone, Debug)]
 pub struct AmqpArgs {
     /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false)]
+    // `--help` never shows the value from the environment: it holds a password.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false, hide_env_values = true, value_parser = AmqpUrlParser)]
     pub amqp_url: AmqpUrl,
     /// Queue the close requests wait in.
     #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]
@@ -303,6 +349,47 @@ impl BatchArgs {
     }
 }
 
+/// On or off, for switches that read better as words than as booleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    #[value(alias = "true")]
+    On,
+    #[value(alias = "false")]
+    Off,
+}
+
+/// Longest first-check delay: a task id lives 24 hours, so a later first check could never succeed.
+pub const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Verifying that the close tasks LinkedIn accepted actually succeeded.
+#[derive(Args, Clone, Debug)]
+pub struct TaskCheckArgs {
+    /// Verify every accepted close with simpleJobPostingTasks and dead-letter the ones whose task
+    /// FAILED (on), or trust LinkedIn's 202 (off).
+    #[arg(
+        long,
+        env = "TASK_CHECK",
+        value_enum,
+        default_value = "on",
+        ignore_case = true
+    )]
+    pub task_check: Switch,
+    /// How long after LinkedIn accepted a close its task is first checked (LinkedIn advises five
+    /// minutes); later checks back off from there, doubling up to an hour.
+    #[arg(long, env = "TASK_CHECK_DELAY_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(0..=MAX_TASK_CHECK_DELAY_MS))]
+    pub task_check_delay_ms: u64,
+}
+
+impl TaskCheckArgs {
+    pub fn enabled(&self) -> bool {
+        self.task_check == Switch::On
+    }
+
+    pub fn first_delay(&self) -> Duration {
+        Duration::from_millis(self.task_check_delay_ms)
+    }
+}
+
 /// Backoff for transient failures.
 #[derive(Args, Clone, Debug)]
 pub struct RetryArgs {
@@ -345,6 +432,16 @@ mod tests {
         assert_eq!(url.redacted(), "amqp://user:***@rabbit:5672/%2f");
         let err = "http://user:s3cr3t@x".parse::<AmqpUrl>().unwrap_err();
         assert!(!err.contains("s3cr3t"), "{err}");
+        let err = "amqp://user:s3cr3t@rabbit:99999/"
+            .parse::<AmqpUrl>()
+            .unwrap_err();
+        assert!(err.contains("invalid port number"), "{err}");
+        assert!(!err.contains("s3cr3t"), "{err}");
+        assert!(
+            "amqps://user:pw@rabbit/vhost?heartbeat=10"
+                .parse::<AmqpUrl>()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -398,6 +495,32 @@ mod tests {
             missing.credentials(),
             Err(ConfigError::MissingCredentials)
         ));
+    }
+
+    #[test]
+    fn task_checks_are_on_after_five_minutes_unless_switched_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            tasks: TaskCheckArgs,
+        }
+        let defaults = Cli::try_parse_from(["run"]).unwrap().tasks;
+        assert!(defaults.enabled());
+        assert_eq!(defaults.first_delay(), Duration::from_secs(300));
+        let off = Cli::try_parse_from(["run", "--task-check", "OFF"])
+            .unwrap()
+            .tasks;
+        assert!(!off.enabled());
+        let quick = Cli::try_parse_from(["run", "--task-check-delay-ms", "300"])
+            .unwrap()
+            .tasks;
+        assert_eq!(quick.first_delay(), Duration::from_millis(300));
+        assert!(Cli::try_parse_from(["run", "--task-check", "maybe"]).is_err());
+        assert!(
+            Cli::try_parse_from(["run", "--task-check-delay-ms", "86400001"]).is_err(),
+            "a first check after the task id expired could never succeed"
+        );
     }
 
     #[test]

@@ -9,24 +9,30 @@
 //!   which turns each answer into an action.
 //! - [`retry`] and [`rate_limit`]: when to try again, and how fast the worker may send.
 //! - [`worker`]: the daemon tying these together, and settling every delivery.
+//! - [`tasks`]: verifying that each accepted close's LinkedIn task succeeded, with the pending checks
+//!   kept in RabbitMQ.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
 //! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay, export, purge.
 //! - [`publish`]: putting close requests onto the queue.
-//! - [`metrics`]: counters and the health/metrics listener.
+//! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
+//!   carry a secret.
 //! - [`sandbox`]: the project's own LinkedIn stand-in, for tests and local trials.
-//! - [`cli`]: the command line and exit codes.
+//! - [`cli`]: the command line and exit codes; [`check`]: `job-closer check`, the pre-flight.
 
 pub mod amqp;
 pub mod batch;
+pub mod check;
 pub mod cli;
 pub mod close_request;
 pub mod config;
 pub mod dead_letter;
 pub mod dlq;
 pub mod linkedin;
+pub mod logging;
 pub mod metrics;
 pub mod publish;
 pub mod rate_limit;
 pub mod retry;
 pub mod sandbox;
+pub mod tasks;
 pub mod worker;

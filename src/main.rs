@@ -1,21 +1,9 @@
 //! The `job-closer` binary: parse, set up logging and signals, run the command, exit with its code.
 
 use clap::Parser;
-use job_closer::cli::{self, Cli, LogFormat};
+use job_closer::cli::{self, Cli};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-}
 
 /// The first SIGTERM/SIGINT asks for a graceful shutdown; a second one exits at once. Nothing is lost
 /// either way: unacknowledged deliveries return to the queue when the connection drops.
@@ -48,7 +36,13 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `check` probes queues that may not exist; lapin logs each expected refusal as an error,
+    // which would read as a failure next to check's own verdicts.
+    let default_directives = match cli.command {
+        cli::Command::Check(_) => "info,lapin=off",
+        _ => "info",
+    };
+    job_closer::logging::init(cli.log_format, default_directives);
     let shutdown = CancellationToken::new();
     if let Err(error) = watch_signals(shutdown.clone()) {
         eprintln!("error: cannot install signal handlers: {error:#}");

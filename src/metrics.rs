@@ -39,6 +39,15 @@ pub struct TaskLabels {
     pub status: String,
 }
 
+/// The `outcome` label values of `job_closer_requests_total`.
+pub const REQUEST_OUTCOMES: &[&str] = &[
+    "answered",
+    "unauthorized",
+    "throttled",
+    "transient",
+    "rejected",
+];
+
 /// A heartbeat older than this means the worker's loops have stopped turning.
 const WEDGED_AFTER: Duration = Duration::from_secs(120);
 
@@ -146,6 +155,23 @@ impl Metrics {
             "Reconnections to RabbitMQ",
             reconnects.clone(),
         );
+        // A labelled family with no series prints nothing, not even its `# TYPE` line; scrapers
+        // and dashboards want every family present from the start, so the known label values
+        // start at zero.
+        for outcome in REQUEST_OUTCOMES {
+            requests
+                .get_or_create(&OutcomeLabels {
+                    outcome: (*outcome).to_owned(),
+                })
+                .get();
+        }
+        // Invalid messages are always dead-lettered with 422; other statuses come from LinkedIn.
+        dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                reason: crate::dead_letter::Reason::Invalid.as_str().to_owned(),
+                status: "422".to_owned(),
+            })
+            .get();
         Metrics {
             registry,
             consumed,
@@ -178,6 +204,15 @@ impl Metrics {
         self.requests
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A close task's final status was learnt (SUCCEEDED, FAILED, or UNKNOWN once its id expired).
+    pub fn task(&self, status: &str) {
+        self.tasks
+            .get_or_create(&TaskLabels {
+                status: status.to_owned(),
             })
             .inc();
     }
@@ -266,6 +301,20 @@ async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_families_are_listed_before_anything_happened() {
+        let text = Metrics::new().encode();
+        for series in [
+            "# TYPE job_closer_requests counter",
+            r#"job_closer_requests_total{outcome="answered"} 0"#,
+            r#"job_closer_requests_total{outcome="throttled"} 0"#,
+            "# TYPE job_closer_elements_dead_lettered counter",
+            r#"job_closer_elements_dead_lettered_total{reason="invalid",status="422"} 0"#,
+        ] {
+            assert!(text.contains(series), "{series} missing in\n{text}");
+        }
+    }
 
     #[test]
     fn exposition_has_type_lines_for_every_family() {

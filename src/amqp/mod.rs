@@ -19,9 +19,7 @@ pub enum AmqpError {
     #[error("cannot reach RabbitMQ at {url}: {source} (check AMQP_URL)")]
     Connect { url: String, source: lapin::Error },
     /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
-    #[error(
-        "queue '{queue}' already exists with different arguments: {detail}. Set QUEUE_TYPE / SINGLE_ACTIVE_CONSUMER / DELIVERY_LIMIT to match the existing queue, or drain and delete it so it can be declared anew"
-    )]
+    #[error("queue '{queue}' already exists with different arguments: {detail}. {hint}", hint = mismatch_hint(.detail))]
     QueueMismatch { queue: String, detail: String },
     /// The broker refused to take a message (nack, or unroutable with `mandatory`).
     #[error("RabbitMQ did not take the message for '{queue}': {why}")]
@@ -42,6 +40,50 @@ impl AmqpError {
             AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_)
         )
     }
+}
+
+/// The broker says which argument differs (`inequivalent arg 'x-delivery-limit' for queue 'q' in
+/// vhost '/': received the value '20' of type 'long' but current is none`); this turns that into the
+/// setting that controls it and the way out.
+///
+/// The broker checks the arguments in its own order, and for a classic queue redeclared as quorum it
+/// names a dead-letter argument before `x-queue-type`. Since job-closer sets those only on quorum
+/// queues, one that is present on one side only means the queue types differ, and the hint says so.
+pub fn mismatch_hint(detail: &str) -> String {
+    const WAY_OUT: &str = "or drain and delete the queue so that job-closer declares it anew (see \"Upgrading\" in the operations guide)";
+    let Some(argument) = detail
+        .split_once("inequivalent arg '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(argument, _)| argument)
+    else {
+        return format!(
+            "To fix it, set QUEUE_TYPE / SINGLE_ACTIVE_CONSUMER / DELIVERY_LIMIT to match the existing queue, {WAY_OUT}"
+        );
+    };
+    let existing_lacks_it = detail.ends_with("but current is none");
+    let we_lack_it = detail.contains("received none but current is");
+    let quorum_only = matches!(
+        argument,
+        "x-delivery-limit"
+            | "x-dead-letter-exchange"
+            | "x-dead-letter-routing-key"
+            | "x-dead-letter-strategy"
+            | "x-overflow"
+    );
+    let fix = match argument {
+        _ if quorum_only && existing_lacks_it => "job-closer sets it only on quorum queues, so the existing queue is most likely classic while QUEUE_TYPE=quorum asks for x-queue-type quorum: set QUEUE_TYPE=classic to use it as it is".to_owned(),
+        _ if quorum_only && we_lack_it => "the existing queue has it, as quorum queues declared by job-closer do, while QUEUE_TYPE=classic asks for x-queue-type classic: set QUEUE_TYPE=quorum to use it as it is".to_owned(),
+        "x-queue-type" => "set QUEUE_TYPE to the existing queue's type".to_owned(),
+        "x-single-active-consumer" => {
+            "set SINGLE_ACTIVE_CONSUMER as the existing queue has it".to_owned()
+        }
+        "x-delivery-limit" => "set DELIVERY_LIMIT to the existing queue's delivery limit".to_owned(),
+        "x-dead-letter-exchange" | "x-dead-letter-routing-key" => {
+            "set DEAD_LETTER_QUEUE to the queue the existing close queue dead-letters into".to_owned()
+        }
+        _ => "job-closer does not set it from a setting: the queue was declared by another tool or by hand".to_owned(),
+    };
+    format!("The argument that differs is '{argument}': {fix}, {WAY_OUT}")
 }
 
 pub fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
@@ -251,6 +293,44 @@ mod tests {
             single_active_consumer,
             delivery_limit: 7,
         }
+    }
+
+    #[test]
+    fn a_mismatch_names_the_argument_and_the_setting() {
+        let error = AmqpError::QueueMismatch {
+            queue: "close".into(),
+            detail: "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'close' in vhost '/': received the value 'quorum' of type 'longstr' but current is none".into(),
+        };
+        let text = error.to_string();
+        assert!(text.contains("'x-queue-type'"), "{text}");
+        assert!(text.contains("set QUEUE_TYPE"), "{text}");
+        assert!(text.contains("drain and delete"), "{text}");
+        let classic_as_quorum = mismatch_hint(
+            "PRECONDITION_FAILED - inequivalent arg 'x-dead-letter-exchange' for queue 'q' in vhost '/': received the value '' of type 'longstr' but current is none",
+        );
+        assert!(
+            classic_as_quorum.contains("QUEUE_TYPE=classic"),
+            "{classic_as_quorum}"
+        );
+        let quorum_as_classic = mismatch_hint(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'q' in vhost '/': received none but current is the value '20' of type 'long'",
+        );
+        assert!(
+            quorum_as_classic.contains("QUEUE_TYPE=quorum"),
+            "{quorum_as_classic}"
+        );
+        let limit = mismatch_hint(
+            "inequivalent arg 'x-delivery-limit' for queue 'q' in vhost '/': received the value '5' of type 'long' but current is the value '20' of type 'long'",
+        );
+        assert!(limit.contains("set DELIVERY_LIMIT"), "{limit}");
+        let sac = mismatch_hint("inequivalent arg 'x-single-active-consumer' for queue 'q'");
+        assert!(sac.contains("SINGLE_ACTIVE_CONSUMER"), "{sac}");
+        let durable = mismatch_hint("inequivalent arg 'durable' for queue 'q'");
+        assert!(
+            durable.contains("'durable'") && durable.contains("another tool"),
+            "{durable}"
+        );
+        assert!(mismatch_hint("something else").contains("QUEUE_TYPE"));
     }
 
     #[test]

@@ -323,3 +323,63 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests: whatever LinkedIn (or a proxy) answers, classification never panics and never
+    //! invents verdicts for elements that were not answered.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn arbitrary_answers_never_panic(
+            status in 0u16..1000,
+            body in prop::collection::vec(any::<u8>(), 0..256),
+            retry_after in proptest::option::of(".{0,40}"),
+            sent in 0usize..200,
+        ) {
+            let outcome = classify(
+                Answer { status, retry_after: retry_after.as_deref(), body: &body },
+                sent,
+                SystemTime::now(),
+            );
+            if let RequestOutcome::Answered(verdicts) = outcome {
+                prop_assert_eq!(verdicts.len(), sent);
+            }
+        }
+
+        #[test]
+        fn entry_lists_map_one_to_one_or_not_at_all(
+            statuses in prop::collection::vec(proptest::option::of(0u16..700), 0..120),
+            sent in 0usize..120,
+        ) {
+            let entries: Vec<serde_json::Value> = statuses
+                .iter()
+                .map(|s| match s {
+                    Some(s) => serde_json::json!({"status": s, "id": "urn:li:simpleJobPostingTask:x"}),
+                    None => serde_json::json!({"id": "x"}),
+                })
+                .collect();
+            let body = serde_json::json!({"elements": entries}).to_string();
+            let outcome = classify(
+                Answer { status: 200, retry_after: None, body: body.as_bytes() },
+                sent,
+                SystemTime::now(),
+            );
+            match outcome {
+                RequestOutcome::Answered(verdicts) => {
+                    prop_assert_eq!(verdicts.len(), sent);
+                    prop_assert_eq!(statuses.len(), sent);
+                    prop_assert!(statuses.iter().all(Option::is_some));
+                }
+                RequestOutcome::Retry { .. } => {
+                    prop_assert!(statuses.len() != sent || statuses.iter().any(Option::is_none));
+                }
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ use token::{AccessToken, HttpTokenSource, TokenCache, describe_transport_error};
 pub struct LinkedInClient {
     http: reqwest::Client,
     postings_url: String,
+    tasks_url: String,
     api_version: Option<String>,
     pub tokens: TokenCache<HttpTokenSource>,
 }
@@ -32,6 +33,7 @@ impl LinkedInClient {
         Ok(LinkedInClient {
             http,
             postings_url: args.postings_url(),
+            tasks_url: args.tasks_url(),
             api_version: args.linkedin_api_version.clone(),
             tokens: TokenCache::new(source),
         })
@@ -39,6 +41,11 @@ impl LinkedInClient {
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// `{url}/v2/simpleJobPostingTasks`, or the versioned `/rest` path.
+    pub fn tasks_url(&self) -> &str {
+        &self.tasks_url
     }
 
     pub fn api_version(&self) -> Option<&str> {

@@ -1,32 +1,322 @@
-//! A LinkedIn stand-in (placeholder; being written).
-use std::net::SocketAddr;
+//! The project's own LinkedIn stand-in: an HTTP server that answers the OAuth token endpoint,
+//! `simpleJobPostings` (batch_create) and `simpleJobPostingTasks` the way LinkedIn's documentation
+//! describes, including its documented errors, plus a `/_sandbox` control API. End-to-end tests
+//! drive it in process through [`Sandbox`]; users start it with `job-closer sandbox` ([`serve`]).
+//!
+//! Files: `config` (configuration and flags), `scripting` (faults and task rules tests can
+//! script), `state` (what the sandbox remembers and counts), `api_gate` (latency, version header,
+//! bearer token), and one file per endpoint family: `token`, `postings`, `tasks`, `control`.
+
+mod api_gate;
+mod config;
+mod control;
+mod postings;
+mod scripting;
+mod state;
+mod tasks;
+#[cfg(test)]
+mod test_support;
+mod token;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
-#[derive(Clone, Debug, Default)]
-pub struct SandboxConfig {
-    pub client_id: String,
-    pub client_secret: String,
-    pub token_lifetime: Duration,
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{SandboxArgs, SandboxConfig};
+pub use scripting::{Fault, TaskRule};
+pub use state::Stats;
+
+use api_gate::linkedin_error;
+use state::SandboxState;
+
+/// Path of the OAuth token endpoint, relative to [`Sandbox::api_url`].
+const TOKEN_PATH: &str = "/oauth/v2/accessToken";
+
+/// Largest request body accepted. Above axum's 2 MB default because 100 full job elements with
+/// long descriptions are legitimately bigger than that.
+const MAX_REQUEST_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// How long [`Sandbox::shutdown`] lets open connections finish before cutting them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running sandbox. Dropping it or calling [`Sandbox::shutdown`] stops it.
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: Arc<SandboxState>,
+    server: Option<JoinHandle<()>>,
 }
-pub struct Sandbox;
+
 impl Sandbox {
-    pub async fn start(_l: SocketAddr, _c: SandboxConfig) -> std::io::Result<Sandbox> {
-        todo!()
+    /// Binds `listen` (port 0 picks a free port) and starts serving in the background.
+    pub async fn start(listen: SocketAddr, config: SandboxConfig) -> std::io::Result<Sandbox> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(SandboxState::new(config));
+        let app = router(Arc::clone(&state));
+        let stop_serving = state.shutdown.clone().cancelled_owned();
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop_serving)
+                .await
+            {
+                tracing::debug!(%error, "LinkedIn sandbox server failed");
+            }
+        });
+        tracing::debug!(%addr, "LinkedIn sandbox started");
+        Ok(Sandbox {
+            addr,
+            state,
+            server: Some(server),
+        })
     }
+
+    /// The address the sandbox listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL of the API, e.g. `http://127.0.0.1:41234` (no trailing slash). A sandbox
+    /// listening on every interface is reached through loopback.
     pub fn api_url(&self) -> String {
-        todo!()
+        let reachable_ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(reachable_ip, self.addr.port()))
     }
+
+    /// URL of the OAuth token endpoint.
     pub fn token_url(&self) -> String {
-        todo!()
+        format!("{}{TOKEN_PATH}", self.api_url())
     }
+
     pub fn config(&self) -> SandboxConfig {
-        todo!()
+        self.state.config.clone()
+    }
+
+    /// A snapshot of what the sandbox has seen.
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+
+    /// The next `times` simpleJobPostings requests (that pass authentication) get `fault`,
+    /// after any faults pushed earlier.
+    pub fn push_fault(&self, fault: Fault, times: u32) {
+        self.state.push_fault(fault, times);
+    }
+
+    /// The next `times` simpleJobPostingTasks requests (that pass authentication) get `fault`:
+    /// a status, a hang, a garbled 200, or (`WrongCount200`) a 200 that leaves out the last id.
+    pub fn push_task_fault(&self, fault: Fault, times: u32) {
+        self.state.push_task_fault(fault, times);
+    }
+
+    /// Every simpleJobPostings request gets `fault` until `set_outage(None)`; scripted faults
+    /// from [`Sandbox::push_fault`] are used up first.
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.state.set_outage(fault);
+    }
+
+    /// Any request holding an element whose externalJobPostingId starts with `prefix` fails as a
+    /// whole with a 500 — poison that only LinkedIn can see, for testing how the worker isolates it.
+    pub fn set_poison_prefix(&self, prefix: Option<&str>) {
+        self.state.set_poison_prefix(prefix.map(str::to_owned));
+    }
+
+    /// The token endpoint answers `status` while set.
+    pub fn set_token_outage(&self, status: Option<u16>) {
+        self.state.set_token_outage(status);
+    }
+
+    /// Every access token issued so far, for tests that make sure none was logged.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state.issued_tokens()
+    }
+
+    /// Every token issued so far is expired from now on; later tokens are not affected.
+    pub fn expire_tokens(&self) {
+        self.state.expire_tokens();
+    }
+
+    /// Tasks of postings accepted from now on, whose externalJobPostingId starts with
+    /// `external_id_prefix`, end as `rule` says. The longest matching prefix wins.
+    pub fn set_task_rule(&self, external_id_prefix: &str, rule: TaskRule) {
+        self.state.set_task_rule(external_id_prefix, rule);
+    }
+
+    /// Clears statistics, scripted faults, outages and task rules; keeps the configuration,
+    /// issued tokens and accepted tasks.
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// Stops accepting connections, lets held requests go (hangs answer 503) and waits for the
+    /// server to finish.
+    pub async fn shutdown(mut self) {
+        self.state.shutdown.cancel();
+        if let Some(mut server) = self.server.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+                .await
+                .is_err()
+        {
+            tracing::debug!("LinkedIn sandbox connections outlived the grace period");
+            server.abort();
+        }
+        tracing::debug!(addr = %self.addr, "LinkedIn sandbox stopped");
     }
 }
-#[derive(clap::Args, Clone, Debug)]
-pub struct SandboxArgs {}
-pub async fn serve(
-    _a: SandboxArgs,
-    _s: tokio_util::sync::CancellationToken,
-) -> std::io::Result<()> {
-    todo!()
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Sandbox")
+            .field("addr", &self.addr)
+            .field("client_id", &self.state.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The server task notices and winds down by itself; nothing to wait for in a destructor.
+        self.state.shutdown.cancel();
+    }
+}
+
+/// Every route the sandbox answers.
+fn router(state: Arc<SandboxState>) -> Router {
+    Router::new()
+        .route(TOKEN_PATH, post(token::issue_access_token))
+        .route("/v2/simpleJobPostings", post(postings::batch_create_v2))
+        .route("/rest/simpleJobPostings", post(postings::batch_create_rest))
+        .route("/v2/simpleJobPostingTasks", get(tasks::task_statuses_v2))
+        .route(
+            "/rest/simpleJobPostingTasks",
+            get(tasks::task_statuses_rest),
+        )
+        .route("/_sandbox/stats", get(control::stats))
+        .route("/_sandbox/faults", post(control::push_faults))
+        .route("/_sandbox/outage", post(control::set_outage))
+        .route("/_sandbox/token-outage", post(control::set_token_outage))
+        .route("/_sandbox/expire-tokens", post(control::expire_tokens))
+        .route("/_sandbox/task-rules", post(control::set_task_rule))
+        .route("/_sandbox/task-faults", post(control::push_task_faults))
+        .route("/_sandbox/reset", post(control::reset))
+        .fallback(unknown_resource)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
+        .with_state(state)
+}
+
+/// LinkedIn-shaped 404, so a client with a wrong path gets an answer it can report.
+async fn unknown_resource(uri: Uri) -> Response {
+    tracing::debug!(path = uri.path(), "unknown resource");
+    linkedin_error(
+        StatusCode::NOT_FOUND,
+        &format!("No resource found for {}", uri.path()),
+    )
+}
+
+/// Runs `job-closer sandbox`: starts a sandbox from `args`, prints where it listens, and runs
+/// until `shutdown` is cancelled.
+pub async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::Result<()> {
+    let sandbox = Sandbox::start(args.listen, args.config()).await?;
+    println!(
+        "LinkedIn sandbox listening on http://{} (client id: {}, token url: {})",
+        sandbox.addr(),
+        sandbox.state.config.client_id,
+        sandbox.token_url()
+    );
+    shutdown.cancelled().await;
+    sandbox.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{access_token, http_client, start_default};
+    use super::*;
+
+    #[tokio::test]
+    async fn urls_point_at_the_bound_port() {
+        let sandbox = start_default().await;
+        let port = sandbox.addr().port();
+        assert_ne!(port, 0);
+        assert_eq!(sandbox.api_url(), format!("http://127.0.0.1:{port}"));
+        assert_eq!(
+            sandbox.token_url(),
+            format!("http://127.0.0.1:{port}/oauth/v2/accessToken")
+        );
+    }
+
+    #[tokio::test]
+    async fn unspecified_address_is_reached_through_loopback() {
+        let sandbox = Sandbox::start(([0, 0, 0, 0], 0).into(), SandboxConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            sandbox.api_url(),
+            format!("http://127.0.0.1:{}", sandbox.addr().port())
+        );
+        access_token(&sandbox).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_get_a_json_404() {
+        let sandbox = start_default().await;
+        let response = http_client()
+            .get(format!("{}/v2/jobs", sandbox.api_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["status"], 404);
+    }
+
+    #[tokio::test]
+    async fn shutdown_and_drop_stop_the_server() {
+        let sandbox = start_default().await;
+        let url = sandbox.token_url();
+        access_token(&sandbox).await;
+        sandbox.shutdown().await;
+        assert!(http_client().post(&url).send().await.is_err());
+
+        let dropped = start_default().await;
+        let url = dropped.token_url();
+        drop(dropped);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(http_client().post(&url).send().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn serve_runs_until_cancelled() {
+        let args = SandboxArgs {
+            listen: ([127, 0, 0, 1], 0).into(),
+            client_id: "id".to_owned(),
+            client_secret: "secret".to_owned(),
+            token_lifetime_secs: 60,
+            allow_contract: Vec::new(),
+            latency_ms: 0,
+            task_delay_ms: 0,
+        };
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(serve(args, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!running.is_finished());
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 }

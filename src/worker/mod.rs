@@ -2,6 +2,9 @@
 //! delivery through validation into the batcher, hands due batches to send tasks, and on a broker
 //! failure starts a new session with backoff for as long as it takes.
 //!
+//! With task checks on, the session also runs the [`crate::tasks`] verifier on its own channel: it
+//! shares the session's settler, shutdown and task tracker, and a dead verifier ends the session.
+//!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
@@ -18,6 +21,7 @@ use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
+use crate::tasks::{self, Schedule, Verifier};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -38,6 +42,8 @@ use tracing::{debug, error, info, warn};
 /// Everything `run` needs, resolved from the settings.
 pub struct WorkerConfig {
     pub amqp: AmqpArgs,
+    /// What the broker shows for this worker's connection (`AMQP_CONNECTION_NAME`).
+    pub connection_name: String,
     pub batch_size: usize,
     pub linger: Duration,
     pub prefetch: u16,
@@ -45,6 +51,8 @@ pub struct WorkerConfig {
     pub rate_limit_per_minute: u32,
     pub retry: RetryPolicy,
     pub shutdown_timeout: Duration,
+    /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
+    pub task_checks: Option<Arc<Schedule>>,
 }
 
 /// State shared by every session and send task of one worker.
@@ -107,6 +115,8 @@ impl Worker {
                 return Ok(());
             }
             attempt += 1;
+            // Reconnecting is not being wedged: /healthz stays green through a long broker outage.
+            self.shared.metrics.beat();
             let outcome = self.session(&shutdown).await;
             self.shared.metrics.set_ready(false);
             let why = match outcome {
@@ -121,6 +131,8 @@ impl Worker {
                 Err(error) => error.to_string(),
             };
             self.shared.metrics.reconnects.inc();
+            // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
+            self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
             warn!(attempt, error = %why, delay_ms = delay.as_millis() as u64, "RabbitMQ unavailable; reconnecting.");
             tokio::select! {
@@ -132,7 +144,7 @@ impl Worker {
 
     async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
-        let connection = amqp::connect(&config.amqp.amqp_url, "job-closer worker").await?;
+        let connection = amqp::connect(&config.amqp.amqp_url, &config.connection_name).await?;
         let result = self.consume(&connection, shutdown).await;
         if connection.status().connected() {
             let _ = connection
@@ -150,17 +162,45 @@ impl Worker {
         let config = &self.config;
         let amqp_args = &config.amqp;
         amqp::declare_queues(connection, amqp_args).await?;
+        if let Some(schedule) = &config.task_checks {
+            tasks::queues::declare(connection, amqp_args, schedule).await?;
+        }
         let channel = connection.create_channel().await?;
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
-        let settler = Arc::new(Settler::new(
+        let mut settler = Settler::new(
             amqp::confirm_channel(connection).await?,
             amqp_args.close_queue.clone(),
             amqp_args.dead_letter_queue.clone(),
             self.shared.metrics.clone(),
-        ));
+        );
+        if let Some(schedule) = &config.task_checks {
+            settler = settler.with_task_checks(schedule.clone());
+        }
+        let settler = Arc::new(settler);
         let depth_channel = connection.create_channel().await?;
+        let stop = shutdown.child_token();
+        let session = SessionHandle {
+            settler: settler.clone(),
+            stop: stop.clone(),
+        };
+        let tracker = TaskTracker::new();
+        // Started before the close queue is consumed, so that nothing holds up the main loop once
+        // deliveries arrive. Never cancelled without a verifier.
+        let verifier_down = match &config.task_checks {
+            Some(schedule) => {
+                Verifier::new(
+                    self.shared.clone(),
+                    schedule.clone(),
+                    settler.clone(),
+                    config.linger,
+                )
+                .start(connection, stop.clone(), &tracker)
+                .await?
+            }
+            None => CancellationToken::new(),
+        };
         let consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
         let mut consumer = channel
             .basic_consume(
@@ -171,6 +211,7 @@ impl Worker {
             )
             .await?;
         info!(
+            broker = %amqp_args.amqp_url,
             queue = %amqp_args.close_queue,
             prefetch = config.prefetch,
             batch_size = config.batch_size,
@@ -178,12 +219,6 @@ impl Worker {
         );
         self.shared.metrics.set_ready(true);
 
-        let stop = shutdown.child_token();
-        let session = SessionHandle {
-            settler: settler.clone(),
-            stop: stop.clone(),
-        };
-        let tracker = TaskTracker::new();
         let mut batcher: Batcher<Item> = Batcher::new(config.batch_size, config.linger);
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +239,9 @@ impl Worker {
                     Some(Err(error)) => break SessionEnd::Lost(error.to_string()),
                     None => break SessionEnd::Lost("the consumer was cancelled by the broker".into()),
                 },
+                _ = verifier_down.cancelled() => {
+                    break SessionEnd::Lost("the task-check consumer stopped".into());
+                }
                 _ = sleep_until_deadline(deadline) => {
                     for batch in batcher.take_due(Instant::now()) {
                         self.dispatch(batch, &session, &tracker);
@@ -238,6 +276,9 @@ impl Worker {
                         timeout_ms = config.shutdown_timeout.as_millis() as u64,
                         "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
                     );
+                }
+                for open in [&channel, &depth_channel, settler.channel()] {
+                    let _ = open.close(200, "shutdown".into()).await;
                 }
                 info!("Shut down cleanly.");
             }
@@ -289,10 +330,19 @@ impl Worker {
     }
 
     async fn observe_depths(&self, channel: &Channel) {
+        let task_queues = self
+            .config
+            .task_checks
+            .as_ref()
+            .map(|schedule| schedule.queue_names())
+            .unwrap_or_default();
         for queue in [
             &self.config.amqp.close_queue,
             &self.config.amqp.dead_letter_queue,
-        ] {
+        ]
+        .into_iter()
+        .chain(&task_queues)
+        {
             let Ok(name) = amqp::queue_name(queue) else {
                 continue;
             };

@@ -81,7 +81,13 @@ pub fn process(
                 return give_back_all(&items).await;
             }
 
-            let token = match shared.linkedin.tokens.get().await {
+            let token = shared.linkedin.tokens.get().await;
+            // Failed fetches count too: a refused secret shows as token requests without closes.
+            shared.metrics.token_requests.inner().store(
+                shared.linkedin.tokens.fetches(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let token = match token {
                 Ok(token) => token,
                 Err(error) => {
                     let delay = policy.on_wait(&mut retry, None);
@@ -92,10 +98,6 @@ pub fn process(
                     continue;
                 }
             };
-            shared.metrics.token_requests.inner().store(
-                shared.linkedin.tokens.fetches(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
 
             let outcome = {
                 let _permit = shared.in_flight.acquire().await.expect("never closed");
@@ -122,17 +124,11 @@ pub fn process(
                     let mut transient = None;
                     let mut unauthorized = false;
                     let mut remaining = Vec::new();
+                    let mut accepted = Vec::new();
                     for (item, verdict) in items.into_iter().zip(verdicts) {
                         match verdict {
                             ElementOutcome::Accepted { task_id } => {
-                                session
-                                    .settler
-                                    .closed(
-                                        &item.delivery,
-                                        &item.request.external_id,
-                                        task_id.as_deref(),
-                                    )
-                                    .await;
+                                accepted.push((item, task_id));
                             }
                             ElementOutcome::Rejected(failure) => {
                                 let failure = Failure {
@@ -161,6 +157,16 @@ pub fn process(
                             }
                         }
                     }
+                    // Settled together: with task checks on, each waits for its pending check's
+                    // confirm, and one round trip for the batch beats one per element.
+                    futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
+                        session.settler.closed(
+                            &item.delivery,
+                            &item.request.external_id,
+                            task_id.as_deref(),
+                        )
+                    }))
+                    .await;
                     items = remaining;
                     if unauthorized {
                         shared.linkedin.tokens.invalidate(&token).await;
@@ -198,7 +204,7 @@ pub fn process(
                     unauthorized_in_a_row += 1;
                     if unauthorized_in_a_row > 1 {
                         let delay = policy.on_wait(&mut retry, None);
-                        error!(status = failure.status, message = %failure.message, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items),
+                        error!(status = failure.status, error_message = %failure.message, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items),
                             "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
                         delay
                     } else {
@@ -303,13 +309,16 @@ fn log_retry(
     delay: Duration,
 ) {
     shared.metrics.retried.inc_by(items.len() as u64);
-    warn!(
-        external_ids = ?ids(items),
-        status = failure.status,
-        message = %failure.message,
-        delay_ms = delay.as_millis() as u64,
-        "Retrying."
-    );
+    // One line per element, so that a search for one job's id finds every retry of it.
+    for item in items {
+        warn!(
+            externalJobPostingId = item.request.external_id.as_str(),
+            status = failure.status,
+            error_message = %failure.message,
+            delay_ms = delay.as_millis() as u64,
+            "Retrying."
+        );
+    }
 }
 
 async fn exhaust(

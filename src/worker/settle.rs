@@ -1,5 +1,6 @@
-//! Settling deliveries: every delivery ends acked after LinkedIn took it, acked after its dead letter
-//! was confirmed by the broker, or given back to the queue. Nothing else acks.
+//! Settling deliveries: every delivery ends acked after LinkedIn took it (and, with task checks on,
+//! after its pending check was confirmed by the broker), acked after its dead letter was confirmed by
+//! the broker, or given back to the queue. Nothing else acks.
 //!
 //! The settler belongs to one broker session: its ackers and its confirm channel die with the
 //! connection, and then every settle fails harmlessly — the broker redelivers what was not acked.
@@ -7,11 +8,12 @@
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{self, Failure, Reason};
 use crate::metrics::Metrics;
-use lapin::Channel;
+use crate::tasks::{PendingCheck, Schedule};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tracing::{debug, error, info, warn};
 
 /// A pause before giving back a message whose dead letter failed, so a missing dead-letter queue does
@@ -23,6 +25,8 @@ pub struct Settler {
     close_queue: String,
     dead_letter_queue: String,
     metrics: Arc<Metrics>,
+    /// Where accepted closes wait for their task check; `None` with TASK_CHECK=off.
+    task_checks: Option<Arc<Schedule>>,
 }
 
 impl Settler {
@@ -37,14 +41,68 @@ impl Settler {
             close_queue,
             dead_letter_queue,
             metrics,
+            task_checks: None,
         }
     }
 
-    /// LinkedIn accepted the close.
+    pub fn channel(&self) -> &Channel {
+        &self.dead_letter_channel
+    }
+
+    /// Accepted closes are verified: each gets a pending check in `schedule`'s first tier.
+    pub fn with_task_checks(mut self, schedule: Arc<Schedule>) -> Self {
+        self.task_checks = Some(schedule);
+        self
+    }
+
+    /// LinkedIn accepted the close. With task checks on, a 202 is not yet a close: the pending check
+    /// (the original request plus the task id) must be the broker's before the original is acked.
     pub async fn closed(&self, delivery: &Delivery, external_id: &str, task_id: Option<&str>) {
-        info!(external_id, task_id, "Closed.");
+        match (&self.task_checks, task_id) {
+            (Some(schedule), Some(task_id)) => {
+                let tier = schedule.tier_after(0);
+                let check = PendingCheck::accepted(task_id, external_id, SystemTime::now());
+                let properties = check.properties(&delivery.properties);
+                if let Err(error) = self.hand_on(delivery, &tier.queue, properties).await {
+                    error!(externalJobPostingId = external_id, task_id, %error,
+                        "Could not schedule the task check; the message goes back to the queue and will be sent again.");
+                    give_back_after_pause(delivery).await;
+                    return;
+                }
+                info!(
+                    externalJobPostingId = external_id,
+                    task_id,
+                    task_check_in_ms = tier.delay.as_millis() as u64,
+                    "Closed."
+                );
+            }
+            (Some(_), None) => {
+                warn!(
+                    externalJobPostingId = external_id,
+                    "Closed, but LinkedIn gave no task id to verify."
+                );
+                ack(delivery).await;
+            }
+            (None, _) => {
+                info!(externalJobPostingId = external_id, task_id, "Closed.");
+                ack(delivery).await;
+            }
+        }
         self.metrics.closed.inc();
+    }
+
+    /// Publishes `delivery`'s body with `properties` to `queue`, and acks the delivery only once the
+    /// broker confirmed the copy. On failure nothing is acked; the caller decides what to do.
+    pub async fn hand_on(
+        &self,
+        delivery: &Delivery,
+        queue: &str,
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        amqp::publish_confirmed(&self.dead_letter_channel, queue, &delivery.data, properties)
+            .await?;
         ack(delivery).await;
+        Ok(())
     }
 
     /// Publishes the dead letter, and acks the original only once the broker confirmed it.
@@ -54,7 +112,20 @@ impl Settler {
         external_id: Option<&str>,
         failure: Failure,
     ) {
-        let properties = dead_letter::properties(&delivery.properties, &self.close_queue, &failure);
+        self.dead_letter_original(delivery, &delivery.properties, external_id, failure)
+            .await
+    }
+
+    /// Like [`Settler::dead_letter`], for a delivery that carries the original request's body but
+    /// not its properties (a pending task check): the dead letter gets `original`.
+    pub async fn dead_letter_original(
+        &self,
+        delivery: &Delivery,
+        original: &BasicProperties,
+        external_id: Option<&str>,
+        failure: Failure,
+    ) {
+        let properties = dead_letter::properties(original, &self.close_queue, &failure);
         let published = amqp::publish_confirmed(
             &self.dead_letter_channel,
             &self.dead_letter_queue,
@@ -64,12 +135,17 @@ impl Settler {
         .await;
         match published {
             Ok(()) => {
+                // An invalid message has no validated id, but usually still names one.
+                let named_id = external_id
+                    .map(str::to_owned)
+                    .or_else(|| external_id_in(&delivery.data));
                 warn!(
-                    external_id = external_id.unwrap_or("-"),
+                    externalJobPostingId = named_id.as_deref().unwrap_or("-"),
+                    task_id = failure.task_id.as_deref(),
                     status = failure.status,
                     reason = %failure.reason,
                     attempts = failure.attempts,
-                    message = %failure.message,
+                    error_message = %failure.message,
                     "Dead-lettered."
                 );
                 self.metrics
@@ -91,7 +167,7 @@ impl Settler {
         error: &AmqpError,
     ) {
         error!(
-            external_id = external_id.unwrap_or("-"),
+            externalJobPostingId = external_id.unwrap_or("-"),
             reason = %reason,
             %error,
             "Could not dead-letter; the message goes back to the queue."
@@ -108,6 +184,12 @@ pub async fn ack(delivery: &Delivery) {
     }
 }
 
+/// Gives a delivery back after [`GIVE_BACK_PAUSE`], for failures that would repeat at once.
+pub async fn give_back_after_pause(delivery: &Delivery) {
+    tokio::time::sleep(GIVE_BACK_PAUSE).await;
+    give_back(delivery).await;
+}
+
 /// Returns a delivery to the queue for another consumer or a later attempt.
 pub async fn give_back(delivery: &Delivery) {
     let options = BasicNackOptions {
@@ -117,6 +199,18 @@ pub async fn give_back(delivery: &Delivery) {
     if let Err(error) = delivery.acker.nack(options).await {
         debug!(%error, delivery_tag = delivery.delivery_tag, "Give-back failed; the broker will redeliver anyway.");
     }
+}
+
+/// The `externalJobPostingId` a body names, if it is JSON with a string id; for logs only.
+fn external_id_in(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "externalJobPostingId")]
+        id: String,
+    }
+    serde_json::from_slice::<Named>(body)
+        .ok()
+        .map(|named| named.id)
 }
 
 /// Dead letters a message that never reached LinkedIn because it failed validation.

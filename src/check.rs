@@ -1,0 +1,358 @@
+//! `job-closer check`: the pre-flight for an operator or a deployment pipeline. With the same
+//! settings as `run`, it validates the configuration, connects to the broker, checks both queues
+//! (do they exist, would `run` declare them with the same arguments, how many messages wait) and
+//! obtains a token from the token endpoint. It prints one line per step, verdict first:
+//!
+//! ```text
+//! ok    config       queue type classic, single active consumer off, client id "acme", secret from LINKEDIN_CLIENT_SECRET_FILE
+//! ok    broker       connected to amqp://guest:***@127.0.0.1:5672/%2f
+//! ok    close queue  'linkedin.jobs.close' exists with matching arguments; 12 ready, 1 consumer(s)
+//! ok    dlq          'linkedin.jobs.close.dead' does not exist yet; `run` declares it
+//! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
+//! ```
+//!
+//! Every step runs even when an earlier one failed (unless it depends on it), so one run shows every
+//! problem. Exit code: 0 when all pass, 2 when the configuration is invalid, 1 otherwise. Nothing
+//! printed comes from a secret: URLs are shown with their password redacted and the client secret
+//! only by where it came from.
+
+use crate::amqp::{self, AmqpError, QueueRole};
+use crate::cli::{CliError, RunArgs};
+use crate::config::{AmqpArgs, Credentials, QueueType, Secret, redact_url_password};
+use crate::linkedin::token::{HttpTokenSource, TokenSource};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use lapin::Connection;
+use lapin::options::QueueDeclareOptions;
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::types::FieldTable;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A broker that accepts TCP but never answers must not hang the check.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the connection is called in the broker's connection list.
+const CONNECTION_NAME: &str = "job-closer check";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Fail,
+    Skip,
+}
+
+impl Verdict {
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "skip",
+        }
+    }
+}
+
+/// One printed line: a step and what came of it.
+#[derive(Debug)]
+pub struct StepResult {
+    pub step: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+impl StepResult {
+    fn ok(step: &'static str, detail: impl Into<String>) -> Self {
+        StepResult {
+            step,
+            verdict: Verdict::Ok,
+            detail: detail.into(),
+        }
+    }
+
+    fn fail(step: &'static str, detail: impl Into<String>) -> Self {
+        StepResult {
+            step,
+            verdict: Verdict::Fail,
+            detail: detail.into(),
+        }
+    }
+
+    fn skip(step: &'static str, detail: impl Into<String>) -> Self {
+        StepResult {
+            step,
+            verdict: Verdict::Skip,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for StepResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<5} {:<12} {}",
+            self.verdict.label(),
+            self.step,
+            self.detail
+        )
+    }
+}
+
+/// Runs every step, printing each line as soon as it is known, and maps the verdicts to an exit.
+pub async fn check(mut args: RunArgs) -> Result<(), CliError> {
+    let mut results = Vec::new();
+    let mut report = |result: StepResult| {
+        println!("{result}");
+        results.push((result.step, result.verdict));
+    };
+
+    // Kept alive until the token step has used it.
+    let _sandbox = if args.sandbox {
+        match Sandbox::start(([127, 0, 0, 1], 0).into(), SandboxConfig::default()).await {
+            Ok(sandbox) => {
+                let config = sandbox.config();
+                args.linkedin.linkedin_api_url = sandbox.api_url();
+                args.linkedin.linkedin_token_url = sandbox.token_url();
+                args.linkedin.linkedin_client_id = Some(config.client_id);
+                args.linkedin.linkedin_client_secret = Some(Secret::new(config.client_secret));
+                args.linkedin.linkedin_client_secret_file = None;
+                Some(sandbox)
+            }
+            Err(error) => {
+                report(StepResult::fail(
+                    "config",
+                    format!("cannot start the sandbox: {error}"),
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let credentials = match check_config(&args) {
+        Ok(credentials) => {
+            report(StepResult::ok("config", describe_config(&args)));
+            Some(credentials)
+        }
+        Err(problems) => {
+            report(StepResult::fail("config", problems.join("; ")));
+            // Broker settings are already parsed; still worth checking. The token step needs
+            // working credentials and URLs.
+            None
+        }
+    };
+
+    match connect(&args.amqp).await {
+        Ok(connection) => {
+            report(StepResult::ok(
+                "broker",
+                format!("connected to {}", args.amqp.amqp_url.redacted()),
+            ));
+            for (step, name, role) in [
+                ("close queue", &args.amqp.close_queue, QueueRole::Close),
+                ("dlq", &args.amqp.dead_letter_queue, QueueRole::DeadLetter),
+            ] {
+                report(check_queue(&connection, &args.amqp, step, name, role).await);
+            }
+            let _ = connection.close(200, "check done".into()).await;
+        }
+        Err(error) => {
+            report(StepResult::fail("broker", error));
+            report(StepResult::skip("close queue", "needs the broker"));
+            report(StepResult::skip("dlq", "needs the broker"));
+        }
+    }
+
+    match credentials {
+        Some(credentials) => report(check_token(&args, credentials).await),
+        None => report(StepResult::skip("token", "needs a valid configuration")),
+    }
+
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, verdict)| *verdict == Verdict::Fail)
+        .map(|(step, _)| *step)
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let message = format!("check failed: {}", failed.join(", "));
+    if failed.contains(&"config") {
+        Err(CliError::Usage(message))
+    } else {
+        Err(CliError::Failed(message))
+    }
+}
+
+/// Every configuration problem at once, so a single run shows them all.
+fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(error) = args.retry.policy() {
+        problems.push(error.to_string());
+    }
+    if let Err(error) = args.linkedin.check_urls() {
+        problems.push(error.to_string());
+    }
+    let metrics_addr = args.metrics_addr.trim();
+    if !metrics_addr.is_empty() && metrics_addr.parse::<SocketAddr>().is_err() {
+        problems.push(format!(
+            "METRICS_ADDR must be host:port (e.g. 127.0.0.1:9464), got {metrics_addr:?}"
+        ));
+    }
+    if args.amqp.queue_type == QueueType::Quorum && args.amqp.delivery_limit == 0 {
+        problems.push(
+            "DELIVERY_LIMIT must be at least 1: a quorum queue would dead-letter every message on its first redelivery"
+                .into(),
+        );
+    }
+    let credentials = args.linkedin.credentials();
+    if let Err(error) = &credentials {
+        problems.push(error.to_string());
+    }
+    match credentials {
+        Ok(credentials) if problems.is_empty() => Ok(credentials),
+        _ => Err(problems),
+    }
+}
+
+fn describe_config(args: &RunArgs) -> String {
+    let queue_type = match args.amqp.queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    let secret_from = match (&args.linkedin.linkedin_client_secret_file, args.sandbox) {
+        (_, true) => "the in-process sandbox".to_owned(),
+        (Some(path), false) => format!("LINKEDIN_CLIENT_SECRET_FILE {}", path.display()),
+        (None, false) => "LINKEDIN_CLIENT_SECRET".to_owned(),
+    };
+    format!(
+        "queue type {queue_type}, single active consumer {}, client id {:?}, secret from {secret_from}",
+        if args.amqp.single_active_consumer {
+            "on"
+        } else {
+            "off"
+        },
+        args.linkedin.linkedin_client_id.as_deref().unwrap_or(""),
+    )
+}
+
+async fn connect(amqp_args: &AmqpArgs) -> Result<Connection, String> {
+    match tokio::time::timeout(
+        BROKER_TIMEOUT,
+        amqp::connect(&amqp_args.amqp_url, CONNECTION_NAME),
+    )
+    .await
+    {
+        Ok(Ok(connection)) => Ok(connection),
+        // The error names the URL with its password redacted.
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "RabbitMQ at {} did not complete the handshake within {} s (check AMQP_URL)",
+            amqp_args.amqp_url.redacted(),
+            BROKER_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Existence by a passive declare; compatibility by declaring the queue with `run`'s arguments,
+/// which is a no-op for an equivalent queue and a PRECONDITION_FAILED naming the argument otherwise.
+/// A missing queue is not created: `run` declares it.
+async fn check_queue(
+    connection: &Connection,
+    amqp_args: &AmqpArgs,
+    step: &'static str,
+    name: &str,
+    role: QueueRole,
+) -> StepResult {
+    let queue = match amqp::queue_name(name) {
+        Ok(queue) => queue,
+        Err(error) => return StepResult::fail(step, error.to_string()),
+    };
+    // A failed declare closes its channel, so each probe gets its own.
+    let probe = match connection.create_channel().await {
+        Ok(channel) => channel,
+        Err(error) => return StepResult::fail(step, format!("RabbitMQ error: {error}")),
+    };
+    let existing = probe
+        .queue_declare(
+            queue,
+            QueueDeclareOptions::durable().passive(),
+            FieldTable::default(),
+        )
+        .await;
+    let existing = match existing {
+        Ok(existing) => existing,
+        Err(error) => {
+            return match amqp::protocol_error(&error) {
+                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => StepResult::ok(
+                    step,
+                    format!("'{name}' does not exist yet; `run` declares it"),
+                ),
+                _ => StepResult::fail(step, format!("cannot inspect '{name}': {error}")),
+            };
+        }
+    };
+    let _ = probe.close(200, "probed".into()).await;
+    let declarer = match connection.create_channel().await {
+        Ok(channel) => channel,
+        Err(error) => return StepResult::fail(step, format!("RabbitMQ error: {error}")),
+    };
+    match amqp::declare_queue(&declarer, name, amqp::queue_arguments(amqp_args, role)).await {
+        Ok(_) => {
+            let _ = declarer.close(200, "checked".into()).await;
+            StepResult::ok(
+                step,
+                format!(
+                    "'{name}' exists with matching arguments; {} ready, {} consumer(s)",
+                    existing.message_count(),
+                    existing.consumer_count()
+                ),
+            )
+        }
+        Err(error @ AmqpError::QueueMismatch { .. }) => StepResult::fail(step, error.to_string()),
+        Err(error) => StepResult::fail(step, format!("cannot check '{name}': {error}")),
+    }
+}
+
+/// One token from the token endpoint, through the same client `run` uses.
+async fn check_token(args: &RunArgs, credentials: Credentials) -> StepResult {
+    let url = args.linkedin.linkedin_token_url.clone();
+    let http = match crate::linkedin::http_client(args.linkedin.http_timeout()) {
+        Ok(http) => http,
+        Err(error) => {
+            return StepResult::fail("token", format!("cannot build the HTTP client: {error}"));
+        }
+    };
+    let secret = credentials.client_secret.clone();
+    let source = HttpTokenSource::new(
+        http,
+        url.clone(),
+        credentials.client_id,
+        credentials.client_secret,
+    );
+    match source.fetch().await {
+        Ok(fresh) => StepResult::ok(
+            "token",
+            format!(
+                "obtained an access token from {} (valid for {} s)",
+                redact_url_password(&url),
+                fresh.lifetime.as_secs()
+            ),
+        ),
+        // The endpoint's own words are shown; should they ever quote the secret, it is blotted out.
+        Err(error) => StepResult::fail("token", error.to_string().replace(secret.expose(), "***")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_start_with_the_verdict_then_the_step() {
+        let line = StepResult::fail("token", "refused").to_string();
+        assert_eq!(line, "FAIL  token        refused");
+        let line = StepResult::ok("broker", "connected").to_string();
+        assert_eq!(line, "ok    broker       connected");
+    }
+}

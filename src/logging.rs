@@ -1,0 +1,85 @@
+//! Logging setup: `LOG_FORMAT=text|json` on stderr, levels from `RUST_LOG` (default `info`), and
+//! caps on the few dependencies whose most verbose levels would print a secret.
+//!
+//! The caps exist because "no secret at any level" has to hold for `RUST_LOG=trace` too: at trace
+//! level lapin dumps every AMQP frame it writes, and the `Connection.StartOk` frame carries the SASL
+//! response, i.e. the broker password; amq-protocol-tcp logs the whole AMQP URI. The caps sit beside
+//! `RUST_LOG` rather than inside it, so no `RUST_LOG` value can lift them.
+
+use crate::cli::LogFormat;
+use std::io::IsTerminal;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Dependencies whose logs are capped, and the most verbose level each may log at.
+pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
+    // Trace logs every frame, the StartOk frame with the password among them.
+    ("lapin", LevelFilter::DEBUG),
+    // Trace logs the AMQP URI, password included.
+    ("amq_protocol_tcp", LevelFilter::DEBUG),
+    ("amq_protocol_uri", LevelFilter::DEBUG),
+    ("amq_protocol", LevelFilter::DEBUG),
+];
+
+/// The targets filter that enforces [`SECRET_SAFE_CAPS`]; everything else passes.
+pub fn secret_safe_caps() -> Targets {
+    SECRET_SAFE_CAPS.iter().fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |targets, (target, level)| targets.with_target(*target, *level),
+    )
+}
+
+/// `RUST_LOG` when it is set and valid, `default` otherwise.
+pub fn env_filter(default: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+}
+
+/// Installs the global subscriber, with `default` directives when `RUST_LOG` is unset. Colours only
+/// when stderr is a terminal, so that log files and log shippers get plain `key=value` text.
+pub fn init(format: LogFormat, default: &str) {
+    let filter = env_filter(default).and(secret_safe_caps());
+    let ansi = std::io::stderr().is_terminal();
+    let registry = tracing_subscriber::registry();
+    match format {
+        LogFormat::Text => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi);
+            registry
+                .with(tracing_subscriber::Layer::with_filter(layer, filter))
+                .init();
+        }
+        LogFormat::Json => {
+            let layer = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .json()
+                .flatten_event(true);
+            registry
+                .with(tracing_subscriber::Layer::with_filter(layer, filter))
+                .init();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+    use tracing_subscriber::layer::Filter;
+
+    #[test]
+    fn lapin_frames_are_never_traced_whatever_rust_log_says() {
+        let caps = secret_safe_caps();
+        assert!(!caps.would_enable("lapin::io_loop", &Level::TRACE));
+        assert!(caps.would_enable("lapin::io_loop", &Level::DEBUG));
+        assert!(!caps.would_enable("amq_protocol_tcp", &Level::TRACE));
+        assert!(caps.would_enable("job_closer::worker", &Level::TRACE));
+        assert!(caps.would_enable("reqwest::connect", &Level::TRACE));
+        // `Filter` is implemented too: the caps compose with the RUST_LOG filter.
+        fn is_filter<F: Filter<tracing_subscriber::Registry>>(_: &F) {}
+        is_filter(&caps);
+    }
+}

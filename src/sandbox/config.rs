@@ -1,0 +1,222 @@
+//! How a sandbox is configured: [`SandboxConfig`] for in-process use and [`SandboxArgs`], the
+//! `job-closer sandbox` command-line flags (each with an environment fallback) that build one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The URN prefix of a LinkedIn contract; `--allow-contract 123` is shorthand for the full URN.
+const CONTRACT_URN_PREFIX: &str = "urn:li:contract:";
+
+/// Everything a sandbox needs to know before it starts. Fixed for the sandbox's lifetime;
+/// what tests change while it runs (faults, outages, task rules) goes through [`super::Sandbox`].
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// The only client id the token endpoint accepts.
+    pub client_id: String,
+    /// The only client secret the token endpoint accepts.
+    pub client_secret: String,
+    /// How long an issued token stays valid; LinkedIn's is 30 minutes.
+    pub token_lifetime: Duration,
+    /// Answer `"expires_in":"1800"` (a string, as LinkedIn's documented sample does) instead of
+    /// `"expires_in":1800`.
+    pub expires_in_as_string: bool,
+    /// Contracts (full URNs, `urn:li:contract:123`) this application may post for.
+    /// `None` allows every contract.
+    pub allowed_contracts: Option<Vec<String>>,
+    /// Added before answering each simpleJobPostings or simpleJobPostingTasks request.
+    pub latency: Duration,
+    /// How long a task stays `IN_PROGRESS` before it is `SUCCEEDED`, unless a task rule says
+    /// otherwise.
+    pub task_delay: Duration,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            client_id: "sandbox-client".to_owned(),
+            client_secret: "sandbox-secret".to_owned(),
+            token_lifetime: Duration::from_secs(1800),
+            expires_in_as_string: false,
+            allowed_contracts: None,
+            latency: Duration::ZERO,
+            task_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// Whether elements naming `contract` may be posted by this application.
+    pub(crate) fn allows_contract(&self, contract: &str) -> bool {
+        match &self.allowed_contracts {
+            None => true,
+            Some(allowed) => allowed.iter().any(|urn| urn == contract),
+        }
+    }
+}
+
+/// Flags of `job-closer sandbox`: a local LinkedIn stand-in for trials and out-of-process tests.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SandboxArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// The client id the token endpoint accepts.
+    #[arg(long, env = "SANDBOX_CLIENT_ID", default_value = "sandbox-client")]
+    pub client_id: String,
+
+    /// The client secret the token endpoint accepts.
+    #[arg(
+        long,
+        env = "SANDBOX_CLIENT_SECRET",
+        default_value = "sandbox-secret",
+        hide_env_values = true
+    )]
+    pub client_secret: String,
+
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, env = "SANDBOX_TOKEN_LIFETIME_SECS", default_value_t = 1800)]
+    pub token_lifetime_secs: u64,
+
+    /// A contract the application may post for (`urn:li:contract:ID` or just `ID`); repeatable,
+    /// comma separated in the environment. Without any, every contract is allowed.
+    #[arg(
+        long = "allow-contract",
+        env = "SANDBOX_ALLOWED_CONTRACTS",
+        value_delimiter = ','
+    )]
+    pub allow_contract: Vec<String>,
+
+    /// Delay added before answering each job posting or task request, in milliseconds.
+    #[arg(long, env = "SANDBOX_LATENCY_MS", default_value_t = 0)]
+    pub latency_ms: u64,
+
+    /// How long a task stays IN_PROGRESS before it SUCCEEDED, in milliseconds.
+    #[arg(long, env = "SANDBOX_TASK_DELAY_MS", default_value_t = 0)]
+    pub task_delay_ms: u64,
+}
+
+impl SandboxArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> SandboxConfig {
+        let allowed_contracts: Vec<String> = self
+            .allow_contract
+            .iter()
+            .map(|contract| contract.trim())
+            .filter(|contract| !contract.is_empty())
+            .map(contract_urn)
+            .collect();
+        SandboxConfig {
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            token_lifetime: Duration::from_secs(self.token_lifetime_secs),
+            expires_in_as_string: false,
+            // An empty list from flags means "no restriction", not "nothing allowed": a sandbox
+            // that refuses every premium job is never what someone starting it by hand wants.
+            allowed_contracts: (!allowed_contracts.is_empty()).then_some(allowed_contracts),
+            latency: Duration::from_millis(self.latency_ms),
+            task_delay: Duration::from_millis(self.task_delay_ms),
+        }
+    }
+}
+
+/// The full contract URN for either a URN or a bare contract id.
+fn contract_urn(contract: &str) -> String {
+    if contract.starts_with(CONTRACT_URN_PREFIX) {
+        contract.to_owned()
+    } else {
+        format!("{CONTRACT_URN_PREFIX}{contract}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        sandbox: SandboxArgs,
+    }
+
+    #[test]
+    fn defaults_match_sandbox_config_defaults() {
+        let cli = Cli::try_parse_from(["sandbox"]).unwrap();
+        assert_eq!(cli.sandbox.listen, "127.0.0.1:8080".parse().unwrap());
+        let from_flags = cli.sandbox.config();
+        let defaults = SandboxConfig::default();
+        assert_eq!(from_flags.client_id, defaults.client_id);
+        assert_eq!(from_flags.client_secret, defaults.client_secret);
+        assert_eq!(from_flags.token_lifetime, defaults.token_lifetime);
+        assert_eq!(from_flags.allowed_contracts, None);
+        assert_eq!(from_flags.latency, Duration::ZERO);
+        assert_eq!(from_flags.task_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn flags_build_the_config() {
+        let cli = Cli::try_parse_from([
+            "sandbox",
+            "--listen",
+            "0.0.0.0:0",
+            "--client-id",
+            "id",
+            "--client-secret",
+            "s/e+c=",
+            "--token-lifetime-secs",
+            "60",
+            "--allow-contract",
+            "urn:li:contract:1",
+            "--allow-contract",
+            "2,3",
+            "--latency-ms",
+            "15",
+            "--task-delay-ms",
+            "250",
+        ])
+        .unwrap();
+        let config = cli.sandbox.config();
+        assert_eq!(config.client_id, "id");
+        assert_eq!(config.client_secret, "s/e+c=");
+        assert_eq!(config.token_lifetime, Duration::from_secs(60));
+        assert_eq!(
+            config.allowed_contracts.unwrap(),
+            [
+                "urn:li:contract:1",
+                "urn:li:contract:2",
+                "urn:li:contract:3"
+            ]
+        );
+        assert_eq!(config.latency, Duration::from_millis(15));
+        assert_eq!(config.task_delay, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn help_names_every_environment_fallback_but_hides_the_secret_value() {
+        let help = Cli::command().render_help().to_string();
+        for variable in [
+            "SANDBOX_LISTEN",
+            "SANDBOX_CLIENT_ID",
+            "SANDBOX_CLIENT_SECRET",
+            "SANDBOX_TOKEN_LIFETIME_SECS",
+            "SANDBOX_ALLOWED_CONTRACTS",
+            "SANDBOX_LATENCY_MS",
+            "SANDBOX_TASK_DELAY_MS",
+        ] {
+            assert!(help.contains(variable), "{variable} missing from:\n{help}");
+        }
+    }
+
+    #[test]
+    fn contract_allow_list() {
+        let open = SandboxConfig::default();
+        assert!(open.allows_contract("urn:li:contract:9"));
+        let restricted = SandboxConfig {
+            allowed_contracts: Some(vec!["urn:li:contract:1".to_owned()]),
+            ..SandboxConfig::default()
+        };
+        assert!(restricted.allows_contract("urn:li:contract:1"));
+        assert!(!restricted.allows_contract("urn:li:contract:9"));
+    }
+}

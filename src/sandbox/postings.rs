@@ -1,0 +1,774 @@
+//! `POST /v2/simpleJobPostings` and `POST /rest/simpleJobPostings` (Rest.li `batch_create`): the
+//! whole-request checks and errors LinkedIn documents, scripted faults, and per-element answers
+//! (202 with a task URN, or 422 with LinkedIn's validation message) in request order.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::api_gate::{
+    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response,
+    linkedin_error, shutting_down, wait_latency, with_retry_after,
+};
+use super::scripting::Fault;
+use super::state::SandboxState;
+
+/// LinkedIn's limit on elements in one batch_create request.
+const MAX_ELEMENTS_PER_REQUEST: usize = 100;
+
+/// How long a [`Fault::Hang`] holds a request before giving up with a 504.
+const HANG_DURATION: Duration = Duration::from_secs(600);
+
+/// Fields every element must carry (LinkedIn's OpenAPI spec), in the order they are checked.
+const REQUIRED_FIELDS: [&str; 7] = [
+    "companyApplyUrl",
+    "externalJobPostingId",
+    "jobPostingOperationType",
+    "description",
+    "title",
+    "listedAt",
+    "location",
+];
+
+/// Fields that must be JSON strings when present (`externalJobPostingId` is checked for the
+/// whole request, since LinkedIn answers a wrong type there with a 500).
+const STRING_FIELDS: [&str; 5] = [
+    "title",
+    "description",
+    "location",
+    "companyApplyUrl",
+    "contract",
+];
+
+const OPERATION_TYPES: [&str; 4] = ["CREATE", "UPDATE", "RENEW", "CLOSE"];
+
+pub(crate) async fn batch_create_v2(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    batch_create(&state, ApiFamily::V2, &headers, &body).await
+}
+
+pub(crate) async fn batch_create_rest(
+    State(state): State<Arc<SandboxState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    batch_create(&state, ApiFamily::Rest, &headers, &body).await
+}
+
+async fn batch_create(
+    state: &SandboxState,
+    family: ApiFamily,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let in_flight = state.enter_posting_request();
+    let response = answer_batch_create(state, family, headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    drop(in_flight);
+    state.record_posting_response(response.status().as_u16());
+    tracing::debug!(
+        status = response.status().as_u16(),
+        ?family,
+        "simpleJobPostings answered"
+    );
+    response
+}
+
+/// The answer to one batch_create request; `Err` holds a whole-request refusal.
+async fn answer_batch_create(
+    state: &SandboxState,
+    family: ApiFamily,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, LinkedInError> {
+    wait_latency(state).await?;
+    check_version_header(state, family, headers)?;
+    check_bearer_token(state, headers)?;
+    check_restli_method(headers)?;
+
+    let elements = parse_elements(body);
+    if let Ok(elements) = &elements {
+        state.record_request_size(elements.len());
+    }
+    if let Some(fault) = state.take_fault() {
+        let element_count = elements.as_ref().map_or(0, Vec::len);
+        return Ok(answer_with_fault(state, fault, element_count).await);
+    }
+    let elements = elements?;
+    check_whole_request(state, &elements)?;
+
+    let entries: Vec<Value> = elements
+        .iter()
+        .map(|element| answer_element(state, element))
+        .collect();
+    Ok(json_response(StatusCode::OK, json!({"elements": entries})))
+}
+
+/// LinkedIn refuses batch_create without `x-restli-method: batch_create` as a permission error.
+fn check_restli_method(headers: &HeaderMap) -> Result<(), LinkedInError> {
+    let method = headers
+        .get("x-restli-method")
+        .and_then(|value| value.to_str().ok());
+    if method == Some("batch_create") {
+        return Ok(());
+    }
+    tracing::debug!(status = 403, ?method, "x-restli-method is not batch_create");
+    Err(LinkedInError::new(
+        StatusCode::FORBIDDEN,
+        "Not enough permissions to access: POST /simpleJobPostings",
+    ))
+}
+
+/// The request's elements, each a JSON object.
+fn parse_elements(body: &[u8]) -> Result<Vec<Map<String, Value>>, LinkedInError> {
+    let bad_request = |message: String| {
+        tracing::debug!(status = 400, message, "unusable batch_create body");
+        LinkedInError::new(StatusCode::BAD_REQUEST, message)
+    };
+    let document: Value = serde_json::from_slice(body)
+        .map_err(|error| bad_request(format!("Error parsing entity body: {error}")))?;
+    let elements = match document {
+        Value::Object(mut fields) => fields.remove("elements"),
+        _ => None,
+    };
+    let Some(Value::Array(elements)) = elements else {
+        return Err(bad_request(
+            "The request body must be a JSON object with an \"elements\" array".to_owned(),
+        ));
+    };
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| match element {
+            Value::Object(fields) => Ok(fields),
+            _ => Err(bad_request(format!(
+                "elements[{index}] must be a JSON object"
+            ))),
+        })
+        .collect()
+}
+
+/// The checks whose failure LinkedIn answers for the request as a whole, not per element.
+fn check_whole_request(
+    state: &SandboxState,
+    elements: &[Map<String, Value>],
+) -> Result<(), LinkedInError> {
+    if elements.len() > MAX_ELEMENTS_PER_REQUEST {
+        tracing::debug!(status = 400, elements = elements.len(), "too many elements");
+        return Err(LinkedInError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Too many elements: {}. A batch_create request may hold at most {MAX_ELEMENTS_PER_REQUEST} elements.",
+                elements.len()
+            ),
+        ));
+    }
+
+    // Documented: a wrongly typed externalJobPostingId (e.g. a number) poisons the whole
+    // request with a 500 rather than a per-element 422.
+    let poison_prefix = state.poison_prefix();
+    let poisoned = elements.iter().any(|element| {
+        let id = element.get("externalJobPostingId");
+        id.is_some_and(|id| !id.is_string())
+            || poison_prefix.as_deref().is_some_and(|prefix| {
+                id.and_then(Value::as_str)
+                    .is_some_and(|id| id.starts_with(prefix))
+            })
+    });
+    if poisoned {
+        tracing::debug!(status = 500, "externalJobPostingId that is not a string");
+        return Err(LinkedInError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        ));
+    }
+
+    let forbidden_contract = elements
+        .iter()
+        .filter_map(|element| element.get("contract").and_then(Value::as_str))
+        .find(|contract| !state.config.allows_contract(contract));
+    if let Some(contract) = forbidden_contract {
+        tracing::debug!(status = 403, contract, "contract not allowed");
+        return Err(LinkedInError::new(
+            StatusCode::FORBIDDEN,
+            format!("Caller is not authorized to access the jobs for contract: {contract}"),
+        ));
+    }
+
+    let mut seen_ids = HashSet::new();
+    let duplicate_id = elements
+        .iter()
+        .filter_map(|element| element.get("externalJobPostingId").and_then(Value::as_str))
+        .find(|id| !seen_ids.insert(*id));
+    if let Some(id) = duplicate_id {
+        tracing::debug!(status = 400, external_job_posting_id = id, "duplicate id");
+        return Err(LinkedInError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Duplicate externalJobPostingId in one request: {id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The response entry for one element of an accepted request: a task (202) or a 422.
+fn answer_element(state: &SandboxState, element: &Map<String, Value>) -> Value {
+    match validate_element(element) {
+        Ok(posting) => {
+            let task_urn = state.accept_posting(posting.external_job_posting_id, posting.is_close);
+            state.record_element_status(202);
+            accepted_entry(&task_urn)
+        }
+        Err(message) => {
+            state.record_element_status(422);
+            json!({"error": {"message": message, "status": 422}, "status": 422})
+        }
+    }
+}
+
+fn accepted_entry(task_urn: &str) -> Value {
+    json!({
+        "id": task_urn,
+        "location": format!("/simpleJobPostings/{}", task_urn.replace(':', "%3A")),
+        "status": 202,
+    })
+}
+
+/// What the sandbox needs from an element that passed validation.
+struct ValidPosting<'a> {
+    external_job_posting_id: &'a str,
+    is_close: bool,
+}
+
+/// Checks one element like LinkedIn's schema validation; `Err` is the 422 message.
+fn validate_element(element: &Map<String, Value>) -> Result<ValidPosting<'_>, String> {
+    let is_premium = element.get("listingType").and_then(Value::as_str) == Some("PREMIUM");
+    let premium_fields = is_premium.then_some("contract");
+    if let Some(missing) = REQUIRED_FIELDS
+        .into_iter()
+        .chain(premium_fields)
+        .find(|field| !element.contains_key(*field))
+    {
+        return Err(format!(
+            "ERROR :: /{missing} :: field is required but not found and has no default value\n"
+        ));
+    }
+
+    let listed_at = &element["listedAt"];
+    if !(listed_at.is_i64() || listed_at.is_u64()) {
+        return Err(format!(
+            "ERROR :: /listedAt :: {listed_at} cannot be coerced to Long\n"
+        ));
+    }
+
+    for field in STRING_FIELDS {
+        if let Some(value) = element.get(field)
+            && !value.is_string()
+        {
+            return Err(format!(
+                "ERROR :: /{field} :: {value} cannot be coerced to String\n"
+            ));
+        }
+    }
+
+    let operation = &element["jobPostingOperationType"];
+    let Some(operation) = operation
+        .as_str()
+        .filter(|operation| OPERATION_TYPES.contains(operation))
+    else {
+        return Err(format!(
+            "ERROR :: /jobPostingOperationType :: {operation} is not an enum symbol\n"
+        ));
+    };
+
+    Ok(ValidPosting {
+        // Present and a string: the whole-request check refused anything else.
+        external_job_posting_id: element["externalJobPostingId"].as_str().unwrap_or_default(),
+        is_close: operation == "CLOSE",
+    })
+}
+
+/// The answer a scripted fault gives in place of processing the request. Faulted requests change
+/// nothing: no task is recorded and nothing counts as closed.
+pub(crate) async fn answer_with_fault(
+    state: &SandboxState,
+    fault: Fault,
+    element_count: usize,
+) -> Response {
+    tracing::debug!(?fault, "answering with a scripted fault");
+    match fault {
+        Fault::Status {
+            status,
+            retry_after_secs,
+            message,
+        } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let message = message
+                .or_else(|| status.canonical_reason().map(str::to_owned))
+                .unwrap_or_else(|| "Sandbox fault".to_owned());
+            let response = linkedin_error(status, &message);
+            match retry_after_secs {
+                Some(secs) => with_retry_after(response, secs),
+                None => response,
+            }
+        }
+        Fault::Hang => {
+            tokio::select! {
+                () = tokio::time::sleep(HANG_DURATION) => {
+                    linkedin_error(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
+                }
+                () = state.shutdown.cancelled() => shutting_down().into_response(),
+            }
+        }
+        Fault::Garbage200 => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            "<html><body>502 Bad Gateway</body></html>{\"elements\":[{\"id\":",
+        )
+            .into_response(),
+        Fault::WrongCount200 => {
+            // Well-formed 202 entries, but for task URNs that were never recorded: a client that
+            // guesses which element they belong to and polls them will find nothing.
+            let entries: Vec<Value> = (1..element_count)
+                .map(|_| {
+                    state.record_element_status(202);
+                    accepted_entry(&format!(
+                        "urn:li:simpleJobPostingTask:{}",
+                        uuid::Uuid::new_v4()
+                    ))
+                })
+                .collect();
+            json_response(StatusCode::OK, json!({"elements": entries}))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::test_support::{
+        access_token, close_element, http_client, post_batch, post_batch_with, start_default,
+        start_with,
+    };
+    use crate::sandbox::{Fault, SandboxConfig};
+
+    #[tokio::test]
+    async fn valid_close_batch_gets_one_task_per_element() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("B")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let entries = answer["elements"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        for entry in entries {
+            assert_eq!(entry["status"], 202);
+            let id = entry["id"].as_str().unwrap();
+            assert!(id.starts_with("urn:li:simpleJobPostingTask:"));
+            assert_eq!(
+                entry["location"],
+                format!("/simpleJobPostings/{}", id.replace(':', "%3A"))
+            );
+        }
+        let stats = sandbox.stats();
+        assert_eq!(stats.requests, 1);
+        assert_eq!(stats.request_sizes, [2]);
+        assert_eq!(stats.closed.get("A"), Some(&1));
+        assert_eq!(stats.closed.get("B"), Some(&1));
+        assert_eq!(stats.element_statuses.get(&202), Some(&2));
+        assert_eq!(stats.responses_by_status.get(&200), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn mixed_batch_answers_each_element_in_order() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut missing_title = close_element("missing-title");
+        missing_title.as_object_mut().unwrap().remove("title");
+        let mut string_listed_at = close_element("string-listed-at");
+        string_listed_at["listedAt"] = json!("0123456789");
+        let mut numeric_title = close_element("numeric-title");
+        numeric_title["title"] = json!(42);
+        let mut bad_operation = close_element("bad-operation");
+        bad_operation["jobPostingOperationType"] = json!("UPDATED");
+        let mut premium_without_contract = close_element("premium");
+        premium_without_contract
+            .as_object_mut()
+            .unwrap()
+            .remove("contract");
+        let mut create = close_element("create");
+        create["jobPostingOperationType"] = json!("CREATE");
+
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![
+                close_element("ok"),
+                missing_title,
+                string_listed_at,
+                numeric_title,
+                bad_operation,
+                premium_without_contract,
+                create,
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let entries = answer["elements"].as_array().unwrap();
+        let messages: Vec<Option<&str>> = entries
+            .iter()
+            .map(|entry| entry["error"]["message"].as_str())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                None,
+                Some(
+                    "ERROR :: /title :: field is required but not found and has no default value\n"
+                ),
+                Some("ERROR :: /listedAt :: \"0123456789\" cannot be coerced to Long\n"),
+                Some("ERROR :: /title :: 42 cannot be coerced to String\n"),
+                Some("ERROR :: /jobPostingOperationType :: \"UPDATED\" is not an enum symbol\n"),
+                Some(
+                    "ERROR :: /contract :: field is required but not found and has no default value\n"
+                ),
+                None,
+            ]
+        );
+        assert_eq!(entries[1]["status"], 422);
+        assert_eq!(entries[1]["error"]["status"], 422);
+        assert_eq!(entries[6]["status"], 202);
+        let stats = sandbox.stats();
+        assert_eq!(stats.element_statuses.get(&422), Some(&5));
+        assert_eq!(stats.element_statuses.get(&202), Some(&2));
+        assert_eq!(
+            stats.closed.len(),
+            1,
+            "only the valid CLOSE counts as closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_unknown_token_is_invalid() {
+        let sandbox = start_default().await;
+        let client = http_client();
+        let without_token = client
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .header("x-restli-method", "batch_create")
+            .json(&json!({"elements": [close_element("A")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(without_token.status(), 401);
+        let (status, answer, _) = post_batch(&sandbox, "made-up", vec![close_element("A")]).await;
+        assert_eq!(status, 401);
+        assert_eq!(
+            answer,
+            json!({"message": "Invalid access token", "serviceErrorCode": 65600, "status": 401})
+        );
+        let stats = sandbox.stats();
+        assert_eq!(stats.requests, 2);
+        assert!(stats.request_sizes.is_empty());
+        assert_eq!(stats.responses_by_status.get(&401), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn tokens_expire_by_lifetime_and_on_demand() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.expire_tokens();
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 401);
+        assert_eq!(
+            answer,
+            json!({"message": "The token used in the request has expired", "serviceErrorCode": 65602, "status": 401})
+        );
+        let fresh = access_token(&sandbox).await;
+        let (status, _, _) = post_batch(&sandbox, &fresh, vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+
+        let short_lived = start_with(SandboxConfig {
+            token_lifetime: Duration::ZERO,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&short_lived).await;
+        let (status, answer, _) = post_batch(&short_lived, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 401);
+        assert_eq!(answer["serviceErrorCode"], 65602);
+    }
+
+    #[tokio::test]
+    async fn missing_restli_method_is_a_permission_error() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let response = http_client()
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .bearer_auth(&token)
+            .json(&json!({"elements": [close_element("A")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"message": "Not enough permissions to access: POST /simpleJobPostings", "status": 403})
+        );
+        let uppercase_header_name = http_client()
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .bearer_auth(&token)
+            .header("X-RestLi-Method", "batch_create")
+            .json(&json!({"elements": [close_element("A")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uppercase_header_name.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn contract_not_on_the_allow_list_fails_the_whole_request() {
+        let sandbox = start_with(SandboxConfig {
+            allowed_contracts: Some(vec!["urn:li:contract:1".to_owned()]),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let mut other_contract = close_element("B");
+        other_contract["contract"] = json!("urn:li:contract:2");
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), other_contract]).await;
+        assert_eq!(status, 403);
+        assert_eq!(
+            answer,
+            json!({"message": "Caller is not authorized to access the jobs for contract: urn:li:contract:2", "status": 403})
+        );
+        assert!(sandbox.stats().closed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn non_string_external_id_poisons_the_whole_request() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut numeric_id = close_element("x");
+        numeric_id["externalJobPostingId"] = json!(150421);
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), numeric_id]).await;
+        assert_eq!(status, 500);
+        assert_eq!(
+            answer,
+            json!({"message": "Internal Server Error", "status": 500})
+        );
+        let stats = sandbox.stats();
+        assert!(stats.closed.is_empty());
+        assert_eq!(stats.request_sizes, [2]);
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_are_bad_requests() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let too_many: Vec<Value> = (0..=MAX_ELEMENTS_PER_REQUEST)
+            .map(|index| close_element(&format!("job-{index}")))
+            .collect();
+        let (status, answer, _) = post_batch(&sandbox, &token, too_many).await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["message"].as_str().unwrap().contains("at most 100"),
+            "{answer}"
+        );
+
+        let exactly_the_limit: Vec<Value> = (0..MAX_ELEMENTS_PER_REQUEST)
+            .map(|index| close_element(&format!("job-{index}")))
+            .collect();
+        let (status, _, _) = post_batch(&sandbox, &token, exactly_the_limit).await;
+        assert_eq!(status, 200);
+
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("A")],
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(answer["status"], 400);
+
+        for body in ["not json", "{\"items\": []}", "{\"elements\": [1]}"] {
+            let response = http_client()
+                .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+                .bearer_auth(&token)
+                .header("x-restli-method", "batch_create")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 400, "{body}");
+        }
+        assert_eq!(sandbox.stats().closed.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn rest_variant_requires_and_records_the_version_header() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
+        let (status, _, _) = post_batch_with(&url, &token, None, vec![close_element("A")]).await;
+        assert_eq!(status, 400);
+        let (status, _, _) =
+            post_batch_with(&url, &token, Some("202405"), vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        let stats = sandbox.stats();
+        assert_eq!(
+            stats.linkedin_versions.into_iter().collect::<Vec<_>>(),
+            ["202405"]
+        );
+        assert_eq!(stats.closed.get("A"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn status_fault_carries_retry_after_and_is_used_up() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.push_fault(
+            Fault::Status {
+                status: 429,
+                retry_after_secs: Some(7),
+                message: Some("Resource level throttle limit".to_owned()),
+            },
+            2,
+        );
+        for _ in 0..2 {
+            let (status, answer, headers) =
+                post_batch(&sandbox, &token, vec![close_element("A")]).await;
+            assert_eq!(status, 429);
+            assert_eq!(headers["retry-after"], "7");
+            assert_eq!(
+                answer,
+                json!({"message": "Resource level throttle limit", "status": 429})
+            );
+        }
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        let stats = sandbox.stats();
+        assert_eq!(stats.responses_by_status.get(&429), Some(&2));
+        assert_eq!(
+            stats.closed.get("A"),
+            Some(&1),
+            "faulted requests close nothing"
+        );
+        assert_eq!(stats.request_sizes, [1, 1, 1]);
+    }
+
+    #[tokio::test]
+    async fn wrong_count_and_garbage_answers() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.push_fault(Fault::WrongCount200, 1);
+        sandbox.push_fault(Fault::Garbage200, 1);
+        let elements = vec![close_element("A"), close_element("B"), close_element("C")];
+        let (status, answer, _) = post_batch(&sandbox, &token, elements.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"].as_array().unwrap().len(), 2);
+
+        let response = http_client()
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .bearer_auth(&token)
+            .header("x-restli-method", "batch_create")
+            .json(&json!({"elements": elements}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.json::<Value>().await.is_err());
+        assert!(sandbox.stats().closed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn outage_lasts_until_lifted() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.set_outage(Some(Fault::Status {
+            status: 504,
+            retry_after_secs: None,
+            message: None,
+        }));
+        for _ in 0..3 {
+            let (status, answer, headers) =
+                post_batch(&sandbox, &token, vec![close_element("A")]).await;
+            assert_eq!(status, 504);
+            assert_eq!(answer["message"], "Gateway Timeout");
+            assert!(headers.get("retry-after").is_none());
+        }
+        sandbox.set_outage(None);
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn hang_outlasts_the_client_timeout_and_ends_on_shutdown() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.push_fault(Fault::Hang, 2);
+        let url = format!("{}/v2/simpleJobPostings", sandbox.api_url());
+        let request = |timeout: Option<Duration>| {
+            let mut request = http_client()
+                .post(&url)
+                .bearer_auth(&token)
+                .header("x-restli-method", "batch_create")
+                .json(&json!({"elements": [close_element("A")]}));
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            request.send()
+        };
+        let error = request(Some(Duration::from_millis(100))).await.unwrap_err();
+        assert!(error.is_timeout());
+
+        let held = tokio::spawn(request(None));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(5), sandbox.shutdown())
+            .await
+            .expect("shutdown must not wait for a hanging request");
+        let answer = tokio::time::timeout(Duration::from_secs(5), held)
+            .await
+            .unwrap()
+            .unwrap();
+        if let Ok(response) = answer {
+            assert_eq!(response.status(), 503);
+        }
+    }
+
+    #[tokio::test]
+    async fn latency_shows_as_concurrency() {
+        let sandbox = start_with(SandboxConfig {
+            latency: Duration::from_millis(100),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let started = std::time::Instant::now();
+        let (first, second) = tokio::join!(
+            post_batch(&sandbox, &token, vec![close_element("A")]),
+            post_batch(&sandbox, &token, vec![close_element("B")]),
+        );
+        assert_eq!((first.0, second.0), (200, 200));
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(sandbox.stats().max_concurrent_requests, 2);
+    }
+}

@@ -1,0 +1,443 @@
+//! The sandbox's memory, shared by every handler: issued tokens, accepted posting tasks, scripted
+//! faults and rules, and the [`Stats`] tests assert on. All of it sits behind one mutex that is
+//! never held across an `.await`, so each handler sees and changes it atomically.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::RngExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::config::SandboxConfig;
+use super::scripting::{Fault, TaskRule};
+
+/// Length of issued access tokens; long enough that guessing one is hopeless.
+const ACCESS_TOKEN_LENGTH: usize = 64;
+
+/// What the sandbox has seen since it started or was last reset.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Every POST to the token endpoint, successful or not.
+    pub token_requests: u64,
+    pub tokens_issued: u64,
+    /// Every POST to simpleJobPostings that reached the handler.
+    pub requests: u64,
+    /// Elements per simpleJobPostings request that got past authentication (and the
+    /// `x-restli-method` check) and had an `elements` array of objects, in arrival order.
+    /// Requests answered with a scripted fault are included.
+    pub request_sizes: Vec<usize>,
+    /// HTTP status of each simpleJobPostings answer.
+    pub responses_by_status: BTreeMap<u16, u64>,
+    /// externalJobPostingId -> number of CLOSE elements accepted (per-element 202).
+    pub closed: BTreeMap<String, u64>,
+    /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...), including the
+    /// entries of a [`super::Fault::WrongCount200`] answer.
+    pub element_statuses: BTreeMap<u16, u64>,
+    /// Highest number of simpleJobPostings requests in the handler at once. A request counts
+    /// from arrival, through the configured latency, until it is answered.
+    pub max_concurrent_requests: usize,
+    /// GET simpleJobPostingTasks calls.
+    pub task_queries: u64,
+    /// Task ids asked about, over all task queries.
+    pub task_ids_queried: u64,
+    /// Statuses answered per task id over all task queries (`NOT_FOUND` for unknown ids).
+    #[serde(default)]
+    pub task_statuses: BTreeMap<String, u64>,
+    /// externalJobPostingId -> the status its latest task lookup answered.
+    #[serde(default)]
+    pub last_task_status: BTreeMap<String, String>,
+    /// `LinkedIn-Version` header values seen on `/rest` calls.
+    pub linkedin_versions: BTreeSet<String>,
+}
+
+/// Whether a bearer token may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TokenValidity {
+    Valid,
+    Expired,
+    Unknown,
+}
+
+/// A posting the sandbox accepted (per-element 202): the asynchronous task LinkedIn would run.
+#[derive(Clone, Debug)]
+pub(crate) struct PostingTask {
+    pub external_job_posting_id: String,
+    pub job_posting_urn: String,
+    pub accepted_at: Instant,
+    /// Decided when the posting is accepted, so a rule set later does not rewrite history.
+    pub rule: TaskRule,
+}
+
+/// State shared by all handlers of one sandbox.
+pub(crate) struct SandboxState {
+    pub config: SandboxConfig,
+    /// Cancelled when the sandbox stops, so held requests (latency, hangs) let go at once.
+    pub shutdown: CancellationToken,
+    postings_in_flight: AtomicUsize,
+    memory: Mutex<Memory>,
+}
+
+#[derive(Default)]
+struct Memory {
+    stats: Stats,
+    scripted_faults: VecDeque<Fault>,
+    /// Faults for the next simpleJobPostingTasks requests.
+    task_faults: VecDeque<Fault>,
+    outage: Option<Fault>,
+    token_outage: Option<u16>,
+    /// externalJobPostingId prefix whose elements make the whole request fail with a 500.
+    poison_prefix: Option<String>,
+    /// Access token -> when it stops being valid.
+    token_expiry: HashMap<String, Instant>,
+    /// Task URN -> task.
+    tasks: HashMap<String, PostingTask>,
+    /// externalJobPostingId prefix -> rule.
+    task_rules: BTreeMap<String, TaskRule>,
+    /// externalJobPostingId -> the LinkedIn job posting number it was given, so re-posting the
+    /// same job (as closing does) refers to the same `urn:li:jobPosting`.
+    job_posting_numbers: HashMap<String, u64>,
+}
+
+/// One simpleJobPostings request being handled; counts towards the concurrency statistic until
+/// dropped.
+pub(crate) struct InFlightPosting<'a> {
+    state: &'a SandboxState,
+}
+
+impl Drop for InFlightPosting<'_> {
+    fn drop(&mut self) {
+        self.state.postings_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl SandboxState {
+    pub fn new(config: SandboxConfig) -> SandboxState {
+        SandboxState {
+            config,
+            shutdown: CancellationToken::new(),
+            postings_in_flight: AtomicUsize::new(0),
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    fn memory(&self) -> MutexGuard<'_, Memory> {
+        // A panicking test thread must not turn every later request into a second panic.
+        self.memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.memory().stats.clone()
+    }
+
+    /// Clears statistics, scripted faults, outages and task rules. Issued tokens and accepted
+    /// tasks stay: a client mid-run must not see its token or task ids vanish.
+    pub fn reset(&self) {
+        let mut memory = self.memory();
+        memory.stats = Stats::default();
+        memory.scripted_faults.clear();
+        memory.task_faults.clear();
+        memory.outage = None;
+        memory.poison_prefix = None;
+        memory.token_outage = None;
+        memory.task_rules.clear();
+    }
+
+    // --- token endpoint ---
+
+    pub fn count_token_request(&self) {
+        self.memory().stats.token_requests += 1;
+    }
+
+    pub fn token_outage(&self) -> Option<u16> {
+        self.memory().token_outage
+    }
+
+    pub fn set_token_outage(&self, status: Option<u16>) {
+        self.memory().token_outage = status;
+    }
+
+    pub fn issue_token(&self) -> String {
+        let token: String = rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(ACCESS_TOKEN_LENGTH)
+            .map(char::from)
+            .collect();
+        let expires_at = Instant::now() + self.config.token_lifetime;
+        let mut memory = self.memory();
+        memory.token_expiry.insert(token.clone(), expires_at);
+        memory.stats.tokens_issued += 1;
+        token
+    }
+
+    pub fn token_validity(&self, token: &str) -> TokenValidity {
+        match self.memory().token_expiry.get(token) {
+            None => TokenValidity::Unknown,
+            Some(expires_at) if Instant::now() >= *expires_at => TokenValidity::Expired,
+            Some(_) => TokenValidity::Valid,
+        }
+    }
+
+    /// Every access token issued so far (tests look for them in logs, where they must not be).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.memory().token_expiry.keys().cloned().collect()
+    }
+
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for expires_at in self.memory().token_expiry.values_mut() {
+            *expires_at = (*expires_at).min(now);
+        }
+    }
+
+    // --- simpleJobPostings ---
+
+    /// Counts a request arriving at the simpleJobPostings handler; it stays "in the handler"
+    /// until the returned guard is dropped.
+    pub fn enter_posting_request(&self) -> InFlightPosting<'_> {
+        let in_flight = self.postings_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut memory = self.memory();
+        memory.stats.requests += 1;
+        memory.stats.max_concurrent_requests = memory.stats.max_concurrent_requests.max(in_flight);
+        InFlightPosting { state: self }
+    }
+
+    pub fn record_linkedin_version(&self, version: &str) {
+        self.memory()
+            .stats
+            .linkedin_versions
+            .insert(version.to_owned());
+    }
+
+    pub fn record_request_size(&self, elements: usize) {
+        self.memory().stats.request_sizes.push(elements);
+    }
+
+    pub fn record_posting_response(&self, status: u16) {
+        *self
+            .memory()
+            .stats
+            .responses_by_status
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    pub fn record_element_status(&self, status: u16) {
+        *self
+            .memory()
+            .stats
+            .element_statuses
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    pub fn push_fault(&self, fault: Fault, times: u32) {
+        let mut memory = self.memory();
+        for _ in 0..times {
+            memory.scripted_faults.push_back(fault.clone());
+        }
+    }
+
+    pub fn set_outage(&self, fault: Option<Fault>) {
+        self.memory().outage = fault;
+    }
+
+    pub fn set_poison_prefix(&self, prefix: Option<String>) {
+        self.memory().poison_prefix = prefix;
+    }
+
+    pub fn poison_prefix(&self) -> Option<String> {
+        self.memory().poison_prefix.clone()
+    }
+
+    /// The fault this request gets: the next scripted one (used up), else the outage, if any.
+    pub fn take_fault(&self) -> Option<Fault> {
+        let mut memory = self.memory();
+        memory
+            .scripted_faults
+            .pop_front()
+            .or_else(|| memory.outage.clone())
+    }
+
+    /// Records an accepted posting (a per-element 202) and returns its task URN.
+    pub fn accept_posting(&self, external_job_posting_id: &str, is_close: bool) -> String {
+        let task_urn = format!("urn:li:simpleJobPostingTask:{}", uuid::Uuid::new_v4());
+        let mut memory = self.memory();
+        let rule = memory
+            .task_rule_for(external_job_posting_id)
+            .unwrap_or_else(|| TaskRule::default_success(self.config.task_delay));
+        let job_posting_number = *memory
+            .job_posting_numbers
+            .entry(external_job_posting_id.to_owned())
+            .or_insert_with(|| rand::rng().random_range(1_000_000_000..10_000_000_000));
+        memory.tasks.insert(
+            task_urn.clone(),
+            PostingTask {
+                external_job_posting_id: external_job_posting_id.to_owned(),
+                job_posting_urn: format!("urn:li:jobPosting:{job_posting_number}"),
+                accepted_at: Instant::now(),
+                rule,
+            },
+        );
+        if is_close {
+            *memory
+                .stats
+                .closed
+                .entry(external_job_posting_id.to_owned())
+                .or_default() += 1;
+        }
+        task_urn
+    }
+
+    // --- simpleJobPostingTasks ---
+
+    pub fn set_task_rule(&self, external_id_prefix: &str, rule: TaskRule) {
+        self.memory()
+            .task_rules
+            .insert(external_id_prefix.to_owned(), rule);
+    }
+
+    pub fn count_task_query(&self, task_ids: usize) {
+        let mut memory = self.memory();
+        memory.stats.task_queries += 1;
+        memory.stats.task_ids_queried += task_ids as u64;
+    }
+
+    pub fn push_task_fault(&self, fault: Fault, times: u32) {
+        let mut memory = self.memory();
+        for _ in 0..times {
+            memory.task_faults.push_back(fault.clone());
+        }
+    }
+
+    /// The fault this task lookup gets, if any (used up).
+    pub fn take_task_fault(&self) -> Option<Fault> {
+        self.memory().task_faults.pop_front()
+    }
+
+    /// Records the status a task lookup answered for one id (of a known posting, if any).
+    pub fn record_task_status(&self, external_job_posting_id: Option<&str>, status: &str) {
+        let mut memory = self.memory();
+        *memory
+            .stats
+            .task_statuses
+            .entry(status.to_owned())
+            .or_default() += 1;
+        if let Some(external_id) = external_job_posting_id {
+            memory
+                .stats
+                .last_task_status
+                .insert(external_id.to_owned(), status.to_owned());
+        }
+    }
+
+    pub fn task(&self, task_urn: &str) -> Option<PostingTask> {
+        self.memory().tasks.get(task_urn).cloned()
+    }
+}
+
+impl Memory {
+    /// The rule with the longest prefix of `external_job_posting_id`, if any.
+    fn task_rule_for(&self, external_job_posting_id: &str) -> Option<TaskRule> {
+        self.task_rules
+            .iter()
+            .filter(|(prefix, _)| external_job_posting_id.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, rule)| rule.clone())
+    }
+}
+
+impl PostingTask {
+    /// The task's status `elapsed` after its posting was accepted.
+    pub fn status_after(&self, elapsed: Duration) -> &str {
+        if elapsed < self.rule.after {
+            "IN_PROGRESS"
+        } else {
+            &self.rule.status
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SandboxState {
+        SandboxState::new(SandboxConfig::default())
+    }
+
+    #[test]
+    fn longest_matching_prefix_wins() {
+        let state = state();
+        let rule = |status: &str| TaskRule {
+            status: status.to_owned(),
+            after: Duration::ZERO,
+            error_message: None,
+        };
+        state.set_task_rule("job-", rule("FAILED"));
+        state.set_task_rule("job-keep-", rule("PROCESSED"));
+        let status_of = |external_id: &str| {
+            let urn = state.accept_posting(external_id, true);
+            state
+                .task(&urn)
+                .unwrap()
+                .status_after(Duration::ZERO)
+                .to_owned()
+        };
+        assert_eq!(status_of("job-keep-1"), "PROCESSED");
+        assert_eq!(status_of("job-2"), "FAILED");
+        assert_eq!(status_of("other"), "SUCCEEDED");
+    }
+
+    #[test]
+    fn same_job_keeps_its_job_posting_urn() {
+        let state = state();
+        let first = state.accept_posting("A", false);
+        let second = state.accept_posting("A", true);
+        assert_eq!(
+            state.task(&first).unwrap().job_posting_urn,
+            state.task(&second).unwrap().job_posting_urn
+        );
+        assert_eq!(state.stats().closed.get("A"), Some(&1));
+    }
+
+    #[test]
+    fn scripted_faults_come_before_the_outage_and_are_used_up() {
+        let state = state();
+        state.set_outage(Some(Fault::Garbage200));
+        state.push_fault(Fault::Hang, 2);
+        assert_eq!(state.take_fault(), Some(Fault::Hang));
+        assert_eq!(state.take_fault(), Some(Fault::Hang));
+        assert_eq!(state.take_fault(), Some(Fault::Garbage200));
+        state.set_outage(None);
+        assert_eq!(state.take_fault(), None);
+    }
+
+    #[test]
+    fn expire_tokens_spares_later_tokens() {
+        let state = state();
+        let old = state.issue_token();
+        state.expire_tokens();
+        let new = state.issue_token();
+        assert_eq!(state.token_validity(&old), TokenValidity::Expired);
+        assert_eq!(state.token_validity(&new), TokenValidity::Valid);
+        assert_eq!(state.token_validity("made-up"), TokenValidity::Unknown);
+    }
+
+    #[test]
+    fn concurrency_is_the_high_water_mark() {
+        let state = state();
+        {
+            let _first = state.enter_posting_request();
+            let _second = state.enter_posting_request();
+        }
+        let _third = state.enter_posting_request();
+        let stats = state.stats();
+        assert_eq!(stats.requests, 3);
+        assert_eq!(stats.max_concurrent_requests, 2);
+    }
+}

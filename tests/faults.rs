@@ -1,0 +1,629 @@
+//! Fault tests: break things for real — cut the broker socket, SIGKILL the worker, take LinkedIn down,
+//! throttle, flood with poison — and count. Every test prints published / closed / dead-lettered /
+//! re-sent / lost and asserts lost = 0.
+
+mod common;
+
+use common::proxy::{Proxy, upstream_of};
+use common::*;
+use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// The figures every fault test reports.
+struct Tally {
+    published: usize,
+    closed: usize,
+    dead: usize,
+    resent: u64,
+}
+
+impl Tally {
+    fn lost(&self) -> i64 {
+        self.published as i64 - (self.closed + self.dead) as i64
+    }
+
+    fn print(&self, test: &str) {
+        println!(
+            "{test}: published {}, closed {}, dead-lettered {}, re-sent {}, lost {}",
+            self.published,
+            self.closed,
+            self.dead,
+            self.resent,
+            self.lost()
+        );
+    }
+}
+
+/// Closed ids (distinct) and how many closes were sent more than once.
+fn closes(sandbox: &Sandbox, ids: &BTreeSet<String>) -> (usize, u64) {
+    let stats = sandbox.stats();
+    let closed = ids
+        .iter()
+        .filter(|id| stats.closed.contains_key(*id))
+        .count();
+    let resent = stats.closed.values().map(|n| n.saturating_sub(1)).sum();
+    (closed, resent)
+}
+
+fn jobs(prefix: &str, n: usize) -> (Vec<serde_json::Value>, BTreeSet<String>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    (
+        ids.iter().map(|id| job(id)).collect(),
+        ids.into_iter().collect(),
+    )
+}
+
+#[tokio::test]
+async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
+    let queues = Queues::new("isolate").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sandbox.set_poison_prefix(Some("poison-"));
+    let (mut all, ids) = jobs("good", 60);
+    all.insert(30, job("poison-1"));
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("RETRY_MAX_ELAPSED_MS".into(), "8000".into()));
+    let started = Instant::now();
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "good neighbours closed", || async {
+        closes(&sandbox, &ids).0 == 60
+    })
+    .await;
+    let good_done = started.elapsed();
+    eventually(SETTLE, "poison dead-lettered", || async {
+        queues.depth(&queues.dead).await == 1
+    })
+    .await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let dead = queues.drain(&queues.dead).await;
+    let tally = Tally {
+        published: 61,
+        closed: closes(&sandbox, &ids).0,
+        dead: dead.len(),
+        resent: 0,
+    };
+    tally.print("isolate");
+    assert!(
+        good_done < Duration::from_secs(6),
+        "the good elements waited {good_done:?} behind the poison"
+    );
+    assert_eq!(dead[0].external_id().as_deref(), Some("poison-1"));
+    assert_eq!(dead[0].header_int("x-error-status"), Some(500));
+    assert_eq!(
+        dead[0].header_str("x-error-reason").as_deref(),
+        Some("retries-exhausted")
+    );
+    assert_eq!(tally.lost(), 0);
+    queues.cleanup().await;
+}
+
+/// Messages in a queue, ready or delivered and not yet acked, as the broker counts them. A passive
+/// declare counts only the ready ones, which misses what a worker has in hand.
+async fn ready_and_unacked(queue: &str) -> u64 {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "--quiet",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("rabbitmqctl cannot run ({e}); this test needs it on PATH"));
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&queue))
+        .map(|fields| {
+            fields[1..]
+                .iter()
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
+    let queues = Queues::new("cut").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(30),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (all, ids) = jobs("cut", 1500);
+    queues.publish_jobs(&all).await;
+    let proxy = Proxy::start(upstream_of(&amqp_url())).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.retain(|(k, _)| k != "AMQP_URL");
+    env.push(("AMQP_URL".into(), proxy.amqp_url(&amqp_url())));
+    env.push(("BATCH_SIZE".into(), "50".into()));
+    let mut worker = spawn_worker(&env);
+
+    eventually(SETTLE, "some closed", || async {
+        closes(&sandbox, &ids).0 >= 200
+    })
+    .await;
+    proxy.refuse(true);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker stays up"
+    );
+    proxy.refuse(false);
+    eventually(SETTLE, "all closed after reconnecting", || async {
+        closes(&sandbox, &ids).0 == 1500
+    })
+    .await;
+    // A second cut, without refusing, while work is still going on or just done. Accepted closes are
+    // acked only once their task check is confirmed by the broker, so some may still be in hand:
+    // they return to the queue, and the reconnected worker sends them again.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        SETTLE,
+        "what was in hand at the cut is settled again",
+        || async { ready_and_unacked(&queues.close).await == 0 },
+    )
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+
+    let (closed, resent) = closes(&sandbox, &ids);
+    let tally = Tally {
+        published: 1500,
+        closed,
+        dead: queues.depth(&queues.dead).await as usize,
+        resent,
+    };
+    tally.print("broker cut");
+    let log = worker.log_text();
+    assert!(
+        log.contains("reconnecting"),
+        "reconnect attempts are logged:\n{log}"
+    );
+    assert_eq!(tally.lost(), 0);
+    assert_eq!(queues.depth(&queues.close).await, 0);
+    // Only what was in hand when the socket died can be sent twice: at most a prefetch (5 batches
+    // of 50) per cut.
+    assert!(resent <= 2 * 250, "re-sent {resent}");
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigkill_then_restart_closes_everything() {
+    let queues = Queues::new("kill").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(100),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (all, ids) = jobs("kill", 1500);
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("BATCH_SIZE".into(), "50".into()));
+    env.push(("MAX_IN_FLIGHT".into(), "4".into()));
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "some closed", || async {
+        closes(&sandbox, &ids).0 >= 300
+    })
+    .await;
+    worker.signal(Signal::SIGKILL);
+    worker.wait(Duration::from_secs(5)).await;
+    let after_kill = closes(&sandbox, &ids).0;
+
+    let mut restarted = spawn_worker(&env);
+    eventually(SETTLE, "all closed after the restart", || async {
+        closes(&sandbox, &ids).0 == 1500
+    })
+    .await;
+    restarted.terminate(Duration::from_secs(20)).await;
+    let (closed, resent) = closes(&sandbox, &ids);
+    let tally = Tally {
+        published: 1500,
+        closed,
+        dead: queues.depth(&queues.dead).await as usize,
+        resent,
+    };
+    tally.print("sigkill");
+    assert!(after_kill < 1500, "the kill happened mid-run");
+    assert_eq!(tally.lost(), 0);
+    // Bounded by what was in flight: prefetch = 50 * (4 + 1).
+    assert!(resent <= 250, "re-sent {resent}");
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
+    let queues = Queues::new("outage").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sandbox.set_outage(Some(Fault::Status {
+        status: 503,
+        retry_after_secs: None,
+        message: Some("Service Unavailable".into()),
+    }));
+    sandbox.set_token_outage(Some(503));
+    let (all, ids) = jobs("outage", 600);
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("BATCH_SIZE".into(), "50".into()));
+    env.push(("MAX_IN_FLIGHT".into(), "2".into()));
+    env.push(("RETRY_MAX_ELAPSED_MS".into(), "60000".into()));
+    env.push(("HTTP_TIMEOUT_MS".into(), "500".into()));
+    let mut worker = spawn_worker(&env);
+
+    // Token endpoint down first, then the API answers 503, then it stops answering at all:
+    // nothing is dead-lettered and only the prefetch (50 * (2 + 1) = 150) is taken meanwhile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sandbox.set_token_outage(None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sandbox.set_outage(Some(Fault::Hang));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = queues.depth(&queues.close).await;
+    assert!(
+        waiting >= 450,
+        "consumed beyond the prefetch during the outage: {waiting} left"
+    );
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    sandbox.set_outage(None);
+
+    eventually(SETTLE, "recovered by itself", || async {
+        closes(&sandbox, &ids).0 == 600
+    })
+    .await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let (closed, resent) = closes(&sandbox, &ids);
+    let tally = Tally {
+        published: 600,
+        closed,
+        dead: queues.depth(&queues.dead).await as usize,
+        resent,
+    };
+    tally.print("outage");
+    assert_eq!(tally.dead, 0);
+    assert_eq!(tally.lost(), 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
+    let queues = Queues::new("throttle").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sandbox.push_fault(
+        Fault::Status {
+            status: 429,
+            retry_after_secs: Some(2),
+            message: Some("Too many requests".into()),
+        },
+        1,
+    );
+    sandbox.push_fault(
+        Fault::Status {
+            status: 429,
+            retry_after_secs: None,
+            message: None,
+        },
+        2,
+    );
+    let (all, ids) = jobs("throttle", 300);
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("BATCH_SIZE".into(), "25".into()));
+    env.push(("RETRY_MAX_ELAPSED_MS".into(), "500".into()));
+    let started = Instant::now();
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "all closed", || async {
+        closes(&sandbox, &ids).0 == 300
+    })
+    .await;
+    let took = started.elapsed();
+    worker.terminate(Duration::from_secs(20)).await;
+    let (closed, resent) = closes(&sandbox, &ids);
+    let tally = Tally {
+        published: 300,
+        closed,
+        dead: queues.depth(&queues.dead).await as usize,
+        resent,
+    };
+    tally.print("throttle");
+    // 12 batches and 4 in flight: had only the throttled batch waited, the rest would be done at once.
+    assert!(
+        took >= Duration::from_secs(2),
+        "finished in {took:?} despite Retry-After: 2"
+    );
+    assert_eq!(
+        tally.dead, 0,
+        "a 429 never dead-letters, even past RETRY_MAX_ELAPSED_MS"
+    );
+    assert_eq!(tally.lost(), 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_holds_over_a_minute() {
+    let queues = Queues::new("rate").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (all, ids) = jobs("rate", 80);
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.retain(|(k, _)| k != "RATE_LIMIT_PER_MINUTE");
+    env.push(("RATE_LIMIT_PER_MINUTE".into(), "60".into()));
+    env.push(("BATCH_SIZE".into(), "20".into()));
+    let started = Instant::now();
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "the first minute's 60", || async {
+        closes(&sandbox, &ids).0 == 60
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        closes(&sandbox, &ids).0,
+        60,
+        "no more than 60 within the first minute"
+    );
+    eventually(
+        Duration::from_secs(90),
+        "the rest in the next minute",
+        || async { closes(&sandbox, &ids).0 == 80 },
+    )
+    .await;
+    let took = started.elapsed();
+    worker.terminate(Duration::from_secs(20)).await;
+    println!("rate limit: 80 elements at 60/minute took {took:?}");
+    assert!(took >= Duration::from_secs(59), "{took:?}");
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
+    let queues = Queues::new("flood").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let (valid, ids) = jobs("flood", 200);
+    let mut malformed: Vec<Vec<u8>> = Vec::new();
+    let mut seed = 0x2545F4914F6CDD1Du64;
+    for _ in 0..20 {
+        let bytes: Vec<u8> = (0..64)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        malformed.push(bytes);
+    }
+    malformed.push(b"\xc3\x28 invalid utf-8".to_vec());
+    malformed.push(vec![b'x'; 1 << 20]);
+    let mut huge_object = br#"{"blob":""#.to_vec();
+    huge_object.extend(std::iter::repeat_n(b'a', 1 << 20));
+    huge_object.extend_from_slice(b"\"}");
+    malformed.push(huge_object);
+    let depth = 100_000;
+    malformed.push(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes());
+    malformed
+        .push(format!("{{\"a\":{}{}}}", "{\"b\":".repeat(depth), "}".repeat(depth)).into_bytes());
+    let mut wrong = job("wrong-1");
+    wrong["listedAt"] = json!("yesterday");
+    malformed.push(wrong.to_string().into_bytes());
+    let mut wrong = job("wrong-2");
+    wrong["externalJobPostingId"] = json!(42);
+    malformed.push(wrong.to_string().into_bytes());
+    malformed.push(b"[{\"externalJobPostingId\":\"in-array\"}]".to_vec());
+    malformed.push(b"null".to_vec());
+    malformed.push(Vec::new());
+
+    for (i, job) in valid.iter().enumerate() {
+        queues
+            .publish_raw(&queues.close, job.to_string().as_bytes())
+            .await;
+        if let Some(bad) = malformed.get(i) {
+            queues.publish_raw(&queues.close, bad).await;
+        }
+    }
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let expected_dead = malformed.len() as u32;
+    eventually(SETTLE, "everything settled", || async {
+        closes(&sandbox, &ids).0 == 200 && queues.depth(&queues.dead).await == expected_dead
+    })
+    .await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker is still running"
+    );
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let dead = queues.drain(&queues.dead).await;
+    let tally = Tally {
+        published: 200 + malformed.len(),
+        closed: closes(&sandbox, &ids).0,
+        dead: dead.len(),
+        resent: 0,
+    };
+    tally.print("poison flood");
+    assert_eq!(tally.lost(), 0);
+    for letter in &dead {
+        assert_eq!(
+            letter.header_str("x-error-reason").as_deref(),
+            Some("invalid")
+        );
+        assert!(!letter.header_str("x-error-message").unwrap().is_empty());
+        assert!(
+            malformed.contains(&letter.body),
+            "dead letter body is an original, byte for byte"
+        );
+    }
+    assert!(!worker.log_text().contains("panicked"));
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_and_loses_nothing() {
+    let queues = Queues::new("twice").await;
+    queues.declare().await;
+    let slow = sandbox(SandboxConfig {
+        latency: Duration::from_secs(20),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (all, ids) = jobs("twice", 100);
+    queues.publish_jobs(&all).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &slow));
+    eventually(SETTLE, "requests in flight", || async {
+        slow.stats().requests >= 1
+    })
+    .await;
+    worker.signal(Signal::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "waits for in-flight requests"
+    );
+    let started = Instant::now();
+    worker.signal(Signal::SIGTERM);
+    worker.wait(Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let fast = sandbox(SandboxConfig::default()).await;
+    let mut again = spawn_worker(&worker_env(&queues, &fast));
+    eventually(SETTLE, "all closed by the next worker", || async {
+        closes(&fast, &ids).0 == 100
+    })
+    .await;
+    again.terminate(Duration::from_secs(20)).await;
+    let tally = Tally {
+        published: 100,
+        closed: closes(&fast, &ids).0,
+        dead: queues.depth(&queues.dead).await as usize,
+        resent: 0,
+    };
+    tally.print("second signal");
+    assert_eq!(tally.lost(), 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_shutdown_timeout_bounds_the_wait_and_gives_everything_back() {
+    let queues = Queues::new("timeout").await;
+    queues.declare().await;
+    let slow = sandbox(SandboxConfig {
+        latency: Duration::from_secs(20),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (all, ids) = jobs("timeout", 100);
+    queues.publish_jobs(&all).await;
+    let mut env = worker_env(&queues, &slow);
+    env.push(("SHUTDOWN_TIMEOUT_MS".into(), "1000".into()));
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "requests in flight", || async {
+        slow.stats().requests >= 1
+    })
+    .await;
+    let started = Instant::now();
+    assert_eq!(
+        worker.terminate(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    eventually(
+        Duration::from_secs(10),
+        "every message back in the queue",
+        || async { queues.depth(&queues.close).await == 100 },
+    )
+    .await;
+    let fast = sandbox(SandboxConfig::default()).await;
+    let mut again = spawn_worker(&worker_env(&queues, &fast));
+    eventually(SETTLE, "all closed", || async {
+        closes(&fast, &ids).0 == 100
+    })
+    .await;
+    again.terminate(Duration::from_secs(20)).await;
+    queues.cleanup().await;
+}
+
+/// Peak resident memory of a process, from the kernel's high-water mark.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn drain_backlog(n: usize) {
+    let queues = Queues::new("backlog").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let body = job("backlog").to_string();
+    for i in 0..n {
+        let body = body.replace("\"backlog\"", &format!("\"backlog-{i}\""));
+        // Confirms pipelined in windows: a backlog of this size would take long one by one.
+        queues
+            .channel
+            .basic_publish(
+                "".into(),
+                queues.close.as_str().into(),
+                Default::default(),
+                body.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        if i % 1000 == 999 {
+            queues.channel.wait_for_confirms().await.unwrap();
+        }
+    }
+    queues.channel.wait_for_confirms().await.unwrap();
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let pid = worker.child.id();
+    let started = Instant::now();
+    eventually(Duration::from_secs(300), "backlog drained", || async {
+        sandbox.stats().closed.len() == n
+    })
+    .await;
+    let took = started.elapsed();
+    let peak = peak_rss_kib(pid);
+    worker.terminate(Duration::from_secs(20)).await;
+    println!(
+        "backlog: {n} messages drained in {took:?}, peak RSS {:.1} MiB",
+        peak as f64 / 1024.0
+    );
+    assert!(peak > 0);
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_while_draining_a_backlog() {
+    drain_backlog(20_000).await;
+}
+
+/// The full-size soak: `scripts/soak.sh` runs it.
+#[tokio::test]
+#[ignore]
+async fn memory_stays_bounded_while_draining_100k() {
+    drain_backlog(100_000).await;
+}

@@ -1,0 +1,877 @@
+//! Operating job-closer, end to end against the real RabbitMQ and the sandbox: `check`, the metrics
+//! and health endpoints during a real run and a reconnect, JSON logs, secrets that never reach a log
+//! or an error (even at `RUST_LOG=trace`), queue arguments that clash, quorum queues' delivery limit,
+//! and two replicas on one queue — classic, quorum, and single active consumer with fail-over.
+//!
+//! Tests that need their own broker user or must cut one connection use `rabbitmqctl`, and touch only
+//! the users and connections they made.
+
+mod common;
+
+use common::*;
+use job_closer::amqp;
+use job_closer::config::{AmqpArgs, QueueType};
+use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
+use lapin::options::{BasicGetOptions, BasicNackOptions};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::process::Output;
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+// --- helpers ---
+
+fn unique(label: &str) -> String {
+    format!("{label}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn rabbitmqctl(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("rabbitmqctl cannot run ({e}); these tests need it on PATH"));
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A broker user of this test's own, with a password no other string in the run resembles, so a
+/// leaked password is found by a plain search. Deleted when dropped.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    async fn new() -> BrokerUser {
+        let user = BrokerUser {
+            name: unique("ops-user"),
+            password: unique("AmqpPw"),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password]).await;
+        user.grant().await;
+        user
+    }
+
+    async fn grant(&self) {
+        rabbitmqctl(&["set_permissions", "-p", "/", &self.name, ".*", ".*", ".*"]).await;
+    }
+
+    async fn revoke(&self) {
+        rabbitmqctl(&["clear_permissions", "-p", "/", &self.name]).await;
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
+    }
+}
+
+/// Deleted even when the test panics; blocking here needs no runtime.
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["delete_user", "--quiet", &self.name])
+            .output();
+    }
+}
+
+/// Closes the one broker connection whose client-given name is `name` (never anyone else's).
+async fn close_connection_named(name: &str) -> bool {
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "pid",
+        "client_properties",
+        "--quiet",
+        "--no-table-headers",
+    ])
+    .await;
+    // Lines are `<pid>\t[{"capabilities",...},{"connection_name","NAME"},...]`.
+    let property = format!("{{\"connection_name\",\"{name}\"}}");
+    let mut closed = false;
+    for line in listing.lines().filter(|line| line.contains(&property)) {
+        let pid = line.split('\t').next().unwrap();
+        rabbitmqctl(&["close_connection", pid, "ops test: simulated broker loss"]).await;
+        closed = true;
+    }
+    closed
+}
+
+/// `job-closer <args>` to completion, without blocking the runtime the sandbox answers on.
+async fn run_command(args: &[&str], env: &[(String, String)]) -> Output {
+    tokio::process::Command::new(binary())
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .await
+        .unwrap()
+}
+
+fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
+    env.retain(|(k, _)| k != name);
+    env.push((name.to_owned(), value.to_owned()));
+}
+
+fn without(env: &mut Vec<(String, String)>, name: &str) {
+    env.retain(|(k, _)| k != name);
+}
+
+/// The address the worker's metrics listener bound (METRICS_ADDR=127.0.0.1:0 picks a free port),
+/// read from its "Serving /healthz" log line.
+async fn metrics_base(worker: &WorkerProcess) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = worker.log_text();
+        let base = log
+            .lines()
+            .find(|line| line.contains("Serving /healthz"))
+            .and_then(|line| {
+                let at = line.find("addr")?;
+                line[at..]
+                    .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .find(|part| part.contains(':') && part.len() > 8)
+                    .map(|addr| format!("http://{addr}"))
+            });
+        if let Some(base) = base {
+            return base;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never said where it serves /metrics:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// One series' value from Prometheus text, e.g. `job_closer_requests_total{outcome="answered"}`.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+async fn metrics_of(base: &str) -> String {
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200, "/metrics answered {status}");
+    text
+}
+
+async fn wait_ready(base: &str) {
+    eventually(Duration::from_secs(15), "/readyz 200", || async {
+        get(&format!("{base}/readyz")).await.0 == 200
+    })
+    .await;
+}
+
+fn amqp_args(queues: &Queues, queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
+    AmqpArgs {
+        amqp_url: amqp_url().parse().unwrap(),
+        close_queue: queues.close.clone(),
+        dead_letter_queue: queues.dead.clone(),
+        queue_type,
+        single_active_consumer,
+        delivery_limit: 20,
+    }
+}
+
+/// Declares both queues exactly as `run` would with these settings.
+async fn declare_like_run(queues: &Queues, args: &AmqpArgs) {
+    amqp::declare_queues(&queues.connection, args)
+        .await
+        .expect("the broker accepts the queue arguments");
+}
+
+/// A job LinkedIn's checks never see: it fails local validation and is dead-lettered as invalid.
+fn invalid_job(id: &str) -> Value {
+    let mut job = job(id);
+    job.as_object_mut().unwrap().remove("title");
+    job
+}
+
+fn lines_of(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.trim().is_empty()).collect()
+}
+
+// --- check ---
+
+#[tokio::test]
+async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
+    let queues = Queues::new("ops-check").await;
+    queues.declare().await;
+    queues
+        .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
+        .await;
+    let sandbox = sandbox(SandboxConfig {
+        client_secret: unique("ClientSecret"),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let env = worker_env(&queues, &sandbox);
+
+    let output = run_command(&["check"], &env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines = lines_of(&stdout);
+    for step in ["config", "broker", "close queue", "dlq", "token"] {
+        let line = lines
+            .iter()
+            .find(|l| l[6..].starts_with(step))
+            .unwrap_or_else(|| panic!("no {step} line in\n{stdout}"));
+        assert!(line.starts_with("ok "), "{line}");
+    }
+    assert!(stdout.contains("3 ready"), "{stdout}");
+    assert!(stdout.contains("amqp://guest:***@"), "{stdout}");
+    assert_eq!(sandbox.stats().tokens_issued, 1);
+
+    // A wrong client secret: the token step fails, the secret is never printed.
+    let wrong_secret = unique("WrongSecret");
+    let mut wrong = env.clone();
+    set(&mut wrong, "LINKEDIN_CLIENT_SECRET", &wrong_secret);
+    let output = run_command(&["check"], &wrong).await;
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    let token_line = lines_of(&all)
+        .into_iter()
+        .find(|l| l.starts_with("FAIL  token"))
+        .unwrap_or_else(|| panic!("no failing token line in\n{all}"));
+    assert!(token_line.contains("401"), "{token_line}");
+    assert!(
+        all.contains("ok    broker"),
+        "the other steps still ran:\n{all}"
+    );
+    assert!(!all.contains(&wrong_secret) && !all.contains(&sandbox.config().client_secret));
+
+    // A wrong AMQP password: redacted in the verdict and in the error.
+    let wrong_password = unique("WrongAmqpPw");
+    let mut wrong = env.clone();
+    set(
+        &mut wrong,
+        "AMQP_URL",
+        &format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
+    );
+    let output = run_command(&["check"], &wrong).await;
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAIL  broker"), "{all}");
+    assert!(all.contains("amqp://guest:***@127.0.0.1"), "{all}");
+    assert!(!all.contains(&wrong_password), "{all}");
+    assert!(all.contains("skip  close queue"), "{all}");
+    assert!(all.contains("ok    token"), "{all}");
+
+    // Queues declared with other arguments: the step names the argument and the setting.
+    let mut quorum = env.clone();
+    set(&mut quorum, "QUEUE_TYPE", "quorum");
+    let output = run_command(&["check"], &quorum).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let queue_line = lines_of(&stdout)
+        .into_iter()
+        .find(|l| l.starts_with("FAIL  close queue"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(queue_line.contains("inequivalent arg '"), "{queue_line}");
+    assert!(queue_line.contains("QUEUE_TYPE"), "{queue_line}");
+    assert_eq!(
+        queues.depth(&queues.close).await,
+        3,
+        "check consumed nothing"
+    );
+
+    // Missing credentials are a configuration failure: exit 2, and no token is asked for.
+    let mut missing = env.clone();
+    without(&mut missing, "LINKEDIN_CLIENT_SECRET");
+    let output = run_command(&["check"], &missing).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("FAIL  config"), "{stdout}");
+    assert!(stdout.contains("skip  token"), "{stdout}");
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn neither_help_nor_a_settings_error_shows_a_secret() {
+    let password = unique("AmqpPw");
+    let client_secret = unique("ClientSecret");
+    let env = vec![
+        (
+            "AMQP_URL".to_owned(),
+            format!("amqp://someone:{password}@127.0.0.1:99999/%2f"),
+        ),
+        ("LINKEDIN_CLIENT_ID".to_owned(), "id".to_owned()),
+        ("LINKEDIN_CLIENT_SECRET".to_owned(), client_secret.clone()),
+    ];
+    for args in [
+        &["run", "--help"][..],
+        &["check", "--help"],
+        &["run"],
+        &["check"],
+    ] {
+        let output = run_command(args, &env).await;
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(!all.contains(&password), "{args:?}: {all}");
+        assert!(!all.contains(&client_secret), "{args:?}: {all}");
+        if !args.contains(&"--help") {
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {all}");
+            assert!(all.contains("invalid port number"), "{args:?}: {all}");
+        }
+    }
+}
+
+// --- a full run: metrics, JSON logs, secrets ---
+
+#[tokio::test]
+async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
+    let queues = Queues::new("ops-run").await;
+    queues.declare().await;
+    let user = BrokerUser::new().await;
+    let sandbox = sandbox(SandboxConfig {
+        client_secret: unique("ClientSecret"),
+        ..SandboxConfig::default()
+    })
+    .await;
+    // The secret comes from a file, as a Docker or Kubernetes secret would (trailing newline too).
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret_file = secret_dir.path().join("linkedin_client_secret");
+    std::fs::write(
+        &secret_file,
+        format!("{}\n", sandbox.config().client_secret),
+    )
+    .unwrap();
+
+    let mut env = worker_env(&queues, &sandbox);
+    without(&mut env, "LINKEDIN_CLIENT_SECRET");
+    set(
+        &mut env,
+        "LINKEDIN_CLIENT_SECRET_FILE",
+        secret_file.to_str().unwrap(),
+    );
+    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "LOG_FORMAT", "json");
+    set(&mut env, "RUST_LOG", "trace");
+    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
+    set(&mut env, "BATCH_SIZE", "10");
+
+    // One whole-request failure, so that something is retried.
+    sandbox.push_fault(
+        Fault::Status {
+            status: 500,
+            retry_after_secs: None,
+            message: Some("Internal Server Error".into()),
+        },
+        1,
+    );
+    let mut rejected = job("run-rejected");
+    rejected["title"] = json!(42);
+    let mut jobs: Vec<Value> = (0..40).map(|i| job(&format!("run-{i}"))).collect();
+    jobs.push(invalid_job("run-invalid-1"));
+    jobs.push(invalid_job("run-invalid-2"));
+    jobs.push(rejected);
+    queues.publish_jobs(&jobs).await;
+
+    let mut worker = spawn_worker(&env);
+    let base = metrics_base(&worker).await;
+    wait_settled(&queues, &sandbox, 40, 3, SETTLE).await;
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+
+    // The depth gauges are refreshed every few seconds: wait for the settled view.
+    let dead_depth = format!("job_closer_queue_messages{{queue=\"{}\"}}", queues.dead);
+    let close_depth = format!("job_closer_queue_messages{{queue=\"{}\"}}", queues.close);
+    let deadline = std::time::Instant::now() + Duration::from_secs(12);
+    let text = loop {
+        let text = metrics_of(&base).await;
+        if metric(&text, &dead_depth) == Some(3.0) && metric(&text, &close_depth) == Some(0.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "queue depth gauges never showed the settled queues:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let value = |series: &str| {
+        metric(&text, series).unwrap_or_else(|| panic!("{series} missing in\n{text}"))
+    };
+    assert_eq!(value("job_closer_messages_consumed_total"), 43.0);
+    assert_eq!(value("job_closer_elements_closed_total"), 40.0);
+    assert_eq!(
+        value(r#"job_closer_elements_dead_lettered_total{reason="invalid",status="422"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"job_closer_elements_dead_lettered_total{reason="rejected",status="422"}"#),
+        1.0
+    );
+    assert!(value("job_closer_elements_retried_total") >= 1.0);
+    assert!(value(r#"job_closer_requests_total{outcome="answered"}"#) >= 4.0);
+    assert_eq!(
+        value(r#"job_closer_requests_total{outcome="transient"}"#),
+        1.0
+    );
+    assert_eq!(value("job_closer_token_requests_total"), 1.0);
+    assert!(value("job_closer_batch_size_count") >= 5.0);
+    assert!(value("job_closer_batch_size_sum") >= 41.0);
+    assert!(value("job_closer_request_duration_seconds_count") >= 5.0);
+    assert_eq!(value("job_closer_requests_in_flight"), 0.0);
+    for family in [
+        "job_closer_messages_consumed",
+        "job_closer_elements_closed",
+        "job_closer_elements_dead_lettered",
+        "job_closer_elements_retried",
+        "job_closer_requests",
+        "job_closer_token_requests",
+        "job_closer_batch_size",
+        "job_closer_request_duration_seconds",
+        "job_closer_requests_in_flight",
+        "job_closer_queue_messages",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{family}:\n{text}"
+        );
+    }
+
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let log = worker.log_text();
+
+    // JSON logs: every line is one JSON object.
+    let events: Vec<Value> = lines_of(&log)
+        .into_iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["level"] == "TRACE"),
+        "RUST_LOG=trace was in force"
+    );
+    // Every dead letter and every retry names the job, the status and the message.
+    let named = |message: &str, id: &str| {
+        events
+            .iter()
+            .find(|e| e["message"] == message && e["externalJobPostingId"] == id)
+            .unwrap_or_else(|| {
+                let similar: Vec<String> = events
+                    .iter()
+                    .filter(|e| e.to_string().contains(id))
+                    .map(Value::to_string)
+                    .collect();
+                panic!("no {message:?} event for {id}; events naming it:\n{similar:#?}")
+            })
+            .clone()
+    };
+    let invalid = named("Dead-lettered.", "run-invalid-1");
+    assert_eq!(invalid["status"], 422);
+    assert_eq!(invalid["reason"], "invalid");
+    assert!(
+        invalid["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("/title :: field is required"),
+        "{invalid}"
+    );
+    let rejected = named("Dead-lettered.", "run-rejected");
+    assert_eq!(rejected["status"], 422);
+    assert!(
+        rejected["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("/title"),
+        "LinkedIn's message is logged: {rejected}"
+    );
+    let retried: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e["message"] == "Retrying.")
+        .map(|retry| {
+            assert_eq!(retry["status"], 500, "{retry}");
+            assert_eq!(retry["error_message"], "Internal Server Error", "{retry}");
+            retry["externalJobPostingId"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        retried.len() as f64,
+        value("job_closer_elements_retried_total"),
+        "one line for each retried element"
+    );
+    // Log shippers keep one value per key: a field must not shadow the event's message.
+    for line in lines_of(&log) {
+        assert_eq!(line.matches("\"message\":").count(), 1, "{line}");
+    }
+
+    // No secret, token or password anywhere, in any form the libraries might print it.
+    let password_bytes = format!("{:?}", user.password.as_bytes());
+    let password_bytes = password_bytes.trim_matches(['[', ']']);
+    let tokens = sandbox.issued_tokens();
+    assert_eq!(tokens.len(), 1);
+    let mut secrets = vec![
+        sandbox.config().client_secret,
+        user.password.clone(),
+        password_bytes.to_owned(),
+    ];
+    secrets.extend(tokens);
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret leaked into the log: {secret}"
+        );
+    }
+    assert!(
+        log.contains(&format!("amqp://{}:***@127.0.0.1", user.name)),
+        "the broker is logged with its password redacted"
+    );
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
+    let queues = Queues::new("ops-ready").await;
+    queues.declare().await;
+    let user = BrokerUser::new().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let connection_name = unique("job-closer ops-ready");
+    let mut env = worker_env(&queues, &sandbox);
+    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "AMQP_CONNECTION_NAME", &connection_name);
+    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
+    let mut worker = spawn_worker(&env);
+    let base = metrics_base(&worker).await;
+    wait_ready(&base).await;
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
+
+    // Cut the worker's connection and keep it from coming back until permissions return.
+    user.revoke().await;
+    assert!(
+        close_connection_named(&connection_name).await,
+        "the worker's connection is listed under its AMQP_CONNECTION_NAME"
+    );
+    eventually(Duration::from_secs(10), "/readyz 503", || async {
+        get(&format!("{base}/readyz")).await.0 == 503
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        get(&format!("{base}/readyz")).await.0,
+        503,
+        "still reconnecting"
+    );
+    assert_eq!(
+        get(&format!("{base}/healthz")).await.0,
+        200,
+        "alive while reconnecting"
+    );
+
+    user.grant().await;
+    wait_ready(&base).await;
+    let text = metrics_of(&base).await;
+    assert!(metric(&text, "job_closer_broker_reconnects_total").unwrap() >= 1.0);
+    queues.publish_jobs(&[job("ready-1"), job("ready-2")]).await;
+    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+
+    let log = worker.log_text();
+    assert!(log.contains("reconnecting"), "{log}");
+    assert!(
+        log.contains(&format!("amqp://{}:***@", user.name)),
+        "broker errors name the URL, redacted: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
+    assert!(!log.contains(&user.password), "{log}");
+    queues.cleanup().await;
+}
+
+// --- queue arguments ---
+
+#[tokio::test]
+async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
+    let queues = Queues::new("ops-mismatch").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    for (name, value, argument, setting) in [
+        ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),
+        (
+            "SINGLE_ACTIVE_CONSUMER",
+            "true",
+            "x-single-active-consumer",
+            "SINGLE_ACTIVE_CONSUMER",
+        ),
+    ] {
+        let mut env = worker_env(&queues, &sandbox);
+        set(&mut env, name, value);
+        let mut worker = spawn_worker(&env);
+        let status = worker.wait(Duration::from_secs(15)).await;
+        let log = worker.log_text();
+        assert_eq!(status.code(), Some(1), "{name}={value}: {log}");
+        let error = log
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line: {log}"));
+        assert!(error.contains(&queues.close), "{error}");
+        assert!(error.contains(argument), "{error}");
+        assert!(error.contains(setting), "{error}");
+        assert!(error.contains("drain and delete"), "{error}");
+    }
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_quorum_queue_dead_letters_a_message_past_its_delivery_limit() {
+    let queues = Queues::new("ops-limit").await;
+    let mut args = amqp_args(&queues, QueueType::Quorum, false);
+    args.delivery_limit = 2;
+    declare_like_run(&queues, &args).await;
+    queues
+        .publish_raw(&queues.close, b"crashes every consumer")
+        .await;
+    // Each nack with requeue stands for a consumer that crashed holding the message.
+    let mut deliveries = 0;
+    while let Some(message) = queues
+        .channel
+        .basic_get(
+            queues.close.as_str().into(),
+            BasicGetOptions { no_ack: false },
+        )
+        .await
+        .unwrap()
+    {
+        deliveries += 1;
+        assert!(deliveries <= 5, "the delivery limit did not take effect");
+        message
+            .delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eventually(Duration::from_secs(5), "the message in the DLQ", || async {
+        queues.depth(&queues.dead).await == 1
+    })
+    .await;
+    assert_eq!(
+        queues.drain(&queues.dead).await[0].body,
+        b"crashes every consumer"
+    );
+    queues.cleanup().await;
+}
+
+// --- replicas ---
+
+struct Replica {
+    process: WorkerProcess,
+    base: String,
+}
+
+impl Replica {
+    async fn start(env: &[(String, String)]) -> Replica {
+        let process = spawn_worker(env);
+        let base = metrics_base(&process).await;
+        wait_ready(&base).await;
+        Replica { process, base }
+    }
+
+    async fn consumed(&self) -> f64 {
+        metric(
+            &metrics_of(&self.base).await,
+            "job_closer_messages_consumed_total",
+        )
+        .unwrap()
+    }
+}
+
+fn replica_env(
+    queues: &Queues,
+    sandbox: &Sandbox,
+    queue_type: &str,
+    single_active_consumer: bool,
+) -> Vec<(String, String)> {
+    let mut env = worker_env(queues, sandbox);
+    set(&mut env, "QUEUE_TYPE", queue_type);
+    set(
+        &mut env,
+        "SINGLE_ACTIVE_CONSUMER",
+        &single_active_consumer.to_string(),
+    );
+    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
+    set(&mut env, "BATCH_SIZE", "10");
+    set(&mut env, "MAX_IN_FLIGHT", "1");
+    // Small prefetch, so both replicas get a share instead of the first taking everything.
+    set(&mut env, "PREFETCH", "20");
+    env
+}
+
+/// 280 good jobs and 20 invalid ones, with their ids.
+fn replica_jobs(label: &str) -> (Vec<Value>, BTreeSet<String>, BTreeSet<String>) {
+    let good: BTreeSet<String> = (0..280).map(|i| format!("{label}-{i}")).collect();
+    let invalid: BTreeSet<String> = (0..20).map(|i| format!("{label}-invalid-{i}")).collect();
+    let jobs = good
+        .iter()
+        .map(|id| job(id))
+        .chain(invalid.iter().map(|id| invalid_job(id)))
+        .collect();
+    (jobs, good, invalid)
+}
+
+/// Every good job closed at least once and every invalid one dead-lettered at least once: nothing
+/// lost, whichever replica handled it.
+async fn assert_nothing_lost(
+    queues: &Queues,
+    sandbox: &Sandbox,
+    good: &BTreeSet<String>,
+    invalid: &BTreeSet<String>,
+) {
+    eventually(SETTLE, "every job closed or dead-lettered", || async {
+        sandbox.stats().closed.len() >= good.len()
+            && queues.depth(&queues.dead).await as usize >= invalid.len()
+    })
+    .await;
+    let closed: BTreeSet<String> = sandbox.stats().closed.keys().cloned().collect();
+    assert_eq!(&closed, good);
+    let dead: BTreeSet<String> = queues
+        .drain(&queues.dead)
+        .await
+        .iter()
+        .filter_map(|d| d.external_id())
+        .collect();
+    assert_eq!(&dead, invalid);
+    assert_eq!(queues.depth(&queues.close).await, 0);
+}
+
+async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
+    let queues = Queues::new(label).await;
+    declare_like_run(&queues, &amqp_args(&queues, queue_type, false)).await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(20),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let type_name = match queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    };
+    let env = replica_env(&queues, &sandbox, type_name, false);
+    let mut first = Replica::start(&env).await;
+    let mut second = Replica::start(&env).await;
+    let (jobs, good, invalid) = replica_jobs(label);
+    queues.publish_jobs(&jobs).await;
+    assert_nothing_lost(&queues, &sandbox, &good, &invalid).await;
+    let (a, b) = (first.consumed().await, second.consumed().await);
+    assert!(a > 0.0 && b > 0.0, "both replicas worked: {a} and {b}");
+    assert_eq!(a + b, 300.0, "each message consumed once");
+    for replica in [&mut first, &mut second] {
+        assert_eq!(
+            replica
+                .process
+                .terminate(Duration::from_secs(20))
+                .await
+                .code(),
+            Some(0)
+        );
+    }
+    assert_eq!(sandbox.stats().token_requests, 2, "one token per replica");
+    // The queues the replicas declared are exactly what `check` expects with the same settings.
+    let output = run_command(&["check"], &env).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("exists with matching arguments; 0 ready"),
+        "{stdout}"
+    );
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_a_classic_queue_lose_nothing() {
+    two_replicas_share_the_work(QueueType::Classic, "ops-classic").await;
+}
+
+#[tokio::test]
+async fn two_replicas_on_a_quorum_queue_lose_nothing() {
+    two_replicas_share_the_work(QueueType::Quorum, "ops-quorum").await;
+}
+
+#[tokio::test]
+async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_is_killed() {
+    let label = "ops-sac";
+    let queues = Queues::new(label).await;
+    declare_like_run(&queues, &amqp_args(&queues, QueueType::Classic, true)).await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(50),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let env = replica_env(&queues, &sandbox, "classic", true);
+    let mut active = Replica::start(&env).await;
+    let mut standby = Replica::start(&env).await;
+    let (jobs, good, invalid) = replica_jobs(label);
+    queues.publish_jobs(&jobs).await;
+
+    eventually(SETTLE, "the active replica under way", || async {
+        sandbox.stats().closed.len() >= 60
+    })
+    .await;
+    assert!(active.consumed().await > 0.0);
+    assert_eq!(
+        standby.consumed().await,
+        0.0,
+        "the standby receives nothing"
+    );
+    assert!(
+        sandbox.stats().closed.len() < good.len(),
+        "the active replica was killed mid-way"
+    );
+    active.process.signal(nix::sys::signal::Signal::SIGKILL);
+    active.process.wait(Duration::from_secs(5)).await;
+
+    assert_nothing_lost(&queues, &sandbox, &good, &invalid).await;
+    assert!(standby.consumed().await > 0.0, "the standby took over");
+    assert_eq!(
+        standby
+            .process
+            .terminate(Duration::from_secs(20))
+            .await
+            .code(),
+        Some(0)
+    );
+    queues.cleanup().await;
+}

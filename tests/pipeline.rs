@@ -1,0 +1,554 @@
+//! End to end: the built `job-closer run` against the real RabbitMQ and the sandbox — the happy path,
+//! each documented LinkedIn error, poison in a good batch, duplicates and contracts, token expiry under
+//! concurrency, SIGTERM, and the dead-letter headers.
+
+mod common;
+
+use common::*;
+use job_closer::sandbox::{Fault, SandboxConfig};
+use serde_json::json;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn closes_every_job_in_full_batches() {
+    let queues = Queues::new("happy").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let jobs: Vec<_> = (0..250).map(|i| job(&format!("happy-{i}"))).collect();
+    queues.publish_jobs(&jobs).await;
+
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 250, 0, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+
+    let stats = sandbox.stats();
+    assert_eq!(stats.closed.len(), 250);
+    assert!(
+        stats.closed.values().all(|n| *n == 1),
+        "each job closed once"
+    );
+    assert!(stats.request_sizes.iter().all(|n| *n <= 100));
+    assert!(
+        stats.request_sizes.iter().filter(|n| **n == 100).count() >= 2,
+        "{:?}",
+        stats.request_sizes
+    );
+    assert_eq!(stats.token_requests, 1, "one shared token");
+    assert_eq!(queues.depth(&queues.close).await, 0);
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn documented_errors_are_dead_lettered_with_linkedins_message() {
+    let queues = Queues::new("errors").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let mut wrong_type = job("err-title-number");
+    wrong_type["title"] = json!(42);
+    let mut missing = job("err-missing");
+    missing.as_object_mut().unwrap().remove("title");
+    let mut create = job("err-create");
+    create["jobPostingOperationType"] = json!("CREATE");
+    let mut numeric_id = job("x");
+    numeric_id["externalJobPostingId"] = json!(12345);
+    let published = vec![
+        job("ok-1"),
+        wrong_type,
+        premium_job("ok-premium", "urn:li:contract:1"),
+        premium_job("err-contract-a", "urn:li:contract:2"),
+        premium_job("err-contract-b", "urn:li:contract:2"),
+        missing,
+        create,
+        numeric_id,
+        job("ok-2"),
+    ];
+    queues.publish_jobs(&published).await;
+    queues.publish_raw(&queues.close, b"\xff not json").await;
+
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 3, 7, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+
+    let closed: BTreeSet<_> = sandbox.stats().closed.keys().cloned().collect();
+    assert_eq!(
+        closed,
+        ["ok-1", "ok-2", "ok-premium"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    let dead = queues.drain(&queues.dead).await;
+    assert_eq!(dead.len(), 7);
+    let by_id = |id: &str| {
+        dead.iter()
+            .find(|d| d.external_id().as_deref() == Some(id))
+            .unwrap()
+    };
+
+    let title = by_id("err-title-number");
+    assert_eq!(title.header_int("x-error-status"), Some(422));
+    assert_eq!(
+        title.header_str("x-error-reason").as_deref(),
+        Some("rejected")
+    );
+    assert!(
+        title
+            .header_str("x-error-message")
+            .unwrap()
+            .starts_with("ERROR :: /title ::")
+    );
+
+    for id in ["err-contract-a", "err-contract-b"] {
+        let contract = by_id(id);
+        assert_eq!(contract.header_int("x-error-status"), Some(403));
+        assert_eq!(
+            contract.header_str("x-error-message").as_deref(),
+            Some("Caller is not authorized to access the jobs for contract: urn:li:contract:2")
+        );
+    }
+
+    let missing = by_id("err-missing");
+    assert_eq!(
+        missing.header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
+    assert_eq!(missing.header_int("x-error-status"), Some(422));
+    assert_eq!(
+        missing.header_str("x-error-message").as_deref(),
+        Some("ERROR :: /title :: field is required but not found and has no default value")
+    );
+    assert_eq!(missing.header_int("x-attempts"), Some(0));
+    assert_eq!(
+        by_id("err-create").header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
+
+    // Poison that LinkedIn would answer with a 500 for the whole request never reaches it.
+    let poison = dead
+        .iter()
+        .find(|d| {
+            d.json()
+                .is_some_and(|v| v["externalJobPostingId"] == json!(12345))
+        })
+        .unwrap();
+    assert_eq!(
+        poison.header_str("x-error-reason").as_deref(),
+        Some("invalid")
+    );
+    assert!(!sandbox.stats().responses_by_status.contains_key(&500));
+
+    let garbage = dead.iter().find(|d| d.body.starts_with(b"\xff")).unwrap();
+    assert_eq!(garbage.body, b"\xff not json", "body kept byte for byte");
+    assert!(
+        garbage
+            .header_str("x-error-message")
+            .unwrap()
+            .contains("UTF-8")
+    );
+
+    for letter in &dead {
+        assert_eq!(
+            letter.header_str("x-original-queue").as_deref(),
+            Some(queues.close.as_str())
+        );
+        let at = letter.header_str("x-dead-lettered-at").unwrap();
+        assert!(
+            time::OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+                .is_ok(),
+            "{at}"
+        );
+        assert!(
+            letter.properties.message_id().is_some(),
+            "original properties kept"
+        );
+    }
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
+    let queues = Queues::new("bytes").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    // Odd spacing and key order must survive: the dead letter is the original, not a re-serialisation.
+    let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"u","description":"d","listedAt":1,"location":"l" }  "#;
+    queues.publish_raw(&queues.close, body).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    eventually(SETTLE, "dead letter", || async {
+        queues.depth(&queues.dead).await == 1
+    })
+    .await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let dead = queues.drain(&queues.dead).await;
+    assert_eq!(dead[0].body, body.to_vec());
+    assert_eq!(dead[0].header_int("x-attempts"), Some(1));
+    assert_eq!(dead[0].properties.delivery_mode(), &Some(2));
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn duplicates_and_contracts_never_share_a_request() {
+    let queues = Queues::new("dups").await;
+    queues.declare().await;
+    // The sandbox answers 400 to a request with duplicate ids, like LinkedIn; none may happen.
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let mut jobs = Vec::new();
+    for i in 0..30 {
+        jobs.push(job(&format!("dup-{}", i % 10)));
+        jobs.push(premium_job(&format!("c1-{i}"), "urn:li:contract:1"));
+        jobs.push(premium_job(&format!("c2-{i}"), "urn:li:contract:2"));
+    }
+    queues.publish_jobs(&jobs).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    eventually(SETTLE, "all 90 closes accepted", || async {
+        sandbox.stats().closed.values().sum::<u64>() == 90
+    })
+    .await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let stats = sandbox.stats();
+    assert_eq!(stats.responses_by_status.get(&400), None, "{stats:?}");
+    assert_eq!(stats.closed.get("dup-3"), Some(&3));
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() {
+    let queues = Queues::new("token").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(300),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let jobs: Vec<_> = (0..400).map(|i| job(&format!("tok-{i}"))).collect();
+    queues.publish_jobs(&jobs).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("BATCH_SIZE".into(), "10".into()));
+    env.push(("MAX_IN_FLIGHT".into(), "8".into()));
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "several requests in flight", || async {
+        sandbox.stats().max_concurrent_requests >= 4
+    })
+    .await;
+    sandbox.expire_tokens();
+    wait_settled(&queues, &sandbox, 400, 0, SETTLE).await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let stats = sandbox.stats();
+    assert_eq!(
+        stats.token_requests, 2,
+        "one token, then exactly one renewal"
+    );
+    assert!(stats.responses_by_status.get(&401).copied().unwrap_or(0) >= 1);
+    assert_eq!(
+        queues.depth(&queues.dead).await,
+        0,
+        "a 401 never dead-letters"
+    );
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn sigterm_settles_everything_in_hand_and_exits_zero() {
+    let queues = Queues::new("sigterm").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(400),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let jobs: Vec<_> = (0..600).map(|i| job(&format!("term-{i}"))).collect();
+    queues.publish_jobs(&jobs).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("BATCH_SIZE".into(), "20".into()));
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "work under way", || async {
+        sandbox.stats().requests >= 2
+    })
+    .await;
+    let status = worker.terminate(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "log:\n{}", worker.log_text());
+
+    let closed = sandbox.stats().closed.len() as u32;
+    let waiting = queues.depth(&queues.close).await;
+    let dead = queues.depth(&queues.dead).await;
+    println!("published 600, closed {closed}, back in queue {waiting}, dead-lettered {dead}");
+    assert!(closed > 0);
+    assert_eq!(dead, 0);
+    // Every request is either closed or back in the queue; a closed one may also be back only if its
+    // ack was lost, which a clean shutdown must not do.
+    assert_eq!(
+        closed + waiting,
+        600,
+        "lost = {}",
+        600 - (closed + waiting) as i64
+    );
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn whole_request_failures_are_retried_then_given_up_on() {
+    let queues = Queues::new("exhaust").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sandbox.set_outage(Some(Fault::Status {
+        status: 503,
+        retry_after_secs: None,
+        message: Some("Service Unavailable".into()),
+    }));
+    queues
+        .publish_jobs(&[job("exhaust-1"), job("exhaust-2")])
+        .await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("RETRY_MAX_ELAPSED_MS".into(), "1500".into()));
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "both dead-lettered", || async {
+        queues.depth(&queues.dead).await == 2
+    })
+    .await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let dead = queues.drain(&queues.dead).await;
+    for letter in &dead {
+        assert_eq!(
+            letter.header_str("x-error-reason").as_deref(),
+            Some("retries-exhausted")
+        );
+        assert_eq!(letter.header_int("x-error-status"), Some(503));
+        assert_eq!(
+            letter.header_str("x-error-message").as_deref(),
+            Some("Service Unavailable")
+        );
+        assert!(letter.header_int("x-attempts").unwrap() >= 2);
+    }
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn transient_failures_that_recover_lose_nothing() {
+    let queues = Queues::new("recover").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    sandbox.push_fault(
+        Fault::Status {
+            status: 500,
+            retry_after_secs: None,
+            message: None,
+        },
+        3,
+    );
+    sandbox.push_fault(Fault::WrongCount200, 1);
+    sandbox.push_fault(Fault::Garbage200, 1);
+    sandbox.push_fault(
+        Fault::Status {
+            status: 429,
+            retry_after_secs: Some(1),
+            message: None,
+        },
+        1,
+    );
+    let jobs: Vec<_> = (0..50).map(|i| job(&format!("rec-{i}"))).collect();
+    queues.publish_jobs(&jobs).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 50, 0, SETTLE).await;
+    worker.terminate(Duration::from_secs(20)).await;
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    let log = worker.log_text();
+    assert!(log.contains("Retrying."), "{log}");
+    assert!(
+        log.contains("rec-0"),
+        "retries are logged with the external ids"
+    );
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_settings_are_refused_with_a_clear_error() {
+    for (name, value, expect) in [
+        ("BATCH_SIZE", "101", "101"),
+        ("BATCH_SIZE", "0", "0"),
+        ("AMQP_URL", "http://nope", "amqp"),
+    ] {
+        let output = std::process::Command::new(binary())
+            .arg("run")
+            .env(name, value)
+            .env("LINKEDIN_CLIENT_ID", "x")
+            .env("LINKEDIN_CLIENT_SECRET", "y")
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expect), "{stderr}");
+    }
+    let output = std::process::Command::new(binary())
+        .arg("run")
+        .env_remove("LINKEDIN_CLIENT_ID")
+        .env_remove("LINKEDIN_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("LINKEDIN_CLIENT_ID"));
+}
+
+#[tokio::test]
+async fn the_versioned_rest_api_and_string_lifetimes_work() {
+    let queues = Queues::new("rest").await;
+    queues.declare().await;
+    let sandbox = sandbox(SandboxConfig {
+        expires_in_as_string: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    queues.publish_jobs(&[job("rest-1"), job("rest-2")]).await;
+    let mut env = worker_env(&queues, &sandbox);
+    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
+    let mut worker = spawn_worker(&env);
+    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    worker.terminate(Duration::from_secs(20)).await;
+    let stats = sandbox.stats();
+    assert!(stats.linkedin_versions.contains("202504"), "{stats:?}");
+    assert_eq!(stats.token_requests, 1);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn run_sandbox_closes_without_credentials() {
+    let queues = Queues::new("runsandbox").await;
+    queues.declare().await;
+    queues.publish_jobs(&[job("sbx-1")]).await;
+    let env: Vec<(String, String)> = [
+        ("AMQP_URL", amqp_url()),
+        ("CLOSE_QUEUE", queues.close.clone()),
+        ("DEAD_LETTER_QUEUE", queues.dead.clone()),
+        ("METRICS_ADDR", String::new()),
+        ("BATCH_LINGER_MS", "50".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let mut worker = spawn_command(&["run", "--sandbox"], &env);
+    eventually(SETTLE, "closed by the in-process sandbox", || async {
+        worker.log_text().contains("sbx-1") && queues.depth(&queues.close).await == 0
+    })
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    assert!(
+        worker.log_text().contains("Closed."),
+        "{}",
+        worker.log_text()
+    );
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn publish_validates_every_line_and_publishes_all_or_nothing() {
+    let queues = Queues::new("publish").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jobs.ndjson");
+    let good = job("pub-1").to_string();
+    std::fs::write(
+        &file,
+        format!("{good}\n\n{{\"title\":\"x\"}}\n{}\n", job("pub-2")),
+    )
+    .unwrap();
+    let base = |cmd: &mut std::process::Command| {
+        cmd.env("AMQP_URL", amqp_url())
+            .env("CLOSE_QUEUE", &queues.close)
+            .env("DEAD_LETTER_QUEUE", &queues.dead);
+    };
+    let mut refused = std::process::Command::new(binary());
+    base(refused.arg("publish").arg(&file));
+    let output = refused.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("line 3: ERROR :: /companyApplyUrl"),
+        "{stderr}"
+    );
+    assert_eq!(queues.depth(&queues.close).await, 0, "nothing published");
+
+    let mut skipping = std::process::Command::new(binary());
+    base(skipping.arg("publish").arg("--skip-invalid").arg(&file));
+    let output = skipping.output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("Published 2"));
+
+    let mut from_stdin = std::process::Command::new(binary());
+    base(from_stdin.arg("publish").arg("-"));
+    from_stdin
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut child = from_stdin.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{good}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let published = queues.drain(&queues.close).await;
+    assert_eq!(published.len(), 3);
+    assert_eq!(
+        published[0].body,
+        good.as_bytes(),
+        "published byte for byte"
+    );
+    for message in &published {
+        assert_eq!(message.properties.delivery_mode(), &Some(2));
+        assert_eq!(
+            message
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|c| c.as_str()),
+            Some("application/json")
+        );
+        assert!(message.properties.message_id().is_some());
+    }
+    queues.cleanup().await;
+}
+
+#[tokio::test]
+async fn queues_declared_elsewhere_without_arguments_are_accepted() {
+    // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
+    let queues = Queues::new("plain").await;
+    for name in [&queues.close, &queues.dead] {
+        queues
+            .channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions::durable(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    queues.publish_jobs(&[job("plain-1")]).await;
+    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    wait_settled(&queues, &sandbox, 1, 0, SETTLE).await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    queues.cleanup().await;
+}
