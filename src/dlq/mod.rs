@@ -21,7 +21,7 @@ mod table;
 use self::group::Stats;
 use self::record::{Described, Filter, describe, json_record, replay_properties};
 use self::scan::{DEAD_LETTER_SETTING, DeadLetter, Held, ScanError, Walk, ready_count};
-use self::table::{Column, Table, output_width, short_time};
+use self::table::{Column, Printer, Row, Table, output_width, short_time};
 use crate::amqp::{self, AmqpError, QueueRole};
 use crate::config::AmqpArgs;
 use crate::publish::progress_bar;
@@ -201,6 +201,16 @@ impl Output {
         }
     }
 
+    /// Writes several lines; `false` when nobody reads any more.
+    fn lines(&mut self, lines: &[String]) -> Result<bool, DlqError> {
+        for line in lines {
+            if !self.line(line)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn flush(&mut self) -> Result<bool, DlqError> {
         match self.writer.flush() {
             Ok(()) => Ok(!self.reader_gone),
@@ -221,14 +231,13 @@ impl Output {
 }
 
 /// The `list` table: position, externalJobPostingId, status, reason, attempts, when, message.
-fn list_table(total: u64) -> Table {
-    let position_width = total.max(1).to_string().len().max(3);
-    Table::new(
+fn list_printer() -> Printer {
+    Printer::new(
         vec![
-            Column::new("POS", position_width, position_width).right(),
+            Column::new("POS", 7, 3).right(),
             Column::new("EXTERNAL ID", 24, 12),
             Column::new("STATUS", 6, 6).right(),
-            Column::new("REASON", 17, 10),
+            Column::new("REASON", 21, 10),
             Column::new("ATTEMPTS", 8, 8).right(),
             Column::new("WHEN (UTC)", 19, 19),
         ],
@@ -237,11 +246,11 @@ fn list_table(total: u64) -> Table {
     )
 }
 
-fn list_row(table: &Table, letter: &DeadLetter, described: &Described) -> String {
+fn list_row(letter: &DeadLetter, described: &Described) -> Row {
     let dash = || "-".to_owned();
     let recorded = &described.recorded;
-    table.row(
-        &[
+    (
+        vec![
             letter.position.to_string(),
             described.external_id.clone().unwrap_or_else(dash),
             recorded.status.map_or_else(dash, |s| s.to_string()),
@@ -252,7 +261,7 @@ fn list_row(table: &Table, letter: &DeadLetter, described: &Described) -> String
                 .as_deref()
                 .map_or_else(dash, short_time),
         ],
-        &row_message(letter, described),
+        row_message(letter, described),
     )
 }
 
@@ -291,11 +300,8 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
     };
     let mut walk = Walk::dead_letters(&connection, &args.amqp, fetch_limit).await?;
     let total = walk.total();
-    let table = (!args.json).then(|| list_table(total));
+    let mut printer = (!args.json).then(list_printer);
     let mut output = Output::stdout();
-    if let Some(table) = &table {
-        output.line(&table.header())?;
-    }
     let progress = walk_progress(walk.cap(), std::io::stdout().is_terminal());
     let mut shown = 0u64;
     while let Some(letter) = walk.next().await? {
@@ -307,11 +313,11 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
             continue;
         }
         let described = describe(&letter);
-        let line = match &table {
-            Some(table) => list_row(table, &letter, &described),
-            None => json_record(&letter, &described).to_string(),
+        let lines = match &mut printer {
+            Some(printer) => printer.push(list_row(&letter, &described)),
+            None => vec![json_record(&letter, &described).to_string()],
         };
-        if !output.line(&line)? {
+        if !output.lines(&lines)? {
             break;
         }
         shown += 1;
@@ -320,6 +326,9 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
         }
     }
     progress.finish_and_clear();
+    if let Some(printer) = &mut printer {
+        output.lines(&printer.finish())?;
+    }
     output.flush()?;
     walk.finish().await?;
     let _ = connection.close(200, "listed".into()).await;
@@ -386,38 +395,40 @@ async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqEr
             }
         }
     } else {
-        let count_width = total.max(1).to_string().len().max(5);
+        let dash = || "-".to_owned();
+        let rows: Vec<Row> = groups
+            .iter()
+            .map(|group| {
+                let reasons = group.reasons.iter().cloned().collect::<Vec<_>>().join(",");
+                (
+                    vec![
+                        group.id.clone(),
+                        group.count.to_string(),
+                        group.key.status.map_or_else(dash, |s| s.to_string()),
+                        if reasons.is_empty() { dash() } else { reasons },
+                        group.oldest.as_deref().map_or_else(dash, short_time),
+                        group.newest.as_deref().map_or_else(dash, short_time),
+                    ],
+                    group.key.message.clone(),
+                )
+            })
+            .collect();
         let table = Table::new(
             vec![
                 Column::new("GROUP", 8, 8),
-                Column::new("COUNT", count_width, count_width).right(),
+                Column::new("COUNT", 12, 5).right(),
                 Column::new("STATUS", 6, 6).right(),
-                Column::new("REASON", 17, 10),
+                Column::new("REASON", 30, 10),
                 Column::new("OLDEST (UTC)", 19, 19),
                 Column::new("NEWEST (UTC)", 19, 19),
             ],
             "MESSAGE (variable parts folded)",
+            &rows,
             output_width(),
         );
-        output.line(&table.header())?;
-        let dash = || "-".to_owned();
-        for group in &groups {
-            let reasons = group.reasons.iter().cloned().collect::<Vec<_>>().join(",");
-            let row = table.row(
-                &[
-                    group.id.clone(),
-                    group.count.to_string(),
-                    group.key.status.map_or_else(dash, |s| s.to_string()),
-                    if reasons.is_empty() { dash() } else { reasons },
-                    group.oldest.as_deref().map_or_else(dash, short_time),
-                    group.newest.as_deref().map_or_else(dash, short_time),
-                ],
-                &group.key.message,
-            );
-            if !output.line(&row)? {
-                break;
-            }
-        }
+        let mut lines = vec![table.header()];
+        lines.extend(rows.iter().map(|(cells, message)| table.row(cells, message)));
+        output.lines(&lines)?;
     }
     output.flush()?;
     eprintln!(
@@ -552,11 +563,8 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
         Some(amqp::confirm_channel(&connection).await?)
     };
     let close_name = amqp::queue_name(close_queue)?;
-    let table = args.dry_run.then(|| list_table(total));
+    let mut printer = args.dry_run.then(list_printer);
     let mut output = Output::stdout();
-    if let Some(table) = &table {
-        output.line(&table.header())?;
-    }
     let progress = walk_progress(walk.cap(), args.dry_run && std::io::stdout().is_terminal());
     let mut matched = 0u64;
     let mut pending: VecDeque<InFlight> = VecDeque::with_capacity(REPLAY_CONFIRM_WINDOW);
@@ -570,7 +578,7 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
             continue;
         }
         matched += 1;
-        match (&publisher, &table) {
+        match (&publisher, &mut printer) {
             (Some(publisher), _) => {
                 if pending.len() == REPLAY_CONFIRM_WINDOW {
                     let oldest = pending.pop_front().expect("the window is full");
@@ -596,12 +604,12 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
                     Err(error) => done.failure = Some(error.into()),
                 }
             }
-            (None, Some(table)) => {
-                if !output.line(&list_row(table, &letter, &describe(&letter)))? {
+            (None, Some(printer)) => {
+                if !output.lines(&printer.push(list_row(&letter, &describe(&letter))))? {
                     break;
                 }
             }
-            (None, None) => unreachable!("a dry run has a table"),
+            (None, None) => unreachable!("a dry run has a printer"),
         }
         if args.limit.is_some_and(|limit| matched >= limit) {
             break;
@@ -612,6 +620,9 @@ async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), Dlq
         done.settle(in_flight, &mut walk, close_queue).await;
     }
     progress.finish_and_clear();
+    if let Some(printer) = &mut printer {
+        output.lines(&printer.finish())?;
+    }
     output.flush()?;
     walk.finish().await?;
     let moved = done.moved;
