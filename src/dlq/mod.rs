@@ -28,7 +28,7 @@ use crate::publish::progress_bar;
 use clap::{Args, Subcommand};
 use lapin::options::{BasicPublishOptions, QueuePurgeOptions};
 use lapin::{Connection, PublisherConfirm};
-use serde_json::json;
+use serde::Serialize;
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -315,7 +315,7 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
         let described = describe(&letter);
         let lines = match &mut printer {
             Some(printer) => printer.push(list_row(&letter, &described)),
-            None => vec![json_record(&letter, &described).to_string()],
+            None => vec![json_record(&letter, &described)],
         };
         if !output.lines(&lines)? {
             break;
@@ -346,6 +346,18 @@ async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqErro
         "Listed {shown} dead letter(s){matching} of {total} in '{queue}'; nothing was removed or reordered."
     );
     Ok(())
+}
+
+/// A line of `stats --json`, fields in this order.
+#[derive(Serialize)]
+struct GroupRecord<'a> {
+    group: &'a str,
+    count: u64,
+    status: Option<i64>,
+    reasons: &'a std::collections::BTreeSet<String>,
+    message: &'a str,
+    oldest: Option<&'a str>,
+    newest: Option<&'a str>,
 }
 
 async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
@@ -381,16 +393,16 @@ async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqEr
     let mut output = Output::stdout();
     if args.json {
         for group in &groups {
-            let record = json!({
-                "group": group.id,
-                "count": group.count,
-                "status": group.key.status,
-                "reasons": group.reasons,
-                "message": group.key.message,
-                "oldest": group.oldest,
-                "newest": group.newest,
-            });
-            if !output.line(&record.to_string())? {
+            let record = GroupRecord {
+                group: &group.id,
+                count: group.count,
+                status: group.key.status,
+                reasons: &group.reasons,
+                message: &group.key.message,
+                oldest: group.oldest.as_deref(),
+                newest: group.newest.as_deref(),
+            };
+            if !output.line(&serde_json::to_string(&record).unwrap_or_default())? {
                 break;
             }
         }
@@ -460,7 +472,7 @@ async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(), Dlq
             break;
         }
         let record = json_record(&letter, &describe(&letter));
-        if !output.line(&record.to_string())? {
+        if !output.line(&record)? {
             break;
         }
         exported += 1;

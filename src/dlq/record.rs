@@ -13,7 +13,7 @@ use crate::amqp::header_text;
 use clap::Args;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -180,9 +180,19 @@ impl Filter {
     }
 }
 
-/// The record `list --json` and `export` print: position, body, every header, the properties, and
-/// the failure group.
-pub fn json_record(letter: &DeadLetter, described: &Described) -> Value {
+/// The record `list --json` and `export` print, fields in this order: position, body, every header,
+/// the properties, and the failure group.
+#[derive(Serialize)]
+struct JsonRecord {
+    position: u64,
+    body: Value,
+    headers: Value,
+    properties: Value,
+    group: String,
+}
+
+/// One line of JSON (fields in the order above).
+pub fn json_record(letter: &DeadLetter, described: &Described) -> String {
     let body = match &described.body_json {
         Some(json) => json.clone(),
         None => Value::String(String::from_utf8_lossy(&letter.body).into_owned()),
@@ -192,13 +202,15 @@ pub fn json_record(letter: &DeadLetter, described: &Described) -> Value {
         .headers()
         .as_ref()
         .map_or_else(|| Value::Object(Map::new()), table_json);
-    json!({
-        "position": letter.position,
-        "body": body,
-        "headers": headers,
-        "properties": properties_json(&letter.properties),
-        "group": described.group_id,
-    })
+    let record = JsonRecord {
+        position: letter.position,
+        body,
+        headers,
+        properties: properties_json(&letter.properties),
+        group: described.group_id.clone(),
+    };
+    // Serialising plain values into a string cannot fail.
+    serde_json::to_string(&record).unwrap_or_default()
 }
 
 /// The properties that are set, by their AMQP names.
@@ -351,7 +363,7 @@ mod tests {
     #[test]
     fn records_carry_body_headers_and_properties() {
         let dead = letter(br#"{"externalJobPostingId":"J-1"}"#, rejected_403());
-        let record = json_record(&dead, &describe(&dead));
+        let record: Value = serde_json::from_str(&json_record(&dead, &describe(&dead))).unwrap();
         assert_eq!(record["position"], 3);
         assert_eq!(record["body"]["externalJobPostingId"], "J-1");
         assert_eq!(record["headers"]["x-error-status"], 403);
@@ -361,7 +373,7 @@ mod tests {
         assert_eq!(external_id(br#"{"externalJobPostingId":42}"#).as_deref(), Some("42"));
         assert_eq!(external_id(b"[1]"), None);
         let text = letter(b"not json \xff", BasicProperties::default());
-        let record = json_record(&text, &describe(&text));
+        let record: Value = serde_json::from_str(&json_record(&text, &describe(&text))).unwrap();
         assert_eq!(record["body"], "not json \u{fffd}");
         assert_eq!(record["headers"], json!({}));
     }
@@ -391,7 +403,7 @@ mod tests {
             }
             .matches(&dead)
         );
-        let record = json_record(&dead, &described);
+        let record: Value = serde_json::from_str(&json_record(&dead, &described)).unwrap();
         assert_eq!(record["headers"]["x-death"][0]["queue"], "close");
     }
 
