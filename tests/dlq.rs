@@ -5,12 +5,13 @@
 //! it fails. The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`); when it
 //! cannot be reached the tests fail, saying so.
 
+use futures_util::StreamExt;
 use job_closer::amqp::{self, header_int, header_text};
 use job_closer::config::{AmqpArgs, QueueType};
 use job_closer::dead_letter::{self, Failure, Reason};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-    BasicRejectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
@@ -18,7 +19,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-use futures_util::StreamExt;
 use tokio::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_job-closer");
@@ -265,17 +265,29 @@ async fn broker_dead_letter(connection: &Connection, queues: &mut Queues, body: 
     queues.extra.push(source.clone());
     let channel = amqp::confirm_channel(connection).await.unwrap();
     let mut arguments = FieldTable::default();
-    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
     arguments.insert(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(queues.dead.as_str().into()),
     );
     channel
-        .queue_declare(source.as_str().into(), QueueDeclareOptions::default(), arguments)
+        .queue_declare(
+            source.as_str().into(),
+            QueueDeclareOptions::default(),
+            arguments,
+        )
         .await
         .unwrap();
     let before = count(connection, &queues.dead).await;
-    publish_all(&channel, &source, vec![(body.to_vec(), BasicProperties::default())]).await;
+    publish_all(
+        &channel,
+        &source,
+        vec![(body.to_vec(), BasicProperties::default())],
+    )
+    .await;
     let message = channel
         .basic_get(source.as_str().into(), BasicGetOptions::default())
         .await
@@ -289,7 +301,10 @@ async fn broker_dead_letter(connection: &Connection, queues: &mut Queues, body: 
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while count(connection, &queues.dead).await == before {
-        assert!(Instant::now() < deadline, "RabbitMQ did not dead-letter the message");
+        assert!(
+            Instant::now() < deadline,
+            "RabbitMQ did not dead-letter the message"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -328,7 +343,12 @@ async fn drain(connection: &Connection, queue: &str) -> Vec<Message> {
                 .properties
                 .headers()
                 .as_ref()
-                .map(|h| h.inner().iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+                .map(|h| {
+                    h.inner()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
         });
     }
@@ -353,14 +373,35 @@ async fn seed_mixed(connection: &Connection, queues: &mut Queues) -> Vec<String>
     headers.insert(dead_letter::REPLAY_COUNT.into(), AMQPValue::LongInt(2));
     replayed_before = replayed_before.with_headers(headers);
     let messages = vec![
-        (job("title-1"), dead_letter_props(queues, &failure(Reason::Invalid, 422, TITLE_MISSING))),
-        (job("c7-1"), dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(7)))),
-        (job("title-2"), dead_letter_props(queues, &failure(Reason::Rejected, 422, TITLE_MISSING))),
-        (job("c9-1"), dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(9)))),
+        (
+            job("title-1"),
+            dead_letter_props(queues, &failure(Reason::Invalid, 422, TITLE_MISSING)),
+        ),
+        (
+            job("c7-1"),
+            dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(7))),
+        ),
+        (
+            job("title-2"),
+            dead_letter_props(queues, &failure(Reason::Rejected, 422, TITLE_MISSING)),
+        ),
+        (
+            job("c9-1"),
+            dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(9))),
+        ),
         (job("busy-1"), replayed_before),
-        (job("c7-2"), dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(7)))),
-        (b"published by hand, not JSON".to_vec(), BasicProperties::default()),
-        (job("title-3"), dead_letter_props(queues, &failure(Reason::Invalid, 422, TITLE_MISSING))),
+        (
+            job("c7-2"),
+            dead_letter_props(queues, &failure(Reason::Rejected, 403, &contract_403(7))),
+        ),
+        (
+            b"published by hand, not JSON".to_vec(),
+            BasicProperties::default(),
+        ),
+        (
+            job("title-3"),
+            dead_letter_props(queues, &failure(Reason::Invalid, 422, TITLE_MISSING)),
+        ),
     ];
     let mut seeded: Vec<String> = messages
         .iter()
@@ -385,11 +426,17 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
     let bulk: Vec<(Vec<u8>, BasicProperties)> = (0..3000)
         .map(|i| {
             let failure = failure(Reason::Rejected, 404, &format!("job {i} not found"));
-            (job(&format!("bulk-{i}")), dead_letter_props(&queues, &failure))
+            (
+                job(&format!("bulk-{i}")),
+                dead_letter_props(&queues, &failure),
+            )
         })
         .collect();
     let mut expected = seeded.clone();
-    expected.extend(bulk.iter().map(|(b, _)| String::from_utf8_lossy(b).into_owned()));
+    expected.extend(
+        bulk.iter()
+            .map(|(b, _)| String::from_utf8_lossy(b).into_owned()),
+    );
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     publish_all(&channel, &queues.dead, bulk).await;
 
@@ -423,13 +470,21 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
         tokio::spawn(async move {
             let mut late = Vec::new();
             while late.len() < 200 {
-                let delivery = consumer.next().await.expect("consumer open").expect("delivery");
+                let delivery = consumer
+                    .next()
+                    .await
+                    .expect("consumer open")
+                    .expect("delivery");
                 let failure = failure(Reason::Rejected, 400, "late failure");
                 let properties = dead_letter::properties(&delivery.properties, &close, &failure);
                 amqp::publish_confirmed(&worker_channel, &dead, &delivery.data, properties)
                     .await
                     .expect("dead-letter");
-                delivery.acker.ack(BasicAckOptions::default()).await.unwrap();
+                delivery
+                    .acker
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .unwrap();
                 late.push(String::from_utf8_lossy(&delivery.data).into_owned());
             }
             late
@@ -438,27 +493,56 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
 
     let table = queues.dlq(&["list"]).await.ok();
     let header = table.stdout.lines().next().unwrap();
-    for column in ["POS", "EXTERNAL ID", "STATUS", "REASON", "ATTEMPTS", "WHEN", "MESSAGE"] {
+    for column in [
+        "POS",
+        "EXTERNAL ID",
+        "STATUS",
+        "REASON",
+        "ATTEMPTS",
+        "WHEN",
+        "MESSAGE",
+    ] {
         assert!(header.contains(column), "{header}");
     }
     let rows: Vec<&str> = table.stdout.lines().skip(1).collect();
     assert!(rows.len() >= expected.len(), "{} rows", rows.len());
     assert!(rows[0].contains("title-1") && rows[0].contains("422") && rows[0].contains("invalid"));
-    assert!(rows[0].contains("ERROR :: /title :: field is required"), "{}", rows[0]);
+    assert!(
+        rows[0].contains("ERROR :: /title :: field is required"),
+        "{}",
+        rows[0]
+    );
     assert!(rows[1].contains("urn:li:contract:7"), "{}", rows[1]);
-    assert!(rows[6].trim_start().starts_with("7 ") && rows[6].contains("published by hand"), "{}", rows[6]);
-    assert!(rows[8].contains("broker-1") && rows[8].contains("broker-rejected"), "{}", rows[8]);
+    assert!(
+        rows[6].trim_start().starts_with("7 ") && rows[6].contains("published by hand"),
+        "{}",
+        rows[6]
+    );
+    assert!(
+        rows[8].contains("broker-1") && rows[8].contains("broker-rejected"),
+        "{}",
+        rows[8]
+    );
 
     let json = queues.dlq(&["list", "--json"]).await.ok();
     let records = json.json_lines();
-    assert!(records.len() >= expected.len(), "{} of {}: {}", records.len(), expected.len(), json.stderr);
+    assert!(
+        records.len() >= expected.len(),
+        "{} of {}: {}",
+        records.len(),
+        expected.len(),
+        json.stderr
+    );
     for (index, record) in records.iter().enumerate() {
         assert_eq!(record["position"], index as u64 + 1);
     }
     assert_eq!(external_id(&records[0]), Some("title-1"));
     assert_eq!(records[0]["headers"]["x-error-status"], 422);
     assert_eq!(records[0]["headers"]["x-error-reason"], "invalid");
-    assert_eq!(records[0]["headers"]["x-original-queue"], queues.close.as_str());
+    assert_eq!(
+        records[0]["headers"]["x-original-queue"],
+        queues.close.as_str()
+    );
     assert!(records[0]["headers"]["x-dead-lettered-at"].is_string());
     assert_eq!(records[0]["properties"]["content_type"], "application/json");
     assert_eq!(records[0]["properties"]["delivery_mode"], 2);
@@ -471,7 +555,11 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
     assert_eq!(limited.json_lines().len(), 2);
 
     let stats = queues.dlq(&["stats"]).await.ok();
-    assert!(stats.stdout.contains("urn:li:contract:7"), "{}", stats.stdout);
+    assert!(
+        stats.stdout.contains("urn:li:contract:7"),
+        "{}",
+        stats.stdout
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dead.jsonl");
@@ -502,8 +590,14 @@ async fn stats_group_by_status_and_folded_message() {
     let busy: Vec<_> = [7, 12]
         .iter()
         .map(|attempts| {
-            let message = format!("request {} failed after {attempts} attempts", uuid::Uuid::new_v4());
-            (job("busy-x"), dead_letter_props(&queues, &failure(Reason::RetriesExhausted, 503, &message)))
+            let message = format!(
+                "request {} failed after {attempts} attempts",
+                uuid::Uuid::new_v4()
+            );
+            (
+                job("busy-x"),
+                dead_letter_props(&queues, &failure(Reason::RetriesExhausted, 503, &message)),
+            )
         })
         .collect();
     publish_all(&channel, &queues.dead, busy).await;
@@ -513,7 +607,9 @@ async fn stats_group_by_status_and_folded_message() {
     let find = |status: Option<i64>, needle: &str| -> Value {
         groups
             .iter()
-            .find(|g| g["status"].as_i64() == status && g["message"].as_str().unwrap().contains(needle))
+            .find(|g| {
+                g["status"].as_i64() == status && g["message"].as_str().unwrap().contains(needle)
+            })
             .unwrap_or_else(|| panic!("no group {status:?} {needle}: {groups:#?}"))
             .clone()
     };
@@ -529,8 +625,17 @@ async fn stats_group_by_status_and_folded_message() {
     assert_eq!(find(None, "(no failure recorded)")["count"], 1);
     let broker = find(None, "broker-rejected");
     assert_eq!(broker["count"], 1);
-    assert!(broker["oldest"].is_string(), "x-death's time is the dead-letter time");
-    assert_eq!(groups.iter().map(|g| g["count"].as_u64().unwrap()).sum::<u64>(), 11);
+    assert!(
+        broker["oldest"].is_string(),
+        "x-death's time is the dead-letter time"
+    );
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        11
+    );
     assert_eq!(groups[0]["count"], 3, "largest group first");
 
     let table = queues.dlq(&["stats"]).await.ok();
@@ -540,7 +645,11 @@ async fn stats_group_by_status_and_folded_message() {
         .find(|l| l.contains(title["group"].as_str().unwrap()))
         .expect("the title group in the table");
     assert!(line.contains(" 3 ") && line.contains("422"), "{line}");
-    assert!(table.stderr.contains("11 dead letter(s) in 7 group(s)"), "{}", table.stderr);
+    assert!(
+        table.stderr.contains("11 dead letter(s) in 7 group(s)"),
+        "{}",
+        table.stderr
+    );
     assert_eq!(count(&connection, &queues.dead).await, 11);
 }
 
@@ -552,7 +661,11 @@ async fn export_writes_the_records_of_list_json() {
     let listed = queues.dlq(&["list", "--json"]).await.ok().json_lines();
     let to_stdout = queues.dlq(&["export", "-"]).await.ok();
     assert_eq!(to_stdout.json_lines(), listed);
-    assert!(to_stdout.stderr.contains("Exported 9 dead letter(s)"), "{}", to_stdout.stderr);
+    assert!(
+        to_stdout.stderr.contains("Exported 9 dead letter(s)"),
+        "{}",
+        to_stdout.stderr
+    );
     let default_stdout = queues.dlq(&["export"]).await.ok();
     assert_eq!(default_stdout.json_lines(), listed);
     let unwritable = queues.dlq(&["export", "/nonexistent-dir/x.jsonl"]).await;
@@ -567,32 +680,78 @@ async fn replay_moves_exactly_what_the_filters_select() {
     let seeded = seed_mixed(&connection, &mut queues).await;
     let total = seeded.len() as u64;
 
-    let dry = queues.dlq(&["replay", "--status", "403", "--dry-run"]).await.ok();
-    assert!(dry.stdout.contains("would move 3 dead letter(s)"), "{}", dry.stdout);
+    let dry = queues
+        .dlq(&["replay", "--status", "403", "--dry-run"])
+        .await
+        .ok();
+    assert!(
+        dry.stdout.contains("would move 3 dead letter(s)"),
+        "{}",
+        dry.stdout
+    );
     assert!(dry.stdout.contains("c7-1") && dry.stdout.contains("c9-1"));
     assert_eq!(count(&connection, &queues.close).await, 0);
     assert_eq!(count(&connection, &queues.dead).await as u64, total);
 
     // --status with --limit: the first 403 only.
-    let run = queues.dlq(&["replay", "--status", "403", "--limit", "1"]).await.ok();
+    let run = queues
+        .dlq(&["replay", "--status", "403", "--limit", "1"])
+        .await
+        .ok();
     assert_eq!(run.moved(), 1);
-    assert!(run.stdout.contains(&format!("left {} in", total - 1)), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(&format!("left {} in", total - 1)),
+        "{}",
+        run.stdout
+    );
     // --reason
-    assert_eq!(queues.dlq(&["replay", "--reason", "invalid"]).await.ok().moved(), 2);
+    assert_eq!(
+        queues
+            .dlq(&["replay", "--reason", "invalid"])
+            .await
+            .ok()
+            .moved(),
+        2
+    );
     // --id
-    assert_eq!(queues.dlq(&["replay", "--id", "c9-1"]).await.ok().moved(), 1);
+    assert_eq!(
+        queues.dlq(&["replay", "--id", "c9-1"]).await.ok().moved(),
+        1
+    );
     // --group, as `stats` names it: the title group, whose invalid members are gone already.
     let groups = queues.dlq(&["stats", "--json"]).await.ok().json_lines();
     let title = groups
         .iter()
-        .find(|g| g["message"].as_str().unwrap().starts_with("ERROR :: /title"))
+        .find(|g| {
+            g["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ERROR :: /title")
+        })
         .unwrap();
     let group = title["group"].as_str().unwrap();
-    assert_eq!(queues.dlq(&["replay", "--group", group]).await.ok().moved(), 1);
+    assert_eq!(
+        queues.dlq(&["replay", "--group", group]).await.ok().moved(),
+        1
+    );
     // RabbitMQ's own dead letter, by its reason.
-    assert_eq!(queues.dlq(&["replay", "--reason", "broker-rejected"]).await.ok().moved(), 1);
+    assert_eq!(
+        queues
+            .dlq(&["replay", "--reason", "broker-rejected"])
+            .await
+            .ok()
+            .moved(),
+        1
+    );
     // Several filters at once must all match.
-    assert_eq!(queues.dlq(&["replay", "--status", "403", "--reason", "invalid"]).await.ok().moved(), 0);
+    assert_eq!(
+        queues
+            .dlq(&["replay", "--status", "403", "--reason", "invalid"])
+            .await
+            .ok()
+            .moved(),
+        0
+    );
 
     let moved = drain(&connection, &queues.close).await;
     assert_eq!(
@@ -601,13 +760,24 @@ async fn replay_moves_exactly_what_the_filters_select() {
             .map(|id| String::from_utf8(job(id)).unwrap())
     );
     for message in &moved {
-        assert!(!message.headers.keys().any(|k| k.starts_with("x-error-")), "{message:?}");
-        for gone in ["x-attempts", "x-original-queue", "x-dead-lettered-at", "x-task-id"] {
+        assert!(
+            !message.headers.keys().any(|k| k.starts_with("x-error-")),
+            "{message:?}"
+        );
+        for gone in [
+            "x-attempts",
+            "x-original-queue",
+            "x-dead-lettered-at",
+            "x-task-id",
+        ] {
             assert!(!message.headers.contains_key(gone), "{gone}: {message:?}");
         }
         assert_eq!(message.int("x-replay-count"), Some(1), "{message:?}");
     }
-    assert!(moved[5].headers.contains_key("x-death"), "what RabbitMQ recorded is kept");
+    assert!(
+        moved[5].headers.contains_key("x-death"),
+        "what RabbitMQ recorded is kept"
+    );
 
     // The rest stayed, in their order.
     let left = drain(&connection, &queues.dead).await;
@@ -615,7 +785,10 @@ async fn replay_moves_exactly_what_the_filters_select() {
         bodies(&left),
         [seeded[4].clone(), seeded[5].clone(), seeded[6].clone()]
     );
-    assert_eq!(left[0].text("x-error-reason").as_deref(), Some("retries-exhausted"));
+    assert_eq!(
+        left[0].text("x-error-reason").as_deref(),
+        Some("retries-exhausted")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -628,8 +801,16 @@ async fn replay_without_filters_moves_everything_and_counts_replays() {
     assert!(run.stdout.contains("left 0 in"), "{}", run.stdout);
     let moved = drain(&connection, &queues.close).await;
     assert_eq!(bodies(&moved), seeded, "bodies unchanged, order kept");
-    assert_eq!(moved[4].int("x-replay-count"), Some(3), "incremented from 2");
-    assert_eq!(moved[6].int("x-replay-count"), Some(1), "the hand-made one too");
+    assert_eq!(
+        moved[4].int("x-replay-count"),
+        Some(3),
+        "incremented from 2"
+    );
+    assert_eq!(
+        moved[6].int("x-replay-count"),
+        Some(1),
+        "the hand-made one too"
+    );
     assert_eq!(count(&connection, &queues.dead).await, 0);
     let empty = queues.dlq(&["replay"]).await.ok();
     assert_eq!(empty.moved(), 0);
@@ -665,11 +846,18 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
     let ids = seed_bulk(&connection, &queues, 6000).await;
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
-    assert_eq!(first.moved() + second.moved(), 6000, "{first:#?} {second:#?}");
+    assert_eq!(
+        first.moved() + second.moved(),
+        6000,
+        "{first:#?} {second:#?}"
+    );
     assert!(first.stdout.contains("left 0 in") && second.stdout.contains("left 0 in"));
     let moved = ids_of(&drain(&connection, &queues.close).await);
     assert_eq!(moved.len(), 6000, "no duplicates");
-    assert_eq!(moved.iter().collect::<HashSet<_>>(), ids.iter().collect::<HashSet<_>>());
+    assert_eq!(
+        moved.iter().collect::<HashSet<_>>(),
+        ids.iter().collect::<HashSet<_>>()
+    );
     assert_eq!(count(&connection, &queues.dead).await, 0);
 }
 
@@ -678,7 +866,10 @@ async fn a_killed_replay_loses_nothing() {
     let connection = connect().await;
     let queues = Queues::new(&connection).await;
     let ids = seed_bulk(&connection, &queues, 20_000).await;
-    let mut child = queues.command(&["replay"]).spawn().expect("start the replay");
+    let mut child = queues
+        .command(&["replay"])
+        .spawn()
+        .expect("start the replay");
     // Kill it mid-way: once the first copies reached the close queue.
     let deadline = Instant::now() + Duration::from_secs(20);
     while count(&connection, &queues.close).await == 0 {
@@ -692,7 +883,8 @@ async fn a_killed_replay_loses_nothing() {
     // The broker requeues what the dead connection held; wait until it has.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let total = count(&connection, &queues.close).await + count(&connection, &queues.dead).await;
+        let total =
+            count(&connection, &queues.close).await + count(&connection, &queues.dead).await;
         if total >= 20_000 || Instant::now() > deadline {
             break;
         }
@@ -700,13 +892,25 @@ async fn a_killed_replay_loses_nothing() {
     }
     let moved = ids_of(&drain(&connection, &queues.close).await);
     let left = ids_of(&drain(&connection, &queues.dead).await);
-    assert!(!moved.is_empty() && !left.is_empty(), "killed mid-way: {} moved", moved.len());
+    assert!(
+        !moved.is_empty() && !left.is_empty(),
+        "killed mid-way: {} moved",
+        moved.len()
+    );
     let everywhere: HashSet<&String> = moved.iter().chain(&left).collect();
     let missing: Vec<_> = ids.iter().filter(|id| !everywhere.contains(id)).collect();
-    assert!(missing.is_empty(), "lost {} message(s), e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "lost {} message(s), e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
     // Duplicates are possible only for copies confirmed but not yet acked when the process died.
     let duplicates = moved.len() + left.len() - ids.len();
-    assert!(duplicates <= 1024, "{duplicates} duplicates exceed the confirm window");
+    assert!(
+        duplicates <= 1024,
+        "{duplicates} duplicates exceed the confirm window"
+    );
     // The dead letters still waiting kept their order.
     let mut sorted = left.clone();
     sorted.sort_by_key(|id| id[5..].parse::<u32>().unwrap());
@@ -724,18 +928,42 @@ async fn purge_deletes_what_it_is_told_and_asks_first() {
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
     let refused = queues.dlq(&["purge", "--status", "403"]).await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
-    assert_eq!(count(&connection, &queues.dead).await as usize, seeded.len());
+    assert_eq!(
+        count(&connection, &queues.dead).await as usize,
+        seeded.len()
+    );
 
-    let run = queues.dlq(&["purge", "--status", "403", "--yes"]).await.ok();
-    assert!(run.stdout.contains("Deleted 3 dead letter(s)"), "{}", run.stdout);
-    let run = queues.dlq(&["purge", "--reason", "invalid", "--status", "422", "--yes"]).await.ok();
-    assert!(run.stdout.contains("Deleted 2 dead letter(s)"), "{}", run.stdout);
+    let run = queues
+        .dlq(&["purge", "--status", "403", "--yes"])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("Deleted 3 dead letter(s)"),
+        "{}",
+        run.stdout
+    );
+    let run = queues
+        .dlq(&["purge", "--reason", "invalid", "--status", "422", "--yes"])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("Deleted 2 dead letter(s)"),
+        "{}",
+        run.stdout
+    );
     let after = queues.dlq(&["list", "--json"]).await.ok().json_lines();
     let ids: Vec<Option<&str>> = after.iter().map(external_id).collect();
-    assert_eq!(ids, [Some("title-2"), Some("busy-1"), None, Some("broker-1")]);
+    assert_eq!(
+        ids,
+        [Some("title-2"), Some("busy-1"), None, Some("broker-1")]
+    );
 
     let run = queues.dlq(&["purge", "--yes"]).await.ok();
-    assert!(run.stdout.contains("Deleted 4 dead letter(s)"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Deleted 4 dead letter(s)"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(count(&connection, &queues.dead).await, 0);
 }
 
@@ -744,16 +972,28 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
     let connection = connect().await;
     let queues = Queues::new(&connection).await;
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
-    for command in [&["list"][..], &["stats"], &["replay"], &["export"], &["purge", "--yes"]] {
+    for command in [
+        &["list"][..],
+        &["stats"],
+        &["replay"],
+        &["export"],
+        &["purge", "--yes"],
+    ] {
         let mut args = command.to_vec();
         args.extend(["--amqp-url", unreachable]);
         let run = queues.dlq(&args).await;
         assert_eq!(run.code, Some(1), "{command:?}: {run:#?}");
-        assert!(run.stderr.contains("AMQP_URL"), "{command:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("AMQP_URL"),
+            "{command:?}: {}",
+            run.stderr
+        );
     }
     let missing = format!("{}.missing", queues.dead);
     for command in ["list", "replay"] {
-        let output = dlq_command(&[command], &queues.close, &missing).output().await;
+        let output = dlq_command(&[command], &queues.close, &missing)
+            .output()
+            .await;
         let run = Run::from(output.unwrap());
         assert_eq!(run.code, Some(1), "{run:#?}");
         assert!(
@@ -762,7 +1002,9 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
             run.stderr
         );
     }
-    let same = dlq_command(&["replay"], &queues.dead, &queues.dead).output().await;
+    let same = dlq_command(&["replay"], &queues.dead, &queues.dead)
+        .output()
+        .await;
     let same = Run::from(same.unwrap());
     assert_eq!(same.code, Some(2), "{same:#?}");
     assert!(same.stderr.contains("both"), "{}", same.stderr);
@@ -812,20 +1054,36 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
     let quorum = |args: &[&'static str]| [args, &["--queue-type", "quorum"]].concat();
     let in_queue = async || {
         let records = queues.dlq(&quorum(&["export"])).await.ok().json_lines();
-        let ids: Vec<String> = records.iter().map(|r| external_id(r).unwrap().to_owned()).collect();
+        let ids: Vec<String> = records
+            .iter()
+            .map(|r| external_id(r).unwrap().to_owned())
+            .collect();
         ids
     };
     queues.dlq(&quorum(&["stats"])).await.ok();
     assert_eq!(runs(&in_queue().await), runs(&ids));
-    let listed = queues.dlq(&quorum(&["list", "--json", "--limit", "3"])).await.ok();
+    let listed = queues
+        .dlq(&quorum(&["list", "--json", "--limit", "3"]))
+        .await
+        .ok();
     assert_eq!(listed.json_lines().len(), 3);
     assert_eq!(runs(&in_queue().await), runs(&ids));
-    let moved = queues.dlq(&quorum(&["replay", "--id", "bulk-2500"])).await.ok();
+    let moved = queues
+        .dlq(&quorum(&["replay", "--id", "bulk-2500"]))
+        .await
+        .ok();
     assert_eq!(moved.moved(), 1);
     let moved = queues.dlq(&quorum(&["replay", "--limit", "10"])).await.ok();
     assert_eq!(moved.moved(), 10);
-    let expected: Vec<String> = ids[10..].iter().filter(|id| *id != "bulk-2500").cloned().collect();
-    assert_eq!(runs(&ids_of(&drain(&connection, &queues.dead).await)), runs(&expected));
+    let expected: Vec<String> = ids[10..]
+        .iter()
+        .filter(|id| *id != "bulk-2500")
+        .cloned()
+        .collect();
+    assert_eq!(
+        runs(&ids_of(&drain(&connection, &queues.dead).await)),
+        runs(&expected)
+    );
     let moved = ids_of(&drain(&connection, &queues.close).await);
     assert_eq!(moved[0], "bulk-2500");
     assert_eq!(moved[1..], ids[..10]);

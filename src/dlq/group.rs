@@ -347,7 +347,9 @@ mod tests {
     #[test]
     fn variable_parts_become_placeholders() {
         assert_eq!(
-            fold_message("Job urn:li:simpleJobPosting:12345 not found, task urn:li:simpleJobPostingTask:(urn:li:contract:1,99)."),
+            fold_message(
+                "Job urn:li:simpleJobPosting:12345 not found, task urn:li:simpleJobPostingTask:(urn:li:contract:1,99)."
+            ),
             "Job urn:li:simpleJobPosting:{id} not found, task urn:li:simpleJobPostingTask:{id}."
         );
         assert_eq!(

@@ -439,7 +439,10 @@ async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqEr
             output_width(),
         );
         let mut lines = vec![table.header()];
-        lines.extend(rows.iter().map(|(cells, message)| table.row(cells, message)));
+        lines.extend(
+            rows.iter()
+                .map(|(cells, message)| table.row(cells, message)),
+        );
         output.lines(&lines)?;
     }
     output.flush()?;
@@ -688,7 +691,11 @@ async fn purge(args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqEr
             println!("No dead letters{scope} in '{queue}'; nothing to delete.");
             return Ok(());
         }
-        if !confirm(format!("Delete {count} dead letters{scope} from {queue}? [y/N] ")).await? {
+        if !confirm(format!(
+            "Delete {count} dead letters{scope} from {queue}? [y/N] "
+        ))
+        .await?
+        {
             println!("Nothing deleted.");
             return Ok(());
         }

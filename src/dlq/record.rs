@@ -8,8 +8,8 @@
 
 use super::group::{GroupKey, parse_group_id};
 use super::scan::DeadLetter;
-use crate::dead_letter::{self, Recorded};
 use crate::amqp::header_text;
+use crate::dead_letter::{self, Recorded};
 use clap::Args;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
@@ -270,7 +270,9 @@ pub fn amqp_json(value: &AMQPValue) -> Value {
         AMQPValue::DecimalValue(d) => json!(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
         AMQPValue::ShortString(s) => json!(s.as_str()),
         AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::FieldArray(items) => Value::Array(items.as_slice().iter().map(amqp_json).collect()),
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(amqp_json).collect())
+        }
         AMQPValue::Timestamp(t) => json!(t),
         AMQPValue::FieldTable(table) => table_json(table),
         AMQPValue::ByteArray(bytes) => json!(String::from_utf8_lossy(bytes.as_slice())),
@@ -325,7 +327,10 @@ mod tests {
 
     #[test]
     fn job_closer_dead_letters_are_described_and_filtered() {
-        let dead = letter(br#"{"externalJobPostingId":"J-1","title":"t"}"#, rejected_403());
+        let dead = letter(
+            br#"{"externalJobPostingId":"J-1","title":"t"}"#,
+            rejected_403(),
+        );
         let described = describe(&dead);
         assert_eq!(described.external_id.as_deref(), Some("J-1"));
         assert_eq!(described.recorded.status, Some(403));
@@ -370,7 +375,10 @@ mod tests {
         assert_eq!(record["headers"]["x-error-reason"], "rejected");
         assert_eq!(record["properties"]["message_id"], "m-1");
         assert_eq!(record["properties"]["delivery_mode"], 2);
-        assert_eq!(external_id(br#"{"externalJobPostingId":42}"#).as_deref(), Some("42"));
+        assert_eq!(
+            external_id(br#"{"externalJobPostingId":42}"#).as_deref(),
+            Some("42")
+        );
         assert_eq!(external_id(b"[1]"), None);
         let text = letter(b"not json \xff", BasicProperties::default());
         let record: Value = serde_json::from_str(&json_record(&text, &describe(&text))).unwrap();
@@ -415,7 +423,10 @@ mod tests {
         for gone in ["x-attempts", "x-original-queue", "x-dead-lettered-at"] {
             assert!(!headers.contains_key(gone), "{gone}");
         }
-        assert_eq!(Recorded::read(once.headers().as_ref()).replay_count, Some(1));
+        assert_eq!(
+            Recorded::read(once.headers().as_ref()).replay_count,
+            Some(1)
+        );
         assert_eq!(once.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
         let twice = replay_properties(&once);
         assert_eq!(
@@ -423,6 +434,9 @@ mod tests {
             Some(2)
         );
         let bare = replay_properties(&BasicProperties::default());
-        assert_eq!(Recorded::read(bare.headers().as_ref()).replay_count, Some(1));
+        assert_eq!(
+            Recorded::read(bare.headers().as_ref()).replay_count,
+            Some(1)
+        );
     }
 }

@@ -46,8 +46,7 @@ use crate::amqp::{self, AmqpError, protocol_error};
 use crate::config::{AmqpArgs, QueueType};
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
@@ -367,10 +366,12 @@ impl<'a> Walk<'a> {
             )
             .await
             .map_err(|error| match protocol_error(&error) {
-                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => ScanError::MissingQueue {
-                    queue: self.queue.clone(),
-                    setting: self.setting,
-                },
+                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => {
+                    ScanError::MissingQueue {
+                        queue: self.queue.clone(),
+                        setting: self.setting,
+                    }
+                }
                 _ => error.into(),
             })?;
         self.windows.push(Window {

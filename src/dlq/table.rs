@@ -198,14 +198,13 @@ impl Printer {
     }
 
     fn release(&mut self) -> Vec<String> {
-        let table = Table::new(
-            self.columns.clone(),
-            self.last_title,
-            &self.held,
-            self.fit,
-        );
+        let table = Table::new(self.columns.clone(), self.last_title, &self.held, self.fit);
         let mut lines = vec![table.header()];
-        lines.extend(self.held.drain(..).map(|(cells, last)| table.row(&cells, &last)));
+        lines.extend(
+            self.held
+                .drain(..)
+                .map(|(cells, last)| table.row(&cells, &last)),
+        );
         self.table = Some(table);
         lines
     }
@@ -246,7 +245,10 @@ fn cut_middle(text: &str, width: usize) -> String {
 
 /// An RFC 3339 time as the table shows it: `2025-01-02 03:04:05` (UTC when the input says `Z`).
 pub fn short_time(rfc3339: &str) -> String {
-    rfc3339.replacen('T', " ", 1).trim_end_matches('Z').to_owned()
+    rfc3339
+        .replacen('T', " ", 1)
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -272,14 +274,21 @@ mod tests {
             row(["2", "JOB-22", "-"], "m"),
         ];
         let table = Table::new(columns(), "MESSAGE", &sample, None);
-        assert_eq!(table.header(), "POS  EXTERNAL ID  WHEN                 MESSAGE");
+        assert_eq!(
+            table.header(),
+            "POS  EXTERNAL ID  WHEN                 MESSAGE"
+        );
         assert_eq!(
             table.row(&sample[1].0, "a message"),
             "  2  JOB-22       -                    a message"
         );
         let long = [row(["1", &"i".repeat(40), "-"], "m")];
         let capped = Table::new(columns(), "MESSAGE", &long, Some(200));
-        assert!(capped.row(&long[0].0, "m").contains(&format!("{}…  -", "i".repeat(23))));
+        assert!(
+            capped
+                .row(&long[0].0, "m")
+                .contains(&format!("{}…  -", "i".repeat(23)))
+        );
     }
 
     #[test]
@@ -296,18 +305,27 @@ mod tests {
 
     #[test]
     fn narrow_terminals_shrink_the_other_columns_then_wrap() {
-        let sample = [row(["12", "abcdefghijklmnopqrst", "2025-01-02 03:04:05"], "")];
+        let sample = [row(
+            ["12", "abcdefghijklmnopqrst", "2025-01-02 03:04:05"],
+            "",
+        )];
         let table = Table::new(columns(), "MESSAGE", &sample, Some(90));
         let line = table.row(&sample[0].0, &"m".repeat(100));
         assert_eq!(line.chars().count(), 90);
-        assert!(line.contains(" 12  abcdefghijk…  2025-01-02 03:04:05  mmm"), "{line}");
+        assert!(
+            line.contains(" 12  abcdefghijk…  2025-01-02 03:04:05  mmm"),
+            "{line}"
+        );
         let table = Table::new(columns(), "MESSAGE", &sample, Some(60));
         let message = format!("start {} end", "m".repeat(100));
         let row = table.row(&sample[0].0, &message);
         let lines: Vec<&str> = row.lines().collect();
         assert_eq!(lines.len(), 2, "{row}");
         assert!(lines[0].ends_with("2025-01-02 03:04:05"), "{row}");
-        assert!(lines[1].starts_with("    start") && lines[1].ends_with("end"), "{row}");
+        assert!(
+            lines[1].starts_with("    start") && lines[1].ends_with("end"),
+            "{row}"
+        );
         assert_eq!(lines[1].chars().count(), 60);
     }
 
@@ -325,7 +343,11 @@ mod tests {
     fn the_printer_holds_the_sample_back_then_streams() {
         let mut printer = Printer::new(columns(), "MESSAGE", None);
         for n in 0..SAMPLE_ROWS - 1 {
-            assert!(printer.push(row([&n.to_string(), "id", "-"], "m")).is_empty());
+            assert!(
+                printer
+                    .push(row([&n.to_string(), "id", "-"], "m"))
+                    .is_empty()
+            );
         }
         let released = printer.push(row(["last", "id", "-"], "m"));
         assert_eq!(released.len(), SAMPLE_ROWS + 1, "header and the sample");
