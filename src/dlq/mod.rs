@@ -6,7 +6,7 @@
 //! and gives back whatever it did not remove, exactly where it was (the module explains why that
 //! design). `replay` publishes each message to the close queue and acks its dead letter only after
 //! the broker confirmed the copy: an interruption between the two leaves the message in both queues
-//! (a duplicate close, which LinkedIn treats as a no-op), never in neither. Messages a command does
+//! (a duplicate close request), never in neither. Messages a command does
 //! not match stay put, in order. Two replays at once cannot move the same message twice, since a
 //! held message is invisible to the other walk.
 //!
@@ -459,13 +459,13 @@ async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(), Dlq
         .file
         .as_ref()
         .is_none_or(|file| file.as_os_str() == "-");
-    // Open the file before connecting: a bad path is the caller's mistake, not the broker's.
+    let connection = connect(&args.amqp, "export").await?;
+    let mut walk = Walk::dead_letters(&connection, &args.amqp, None).await?;
+    // Created once the queue is known to exist, so a broker failure leaves no empty file behind.
     let mut output = match &args.file {
         Some(file) if !to_stdout => Output::file(file)?,
         _ => Output::stdout(),
     };
-    let connection = connect(&args.amqp, "export").await?;
-    let mut walk = Walk::dead_letters(&connection, &args.amqp, None).await?;
     let total = walk.total();
     let progress = walk_progress(walk.cap(), to_stdout && std::io::stdout().is_terminal());
     let mut exported = 0u64;
