@@ -31,8 +31,9 @@
 //! the broker marks them `redelivered`.
 //!
 //! Quorum queues (`QUEUE_TYPE=quorum`) put what is given back at their *tail*, in the order the
-//! channels close. So on them a walk always goes through the whole queue — a `list --limit 3` too —
-//! and closes its windows in order: everything goes back behind nothing, in its order. The consumer
+//! returns reach them. So on them a walk always goes through the whole queue — a `list --limit 3` too
+//! — and closes its windows one by one, each once the broker has taken back the one before:
+//! everything goes back behind nothing, in its order. The consumer
 //! still reading is cancelled first, or it would be handed what the first windows give back. Dead
 //! letters that arrive during such a walk end up ahead of the walked ones, and quorum queues count each
 //! walk as a delivery attempt (`x-delivery-count`): with a delivery limit on the dead-letter queue
@@ -284,14 +285,33 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        let held: u64 = self.windows.iter().map(|window| window.unacked).sum();
-        let ready_before = match (held, &first_error) {
-            (0, _) | (_, Some(_)) => None,
+        if let Some(error) = first_error {
+            return Err(error.into());
+        }
+        // Closing a channel makes the broker requeue everything it held: classic queues put each
+        // message back at its original position, whatever the order of the closes; quorum queues
+        // append them in the order the returns reach them, and a channel's returns may still be on
+        // their way when the next channel closes — so there each window waits for the one before.
+        let windows = std::mem::take(&mut self.windows);
+        if self.returns_to_tail {
+            for window in windows {
+                self.close_and_wait(vec![window]).await?;
+            }
+        } else {
+            self.close_and_wait(windows).await?;
+        }
+        Ok(())
+    }
+
+    /// Closes the windows and waits until the broker has made what they held ready again.
+    async fn close_and_wait(&self, windows: Vec<Window>) -> Result<(), ScanError> {
+        let held: u64 = windows.iter().map(|window| window.unacked).sum();
+        let ready_before = match held {
+            0 => None,
             _ => Some(ready_count(self.connection, &self.queue, self.setting).await?),
         };
-        // Closing a channel makes the broker requeue everything it held, into the original positions
-        // (classic queues) or at the tail in closing order (quorum queues).
-        for window in std::mem::take(&mut self.windows) {
+        let mut first_error = None;
+        for window in windows {
             if let Err(error) = window.channel.close(200, "walk finished".into()).await {
                 first_error.get_or_insert(error);
             }
