@@ -35,8 +35,9 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Replayed messages awaiting their confirm at most: pipelined, but bounded.
-const REPLAY_CONFIRM_WINDOW: usize = 1024;
+/// Replayed messages awaiting their confirm at most: pipelined, but bounded. Well below the walk's
+/// window, so that copies awaiting a confirm never fill it and force a new channel.
+const REPLAY_CONFIRM_WINDOW: usize = 256;
 const CLOSE_SETTING: &str = "CLOSE_QUEUE";
 
 #[derive(Args, Debug)]

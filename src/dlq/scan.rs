@@ -16,7 +16,7 @@
 //!   in 10 ms. A `list` right after another would see a half-empty queue.
 //! - *`basic.get`* holds fine but costs a round trip per message: ten times slower than a consumer.
 //!
-//! Memory is bounded by windows: each channel's consumer has a prefetch of [`WINDOW`], so the broker
+//! Memory is bounded by windows: each channel's consumer has a prefetch of [`window_size`], so the broker
 //! sends at most that many unacked messages to it. Once a window is full of held messages, its
 //! consumer is cancelled (the channel stays open, still holding them) and a new channel continues
 //! where it stopped. The client keeps at most one window in memory; the held messages stay in the
@@ -55,10 +55,18 @@ use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// Messages one window (one channel's consumer) holds at most: the client buffers no more than this.
-/// Not more: on RabbitMQ 3.10, quorum queues given back windows of 2,000 put the first 1,000 of each
-/// at the end of the queue; windows of up to 1,000 come back in order.
-pub const WINDOW: u16 = 1000;
+/// Messages one window (one channel's consumer) holds at most, for queues of up to
+/// [`MIN_WINDOW`] × [`MAX_HOLDING_WINDOWS`] messages: the client buffers no more than one window.
+pub const MIN_WINDOW: u16 = 1000;
+/// Larger queues get larger windows, so that the channels holding messages stay well below
+/// RabbitMQ's default limit of 2,047 channels per connection.
+pub const MAX_HOLDING_WINDOWS: u64 = 500;
+
+/// The prefetch of each window for a queue of `total` messages.
+pub fn window_size(total: u64) -> u16 {
+    let needed = total.div_ceil(MAX_HOLDING_WINDOWS);
+    u16::try_from(needed.max(u64::from(MIN_WINDOW))).unwrap_or(u16::MAX)
+}
 /// The setting that names the queue the walk reads, for error messages.
 pub const DEAD_LETTER_SETTING: &str = "DEAD_LETTER_QUEUE";
 /// How often the walk looks whether the broker has put everything back.
@@ -146,7 +154,8 @@ async fn passive_declare(
 /// One channel of the walk: its consumer (while it is the active one) and how many of its
 /// deliveries are neither acked nor given back yet.
 struct Window {
-    channel: Channel,
+    /// `None` once closed: it held nothing any more.
+    channel: Option<Channel>,
     consumer: Option<Consumer>,
     unacked: u64,
 }
@@ -161,6 +170,8 @@ pub struct Walk<'a> {
     returns_to_tail: bool,
     /// Messages ready when the walk started.
     total: u64,
+    /// Prefetch of each window.
+    window: u16,
     /// The walk yields no more than this many.
     cap: u64,
     delivered: u64,
@@ -185,6 +196,7 @@ impl<'a> Walk<'a> {
             setting,
             returns_to_tail: amqp_args.queue_type == QueueType::Quorum,
             total,
+            window: window_size(total),
             cap: limit.map_or(total, |limit| limit.min(total)),
             delivered: 0,
             windows: Vec::new(),
@@ -251,8 +263,10 @@ impl<'a> Walk<'a> {
     /// Removes a held message from the queue for good.
     pub async fn ack(&mut self, held: Held) -> Result<(), ScanError> {
         let window = &mut self.windows[held.window];
-        window
-            .channel
+        let Some(channel) = &window.channel else {
+            unreachable!("a window is closed only once it holds nothing");
+        };
+        channel
             .basic_ack(held.delivery_tag, BasicAckOptions::default())
             .await?;
         window.unacked -= 1;
@@ -271,9 +285,8 @@ impl<'a> Walk<'a> {
         // First stop the consumer still reading: otherwise the messages the first channels give back
         // are delivered to it, and come back again, out of place, when its own channel closes.
         for window in &mut self.windows {
-            if let Some(mut consumer) = window.consumer.take() {
-                match window
-                    .channel
+            if let (Some(mut consumer), Some(channel)) = (window.consumer.take(), &window.channel) {
+                match channel
                     .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                     .await
                 {
@@ -311,8 +324,8 @@ impl<'a> Walk<'a> {
             _ => Some(ready_count(self.connection, &self.queue, self.setting).await?),
         };
         let mut first_error = None;
-        for window in windows {
-            if let Err(error) = window.channel.close(200, "walk finished".into()).await {
+        for channel in windows.into_iter().filter_map(|window| window.channel) {
+            if let Err(error) = channel.close(200, "walk finished".into()).await {
                 first_error.get_or_insert(error);
             }
         }
@@ -363,19 +376,29 @@ impl<'a> Walk<'a> {
         if let Some(last) = self.windows.last_mut()
             && last.consumer.is_some()
         {
-            if last.unacked < u64::from(WINDOW) {
+            if last.unacked < u64::from(self.window) {
                 return Ok(self.windows.len() - 1);
             }
             // Its prefetch is full of held messages: the broker will send it nothing more.
-            if let Some(consumer) = last.consumer.take() {
-                last.channel
+            if let (Some(consumer), Some(channel)) = (last.consumer.take(), &last.channel) {
+                channel
                     .basic_cancel(consumer.tag(), BasicCancelOptions::default())
                     .await?;
             }
         }
+        // Windows whose messages were all acked (a replay moved them) hold nothing: close them, so
+        // that a long replay does not pile up channels.
+        for window in &mut self.windows {
+            if window.consumer.is_none()
+                && window.unacked == 0
+                && let Some(channel) = window.channel.take()
+            {
+                channel.close(200, "window emptied".into()).await?;
+            }
+        }
         let channel = self.connection.create_channel().await?;
         channel
-            .basic_qos(WINDOW, BasicQosOptions::default())
+            .basic_qos(self.window, BasicQosOptions::default())
             .await?;
         let consumer = channel
             .basic_consume(
@@ -395,7 +418,7 @@ impl<'a> Walk<'a> {
                 _ => error.into(),
             })?;
         self.windows.push(Window {
-            channel,
+            channel: Some(channel),
             consumer: Some(consumer),
             unacked: 0,
         });
@@ -413,4 +436,22 @@ async fn drain_cancelled(consumer: &mut Consumer) -> u64 {
         }
     }
     count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_grow_with_huge_queues_to_bound_the_channels() {
+        assert_eq!(window_size(0), MIN_WINDOW);
+        assert_eq!(window_size(100_000), MIN_WINDOW);
+        assert_eq!(window_size(500_000), MIN_WINDOW);
+        assert_eq!(window_size(2_000_000), 4000);
+        assert_eq!(window_size(u64::MAX), u16::MAX);
+        for total in [1u64, 999_999, 5_000_000, 30_000_000] {
+            let windows = total.div_ceil(u64::from(window_size(total)));
+            assert!(windows <= MAX_HOLDING_WINDOWS, "{total}: {windows}");
+        }
+    }
 }
