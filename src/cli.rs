@@ -6,6 +6,7 @@
 use crate::config::{
     AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret, TaskCheckArgs,
 };
+use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, PublishArgs, PublishError};
@@ -53,6 +54,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run the LinkedIn stand-in for tests and local trials.
     Sandbox(SandboxArgs),
+    /// Inspect, group, replay, export or purge the dead letters.
+    Dlq(DlqArgs),
     /// Check the configuration, the broker, both queues and the token endpoint; exit 0 when all pass.
     /// Takes the same settings as `run`.
     Check(Box<RunArgs>),
@@ -124,6 +127,16 @@ impl From<ConfigError> for CliError {
     }
 }
 
+impl From<DlqError> for CliError {
+    fn from(error: DlqError) -> Self {
+        if error.is_usage() {
+            CliError::Usage(error.to_string())
+        } else {
+            CliError::Failed(error.to_string())
+        }
+    }
+}
+
 pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<(), CliError> {
     match command {
         Command::Run(args) => run(*args, shutdown).await,
@@ -131,6 +144,7 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Sandbox(args) => sandbox::serve(args, shutdown)
             .await
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
+        Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await,
     }

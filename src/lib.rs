@@ -12,6 +12,7 @@
 //! - [`tasks`]: verifying that each accepted close's LinkedIn task succeeded, with the pending checks
 //!   kept in RabbitMQ.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
+//! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay, export, purge.
 //! - [`publish`]: putting close requests onto the queue.
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
 //!   carry a secret.
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod close_request;
 pub mod config;
 pub mod dead_letter;
+pub mod dlq;
 pub mod linkedin;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,442 @@
+//! What one dead letter says, read once: its failure record, its `externalJobPostingId`, when it died
+//! and its failure group; the filters of `replay`, `purge` and `list`; and the JSON record that
+//! `list --json` and `export` print.
+//!
+//! Nothing here assumes job-closer wrote the message: a body that is not JSON is shown as text, a
+//! message without `x-error-*` headers falls back to RabbitMQ's `x-death`, and one with neither still
+//! gets a group, a row and a record.
+
+use super::group::{GroupKey, parse_group_id};
+use super::scan::DeadLetter;
+use crate::amqp::header_text;
+use crate::dead_letter::{self, Recorded};
+use clap::Args;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A dead letter with everything the commands look at worked out once.
+#[derive(Debug)]
+pub struct Described {
+    pub recorded: Recorded,
+    /// The body as JSON, when it is JSON.
+    pub body_json: Option<Value>,
+    pub external_id: Option<String>,
+    /// `x-dead-lettered-at`, or the time in RabbitMQ's `x-death` record.
+    pub dead_lettered_at: Option<String>,
+    pub group: GroupKey,
+    pub group_id: String,
+}
+
+pub fn describe(letter: &DeadLetter) -> Described {
+    let headers = letter.properties.headers().as_ref();
+    let recorded = Recorded::read(headers);
+    let body_json: Option<Value> = serde_json::from_slice(&letter.body).ok();
+    let external_id = body_json
+        .as_ref()
+        .and_then(|body| body.get("externalJobPostingId"))
+        .and_then(id_text);
+    let dead_lettered_at = recorded
+        .dead_lettered_at
+        .clone()
+        .or_else(|| headers.and_then(x_death_time));
+    let group = GroupKey::of(&recorded);
+    let group_id = group.id();
+    Described {
+        recorded,
+        body_json,
+        external_id,
+        dead_lettered_at,
+        group,
+        group_id,
+    }
+}
+
+/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
+pub fn external_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(rename = "externalJobPostingId")]
+        id: Option<Value>,
+    }
+    // serde would also read a struct from a JSON array (`[1]`): only objects have named fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<IdOnly>(body)
+        .ok()?
+        .id
+        .as_ref()
+        .and_then(id_text)
+}
+
+fn id_text(id: &Value) -> Option<String> {
+    match id {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// When RabbitMQ dead-lettered the message, from the newest `x-death` entry.
+fn x_death_time(headers: &FieldTable) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match death.inner().get("time")? {
+        AMQPValue::Timestamp(seconds) => format_timestamp(*seconds),
+        other => header_text(other),
+    }
+}
+
+fn format_timestamp(seconds: u64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).ok()?)
+        .ok()?
+        .format(&Rfc3339)
+        .ok()
+}
+
+/// Which dead letters a command acts on; every given filter must match.
+#[derive(Args, Clone, Debug, Default)]
+pub struct Filter {
+    /// Only dead letters with this x-error-status (HTTP status, e.g. 403).
+    #[arg(long, value_name = "S")]
+    pub status: Option<u16>,
+    /// Only dead letters with this reason (invalid, rejected, retries-exhausted, task-failed,
+    /// task-unknown, or broker-<reason> for RabbitMQ's own dead letters).
+    #[arg(long, value_name = "R")]
+    pub reason: Option<String>,
+    /// Only the dead letter(s) with this externalJobPostingId.
+    #[arg(long = "id", value_name = "EXTERNAL_ID")]
+    pub external_id: Option<String>,
+    /// Only the dead letters of this failure group (the id `dlq stats` prints).
+    #[arg(long, value_name = "G", value_parser = parse_group_id)]
+    pub group: Option<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.reason.is_none()
+            && self.external_id.is_none()
+            && self.group.is_none()
+    }
+
+    /// Whether a dead letter is selected. Reads only what the given filters need: a replay by status
+    /// of 100,000 messages should not parse 100,000 bodies.
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let recorded = Recorded::read(letter.properties.headers().as_ref());
+        if let Some(status) = self.status
+            && recorded.status != Some(i64::from(status))
+        {
+            return false;
+        }
+        if let Some(reason) = &self.reason
+            && !recorded
+                .reason
+                .as_deref()
+                .is_some_and(|recorded| recorded.eq_ignore_ascii_case(reason.trim()))
+        {
+            return false;
+        }
+        if let Some(id) = &self.external_id
+            && external_id(&letter.body).as_deref() != Some(id.as_str())
+        {
+            return false;
+        }
+        if let Some(group) = &self.group
+            && GroupKey::of(&recorded).id() != *group
+        {
+            return false;
+        }
+        true
+    }
+
+    /// The filters in words, for prompts and summaries: `status 403, reason rejected`.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(status) = self.status {
+            parts.push(format!("status {status}"));
+        }
+        if let Some(reason) = &self.reason {
+            parts.push(format!("reason {reason}"));
+        }
+        if let Some(id) = &self.external_id {
+            parts.push(format!("externalJobPostingId {id}"));
+        }
+        if let Some(group) = &self.group {
+            parts.push(format!("group {group}"));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The record `list --json` and `export` print, fields in this order: position, body, every header,
+/// the properties, and the failure group.
+#[derive(Serialize)]
+struct JsonRecord {
+    position: u64,
+    body: Value,
+    headers: Value,
+    properties: Value,
+    group: String,
+}
+
+/// One line of JSON (fields in the order above).
+pub fn json_record(letter: &DeadLetter, described: &Described) -> String {
+    let body = match &described.body_json {
+        Some(json) => json.clone(),
+        None => Value::String(String::from_utf8_lossy(&letter.body).into_owned()),
+    };
+    let headers = letter
+        .properties
+        .headers()
+        .as_ref()
+        .map_or_else(|| Value::Object(Map::new()), table_json);
+    let record = JsonRecord {
+        position: letter.position,
+        body,
+        headers,
+        properties: properties_json(&letter.properties),
+        group: described.group_id.clone(),
+    };
+    // Serialising plain values into a string cannot fail.
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+/// The properties that are set, by their AMQP names.
+pub fn properties_json(properties: &BasicProperties) -> Value {
+    let mut object = Map::new();
+    let mut text = |name: &str, value: &Option<lapin::types::ShortString>| {
+        if let Some(value) = value {
+            object.insert(name.to_owned(), Value::String(value.to_string()));
+        }
+    };
+    text("content_type", properties.content_type());
+    text("content_encoding", properties.content_encoding());
+    text("correlation_id", properties.correlation_id());
+    text("reply_to", properties.reply_to());
+    text("expiration", properties.expiration());
+    text("message_id", properties.message_id());
+    text("type", properties.kind());
+    text("user_id", properties.user_id());
+    text("app_id", properties.app_id());
+    text("cluster_id", properties.cluster_id());
+    if let Some(mode) = properties.delivery_mode() {
+        object.insert("delivery_mode".into(), json!(mode));
+    }
+    if let Some(priority) = properties.priority() {
+        object.insert("priority".into(), json!(priority));
+    }
+    if let Some(timestamp) = properties.timestamp() {
+        object.insert("timestamp".into(), json!(timestamp));
+    }
+    Value::Object(object)
+}
+
+fn table_json(table: &FieldTable) -> Value {
+    Value::Object(
+        table
+            .inner()
+            .iter()
+            .map(|(key, value)| (key.to_string(), amqp_json(value)))
+            .collect(),
+    )
+}
+
+/// An AMQP header value as JSON: strings as strings (lossy for bytes that are not UTF-8), numbers as
+/// numbers, tables and arrays nested.
+pub fn amqp_json(value: &AMQPValue) -> Value {
+    match value {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(v) => json!(v),
+        AMQPValue::ShortShortUInt(v) => json!(v),
+        AMQPValue::ShortInt(v) => json!(v),
+        AMQPValue::ShortUInt(v) => json!(v),
+        AMQPValue::LongInt(v) => json!(v),
+        AMQPValue::LongUInt(v) => json!(v),
+        AMQPValue::LongLongInt(v) => json!(v),
+        AMQPValue::Float(v) => json!(v),
+        AMQPValue::Double(v) => json!(v),
+        AMQPValue::DecimalValue(d) => json!(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(amqp_json).collect())
+        }
+        AMQPValue::Timestamp(t) => json!(t),
+        AMQPValue::FieldTable(table) => table_json(table),
+        AMQPValue::ByteArray(bytes) => json!(String::from_utf8_lossy(bytes.as_slice())),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+/// The properties a replayed message goes back to the close queue with: the original ones, without
+/// job-closer's failure record, and with `x-replay-count` one higher.
+pub fn replay_properties(original: &BasicProperties) -> BasicProperties {
+    let headers = original.headers().as_ref();
+    let replays = Recorded::read(headers).replay_count.unwrap_or(0);
+    let mut kept = headers.map(dead_letter::strip_failure).unwrap_or_default();
+    kept.insert(
+        dead_letter::REPLAY_COUNT.into(),
+        AMQPValue::LongInt(i32::try_from(replays.saturating_add(1)).unwrap_or(i32::MAX)),
+    );
+    original.clone().with_headers(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::{Failure, Reason};
+
+    fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
+        DeadLetter {
+            position: 3,
+            held: super::super::scan::Held {
+                window: 0,
+                delivery_tag: 7,
+            },
+            body: body.to_vec(),
+            properties,
+        }
+    }
+
+    fn rejected_403() -> BasicProperties {
+        let failure = Failure {
+            reason: Reason::Rejected,
+            status: 403,
+            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
+                .into(),
+            attempts: 1,
+            task_id: None,
+        };
+        let original = BasicProperties::default()
+            .with_message_id("m-1".into())
+            .with_delivery_mode(2);
+        dead_letter::properties(&original, "close", &failure)
+    }
+
+    #[test]
+    fn job_closer_dead_letters_are_described_and_filtered() {
+        let dead = letter(
+            br#"{"externalJobPostingId":"J-1","title":"t"}"#,
+            rejected_403(),
+        );
+        let described = describe(&dead);
+        assert_eq!(described.external_id.as_deref(), Some("J-1"));
+        assert_eq!(described.recorded.status, Some(403));
+        assert!(described.dead_lettered_at.is_some());
+        let matching = Filter {
+            status: Some(403),
+            reason: Some("Rejected".into()),
+            external_id: Some("J-1".into()),
+            group: Some(described.group_id.clone()),
+        };
+        assert!(matching.matches(&dead));
+        assert!(Filter::default().matches(&dead));
+        for miss in [
+            Filter {
+                status: Some(422),
+                ..Filter::default()
+            },
+            Filter {
+                reason: Some("invalid".into()),
+                ..Filter::default()
+            },
+            Filter {
+                external_id: Some("J-2".into()),
+                ..Filter::default()
+            },
+            Filter {
+                group: Some("00000000".into()),
+                ..Filter::default()
+            },
+        ] {
+            assert!(!miss.matches(&dead), "{miss:?}");
+        }
+    }
+
+    #[test]
+    fn records_carry_body_headers_and_properties() {
+        let dead = letter(br#"{"externalJobPostingId":"J-1"}"#, rejected_403());
+        let record: Value = serde_json::from_str(&json_record(&dead, &describe(&dead))).unwrap();
+        assert_eq!(record["position"], 3);
+        assert_eq!(record["body"]["externalJobPostingId"], "J-1");
+        assert_eq!(record["headers"]["x-error-status"], 403);
+        assert_eq!(record["headers"]["x-error-reason"], "rejected");
+        assert_eq!(record["properties"]["message_id"], "m-1");
+        assert_eq!(record["properties"]["delivery_mode"], 2);
+        assert_eq!(
+            external_id(br#"{"externalJobPostingId":42}"#).as_deref(),
+            Some("42")
+        );
+        assert_eq!(external_id(b"[1]"), None);
+        let text = letter(b"not json \xff", BasicProperties::default());
+        let record: Value = serde_json::from_str(&json_record(&text, &describe(&text))).unwrap();
+        assert_eq!(record["body"], "not json \u{fffd}");
+        assert_eq!(record["headers"], json!({}));
+    }
+
+    #[test]
+    fn broker_dead_letters_use_x_death() {
+        let mut death = FieldTable::default();
+        death.insert("reason".into(), AMQPValue::LongString("rejected".into()));
+        death.insert("queue".into(), AMQPValue::LongString("close".into()));
+        death.insert("count".into(), AMQPValue::LongLongInt(1));
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let dead = letter(b"{}", BasicProperties::default().with_headers(headers));
+        let described = describe(&dead);
+        assert_eq!(
+            described.dead_lettered_at.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
+        assert!(
+            Filter {
+                reason: Some("broker-rejected".into()),
+                ..Filter::default()
+            }
+            .matches(&dead)
+        );
+        let record: Value = serde_json::from_str(&json_record(&dead, &described)).unwrap();
+        assert_eq!(record["headers"]["x-death"][0]["queue"], "close");
+    }
+
+    #[test]
+    fn replayed_properties_lose_the_failure_and_count_the_replay() {
+        let once = replay_properties(&rejected_403());
+        let headers = once.headers().as_ref().unwrap().inner();
+        assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
+        for gone in ["x-attempts", "x-original-queue", "x-dead-lettered-at"] {
+            assert!(!headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(
+            Recorded::read(once.headers().as_ref()).replay_count,
+            Some(1)
+        );
+        assert_eq!(once.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
+        let twice = replay_properties(&once);
+        assert_eq!(
+            Recorded::read(twice.headers().as_ref()).replay_count,
+            Some(2)
+        );
+        let bare = replay_properties(&BasicProperties::default());
+        assert_eq!(
+            Recorded::read(bare.headers().as_ref()).replay_count,
+            Some(1)
+        );
+    }
+}
