@@ -149,6 +149,11 @@ pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
         if args.single_active_consumer {
             table.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         }
+    } else if args.queue_type == QueueType::Quorum {
+        // RabbitMQ 4.x gives quorum queues a delivery limit of 20 by default and the dead-letter
+        // queue dead-letters nowhere: every `dlq list` walk counts as a delivery, so the default would
+        // eventually drop dead letters. A limit no walk reaches keeps them (3.x has no default).
+        table.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
     }
     table
 }
@@ -361,10 +366,15 @@ mod tests {
             Some(&AMQPValue::Boolean(true))
         );
         let dead = queue_arguments(&args(QueueType::Quorum, true), QueueRole::DeadLetter);
-        assert_eq!(
-            dead.inner().len(),
-            1,
+        let dead = dead.inner();
+        assert!(
+            !dead.contains_key("x-dead-letter-routing-key"),
             "the dead-letter queue dead-letters nowhere"
+        );
+        assert_eq!(
+            dead.get("x-delivery-limit").and_then(header_int),
+            Some(i64::from(i32::MAX)),
+            "and never drops a dead letter for being read too often"
         );
     }
 }
