@@ -74,6 +74,10 @@ struct Options {
     /// The job-closer binary; default: the release build cargo made for this benchmark.
     #[arg(long, env = "BENCH_BINARY")]
     binary: Option<PathBuf>,
+    /// A command the worker runs under, for profiling: e.g. "valgrind --tool=callgrind" or
+    /// "perf record -g -o perf.data --". Its CPU and memory figures are then the wrapper's.
+    #[arg(long, env = "BENCH_WORKER_WRAPPER")]
+    worker_wrapper: Option<String>,
     /// Broker URL.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     amqp_url: String,
@@ -93,7 +97,10 @@ fn main() {
     let options = Options::parse();
     // The drain is timed by the stand-in's element count: make sure it counts right.
     assert_eq!(count_elements(br#"{"elements":[]}"#), 0);
-    assert_eq!(count_elements(br#"{"elements":[{"a":[1,{}],"b":"x,]"},{"c":"\"},"}]}"#), 2);
+    assert_eq!(
+        count_elements(br#"{"elements":[{"a":[1,{}],"b":"x,]"},{"c":"\"},"}]}"#),
+        2
+    );
     assert_eq!(count_elements(answer_for(3).as_bytes()), 3);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,10 +149,17 @@ async fn run(options: Options) {
     let mut rounds = Vec::new();
     for round in 1..=options.rounds.max(1) {
         broker.fill(&queues.close, options.messages, "bare").await;
-        let bare = bare_consumer(&options.amqp_url, &queues.close, prefetch, options.messages).await;
+        let bare =
+            bare_consumer(&options.amqp_url, &queues.close, prefetch, options.messages).await;
         broker.fill(&queues.close, options.messages, "worker").await;
         stand_in.reset();
-        let mut worker = WorkerRun::start(&binary, &options.amqp_url, &queues, &stand_in);
+        let mut worker = WorkerRun::start(
+            &binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            &queues,
+            &stand_in,
+        );
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.messages)
             .await;
@@ -177,7 +191,13 @@ async fn run(options: Options) {
             .fill(&queues.close, options.memory_messages, "memory")
             .await;
         stand_in.reset();
-        let mut worker = WorkerRun::start(&binary, &options.amqp_url, &queues, &stand_in);
+        let mut worker = WorkerRun::start(
+            &binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            &queues,
+            &stand_in,
+        );
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.memory_messages)
             .await;
@@ -283,10 +303,7 @@ fn report(
         let mut sorted = last.probes.clone();
         sorted.sort();
         row(
-            &format!(
-                "idle latency, ms (target ≤ {})",
-                linger.as_millis() + 50
-            ),
+            &format!("idle latency, ms (target ≤ {})", linger.as_millis() + 50),
             "-".into(),
             format!(
                 "median {} max {}",
@@ -493,10 +510,7 @@ async fn bare_consumer(url: &str, queue: &str, prefetch: u16, count: usize) -> B
             .await
             .expect("the consumer ended early")
             .expect("delivery");
-        delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .expect("ack");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
         seen += 1;
     }
     let took = started.elapsed();
@@ -692,15 +706,32 @@ impl Clean {
 }
 
 impl WorkerRun {
-    fn start(binary: &PathBuf, amqp_url: &str, queues: &BenchQueues, stand_in: &StandIn) -> Self {
+    fn start(
+        binary: &PathBuf,
+        wrapper: Option<&str>,
+        amqp_url: &str,
+        queues: &BenchQueues,
+        stand_in: &StandIn,
+    ) -> Self {
         let log_dir = tempfile::tempdir().expect("temp dir");
         let log = log_dir.path().join("worker.log");
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = Command::new(binary);
+        let wrapper: Vec<&str> = wrapper
+            .map(|w| w.split_whitespace().collect())
+            .unwrap_or_default();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command
             .arg("run")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("AMQP_URL", amqp_url)
             .env("CLOSE_QUEUE", &queues.close)
             .env("DEAD_LETTER_QUEUE", &queues.dead)
@@ -866,7 +897,10 @@ async fn idle_latency(
         let before = stand_in.requests().len();
         let published = Instant::now();
         let confirm = broker
-            .publish(&queues.close, close_request(&format!("probe-{probe}")).as_bytes())
+            .publish(
+                &queues.close,
+                close_request(&format!("probe-{probe}")).as_bytes(),
+            )
             .await;
         confirmed(confirm).await;
         let deadline = published + linger + Duration::from_secs(10);
@@ -875,7 +909,10 @@ async fn idle_latency(
                 break *at;
             }
             if Instant::now() > deadline {
-                panic!("the idle probe did not arrive within {:?}", deadline - published);
+                panic!(
+                    "the idle probe did not arrive within {:?}",
+                    deadline - published
+                );
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };

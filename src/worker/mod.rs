@@ -7,6 +7,7 @@
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
 //! broker returns whatever is still unacked.
 
+mod ack_runs;
 mod send;
 pub mod settle;
 

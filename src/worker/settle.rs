@@ -3,13 +3,16 @@
 //!
 //! The settler belongs to one broker session: its ackers and its confirm channel die with the
 //! connection, and then every settle fails harmlessly — the broker redelivers what was not acked.
+//! Acks go out in runs ([`AckRuns`]): settle a batch inside [`Settler::together`] and it costs one
+//! frame.
 
+use super::ack_runs::AckRuns;
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{self, Failure, Reason};
 use crate::metrics::Metrics;
 use lapin::Channel;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
+use lapin::options::BasicNackOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
@@ -23,6 +26,7 @@ pub struct Settler {
     close_queue: String,
     dead_letter_queue: String,
     metrics: Arc<Metrics>,
+    acks: AckRuns,
 }
 
 impl Settler {
@@ -37,6 +41,7 @@ impl Settler {
             close_queue,
             dead_letter_queue,
             metrics,
+            acks: AckRuns::new(),
         }
     }
 
@@ -44,7 +49,7 @@ impl Settler {
     pub async fn closed(&self, delivery: &Delivery, external_id: &str, task_id: Option<&str>) {
         info!(external_id, task_id, "Closed.");
         self.metrics.closed.inc();
-        ack(delivery).await;
+        self.ack(delivery).await;
     }
 
     /// Publishes the dead letter, and acks the original only once the broker confirmed it.
@@ -74,7 +79,7 @@ impl Settler {
                 );
                 self.metrics
                     .dead_letter(failure.reason.as_str(), failure.status);
-                ack(delivery).await;
+                self.ack(delivery).await;
             }
             Err(error) => {
                 self.failed_dead_letter(delivery, external_id, failure.reason, &error)
@@ -97,25 +102,30 @@ impl Settler {
             "Could not dead-letter; the message goes back to the queue."
         );
         tokio::time::sleep(GIVE_BACK_PAUSE).await;
-        give_back(delivery).await;
+        self.give_back(delivery).await;
     }
-}
 
-pub async fn ack(delivery: &Delivery) {
-    if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-        // The channel is gone: the broker will redeliver, which is the safe side.
-        debug!(%error, delivery_tag = delivery.delivery_tag, "Ack failed; the message will be redelivered.");
+    /// Acks a settled delivery, with the run it belongs to.
+    pub async fn ack(&self, delivery: &Delivery) {
+        self.acks.ack(delivery).await;
     }
-}
 
-/// Returns a delivery to the queue for another consumer or a later attempt.
-pub async fn give_back(delivery: &Delivery) {
-    let options = BasicNackOptions {
-        multiple: false,
-        requeue: true,
-    };
-    if let Err(error) = delivery.acker.nack(options).await {
-        debug!(%error, delivery_tag = delivery.delivery_tag, "Give-back failed; the broker will redeliver anyway.");
+    /// Settles deliveries one by one inside `settling`, and acks them together at its end.
+    pub async fn together<F: Future>(&self, settling: F) -> F::Output {
+        self.acks.together(settling).await
+    }
+
+    /// Returns a delivery to the queue for another consumer or a later attempt.
+    pub async fn give_back(&self, delivery: &Delivery) {
+        let options = BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        };
+        if let Err(error) = delivery.acker.nack(options).await {
+            debug!(%error, delivery_tag = delivery.delivery_tag, "Give-back failed; the broker will redeliver anyway.");
+        }
+        // Only now, with the nack on its way, may a run of acks pass this delivery.
+        self.acks.settled_elsewhere(delivery).await;
     }
 }
 
