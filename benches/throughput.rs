@@ -23,6 +23,7 @@ use axum::response::IntoResponse;
 use axum::routing::post;
 use clap::Parser;
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use job_closer::config::BatchArgs;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -480,8 +481,25 @@ struct BareDrain {
     broker_cpu_seconds: Option<f64>,
 }
 
-/// The ceiling: consume and ack each message, nothing else, at the worker's prefetch.
+/// The ceiling: consume and ack each message on its own, nothing else, at the worker's prefetch.
+/// It runs on a single-threaded runtime of its own and keeps acks pipelined (it does not wait for
+/// one ack to be written before taking the next delivery): the fastest way lapin consumes with
+/// one ack per message here, about twice as fast as awaiting each ack in turn.
 async fn bare_consumer(url: &str, queue: &str, prefetch: u16, count: usize) -> BareDrain {
+    let (url, queue) = (url.to_owned(), queue.to_owned());
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(bare_drain(&url, &queue, prefetch, count))
+    });
+    tokio::task::spawn_blocking(move || thread.join().expect("the bare consumer panicked"))
+        .await
+        .expect("join")
+}
+
+async fn bare_drain(url: &str, queue: &str, prefetch: u16, count: usize) -> BareDrain {
     let connection = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -503,15 +521,24 @@ async fn bare_consumer(url: &str, queue: &str, prefetch: u16, count: usize) -> B
         )
         .await
         .expect("consume");
+    let mut acks = FuturesUnordered::new();
     let mut seen = 0;
     while seen < count {
-        let delivery = consumer
-            .next()
-            .await
-            .expect("the consumer ended early")
-            .expect("delivery");
-        delivery.ack(BasicAckOptions::default()).await.expect("ack");
-        seen += 1;
+        tokio::select! {
+            delivery = consumer.next() => {
+                let delivery = delivery
+                    .expect("the consumer ended early")
+                    .expect("delivery");
+                acks.push(async move { delivery.ack(BasicAckOptions::default()).await });
+                seen += 1;
+            }
+            Some(acked) = acks.next(), if !acks.is_empty() => {
+                acked.expect("ack");
+            }
+        }
+    }
+    while let Some(acked) = acks.next().await {
+        acked.expect("ack");
     }
     let took = started.elapsed();
     let cpu = process_cpu_seconds("self").unwrap_or(0.0) - cpu_before.unwrap_or(0.0);

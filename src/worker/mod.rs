@@ -12,7 +12,7 @@ mod send;
 pub mod settle;
 
 use crate::amqp::{self, AmqpError};
-use crate::batch::{Batch, Batcher};
+use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
 use crate::config::AmqpArgs;
 use crate::linkedin::LinkedInClient;
@@ -263,11 +263,11 @@ impl Worker {
         self.shared.metrics.consumed.inc();
         match close_request::validate(&delivery.data) {
             Ok(request) => {
-                let external_id = request.external_id.clone();
+                let external_id = IdKey::of(&request.external_id);
                 let contract = request.contract.clone();
                 batcher.push(
                     Item { delivery, request },
-                    &external_id,
+                    external_id,
                     contract,
                     Instant::now(),
                 )
