@@ -21,6 +21,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -42,7 +43,7 @@ const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Publisher confirms outstanding at once while filling: pipelined, but bounded.
 const CONFIRM_WINDOW: usize = 2048;
 /// Idle-latency samples taken after the last round.
-const PROBES: usize = 5;
+const PROBES: usize = 10;
 /// Linux reports process CPU time in USER_HZ ticks, which is 100 on every architecture it supports.
 const TICKS_PER_SECOND: f64 = 100.0;
 /// Worker settings the benchmark passes on when they are set in its own environment.
@@ -143,15 +144,37 @@ async fn run(options: Options) {
     );
     println!();
     println!(
-        "{:>5}  {:>10}  {:>12}  {:>6}  {:>14}  {:>15}",
-        "round", "bare msg/s", "worker msg/s", "ratio", "worker CPU-s/10k", "broker CPU-s/10k"
+        "{:>5}  {:>14}  {:>14}  {:>12}  {:>6}  {:>16}  {:>16}",
+        "round",
+        "bare each/s",
+        "bare runs/s",
+        "worker msg/s",
+        "ratio",
+        "worker CPU-s/10k",
+        "broker CPU-s/10k"
     );
 
     let mut rounds = Vec::new();
-    for round in 1..=options.rounds.max(1) {
+    let last_round = options.rounds.max(1);
+    for round in 1..=last_round {
         broker.fill(&queues.close, options.messages, "bare").await;
-        let bare =
-            bare_consumer(&options.amqp_url, &queues.close, prefetch, options.messages).await;
+        let bare = bare_consumer(
+            &options.amqp_url,
+            &queues.close,
+            prefetch,
+            options.messages,
+            1,
+        )
+        .await;
+        broker.fill(&queues.close, options.messages, "runs").await;
+        let bare_runs = bare_consumer(
+            &options.amqp_url,
+            &queues.close,
+            prefetch,
+            options.messages,
+            settings.effective_batch_size(),
+        )
+        .await;
         broker.fill(&queues.close, options.messages, "worker").await;
         stand_in.reset();
         let mut worker = WorkerRun::start(
@@ -164,16 +187,20 @@ async fn run(options: Options) {
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.messages)
             .await;
-        let probes = if round == options.rounds.max(1) {
-            idle_latency(&broker, &queues, &stand_in, linger).await
+        let probes = if round == last_round {
+            let probes = idle_latency(&broker, &queues, &stand_in, linger).await;
+            let ms: Vec<String> = probes.iter().map(|p| p.as_millis().to_string()).collect();
+            println!("       idle latency samples, ms: {}", ms.join(", "));
+            probes
         } else {
             Vec::new()
         };
         let clean = worker.stop(&broker, &queues).await;
         println!(
-            "{:>5}  {:>10.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}",
+            "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}",
             round,
             bare.rate,
+            bare_runs.rate,
             drained.rate,
             drained.rate / bare.rate,
             drained.cpu_seconds_per_10k,
@@ -181,6 +208,7 @@ async fn run(options: Options) {
         );
         rounds.push(Round {
             bare,
+            bare_runs,
             worker: drained,
             probes,
             clean,
@@ -221,7 +249,10 @@ fn per_10k(seconds: Option<f64>, messages: usize) -> String {
 }
 
 struct Round {
+    /// The ceiling the issue names: one ack per message.
     bare: BareDrain,
+    /// The broker's own limit with acks in runs, as job-closer sends them.
+    bare_runs: BareDrain,
     worker: WorkerDrain,
     probes: Vec<Duration>,
     clean: Clean,
@@ -241,90 +272,94 @@ fn report(
     });
     let median = by_ratio[by_ratio.len() / 2];
     let last = rounds.last().expect("at least one round");
-    let (bare, worker) = (&median.bare, &median.worker);
+    let (bare, runs, worker) = (&median.bare, &median.bare_runs, &median.worker);
     let n = options.messages;
-    let row = |what: &str, bare: String, worker: String| {
-        println!("| {what:<44} | {bare:>14} | {worker:>22} |");
+    let row = |what: &str, bare: String, runs: String, worker: String| {
+        println!("| {what:<46} | {bare:>15} | {runs:>17} | {worker:>20} |");
     };
+    let only_worker = |what: &str, worker: String| row(what, "".into(), "".into(), worker);
     println!();
     println!(
-        "Median round of {} ({} messages per drain):",
+        "Median round of {} by ratio ({} messages per drain):",
         rounds.len(),
         n
     );
     println!();
-    row("", "bare consumer".into(), "job-closer run".into());
-    println!("|{:-<46}|{:->16}|{:->24}|", "", "", "");
+    row(
+        "",
+        "bare, ack each".into(),
+        "bare, ack per 100".into(),
+        "job-closer run".into(),
+    );
+    println!("|{:-<48}|{:->17}|{:->19}|{:->22}|", "", "", "", "");
     row(
         "msg/s",
         format!("{:.0}", bare.rate),
+        format!("{:.0}", runs.rate),
         format!("{:.0}", worker.rate),
     );
     row(
-        "ratio to the bare consumer (target ≥ 0.70)",
-        "1.00".into(),
+        "job-closer ÷ this (target ≥ 0.70 of ack each)",
         format!("{:.2}", worker.rate / bare.rate),
+        format!("{:.2}", worker.rate / runs.rate),
+        "".into(),
     );
     row(
-        "CPU-s per 10,000 messages (consumer process)",
+        "CPU-s per 10,000 messages, consumer",
         format!("{:.3}", bare.cpu_seconds_per_10k),
+        format!("{:.3}", runs.cpu_seconds_per_10k),
         format!("{:.3}", worker.cpu_seconds_per_10k),
     );
     row(
-        "CPU-s per 10,000 messages (RabbitMQ)",
+        "CPU-s per 10,000 messages, RabbitMQ",
         per_10k(bare.broker_cpu_seconds, n),
+        per_10k(runs.broker_cpu_seconds, n),
         per_10k(worker.broker_cpu_seconds, n),
     );
-    row(
+    only_worker(
         "peak RSS, MiB (target ≤ 64)",
-        "-".into(),
         format!("{:.1}", worker.peak_rss_kib as f64 / 1024.0),
     );
-    row("requests", "-".into(), worker.requests.to_string());
-    row(
+    only_worker("requests", worker.requests.to_string());
+    only_worker(
         "elements per request, mean",
-        "-".into(),
         format!("{:.1}", worker.mean_elements),
     );
-    row(
-        "requests with ≥ 99 elements while backlogged",
-        "-".into(),
+    only_worker(
+        "requests of ≥ 99 while backlogged (target all)",
         format!(
             "{:.1}% of {}",
             worker.share_full_while_backlogged * 100.0,
             worker.requests_while_backlogged
         ),
     );
-    row(
+    only_worker(
         "token requests (target 1)",
-        "-".into(),
         worker.token_requests.to_string(),
     );
+    only_worker("HTTP connections opened", worker.connections.to_string());
     if !last.probes.is_empty() {
         let mut sorted = last.probes.clone();
         sorted.sort();
-        row(
+        only_worker(
             &format!("idle latency, ms (target ≤ {})", linger.as_millis() + 50),
-            "-".into(),
             format!(
-                "median {} max {}",
+                "median {}, max {}",
                 sorted[sorted.len() / 2].as_millis(),
                 sorted[sorted.len() - 1].as_millis()
             ),
         );
     }
     if let Some((drained, _)) = memory {
-        row(
+        only_worker(
             &format!("{} messages: msg/s", options.memory_messages),
-            "-".into(),
             format!("{:.0}", drained.rate),
         );
-        row(
+        only_worker(
             &format!(
                 "{} messages: peak RSS, MiB (target ≤ 64)",
                 options.memory_messages
             ),
-            "-".into(),
             format!("{:.1}", drained.peak_rss_kib as f64 / 1024.0),
         );
     }
@@ -481,25 +516,39 @@ struct BareDrain {
     broker_cpu_seconds: Option<f64>,
 }
 
-/// The ceiling: consume and ack each message on its own, nothing else, at the worker's prefetch.
+/// The ceiling: consume and ack, nothing else, at the worker's prefetch. With `ack_every` 1 each
+/// message is acked on its own (the ceiling the issue names); with the batch size, every
+/// `ack_every`-th delivery is acked with `multiple`, as job-closer acks a batch: the broker's limit.
 /// It runs on a single-threaded runtime of its own and keeps acks pipelined (it does not wait for
-/// one ack to be written before taking the next delivery): the fastest way lapin consumes with
-/// one ack per message here, about twice as fast as awaiting each ack in turn.
-async fn bare_consumer(url: &str, queue: &str, prefetch: u16, count: usize) -> BareDrain {
+/// one ack to be written before taking the next delivery): the fastest way lapin consumes with one
+/// ack per message here, about twice as fast as awaiting each ack in turn.
+async fn bare_consumer(
+    url: &str,
+    queue: &str,
+    prefetch: u16,
+    count: usize,
+    ack_every: usize,
+) -> BareDrain {
     let (url, queue) = (url.to_owned(), queue.to_owned());
     let thread = std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("tokio runtime")
-            .block_on(bare_drain(&url, &queue, prefetch, count))
+            .block_on(bare_drain(&url, &queue, prefetch, count, ack_every))
     });
     tokio::task::spawn_blocking(move || thread.join().expect("the bare consumer panicked"))
         .await
         .expect("join")
 }
 
-async fn bare_drain(url: &str, queue: &str, prefetch: u16, count: usize) -> BareDrain {
+async fn bare_drain(
+    url: &str,
+    queue: &str,
+    prefetch: u16,
+    count: usize,
+    ack_every: usize,
+) -> BareDrain {
     let connection = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -529,8 +578,11 @@ async fn bare_drain(url: &str, queue: &str, prefetch: u16, count: usize) -> Bare
                 let delivery = delivery
                     .expect("the consumer ended early")
                     .expect("delivery");
-                acks.push(async move { delivery.ack(BasicAckOptions::default()).await });
                 seen += 1;
+                if seen % ack_every.max(1) == 0 || seen == count {
+                    let multiple = ack_every > 1;
+                    acks.push(async move { delivery.ack(BasicAckOptions { multiple }).await });
+                }
             }
             Some(acked) = acks.next(), if !acks.is_empty() => {
                 acked.expect("ack");
@@ -561,6 +613,8 @@ struct Seen {
     requests: Mutex<Vec<(Instant, usize)>>,
     elements: AtomicU64,
     token_requests: AtomicU64,
+    /// TCP connections accepted: with keep-alive, about one per request in flight.
+    connections: AtomicU64,
 }
 
 struct StandIn {
@@ -585,6 +639,10 @@ impl StandIn {
             .await
             .expect("bind the stand-in");
         let url = format!("http://{}", listener.local_addr().expect("address"));
+        let counted = seen.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+        });
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -604,6 +662,7 @@ impl StandIn {
         self.seen.requests.lock().expect("poisoned").clear();
         self.seen.elements.store(0, Ordering::SeqCst);
         self.seen.token_requests.store(0, Ordering::SeqCst);
+        self.seen.connections.store(0, Ordering::SeqCst);
     }
 
     fn elements(&self) -> u64 {
@@ -716,6 +775,7 @@ struct WorkerDrain {
     requests_while_backlogged: usize,
     share_full_while_backlogged: f64,
     token_requests: u64,
+    connections: u64,
 }
 
 /// How a worker run ended: exit status, and what the broker still held afterwards.
@@ -876,6 +936,7 @@ impl WorkerRun {
             requests_while_backlogged: backlogged.len(),
             share_full_while_backlogged: full as f64 / backlogged.len().max(1) as f64,
             token_requests: stand_in.seen.token_requests.load(Ordering::SeqCst),
+            connections: stand_in.seen.connections.load(Ordering::SeqCst),
         }
     }
 

@@ -177,7 +177,9 @@ fn json_string(raw: &RawValue) -> Option<String> {
 fn exceeds_depth(body: &[u8], max: usize) -> bool {
     // A close request has a bracket or two: when there are no more opening brackets in the whole
     // body than the limit, nothing can nest deeper, and this count is far cheaper than the scan.
-    let opening = body.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    // `[` and `{` differ only in bit 0x20, and no other byte ORed with it gives `{`: one comparison
+    // per byte, which the compiler turns into vector code.
+    let opening = body.iter().filter(|&&b| b | 0x20 == b'{').count();
     if opening <= max {
         return false;
     }
