@@ -1,11 +1,20 @@
 //! Throughput benchmark: how close `job-closer run` comes to the broker's own limit.
 //!
-//! `cargo bench --bench throughput` (add `-- --help` for the options). Against the RabbitMQ at
-//! `AMQP_URL` (default: guest on 127.0.0.1:5672) it fills a persistent queue of its own with N close
-//! requests, drains it once with a bare lapin consumer that acks each message and does nothing else
-//! (the ceiling), fills it again and drains it with the release `job-closer run` as a child process,
-//! sending to a minimal API stand-in served from this process. It prints figures and asserts nothing
-//! about timing: the machine is shared and noisy, so compare the ratio of figures taken in one run.
+//! `cargo bench --bench throughput` (options after `--`, see `-- --help`; each also has an
+//! environment variable). Against the RabbitMQ at `AMQP_URL` (default: guest on 127.0.0.1:5672), in
+//! queues of its own that it deletes at the end, each round:
+//! 1. fills a persistent queue with N close requests (pipelined publisher confirms) and drains it
+//!    with a bare lapin consumer that acks each message and does nothing else — the ceiling;
+//! 2. fills and drains it again with a bare consumer that acks every 100th delivery with
+//!    `multiple` — the broker's limit when acks go in runs, as job-closer sends them;
+//! 3. fills it again and drains it with the release `job-closer run` as a child process
+//!    (`RATE_LIMIT_PER_MINUTE=0`, no metrics listener), sending to an API stand-in served from this
+//!    process, and reads the worker's CPU time and peak RSS from `/proc`.
+//!
+//! After the last round it measures the idle latency (one message into an idle worker, until the
+//! stand-in receives it), and with `--memory-run` drains 100,000 messages for peak memory. It prints
+//! figures and asserts nothing about timing: the machine is shared and noisy, so compare figures
+//! taken side by side in one run, and run it more than once.
 //!
 //! The stand-in is deliberately not the project's sandbox: the sandbox validates and records every
 //! element, which would make the benchmark measure the sandbox. This one counts elements with a
@@ -13,7 +22,9 @@
 //!
 //! Worker settings (`BATCH_SIZE`, `BATCH_LINGER_MS`, `MAX_IN_FLIGHT`, `PREFETCH`, `RUST_LOG`,
 //! `LOG_FORMAT`) pass through from the environment, so `PREFETCH=1000 cargo bench --bench throughput`
-//! tries another setting; the bare consumer uses the same prefetch as the worker.
+//! tries another setting; the bare consumers use the same prefetch as the worker. For a profile,
+//! `BENCH_WORKER_WRAPPER="valgrind --tool=callgrind" cargo bench --bench throughput -- --messages
+//! 5000 --rounds 1` runs the worker under a tool.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -54,7 +65,6 @@ const PASSED_THROUGH: &[&str] = &[
     "PREFETCH",
     "RUST_LOG",
     "LOG_FORMAT",
-    "QUEUE_TYPE",
 ];
 
 /// Options; each also reads an environment variable, since `cargo bench` makes arguments awkward.
@@ -64,7 +74,7 @@ struct Options {
     /// Messages in the backlog each consumer drains.
     #[arg(long, env = "BENCH_MESSAGES", default_value_t = 50_000)]
     messages: usize,
-    /// Rounds of (bare consumer, worker); the table shows the median round.
+    /// Rounds of (bare consumers, worker); the table shows the median round by ratio.
     #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3)]
     rounds: usize,
     /// Also drain a larger backlog with the worker alone, for its peak memory.
@@ -1054,10 +1064,12 @@ impl BrokerCpu {
     }
 
     fn seconds(&self) -> Option<f64> {
-        if self.0.is_empty() {
-            return None;
-        }
-        self.0.iter().map(|pid| process_cpu_seconds(pid)).sum()
+        let readings: Vec<f64> = self
+            .0
+            .iter()
+            .filter_map(|pid| process_cpu_seconds(pid))
+            .collect();
+        (!readings.is_empty()).then(|| readings.iter().sum())
     }
 }
 
