@@ -17,8 +17,9 @@
 //!
 //! Settling a batch element by element would advance the floor one tag at a time and still send a
 //! frame per element; inside [`AckRuns::together`] acks are only recorded, and one flush at the end
-//! sends the run. Outside it, each ack is flushed at once — so an ack recorded by a task always goes
-//! out before that task ends, which is what lets shutdown wait for tasks rather than for frames.
+//! sends the run. Outside it, each ack is flushed at once. Either way an ack is sent by the task that
+//! recorded it, or — held above a gap — by the task whose settlement closes the gap: shutdown waits
+//! for those tasks, so it never closes the connection on an ack that was decided but not sent.
 
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -35,8 +36,9 @@ use tracing::{debug, warn};
 /// one request to LinkedIn; one that lasts longer is a retry, and its neighbours should not wait.
 pub const HOLD: Duration = Duration::from_millis(250);
 
-/// Settled tags tracked above an open gap before giving up on runs for the session: only a delivery
-/// that never settles (a bug) gets here, and the bitmap must not grow without bound.
+/// Settled tags tracked above an open gap before giving up on runs for the session (the bitmap is
+/// then 2 MiB). Only a delivery left unsettled while millions of others pass gets here — a bug, or a
+/// retry lasting many minutes with the rate limit off — and the bitmap must not grow without bound.
 const MAX_SPAN: u64 = 1 << 24;
 
 tokio::task_local! {
