@@ -87,7 +87,9 @@ struct Options {
     #[arg(long, env = "BENCH_BINARY")]
     binary: Option<PathBuf>,
     /// A command the worker runs under, for profiling: e.g. "valgrind --tool=callgrind" or
-    /// "perf record -g -o perf.data --". Its CPU and memory figures are then the wrapper's.
+    /// "perf record -g -o perf.data --". It must hand SIGTERM on to the worker (those two do;
+    /// `perf stat` does not, and leaves the worker running). CPU and memory figures are then the
+    /// wrapper's.
     #[arg(long, env = "BENCH_WORKER_WRAPPER")]
     worker_wrapper: Option<String>,
     /// Broker URL.
@@ -119,10 +121,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(run(options));
+    runtime.block_on(run_and_clean_up(options));
 }
 
-async fn run(options: Options) {
+/// Runs the benchmark in a task of its own, so that its queues are deleted even when it fails.
+async fn run_and_clean_up(options: Options) {
+    let queues = BenchQueues::new();
+    let amqp_url = options.amqp_url.clone();
+    let outcome = tokio::spawn(run(options, queues.clone())).await;
+    let broker = Broker::connect(&amqp_url).await;
+    broker.delete(&queues).await;
+    broker.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the benchmark did not finish: {failed}"),
+        }
+    }
+}
+
+async fn run(options: Options, queues: BenchQueues) {
     // The worker reads the same variables from the environment the benchmark passes on.
     let mut settings = WorkerSettings::parse_from(["worker"]).batch;
     settings.rate_limit_per_minute = 0;
@@ -135,7 +153,6 @@ async fn run(options: Options) {
 
     let stand_in = StandIn::start().await;
     let broker = Broker::connect(&options.amqp_url).await;
-    let queues = BenchQueues::new();
     broker.declare(&queues).await;
 
     println!(
@@ -246,7 +263,7 @@ async fn run(options: Options) {
         None
     };
 
-    broker.delete(&queues).await;
+    broker.close().await;
     stand_in.stop();
     report(&options, &rounds, memory.as_ref(), linger);
 }
@@ -385,6 +402,7 @@ fn report(
 // ---------------------------------------------------------------------------------------------
 // The broker side: queues, filling, the bare consumer.
 
+#[derive(Clone)]
 struct BenchQueues {
     close: String,
     dead: String,
@@ -447,6 +465,9 @@ impl Broker {
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+    }
+
+    async fn close(&self) {
         let _ = self.connection.close(200, "bench done".into()).await;
     }
 
