@@ -4,10 +4,34 @@
 //! forbids it) and never two contracts (a contract's 403 must only touch that contract's jobs). A batch
 //! is due when full, or `linger` after its first element arrived. The batcher knows nothing of queues
 //! or HTTP: the worker feeds it and sends what comes out, and tests drive it with made-up instants.
+//!
+//! Ids are compared by a keyed 64-bit hash ([`IdKey`]) rather than stored as strings: a push costs no
+//! allocation. Equal ids always have equal keys, so duplicates never share a batch; two different ids
+//! whose keys collide (about one chance in 10^16 per pair) only go in separate batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// An `externalJobPostingId` as the batcher tells ids apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdKey(u64);
+
+impl IdKey {
+    pub fn of(external_id: &str) -> Self {
+        // Keyed per process, so ids crafted to collide cannot split every batch.
+        static KEYS: OnceLock<RandomState> = OnceLock::new();
+        IdKey(KEYS.get_or_init(RandomState::new).hash_one(external_id))
+    }
+}
+
+impl From<&str> for IdKey {
+    fn from(external_id: &str) -> Self {
+        IdKey::of(external_id)
+    }
+}
 
 /// What a batch is grouped by: the contract's raw JSON text, or none.
 pub type ContractKey = Option<String>;
@@ -17,7 +41,7 @@ pub type ContractKey = Option<String>;
 pub struct Batch<T> {
     pub contract: ContractKey,
     pub items: Vec<T>,
-    ids: HashSet<String>,
+    ids: Vec<IdKey>,
     first_arrival: Instant,
 }
 
@@ -26,7 +50,7 @@ impl<T> Batch<T> {
         Batch {
             contract,
             items: Vec::with_capacity(capacity),
-            ids: HashSet::with_capacity(capacity),
+            ids: Vec::with_capacity(capacity),
             first_arrival: now,
         }
     }
@@ -74,13 +98,18 @@ impl<T> Batcher<T> {
     pub fn push(
         &mut self,
         item: T,
-        external_id: &str,
+        external_id: impl Into<IdKey>,
         contract: ContractKey,
         now: Instant,
     ) -> Option<Batch<T>> {
+        let id = external_id.into();
         let max_size = self.max_size;
-        let batches = self.open.entry(contract.clone()).or_default();
-        let index = match batches.iter().position(|b| !b.ids.contains(external_id)) {
+        // Looked up first: the key is only cloned for a contract's first open batch.
+        if !self.open.contains_key(&contract) {
+            self.open.insert(contract.clone(), Vec::new());
+        }
+        let batches = self.open.get_mut(&contract).expect("inserted above");
+        let index = match batches.iter().position(|b| !b.ids.contains(&id)) {
             Some(index) => index,
             None => {
                 batches.push(Batch::new(contract.clone(), now, max_size));
@@ -88,7 +117,7 @@ impl<T> Batcher<T> {
             }
         };
         let batch = &mut batches[index];
-        batch.ids.insert(external_id.to_owned());
+        batch.ids.push(id);
         batch.items.push(item);
         self.pending += 1;
         if batch.len() < max_size {

@@ -54,11 +54,11 @@ pub struct PublishReport {
     pub skipped: Vec<(usize, Invalid)>,
 }
 
+/// Lines of the input by line number: the valid bodies, and why the others are invalid.
+pub type ReadRequests = (Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>);
+
 /// Reads and validates every line; returns the valid bodies with their line numbers.
-pub fn read_requests(
-    input: impl BufRead,
-    path: &str,
-) -> Result<(Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>), PublishError> {
+pub fn read_requests(input: impl BufRead, path: &str) -> Result<ReadRequests, PublishError> {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for (index, line) in input.split(b'\n').enumerate() {

@@ -10,11 +10,12 @@
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
 //! broker returns whatever is still unacked.
 
+mod ack_runs;
 mod send;
 pub mod settle;
 
 use crate::amqp::{self, AmqpError};
-use crate::batch::{Batch, Batcher};
+use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
 use crate::config::AmqpArgs;
 use crate::linkedin::LinkedInClient;
@@ -303,11 +304,11 @@ impl Worker {
         self.shared.metrics.consumed.inc();
         match close_request::validate(&delivery.data) {
             Ok(request) => {
-                let external_id = request.external_id.clone();
+                let external_id = IdKey::of(&request.external_id);
                 let contract = request.contract.clone();
                 batcher.push(
                     Item { delivery, request },
-                    &external_id,
+                    external_id,
                     contract,
                     Instant::now(),
                 )

@@ -5,7 +5,7 @@
 //! in halves after a few failures, and the halves carry on independently, so the culprit ends up alone
 //! and its good neighbours get closed. 401s and 429s are waited out without spending the retry budget.
 
-use super::settle::{self, Settler};
+use super::settle::Settler;
 use super::{Item, Shared};
 use crate::dead_letter::{Failure, Reason};
 use crate::linkedin::classify::{ElementOutcome, RequestOutcome};
@@ -43,10 +43,15 @@ async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
     }
 }
 
-async fn give_back_all(items: &[Item]) {
-    for item in items {
-        settle::give_back(&item.delivery).await;
-    }
+async fn give_back_all(session: &SessionHandle, items: &[Item]) {
+    session
+        .settler
+        .together(async {
+            for item in items {
+                session.settler.give_back(&item.delivery).await;
+            }
+        })
+        .await;
 }
 
 fn ids(items: &[Item]) -> Vec<&str> {
@@ -78,7 +83,7 @@ pub fn process(
                 _ = session.stop.cancelled() => false,
             };
             if !limited {
-                return give_back_all(&items).await;
+                return give_back_all(&session, &items).await;
             }
 
             let token = shared.linkedin.tokens.get().await;
@@ -93,7 +98,7 @@ pub fn process(
                     let delay = policy.on_wait(&mut retry, None);
                     error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items), "No LinkedIn token; retrying.");
                     if !wait(&session.stop, delay).await {
-                        return give_back_all(&items).await;
+                        return give_back_all(&session, &items).await;
                     }
                     continue;
                 }
@@ -124,49 +129,57 @@ pub fn process(
                     let mut transient = None;
                     let mut unauthorized = false;
                     let mut remaining = Vec::new();
-                    let mut accepted = Vec::new();
-                    for (item, verdict) in items.into_iter().zip(verdicts) {
-                        match verdict {
-                            ElementOutcome::Accepted { task_id } => {
-                                accepted.push((item, task_id));
+                    // One ack frame for the whole batch instead of one per element; accepted
+                    // elements settle concurrently (with task checks on, each waits for its pending
+                    // check's confirm, and one round trip for the batch beats one per element).
+                    session
+                        .settler
+                        .together(async {
+                            let mut accepted = Vec::new();
+                            for (item, verdict) in items.into_iter().zip(verdicts) {
+                                match verdict {
+                                    ElementOutcome::Accepted { task_id } => {
+                                        accepted.push((item, task_id));
+                                    }
+                                    ElementOutcome::Rejected(failure) => {
+                                        let failure = Failure {
+                                            reason: Reason::Rejected,
+                                            status: failure.status,
+                                            message: failure.message,
+                                            attempts: retry.attempts,
+                                            task_id: None,
+                                        };
+                                        session
+                                            .settler
+                                            .dead_letter(
+                                                &item.delivery,
+                                                Some(&item.request.external_id),
+                                                failure,
+                                            )
+                                            .await;
+                                    }
+                                    ElementOutcome::Retry(failure) => {
+                                        transient = Some(failure);
+                                        remaining.push(item);
+                                    }
+                                    ElementOutcome::Unauthorized(_) => {
+                                        unauthorized = true;
+                                        remaining.push(item);
+                                    }
+                                }
                             }
-                            ElementOutcome::Rejected(failure) => {
-                                let failure = Failure {
-                                    reason: Reason::Rejected,
-                                    status: failure.status,
-                                    message: failure.message,
-                                    attempts: retry.attempts,
-                                    task_id: None,
-                                };
-                                session
-                                    .settler
-                                    .dead_letter(
+                            futures_util::future::join_all(accepted.iter().map(
+                                |(item, task_id)| {
+                                    session.settler.closed(
                                         &item.delivery,
-                                        Some(&item.request.external_id),
-                                        failure,
+                                        &item.request.external_id,
+                                        task_id.as_deref(),
                                     )
-                                    .await;
-                            }
-                            ElementOutcome::Retry(failure) => {
-                                transient = Some(failure);
-                                remaining.push(item);
-                            }
-                            ElementOutcome::Unauthorized(_) => {
-                                unauthorized = true;
-                                remaining.push(item);
-                            }
-                        }
-                    }
-                    // Settled together: with task checks on, each waits for its pending check's
-                    // confirm, and one round trip for the batch beats one per element.
-                    futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
-                        session.settler.closed(
-                            &item.delivery,
-                            &item.request.external_id,
-                            task_id.as_deref(),
-                        )
-                    }))
-                    .await;
+                                },
+                            ))
+                            .await;
+                        })
+                        .await;
                     items = remaining;
                     if unauthorized {
                         shared.linkedin.tokens.invalidate(&token).await;
@@ -237,7 +250,7 @@ pub fn process(
                             log_retry(&shared, &items, &failure, delay);
                             if items.len() > 1 && retry.consecutive_failures >= SPLIT_AFTER {
                                 if !wait(&session.stop, delay).await {
-                                    return give_back_all(&items).await;
+                                    return give_back_all(&session, &items).await;
                                 }
                                 let second = items.split_off(items.len() / 2);
                                 warn!(
@@ -282,21 +295,26 @@ pub fn process(
                         attempts: retry.attempts,
                         task_id: None,
                     };
-                    for item in &items {
-                        session
-                            .settler
-                            .dead_letter(
-                                &item.delivery,
-                                Some(&item.request.external_id),
-                                failure.clone(),
-                            )
-                            .await;
-                    }
+                    session
+                        .settler
+                        .together(async {
+                            for item in &items {
+                                session
+                                    .settler
+                                    .dead_letter(
+                                        &item.delivery,
+                                        Some(&item.request.external_id),
+                                        failure.clone(),
+                                    )
+                                    .await;
+                            }
+                        })
+                        .await;
                     return;
                 }
             };
             if !items.is_empty() && !delay.is_zero() && !wait(&session.stop, delay).await {
-                return give_back_all(&items).await;
+                return give_back_all(&session, &items).await;
             }
         }
     })
@@ -334,14 +352,19 @@ async fn exhaust(
         attempts,
         task_id: None,
     };
-    for item in &items {
-        session
-            .settler
-            .dead_letter(
-                &item.delivery,
-                Some(&item.request.external_id),
-                failure.clone(),
-            )
-            .await;
-    }
+    session
+        .settler
+        .together(async {
+            for item in &items {
+                session
+                    .settler
+                    .dead_letter(
+                        &item.delivery,
+                        Some(&item.request.external_id),
+                        failure.clone(),
+                    )
+                    .await;
+            }
+        })
+        .await;
 }

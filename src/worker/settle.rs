@@ -4,7 +4,13 @@
 //!
 //! The settler belongs to one broker session: its ackers and its confirm channel die with the
 //! connection, and then every settle fails harmlessly — the broker redelivers what was not acked.
+//!
+//! Deliveries of the close queue are acked in runs ([`AckRuns`]): settle a batch inside
+//! [`Settler::together`] and it costs one frame. Deliveries of any other channel (the task
+//! verifier's) must never enter those runs — a multiple ack counts tags of one channel — so the
+//! methods taking a [`Source`] ack those one by one.
 
+use super::ack_runs::AckRuns;
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{self, Failure, Reason};
 use crate::metrics::Metrics;
@@ -20,6 +26,15 @@ use tracing::{debug, error, info, warn};
 /// not turn into a redelivery storm.
 const GIVE_BACK_PAUSE: Duration = Duration::from_secs(1);
 
+/// Which channel a delivery came from, which decides how it is acked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The close queue's consumer channel: acked in runs.
+    CloseQueue,
+    /// Another channel (the task verifier's): acked on its own.
+    Other,
+}
+
 pub struct Settler {
     dead_letter_channel: Channel,
     close_queue: String,
@@ -27,6 +42,7 @@ pub struct Settler {
     metrics: Arc<Metrics>,
     /// Where accepted closes wait for their task check; `None` with TASK_CHECK=off.
     task_checks: Option<Arc<Schedule>>,
+    acks: AckRuns,
 }
 
 impl Settler {
@@ -42,6 +58,7 @@ impl Settler {
             dead_letter_queue,
             metrics,
             task_checks: None,
+            acks: AckRuns::new(),
         }
     }
 
@@ -63,10 +80,14 @@ impl Settler {
                 let tier = schedule.tier_after(0);
                 let check = PendingCheck::accepted(task_id, external_id, SystemTime::now());
                 let properties = check.properties(&delivery.properties);
-                if let Err(error) = self.hand_on(delivery, &tier.queue, properties).await {
+                if let Err(error) = self
+                    .hand_on_from(Source::CloseQueue, delivery, &tier.queue, properties)
+                    .await
+                {
                     error!(externalJobPostingId = external_id, task_id, %error,
                         "Could not schedule the task check; the message goes back to the queue and will be sent again.");
-                    give_back_after_pause(delivery).await;
+                    tokio::time::sleep(GIVE_BACK_PAUSE).await;
+                    self.give_back(delivery).await;
                     return;
                 }
                 info!(
@@ -81,11 +102,11 @@ impl Settler {
                     externalJobPostingId = external_id,
                     "Closed, but LinkedIn gave no task id to verify."
                 );
-                ack(delivery).await;
+                self.ack(delivery).await;
             }
             (None, _) => {
                 info!(externalJobPostingId = external_id, task_id, "Closed.");
-                ack(delivery).await;
+                self.ack(delivery).await;
             }
         }
         self.metrics.closed.inc();
@@ -93,15 +114,27 @@ impl Settler {
 
     /// Publishes `delivery`'s body with `properties` to `queue`, and acks the delivery only once the
     /// broker confirmed the copy. On failure nothing is acked; the caller decides what to do.
+    /// For deliveries of another channel than the close queue's (the task verifier's).
     pub async fn hand_on(
         &self,
         delivery: &Delivery,
         queue: &str,
         properties: BasicProperties,
     ) -> Result<(), AmqpError> {
+        self.hand_on_from(Source::Other, delivery, queue, properties)
+            .await
+    }
+
+    async fn hand_on_from(
+        &self,
+        source: Source,
+        delivery: &Delivery,
+        queue: &str,
+        properties: BasicProperties,
+    ) -> Result<(), AmqpError> {
         amqp::publish_confirmed(&self.dead_letter_channel, queue, &delivery.data, properties)
             .await?;
-        ack(delivery).await;
+        self.ack_from(source, delivery).await;
         Ok(())
     }
 
@@ -112,14 +145,32 @@ impl Settler {
         external_id: Option<&str>,
         failure: Failure,
     ) {
-        self.dead_letter_original(delivery, &delivery.properties, external_id, failure)
+        self.dead_letter_from(
+            Source::CloseQueue,
+            delivery,
+            &delivery.properties,
+            external_id,
+            failure,
+        )
+        .await
+    }
+
+    /// Like [`Settler::dead_letter`], for a delivery of another channel that carries the original
+    /// request's body but not its properties (a pending task check): the dead letter gets `original`.
+    pub async fn dead_letter_original(
+        &self,
+        delivery: &Delivery,
+        original: &BasicProperties,
+        external_id: Option<&str>,
+        failure: Failure,
+    ) {
+        self.dead_letter_from(Source::Other, delivery, original, external_id, failure)
             .await
     }
 
-    /// Like [`Settler::dead_letter`], for a delivery that carries the original request's body but
-    /// not its properties (a pending task check): the dead letter gets `original`.
-    pub async fn dead_letter_original(
+    async fn dead_letter_from(
         &self,
+        source: Source,
         delivery: &Delivery,
         original: &BasicProperties,
         external_id: Option<&str>,
@@ -150,10 +201,10 @@ impl Settler {
                 );
                 self.metrics
                     .dead_letter(failure.reason.as_str(), failure.status);
-                ack(delivery).await;
+                self.ack_from(source, delivery).await;
             }
             Err(error) => {
-                self.failed_dead_letter(delivery, external_id, failure.reason, &error)
+                self.failed_dead_letter(source, delivery, external_id, failure.reason, &error)
                     .await
             }
         }
@@ -161,6 +212,7 @@ impl Settler {
 
     async fn failed_dead_letter(
         &self,
+        source: Source,
         delivery: &Delivery,
         external_id: Option<&str>,
         reason: Reason,
@@ -173,10 +225,38 @@ impl Settler {
             "Could not dead-letter; the message goes back to the queue."
         );
         tokio::time::sleep(GIVE_BACK_PAUSE).await;
+        match source {
+            Source::CloseQueue => self.give_back(delivery).await,
+            Source::Other => give_back(delivery).await,
+        }
+    }
+
+    async fn ack_from(&self, source: Source, delivery: &Delivery) {
+        match source {
+            Source::CloseQueue => self.ack(delivery).await,
+            Source::Other => ack(delivery).await,
+        }
+    }
+
+    /// Acks a settled close-queue delivery, with the run it belongs to.
+    pub async fn ack(&self, delivery: &Delivery) {
+        self.acks.ack(delivery).await;
+    }
+
+    /// Settles close-queue deliveries inside `settling`, and acks them together at its end.
+    pub async fn together<F: Future>(&self, settling: F) -> F::Output {
+        self.acks.together(settling).await
+    }
+
+    /// Returns a close-queue delivery to the queue for another consumer or a later attempt.
+    pub async fn give_back(&self, delivery: &Delivery) {
         give_back(delivery).await;
+        // Only now, with the nack on its way, may a run of acks pass this delivery.
+        self.acks.settled_elsewhere(delivery).await;
     }
 }
 
+/// Acks a delivery of a channel other than the close queue's, on its own.
 pub async fn ack(delivery: &Delivery) {
     if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
         // The channel is gone: the broker will redeliver, which is the safe side.

@@ -1,0 +1,1106 @@
+//! Throughput benchmark: how close `job-closer run` comes to the broker's own limit.
+//!
+//! `cargo bench --bench throughput` (options after `--`, see `-- --help`; each also has an
+//! environment variable). Against the RabbitMQ at `AMQP_URL` (default: guest on 127.0.0.1:5672), in
+//! queues of its own that it deletes at the end, each round:
+//! 1. fills a persistent queue with N close requests (pipelined publisher confirms) and drains it
+//!    with a bare lapin consumer that acks each message and does nothing else — the ceiling;
+//! 2. fills and drains it again with a bare consumer that acks every 100th delivery with
+//!    `multiple` — the broker's limit when acks go in runs, as job-closer sends them;
+//! 3. fills it again and drains it with the release `job-closer run` as a child process
+//!    (`RATE_LIMIT_PER_MINUTE=0`, no metrics listener), sending to an API stand-in served from this
+//!    process, and reads the worker's CPU time and peak RSS from `/proc`.
+//!
+//! After the last round it measures the idle latency (one message into an idle worker, until the
+//! stand-in receives it), and with `--memory-run` drains 100,000 messages for peak memory. It prints
+//! figures and asserts nothing about timing: the machine is shared and noisy, so compare figures
+//! taken side by side in one run, and run it more than once.
+//!
+//! The stand-in is deliberately not the project's sandbox: the sandbox validates and records every
+//! element, which would make the benchmark measure the sandbox. This one counts elements with a
+//! byte scan and answers one 202 entry per element from a pre-built table.
+//!
+//! Worker settings (`BATCH_SIZE`, `BATCH_LINGER_MS`, `MAX_IN_FLIGHT`, `PREFETCH`, `RUST_LOG`,
+//! `LOG_FORMAT`) pass through from the environment, so `PREFETCH=1000 cargo bench --bench throughput`
+//! tries another setting; the bare consumers use the same prefetch as the worker. For a profile,
+//! `BENCH_WORKER_WRAPPER="valgrind --tool=callgrind" cargo bench --bench throughput -- --messages
+//! 5000 --rounds 1` runs the worker under a tool.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::serve::ListenerExt;
+use clap::Parser;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use job_closer::config::BatchArgs;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// Publisher confirms outstanding at once while filling: pipelined, but bounded.
+const CONFIRM_WINDOW: usize = 2048;
+/// Idle-latency samples taken after the last round.
+const PROBES: usize = 10;
+/// Linux reports process CPU time in USER_HZ ticks, which is 100 on every architecture it supports.
+const TICKS_PER_SECOND: f64 = 100.0;
+/// Worker settings the benchmark passes on when they are set in its own environment.
+const PASSED_THROUGH: &[&str] = &[
+    "BATCH_SIZE",
+    "BATCH_LINGER_MS",
+    "MAX_IN_FLIGHT",
+    "PREFETCH",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
+/// Options; each also reads an environment variable, since `cargo bench` makes arguments awkward.
+#[derive(Parser, Debug)]
+#[command(name = "throughput", about = "job-closer throughput benchmark")]
+struct Options {
+    /// Messages in the backlog each consumer drains.
+    #[arg(long, env = "BENCH_MESSAGES", default_value_t = 50_000)]
+    messages: usize,
+    /// Rounds of (bare consumers, worker); the table shows the median round by ratio.
+    #[arg(long, env = "BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
+    /// Also drain a larger backlog with the worker alone, for its peak memory.
+    #[arg(long, env = "BENCH_MEMORY_RUN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    memory_run: bool,
+    /// Backlog of the memory run.
+    #[arg(long, env = "BENCH_MEMORY_MESSAGES", default_value_t = 100_000)]
+    memory_messages: usize,
+    /// The job-closer binary; default: the release build cargo made for this benchmark.
+    #[arg(long, env = "BENCH_BINARY")]
+    binary: Option<PathBuf>,
+    /// A command the worker runs under, for profiling: e.g. "valgrind --tool=callgrind" or
+    /// "perf record -g -o perf.data --". It must hand SIGTERM on to the worker (those two do;
+    /// `perf stat` does not, and leaves the worker running). CPU and memory figures are then the
+    /// wrapper's.
+    #[arg(long, env = "BENCH_WORKER_WRAPPER")]
+    worker_wrapper: Option<String>,
+    /// Broker URL.
+    #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    amqp_url: String,
+    /// `cargo bench` passes `--bench` to every benchmark binary.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// The worker's batching settings, resolved the way the worker resolves them.
+#[derive(Parser, Debug)]
+struct WorkerSettings {
+    #[command(flatten)]
+    batch: BatchArgs,
+}
+
+fn main() {
+    let options = Options::parse();
+    // The drain is timed by the stand-in's element count: make sure it counts right.
+    assert_eq!(count_elements(br#"{"elements":[]}"#), 0);
+    assert_eq!(
+        count_elements(br#"{"elements":[{"a":[1,{}],"b":"x,]"},{"c":"\"},"}]}"#),
+        2
+    );
+    assert_eq!(count_elements(answer_for(3).as_bytes()), 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(run_and_clean_up(options));
+}
+
+/// Runs the benchmark in a task of its own, so that its queues are deleted even when it fails.
+async fn run_and_clean_up(options: Options) {
+    let queues = BenchQueues::new();
+    let amqp_url = options.amqp_url.clone();
+    let outcome = tokio::spawn(run(options, queues.clone())).await;
+    let broker = Broker::connect(&amqp_url).await;
+    broker.delete(&queues).await;
+    broker.close().await;
+    if let Err(failed) = outcome {
+        match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(failed) => panic!("the benchmark did not finish: {failed}"),
+        }
+    }
+}
+
+async fn run(options: Options, queues: BenchQueues) {
+    // The worker reads the same variables from the environment the benchmark passes on.
+    let mut settings = WorkerSettings::parse_from(["worker"]).batch;
+    settings.rate_limit_per_minute = 0;
+    let prefetch = settings.prefetch();
+    let linger = settings.linger();
+    let binary = options
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_job-closer")));
+
+    let stand_in = StandIn::start().await;
+    let broker = Broker::connect(&options.amqp_url).await;
+    broker.declare(&queues).await;
+
+    println!(
+        "job-closer throughput: {} persistent messages per drain, {} round(s), RabbitMQ at {}",
+        options.messages,
+        options.rounds,
+        redact(&options.amqp_url)
+    );
+    println!(
+        "worker: {} (BATCH_SIZE={} MAX_IN_FLIGHT={} PREFETCH={} BATCH_LINGER_MS={} RATE_LIMIT_PER_MINUTE=0)",
+        binary.display(),
+        settings.effective_batch_size(),
+        settings.max_in_flight,
+        prefetch,
+        linger.as_millis()
+    );
+    println!();
+    println!(
+        "{:>5}  {:>14}  {:>14}  {:>12}  {:>6}  {:>16}  {:>16}",
+        "round",
+        "bare each/s",
+        "bare runs/s",
+        "worker msg/s",
+        "ratio",
+        "worker CPU-s/10k",
+        "broker CPU-s/10k"
+    );
+
+    let mut rounds = Vec::new();
+    let last_round = options.rounds.max(1);
+    for round in 1..=last_round {
+        broker.fill(&queues.close, options.messages, "bare").await;
+        let bare = bare_consumer(
+            &options.amqp_url,
+            &queues.close,
+            prefetch,
+            options.messages,
+            1,
+        )
+        .await;
+        broker.fill(&queues.close, options.messages, "runs").await;
+        let bare_runs = bare_consumer(
+            &options.amqp_url,
+            &queues.close,
+            prefetch,
+            options.messages,
+            settings.effective_batch_size(),
+        )
+        .await;
+        broker.fill(&queues.close, options.messages, "worker").await;
+        stand_in.reset();
+        let mut worker = WorkerRun::start(
+            &binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            &queues,
+            &stand_in,
+        );
+        let drained = worker
+            .drain(&broker, &queues, &stand_in, options.messages)
+            .await;
+        let probes = if round == last_round {
+            let probes = idle_latency(&broker, &queues, &stand_in, linger).await;
+            let ms: Vec<String> = probes.iter().map(|p| p.as_millis().to_string()).collect();
+            println!("       idle latency samples, ms: {}", ms.join(", "));
+            probes
+        } else {
+            Vec::new()
+        };
+        let clean = worker.stop(&broker, &queues).await;
+        println!(
+            "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}",
+            round,
+            bare.rate,
+            bare_runs.rate,
+            drained.rate,
+            drained.rate / bare.rate,
+            drained.cpu_seconds_per_10k,
+            per_10k(drained.broker_cpu_seconds, options.messages),
+        );
+        rounds.push(Round {
+            bare,
+            bare_runs,
+            worker: drained,
+            probes,
+            clean,
+        });
+    }
+
+    let memory = if options.memory_run {
+        broker
+            .fill(&queues.close, options.memory_messages, "memory")
+            .await;
+        stand_in.reset();
+        let mut worker = WorkerRun::start(
+            &binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            &queues,
+            &stand_in,
+        );
+        let drained = worker
+            .drain(&broker, &queues, &stand_in, options.memory_messages)
+            .await;
+        let clean = worker.stop(&broker, &queues).await;
+        Some((drained, clean))
+    } else {
+        None
+    };
+
+    broker.close().await;
+    stand_in.stop();
+    report(&options, &rounds, memory.as_ref(), linger);
+}
+
+fn per_10k(seconds: Option<f64>, messages: usize) -> String {
+    match seconds {
+        Some(seconds) => format!("{:.3}", seconds * 10_000.0 / messages as f64),
+        None => "n/a".into(),
+    }
+}
+
+struct Round {
+    /// The ceiling the issue names: one ack per message.
+    bare: BareDrain,
+    /// The broker's own limit with acks in runs, as job-closer sends them.
+    bare_runs: BareDrain,
+    worker: WorkerDrain,
+    probes: Vec<Duration>,
+    clean: Clean,
+}
+
+fn report(
+    options: &Options,
+    rounds: &[Round],
+    memory: Option<&(WorkerDrain, Clean)>,
+    linger: Duration,
+) {
+    // The median round by ratio: one figure that is neither the luckiest nor the unluckiest run.
+    let mut by_ratio: Vec<&Round> = rounds.iter().collect();
+    by_ratio.sort_by(|a, b| {
+        let ratio = |r: &Round| r.worker.rate / r.bare.rate;
+        ratio(a).total_cmp(&ratio(b))
+    });
+    let median = by_ratio[by_ratio.len() / 2];
+    let last = rounds.last().expect("at least one round");
+    let (bare, runs, worker) = (&median.bare, &median.bare_runs, &median.worker);
+    let n = options.messages;
+    let row = |what: &str, bare: String, runs: String, worker: String| {
+        println!("| {what:<46} | {bare:>15} | {runs:>17} | {worker:>20} |");
+    };
+    let only_worker = |what: &str, worker: String| row(what, "".into(), "".into(), worker);
+    println!();
+    println!(
+        "Median round of {} by ratio ({} messages per drain):",
+        rounds.len(),
+        n
+    );
+    println!();
+    row(
+        "",
+        "bare, ack each".into(),
+        "bare, ack per 100".into(),
+        "job-closer run".into(),
+    );
+    println!("|{:-<48}|{:->17}|{:->19}|{:->22}|", "", "", "", "");
+    row(
+        "msg/s",
+        format!("{:.0}", bare.rate),
+        format!("{:.0}", runs.rate),
+        format!("{:.0}", worker.rate),
+    );
+    row(
+        "job-closer ÷ this (target ≥ 0.70 of ack each)",
+        format!("{:.2}", worker.rate / bare.rate),
+        format!("{:.2}", worker.rate / runs.rate),
+        "".into(),
+    );
+    row(
+        "CPU-s per 10,000 messages, consumer",
+        format!("{:.3}", bare.cpu_seconds_per_10k),
+        format!("{:.3}", runs.cpu_seconds_per_10k),
+        format!("{:.3}", worker.cpu_seconds_per_10k),
+    );
+    row(
+        "CPU-s per 10,000 messages, RabbitMQ",
+        per_10k(bare.broker_cpu_seconds, n),
+        per_10k(runs.broker_cpu_seconds, n),
+        per_10k(worker.broker_cpu_seconds, n),
+    );
+    only_worker(
+        "peak RSS, MiB (target ≤ 64)",
+        format!("{:.1}", worker.peak_rss_kib as f64 / 1024.0),
+    );
+    only_worker("requests", worker.requests.to_string());
+    only_worker(
+        "elements per request, mean",
+        format!("{:.1}", worker.mean_elements),
+    );
+    only_worker(
+        "requests of ≥ 99 while backlogged (target all)",
+        format!(
+            "{:.1}% of {}",
+            worker.share_full_while_backlogged * 100.0,
+            worker.requests_while_backlogged
+        ),
+    );
+    only_worker(
+        "token requests (target 1)",
+        worker.token_requests.to_string(),
+    );
+    only_worker("HTTP connections opened", worker.connections.to_string());
+    if !last.probes.is_empty() {
+        let mut sorted = last.probes.clone();
+        sorted.sort();
+        only_worker(
+            &format!("idle latency, ms (target ≤ {})", linger.as_millis() + 50),
+            format!(
+                "median {}, max {}",
+                sorted[sorted.len() / 2].as_millis(),
+                sorted[sorted.len() - 1].as_millis()
+            ),
+        );
+    }
+    if let Some((drained, _)) = memory {
+        only_worker(
+            &format!("{} messages: msg/s", options.memory_messages),
+            format!("{:.0}", drained.rate),
+        );
+        only_worker(
+            &format!(
+                "{} messages: peak RSS, MiB (target ≤ 64)",
+                options.memory_messages
+            ),
+            format!("{:.1}", drained.peak_rss_kib as f64 / 1024.0),
+        );
+    }
+    let all_clean = rounds.iter().map(|r| &r.clean).chain(memory.map(|m| &m.1));
+    for clean in all_clean {
+        if !clean.is_clean() {
+            println!();
+            println!("WARNING: a worker run did not end cleanly: {clean:?}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The broker side: queues, filling, the bare consumer.
+
+#[derive(Clone)]
+struct BenchQueues {
+    close: String,
+    dead: String,
+}
+
+impl BenchQueues {
+    fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        BenchQueues {
+            close: format!("bench.throughput.{id}"),
+            dead: format!("bench.throughput.{id}.dead"),
+        }
+    }
+}
+
+struct Broker {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Broker {
+    async fn connect(url: &str) -> Broker {
+        let connection = match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(connection) => connection,
+            Err(error) => panic!(
+                "RabbitMQ is unreachable at {} ({error}); start it or set AMQP_URL",
+                redact(url)
+            ),
+        };
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        Broker {
+            connection,
+            channel,
+        }
+    }
+
+    /// Declares both queues as the worker does, so its own declaration matches.
+    async fn declare(&self, queues: &BenchQueues) {
+        for name in [&queues.close, &queues.dead] {
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("classic".into()),
+            );
+            self.channel
+                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
+                .await
+                .expect("declare the bench queues");
+        }
+    }
+
+    async fn delete(&self, queues: &BenchQueues) {
+        for name in [&queues.close, &queues.dead] {
+            let _ = self
+                .channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.connection.close(200, "bench done".into()).await;
+    }
+
+    /// Ready messages and consumers of a queue (passive declare).
+    async fn counts(&self, queue: &str) -> (u32, u32) {
+        let declared = self
+            .channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions::durable().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("the bench queue exists");
+        (declared.message_count(), declared.consumer_count())
+    }
+
+    /// Publishes `count` distinct, persistent close requests with pipelined confirms.
+    async fn fill(&self, queue: &str, count: usize, label: &str) {
+        let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
+        for index in 0..count {
+            if pending.len() == CONFIRM_WINDOW {
+                confirmed(pending.pop_front().expect("window is full")).await;
+            }
+            let body = close_request(&format!("{label}-{index}"));
+            pending.push_back(self.publish(queue, body.as_bytes()).await);
+        }
+        for confirm in pending {
+            confirmed(confirm).await;
+        }
+    }
+
+    async fn publish(&self, queue: &str, body: &[u8]) -> PublisherConfirm {
+        self.channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type("application/json".into()),
+            )
+            .await
+            .expect("publish")
+    }
+}
+
+async fn confirmed(confirm: PublisherConfirm) {
+    let confirmation = confirm.await.expect("publisher confirm");
+    assert!(
+        confirmation.is_ack() && confirmation.take_message().is_none(),
+        "the broker did not take a bench message"
+    );
+}
+
+/// A close request the way producers send them: a complete job element, without the operation.
+fn close_request(external_id: &str) -> String {
+    serde_json::json!({
+        "companyApplyUrl": format!("https://jobs.example.com/apply/{external_id}"),
+        "externalJobPostingId": external_id,
+        "description": "We are hiring a backend engineer to work on distributed systems. This position has been filled.",
+        "title": "Senior Backend Engineer",
+        "listedAt": 1_700_000_000_000u64,
+        "location": "San Francisco, California",
+        "listingType": "BASIC",
+    })
+    .to_string()
+}
+
+struct BareDrain {
+    rate: f64,
+    cpu_seconds_per_10k: f64,
+    broker_cpu_seconds: Option<f64>,
+}
+
+/// The ceiling: consume and ack, nothing else, at the worker's prefetch. With `ack_every` 1 each
+/// message is acked on its own (the ceiling the issue names); with the batch size, every
+/// `ack_every`-th delivery is acked with `multiple`, as job-closer acks a batch: the broker's limit.
+/// It runs on a single-threaded runtime of its own and keeps acks pipelined (it does not wait for
+/// one ack to be written before taking the next delivery): the fastest way lapin consumes with one
+/// ack per message here, about twice as fast as awaiting each ack in turn.
+async fn bare_consumer(
+    url: &str,
+    queue: &str,
+    prefetch: u16,
+    count: usize,
+    ack_every: usize,
+) -> BareDrain {
+    let (url, queue) = (url.to_owned(), queue.to_owned());
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(bare_drain(&url, &queue, prefetch, count, ack_every))
+    });
+    tokio::task::spawn_blocking(move || thread.join().expect("the bare consumer panicked"))
+        .await
+        .expect("join")
+}
+
+async fn bare_drain(
+    url: &str,
+    queue: &str,
+    prefetch: u16,
+    count: usize,
+    ack_every: usize,
+) -> BareDrain {
+    let connection = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let broker_cpu = BrokerCpu::find();
+    let cpu_before = process_cpu_seconds("self");
+    let broker_before = broker_cpu.seconds();
+    let started = Instant::now();
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "bench-bare".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let mut acks = FuturesUnordered::new();
+    let mut seen = 0;
+    while seen < count {
+        tokio::select! {
+            delivery = consumer.next() => {
+                let delivery = delivery
+                    .expect("the consumer ended early")
+                    .expect("delivery");
+                seen += 1;
+                if seen % ack_every.max(1) == 0 || seen == count {
+                    let multiple = ack_every > 1;
+                    acks.push(async move { delivery.ack(BasicAckOptions { multiple }).await });
+                }
+            }
+            Some(acked) = acks.next(), if !acks.is_empty() => {
+                acked.expect("ack");
+            }
+        }
+    }
+    while let Some(acked) = acks.next().await {
+        acked.expect("ack");
+    }
+    let took = started.elapsed();
+    let cpu = process_cpu_seconds("self").unwrap_or(0.0) - cpu_before.unwrap_or(0.0);
+    let broker = broker_cpu.seconds().zip(broker_before).map(|(a, b)| a - b);
+    let _ = connection.close(200, "bare consumer done".into()).await;
+    BareDrain {
+        rate: count as f64 / took.as_secs_f64(),
+        cpu_seconds_per_10k: cpu * 10_000.0 / count as f64,
+        broker_cpu_seconds: broker,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The API stand-in.
+
+/// What the stand-in saw.
+#[derive(Default)]
+struct Seen {
+    /// Arrival and element count of every postings request.
+    requests: Mutex<Vec<(Instant, usize)>>,
+    elements: AtomicU64,
+    token_requests: AtomicU64,
+    /// TCP connections accepted: with keep-alive, about one per request in flight.
+    connections: AtomicU64,
+}
+
+struct StandIn {
+    url: String,
+    seen: Arc<Seen>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl StandIn {
+    async fn start() -> StandIn {
+        let seen = Arc::new(Seen::default());
+        let answers = Arc::new(prebuilt_answers(100));
+        let app = Router::new()
+            .route("/oauth/v2/accessToken", post(token))
+            .with_state(seen.clone())
+            .merge(
+                Router::new()
+                    .route("/v2/simpleJobPostings", post(postings))
+                    .with_state((seen.clone(), answers)),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the stand-in");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let counted = seen.clone();
+        let listener = listener.tap_io(move |_| {
+            counted.connections.fetch_add(1, Ordering::SeqCst);
+        });
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .expect("stand-in serves");
+        });
+        StandIn {
+            url,
+            seen,
+            shutdown,
+        }
+    }
+
+    fn reset(&self) {
+        self.seen.requests.lock().expect("poisoned").clear();
+        self.seen.elements.store(0, Ordering::SeqCst);
+        self.seen.token_requests.store(0, Ordering::SeqCst);
+        self.seen.connections.store(0, Ordering::SeqCst);
+    }
+
+    fn elements(&self) -> u64 {
+        self.seen.elements.load(Ordering::SeqCst)
+    }
+
+    fn requests(&self) -> Vec<(Instant, usize)> {
+        self.seen.requests.lock().expect("poisoned").clone()
+    }
+
+    fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn token(State(seen): State<Arc<Seen>>) -> impl IntoResponse {
+    seen.token_requests.fetch_add(1, Ordering::SeqCst);
+    (
+        [(CONTENT_TYPE, "application/json")],
+        r#"{"access_token":"bench-token","expires_in":1800}"#,
+    )
+}
+
+async fn postings(
+    State((seen, answers)): State<(Arc<Seen>, Arc<Vec<Bytes>>)>,
+    body: Bytes,
+) -> impl IntoResponse {
+    let count = count_elements(&body);
+    seen.requests
+        .lock()
+        .expect("poisoned")
+        .push((Instant::now(), count));
+    seen.elements.fetch_add(count as u64, Ordering::SeqCst);
+    let answer = match answers.get(count) {
+        Some(answer) => answer.clone(),
+        None => Bytes::from(answer_for(count)),
+    };
+    ([(CONTENT_TYPE, "application/json")], answer)
+}
+
+/// LinkedIn's answer to a `batch_create` of `count` elements, all accepted, for every count up to
+/// `max`: built once, so answering costs the stand-in next to nothing.
+fn prebuilt_answers(max: usize) -> Vec<Bytes> {
+    (0..=max).map(|n| Bytes::from(answer_for(n))).collect()
+}
+
+fn answer_for(count: usize) -> String {
+    let entries: Vec<String> = (1..=count)
+        .map(|n| {
+            format!(
+                r#"{{"id":"urn:li:simpleJobPostingTask:{n}","location":"/simpleJobPostings/urn%3Ali%3AsimpleJobPostingTask%3A{n}","status":202}}"#
+            )
+        })
+        .collect();
+    format!(r#"{{"elements":[{}]}}"#, entries.join(","))
+}
+
+/// Counts the values in `{"elements":[...]}` with one pass over the bytes: commas at the array's
+/// own level, outside strings.
+fn count_elements(body: &[u8]) -> usize {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut commas = 0;
+    let mut any = false;
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                any |= depth >= 2;
+            }
+            b'[' | b'{' => {
+                any |= depth >= 2;
+                depth += 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 2 => commas += 1,
+            b if depth >= 2 && !b.is_ascii_whitespace() => any = true,
+            _ => {}
+        }
+    }
+    if any { commas + 1 } else { 0 }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker.
+
+struct WorkerRun {
+    child: Child,
+    _log_dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+struct WorkerDrain {
+    rate: f64,
+    cpu_seconds_per_10k: f64,
+    broker_cpu_seconds: Option<f64>,
+    peak_rss_kib: u64,
+    requests: usize,
+    mean_elements: f64,
+    requests_while_backlogged: usize,
+    share_full_while_backlogged: f64,
+    token_requests: u64,
+    connections: u64,
+}
+
+/// How a worker run ended: exit status, and what the broker still held afterwards.
+#[derive(Debug)]
+struct Clean {
+    exit_code: Option<i32>,
+    left_in_close_queue: u32,
+    dead_letters: u32,
+}
+
+impl Clean {
+    fn is_clean(&self) -> bool {
+        self.exit_code == Some(0) && self.left_in_close_queue == 0 && self.dead_letters == 0
+    }
+}
+
+impl WorkerRun {
+    fn start(
+        binary: &PathBuf,
+        wrapper: Option<&str>,
+        amqp_url: &str,
+        queues: &BenchQueues,
+        stand_in: &StandIn,
+    ) -> Self {
+        let log_dir = tempfile::tempdir().expect("temp dir");
+        let log = log_dir.path().join("worker.log");
+        let file = std::fs::File::create(&log).expect("log file");
+        let wrapper: Vec<&str> = wrapper
+            .map(|w| w.split_whitespace().collect())
+            .unwrap_or_default();
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .env("AMQP_URL", amqp_url)
+            .env("CLOSE_QUEUE", &queues.close)
+            .env("DEAD_LETTER_QUEUE", &queues.dead)
+            .env("LINKEDIN_API_URL", &stand_in.url)
+            .env(
+                "LINKEDIN_TOKEN_URL",
+                format!("{}/oauth/v2/accessToken", stand_in.url),
+            )
+            .env("LINKEDIN_CLIENT_ID", "bench")
+            .env("LINKEDIN_CLIENT_SECRET", "bench")
+            .env("RATE_LIMIT_PER_MINUTE", "0")
+            .env("METRICS_ADDR", "");
+        for name in PASSED_THROUGH {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); build it with cargo build --release",
+                    binary.display()
+                )
+            });
+        WorkerRun {
+            child,
+            _log_dir: log_dir,
+            log,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        let _ = self.child.kill();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!("{why}; the worker's last log lines:\n{}", tail.join("\n"));
+    }
+
+    /// Times the drain from the moment the worker's consumer is registered until the stand-in has
+    /// received every element; notes when the queue ran dry, for the batch-fill figure.
+    async fn drain(
+        &mut self,
+        broker: &Broker,
+        queues: &BenchQueues,
+        stand_in: &StandIn,
+        count: usize,
+    ) -> WorkerDrain {
+        let pid = self.pid();
+        let spawned = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.fail(&format!("the worker exited at start ({status})"));
+            }
+            if broker.counts(&queues.close).await.1 > 0 {
+                break;
+            }
+            if spawned.elapsed() > Duration::from_secs(30) {
+                self.fail("the worker did not start consuming within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let broker_cpu = BrokerCpu::find();
+        let started = Instant::now();
+        let cpu_before = process_cpu_seconds(&pid).unwrap_or(0.0);
+        let broker_before = broker_cpu.seconds();
+        let mut ran_dry = None;
+        let mut last_progress = (0, Instant::now());
+        while stand_in.elements() < count as u64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if ran_dry.is_none() && broker.counts(&queues.close).await.0 == 0 {
+                ran_dry = Some(Instant::now());
+            }
+            let elements = stand_in.elements();
+            if elements != last_progress.0 {
+                last_progress = (elements, Instant::now());
+            } else if last_progress.1.elapsed() > Duration::from_secs(30) {
+                self.fail(&format!(
+                    "no progress for 30 s at {elements} of {count} elements"
+                ));
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.fail(&format!("the worker exited while draining ({status})"));
+            }
+        }
+        let took = started.elapsed();
+        let cpu = process_cpu_seconds(&pid).unwrap_or(0.0) - cpu_before;
+        let broker = broker_cpu.seconds().zip(broker_before).map(|(a, b)| a - b);
+        let peak_rss_kib = peak_rss_kib(&pid);
+        let ran_dry = ran_dry.unwrap_or_else(Instant::now);
+
+        let requests = stand_in.requests();
+        let elements: usize = requests.iter().map(|(_, n)| n).sum();
+        let backlogged: Vec<usize> = requests
+            .iter()
+            .filter(|(at, _)| *at <= ran_dry)
+            .map(|(_, n)| *n)
+            .collect();
+        let full = backlogged.iter().filter(|n| **n >= 99).count();
+        WorkerDrain {
+            rate: count as f64 / took.as_secs_f64(),
+            cpu_seconds_per_10k: cpu * 10_000.0 / count as f64,
+            broker_cpu_seconds: broker,
+            peak_rss_kib,
+            requests: requests.len(),
+            mean_elements: elements as f64 / requests.len().max(1) as f64,
+            requests_while_backlogged: backlogged.len(),
+            share_full_while_backlogged: full as f64 / backlogged.len().max(1) as f64,
+            token_requests: stand_in.seen.token_requests.load(Ordering::SeqCst),
+            connections: stand_in.seen.connections.load(Ordering::SeqCst),
+        }
+    }
+
+    /// SIGTERM, wait for a clean exit, and check the broker holds nothing of this run any more.
+    async fn stop(mut self, broker: &Broker, queues: &BenchQueues) -> Clean {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let exit_code = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.code(),
+                _ if Instant::now() > deadline => self.fail("the worker did not stop within 30 s"),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        // Once its connection is gone, anything it had not acked is back in the queue.
+        Clean {
+            exit_code,
+            left_in_close_queue: broker.counts(&queues.close).await.0,
+            dead_letters: broker.counts(&queues.dead).await.0,
+        }
+    }
+}
+
+impl Drop for WorkerRun {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// With the worker idle and its batcher empty, the time from publishing one message until the
+/// stand-in receives it; each sample should be about `BATCH_LINGER_MS`.
+async fn idle_latency(
+    broker: &Broker,
+    queues: &BenchQueues,
+    stand_in: &StandIn,
+    linger: Duration,
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(PROBES);
+    for probe in 0..PROBES {
+        // Let any batch still lingering go out first, so this one starts a batch of its own.
+        tokio::time::sleep(linger + Duration::from_millis(200)).await;
+        let before = stand_in.requests().len();
+        let published = Instant::now();
+        let confirm = broker
+            .publish(
+                &queues.close,
+                close_request(&format!("probe-{probe}")).as_bytes(),
+            )
+            .await;
+        confirmed(confirm).await;
+        let deadline = published + linger + Duration::from_secs(10);
+        let arrived = loop {
+            if let Some((at, _)) = stand_in.requests().get(before) {
+                break *at;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the idle probe did not arrive within {:?}",
+                    deadline - published
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        samples.push(arrived.saturating_duration_since(published));
+    }
+    samples
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings.
+
+/// User plus system CPU time of a process (`self` or a pid), all threads, in seconds.
+fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the name: state is field 3, utime 14 and stime 15 (man 5 proc).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some((utime + stime) as f64 / TICKS_PER_SECOND)
+}
+
+/// The kernel's high-water mark of a process's resident memory.
+fn peak_rss_kib(pid: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// RabbitMQ's CPU time, when it runs on this machine where we can see it (the Erlang VM).
+struct BrokerCpu(Vec<String>);
+
+impl BrokerCpu {
+    fn find() -> BrokerCpu {
+        let pids = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() == "beam.smp")
+            })
+            .collect();
+        BrokerCpu(pids)
+    }
+
+    fn seconds(&self) -> Option<f64> {
+        let readings: Vec<f64> = self
+            .0
+            .iter()
+            .filter_map(|pid| process_cpu_seconds(pid))
+            .collect();
+        (!readings.is_empty()).then(|| readings.iter().sum())
+    }
+}
+
+/// The URL without its password, for printing.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((credentials, host)) => match credentials.rsplit_once(':') {
+            Some((user, _)) if user.contains("//") => format!("{user}:***@{host}"),
+            _ => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
