@@ -59,6 +59,7 @@ const PROBES: usize = 10;
 const TICKS_PER_SECOND: f64 = 100.0;
 /// Worker settings the benchmark passes on when they are set in its own environment.
 const PASSED_THROUGH: &[&str] = &[
+    "TASK_CHECK",
     "BATCH_SIZE",
     "BATCH_LINGER_MS",
     "MAX_IN_FLIGHT",
@@ -861,6 +862,9 @@ impl WorkerRun {
             .env("LINKEDIN_CLIENT_ID", "bench")
             .env("LINKEDIN_CLIENT_SECRET", "bench")
             .env("RATE_LIMIT_PER_MINUTE", "0")
+            // The pipeline ends at the ack; verifying tasks adds a confirmed publish per
+            // close and is measured separately with TASK_CHECK=on.
+            .env("TASK_CHECK", "off")
             .env("METRICS_ADDR", "");
         for name in PASSED_THROUGH {
             if let Ok(value) = std::env::var(name) {
