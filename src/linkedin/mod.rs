@@ -70,30 +70,45 @@ impl LinkedInClient {
         if let Some(version) = &self.api_version {
             request = request.header("LinkedIn-Version", version);
         }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => return transport_failure(&error),
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = match response.bytes().await {
-            Ok(body) => body,
+        let answer = match fetch(request).await {
+            Ok(answer) => answer,
             Err(error) => return transport_failure(&error),
         };
         classify::classify(
             Answer {
-                status,
-                retry_after: retry_after.as_deref(),
-                body: &body,
+                status: answer.status,
+                retry_after: answer.retry_after.as_deref(),
+                body: &answer.body,
             },
             sent,
             SystemTime::now(),
         )
     }
+}
+
+/// An HTTP answer, read whole.
+pub struct RawAnswer {
+    pub status: u16,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    pub body: bytes::Bytes,
+}
+
+/// Sends a request and reads its answer; an error is a transport failure (timeout, connection).
+pub async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswer> {
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await?;
+    Ok(RawAnswer {
+        status,
+        retry_after,
+        body,
+    })
 }
 
 /// One client for the worker's lifetime: connections are kept alive between requests.

@@ -212,18 +212,13 @@ pub async fn lookup(
     if let Some(version) = client.api_version() {
         request = request.header("LinkedIn-Version", version);
     }
-    let response = match request.send().await {
-        Ok(response) => response,
-        Err(error) => return transport_failure(&error),
-    };
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    match response.bytes().await {
-        Ok(body) => classify(status, retry_after.as_deref(), &body, SystemTime::now()),
+    match crate::linkedin::fetch(request).await {
+        Ok(answer) => classify(
+            answer.status,
+            answer.retry_after.as_deref(),
+            &answer.body,
+            SystemTime::now(),
+        ),
         Err(error) => transport_failure(&error),
     }
 }

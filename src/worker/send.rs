@@ -295,22 +295,7 @@ pub fn process(
                         attempts: retry.attempts,
                         task_id: None,
                     };
-                    session
-                        .settler
-                        .together(async {
-                            for item in &items {
-                                session
-                                    .settler
-                                    .dead_letter(
-                                        &item.delivery,
-                                        Some(&item.request.external_id),
-                                        failure.clone(),
-                                    )
-                                    .await;
-                            }
-                        })
-                        .await;
-                    return;
+                    return dead_letter_all(&session, &items, failure).await;
                 }
             };
             if !items.is_empty() && !delay.is_zero() && !wait(&session.stop, delay).await {
@@ -352,10 +337,15 @@ async fn exhaust(
         attempts,
         task_id: None,
     };
+    dead_letter_all(session, &items, failure).await;
+}
+
+/// Dead-letters every item with the same failure, acking them as one run.
+async fn dead_letter_all(session: &SessionHandle, items: &[Item], failure: Failure) {
     session
         .settler
         .together(async {
-            for item in &items {
+            for item in items {
                 session
                     .settler
                     .dead_letter(
