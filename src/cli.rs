@@ -181,10 +181,16 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
                 args.metrics_addr
             ))
         })?;
-        let bound = metrics::serve(addr, metrics.clone(), shutdown.clone())
-            .await
-            .map_err(|e| CliError::Failed(format!("cannot listen on METRICS_ADDR {addr}: {e}")))?;
-        info!(addr = %bound, "Serving /healthz, /readyz and /metrics.");
+        // A taken port (a second replica on the same host with the default address) must not stop
+        // closes: the worker runs on, loudly without its endpoints.
+        match metrics::serve(addr, metrics.clone(), shutdown.clone()).await {
+            Ok(bound) => info!(addr = %bound, "Serving /healthz, /readyz and /metrics."),
+            Err(error) => tracing::error!(
+                %addr,
+                %error,
+                "Cannot listen on METRICS_ADDR; running without /healthz, /readyz and /metrics. Give each replica its own METRICS_ADDR."
+            ),
+        }
     }
 
     let config = WorkerConfig {

@@ -875,3 +875,35 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
     );
     queues.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_taken_metrics_port_does_not_stop_the_worker() {
+    // Two replicas on one host with the default METRICS_ADDR: the second still closes jobs.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let queues = common::Queues::new("portclash").await;
+    queues.declare().await;
+    let sandbox = common::sandbox(job_closer::sandbox::SandboxConfig::default()).await;
+    queues.publish_jobs(&[common::job("clash-1")]).await;
+    let mut env = common::worker_env(&queues, &sandbox);
+    env.retain(|(k, _)| k != "METRICS_ADDR");
+    env.push(("METRICS_ADDR".into(), addr));
+    let mut worker = common::spawn_worker(&env);
+    common::eventually(
+        Duration::from_secs(30),
+        "closed despite the taken port",
+        || async { sandbox.stats().closed.contains_key("clash-1") },
+    )
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    assert!(
+        worker.log_text().contains("Cannot listen on METRICS_ADDR"),
+        "{}",
+        worker.log_text()
+    );
+    drop(taken);
+    queues.cleanup().await;
+}
