@@ -127,24 +127,7 @@ pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
                 "x-delivery-limit".into(),
                 AMQPValue::LongInt(i32::try_from(args.delivery_limit).unwrap_or(i32::MAX)),
             );
-            table.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString("".into()),
-            );
-            table.insert(
-                "x-dead-letter-routing-key".into(),
-                AMQPValue::LongString(args.dead_letter_queue.as_str().into()),
-            );
-            // Without at-least-once dead-lettering the broker may drop a message it dead-letters;
-            // RabbitMQ only allows that strategy together with the reject-publish overflow.
-            table.insert(
-                "x-dead-letter-strategy".into(),
-                AMQPValue::LongString("at-least-once".into()),
-            );
-            table.insert(
-                "x-overflow".into(),
-                AMQPValue::LongString("reject-publish".into()),
-            );
+            dead_letter_into(&mut table, &args.dead_letter_queue, args.queue_type);
         }
         if args.single_active_consumer {
             table.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
@@ -156,6 +139,30 @@ pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
         table.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
     }
     table
+}
+
+/// Makes a queue dead-letter into `target` through the default exchange. For quorum queues, at least
+/// once: without it the broker may drop a message it dead-letters, and RabbitMQ only allows that
+/// strategy together with the reject-publish overflow.
+pub fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueType) {
+    table.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    table.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(target.into()),
+    );
+    if queue_type == QueueType::Quorum {
+        table.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString("at-least-once".into()),
+        );
+        table.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+    }
 }
 
 /// Declares one queue (durable) with its arguments; a clash becomes [`AmqpError::QueueMismatch`].

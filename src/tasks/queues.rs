@@ -143,26 +143,8 @@ pub fn wait_queue_arguments(args: &AmqpArgs, delay: Duration, check_queue: &str)
         "x-message-ttl".into(),
         AMQPValue::LongInt(ttl_millis(delay)),
     );
-    table.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    table.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(check_queue.into()),
-    );
-    if args.queue_type == QueueType::Quorum {
-        // A quorum queue dead-letters at most once unless told otherwise: an expiring check could
-        // be dropped. At-least-once requires the reject-publish overflow.
-        table.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        table.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
-    }
+    // Expired checks must reach the verification queue: at least once with quorum queues.
+    amqp::dead_letter_into(&mut table, check_queue, args.queue_type);
     table
 }
 
