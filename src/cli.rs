@@ -61,7 +61,13 @@ pub enum Command {
     Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
+    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against.
+    Schema,
 }
+
+/// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
+/// that is published and tested: one source of truth.
+pub const CLOSE_REQUEST_SCHEMA: &str = include_str!("../schema/close-request.schema.json");
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -147,7 +153,18 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await,
+        Command::Schema => print_schema(),
     }
+}
+
+fn print_schema() -> Result<(), CliError> {
+    use std::io::Write;
+    // Not `print!`, which panics when the reader went away (`job-closer schema | head`).
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(CLOSE_REQUEST_SCHEMA.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Failed(format!("cannot write the schema: {e}")))
 }
 
 async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliError> {
