@@ -48,6 +48,11 @@ fn text(value: &Yaml) -> Option<String> {
     }
 }
 
+/// A sequence of scalars, as text.
+fn texts(value: Option<&Yaml>) -> Vec<String> {
+    seq(value).iter().filter_map(text).collect()
+}
+
 fn seq(value: Option<&Yaml>) -> Vec<Yaml> {
     value
         .and_then(Yaml::as_sequence)
@@ -340,13 +345,7 @@ fn every_alert_says_what_it_means_and_links_a_runbook_section_that_exists() {
 #[test]
 fn every_alert_has_a_promtool_unit_test_that_fires_it() {
     let tests = yaml("deploy/prometheus/alerts.test.yml");
-    assert_eq!(
-        seq(tests.get("rule_files"))
-            .iter()
-            .filter_map(text)
-            .collect::<Vec<_>>(),
-        ["alerts.yml"]
-    );
+    assert_eq!(texts(tests.get("rule_files")), ["alerts.yml"]);
     let mut fired = BTreeSet::new();
     for test in seq(tests.get("tests")) {
         for case in seq(test.get("alert_rule_test")) {
@@ -730,12 +729,7 @@ fn env_literal(container: &Yaml, name: &str) -> Option<String> {
 
 /// The environment variables `job-closer run` reads, from its own `--help`.
 fn run_env_names() -> BTreeSet<String> {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let help = run_help();
     let names: BTreeSet<String> = help
         .split("[env: ")
         .skip(1)
@@ -751,12 +745,7 @@ fn run_env_names() -> BTreeSet<String> {
 
 /// `run --help`'s default for a setting, e.g. `[default: 30000]`.
 fn run_default(flag: &str) -> String {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let help = run_help();
     let at = help
         .find(&format!("--{flag} "))
         .unwrap_or_else(|| panic!("--{flag} not in run --help"));
@@ -807,13 +796,7 @@ fn the_deployment_runs_two_hot_standby_replicas_with_the_worker_settings() {
         "two replicas"
     );
     let container = worker_container(deployment);
-    assert_eq!(
-        seq(container.get("args"))
-            .iter()
-            .filter_map(text)
-            .collect::<Vec<_>>(),
-        ["run"]
-    );
+    assert_eq!(texts(container.get("args")), ["run"]);
     let image = container.get("image").and_then(text).expect("image");
     assert!(
         image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
@@ -971,10 +954,7 @@ fn the_pod_runs_as_the_images_non_root_user_on_a_read_only_root() {
             .and_then(|s| s.get("runAsNonRoot"))
     });
     assert_eq!(non_root.and_then(Yaml::as_bool), Some(true));
-    let dropped: Vec<String> = seq(security.get("capabilities").and_then(|c| c.get("drop")))
-        .iter()
-        .filter_map(text)
-        .collect();
+    let dropped = texts(security.get("capabilities").and_then(|c| c.get("drop")));
     assert_eq!(dropped, ["ALL"]);
     let image_user = read_repo_file("Dockerfile")
         .lines()

@@ -161,6 +161,19 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The Python producer publishes a close request for `external_id`, and says so.
+async fn publish_with_python(queue: &str, external_id: &str) {
+    let output = run_python_producer(queue, external_id).await;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "the producer failed:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    assert!(text(&output.stdout).contains(external_id));
+}
+
 #[tokio::test]
 async fn the_python_producer_publishes_what_the_worker_closes() {
     let queues = Queues::new("producer-python").await;
@@ -169,15 +182,7 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
 
     // First with no worker, to see the message exactly as the producer left it.
     let inspected = format!("PY-{}", uuid::Uuid::new_v4().simple());
-    let output = run_python_producer(&queues.close, &inspected).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "the producer failed:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-    assert!(text(&output.stdout).contains(&inspected));
+    publish_with_python(&queues.close, &inspected).await;
     let drained = queues.drain(&queues.close).await;
     assert_eq!(drained.len(), 1, "one message published");
     let message = &drained[0];
@@ -210,14 +215,7 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
     // Then with the worker running: the close reaches LinkedIn (the sandbox).
     let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
     let closed = format!("PY-{}", uuid::Uuid::new_v4().simple());
-    let output = run_python_producer(&queues.close, &closed).await;
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "the producer failed:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    publish_with_python(&queues.close, &closed).await;
     eventually(
         Duration::from_secs(30),
         "the worker closed the producer's job",

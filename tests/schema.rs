@@ -806,12 +806,7 @@ fn the_asyncapi_document_describes_the_worker_queues_headers_and_payload() {
     // The queues, with the worker's default names.
     let close_queue = yaml_at(&doc, &["channels", "closeRequests", "address"]);
     let dead_queue = yaml_at(&doc, &["channels", "deadLetters", "address"]);
-    let help = std::process::Command::new(common::binary())
-        .args(["run", "--help"])
-        .env_clear()
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
+    let help = common::run_help();
     for queue in [close_queue, dead_queue] {
         let name = queue.as_str().unwrap();
         assert!(

@@ -353,6 +353,16 @@ pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
     .collect()
 }
 
+/// `job-closer run --help`, with an empty environment (so that defaults show as defaults).
+pub fn run_help() -> String {
+    let output = Command::new(binary())
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .expect("job-closer run --help");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 pub fn spawn_worker(env: &[(String, String)]) -> WorkerProcess {
     spawn_command(&["run"], env)
 }
