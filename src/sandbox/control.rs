@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::api_gate::LinkedInError;
+use super::judge::RecloseAnswer;
 use super::scripting::{Fault, TASK_STATUSES, TaskRule};
 use super::state::{SandboxState, Stats};
 
@@ -36,6 +37,26 @@ pub(crate) struct TokenOutageRequest {
 pub(crate) struct TaskRuleRequest {
     prefix: String,
     rule: TaskRule,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AbsentRequest {
+    ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RecloseAnswerRequest {
+    answer: RecloseAnswer,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StringStatusesRequest {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DailyElementLimitRequest {
+    limit: Option<u64>,
 }
 
 /// A control request that cannot be carried out.
@@ -140,6 +161,50 @@ pub(crate) async fn set_task_rule(
     }
     tracing::debug!(%prefix, ?rule, "control: task rule set");
     state.set_task_rule(&prefix, rule);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/absent` `{"ids":["JOB-1",..]}`.
+pub(crate) async fn mark_absent(
+    State(state): SharedState,
+    body: Result<Json<AbsentRequest>, JsonRejection>,
+) -> ControlResult {
+    let AbsentRequest { ids } = control_body(body)?;
+    tracing::debug!(jobs = ids.len(), "control: jobs marked absent");
+    state.mark_absent(ids);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/reclose-answer` `{"answer":"Request"}` or `{"answer":"Element"}`.
+pub(crate) async fn set_reclose_answer(
+    State(state): SharedState,
+    body: Result<Json<RecloseAnswerRequest>, JsonRejection>,
+) -> ControlResult {
+    let RecloseAnswerRequest { answer } = control_body(body)?;
+    tracing::debug!(?answer, "control: re-close answer set");
+    state.set_reclose_answer(answer);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/string-statuses` `{"enabled":true}`.
+pub(crate) async fn set_string_statuses(
+    State(state): SharedState,
+    body: Result<Json<StringStatusesRequest>, JsonRejection>,
+) -> ControlResult {
+    let StringStatusesRequest { enabled } = control_body(body)?;
+    tracing::debug!(enabled, "control: string statuses set");
+    state.set_string_statuses(enabled);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/daily-element-limit` `{"limit":100}` or `{"limit":null}`.
+pub(crate) async fn set_daily_element_limit(
+    State(state): SharedState,
+    body: Result<Json<DailyElementLimitRequest>, JsonRejection>,
+) -> ControlResult {
+    let DailyElementLimitRequest { limit } = control_body(body)?;
+    tracing::debug!(?limit, "control: daily element limit set");
+    state.set_daily_element_limit(limit);
     Ok(StatusCode::NO_CONTENT)
 }
 
