@@ -440,4 +440,83 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn linkedin_state_knobs_over_http() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        assert_eq!(
+            control(&sandbox, "absent", Some(json!({"ids": ["GONE"]}))).await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
+        assert_eq!(status, 409);
+        assert_eq!(
+            control(
+                &sandbox,
+                "reclose-answer",
+                Some(json!({"answer": "Element"}))
+            )
+            .await,
+            204
+        );
+        assert_eq!(
+            control(&sandbox, "string-statuses", Some(json!({"enabled": true}))).await,
+            204
+        );
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("GONE"), close_element("A")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], "409");
+        assert_eq!(answer["elements"][1]["status"], "202");
+        assert_eq!(
+            control(&sandbox, "daily-element-limit", Some(json!({"limit": 1}))).await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
+        assert_eq!(status, 429);
+        assert_eq!(
+            control(
+                &sandbox,
+                "daily-element-limit",
+                Some(json!({"limit": null}))
+            )
+            .await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            remote_stats(&sandbox).await.refused_closes.get("GONE"),
+            Some(&2)
+        );
+
+        assert_eq!(control(&sandbox, "reset", None).await, 204);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("C")]).await;
+        assert_eq!(
+            (status, &answer["elements"][0]["status"]),
+            (200, &json!(202))
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
+        assert_eq!(status, 200, "reset lifts the absent marks");
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 409, "reset keeps the jobs LinkedIn closed");
+
+        for (path, body) in [
+            ("absent", json!({"ids": "GONE"})),
+            ("reclose-answer", json!({"answer": "Sometimes"})),
+            ("string-statuses", json!({"enabled": "yes"})),
+            ("daily-element-limit", json!({"limit": -1})),
+        ] {
+            assert_eq!(
+                control(&sandbox, path, Some(body.clone())).await,
+                400,
+                "{path} {body}"
+            );
+        }
+    }
 }

@@ -452,3 +452,368 @@ fn length_fault(element: &Map<String, Value>) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    //! One test per row of LinkedIn's error tables (API-NOTES) the sandbox decides itself.
+    use super::*;
+    use crate::sandbox::test_support::close_element;
+    use serde_json::json;
+
+    const TASK_URN: &str = "urn:li:simpleJobPostingTask:00000000-0000-0000-0000-000000000001";
+
+    struct World {
+        config: SandboxConfig,
+        reclose_answer: RecloseAnswer,
+        closed: HashSet<String>,
+        absent: HashSet<String>,
+    }
+
+    impl World {
+        fn new() -> World {
+            World {
+                config: SandboxConfig::default(),
+                reclose_answer: RecloseAnswer::Request,
+                closed: HashSet::new(),
+                absent: HashSet::new(),
+            }
+        }
+
+        fn strict() -> World {
+            World {
+                config: SandboxConfig {
+                    strict: true,
+                    ..SandboxConfig::default()
+                },
+                ..World::new()
+            }
+        }
+
+        fn judge<'e>(&self, elements: &'e [Map<String, Value>]) -> Verdict<'e> {
+            judge(
+                elements,
+                &Situation {
+                    config: &self.config,
+                    poison_prefix: None,
+                    reclose_answer: self.reclose_answer,
+                    closed: &self.closed,
+                    absent: &self.absent,
+                    refused_task_urn: TASK_URN,
+                },
+            )
+        }
+
+        /// The whole-request refusal `elements` get: status and message.
+        fn refusal(&self, elements: &[Map<String, Value>]) -> (u16, String) {
+            match self.judge(elements) {
+                Verdict::Refused { error, .. } => {
+                    (error.status().as_u16(), error.message().to_owned())
+                }
+                Verdict::Answered(entries) => panic!("not refused: {entries:?}"),
+            }
+        }
+
+        fn entries<'e>(&self, elements: &'e [Map<String, Value>]) -> Vec<Entry<'e>> {
+            match self.judge(elements) {
+                Verdict::Answered(entries) => entries,
+                Verdict::Refused { error, .. } => panic!("refused: {error:?}"),
+            }
+        }
+    }
+
+    fn element(id: &str, change: impl FnOnce(&mut Value)) -> Map<String, Value> {
+        let mut element = close_element(id);
+        change(&mut element);
+        match element {
+            Value::Object(fields) => fields,
+            _ => unreachable!(),
+        }
+    }
+
+    fn good(id: &str) -> Map<String, Value> {
+        element(id, |_| {})
+    }
+
+    fn failed(status: u16, message: &str) -> Entry<'static> {
+        Entry::Failed {
+            status,
+            message: message.to_owned(),
+            refused_close: None,
+        }
+    }
+
+    fn accepted(external_id: &str) -> Entry<'_> {
+        Entry::Accepted {
+            external_id,
+            operation: Operation::Close,
+        }
+    }
+
+    #[test]
+    fn a_conformant_batch_is_accepted_element_by_element() {
+        let elements = [good("A"), good("B")];
+        assert_eq!(
+            World::strict().entries(&elements),
+            [accepted("A"), accepted("B")]
+        );
+    }
+
+    #[test]
+    fn a_reclose_is_a_request_level_409_by_default() {
+        let mut world = World::new();
+        world.closed.insert("B".to_owned());
+        let elements = [good("A"), good("B")];
+        assert_eq!(
+            world.refusal(&elements),
+            (409, ALREADY_CLOSED_MESSAGE.to_owned())
+        );
+        let Verdict::Refused { refused_closes, .. } = world.judge(&elements) else {
+            unreachable!()
+        };
+        assert_eq!(refused_closes, ["B"]);
+    }
+
+    #[test]
+    fn a_job_marked_absent_gets_the_same_409() {
+        let mut world = World::new();
+        world.absent.insert("A".to_owned());
+        assert_eq!(
+            world.refusal(&[good("A")]),
+            (409, ALREADY_CLOSED_MESSAGE.to_owned())
+        );
+        // Only a CLOSE is refused: creating the job is fine.
+        let create = element("A", |e| e["jobPostingOperationType"] = json!("CREATE"));
+        assert!(matches!(
+            world.entries(std::slice::from_ref(&create))[..],
+            [Entry::Accepted {
+                operation: Operation::Create,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_reclose_answered_per_element_leaves_the_others_accepted() {
+        let mut world = World::new();
+        world.reclose_answer = RecloseAnswer::Element;
+        world.closed.insert("B".to_owned());
+        let elements = [good("A"), good("B")];
+        assert_eq!(
+            world.entries(&elements),
+            [
+                accepted("A"),
+                Entry::Failed {
+                    status: 409,
+                    message: ALREADY_CLOSED_MESSAGE.to_owned(),
+                    refused_close: Some("B"),
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_apply_url_is_a_request_level_400_naming_the_job() {
+        for bad in ["u", "/apply/1", "ftp://jobs.example.com/a", "https://", ""] {
+            let elements = [
+                good("A"),
+                element("B", |e| e["companyApplyUrl"] = json!(bad)),
+            ];
+            assert_eq!(
+                World::new().refusal(&elements),
+                (
+                    400,
+                    format!(
+                        "Invalid company apply url for job with externalPartnerId B, taskUrn {TASK_URN}"
+                    )
+                ),
+                "{bad}"
+            );
+        }
+        // Not a string: a type error, that element's 422.
+        let elements = [element("A", |e| e["companyApplyUrl"] = json!(7))];
+        assert_eq!(
+            World::new().entries(&elements),
+            [failed(
+                422,
+                "ERROR :: /companyApplyUrl :: 7 cannot be coerced to String\n"
+            )]
+        );
+    }
+
+    #[test]
+    fn enums_outside_linkedins_lists_are_request_level_422s() {
+        for field in ["employmentStatus", "experienceLevel"] {
+            let elements = [good("A"), element("B", |e| e[field] = json!("SOMETIMES"))];
+            assert_eq!(
+                World::new().refusal(&elements),
+                (
+                    422,
+                    format!("ERROR :: /{field} :: \"SOMETIMES\" is not an enum symbol")
+                )
+            );
+            let elements = [element("B", |e| e[field] = json!(3))];
+            assert_eq!(
+                World::new().refusal(&elements),
+                (
+                    422,
+                    format!("ERROR :: /{field} :: enum type is not backed by a String")
+                )
+            );
+        }
+        let elements = [element("A", |e| e["workplaceTypes"] = json!(["Office"]))];
+        assert_eq!(
+            World::new().refusal(&elements),
+            (
+                422,
+                "ERROR :: /workplaceTypes :: \"Office\" is not an enum symbol".to_owned()
+            )
+        );
+        let listed = [element("A", |e| {
+            e["employmentStatus"] = json!("FULL_TIME");
+            e["experienceLevel"] = json!("MID_SENIOR_LEVEL");
+            e["workplaceTypes"] = json!(["On-site"]);
+        })];
+        assert_eq!(World::new().entries(&listed), [accepted("A")]);
+    }
+
+    #[test]
+    fn eight_locations_are_a_request_level_422() {
+        let seven = [element("A", |e| {
+            e["alternateLocations"] = json!(vec!["Berlin"; 7]);
+        })];
+        assert_eq!(World::new().entries(&seven), [accepted("A")]);
+        let eight = [
+            good("A"),
+            element("B", |e| e["alternateLocations"] = json!(vec!["Berlin"; 8])),
+        ];
+        assert_eq!(
+            World::new().refusal(&eight),
+            (422, TOO_MANY_LOCATIONS_MESSAGE.to_owned())
+        );
+    }
+
+    #[test]
+    fn two_workplace_types_are_that_elements_400_inside_a_200() {
+        let elements = [
+            good("A"),
+            element("B", |e| e["workplaceTypes"] = json!(["Remote", "Hybrid"])),
+        ];
+        assert_eq!(
+            World::new().entries(&elements),
+            [
+                accepted("A"),
+                failed(
+                    400,
+                    "The workplaceTypes field cannot have more than one value provided. Provided values [Remote, Hybrid]"
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn strict_mode_enforces_the_specs_lengths_per_element() {
+        let short = element("A", |e| e["description"] = json!("Filled."));
+        let long_title = element("B", |e| e["title"] = json!("t".repeat(MAX_TITLE_CHARS + 1)));
+        let longest = element("C", |e| {
+            e["description"] = json!("d".repeat(*DESCRIPTION_CHARS.end()));
+            e["title"] = json!("t".repeat(MAX_TITLE_CHARS));
+        });
+        let elements = [short, long_title, longest];
+        assert_eq!(
+            World::strict().entries(&elements),
+            [
+                failed(
+                    422,
+                    "ERROR :: /description :: length of 7 characters is out of range 100...25000\n"
+                ),
+                failed(
+                    422,
+                    "ERROR :: /title :: length of 201 characters is out of range 1...200\n"
+                ),
+                accepted("C"),
+            ]
+        );
+        let lenient = World::new().entries(&elements);
+        assert!(
+            lenient
+                .iter()
+                .all(|entry| matches!(entry, Entry::Accepted { .. }))
+        );
+    }
+
+    #[test]
+    fn strict_mode_wants_a_company_for_the_whole_request() {
+        let without_company = element("B", |e| {
+            e.as_object_mut().unwrap().remove("integrationContext");
+        });
+        let elements = [good("A"), without_company];
+        assert_eq!(
+            World::strict().refusal(&elements),
+            (400, COMPANY_MISSING_MESSAGE.to_owned())
+        );
+        assert_eq!(World::new().entries(&elements).len(), 2);
+        let named = element("B", |e| {
+            e.as_object_mut().unwrap().remove("integrationContext");
+            e["companyName"] = json!("Acme");
+        });
+        assert_eq!(World::strict().entries(&[named]), [accepted("B")]);
+    }
+
+    #[test]
+    fn schema_faults_stay_per_element_422s() {
+        let elements = [
+            element("A", |e| {
+                e.as_object_mut().unwrap().remove("title");
+            }),
+            element("B", |e| e["listedAt"] = json!("0123456789")),
+            element("C", |e| e["jobPostingOperationType"] = json!("UPDATED")),
+            good("D"),
+        ];
+        assert_eq!(
+            World::new().entries(&elements),
+            [
+                failed(
+                    422,
+                    "ERROR :: /title :: field is required but not found and has no default value\n"
+                ),
+                failed(
+                    422,
+                    "ERROR :: /listedAt :: \"0123456789\" cannot be coerced to Long\n"
+                ),
+                failed(
+                    422,
+                    "ERROR :: /jobPostingOperationType :: \"UPDATED\" is not an enum symbol\n"
+                ),
+                accepted("D"),
+            ]
+        );
+    }
+
+    #[test]
+    fn whole_request_refusals_come_in_the_documented_order() {
+        let mut world = World::new();
+        world.closed.insert("E".to_owned());
+        let elements = [
+            good("E"),
+            element("D", |e| e["alternateLocations"] = json!(vec!["x"; 8])),
+            element("C", |e| e["employmentStatus"] = json!("NOPE")),
+            element("B", |e| e["companyApplyUrl"] = json!("nope")),
+            element("A", |e| e["contract"] = json!("urn:li:contract:9")),
+        ];
+        let mut expected = vec![409, 422, 422, 400];
+        world.config.allowed_contracts = Some(vec!["urn:li:contract:1".to_owned()]);
+        assert_eq!(world.refusal(&elements).0, 403);
+        for end in (1..elements.len()).rev() {
+            assert_eq!(
+                world.refusal(&elements[..end]).0,
+                expected.pop().unwrap(),
+                "first {end}"
+            );
+        }
+        let numeric_id = element("F", |e| e["externalJobPostingId"] = json!(7));
+        assert_eq!(
+            world.refusal(&[elements[4].clone(), numeric_id]),
+            (500, "Internal Server Error".to_owned())
+        );
+    }
+}

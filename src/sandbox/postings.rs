@@ -611,4 +611,270 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(sandbox.stats().max_concurrent_requests, 2);
     }
+
+    #[tokio::test]
+    async fn a_job_closed_once_and_reclosed_twice_is_one_close_and_two_refusals() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(
+            (status, &answer["elements"][0]["status"]),
+            (200, &json!(202))
+        );
+        for _ in 0..2 {
+            let (status, answer, _) = post_batch(
+                &sandbox,
+                &token,
+                vec![close_element("B"), close_element("A")],
+            )
+            .await;
+            assert_eq!(status, 409);
+            assert_eq!(
+                answer,
+                json!({"message": "Cannot close job which is already closed or does not exist", "status": 409})
+            );
+        }
+        let stats = sandbox.stats();
+        assert_eq!(stats.closed.get("A"), Some(&1));
+        assert_eq!(stats.refused_closes.get("A"), Some(&2));
+        assert_eq!(
+            stats.closed.get("B"),
+            None,
+            "refused requests close nothing"
+        );
+        assert_eq!(stats.responses_by_status.get(&409), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn reclose_per_element_string_statuses_and_absent_jobs() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        sandbox.mark_absent(&["GONE"]);
+        sandbox.set_reclose_answer(crate::sandbox::RecloseAnswer::Element);
+        sandbox.set_string_statuses(true);
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![
+                close_element("A"),
+                close_element("B"),
+                close_element("GONE"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let refused = json!({"error": {"message": "Cannot close job which is already closed or does not exist", "status": "409"}, "status": "409"});
+        assert_eq!(answer["elements"][0], refused);
+        assert_eq!(answer["elements"][1]["status"], "202");
+        assert_eq!(answer["elements"][2], refused);
+        let stats = sandbox.stats();
+        assert_eq!(stats.closed.get("B"), Some(&1));
+        assert_eq!(stats.refused_closes.get("A"), Some(&1));
+        assert_eq!(stats.refused_closes.get("GONE"), Some(&1));
+        assert_eq!(stats.element_statuses.get(&409), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn one_jobs_documented_faults_answer_the_whole_request() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut bad_url = close_element("bad-url");
+        bad_url["companyApplyUrl"] = json!("jobs.example.com/apply");
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), bad_url]).await;
+        assert_eq!(status, 400);
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Invalid company apply url for job with externalPartnerId bad-url, taskUrn urn:li:simpleJobPostingTask:"),
+            "{message}"
+        );
+        let mut eight = close_element("eight");
+        eight["alternateLocations"] = json!(vec!["Berlin"; 8]);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![eight]).await;
+        assert_eq!(
+            (status, answer),
+            (
+                422,
+                json!({"message": "The job contains more than seven locations. Please ensure maximum seven locations per job", "status": 422})
+            )
+        );
+        let mut bad_enum = close_element("enum");
+        bad_enum["employmentStatus"] = json!("FULLTIME");
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![bad_enum]).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            answer["message"],
+            "ERROR :: /employmentStatus :: \"FULLTIME\" is not an enum symbol"
+        );
+        let mut two_types = close_element("two");
+        two_types["workplaceTypes"] = json!(["Remote", "On-site"]);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![two_types]).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], 400);
+        assert_eq!(
+            answer["elements"][0]["error"]["message"],
+            "The workplaceTypes field cannot have more than one value provided. Provided values [Remote, On-site]"
+        );
+        assert!(!sandbox.stats().closed.contains_key("A"));
+    }
+
+    #[tokio::test]
+    async fn the_daily_limit_answers_429_without_retry_after_once_reached() {
+        let sandbox = start_with(SandboxConfig {
+            daily_element_limit: Some(3),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let (status, _, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("B")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("C"), close_element("D")],
+        )
+        .await;
+        assert_eq!(status, 200, "under the limit when it arrived");
+        for _ in 0..2 {
+            let (status, answer, headers) =
+                post_batch(&sandbox, &token, vec![close_element("E")]).await;
+            assert_eq!(status, 429);
+            assert_eq!(answer["status"], 429);
+            assert!(headers.get("retry-after").is_none());
+        }
+        sandbox.set_daily_element_limit(None);
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("E")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(sandbox.stats().closed.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn strict_mode_refuses_short_descriptions_per_element() {
+        let sandbox = start_with(SandboxConfig {
+            strict: true,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let mut short = close_element("short");
+        short["description"] = json!("Filled.");
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), short]).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], 202);
+        assert_eq!(answer["elements"][1]["status"], 422);
+        assert!(
+            answer["elements"][1]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ERROR :: /description :: ")
+        );
+    }
+
+    #[tokio::test]
+    async fn outages_carry_linkedins_integration_and_contract_errors() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        for (fault, status, message) in [
+            (
+                Fault::not_enough_permissions(),
+                403,
+                "Not enough permissions to access: POST /simpleJobPostings",
+            ),
+            (
+                Fault::unpermitted_fields(),
+                403,
+                "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]",
+            ),
+            (
+                Fault::resource_does_not_exist(),
+                404,
+                "Resource simpleJobPostings does not exist",
+            ),
+            (
+                Fault::insufficient_job_slots("urn:li:contract:1"),
+                402,
+                "Insufficient job slots for contract = urn:li:contract:1 for purchase flow",
+            ),
+            (
+                Fault::insufficient_budget("urn:li:contract:1"),
+                402,
+                "Insufficient lifetime budget for contract: urn:li:contract:1",
+            ),
+            (
+                Fault::contract_not_authorized("urn:li:contract:1"),
+                403,
+                "Caller is not authorized to access the jobs for contract: urn:li:contract:1",
+            ),
+        ] {
+            sandbox.set_outage(Some(fault));
+            for _ in 0..2 {
+                let (got, answer, headers) =
+                    post_batch(&sandbox, &token, vec![close_element("A")]).await;
+                assert_eq!(
+                    (got, answer),
+                    (status, json!({"message": message, "status": status}))
+                );
+                assert!(headers.get("retry-after").is_none());
+            }
+        }
+        sandbox.set_outage(None);
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(sandbox.stats().closed.get("A"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn another_restli_method_is_an_unpermitted_fields_403() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let response = http_client()
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .bearer_auth(&token)
+            .header("x-restli-method", "create")
+            .json(&json!({"elements": [close_element("A")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["message"],
+            UNPERMITTED_FIELDS_MESSAGE
+        );
+    }
+
+    #[tokio::test]
+    async fn rest_versions_yyyymm_dot_nn_are_served_and_stale_ones_are_426() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
+        let (status, _, _) =
+            post_batch_with(&url, &token, Some("202508.02"), vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        let (status, answer, _) =
+            post_batch_with(&url, &token, Some("202312"), vec![close_element("B")]).await;
+        assert_eq!(status, 426);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("LinkedIn-Version")
+        );
+        let (status, answer, _) =
+            post_batch_with(&url, &token, Some("2025-04"), vec![close_element("B")]).await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("LinkedIn-Version")
+        );
+        assert_eq!(sandbox.stats().closed.len(), 1);
+    }
 }

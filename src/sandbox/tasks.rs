@@ -374,4 +374,55 @@ mod tests {
         let answer: Value = with_version.json().await.unwrap();
         assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
     }
+
+    #[tokio::test]
+    async fn a_lookup_holding_an_id_that_is_not_a_task_urn_is_a_400() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
+        for bad in [
+            "JOB-1",
+            "urn:li:jobPosting:1",
+            "urn:li:simpleJobPostingTask:",
+        ] {
+            task_ids.push(bad.to_owned());
+            let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+            assert_eq!(
+                (status, answer),
+                (
+                    400,
+                    json!({"message": "Batch key parameter value is invalid", "status": 400})
+                ),
+                "{bad}"
+            );
+            task_ids.pop();
+        }
+        let (status, _) = query_tasks(&sandbox, &token, &task_ids).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn processed_tasks_with_and_without_an_error_message() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.set_task_rule("ok-", TaskRule::processed(Duration::ZERO));
+        sandbox.set_task_rule(
+            "bad-",
+            TaskRule::processed_with_error(
+                Duration::ZERO,
+                "The description length should be at least 100 characters",
+            ),
+        );
+        let task_ids = accepted_tasks(&sandbox, &token, &["ok-1", "bad-1"]).await;
+        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        let processed = &answer["results"][&task_ids[0]];
+        assert_eq!(processed["status"], "PROCESSED");
+        assert!(processed.get("errorMessage").is_none(), "{processed}");
+        let with_error = &answer["results"][&task_ids[1]];
+        assert_eq!(with_error["status"], "PROCESSED");
+        assert_eq!(
+            with_error["errorMessage"],
+            "The description length should be at least 100 characters"
+        );
+    }
 }
