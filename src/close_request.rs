@@ -253,16 +253,19 @@ pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
     })
 }
 
-/// LinkedIn: `companyApplyUrl` "must be a valid URL and cannot be blank"; it refuses anything but
-/// an absolute http(s) URL with a host for the whole request.
+/// Whether `text` is what LinkedIn takes as a `companyApplyUrl` ("must be a valid URL and cannot
+/// be blank"): an absolute `http` or `https` URL with a host. Shared with the sandbox, which must
+/// refuse exactly what the worker refuses to send.
+pub fn is_absolute_http_url(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+    })
+}
+
+/// LinkedIn refuses anything but an absolute http(s) URL in `companyApplyUrl`, for the whole
+/// request.
 fn check_apply_url(raw: &RawValue) -> Result<(), Invalid> {
-    let absolute = json_string(raw)
-        .and_then(|text| url::Url::parse(text.trim()).ok())
-        .is_some_and(|url| {
-            matches!(url.scheme(), "http" | "https")
-                && url.host_str().is_some_and(|h| !h.is_empty())
-        });
-    if absolute {
+    if json_string(raw).is_some_and(|text| is_absolute_http_url(&text)) {
         Ok(())
     } else {
         Err(Invalid::ApplyUrlNotAbsolute(raw.get().into()))

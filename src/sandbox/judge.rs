@@ -26,6 +26,7 @@ use super::api_gate::LinkedInError;
 use super::config::SandboxConfig;
 use crate::close_request::{
     EMPLOYMENT_STATUSES, EXPERIENCE_LEVELS, MAX_ALTERNATE_LOCATIONS, WORKPLACE_TYPES,
+    is_absolute_http_url,
 };
 
 /// LinkedIn's limit on elements in one batch_create request.
@@ -309,13 +310,6 @@ fn refuse_whole_request<'e>(
         }
     }
     None
-}
-
-/// LinkedIn: "must be a valid URL"; only an absolute http(s) URL with a host is taken.
-pub(crate) fn is_absolute_http_url(text: &str) -> bool {
-    url::Url::parse(text).is_ok_and(|url| {
-        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
-    })
 }
 
 /// The 422 message of an enum outside LinkedIn's lists, or of one that is not a string.
