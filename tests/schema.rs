@@ -744,7 +744,7 @@ fn one_field_varied() -> impl Strategy<Value = Value> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
     fn generated_requests_get_the_same_verdict(
