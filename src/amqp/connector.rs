@@ -116,20 +116,20 @@ impl Connector {
                     });
                 }
                 Ok(Err(error)) => {
+                    // The certificate errors of `super::tls`, in words.
                     let why = explain(&error.to_string(), node, &self.settings);
                     if count > 1 {
                         warn!(node = %node, error = %why, "RabbitMQ node unreachable; trying the next one.");
                     }
                     if count == 1 {
-                        let hint = tls_hint(&error.to_string(), node, &self.settings);
-                        if hint.is_empty() {
+                        if why == error.to_string() {
                             return Err(AmqpError::Connect {
                                 url: node.redacted(),
                                 source: error,
                             });
                         }
                         return Err(AmqpError::Unreachable {
-                            failures: format!("at {}: {error} ({hint})", node.redacted()),
+                            failures: format!("at {}: {why}", node.redacted()),
                         });
                     }
                     failures.push(format!("{}: {why}", node.redacted()));
@@ -193,12 +193,32 @@ async fn open_stream(
 
 /// A failure in words, with what to do about the usual TLS ones.
 fn explain(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
+    let error = &certificate_problem_in_words(error);
     let hint = tls_hint(error, node, settings);
     if hint.is_empty() {
         error.to_owned()
     } else {
         format!("{error} ({hint})")
     }
+}
+
+/// rustls shows a custom certificate error in its `Debug` form
+/// (`Other(OtherError(CertificateProblem("...")))`); this brings back the words of
+/// [`super::tls`]'s explanation.
+fn certificate_problem_in_words(error: &str) -> String {
+    const START: &str = "Other(OtherError(CertificateProblem(\"";
+    const END: &str = "\")))";
+    let Some(begin) = error.find(START) else {
+        return error.to_owned();
+    };
+    let inner_start = begin + START.len();
+    let Some(length) = error[inner_start..].rfind(END) else {
+        return error.to_owned();
+    };
+    let inner = error[inner_start..inner_start + length]
+        .replace("\\\"", "\"")
+        .replace("\\\\", "\\");
+    format!("{}{inner}{}", &error[..begin], &error[inner_start + length + END.len()..])
 }
 
 /// The broker's alerts say little; this says what probably caused them.
@@ -237,4 +257,19 @@ fn tls_hint(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
         return "is this a TLS port? use amqps://".into();
     }
     String::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_problems_read_as_words() {
+        let raw = r#"IO error: invalid peer certificate: Other(OtherError(CertificateProblem("the broker's certificate is not valid for the host name \"127.0.0.1\"")))"#;
+        assert_eq!(
+            certificate_problem_in_words(raw),
+            r#"IO error: invalid peer certificate: the broker's certificate is not valid for the host name "127.0.0.1""#
+        );
+        assert_eq!(certificate_problem_in_words("IO error: refused"), "IO error: refused");
+    }
 }
