@@ -218,7 +218,11 @@ fn certificate_problem_in_words(error: &str) -> String {
     let inner = error[inner_start..inner_start + length]
         .replace("\\\"", "\"")
         .replace("\\\\", "\\");
-    format!("{}{inner}{}", &error[..begin], &error[inner_start + length + END.len()..])
+    format!(
+        "{}{inner}{}",
+        &error[..begin],
+        &error[inner_start + length + END.len()..]
+    )
 }
 
 /// The broker's alerts say little; this says what probably caused them.
@@ -270,6 +274,9 @@ mod tests {
             certificate_problem_in_words(raw),
             r#"IO error: invalid peer certificate: the broker's certificate is not valid for the host name "127.0.0.1""#
         );
-        assert_eq!(certificate_problem_in_words("IO error: refused"), "IO error: refused");
+        assert_eq!(
+            certificate_problem_in_words("IO error: refused"),
+            "IO error: refused"
+        );
     }
 }
