@@ -254,10 +254,28 @@ fn tls_hint(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
             "the broker refused the client certificate in AMQP_TLS_CERT_FILE ({subject}): is its issuer among the broker's trusted CAs?"
         );
     }
-    if !node.is_tls()
-        && (error.contains("connection reset") || error.contains("unexpected end of file"))
-        && settings.nodes.iter().any(AmqpUrl::is_tls)
-    {
+    // Over TLS 1.3 a broker that refuses the client's certificate (or its absence) often just
+    // closes the connection after the handshake.
+    let closed_on_us = error.contains("Connection reset")
+        || error.contains("connection reset")
+        || error.contains("unexpected end of file")
+        || error.contains("UnexpectedEof");
+    if node.is_tls() && closed_on_us {
+        return match client {
+            None => "the broker closed the TLS connection: if it requires client certificates (verify_peer, fail_if_no_peer_cert), set AMQP_TLS_CERT_FILE and AMQP_TLS_KEY_FILE".into(),
+            Some(identity) => {
+                let subject = identity
+                    .summary
+                    .as_ref()
+                    .map(|s| format!("subject \"{}\", issuer \"{}\"", s.subject, s.issuer))
+                    .unwrap_or_else(|| "unreadable".into());
+                format!(
+                    "the broker closed the TLS connection: it may have refused the client certificate in AMQP_TLS_CERT_FILE ({subject}); is its issuer among the broker's trusted CAs?"
+                )
+            }
+        };
+    }
+    if !node.is_tls() && closed_on_us && settings.nodes.iter().any(AmqpUrl::is_tls) {
         return "is this a TLS port? use amqps://".into();
     }
     String::new()
