@@ -61,7 +61,7 @@ impl Drop for HttpProxy {
     }
 }
 
-/// One connection, one request at a time (keep-alive requests are each rewritten).
+/// One request per connection: the answer is relayed and the connection closed.
 async fn serve(
     mut client: TcpStream,
     upstream: Option<SocketAddr>,
@@ -69,8 +69,8 @@ async fn serve(
 ) -> std::io::Result<()> {
     let mut buffer = Vec::new();
     let mut chunk = [0u8; 8192];
-    loop {
-        // Read one request head.
+    {
+        // Read the request head.
         let head_end = loop {
             if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
                 break end + 4;
@@ -148,6 +148,6 @@ async fn serve(
         server.read_to_end(&mut answer).await?;
         client.write_all(&answer).await?;
         // The upstream answer may lack a length (close-delimited); close to be safe.
-        return Ok(());
+        Ok(())
     }
 }
