@@ -311,6 +311,10 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
         worker.log_text()
     );
     assert_eq!(lost_count, 0);
+    assert!(
+        reconnects >= 2.0,
+        "job_closer_broker_reconnects_total counts both failovers, read {reconnects}"
+    );
     let log = worker.log_text();
     assert!(
         log.matches("Connected to RabbitMQ.").count() >= 3,

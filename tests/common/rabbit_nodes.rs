@@ -246,12 +246,15 @@ impl RabbitNodes {
             .collect()
     }
 
-    /// Client-given connection names (`connection_name` property) on node `i`.
-    pub fn client_connection_names(&self, i: usize) -> Vec<String> {
+    /// `list_connections port client_properties` as node `i` answers it: the server port each
+    /// connection came in on, then its client properties. The list is cluster-wide, whichever node
+    /// answers, so the port (each node listens on its own) is what tells the nodes apart.
+    fn connections_by_port(&self, i: usize) -> Vec<(u16, String)> {
         let output = self.ctl(
             i,
             &[
                 "list_connections",
+                "port",
                 "client_properties",
                 "--no-table-headers",
             ],
@@ -261,17 +264,24 @@ impl RabbitNodes {
         }
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .map(str::to_owned)
+            .filter_map(|line| {
+                let (port, properties) = line.trim().split_once(char::is_whitespace)?;
+                Some((port.parse().ok()?, properties.to_owned()))
+            })
             .collect()
     }
 
     /// Which nodes hold a connection whose client properties mention `name`.
     pub fn nodes_with_connection(&self, name: &str) -> Vec<usize> {
+        let connections = (0..self.nodes.len())
+            .map(|i| self.connections_by_port(i))
+            .find(|connections| !connections.is_empty())
+            .unwrap_or_default();
         (0..self.nodes.len())
             .filter(|&i| {
-                self.client_connection_names(i)
-                    .iter()
-                    .any(|line| line.contains(name))
+                connections.iter().any(|(port, properties)| {
+                    *port == self.nodes[i].amqp_port && properties.contains(name)
+                })
             })
             .collect()
     }
