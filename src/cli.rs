@@ -139,7 +139,7 @@ fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
             DlqCommand::Export(args) => &args.amqp,
             DlqCommand::Purge(args) => &args.amqp,
         }),
-        Command::Sandbox(_) | Command::Healthcheck(_) => None,
+        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,
     }
 }
 

@@ -833,25 +833,26 @@ fn the_deployment_runs_two_hot_standby_replicas_with_the_worker_settings() {
         Some("true"),
         "two replicas must be hot standbys: one token and one rate limit, as LinkedIn asks"
     );
-    let connection_name = env_literal(container, "AMQP_CONNECTION_NAME").unwrap_or_default();
+    // Each replica needs its own connection name: the default names the host (the pod).
+    let connection_name = env_literal(container, "AMQP_CONNECTION_NAME")
+        .unwrap_or_else(|| run_default("amqp-connection-name"));
     assert!(
-        connection_name.contains("$(POD_NAME)"),
-        "each replica needs its own AMQP_CONNECTION_NAME: {connection_name:?}"
+        connection_name.contains("{hostname}") || connection_name.contains("$("),
+        "replicas would share the AMQP connection name {connection_name:?}"
     );
     assert!(
         !names.contains(&"LINKEDIN_CLIENT_SECRET"),
         "the client secret goes through LINKEDIN_CLIENT_SECRET_FILE, never the environment"
     );
-    let amqp = env
-        .iter()
-        .find(|(n, _, _)| n == "AMQP_URL")
-        .expect("AMQP_URL");
+    // The broker password is not in the manifest: AMQP_URL has none, and a file brings it.
+    let amqp_url = env_literal(container, "AMQP_URL").expect("AMQP_URL");
+    for node in amqp_url.split(',') {
+        let url = url::Url::parse(node.trim()).unwrap_or_else(|e| panic!("AMQP_URL {node}: {e}"));
+        assert_eq!(url.password(), None, "AMQP_URL holds a password: {node}");
+    }
     assert!(
-        amqp.2
-            .get("valueFrom")
-            .and_then(|v| v.get("secretKeyRef"))
-            .is_some(),
-        "AMQP_URL holds the broker password: take it from a Secret"
+        names.contains(&"AMQP_PASSWORD_FILE") || names.contains(&"AMQP_URL_FILE"),
+        "the broker password must come from a file (AMQP_PASSWORD_FILE or AMQP_URL_FILE)"
     );
 
     // Graceful shutdown fits in the grace period.
@@ -1009,7 +1010,7 @@ fn resources_are_sized_from_the_measured_memory() {
 }
 
 #[test]
-fn the_client_secret_arrives_as_a_file_from_the_secret() {
+fn the_secrets_arrive_as_files_from_the_secret() {
     let manifests = manifests();
     let deployment = one(&manifests, "Deployment");
     let secret = one(&manifests, "Secret");
@@ -1026,37 +1027,62 @@ fn the_client_secret_arrives_as_a_file_from_the_secret() {
         .filter_map(text)
         .collect();
     let container = worker_container(deployment);
-    let file =
-        env_literal(container, "LINKEDIN_CLIENT_SECRET_FILE").expect("LINKEDIN_CLIENT_SECRET_FILE");
-    let file = Path::new(&file);
-    let mount = seq(container.get("volumeMounts"))
-        .into_iter()
-        .find(|m| {
-            m.get("mountPath")
-                .and_then(text)
-                .is_some_and(|p| file.parent() == Some(Path::new(&p)))
-        })
-        .unwrap_or_else(|| panic!("no volume is mounted where {} is", file.display()));
-    assert_eq!(mount.get("readOnly").and_then(Yaml::as_bool), Some(true));
-    let volume_name = mount.get("name").and_then(text).unwrap();
-    let volume = seq(at(deployment, &["spec", "template", "spec", "volumes"]).into())
-        .into_iter()
-        .find(|v| v.get("name").and_then(text).as_deref() == Some(volume_name.as_str()))
-        .expect("the mounted volume");
-    let source = at(&volume, &["secret"]);
-    assert_eq!(
-        source.get("secretName").and_then(text).as_deref(),
-        Some(secret_name.as_str())
-    );
-    let file_name = file.file_name().unwrap().to_str().unwrap();
-    let key = seq(source.get("items"))
-        .into_iter()
-        .find(|i| i.get("path").and_then(text).as_deref() == Some(file_name))
-        .and_then(|i| i.get("key").and_then(text))
-        .unwrap_or_else(|| file_name.to_owned());
+    let volumes = seq(at(deployment, &["spec", "template", "spec", "volumes"]).into());
+    let mut files = 0;
+    for setting in [
+        "LINKEDIN_CLIENT_SECRET_FILE",
+        "AMQP_PASSWORD_FILE",
+        "AMQP_URL_FILE",
+    ] {
+        let Some(file) = env_literal(container, setting) else {
+            continue;
+        };
+        files += 1;
+        let file = Path::new(&file);
+        let mount = seq(container.get("volumeMounts"))
+            .into_iter()
+            .find(|m| {
+                m.get("mountPath")
+                    .and_then(text)
+                    .is_some_and(|p| file.parent() == Some(Path::new(&p)))
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "{setting}: no volume is mounted where {} is",
+                    file.display()
+                )
+            });
+        assert_eq!(mount.get("readOnly").and_then(Yaml::as_bool), Some(true));
+        let volume_name = mount.get("name").and_then(text).unwrap();
+        let volume = volumes
+            .iter()
+            .find(|v| v.get("name").and_then(text).as_deref() == Some(volume_name.as_str()))
+            .expect("the mounted volume");
+        let source = at(volume, &["secret"]);
+        assert_eq!(
+            source.get("secretName").and_then(text).as_deref(),
+            Some(secret_name.as_str()),
+            "{setting}"
+        );
+        let file_name = file.file_name().unwrap().to_str().unwrap();
+        let items = seq(source.get("items"));
+        let key = if items.is_empty() {
+            file_name.to_owned()
+        } else {
+            items
+                .iter()
+                .find(|i| i.get("path").and_then(text).as_deref() == Some(file_name))
+                .and_then(|i| i.get("key").and_then(text))
+                .unwrap_or_else(|| panic!("{setting}: the volume does not project {file_name}"))
+        };
+        assert!(
+            secret_keys.contains(&key),
+            "{setting}: the Secret has no key {key}: {secret_keys:?}"
+        );
+    }
     assert!(
-        secret_keys.contains(&key),
-        "the Secret has no key {key}: {secret_keys:?}"
+        files >= 2,
+        "the client secret and the broker password come from files"
     );
     // Every secretKeyRef names this Secret and one of its keys.
     for (name, _, entry) in container_env(container) {
