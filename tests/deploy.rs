@@ -585,7 +585,7 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_a_running_w
         Duration::from_secs(60),
         "the close verified, the dead letter counted and the queue depths reported",
         || async {
-            let text = http_get(&format!("{base}/metrics")).await.1;
+            let text = get(&format!("{base}/metrics")).await.1;
             let done = text.contains("job_closer_tasks_verified_total{status=\"SUCCEEDED\"} 1")
                 && text.contains("job_closer_elements_closed_total 1")
                 && text.contains("job_closer_queue_messages{");

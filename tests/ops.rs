@@ -9,8 +9,6 @@
 mod common;
 
 use common::*;
-// `get` reads better in these tests than the shared helper's full name.
-use common::http_get as get;
 use job_closer::amqp;
 use job_closer::config::{AmqpArgs, QueueType};
 use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
@@ -122,22 +120,6 @@ fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
 
 fn without(env: &mut Vec<(String, String)>, name: &str) {
     env.retain(|(k, _)| k != name);
-}
-
-/// One series' value from Prometheus text, e.g. `job_closer_requests_total{outcome="answered"}`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-}
-
-async fn metrics_of(base: &str) -> String {
-    let (status, text) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200, "/metrics answered {status}");
-    text
 }
 
 async fn wait_ready(base: &str) {
