@@ -118,6 +118,39 @@ fn the_schema_is_a_valid_2020_12_schema() {
 }
 
 #[test]
+fn the_schema_lists_the_workers_symbols_and_limits() {
+    let schema = schema_json();
+    let property = |name: &str| schema["properties"][name].clone();
+    let symbols = |name: &str| -> Vec<String> {
+        let list = property(name)["enum"].clone();
+        let list = if list.is_array() {
+            list
+        } else {
+            property(name)["items"]["enum"].clone()
+        };
+        list.as_array()
+            .unwrap_or_else(|| panic!("{name} has no enum"))
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(
+        symbols("employmentStatus"),
+        close_request::EMPLOYMENT_STATUSES
+    );
+    assert_eq!(symbols("experienceLevel"), close_request::EXPERIENCE_LEVELS);
+    assert_eq!(symbols("workplaceTypes"), close_request::WORKPLACE_TYPES);
+    assert_eq!(
+        property("alternateLocations")["maxItems"],
+        close_request::MAX_ALTERNATE_LOCATIONS
+    );
+    assert_eq!(
+        property("externalJobPostingId")["maxLength"],
+        close_request::MAX_EXTERNAL_ID_CHARS
+    );
+}
+
+#[test]
 fn job_closer_schema_prints_the_file_byte_for_byte() {
     let output = std::process::Command::new(common::binary())
         .arg("schema")
