@@ -6,6 +6,8 @@
 //! to 4.x and the defaults moved between them. A declaration that clashes with an existing queue is
 //! turned into an error that names the argument and the way out.
 
+pub mod confirm;
+
 use crate::config::{AmqpArgs, AmqpUrl, QueueType};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
