@@ -1110,3 +1110,267 @@ async fn a_hundred_thousand_dead_letters() {
     assert!(took < Duration::from_secs(45), "replay took {took:?}");
     assert_eq!(count(&connection, &queues.close).await, 100_000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Edited replays, time and content filters, archives (export --delete, import).
+
+#[allow(dead_code)]
+mod common;
+
+/// A dead letter whose `x-dead-lettered-at` says `at` (or records no time at all with `None`).
+fn dead_letter_at(queues: &Queues, failure: &Failure, at: Option<&str>) -> BasicProperties {
+    let properties = dead_letter_props(queues, failure);
+    let mut headers: BTreeMap<_, _> = properties.headers().clone().unwrap().inner().clone();
+    match at {
+        Some(at) => {
+            headers.insert(
+                dead_letter::DEAD_LETTERED_AT.into(),
+                AMQPValue::LongString(at.into()),
+            );
+        }
+        None => {
+            headers.remove(dead_letter::DEAD_LETTERED_AT);
+        }
+    }
+    properties.with_headers(FieldTable::from(headers))
+}
+
+/// RFC 3339 for `seconds_ago` seconds ago.
+fn ago(seconds_ago: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(seconds_ago);
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A close request without a `title`: the producer's field-mapping bug. Built from the shared
+/// fixture, so it stays a job the sandbox would close once the title is back.
+fn untitled(id: &str) -> Vec<u8> {
+    let mut job = common::job(id);
+    job.as_object_mut().unwrap().remove("title");
+    serde_json::to_vec(&job).unwrap()
+}
+
+/// Every message of a queue with all its properties, in order (taken out).
+async fn drain_full(connection: &Connection, queue: &str) -> Vec<(Vec<u8>, BasicProperties)> {
+    let channel = connection.create_channel().await.unwrap();
+    let mut messages = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        messages.push((message.delivery.data, message.delivery.properties));
+    }
+    let _ = channel.close(200, "drained".into()).await;
+    messages
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let ids = ["untitled-1", "untitled-2", "untitled-3"];
+    let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
+    let mut seeded: Vec<(Vec<u8>, BasicProperties)> = ids
+        .iter()
+        .map(|id| (untitled(id), dead_letter_props(&queues, &title_missing)))
+        .collect();
+    seeded.insert(
+        1,
+        (
+            job("other-403"),
+            dead_letter_props(&queues, &failure(Reason::Rejected, 403, &contract_403(9))),
+        ),
+    );
+    publish_all(&channel, &queues.dead, seeded).await;
+    let groups = queues.dlq(&["stats", "--json"]).await.ok().json_lines();
+    let group = groups
+        .iter()
+        .find(|g| g["message"].as_str().unwrap().contains("/title"))
+        .unwrap()["group"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let dry = queues
+        .dlq(&["replay", "--group", &group, "--set", "title=Engineer", "--dry-run"])
+        .await
+        .ok();
+    for id in ids {
+        assert!(
+            dry.stdout
+                .lines()
+                .any(|l| l.contains(id) && l.contains(r#"title: (absent) -> "Engineer""#)),
+            "{}",
+            dry.stdout
+        );
+    }
+    assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
+    assert_eq!(count(&connection, &queues.close).await, 0);
+
+    let sandbox = common::sandbox(Default::default()).await;
+    let config = sandbox.config();
+    let env: Vec<(String, String)> = [
+        ("AMQP_URL", amqp_url()),
+        ("CLOSE_QUEUE", queues.close.clone()),
+        ("DEAD_LETTER_QUEUE", queues.dead.clone()),
+        ("LINKEDIN_API_URL", sandbox.api_url()),
+        ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
+        ("LINKEDIN_CLIENT_ID", config.client_id),
+        ("LINKEDIN_CLIENT_SECRET", config.client_secret),
+        ("BATCH_LINGER_MS", "100".into()),
+        ("RATE_LIMIT_PER_MINUTE", "0".into()),
+        ("TASK_CHECK", "off".into()),
+        ("METRICS_ADDR", "".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut worker = common::spawn_worker(&env);
+    let run = queues
+        .dlq(&["replay", "--group", &group, "--set", "title=Engineer"])
+        .await
+        .ok();
+    assert_eq!(run.moved(), 3, "{run:#?}");
+    assert!(run.stdout.contains("Edited: title"), "{}", run.stdout);
+    common::eventually(Duration::from_secs(30), "the fixed jobs closed", || async {
+        let closed = sandbox.stats().closed;
+        ids.iter().all(|id| closed.contains_key(*id))
+    })
+    .await;
+    worker.terminate(Duration::from_secs(30)).await;
+    let left = drain(&connection, &queues.dead).await;
+    assert_eq!(
+        bodies(&left),
+        [String::from_utf8(job("other-403")).unwrap()],
+        "nothing new dead-lettered; the other group untouched: {}",
+        worker.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
+    let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
+    no_location.as_object_mut().unwrap().remove("location");
+    let seeded = vec![
+        (untitled("t-1"), dead_letter_props(&queues, &title_missing)),
+        (
+            serde_json::to_vec(&no_location).unwrap(),
+            dead_letter_props(&queues, &title_missing),
+        ),
+        (untitled("t-3"), dead_letter_props(&queues, &title_missing)),
+        (
+            b"not json at all".to_vec(),
+            dead_letter_props(&queues, &title_missing),
+        ),
+    ];
+    let expected: Vec<String> = seeded
+        .iter()
+        .map(|(b, _)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    publish_all(&channel, &queues.dead, seeded).await;
+
+    for extra in [&[][..], &["--dry-run"]] {
+        let mut args = vec!["replay", "--reason", "invalid", "--set", "title=Engineer"];
+        args.extend(extra);
+        let refused = queues.dlq(&args).await;
+        assert_eq!(refused.code, Some(2), "{refused:#?}");
+        assert!(
+            refused.stderr.contains("position 2 (no-location)")
+                && refused.stderr.contains("/location"),
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains("position 4 (-)")
+                && refused.stderr.contains("only JSON-object bodies can be edited"),
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            !refused.stderr.contains("position 1") && !refused.stderr.contains("position 3"),
+            "{}",
+            refused.stderr
+        );
+        assert!(
+            refused.stderr.contains("2 of 4 selected dead letter(s) would be invalid"),
+            "{}",
+            refused.stderr
+        );
+        assert_eq!(count(&connection, &queues.close).await, 0);
+    }
+    // A value the validator refuses: listedAt must be a Long.
+    let refused = queues
+        .dlq(&["replay", "--id", "t-1", "--set", "title=x", "--set", "listedAt=yesterday"])
+        .await;
+    assert_eq!(refused.code, Some(2), "{refused:#?}");
+    assert!(refused.stderr.contains("/listedAt"), "{}", refused.stderr);
+    for bad in [
+        &["replay", "--set", "title"][..],
+        &["replay", "--set", "title=a", "--unset", "title"],
+        &["replay", "--unset", ""],
+    ] {
+        assert_eq!(queues.dlq(bad).await.code, Some(2), "{bad:?}");
+    }
+    assert_eq!(count(&connection, &queues.close).await, 0);
+    assert_eq!(bodies(&drain(&connection, &queues.dead).await), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
+    let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
+    let mut headers = properties.headers().clone().unwrap();
+    headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
+    headers.insert(dead_letter::REPLAY_COUNT.into(), AMQPValue::LongInt(1));
+    properties = properties.with_headers(headers);
+    publish_all(&channel, &queues.dead, vec![(body.to_vec(), properties.clone())]).await;
+    let run = queues
+        .dlq(&[
+            "replay",
+            "--set",
+            "title=Night Nurse",
+            "--set",
+            "location=\"Lyon\"",
+            "--unset",
+            "x-note",
+        ])
+        .await
+        .ok();
+    assert_eq!(run.moved(), 1);
+    let copies = drain_full(&connection, &queues.close).await;
+    assert_eq!(copies.len(), 1);
+    let (copy, copy_properties) = &copies[0];
+    assert_eq!(
+        String::from_utf8_lossy(copy),
+        r#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Lyon","title":"Night Nurse"}"#
+    );
+    let headers = copy_properties.headers().as_ref().unwrap().inner();
+    assert_eq!(
+        headers.get("x-edited-fields").and_then(header_text).as_deref(),
+        Some("title,location,x-note")
+    );
+    assert_eq!(headers.get("x-replay-count").and_then(header_int), Some(2));
+    assert_eq!(headers.get("tenant").and_then(header_text).as_deref(), Some("acme"));
+    assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
+    assert_eq!(copy_properties.message_id(), properties.message_id());
+    assert_eq!(copy_properties.content_type(), properties.content_type());
+    assert_eq!(count(&connection, &queues.dead).await, 0);
+}
