@@ -1374,3 +1374,159 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     assert_eq!(copy_properties.content_type(), properties.content_type());
     assert_eq!(count(&connection, &queues.dead).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
+    let connection = connect().await;
+    let mut queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let rejected = failure(Reason::Rejected, 403, &contract_403(9));
+    let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
+    publish_all(
+        &channel,
+        &queues.dead,
+        vec![
+            (job("3d"), dead_letter_at(&queues, &rejected, Some(&three_days))),
+            (job("2h"), dead_letter_at(&queues, &rejected, Some(&two_hours))),
+            (job("untimed"), dead_letter_at(&queues, &rejected, None)),
+            (job("10m"), dead_letter_at(&queues, &rejected, Some(&ten_minutes))),
+        ],
+    )
+    .await;
+    broker_dead_letter(&connection, &mut queues, &job("broker-now")).await;
+    let ids = |run: Run| -> Vec<String> {
+        run.ok()
+            .json_lines()
+            .iter()
+            .map(|r| external_id(r).unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(queues.dlq(&["list", "--json", "--since", "1h"]).await), ["10m", "broker-now"]);
+    assert_eq!(ids(queues.dlq(&["list", "--json", "--until", "1d"]).await), ["3d"]);
+    let window = ["list", "--json", "--since", &ago(3 * 3_600), "--until", "90m"];
+    assert_eq!(ids(queues.dlq(&window).await), ["2h"]);
+    assert_eq!(ids(queues.dlq(&["list", "--json", "--since", "7d"]).await), ["3d", "2h", "10m", "broker-now"]);
+    let stats = queues.dlq(&["stats", "--json", "--since", "1h"]).await.ok();
+    let counted: u64 = stats.json_lines().iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 2, "{}", stats.stdout);
+    for bad in ["yesterday", "7", "1.5h", "2026-13-01T00:00:00Z"] {
+        let run = queues.dlq(&["list", "--since", bad]).await;
+        assert_eq!(run.code, Some(2), "{bad}: {run:#?}");
+    }
+
+    // purge --older-than is purge --until.
+    let purged = queues.dlq(&["purge", "--older-than", "1d", "--yes"]).await.ok();
+    assert!(purged.stdout.contains("Deleted 1 dead letter(s)"), "{}", purged.stdout);
+
+    // A dry run names the bound; a dead letter arriving before the real run stays out of it.
+    let dry = queues.dlq(&["replay", "--since", "3h", "--dry-run"]).await.ok();
+    assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
+    let bound = dry
+        .stdout
+        .split("--until ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no --until in {}", dry.stdout))
+        .trim()
+        .to_owned();
+    let late = dead_letter_props(&queues, &rejected);
+    publish_all(&channel, &queues.dead, vec![(job("arrived-after-dry-run"), late)]).await;
+    let run = queues
+        .dlq(&["replay", "--since", "3h", "--until", &bound])
+        .await
+        .ok();
+    assert_eq!(run.moved(), 3, "{run:#?}");
+    assert_eq!(
+        ids_of(&drain(&connection, &queues.close).await),
+        ["2h", "10m", "broker-now"]
+    );
+    assert_eq!(
+        ids_of(&drain(&connection, &queues.dead).await),
+        ["untimed", "arrived-after-dry-run"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let with_contract = |id: &str, contract: &str| {
+        let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
+        body["contract"] = Value::from(contract);
+        body["description"] = Value::from(format!("Night shift nurse, ward {id}"));
+        serde_json::to_vec(&body).unwrap()
+    };
+    let replayed = |times: i32| {
+        let mut properties =
+            dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
+        let mut headers = properties.headers().clone().unwrap();
+        headers.insert(dead_letter::REPLAY_COUNT.into(), AMQPValue::LongInt(times));
+        properties = properties.with_headers(headers);
+        properties
+    };
+    publish_all(
+        &channel,
+        &queues.dead,
+        vec![
+            (with_contract("c7-a", "urn:li:contract:7"), replayed(0)),
+            (with_contract("c9-a", "urn:li:contract:9"), replayed(3)),
+            (with_contract("c7-b", "urn:li:contract:7"), replayed(1)),
+            (
+                job("forbidden"),
+                dead_letter_props(&queues, &failure(Reason::Rejected, 403, &contract_403(9))),
+            ),
+        ],
+    )
+    .await;
+    let ids = |run: Run| -> Vec<String> {
+        run.ok()
+            .json_lines()
+            .iter()
+            .map(|r| external_id(r).unwrap().to_owned())
+            .collect()
+    };
+    let list = |args: &'static [&'static str]| {
+        let mut all = vec!["list", "--json"];
+        all.extend(args);
+        all
+    };
+    assert_eq!(ids(queues.dlq(&list(&["--contract", "urn:li:contract:7"])).await), ["c7-a", "c7-b"]);
+    assert_eq!(ids(queues.dlq(&list(&["--grep", "NOT AUTHORIZED"])).await), ["forbidden"]);
+    assert_eq!(ids(queues.dlq(&list(&["--grep", "night SHIFT"])).await), ["c7-a", "c9-a", "c7-b"]);
+    assert_eq!(ids(queues.dlq(&list(&["--grep", "ward c9"])).await), ["c9-a"]);
+    assert_eq!(ids(queues.dlq(&list(&["--min-replays", "1"])).await), ["c9-a", "c7-b"]);
+    assert_eq!(ids(queues.dlq(&list(&["--min-replays", "2", "--contract", "urn:li:contract:9"])).await), ["c9-a"]);
+    assert_eq!(queues.dlq(&["list", "--min-replays", "x"]).await.code, Some(2));
+
+    let table = queues.dlq(&["list"]).await.ok();
+    let header = table.stdout.lines().next().unwrap();
+    assert!(header.contains("REPLAYS"), "{header}");
+    let column = header.find("REPLAYS").unwrap() + "REPLAYS".len();
+    let c9 = table.stdout.lines().find(|l| l.contains("c9-a")).unwrap();
+    assert_eq!(&c9[column - 1..column], "3", "{header}\n{c9}");
+
+    let stats = queues.dlq(&["stats"]).await.ok();
+    let lines: Vec<&str> = stats.stdout.lines().collect();
+    assert!(lines[0].contains("REPLAYS"), "{}", stats.stdout);
+    let title = lines.iter().position(|l| l.contains("/title")).unwrap();
+    assert!(lines[title].contains(" 3 "), "{}", stats.stdout);
+    assert_eq!(
+        lines[title + 1].trim(),
+        "contracts: urn:li:contract:7 (2), urn:li:contract:9 (1)",
+        "{}",
+        stats.stdout
+    );
+    let json = queues.dlq(&["stats", "--json", "--contract", "urn:li:contract:7"]).await.ok();
+    let groups = json.json_lines();
+    assert_eq!(groups.len(), 1, "{}", json.stdout);
+    assert_eq!(groups[0]["count"], 2);
+    assert_eq!(groups[0]["replays"], 1);
+
+    let moved = queues
+        .dlq(&["replay", "--contract", "urn:li:contract:7", "--grep", "ward c7-b"])
+        .await
+        .ok();
+    assert_eq!(moved.moved(), 1);
+    assert_eq!(ids_of(&drain(&connection, &queues.close).await), ["c7-b"]);
+    assert_eq!(count(&connection, &queues.dead).await, 3);
+}
