@@ -1203,7 +1203,14 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
         .to_owned();
 
     let dry = queues
-        .dlq(&["replay", "--group", &group, "--set", "title=Engineer", "--dry-run"])
+        .dlq(&[
+            "replay",
+            "--group",
+            &group,
+            "--set",
+            "title=Engineer",
+            "--dry-run",
+        ])
         .await
         .ok();
     for id in ids {
@@ -1297,7 +1304,9 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
         );
         assert!(
             refused.stderr.contains("position 4 (-)")
-                && refused.stderr.contains("only JSON-object bodies can be edited"),
+                && refused
+                    .stderr
+                    .contains("only JSON-object bodies can be edited"),
             "{}",
             refused.stderr
         );
@@ -1307,7 +1316,9 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
             refused.stderr
         );
         assert!(
-            refused.stderr.contains("2 of 4 selected dead letter(s) would be invalid"),
+            refused
+                .stderr
+                .contains("2 of 4 selected dead letter(s) would be invalid"),
             "{}",
             refused.stderr
         );
@@ -1315,7 +1326,15 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     }
     // A value the validator refuses: listedAt must be a Long.
     let refused = queues
-        .dlq(&["replay", "--id", "t-1", "--set", "title=x", "--set", "listedAt=yesterday"])
+        .dlq(&[
+            "replay",
+            "--id",
+            "t-1",
+            "--set",
+            "title=x",
+            "--set",
+            "listedAt=yesterday",
+        ])
         .await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
     assert!(refused.stderr.contains("/listedAt"), "{}", refused.stderr);
@@ -1341,7 +1360,12 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
     headers.insert(dead_letter::REPLAY_COUNT.into(), AMQPValue::LongInt(1));
     properties = properties.with_headers(headers);
-    publish_all(&channel, &queues.dead, vec![(body.to_vec(), properties.clone())]).await;
+    publish_all(
+        &channel,
+        &queues.dead,
+        vec![(body.to_vec(), properties.clone())],
+    )
+    .await;
     let run = queues
         .dlq(&[
             "replay",
@@ -1364,11 +1388,17 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     );
     let headers = copy_properties.headers().as_ref().unwrap().inner();
     assert_eq!(
-        headers.get("x-edited-fields").and_then(header_text).as_deref(),
+        headers
+            .get("x-edited-fields")
+            .and_then(header_text)
+            .as_deref(),
         Some("title,location,x-note")
     );
     assert_eq!(headers.get("x-replay-count").and_then(header_int), Some(2));
-    assert_eq!(headers.get("tenant").and_then(header_text).as_deref(), Some("acme"));
+    assert_eq!(
+        headers.get("tenant").and_then(header_text).as_deref(),
+        Some("acme")
+    );
     assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
     assert_eq!(copy_properties.message_id(), properties.message_id());
     assert_eq!(copy_properties.content_type(), properties.content_type());
@@ -1386,10 +1416,19 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         &channel,
         &queues.dead,
         vec![
-            (job("3d"), dead_letter_at(&queues, &rejected, Some(&three_days))),
-            (job("2h"), dead_letter_at(&queues, &rejected, Some(&two_hours))),
+            (
+                job("3d"),
+                dead_letter_at(&queues, &rejected, Some(&three_days)),
+            ),
+            (
+                job("2h"),
+                dead_letter_at(&queues, &rejected, Some(&two_hours)),
+            ),
             (job("untimed"), dead_letter_at(&queues, &rejected, None)),
-            (job("10m"), dead_letter_at(&queues, &rejected, Some(&ten_minutes))),
+            (
+                job("10m"),
+                dead_letter_at(&queues, &rejected, Some(&ten_minutes)),
+            ),
         ],
     )
     .await;
@@ -1401,13 +1440,33 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
             .map(|r| external_id(r).unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(queues.dlq(&["list", "--json", "--since", "1h"]).await), ["10m", "broker-now"]);
-    assert_eq!(ids(queues.dlq(&["list", "--json", "--until", "1d"]).await), ["3d"]);
-    let window = ["list", "--json", "--since", &ago(3 * 3_600), "--until", "90m"];
+    assert_eq!(
+        ids(queues.dlq(&["list", "--json", "--since", "1h"]).await),
+        ["10m", "broker-now"]
+    );
+    assert_eq!(
+        ids(queues.dlq(&["list", "--json", "--until", "1d"]).await),
+        ["3d"]
+    );
+    let window = [
+        "list",
+        "--json",
+        "--since",
+        &ago(3 * 3_600),
+        "--until",
+        "90m",
+    ];
     assert_eq!(ids(queues.dlq(&window).await), ["2h"]);
-    assert_eq!(ids(queues.dlq(&["list", "--json", "--since", "7d"]).await), ["3d", "2h", "10m", "broker-now"]);
+    assert_eq!(
+        ids(queues.dlq(&["list", "--json", "--since", "7d"]).await),
+        ["3d", "2h", "10m", "broker-now"]
+    );
     let stats = queues.dlq(&["stats", "--json", "--since", "1h"]).await.ok();
-    let counted: u64 = stats.json_lines().iter().map(|g| g["count"].as_u64().unwrap()).sum();
+    let counted: u64 = stats
+        .json_lines()
+        .iter()
+        .map(|g| g["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(counted, 2, "{}", stats.stdout);
     for bad in ["yesterday", "7", "1.5h", "2026-13-01T00:00:00Z"] {
         let run = queues.dlq(&["list", "--since", bad]).await;
@@ -1415,11 +1474,21 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
     }
 
     // purge --older-than is purge --until.
-    let purged = queues.dlq(&["purge", "--older-than", "1d", "--yes"]).await.ok();
-    assert!(purged.stdout.contains("Deleted 1 dead letter(s)"), "{}", purged.stdout);
+    let purged = queues
+        .dlq(&["purge", "--older-than", "1d", "--yes"])
+        .await
+        .ok();
+    assert!(
+        purged.stdout.contains("Deleted 1 dead letter(s)"),
+        "{}",
+        purged.stdout
+    );
 
     // A dry run names the bound; a dead letter arriving before the real run stays out of it.
-    let dry = queues.dlq(&["replay", "--since", "3h", "--dry-run"]).await.ok();
+    let dry = queues
+        .dlq(&["replay", "--since", "3h", "--dry-run"])
+        .await
+        .ok();
     assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
     let bound = dry
         .stdout
@@ -1429,7 +1498,12 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         .trim()
         .to_owned();
     let late = dead_letter_props(&queues, &rejected);
-    publish_all(&channel, &queues.dead, vec![(job("arrived-after-dry-run"), late)]).await;
+    publish_all(
+        &channel,
+        &queues.dead,
+        vec![(job("arrived-after-dry-run"), late)],
+    )
+    .await;
     let run = queues
         .dlq(&["replay", "--since", "3h", "--until", &bound])
         .await
@@ -1490,13 +1564,43 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
         all.extend(args);
         all
     };
-    assert_eq!(ids(queues.dlq(&list(&["--contract", "urn:li:contract:7"])).await), ["c7-a", "c7-b"]);
-    assert_eq!(ids(queues.dlq(&list(&["--grep", "NOT AUTHORIZED"])).await), ["forbidden"]);
-    assert_eq!(ids(queues.dlq(&list(&["--grep", "night SHIFT"])).await), ["c7-a", "c9-a", "c7-b"]);
-    assert_eq!(ids(queues.dlq(&list(&["--grep", "ward c9"])).await), ["c9-a"]);
-    assert_eq!(ids(queues.dlq(&list(&["--min-replays", "1"])).await), ["c9-a", "c7-b"]);
-    assert_eq!(ids(queues.dlq(&list(&["--min-replays", "2", "--contract", "urn:li:contract:9"])).await), ["c9-a"]);
-    assert_eq!(queues.dlq(&["list", "--min-replays", "x"]).await.code, Some(2));
+    assert_eq!(
+        ids(queues
+            .dlq(&list(&["--contract", "urn:li:contract:7"]))
+            .await),
+        ["c7-a", "c7-b"]
+    );
+    assert_eq!(
+        ids(queues.dlq(&list(&["--grep", "NOT AUTHORIZED"])).await),
+        ["forbidden"]
+    );
+    assert_eq!(
+        ids(queues.dlq(&list(&["--grep", "night SHIFT"])).await),
+        ["c7-a", "c9-a", "c7-b"]
+    );
+    assert_eq!(
+        ids(queues.dlq(&list(&["--grep", "ward c9"])).await),
+        ["c9-a"]
+    );
+    assert_eq!(
+        ids(queues.dlq(&list(&["--min-replays", "1"])).await),
+        ["c9-a", "c7-b"]
+    );
+    assert_eq!(
+        ids(queues
+            .dlq(&list(&[
+                "--min-replays",
+                "2",
+                "--contract",
+                "urn:li:contract:9"
+            ]))
+            .await),
+        ["c9-a"]
+    );
+    assert_eq!(
+        queues.dlq(&["list", "--min-replays", "x"]).await.code,
+        Some(2)
+    );
 
     let table = queues.dlq(&["list"]).await.ok();
     let header = table.stdout.lines().next().unwrap();
@@ -1516,17 +1620,318 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
         "{}",
         stats.stdout
     );
-    let json = queues.dlq(&["stats", "--json", "--contract", "urn:li:contract:7"]).await.ok();
+    let json = queues
+        .dlq(&["stats", "--json", "--contract", "urn:li:contract:7"])
+        .await
+        .ok();
     let groups = json.json_lines();
     assert_eq!(groups.len(), 1, "{}", json.stdout);
     assert_eq!(groups[0]["count"], 2);
     assert_eq!(groups[0]["replays"], 1);
 
     let moved = queues
-        .dlq(&["replay", "--contract", "urn:li:contract:7", "--grep", "ward c7-b"])
+        .dlq(&[
+            "replay",
+            "--contract",
+            "urn:li:contract:7",
+            "--grep",
+            "ward c7-b",
+        ])
         .await
         .ok();
     assert_eq!(moved.moved(), 1);
     assert_eq!(ids_of(&drain(&connection, &queues.close).await), ["c7-b"]);
     assert_eq!(count(&connection, &queues.dead).await, 3);
+}
+
+/// The seeded queue as the broker holds it: taken out with every property, then put back exactly.
+async fn ground_truth(connection: &Connection, queues: &Queues) -> Vec<(Vec<u8>, BasicProperties)> {
+    let messages = drain_full(connection, &queues.dead).await;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
+    publish_all(&channel, &queues.dead, messages.clone()).await;
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_delete_then_import_restores_every_dead_letter_exactly() {
+    let connection = connect().await;
+    let mut queues = Queues::new(&connection).await;
+    seed_mixed(&connection, &mut queues).await;
+    let original = ground_truth(&connection, &queues).await;
+    assert_eq!(original.len(), 9);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let path = archive.to_str().unwrap();
+
+    for refused in [&["export", "--delete"][..], &["export", "--delete", "-"]] {
+        let run = queues.dlq(refused).await;
+        assert_eq!(run.code, Some(2), "{refused:?}: {run:#?}");
+    }
+    let run = queues.dlq(&["export", "--delete", path]).await.ok();
+    assert!(
+        run.stderr.contains("Exported 9 dead letter(s)") && run.stderr.contains("removed them"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(lines_of(&archive).len(), 9);
+    // An archive is never overwritten.
+    let again = queues.dlq(&["export", "--delete", path]).await;
+    assert_eq!(again.code, Some(2), "{again:#?}");
+    assert_eq!(lines_of(&archive).len(), 9);
+
+    let run = queues.dlq(&["import", path]).await.ok();
+    assert!(
+        run.stdout.contains("Imported 9 record(s)"),
+        "{}",
+        run.stdout
+    );
+    let restored = drain_full(&connection, &queues.dead).await;
+    assert_eq!(restored.len(), original.len());
+    for ((body, properties), (original_body, original_properties)) in restored.iter().zip(&original)
+    {
+        assert_eq!(body, original_body);
+        assert_eq!(
+            properties, original_properties,
+            "headers and properties as they were"
+        );
+    }
+
+    // From standard input, and replayed to the close queue instead, the way `replay` sends them.
+    let mut command = queues.command(&["import", "-", "--to-close-queue", "--status", "403"]);
+    command.stdin(std::fs::File::open(&archive).unwrap());
+    let run = Run::from(command.output().await.unwrap()).ok();
+    assert!(
+        run.stdout.contains("Replayed 3 record(s)"),
+        "{}",
+        run.stdout
+    );
+    let replayed = drain(&connection, &queues.close).await;
+    assert_eq!(
+        bodies(&replayed),
+        ["c7-1", "c9-1", "c7-2"].map(|id| String::from_utf8(job(id)).unwrap())
+    );
+    for message in &replayed {
+        assert!(!message.headers.keys().any(|k| k.starts_with("x-error-")));
+        assert_eq!(message.int("x-replay-count"), Some(1));
+    }
+    assert_eq!(count(&connection, &queues.dead).await, 0);
+
+    // --delete with a filter archives only what it selects, and the rest keeps its order.
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    publish_all(&channel, &queues.dead, original.clone()).await;
+    let partial = dir.path().join("forbidden.jsonl");
+    queues
+        .dlq(&[
+            "export",
+            "--delete",
+            "--status",
+            "403",
+            partial.to_str().unwrap(),
+        ])
+        .await
+        .ok();
+    let archived = lines_of(&partial);
+    let archived: Vec<&str> = archived.iter().map(|r| external_id(r).unwrap()).collect();
+    assert_eq!(archived, ["c7-1", "c9-1", "c7-2"]);
+    let kept: Vec<&(Vec<u8>, BasicProperties)> = original
+        .iter()
+        .filter(|(body, _)| !["c7-1", "c9-1", "c7-2"].iter().any(|id| *body == job(id)))
+        .collect();
+    let left = drain_full(&connection, &queues.dead).await;
+    assert_eq!(left.iter().collect::<Vec<_>>(), kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
+    let connection = connect().await;
+    let mut queues = Queues::new(&connection).await;
+    seed_mixed(&connection, &mut queues).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    queues
+        .dlq(&["export", "--delete", archive.to_str().unwrap()])
+        .await
+        .ok();
+    let good = std::fs::read_to_string(&archive).unwrap();
+    let good: Vec<&str> = good.lines().collect();
+    let broken = dir.path().join("broken.jsonl");
+    let text = [
+        good[0],
+        "this is not a record",
+        "",
+        good[1],
+        r#"{"amqp":{"body":"b","headers":{"x-error-status":{"i8":403}}}}"#,
+        good[2],
+    ]
+    .join("\n");
+    std::fs::write(&broken, text).unwrap();
+    let run = queues.dlq(&["import", broken.to_str().unwrap()]).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stderr.contains("line 2: not a record"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("line 5: header \"x-error-status\""),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("line 3"),
+        "blank lines are skipped: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("2 bad line(s); nothing was published"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(count(&connection, &queues.dead).await, 0);
+
+    let run = queues
+        .dlq(&["import", "--skip-invalid", broken.to_str().unwrap()])
+        .await
+        .ok();
+    assert!(
+        run.stdout.contains("Imported 3 record(s)") && run.stdout.contains("skipped 2 bad line(s)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.contains("line 2:"), "{}", run.stderr);
+    let restored: Vec<String> = bodies(&drain(&connection, &queues.dead).await);
+    let expected: Vec<String> = ["title-1", "c7-1", "title-2"]
+        .map(|id| String::from_utf8(job(id)).unwrap())
+        .to_vec();
+    assert_eq!(restored, expected);
+    let missing = queues.dlq(&["import", "/nonexistent/archive.jsonl"]).await;
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+}
+
+/// Waits until the broker has taken back what a killed command's connection held.
+async fn settle_after_kill(connection: &Connection, queues: &[&str], at_least: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut total = 0;
+        for queue in queues {
+            total += count(connection, queue).await;
+        }
+        if total >= at_least || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn kill(child: &tokio::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_export_delete_loses_nothing() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let ids = seed_bulk(&connection, &queues, 20_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let mut child = queues
+        .command(&["export", "--delete", archive.to_str().unwrap()])
+        .spawn()
+        .expect("start the export");
+    // Kill it mid-way: once the first dead letters were removed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&connection, &queues.dead).await + 1000 >= 20_000 {
+        assert!(
+            Instant::now() < deadline,
+            "the export never started removing"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    kill(&child);
+    assert_eq!(
+        child.wait().await.unwrap().code(),
+        None,
+        "killed, not finished"
+    );
+    settle_after_kill(&connection, &[&queues.dead], 1).await;
+    // Whole records only: a line cut by the kill was never synced, so its dead letter was not acked.
+    let text = std::fs::read_to_string(&archive).unwrap();
+    let in_file: Vec<String> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .map(|record| external_id(&record).unwrap().to_owned())
+        .collect();
+    let left = ids_of(&drain(&connection, &queues.dead).await);
+    assert!(
+        !in_file.is_empty() && !left.is_empty(),
+        "killed mid-way: {} in the file",
+        in_file.len()
+    );
+    let everywhere: HashSet<&String> = in_file.iter().chain(&left).collect();
+    let missing: Vec<_> = ids.iter().filter(|id| !everywhere.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost {} dead letter(s), e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let mut sorted = left.clone();
+    sorted.sort_by_key(|id| id[5..].parse::<u32>().unwrap());
+    assert_eq!(left, sorted, "what is left kept its order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_edited_replay_loses_nothing() {
+    let connection = connect().await;
+    let queues = Queues::new(&connection).await;
+    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
+    let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();
+    let messages = ids
+        .iter()
+        .map(|id| (untitled(id), dead_letter_props(&queues, &title_missing)))
+        .collect();
+    publish_all(&channel, &queues.dead, messages).await;
+    let mut child = queues
+        .command(&["replay", "--set", "title=Engineer"])
+        .spawn()
+        .expect("start the replay");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&connection, &queues.close).await == 0 {
+        assert!(Instant::now() < deadline, "the replay never started moving");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    kill(&child);
+    assert_eq!(
+        child.wait().await.unwrap().code(),
+        None,
+        "killed, not finished"
+    );
+    settle_after_kill(&connection, &[&queues.close, &queues.dead], 20_000).await;
+    let copies = drain(&connection, &queues.close).await;
+    for copy in &copies {
+        let body: Value = serde_json::from_slice(&copy.body).unwrap();
+        assert_eq!(body["title"], "Engineer", "every copy is edited");
+        assert_eq!(copy.text("x-edited-fields").as_deref(), Some("title"));
+    }
+    let moved = ids_of(&copies);
+    let left = ids_of(&drain(&connection, &queues.dead).await);
+    assert!(
+        !moved.is_empty() && !left.is_empty(),
+        "killed mid-way: {} moved",
+        moved.len()
+    );
+    let everywhere: HashSet<&String> = moved.iter().chain(&left).collect();
+    let missing: Vec<_> = ids.iter().filter(|id| !everywhere.contains(id)).collect();
+    assert!(missing.is_empty(), "lost {} message(s)", missing.len());
+    let duplicates = moved.len() + left.len() - ids.len();
+    assert!(
+        duplicates <= 1256,
+        "{duplicates} duplicates: more than was in flight"
+    );
+    let mut sorted = left.clone();
+    sorted.sort_by_key(|id| id[5..].parse::<u32>().unwrap());
+    assert_eq!(left, sorted);
 }
