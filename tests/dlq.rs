@@ -1114,7 +1114,6 @@ async fn a_hundred_thousand_dead_letters() {
 // ---------------------------------------------------------------------------------------------
 // Edited replays, time and content filters, archives (export --delete, import).
 
-#[allow(dead_code)]
 mod common;
 
 /// A dead letter whose `x-dead-lettered-at` says `at` (or records no time at all with `None`).
