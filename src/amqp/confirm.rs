@@ -47,18 +47,8 @@ impl<T> ConfirmWindow<T> {
         properties: BasicProperties,
         tag: T,
     ) -> Result<(), AmqpError> {
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                self.routing_key.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await?;
+        let confirm =
+            publish_mandatory(channel, self.routing_key.clone(), body, properties).await?;
         self.push(confirm, tag);
         Ok(())
     }
@@ -98,4 +88,26 @@ impl<T> ConfirmWindow<T> {
             None
         }
     }
+}
+
+/// Publishes through the default exchange with `mandatory`: a message no queue takes comes back as
+/// an error instead of vanishing. The confirm is the caller's to await.
+pub async fn publish_mandatory(
+    channel: &Channel,
+    routing_key: ShortString,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, lapin::Error> {
+    channel
+        .basic_publish(
+            "".into(),
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            body,
+            properties,
+        )
+        .await
 }

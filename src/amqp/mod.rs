@@ -9,7 +9,7 @@
 pub mod confirm;
 
 use crate::config::{AmqpArgs, AmqpUrl, QueueType};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -234,18 +234,7 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), AmqpError> {
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue_name(queue)?,
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
-        )
-        .await?;
+    let confirm = confirm::publish_mandatory(channel, queue_name(queue)?, body, properties).await?;
     check_confirmation(queue, confirm.await?)
 }
 

@@ -13,11 +13,10 @@
 //! records of a file the same way the other commands filter the queue.
 
 use super::group::{GroupKey, parse_group_id};
-use super::record::external_id;
+use super::record::{contract_of, external_id};
 use crate::dead_letter::Recorded;
 use clap::Args;
 use lapin::BasicProperties;
-use serde::Deserialize;
 use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
@@ -207,25 +206,6 @@ impl Filter {
         part("grep", self.grep.as_ref().map(|text| format!("{text:?}")));
         part("min-replays", self.min_replays.map(|n| n.to_string()));
         parts.join(", ")
-    }
-}
-
-/// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
-pub fn contract_of(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct ContractOnly {
-        contract: Option<serde_json::Value>,
-    }
-    // serde would also read a struct from a JSON array: only objects have named fields.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    match serde_json::from_slice::<ContractOnly>(body)
-        .ok()?
-        .contract?
-    {
-        serde_json::Value::String(urn) => Some(urn),
-        _ => None,
     }
 }
 

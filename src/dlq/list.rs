@@ -98,10 +98,7 @@ pub async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), Dlq
             break;
         }
     }
-    if let Some(printer) = &mut printer {
-        output.lines(&printer.finish())?;
-    }
-    output.flush()?;
+    output.finish(printer.as_mut())?;
     let walked = walk.finish().await?;
     disconnect(connection, "listed").await;
     let (shown, total) = (walked.selected, walked.total);

@@ -3,6 +3,7 @@
 //! one. A file can be forced to disk ([`Output::sync`]), which `export --delete` does before it acks.
 
 use super::DlqError;
+use super::table::Printer;
 use std::fs::File;
 use std::io::{BufWriter, Stdout, Write};
 use std::path::Path;
@@ -78,6 +79,14 @@ impl Output {
             }
         }
         Ok(true)
+    }
+
+    /// Ends a table (the rows a [`Printer`] still holds back, or its header alone) and flushes.
+    pub fn finish(&mut self, printer: Option<&mut Printer>) -> Result<bool, DlqError> {
+        if let Some(printer) = printer {
+            self.lines(&printer.finish())?;
+        }
+        self.flush()
     }
 
     pub fn flush(&mut self) -> Result<bool, DlqError> {

@@ -59,22 +59,33 @@ pub fn describe(letter: &DeadLetter) -> Described {
     }
 }
 
-/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
-pub fn external_id(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        #[serde(rename = "externalJobPostingId")]
-        id: Option<Value>,
-    }
+/// The top-level fields the filters look at, read without building the whole body.
+#[derive(Deserialize)]
+struct Picked {
+    #[serde(rename = "externalJobPostingId")]
+    external_id: Option<Value>,
+    contract: Option<Value>,
+}
+
+fn pick(body: &[u8]) -> Option<Picked> {
     // serde would also read a struct from a JSON array (`[1]`): only objects have named fields.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    serde_json::from_slice::<IdOnly>(body)
-        .ok()?
-        .id
-        .as_ref()
-        .and_then(id_text)
+    serde_json::from_slice::<Picked>(body).ok()
+}
+
+/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
+pub fn external_id(body: &[u8]) -> Option<String> {
+    pick(body)?.external_id.as_ref().and_then(id_text)
+}
+
+/// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
+pub fn contract_of(body: &[u8]) -> Option<String> {
+    match pick(body)?.contract? {
+        Value::String(urn) => Some(urn),
+        _ => None,
+    }
 }
 
 fn id_text(id: &Value) -> Option<String> {

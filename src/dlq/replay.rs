@@ -305,10 +305,7 @@ async fn dry_run(
             break;
         }
     }
-    if let Some(printer) = &mut printer {
-        output.lines(&printer.finish())?;
-    }
-    output.flush()?;
+    output.finish(printer.as_mut())?;
     let walked = walk.finish().await?;
     if walked.interrupted {
         return Err(DlqError::Interrupted("nothing was moved".into()));
