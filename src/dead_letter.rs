@@ -15,8 +15,10 @@
 use crate::amqp::{header_int, header_text};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
 pub const STATUS: &str = "x-error-status";
 pub const MESSAGE: &str = "x-error-message";
@@ -88,13 +90,20 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-/// Now, in UTC, to the millisecond: `2026-12-01T14:00:05.123Z`.
-pub fn now_rfc3339() -> String {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.millisecond() as u32 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+/// RFC 3339 in UTC with exactly three digits of milliseconds: `2026-12-01T14:00:05.120Z`.
+const MILLISECONDS_UTC: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// A time as dead letters record it (and `dlq` shows it): UTC, to the millisecond.
+pub fn format_time(at: OffsetDateTime) -> String {
+    at.to_offset(UtcOffset::UTC)
+        .format(MILLISECONDS_UTC)
         .unwrap_or_default()
+}
+
+/// Now, as [`format_time`] writes it.
+pub fn now_rfc3339() -> String {
+    format_time(OffsetDateTime::now_utc())
 }
 
 /// The original properties with the failure added as headers.
@@ -363,6 +372,12 @@ mod tests {
         let parsed = OffsetDateTime::parse(&now, &Rfc3339).unwrap();
         assert_eq!(parsed.nanosecond() % 1_000_000, 0, "{now}");
         assert!(now.ends_with('Z'), "{now}");
+        let at = time::macros::datetime!(2026-12-01 16:00:05.12 +02:00);
+        assert_eq!(format_time(at), "2026-12-01T14:00:05.120Z");
+        assert_eq!(
+            OffsetDateTime::parse(&format_time(at), &Rfc3339).unwrap(),
+            at
+        );
         let mut death = FieldTable::default();
         death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
         let mut headers = FieldTable::default();

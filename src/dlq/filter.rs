@@ -14,7 +14,7 @@
 
 use super::group::{GroupKey, parse_group_id};
 use super::record::{contract_of, external_id};
-use crate::dead_letter::Recorded;
+use crate::dead_letter::{Recorded, format_time};
 use clap::Args;
 use lapin::BasicProperties;
 use time::format_description::well_known::Rfc3339;
@@ -189,7 +189,7 @@ impl Filter {
 
     /// The filters in words, for prompts and summaries: `status 403, reason rejected`.
     pub fn summary(&self) -> String {
-        let time = |at: &OffsetDateTime| at.format(&Rfc3339).unwrap_or_default();
+        let time = |at: &OffsetDateTime| format_time(*at);
         let mut parts = Vec::new();
         let mut part = |name: &str, value: Option<String>| {
             if let Some(value) = value {
@@ -387,7 +387,7 @@ mod tests {
         assert!(only(all.clone()));
         assert_eq!(
             all.summary(),
-            "status 403, since 2026-12-01T00:00:00Z, contract urn:li:contract:7, grep \"nurse\", min-replays 1"
+            "status 403, since 2026-12-01T00:00:00.000Z, contract urn:li:contract:7, grep \"nurse\", min-replays 1"
         );
     }
 }

@@ -216,5 +216,7 @@ async fn publish_records(
         confirmed += 1;
     }
     progress.finish_and_clear();
+    // Closed before the connection: lapin reports a confirm channel left open then as an error.
+    let _ = channel.close(200, "imported".into()).await;
     Ok((confirmed, shutdown.is_cancelled()))
 }

@@ -215,6 +215,9 @@ async fn move_selected(
     while let Some(settled) = window.oldest().await {
         done.settle(settled, &mut walk).await;
     }
+    // Closed before the connection: lapin reports a confirm channel left open at that point as an
+    // error, which would read as a failed replay.
+    let _ = channel.close(200, "replayed".into()).await;
     let walked = walk.finish().await?;
     report_moved(connection, &args.amqp, &fields, &done, walked.total).await;
     if let Some(failure) = done.failure {
