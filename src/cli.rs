@@ -85,13 +85,53 @@ pub struct RunArgs {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
     /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
-    /// list_connections`; give each replica its own to tell them apart.
+    /// list_connections`; `{hostname}` is replaced by this machine's host name (a pod's name in
+    /// Kubernetes), so that replicas can be told apart.
     #[arg(
         long,
         env = "AMQP_CONNECTION_NAME",
-        default_value = "job-closer worker"
+        default_value = DEFAULT_CONNECTION_NAME
     )]
     pub amqp_connection_name: String,
+}
+
+/// The worker's connection name unless `AMQP_CONNECTION_NAME` says otherwise.
+pub const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
+
+/// Replaces `{hostname}` with the host name (the kernel's, else `HOSTNAME`, else `unknown-host`).
+pub fn expand_connection_name(template: &str) -> String {
+    if !template.contains("{hostname}") {
+        return template.to_owned();
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    template.replace("{hostname}", &hostname)
+}
+
+/// The broker settings of a command that talks to the broker.
+fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
+    use crate::dlq::DlqCommand;
+    match command {
+        Command::Run(args) | Command::Check(args) => Some(&args.amqp),
+        Command::Publish(args) => Some(&args.amqp),
+        Command::Dlq(args) => Some(match &args.command {
+            DlqCommand::List(args) => &args.amqp,
+            DlqCommand::Stats(args) => &args.amqp,
+            DlqCommand::Replay(args) => &args.amqp,
+            DlqCommand::Export(args) => &args.amqp,
+            DlqCommand::Import(args) => &args.amqp,
+            DlqCommand::Purge(args) => &args.amqp,
+        }),
+        Command::Sandbox(_) | Command::Healthcheck(_) => None,
+    }
 }
 
 #[derive(Args, Debug)]
@@ -138,6 +178,13 @@ impl From<DlqError> for CliError {
 }
 
 pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<(), CliError> {
+    // Broker files (AMQP_URL_FILE, AMQP_PASSWORD_FILE, TLS) are read and checked before anything
+    // starts: a bad one is a configuration error (exit 2). `check` reports it as its config step.
+    if let Some(amqp) = broker_args(&command)
+        && !matches!(command, Command::Check(_))
+    {
+        amqp.broker()?;
+    }
     match command {
         Command::Run(args) => run(*args, shutdown).await,
         Command::Publish(args) => run_publish(&args).await,
@@ -201,7 +248,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         rate_limit_per_minute: args.batch.rate_limit_per_minute,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-        connection_name: args.amqp_connection_name,
+        connection_name: expand_connection_name(&args.amqp_connection_name),
         task_checks: args.tasks.enabled().then(|| {
             Arc::new(Schedule::new(
                 &args.amqp.close_queue,

@@ -7,12 +7,16 @@
 //! turned into an error that names the argument and the way out.
 
 pub mod confirm;
+pub mod connector;
+pub mod tls;
 
-use crate::config::{AmqpArgs, AmqpUrl, QueueType};
+pub use connector::{Connected, Connector};
+
+use crate::config::{AmqpArgs, QueueType};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// Broker failures, by what the caller should do next.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +24,13 @@ pub enum AmqpError {
     /// The broker is unreachable or the connection broke: try again later.
     #[error("cannot reach RabbitMQ at {url}: {source} (check AMQP_URL)")]
     Connect { url: String, source: lapin::Error },
+    /// No node of `AMQP_URL` could be reached; `failures` says why for each, with what probably
+    /// caused it when that is known (TLS alerts say little).
+    #[error("cannot reach RabbitMQ {failures} (check AMQP_URL)")]
+    Unreachable { failures: String },
+    /// The broker settings cannot be used (a file, a PEM): exit 2 where it surfaces.
+    #[error(transparent)]
+    Config(Box<crate::config::ConfigError>),
     /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
     #[error("queue '{queue}' already exists with different arguments: {detail}. {hint}", hint = mismatch_hint(.detail))]
     QueueMismatch { queue: String, detail: String },
@@ -39,7 +50,7 @@ impl AmqpError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_)
+            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_) | AmqpError::Config(_)
         )
     }
 }
@@ -92,15 +103,13 @@ pub fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
     ShortString::try_new(name).map_err(|_| AmqpError::BadQueueName(name.to_owned()))
 }
 
-pub async fn connect(url: &AmqpUrl, connection_name: &str) -> Result<Connection, AmqpError> {
-    let properties =
-        ConnectionProperties::default().with_connection_name(connection_name.to_owned().into());
-    Connection::connect(url.expose(), properties)
-        .await
-        .map_err(|source| AmqpError::Connect {
-            url: url.redacted(),
-            source,
-        })
+/// One connection for a command that connects once: each node of `AMQP_URL` is tried in turn.
+pub async fn connect(args: &AmqpArgs, connection_name: &str) -> Result<Connection, AmqpError> {
+    Ok(Connector::from_args(args, connection_name)
+        .map_err(|error| AmqpError::Config(Box::new(error)))?
+        .connect()
+        .await?
+        .connection)
 }
 
 /// Which of the two queues an argument table is for.
@@ -290,6 +299,7 @@ mod tests {
     fn args(queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
         AmqpArgs {
             amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
+            files: Default::default(),
             close_queue: "close".into(),
             dead_letter_queue: "dead".into(),
             queue_type,

@@ -52,23 +52,24 @@ pub struct DlqArgs {
     pub command: DlqCommand,
 }
 
+/// Each command's settings are boxed: with the broker settings and the filters, they are large.
 #[derive(Subcommand, Debug)]
 pub enum DlqCommand {
     /// Show the dead letters without removing or reordering them.
-    List(ListArgs),
+    List(Box<ListArgs>),
     /// Group the dead letters by failure (status + folded message), with counts, oldest and newest.
-    Stats(StatsArgs),
+    Stats(Box<StatsArgs>),
     /// Move matching dead letters back to the close queue (failure headers removed,
     /// x-replay-count incremented), optionally with their body edited; the others stay where they are.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Write the dead letters as JSON lines (the records of `list --json`); with --delete, remove
     /// each once it is on disk.
-    Export(ExportArgs),
+    Export(Box<ExportArgs>),
     /// Publish records written by `export` back to the dead-letter queue (or, with
     /// --to-close-queue, replay them).
-    Import(ImportArgs),
+    Import(Box<ImportArgs>),
     /// Delete (matching) dead letters; asks first on a terminal.
-    Purge(PurgeArgs),
+    Purge(Box<PurgeArgs>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,17 +108,17 @@ impl DlqError {
 
 pub async fn execute(args: DlqArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     match args.command {
-        DlqCommand::List(args) => list::list(args, shutdown).await,
-        DlqCommand::Stats(args) => stats::stats(args, shutdown).await,
-        DlqCommand::Replay(args) => replay::replay(args, shutdown).await,
-        DlqCommand::Export(args) => export::export(args, shutdown).await,
-        DlqCommand::Import(args) => import::import(args, shutdown).await,
-        DlqCommand::Purge(args) => purge::purge(args, shutdown).await,
+        DlqCommand::List(args) => list::list(*args, shutdown).await,
+        DlqCommand::Stats(args) => stats::stats(*args, shutdown).await,
+        DlqCommand::Replay(args) => replay::replay(*args, shutdown).await,
+        DlqCommand::Export(args) => export::export(*args, shutdown).await,
+        DlqCommand::Import(args) => import::import(*args, shutdown).await,
+        DlqCommand::Purge(args) => purge::purge(*args, shutdown).await,
     }
 }
 
 async fn connect(amqp: &AmqpArgs, command: &str) -> Result<Connection, DlqError> {
-    Ok(amqp::connect(&amqp.amqp_url, &format!("job-closer dlq {command}")).await?)
+    Ok(amqp::connect(amqp, &format!("job-closer dlq {command}")).await?)
 }
 
 /// Closes the connection; a failure to say goodbye changes nothing that was done.

@@ -14,10 +14,10 @@ mod ack_runs;
 mod send;
 pub mod settle;
 
-use crate::amqp::{self, AmqpError};
+use crate::amqp::{self, AmqpError, Connected, Connector};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
-use crate::config::AmqpArgs;
+use crate::config::{AmqpArgs, AmqpUrl};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
@@ -111,6 +111,11 @@ impl Worker {
         };
         let mut reconnect = policy.new_state();
         let mut attempt = 0u32;
+        // Each connect tries the next node of AMQP_URL first, and counts as a reconnect after the
+        // very first one.
+        let connector = Connector::from_args(&self.config.amqp, &self.config.connection_name)
+            .map_err(|error| WorkerError::Fatal(AmqpError::Config(Box::new(error))))?
+            .count_reconnects(self.shared.metrics.reconnects.clone());
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -118,7 +123,7 @@ impl Worker {
             attempt += 1;
             // Reconnecting is not being wedged: /healthz stays green through a long broker outage.
             self.shared.metrics.beat();
-            let outcome = self.session(&shutdown).await;
+            let outcome = self.session(&connector, &shutdown).await;
             self.shared.metrics.set_ready(false);
             let why = match outcome {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
@@ -131,7 +136,6 @@ impl Worker {
                 Err(error) if error.is_permanent() => return Err(WorkerError::Fatal(error)),
                 Err(error) => error.to_string(),
             };
-            self.shared.metrics.reconnects.inc();
             // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
             self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
@@ -143,10 +147,15 @@ impl Worker {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
-        let config = &self.config;
-        let connection = amqp::connect(&config.amqp.amqp_url, &config.connection_name).await?;
-        let result = self.consume(&connection, shutdown).await;
+    async fn session(
+        &self,
+        connector: &Connector,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, AmqpError> {
+        let Connected {
+            connection, node, ..
+        } = connector.connect().await?;
+        let result = self.consume(&connection, &node, shutdown).await;
         if connection.status().connected() {
             let _ = connection
                 .close(200, "job-closer session over".into())
@@ -158,11 +167,13 @@ impl Worker {
     async fn consume(
         &self,
         connection: &Connection,
+        node: &AmqpUrl,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
         let amqp_args = &config.amqp;
-        amqp::declare_queues(connection, amqp_args).await?;
+        let (close_queue, _) = amqp::declare_queues(connection, amqp_args).await?;
+        warn_if_replicas_share(amqp_args, close_queue.consumer_count());
         if let Some(schedule) = &config.task_checks {
             tasks::queues::declare(connection, amqp_args, schedule).await?;
         }
@@ -212,7 +223,7 @@ impl Worker {
             )
             .await?;
         info!(
-            broker = %amqp_args.amqp_url,
+            node = %node,
             queue = %amqp_args.close_queue,
             prefetch = config.prefetch,
             batch_size = config.batch_size,
@@ -360,6 +371,18 @@ impl Worker {
                     .queue_depth(queue, declared.message_count());
             }
         }
+    }
+}
+
+/// Replicas that all consume (no single active consumer) each pace themselves: the rate limit and
+/// the token are per process, so together they may exceed LinkedIn's limit.
+fn warn_if_replicas_share(amqp_args: &AmqpArgs, other_consumers: u32) {
+    if !amqp_args.single_active_consumer && other_consumers > 0 {
+        warn!(
+            queue = %amqp_args.close_queue,
+            other_consumers,
+            "Other consumers are on the close queue and SINGLE_ACTIVE_CONSUMER=false: each replica applies its own RATE_LIMIT_PER_MINUTE and its own LinkedIn token, so together they may send more than the limit. Divide RATE_LIMIT_PER_MINUTE among the replicas, or set SINGLE_ACTIVE_CONSUMER=true for hot standbys."
+        );
     }
 }
 

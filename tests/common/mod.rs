@@ -3,7 +3,10 @@
 //! as a child process the way an operator runs it.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod http_proxy;
 pub mod proxy;
+pub mod rabbit_nodes;
 
 use futures_util::StreamExt;
 use job_closer::sandbox::{Sandbox, SandboxConfig};
