@@ -54,7 +54,7 @@ pub enum Command {
     Publish(PublishArgs),
     /// Run the LinkedIn stand-in for tests and local trials.
     Sandbox(SandboxArgs),
-    /// Inspect, group, replay, export or purge the dead letters.
+    /// Inspect, group, replay (edited if need be), archive, restore or purge the dead letters.
     Dlq(DlqArgs),
     /// Check the configuration, the broker, both queues and the token endpoint; exit 0 when all pass.
     /// Takes the same settings as `run`.
@@ -137,6 +137,7 @@ fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
             DlqCommand::Stats(args) => &args.amqp,
             DlqCommand::Replay(args) => &args.amqp,
             DlqCommand::Export(args) => &args.amqp,
+            DlqCommand::Import(args) => &args.amqp,
             DlqCommand::Purge(args) => &args.amqp,
         }),
         Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,

@@ -3,13 +3,22 @@
 //! The body stays byte for byte and the original properties are kept; the failure is added as headers
 //! (`x-error-status`, `x-error-message`, `x-error-reason`, `x-attempts`, `x-original-queue`,
 //! `x-dead-lettered-at`). The worker writes this format and `job-closer dlq` reads it back, so both
-//! sides live here.
+//! sides live here — and so does what a replay does to it: [`replay_properties`] strips the failure,
+//! counts the replay (`x-replay-count`) and names the fields an edited replay changed
+//! (`x-edited-fields`).
+//!
+//! `x-dead-lettered-at` carries milliseconds (`2026-12-01T14:00:05.123Z`, still RFC 3339): `dlq
+//! replay --dry-run` hands the real run an `--until` bound taken from these times, and with whole
+//! seconds a dead letter arriving in the same second as the newest one shown would slip in. Older
+//! dead letters with whole seconds read the same way.
 
 use crate::amqp::{header_int, header_text};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, UtcOffset};
 
 pub const STATUS: &str = "x-error-status";
 pub const MESSAGE: &str = "x-error-message";
@@ -20,6 +29,8 @@ pub const DEAD_LETTERED_AT: &str = "x-dead-lettered-at";
 pub const TASK_ID: &str = "x-task-id";
 /// How many times `dlq replay` sent a message back.
 pub const REPLAY_COUNT: &str = "x-replay-count";
+/// On a copy sent back by an edited replay: the body fields it set or unset, comma-separated.
+pub const EDITED_FIELDS: &str = "x-edited-fields";
 
 /// `x-error-message` is cut to this many bytes (at a character boundary).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -79,12 +90,20 @@ pub fn truncate_utf8(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
+/// RFC 3339 in UTC with exactly three digits of milliseconds: `2026-12-01T14:00:05.120Z`.
+const MILLISECONDS_UTC: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// A time as dead letters record it (and `dlq` shows it): UTC, to the millisecond.
+pub fn format_time(at: OffsetDateTime) -> String {
+    at.to_offset(UtcOffset::UTC)
+        .format(MILLISECONDS_UTC)
         .unwrap_or_default()
+}
+
+/// Now, as [`format_time`] writes it.
+pub fn now_rfc3339() -> String {
+    format_time(OffsetDateTime::now_utc())
 }
 
 /// The original properties with the failure added as headers.
@@ -131,6 +150,7 @@ pub struct Recorded {
     pub reason: Option<String>,
     pub attempts: Option<i64>,
     pub original_queue: Option<String>,
+    /// `x-dead-lettered-at`, or the time of RabbitMQ's newest `x-death` record.
     pub dead_lettered_at: Option<String>,
     pub task_id: Option<String>,
     pub replay_count: Option<i64>,
@@ -154,6 +174,9 @@ impl Recorded {
             task_id: text(TASK_ID),
             replay_count: int(REPLAY_COUNT),
         };
+        if recorded.dead_lettered_at.is_none() {
+            recorded.dead_lettered_at = first_x_death(inner).and_then(x_death_time);
+        }
         if recorded.reason.is_none()
             && let Some(death) = first_x_death(inner)
         {
@@ -178,6 +201,39 @@ fn first_x_death(
         },
         _ => None,
     }
+}
+
+/// When RabbitMQ dead-lettered the message, from an `x-death` entry.
+fn x_death_time(death: &std::collections::BTreeMap<ShortString, AMQPValue>) -> Option<String> {
+    match death.get("time")? {
+        AMQPValue::Timestamp(seconds) => {
+            OffsetDateTime::from_unix_timestamp(i64::try_from(*seconds).ok()?)
+                .ok()?
+                .format(&Rfc3339)
+                .ok()
+        }
+        other => header_text(other),
+    }
+}
+
+/// The properties a replayed message goes back to the close queue with: the original ones, without
+/// job-closer's failure record, with `x-replay-count` one higher, and — when the replay edited the
+/// body — `x-edited-fields` naming the fields it set or unset.
+pub fn replay_properties(original: &BasicProperties, edited_fields: &[String]) -> BasicProperties {
+    let headers = original.headers().as_ref();
+    let replays = Recorded::read(headers).replay_count.unwrap_or(0);
+    let mut kept = headers.map(strip_failure).unwrap_or_default();
+    kept.insert(
+        REPLAY_COUNT.into(),
+        AMQPValue::LongInt(i32::try_from(replays.saturating_add(1)).unwrap_or(i32::MAX)),
+    );
+    if !edited_fields.is_empty() {
+        kept.insert(
+            EDITED_FIELDS.into(),
+            AMQPValue::LongString(edited_fields.join(",").into()),
+        );
+    }
+    original.clone().with_headers(kept)
 }
 
 /// Headers without job-closer's failure record, for sending a message back to the close queue.
@@ -259,5 +315,80 @@ mod tests {
         assert_eq!(recorded.original_queue.as_deref(), Some("close"));
         assert_eq!(recorded.attempts, Some(3));
         assert_eq!(recorded.status, None);
+    }
+
+    #[test]
+    fn replayed_properties_lose_the_failure_and_count_the_replay() {
+        let failure = Failure {
+            reason: Reason::Invalid,
+            status: 422,
+            message: "ERROR :: /title :: field is required but not found and has no default value"
+                .into(),
+            attempts: 0,
+            task_id: Some("urn:li:simpleJobPostingTask:1".into()),
+        };
+        let dead = properties(
+            &BasicProperties::default().with_message_id("m-1".into()),
+            "close",
+            &failure,
+        );
+        let once = replay_properties(&dead, &[]);
+        let headers = once.headers().as_ref().unwrap().inner();
+        assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
+        for gone in [
+            ATTEMPTS,
+            ORIGINAL_QUEUE,
+            DEAD_LETTERED_AT,
+            TASK_ID,
+            EDITED_FIELDS,
+        ] {
+            assert!(!headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(
+            Recorded::read(once.headers().as_ref()).replay_count,
+            Some(1)
+        );
+        assert_eq!(once.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
+        let edited = replay_properties(&once, &["title".into(), "description".into()]);
+        let headers = edited.headers().as_ref().unwrap().inner();
+        assert_eq!(
+            Recorded::read(edited.headers().as_ref()).replay_count,
+            Some(2)
+        );
+        assert_eq!(
+            headers.get(EDITED_FIELDS).and_then(header_text).as_deref(),
+            Some("title,description")
+        );
+        let bare = replay_properties(&BasicProperties::default(), &[]);
+        assert_eq!(
+            Recorded::read(bare.headers().as_ref()).replay_count,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn dead_letter_times_carry_milliseconds_and_x_death_times_are_read() {
+        let now = now_rfc3339();
+        let parsed = OffsetDateTime::parse(&now, &Rfc3339).unwrap();
+        assert_eq!(parsed.nanosecond() % 1_000_000, 0, "{now}");
+        assert!(now.ends_with('Z'), "{now}");
+        let at = time::macros::datetime!(2026-12-01 16:00:05.12 +02:00);
+        assert_eq!(format_time(at), "2026-12-01T14:00:05.120Z");
+        assert_eq!(
+            OffsetDateTime::parse(&format_time(at), &Rfc3339).unwrap(),
+            at
+        );
+        let mut death = FieldTable::default();
+        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        let recorded = Recorded::read(Some(&headers));
+        assert_eq!(
+            recorded.dead_lettered_at.as_deref(),
+            Some("2023-11-14T22:13:20Z")
+        );
     }
 }

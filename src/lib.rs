@@ -13,7 +13,8 @@
 //! - [`tasks`]: verifying that each accepted close's LinkedIn task succeeded, with the pending checks
 //!   kept in RabbitMQ.
 //! - [`dead_letter`]: the dead-letter format the worker writes and `dlq` reads.
-//! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay, export, purge.
+//! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay (with edits),
+//!   export (and archive), import, purge.
 //! - [`publish`]: putting close requests onto the queue.
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
 //!   carry a secret.

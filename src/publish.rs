@@ -4,13 +4,12 @@
 //! a bad line publishes nothing (unless told to skip the bad lines): half a file in the queue is worse
 //! than none. Each message is persistent, `mandatory`, and confirmed by the broker.
 
+use crate::amqp::confirm::ConfirmWindow;
 use crate::amqp::{self, AmqpError};
 use crate::close_request::{self, Invalid};
 use crate::config::AmqpArgs;
 use clap::Args;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, PublisherConfirm};
-use std::collections::VecDeque;
+use lapin::BasicProperties;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
@@ -117,17 +116,14 @@ pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> 
     let channel = amqp::confirm_channel(&connection)
         .await
         .map_err(|e| broker_error(e, 0))?;
-    let queue = amqp::queue_name(&args.amqp.close_queue).map_err(|e| broker_error(e, 0))?;
+    let mut window: ConfirmWindow<()> = ConfirmWindow::new(&args.amqp.close_queue, CONFIRM_WINDOW)
+        .map_err(|e| broker_error(e, 0))?;
 
     let progress = progress_bar(total);
-    let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(CONFIRM_WINDOW);
     let mut confirmed = 0usize;
     for (_, body) in &valid {
-        if pending.len() == CONFIRM_WINDOW {
-            let oldest = pending.pop_front().expect("window is full");
-            await_confirm(oldest, &args.amqp.close_queue)
-                .await
-                .map_err(|e| broker_error(e, confirmed))?;
+        if let Some(((), outcome)) = window.make_room().await {
+            outcome.map_err(|e| broker_error(e, confirmed))?;
             confirmed += 1;
             progress.set_position(confirmed as u64);
         }
@@ -135,25 +131,13 @@ pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> 
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(uuid::Uuid::new_v4().to_string().into());
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                body,
-                properties,
-            )
-            .await
-            .map_err(|e| broker_error(e.into(), confirmed))?;
-        pending.push_back(confirm);
-    }
-    while let Some(confirm) = pending.pop_front() {
-        await_confirm(confirm, &args.amqp.close_queue)
+        window
+            .publish(&channel, body, properties, ())
             .await
             .map_err(|e| broker_error(e, confirmed))?;
+    }
+    while let Some(((), outcome)) = window.oldest().await {
+        outcome.map_err(|e| broker_error(e, confirmed))?;
         confirmed += 1;
         progress.set_position(confirmed as u64);
     }
@@ -163,10 +147,6 @@ pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> 
         published: confirmed,
         skipped: invalid,
     })
-}
-
-async fn await_confirm(confirm: PublisherConfirm, queue: &str) -> Result<(), AmqpError> {
-    amqp::check_confirmation(queue, confirm.await?)
 }
 
 /// A bar on a terminal for large inputs; a hidden one otherwise, so pipes and logs stay clean.

@@ -6,13 +6,14 @@
 //! to 4.x and the defaults moved between them. A declaration that clashes with an existing queue is
 //! turned into an error that names the argument and the way out.
 
+pub mod confirm;
 pub mod connector;
 pub mod tls;
 
 pub use connector::{Connected, Connector};
 
 use crate::config::{AmqpArgs, QueueType};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
@@ -242,18 +243,7 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), AmqpError> {
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue_name(queue)?,
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
-            body,
-            properties,
-        )
-        .await?;
+    let confirm = confirm::publish_mandatory(channel, queue_name(queue)?, body, properties).await?;
     check_confirmation(queue, confirm.await?)
 }
 

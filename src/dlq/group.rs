@@ -9,13 +9,15 @@
 //! Everything here is pure; the walk that feeds it lives in [`super::scan`].
 
 use crate::dead_letter::Recorded;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A group keeps at most this many distinct reasons, so a pathological queue cannot grow one without
 /// bound.
 const MAX_REASONS_PER_GROUP: usize = 8;
+/// And at most this many distinct contracts (the count of the others is kept as a whole).
+pub const MAX_CONTRACTS_PER_GROUP: usize = 16;
 
 /// What dead letters of one group share.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -229,6 +231,22 @@ pub struct Group {
     pub newest: Option<String>,
     /// Queue position of the group's first dead letter: ties in count are shown in queue order.
     pub first_position: u64,
+    /// The most times any dead letter of the group was replayed before (`x-replay-count`).
+    pub max_replays: i64,
+    /// How many dead letters name each contract in their body (at most
+    /// [`MAX_CONTRACTS_PER_GROUP`] contracts; the rest are counted in `other_contracts`).
+    pub contracts: BTreeMap<String, u64>,
+    pub other_contracts: u64,
+}
+
+/// What [`Stats::add`] needs to know of one dead letter.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Member<'a> {
+    pub reason: Option<&'a str>,
+    pub dead_lettered_at: Option<&'a str>,
+    pub position: u64,
+    pub replays: i64,
+    pub contract: Option<&'a str>,
 }
 
 /// Counts dead letters into groups as the walk goes; memory grows with the number of groups, not
@@ -240,13 +258,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn add(
-        &mut self,
-        key: GroupKey,
-        reason: Option<&str>,
-        dead_lettered_at: Option<&str>,
-        position: u64,
-    ) {
+    pub fn add(&mut self, key: GroupKey, member: Member<'_>) {
+        let Member {
+            reason,
+            dead_lettered_at,
+            position,
+            replays,
+            contract,
+        } = member;
         self.total += 1;
         let group = self.groups.entry(key).or_insert_with_key(|key| Group {
             id: key.id(),
@@ -256,8 +275,22 @@ impl Stats {
             oldest: None,
             newest: None,
             first_position: position,
+            max_replays: 0,
+            contracts: BTreeMap::new(),
+            other_contracts: 0,
         });
         group.count += 1;
+        group.max_replays = group.max_replays.max(replays);
+        if let Some(contract) = contract {
+            let room = group.contracts.len() < MAX_CONTRACTS_PER_GROUP;
+            match group.contracts.get_mut(contract) {
+                Some(count) => *count += 1,
+                None if room => {
+                    group.contracts.insert(contract.to_owned(), 1);
+                }
+                None => group.other_contracts += 1,
+            }
+        }
         if let Some(reason) = reason
             && group.reasons.len() < MAX_REASONS_PER_GROUP
         {
@@ -409,17 +442,43 @@ mod tests {
             status: Some(422),
             message: "b".into(),
         };
-        stats.add(b.clone(), Some("invalid"), Some("2025-01-02T00:00:00Z"), 1);
-        stats.add(a.clone(), Some("rejected"), Some("2025-01-03T00:00:00Z"), 2);
-        stats.add(a.clone(), Some("rejected"), Some("2025-01-01T00:00:00Z"), 3);
-        stats.add(a.clone(), Some("task-failed"), None, 4);
-        stats.add(b.clone(), None, Some("not a time"), 5);
+        let member = |reason, at, position, replays, contract| Member {
+            reason,
+            dead_lettered_at: at,
+            position,
+            replays,
+            contract,
+        };
+        let seven = Some("urn:li:contract:7");
+        let nine = Some("urn:li:contract:9");
+        stats.add(
+            b.clone(),
+            member(Some("invalid"), Some("2025-01-02T00:00:00Z"), 1, 0, seven),
+        );
+        stats.add(
+            a.clone(),
+            member(Some("rejected"), Some("2025-01-03T00:00:00Z"), 2, 2, seven),
+        );
+        stats.add(
+            a.clone(),
+            member(Some("rejected"), Some("2025-01-01T00:00:00.5Z"), 3, 0, nine),
+        );
+        stats.add(a.clone(), member(Some("task-failed"), None, 4, 1, seven));
+        stats.add(b.clone(), member(None, Some("not a time"), 5, 0, None));
         assert_eq!(stats.total(), 5);
         let groups = stats.into_groups();
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].key, a);
         assert_eq!(groups[0].count, 3);
-        assert_eq!(groups[0].oldest.as_deref(), Some("2025-01-01T00:00:00Z"));
+        assert_eq!(groups[0].oldest.as_deref(), Some("2025-01-01T00:00:00.5Z"));
+        assert_eq!(groups[0].max_replays, 2);
+        assert_eq!(
+            groups[0].contracts,
+            BTreeMap::from([
+                ("urn:li:contract:7".to_owned(), 2),
+                ("urn:li:contract:9".to_owned(), 1)
+            ])
+        );
         assert_eq!(groups[0].newest.as_deref(), Some("2025-01-03T00:00:00Z"));
         assert_eq!(
             groups[0].reasons.iter().collect::<Vec<_>>(),
@@ -428,5 +487,30 @@ mod tests {
         assert_eq!(groups[1].count, 2);
         assert_eq!(groups[1].oldest, groups[1].newest);
         assert_eq!(groups[1].first_position, 1);
+        assert_eq!(groups[1].max_replays, 0);
+        assert_eq!(groups[1].contracts.len(), 1);
+    }
+
+    #[test]
+    fn a_group_keeps_a_bounded_number_of_contracts() {
+        let mut stats = Stats::default();
+        let key = GroupKey {
+            status: Some(403),
+            message: "m".into(),
+        };
+        let urns: Vec<String> = (0..40).map(|n| format!("urn:li:contract:{n}")).collect();
+        for (position, urn) in urns.iter().enumerate() {
+            stats.add(
+                key.clone(),
+                Member {
+                    position: position as u64,
+                    contract: Some(urn),
+                    ..Member::default()
+                },
+            );
+        }
+        let group = &stats.into_groups()[0];
+        assert_eq!(group.contracts.len(), MAX_CONTRACTS_PER_GROUP);
+        assert_eq!(group.other_contracts, 40 - MAX_CONTRACTS_PER_GROUP as u64);
     }
 }

@@ -1,22 +1,19 @@
 //! What one dead letter says, read once: its failure record, its `externalJobPostingId`, when it died
-//! and its failure group; the filters of `replay`, `purge` and `list`; and the JSON record that
-//! `list --json` and `export` print.
+//! and its failure group; and the JSON record that `list --json` and `export` print (whose exact part,
+//! read back by `import`, is [`super::archive`]'s).
 //!
 //! Nothing here assumes job-closer wrote the message: a body that is not JSON is shown as text, a
 //! message without `x-error-*` headers falls back to RabbitMQ's `x-death`, and one with neither still
 //! gets a group, a row and a record.
 
-use super::group::{GroupKey, parse_group_id};
+use super::archive::exact_json;
+use super::group::GroupKey;
 use super::scan::DeadLetter;
-use crate::amqp::header_text;
-use crate::dead_letter::{self, Recorded};
-use clap::Args;
+use crate::dead_letter::Recorded;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 /// A dead letter with everything the commands look at worked out once.
 #[derive(Debug)]
@@ -25,6 +22,8 @@ pub struct Described {
     /// The body as JSON, when it is JSON.
     pub body_json: Option<Value>,
     pub external_id: Option<String>,
+    /// The body's `contract` URN, when it names one.
+    pub contract: Option<String>,
     /// `x-dead-lettered-at`, or the time in RabbitMQ's `x-death` record.
     pub dead_lettered_at: Option<String>,
     pub group: GroupKey,
@@ -39,38 +38,54 @@ pub fn describe(letter: &DeadLetter) -> Described {
         .as_ref()
         .and_then(|body| body.get("externalJobPostingId"))
         .and_then(id_text);
-    let dead_lettered_at = recorded
-        .dead_lettered_at
-        .clone()
-        .or_else(|| headers.and_then(x_death_time));
+    let contract = match &body_json {
+        Some(Value::Object(body)) => body
+            .get("contract")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    let dead_lettered_at = recorded.dead_lettered_at.clone();
     let group = GroupKey::of(&recorded);
     let group_id = group.id();
     Described {
         recorded,
         body_json,
         external_id,
+        contract,
         dead_lettered_at,
         group,
         group_id,
     }
 }
 
-/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
-pub fn external_id(body: &[u8]) -> Option<String> {
-    #[derive(Deserialize)]
-    struct IdOnly {
-        #[serde(rename = "externalJobPostingId")]
-        id: Option<Value>,
-    }
+/// The top-level fields the filters look at, read without building the whole body.
+#[derive(Deserialize)]
+struct Picked {
+    #[serde(rename = "externalJobPostingId")]
+    external_id: Option<Value>,
+    contract: Option<Value>,
+}
+
+fn pick(body: &[u8]) -> Option<Picked> {
     // serde would also read a struct from a JSON array (`[1]`): only objects have named fields.
     if body.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
-    serde_json::from_slice::<IdOnly>(body)
-        .ok()?
-        .id
-        .as_ref()
-        .and_then(id_text)
+    serde_json::from_slice::<Picked>(body).ok()
+}
+
+/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
+pub fn external_id(body: &[u8]) -> Option<String> {
+    pick(body)?.external_id.as_ref().and_then(id_text)
+}
+
+/// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
+pub fn contract_of(body: &[u8]) -> Option<String> {
+    match pick(body)?.contract? {
+        Value::String(urn) => Some(urn),
+        _ => None,
+    }
 }
 
 fn id_text(id: &Value) -> Option<String> {
@@ -81,107 +96,8 @@ fn id_text(id: &Value) -> Option<String> {
     }
 }
 
-/// When RabbitMQ dead-lettered the message, from the newest `x-death` entry.
-fn x_death_time(headers: &FieldTable) -> Option<String> {
-    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
-        return None;
-    };
-    let AMQPValue::FieldTable(death) = deaths.as_slice().first()? else {
-        return None;
-    };
-    match death.inner().get("time")? {
-        AMQPValue::Timestamp(seconds) => format_timestamp(*seconds),
-        other => header_text(other),
-    }
-}
-
-fn format_timestamp(seconds: u64) -> Option<String> {
-    OffsetDateTime::from_unix_timestamp(i64::try_from(seconds).ok()?)
-        .ok()?
-        .format(&Rfc3339)
-        .ok()
-}
-
-/// Which dead letters a command acts on; every given filter must match.
-#[derive(Args, Clone, Debug, Default)]
-pub struct Filter {
-    /// Only dead letters with this x-error-status (HTTP status, e.g. 403).
-    #[arg(long, value_name = "S")]
-    pub status: Option<u16>,
-    /// Only dead letters with this reason (invalid, rejected, retries-exhausted, task-failed,
-    /// task-unknown, or broker-<reason> for RabbitMQ's own dead letters).
-    #[arg(long, value_name = "R")]
-    pub reason: Option<String>,
-    /// Only the dead letter(s) with this externalJobPostingId.
-    #[arg(long = "id", value_name = "EXTERNAL_ID")]
-    pub external_id: Option<String>,
-    /// Only the dead letters of this failure group (the id `dlq stats` prints).
-    #[arg(long, value_name = "G", value_parser = parse_group_id)]
-    pub group: Option<String>,
-}
-
-impl Filter {
-    pub fn is_empty(&self) -> bool {
-        self.status.is_none()
-            && self.reason.is_none()
-            && self.external_id.is_none()
-            && self.group.is_none()
-    }
-
-    /// Whether a dead letter is selected. Reads only what the given filters need: a replay by status
-    /// of 100,000 messages should not parse 100,000 bodies.
-    pub fn matches(&self, letter: &DeadLetter) -> bool {
-        if self.is_empty() {
-            return true;
-        }
-        let recorded = Recorded::read(letter.properties.headers().as_ref());
-        if let Some(status) = self.status
-            && recorded.status != Some(i64::from(status))
-        {
-            return false;
-        }
-        if let Some(reason) = &self.reason
-            && !recorded
-                .reason
-                .as_deref()
-                .is_some_and(|recorded| recorded.eq_ignore_ascii_case(reason.trim()))
-        {
-            return false;
-        }
-        if let Some(id) = &self.external_id
-            && external_id(&letter.body).as_deref() != Some(id.as_str())
-        {
-            return false;
-        }
-        if let Some(group) = &self.group
-            && GroupKey::of(&recorded).id() != *group
-        {
-            return false;
-        }
-        true
-    }
-
-    /// The filters in words, for prompts and summaries: `status 403, reason rejected`.
-    pub fn summary(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(status) = self.status {
-            parts.push(format!("status {status}"));
-        }
-        if let Some(reason) = &self.reason {
-            parts.push(format!("reason {reason}"));
-        }
-        if let Some(id) = &self.external_id {
-            parts.push(format!("externalJobPostingId {id}"));
-        }
-        if let Some(group) = &self.group {
-            parts.push(format!("group {group}"));
-        }
-        parts.join(", ")
-    }
-}
-
 /// The record `list --json` and `export` print, fields in this order: position, body, every header,
-/// the properties, and the failure group.
+/// the properties, the failure group, and the exact copy `import` restores from.
 #[derive(Serialize)]
 struct JsonRecord {
     position: u64,
@@ -189,6 +105,7 @@ struct JsonRecord {
     headers: Value,
     properties: Value,
     group: String,
+    amqp: Value,
 }
 
 /// One line of JSON (fields in the order above).
@@ -208,6 +125,7 @@ pub fn json_record(letter: &DeadLetter, described: &Described) -> String {
         headers,
         properties: properties_json(&letter.properties),
         group: described.group_id.clone(),
+        amqp: exact_json(&letter.body, letter.properties.headers().as_ref()),
     };
     // Serialising plain values into a string cannot fail.
     serde_json::to_string(&record).unwrap_or_default()
@@ -280,23 +198,11 @@ pub fn amqp_json(value: &AMQPValue) -> Value {
     }
 }
 
-/// The properties a replayed message goes back to the close queue with: the original ones, without
-/// job-closer's failure record, and with `x-replay-count` one higher.
-pub fn replay_properties(original: &BasicProperties) -> BasicProperties {
-    let headers = original.headers().as_ref();
-    let replays = Recorded::read(headers).replay_count.unwrap_or(0);
-    let mut kept = headers.map(dead_letter::strip_failure).unwrap_or_default();
-    kept.insert(
-        dead_letter::REPLAY_COUNT.into(),
-        AMQPValue::LongInt(i32::try_from(replays.saturating_add(1)).unwrap_or(i32::MAX)),
-    );
-    original.clone().with_headers(kept)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{Failure, Reason};
+    use crate::dead_letter::{self, Failure, Reason};
+    use crate::dlq::filter::Filter;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
         DeadLetter {
@@ -340,9 +246,10 @@ mod tests {
             reason: Some("Rejected".into()),
             external_id: Some("J-1".into()),
             group: Some(described.group_id.clone()),
+            ..Filter::default()
         };
-        assert!(matching.matches(&dead));
-        assert!(Filter::default().matches(&dead));
+        assert!(matching.matches(dead.candidate()));
+        assert!(Filter::default().matches(dead.candidate()));
         for miss in [
             Filter {
                 status: Some(422),
@@ -361,7 +268,7 @@ mod tests {
                 ..Filter::default()
             },
         ] {
-            assert!(!miss.matches(&dead), "{miss:?}");
+            assert!(!miss.matches(dead.candidate()), "{miss:?}");
         }
     }
 
@@ -409,34 +316,9 @@ mod tests {
                 reason: Some("broker-rejected".into()),
                 ..Filter::default()
             }
-            .matches(&dead)
+            .matches(dead.candidate())
         );
         let record: Value = serde_json::from_str(&json_record(&dead, &described)).unwrap();
         assert_eq!(record["headers"]["x-death"][0]["queue"], "close");
-    }
-
-    #[test]
-    fn replayed_properties_lose_the_failure_and_count_the_replay() {
-        let once = replay_properties(&rejected_403());
-        let headers = once.headers().as_ref().unwrap().inner();
-        assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
-        for gone in ["x-attempts", "x-original-queue", "x-dead-lettered-at"] {
-            assert!(!headers.contains_key(gone), "{gone}");
-        }
-        assert_eq!(
-            Recorded::read(once.headers().as_ref()).replay_count,
-            Some(1)
-        );
-        assert_eq!(once.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
-        let twice = replay_properties(&once);
-        assert_eq!(
-            Recorded::read(twice.headers().as_ref()).replay_count,
-            Some(2)
-        );
-        let bare = replay_properties(&BasicProperties::default());
-        assert_eq!(
-            Recorded::read(bare.headers().as_ref()).replay_count,
-            Some(1)
-        );
     }
 }

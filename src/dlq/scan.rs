@@ -1,6 +1,7 @@
-//! The walk over the dead-letter queue that every `dlq` command shares: read each message in queue
-//! order without taking it away, with bounded memory, so that `list`, `stats` and `export` leave the
-//! queue exactly as it was and `replay` and `purge` remove only what they ack.
+//! The scan under every `dlq` command's walk ([`super::walk::Walk`] adds filters, limits, progress
+//! and shutdown on top): read each message in queue order without taking it away, with bounded
+//! memory, so that `list`, `stats` and `export` leave the queue exactly as it was and `replay`,
+//! `purge` and `export --delete` remove only what they ack.
 //!
 //! # Design: hold every message, give them all back by closing the channels
 //! Messages are consumed with manual acks and *held*: neither acked nor rejected. When the walk ends,
@@ -43,6 +44,7 @@
 //! arriving during a walk neither extend it forever nor get processed twice. When the queue holds
 //! fewer (another reader took some), it stops once the broker reports nothing ready.
 
+use super::filter::Candidate;
 use crate::amqp::{self, AmqpError, protocol_error};
 use crate::config::{AmqpArgs, QueueType};
 use futures_util::StreamExt;
@@ -91,6 +93,16 @@ pub struct DeadLetter {
     pub held: Held,
     pub body: Vec<u8>,
     pub properties: BasicProperties,
+}
+
+impl DeadLetter {
+    /// What the filters look at.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            body: &self.body,
+            properties: &self.properties,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +173,7 @@ struct Window {
 }
 
 /// An in-order, non-destructive walk over one queue, on channels of its own.
-pub struct Walk<'a> {
+pub struct Scan<'a> {
     connection: &'a Connection,
     queue: String,
     setting: &'static str,
@@ -178,19 +190,19 @@ pub struct Walk<'a> {
     windows: Vec<Window>,
 }
 
-impl<'a> Walk<'a> {
+impl<'a> Scan<'a> {
     /// Starts a walk over the dead-letter queue named by `amqp_args`, yielding at most `limit`
     /// messages when given.
     pub async fn dead_letters(
         connection: &'a Connection,
         amqp_args: &AmqpArgs,
         limit: Option<u64>,
-    ) -> Result<Walk<'a>, ScanError> {
+    ) -> Result<Scan<'a>, ScanError> {
         let queue = &amqp_args.dead_letter_queue;
         let setting = DEAD_LETTER_SETTING;
         let total = u64::from(ready_count(connection, queue, setting).await?);
         debug!(queue, total, "Walking the queue.");
-        Ok(Walk {
+        Ok(Scan {
             connection,
             queue: queue.clone(),
             setting,
@@ -213,7 +225,7 @@ impl<'a> Walk<'a> {
         self.cap
     }
 
-    /// The next message in queue order, held until [`Walk::finish`] unless acked; `None` at the end.
+    /// The next message in queue order, held until [`Scan::finish`] unless acked; `None` at the end.
     pub async fn next(&mut self) -> Result<Option<DeadLetter>, ScanError> {
         while self.delivered < self.cap {
             let window = self.active_window().await?;
@@ -255,7 +267,7 @@ impl<'a> Walk<'a> {
         Ok(None)
     }
 
-    /// Yield nothing more; [`Walk::finish`] gives back whatever was delivered meanwhile.
+    /// Yield nothing more; [`Scan::finish`] gives back whatever was delivered meanwhile.
     pub fn stop(&mut self) {
         self.cap = self.delivered;
     }
