@@ -1,0 +1,90 @@
+//! One attempt at LinkedIn, for the sender and the task verifier alike: wait for the rate limit
+//! (per minute and per UTC day; closes only — status lookups are not records), get the shared token,
+//! take an in-flight permit, make the request and hand back its classified answer. What to do with
+//! the answer is [`super::decide`]'s business; waiting before the next attempt is the caller's.
+//!
+//! Before, the sender and the verifier each inlined this sequence with their own variations; one
+//! function keeps the accounting (attempts, elements sent, token requests, latency) in one place.
+
+use super::Shared;
+use crate::linkedin::token::AccessToken;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How an attempt went.
+pub enum Attempted<T> {
+    /// LinkedIn was asked with `token`; this is its classified answer.
+    Answered { token: AccessToken, answer: T },
+    /// No token could be had (the token endpoint failed): nothing was sent.
+    NoToken(String),
+    /// Stopped (shutdown or a lost session) while waiting: nothing was sent.
+    Stopped,
+}
+
+/// What is being asked, for the rate limit and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// A `batch_create` of this many elements.
+    Close { elements: u32 },
+    /// A task status lookup.
+    Lookup,
+}
+
+/// Makes one attempt: rate limit, token, permit, request. `attempts` counts the requests made.
+pub async fn attempt<T, F, Fut>(
+    shared: &Shared,
+    stop: &CancellationToken,
+    request: Request,
+    attempts: &mut u32,
+    send: F,
+) -> Attempted<T>
+where
+    F: FnOnce(AccessToken) -> Fut,
+    Fut: Future<Output = T>,
+{
+    if let Request::Close { elements } = request {
+        tokio::select! {
+            biased;
+            _ = shared.limiter.acquire(elements) => {}
+            _ = stop.cancelled() => return Attempted::Stopped,
+        }
+    }
+    let token = shared.linkedin.tokens.get().await;
+    // Failed fetches count too: a refused secret shows as token requests without closes.
+    shared
+        .metrics
+        .token_requests
+        .inner()
+        .store(shared.linkedin.tokens.fetches(), Ordering::Relaxed);
+    let token = match token {
+        Ok(token) => token,
+        Err(error) => return Attempted::NoToken(error.to_string()),
+    };
+    let _permit = tokio::select! {
+        biased;
+        permit = shared.in_flight.acquire() => match permit {
+            Ok(permit) => permit,
+            // Never closed; if it were, nothing more may be sent.
+            Err(_) => return Attempted::Stopped,
+        },
+        _ = stop.cancelled() => return Attempted::Stopped,
+    };
+    *attempts += 1;
+    let metrics = &shared.metrics;
+    let started = Instant::now();
+    if let Request::Close { elements } = request {
+        metrics.in_flight.inc();
+        metrics.batch_size.observe(f64::from(elements));
+        metrics.elements_sent.inc_by(u64::from(elements));
+    }
+    let answer = send(token.clone()).await;
+    if let Request::Close { .. } = request {
+        metrics
+            .request_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.in_flight.dec();
+    }
+    Attempted::Answered { token, answer }
+}
