@@ -88,3 +88,15 @@ where
     }
     Attempted::Answered { token, answer }
 }
+
+/// Sleeps, unless told to stop first. Returns false when stopped.
+pub async fn wait(stop: &CancellationToken, delay: std::time::Duration) -> bool {
+    if delay.is_zero() {
+        return !stop.is_cancelled();
+    }
+    tokio::select! {
+        biased;
+        _ = tokio::time::sleep(delay) => true,
+        _ = stop.cancelled() => false,
+    }
+}

@@ -8,7 +8,7 @@
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
 
-use super::attempt::{Attempted, Request, attempt};
+use super::attempt::{Attempted, Request, attempt, wait};
 use super::decide::{Settlement, State, Step, decide_close};
 use super::settle::Settler;
 use super::{Item, Shared};
@@ -36,18 +36,6 @@ pub struct SessionHandle {
     pub settler: Arc<Settler>,
     /// Cancelled on shutdown or when the session's connection is lost: stop waiting, give back.
     pub stop: CancellationToken,
-}
-
-/// Sleeps, unless told to stop first. Returns false when stopped.
-pub async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
-    if delay.is_zero() {
-        return !stop.is_cancelled();
-    }
-    tokio::select! {
-        biased;
-        _ = tokio::time::sleep(delay) => true,
-        _ = stop.cancelled() => false,
-    }
 }
 
 async fn give_back_all(session: &SessionHandle, items: &[Item]) {
