@@ -81,6 +81,10 @@ pub struct RunArgs {
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub sandbox: bool,
+    /// With --sandbox: the in-process sandbox also enforces the spec's lengths (description
+    /// 100-25,000, title <= 200) and a company field, which LinkedIn does not document for CLOSE.
+    #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sandbox_strict: bool,
     /// On SIGTERM/SIGINT, how long to wait for requests in flight before closing anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
     pub shutdown_timeout_ms: u64,
@@ -157,7 +161,11 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
     let retry = args.retry.policy()?;
     // Kept alive for the worker's lifetime when --sandbox is on.
     let _sandbox = if args.sandbox {
-        let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), SandboxConfig::default())
+        let sandbox_config = SandboxConfig {
+            strict: args.sandbox_strict,
+            ..SandboxConfig::default()
+        };
+        let sandbox = Sandbox::start(([127, 0, 0, 1], 0).into(), sandbox_config)
             .await
             .map_err(|e| CliError::Failed(format!("cannot start the sandbox: {e}")))?;
         let config = sandbox.config();

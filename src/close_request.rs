@@ -6,6 +6,21 @@
 //! keeps the raw bytes so the request body can be spliced together rather than re-serialised.
 //! Failures are worded the way LinkedIn words its own 422s, so a dead letter reads the same whether
 //! LinkedIn or job-closer refused the element.
+//!
+//! It also catches the per-job faults LinkedIn documents but reports as the status of the *whole*
+//! request (API-NOTES, "Errors LinkedIn reports for one job at the level of the whole request"): a
+//! `companyApplyUrl` that is not an absolute http(s) URL (LinkedIn's 400), more than seven
+//! `alternateLocations`, and `employmentStatus` / `experienceLevel` / `workplaceTypes` values outside
+//! LinkedIn's lists (its 422s, and the element-level "more than one value" 400 of `workplaceTypes`).
+//! Sent, any of these would cost the neighbours in its batch a split and a resend. Rules LinkedIn
+//! does not document for CLOSE — the description's 100-character minimum, a company field — are
+//! deliberately *not* enforced: the close page's own sample breaks the first, and the worker isolates
+//! whatever LinkedIn refuses for one job anyway.
+//!
+//! A `"jobPostingOperationType": null` is replaced in place by `"CLOSE"` rather than left beside a
+//! spliced member: JSON with a key twice is read differently by different parsers. Rejected:
+//! re-serialising the element through a `serde_json::Value`, which would reorder and reformat what
+//! the producer sent and cost a tree per message.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -18,6 +33,34 @@ pub const MAX_EXTERNAL_ID_CHARS: usize = 200;
 /// A job element is a few levels deep; anything past this is garbage or an attack, and is refused
 /// before a parser walks it.
 pub const MAX_DEPTH: usize = 64;
+
+/// LinkedIn's limit on `alternateLocations` ("maximum seven locations per job").
+pub const MAX_ALTERNATE_LOCATIONS: usize = 7;
+
+/// `employmentStatus` values LinkedIn accepts (API-NOTES).
+pub const EMPLOYMENT_STATUSES: [&str; 7] = [
+    "FULL_TIME",
+    "PART_TIME",
+    "CONTRACT",
+    "INTERNSHIP",
+    "TEMPORARY",
+    "VOLUNTEER",
+    "OTHER",
+];
+
+/// `experienceLevel` values LinkedIn accepts (API-NOTES).
+pub const EXPERIENCE_LEVELS: [&str; 7] = [
+    "ENTRY_LEVEL",
+    "MID_SENIOR_LEVEL",
+    "DIRECTOR",
+    "EXECUTIVE",
+    "INTERNSHIP",
+    "ASSOCIATE",
+    "NOT_APPLICABLE",
+];
+
+/// `workplaceTypes` values LinkedIn accepts; an element may hold at most one.
+pub const WORKPLACE_TYPES: [&str; 3] = ["On-site", "Hybrid", "Remote"];
 
 /// A close request that passed validation, with what batching needs to know about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +92,25 @@ pub enum Invalid {
     ListedAtNotInteger(String),
     #[error("ERROR :: /jobPostingOperationType :: {0} is not CLOSE; job-closer only sends closes")]
     NotClose(String),
+    /// LinkedIn answers this with a 400 for the whole request.
+    #[error("ERROR :: /companyApplyUrl :: {0} is not an absolute http(s) URL")]
+    ApplyUrlNotAbsolute(String),
+    /// LinkedIn answers this with a 422 for the whole request.
+    #[error(
+        "ERROR :: /alternateLocations :: The job contains more than seven locations ({0}). Please ensure maximum seven locations per job"
+    )]
+    TooManyLocations(usize),
+    /// LinkedIn answers this with a 422 for the whole request. `value` is the JSON text.
+    #[error("ERROR :: /{field} :: {value} is not an enum symbol")]
+    NotAnEnumSymbol { field: &'static str, value: String },
+    /// LinkedIn answers this with a 422 for the whole request.
+    #[error("ERROR :: /{0} :: enum type is not backed by a String")]
+    EnumNotString(&'static str),
+    /// LinkedIn answers this with a 400 for that element inside an HTTP 200. The values as JSON text.
+    #[error(
+        "ERROR :: /workplaceTypes :: The workplaceTypes field cannot have more than one value provided. Provided values {0}"
+    )]
+    MoreThanOneWorkplaceType(String),
 }
 
 /// The fields validation looks at; every other field is skipped by serde without being stored,
@@ -71,8 +133,29 @@ struct Fields<'a> {
     listing_type: Option<&'a RawValue>,
     #[serde(borrow)]
     contract: Option<&'a RawValue>,
-    #[serde(rename = "jobPostingOperationType", borrow)]
+    /// `Some("null")` for an explicit null, unlike the other fields: a null here is replaced.
+    #[serde(
+        rename = "jobPostingOperationType",
+        borrow,
+        default,
+        deserialize_with = "raw_including_null"
+    )]
     operation: Option<&'a RawValue>,
+    #[serde(rename = "alternateLocations", borrow)]
+    alternate_locations: Option<&'a RawValue>,
+    #[serde(rename = "employmentStatus", borrow)]
+    employment_status: Option<&'a RawValue>,
+    #[serde(rename = "experienceLevel", borrow)]
+    experience_level: Option<&'a RawValue>,
+    #[serde(rename = "workplaceTypes", borrow)]
+    workplace_types: Option<&'a RawValue>,
+}
+
+/// A member's raw value, `null` included (serde turns a null into `None` for an `Option`).
+fn raw_including_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// Rest.li has no nulls: a field given as `null` is a field not given.
@@ -110,19 +193,15 @@ pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
     }
     let fields: Fields = serde_json::from_str(text).map_err(|e| Invalid::NotJson(e.to_string()))?;
 
-    let required = [
-        ("companyApplyUrl", fields.company_apply_url),
-        ("externalJobPostingId", fields.external_id),
-        ("description", fields.description),
-        ("title", fields.title),
-        ("listedAt", fields.listed_at),
-        ("location", fields.location),
-    ];
-    if let Some((name, _)) = required.iter().find(|(_, v)| present(*v).is_none()) {
-        return Err(Invalid::Missing(name));
-    }
+    // In LinkedIn's order, so the first missing field named is the one LinkedIn would name.
+    let require = |name: &'static str, value| present(value).ok_or(Invalid::Missing(name));
+    let apply_url = require("companyApplyUrl", fields.company_apply_url)?;
+    let raw_id = require("externalJobPostingId", fields.external_id)?;
+    require("description", fields.description)?;
+    require("title", fields.title)?;
+    let raw_listed_at = require("listedAt", fields.listed_at)?;
+    require("location", fields.location)?;
 
-    let raw_id = present(fields.external_id).expect("checked above");
     let external_id = match json_string(raw_id) {
         Some(id) if !id.trim().is_empty() => id,
         _ => return Err(Invalid::ExternalIdNotString(raw_id.get().into())),
@@ -131,7 +210,6 @@ pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
         return Err(Invalid::ExternalIdTooLong);
     }
 
-    let raw_listed_at = present(fields.listed_at).expect("checked above");
     if serde_json::from_str::<i64>(raw_listed_at.get()).is_err() {
         return Err(Invalid::ListedAtNotInteger(raw_listed_at.get().into()));
     }
@@ -142,22 +220,109 @@ pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
         return Err(Invalid::Missing("contract"));
     }
 
-    let needs_operation = match present(fields.operation) {
-        None => true,
-        Some(op) if op.get() == "\"CLOSE\"" => false,
-        Some(op) => return Err(Invalid::NotClose(op.get().into())),
-    };
+    if let Some(op) = fields
+        .operation
+        .filter(|op| op.get() != "null" && op.get() != "\"CLOSE\"")
+    {
+        return Err(Invalid::NotClose(op.get().into()));
+    }
 
-    let element = if needs_operation {
-        splice_close(text)
-    } else {
-        Bytes::copy_from_slice(body)
+    check_apply_url(apply_url)?;
+    check_alternate_locations(present(fields.alternate_locations))?;
+    check_enum(
+        "employmentStatus",
+        present(fields.employment_status),
+        &EMPLOYMENT_STATUSES,
+    )?;
+    check_enum(
+        "experienceLevel",
+        present(fields.experience_level),
+        &EXPERIENCE_LEVELS,
+    )?;
+    check_workplace_types(present(fields.workplace_types))?;
+
+    let element = match fields.operation {
+        None => splice_close(text),
+        Some(op) if op.get() == "null" => replace_null_operation(text, op),
+        Some(_) => Bytes::copy_from_slice(body),
     };
     Ok(CloseRequest {
         external_id,
         contract,
         element,
     })
+}
+
+/// Whether `text` is what LinkedIn takes as a `companyApplyUrl` ("must be a valid URL and cannot
+/// be blank"): an absolute `http` or `https` URL with a host. Shared with the sandbox, which must
+/// refuse exactly what the worker refuses to send.
+pub fn is_absolute_http_url(text: &str) -> bool {
+    url::Url::parse(text).is_ok_and(|url| {
+        matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
+    })
+}
+
+/// LinkedIn refuses anything but an absolute http(s) URL in `companyApplyUrl`, for the whole
+/// request.
+fn check_apply_url(raw: &RawValue) -> Result<(), Invalid> {
+    if json_string(raw).is_some_and(|text| is_absolute_http_url(&text)) {
+        Ok(())
+    } else {
+        Err(Invalid::ApplyUrlNotAbsolute(raw.get().into()))
+    }
+}
+
+/// The members of a raw JSON array, or `None` when it is not one (then LinkedIn judges the type).
+fn array_members(raw: &RawValue) -> Option<Vec<&RawValue>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+fn check_alternate_locations(raw: Option<&RawValue>) -> Result<(), Invalid> {
+    let count = raw
+        .and_then(array_members)
+        .map_or(0, |members| members.len());
+    if count > MAX_ALTERNATE_LOCATIONS {
+        return Err(Invalid::TooManyLocations(count));
+    }
+    Ok(())
+}
+
+/// One enum symbol: a JSON string among `symbols`.
+fn check_enum_symbol(field: &'static str, raw: &RawValue, symbols: &[&str]) -> Result<(), Invalid> {
+    match json_string(raw) {
+        Some(symbol) if symbols.contains(&symbol.as_str()) => Ok(()),
+        Some(_) => Err(Invalid::NotAnEnumSymbol {
+            field,
+            value: raw.get().into(),
+        }),
+        None => Err(Invalid::EnumNotString(field)),
+    }
+}
+
+fn check_enum(
+    field: &'static str,
+    raw: Option<&RawValue>,
+    symbols: &[&str],
+) -> Result<(), Invalid> {
+    raw.map_or(Ok(()), |raw| check_enum_symbol(field, raw, symbols))
+}
+
+/// `workplaceTypes` is an array of at most one of [`WORKPLACE_TYPES`]. Not an array: LinkedIn's to
+/// judge (a type error it reports for the element alone).
+fn check_workplace_types(raw: Option<&RawValue>) -> Result<(), Invalid> {
+    let Some(members) = raw.and_then(array_members) else {
+        return Ok(());
+    };
+    if members.len() > 1 {
+        let values: Vec<&str> = members.iter().map(|member| member.get()).collect();
+        return Err(Invalid::MoreThanOneWorkplaceType(format!(
+            "[{}]",
+            values.join(", ")
+        )));
+    }
+    members
+        .iter()
+        .try_for_each(|member| check_enum_symbol("workplaceTypes", member, &WORKPLACE_TYPES))
 }
 
 /// The text of a raw JSON value if it is a string. Most ids have no escapes, and then the text is
@@ -211,6 +376,25 @@ fn exceeds_depth(body: &[u8], max: usize) -> bool {
     false
 }
 
+/// Replaces the `null` of `"jobPostingOperationType": null` by `"CLOSE"`, every other byte as it
+/// came. `null_value` is the member's value as serde borrowed it from `object_text`.
+fn replace_null_operation(object_text: &str, null_value: &RawValue) -> Bytes {
+    // The raw value borrows from `object_text`, so its address is an offset into it.
+    let start = (null_value.get().as_ptr() as usize).saturating_sub(object_text.as_ptr() as usize);
+    let end = start + null_value.get().len();
+    match (object_text.get(..start), object_text.get(end..)) {
+        (Some(before), Some(after)) => {
+            let mut out = String::with_capacity(object_text.len() + 3);
+            out.push_str(before);
+            out.push_str("\"CLOSE\"");
+            out.push_str(after);
+            Bytes::from(out)
+        }
+        // Unreachable: serde borrowed the value from this very text.
+        _ => splice_close(object_text),
+    }
+}
+
 /// Inserts the operation as the object's first member, leaving every other byte as it came.
 fn splice_close(object_text: &str) -> Bytes {
     const OPERATION: &str = "\"jobPostingOperationType\":\"CLOSE\"";
@@ -232,11 +416,14 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    /// A description of LinkedIn's minimum length, so nothing here passes only by leniency.
+    const DESCRIPTION: &str = "We are hiring an engineer to build and run distributed systems. This position has been filled, thank you.";
+
     fn job() -> Value {
         json!({
             "companyApplyUrl": "https://example.com/apply/1",
             "externalJobPostingId": "JOB-1",
-            "description": "A job",
+            "description": DESCRIPTION,
             "title": "Engineer",
             "listedAt": 1700000000000u64,
             "location": "San Francisco, California",
@@ -261,7 +448,7 @@ mod tests {
 
     #[test]
     fn an_explicit_close_keeps_the_bytes_unchanged() {
-        let body = br#" {"jobPostingOperationType":"CLOSE","companyApplyUrl":"u","externalJobPostingId":"x","description":"d","title":"t","listedAt":1,"location":"l"} "#;
+        let body = br#" {"jobPostingOperationType":"CLOSE","companyApplyUrl":"https://example.com/a","externalJobPostingId":"x","description":"d","title":"t","listedAt":1,"location":"l"} "#;
         let req = validate(body).unwrap();
         assert_eq!(&req.element[..], &body[..]);
     }
@@ -328,9 +515,9 @@ mod tests {
         let mut v = job();
         v["externalJobPostingId"] = json!("JOB-\"7\"/é");
         assert_eq!(check(&v).unwrap().external_id, "JOB-\"7\"/é");
-        let body = br#"{"companyApplyUrl":"u","externalJobPostingId":"JOB-\u0031","description":"d","title":"t","listedAt":1,"location":"l"}"#;
+        let body = br#"{"companyApplyUrl":"https://example.com/a","externalJobPostingId":"JOB-\u0031","description":"d","title":"t","listedAt":1,"location":"l"}"#;
         assert_eq!(validate(body).unwrap().external_id, "JOB-1");
-        let body = br#"{"companyApplyUrl":"u","externalJobPostingId":"\u0020","description":"d","title":"t","listedAt":1,"location":"l"}"#;
+        let body = br#"{"companyApplyUrl":"https://example.com/a","externalJobPostingId":"\u0020","description":"d","title":"t","listedAt":1,"location":"l"}"#;
         assert!(matches!(
             validate(body),
             Err(Invalid::ExternalIdNotString(_))
@@ -421,6 +608,132 @@ mod tests {
     }
 
     #[test]
+    fn apply_url_must_be_an_absolute_http_url() {
+        for good in [
+            "https://jobs.example.com/apply/1",
+            "http://jobs.example.com",
+            "https://jobs.example.com:8443/a?b=c#d",
+        ] {
+            let mut v = job();
+            v["companyApplyUrl"] = json!(good);
+            assert!(check(&v).is_ok(), "{good}");
+        }
+        for bad in [
+            json!("u"),
+            json!(""),
+            json!("/apply/1"),
+            json!("jobs.example.com/apply"),
+            json!("ftp://jobs.example.com/a"),
+            json!("mailto:jobs@example.com"),
+            json!("https://"),
+            json!(42),
+            json!(["https://jobs.example.com"]),
+        ] {
+            let mut v = job();
+            v["companyApplyUrl"] = bad.clone();
+            assert_eq!(
+                check(&v).unwrap_err().to_string(),
+                format!("ERROR :: /companyApplyUrl :: {bad} is not an absolute http(s) URL")
+            );
+        }
+    }
+
+    #[test]
+    fn at_most_seven_alternate_locations() {
+        let mut v = job();
+        v["alternateLocations"] = json!(vec!["Berlin"; MAX_ALTERNATE_LOCATIONS]);
+        assert!(check(&v).is_ok());
+        v["alternateLocations"] = json!(vec!["Berlin"; MAX_ALTERNATE_LOCATIONS + 1]);
+        assert_eq!(
+            check(&v).unwrap_err().to_string(),
+            "ERROR :: /alternateLocations :: The job contains more than seven locations (8). Please ensure maximum seven locations per job"
+        );
+        v["alternateLocations"] = json!("not an array: LinkedIn judges the type");
+        assert!(check(&v).is_ok());
+    }
+
+    #[test]
+    fn enums_must_be_strings_from_linkedins_lists() {
+        for (field, symbols) in [
+            ("employmentStatus", &EMPLOYMENT_STATUSES),
+            ("experienceLevel", &EXPERIENCE_LEVELS),
+        ] {
+            for symbol in symbols {
+                let mut v = job();
+                v[field] = json!(symbol);
+                assert!(check(&v).is_ok(), "{field} {symbol}");
+            }
+            let mut v = job();
+            v[field] = json!("full_time");
+            assert_eq!(
+                check(&v).unwrap_err().to_string(),
+                format!("ERROR :: /{field} :: \"full_time\" is not an enum symbol")
+            );
+            for not_a_string in [json!(1), json!(["FULL_TIME"]), json!(true)] {
+                v[field] = not_a_string;
+                assert_eq!(
+                    check(&v).unwrap_err().to_string(),
+                    format!("ERROR :: /{field} :: enum type is not backed by a String")
+                );
+            }
+            v[field] = Value::Null;
+            assert!(check(&v).is_ok(), "null is absent");
+        }
+    }
+
+    #[test]
+    fn workplace_types_hold_at_most_one_known_value() {
+        for symbol in WORKPLACE_TYPES {
+            let mut v = job();
+            v["workplaceTypes"] = json!([symbol]);
+            assert!(check(&v).is_ok(), "{symbol}");
+        }
+        let mut v = job();
+        v["workplaceTypes"] = json!([]);
+        assert!(check(&v).is_ok());
+        v["workplaceTypes"] = json!(["Remote", "Hybrid"]);
+        assert_eq!(
+            check(&v).unwrap_err().to_string(),
+            "ERROR :: /workplaceTypes :: The workplaceTypes field cannot have more than one value provided. Provided values [\"Remote\", \"Hybrid\"]"
+        );
+        v["workplaceTypes"] = json!(["Office"]);
+        assert_eq!(
+            check(&v).unwrap_err().to_string(),
+            "ERROR :: /workplaceTypes :: \"Office\" is not an enum symbol"
+        );
+        v["workplaceTypes"] = json!([7]);
+        assert_eq!(
+            check(&v).unwrap_err(),
+            Invalid::EnumNotString("workplaceTypes")
+        );
+    }
+
+    #[test]
+    fn undocumented_close_rules_are_left_to_linkedin() {
+        let mut v = job();
+        v["description"] = json!("Filled.");
+        v["title"] = json!("t".repeat(500));
+        assert!(check(&v).is_ok(), "no length rules, no company field");
+    }
+
+    #[test]
+    fn a_null_operation_is_replaced_not_duplicated() {
+        let body = br#"{"companyApplyUrl":"https://example.com/a","jobPostingOperationType" :  null ,"externalJobPostingId":"x","description":"d","title":"t","listedAt":1,"location":"l"}"#;
+        let req = validate(body).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&req.element).unwrap(),
+            r#"{"companyApplyUrl":"https://example.com/a","jobPostingOperationType" :  "CLOSE" ,"externalJobPostingId":"x","description":"d","title":"t","listedAt":1,"location":"l"}"#
+        );
+        assert_eq!(
+            std::str::from_utf8(&req.element)
+                .unwrap()
+                .matches("jobPostingOperationType")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn splicing_handles_whitespace_and_empty_objects() {
         assert_eq!(
             &splice_close(" { } ")[..],
@@ -438,6 +751,13 @@ mod fuzz {
     //! Property tests: the validator never panics, whatever arrives, and what it accepts is sendable.
     use super::*;
     use proptest::prelude::*;
+
+    /// Refuses a JSON object holding the operation twice (serde's derive rejects duplicate fields).
+    #[derive(Deserialize)]
+    struct OnlyOperation {
+        #[serde(rename = "jobPostingOperationType")]
+        operation: String,
+    }
 
     fn json_value() -> impl Strategy<Value = serde_json::Value> {
         let leaf = prop_oneof![
@@ -484,8 +804,37 @@ mod fuzz {
             if let Ok(request) = validate(body.as_bytes()) {
                 let element: serde_json::Value = serde_json::from_slice(&request.element).unwrap();
                 prop_assert_eq!(&element["jobPostingOperationType"], "CLOSE");
+                let only: OnlyOperation = serde_json::from_slice(&request.element).unwrap();
+                prop_assert_eq!(only.operation, "CLOSE");
                 prop_assert_eq!(element["externalJobPostingId"].as_str(), Some(request.external_id.as_str()));
             }
+        }
+
+        #[test]
+        fn a_null_operation_anywhere_becomes_the_only_close(
+            position in 0usize..7,
+            space_before in "[ \t\n]{0,3}",
+            space_after in "[ \t\n]{0,3}",
+        ) {
+            let mut members = vec![
+                r#""companyApplyUrl":"https://jobs.example.com/1""#.to_owned(),
+                r#""externalJobPostingId":"id-1""#.to_owned(),
+                r#""description":"d""#.to_owned(),
+                r#""title":"t""#.to_owned(),
+                r#""listedAt":1"#.to_owned(),
+                r#""location":"l""#.to_owned(),
+            ];
+            members.insert(
+                position.min(members.len()),
+                format!(r#""jobPostingOperationType":{space_before}null{space_after}"#),
+            );
+            let body = format!("{{{}}}", members.join(","));
+            let request = validate(body.as_bytes()).unwrap();
+            let element = std::str::from_utf8(&request.element).unwrap();
+            prop_assert_eq!(element, body.replacen("null", "\"CLOSE\"", 1));
+            prop_assert_eq!(element.matches("jobPostingOperationType").count(), 1);
+            let parsed: OnlyOperation = serde_json::from_str(element).unwrap();
+            prop_assert_eq!(parsed.operation, "CLOSE");
         }
 
         #[test]
@@ -499,7 +848,8 @@ mod fuzz {
             )
         ) {
             let mut job = serde_json::json!({
-                "companyApplyUrl": "u", "externalJobPostingId": "id-1", "description": "d",
+                "companyApplyUrl": "https://jobs.example.com/1", "externalJobPostingId": "id-1",
+                "description": "d",
                 "title": "t", "listedAt": 1, "location": "l",
             });
             for (key, value) in extra {

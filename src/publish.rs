@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn lines_are_numbered_blank_lines_skipped_and_crlf_accepted() {
-        let good = r#"{"companyApplyUrl":"u","externalJobPostingId":"a","description":"d","title":"t","listedAt":1,"location":"l"}"#;
+        let good = r#"{"companyApplyUrl":"https://jobs.example.com/a","externalJobPostingId":"a","description":"d","title":"t","listedAt":1,"location":"l"}"#;
         let input = format!("{good}\r\n\n   \n{{\"title\":\"x\"}}\n{good}");
         let (valid, invalid) = read_requests(input.as_bytes(), "test").unwrap();
         assert_eq!(

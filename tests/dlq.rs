@@ -200,7 +200,7 @@ impl Message {
 
 fn job(id: &str) -> Vec<u8> {
     format!(
-        r#"{{"externalJobPostingId":"{id}","companyApplyUrl":"https://example.com/{id}","description":"d","title":"t","listedAt":1700000000000,"location":"Paris"}}"#
+        r#"{{"externalJobPostingId":"{id}","companyApplyUrl":"https://example.com/{id}","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","title":"t","listedAt":1700000000000,"location":"Paris"}}"#
     )
     .into_bytes()
 }

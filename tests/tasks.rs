@@ -173,7 +173,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
     let message = "Job fail-1 was dropped: true (sandbox says no)";
     sandbox.set_task_rule("fail-", rule("FAILED", 0, Some(message)));
     // Odd spacing and key order must survive: the dead letter is the original, byte for byte.
-    let body = br#"  {"title":"Engineer", "externalJobPostingId" : "fail-1","companyApplyUrl":"https://x.example/a","description":"d","listedAt":1700000000000,"location":"Berlin"}  "#;
+    let body = br#"  {"title":"Engineer", "externalJobPostingId" : "fail-1","companyApplyUrl":"https://x.example/a","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","listedAt":1700000000000,"location":"Berlin"}  "#;
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
     publish_with(

@@ -18,7 +18,7 @@ const EXPIRED_TOKEN_SERVICE_CODE: u32 = 65602;
 pub(crate) enum ApiFamily {
     /// `/v2/...`: unversioned, what the close-jobs page documents.
     V2,
-    /// `/rest/...`: requires a `LinkedIn-Version: YYYYMM` header.
+    /// `/rest/...`: requires a `LinkedIn-Version: YYYYMM` (or `YYYYMM.NN`) header.
     Rest,
 }
 
@@ -44,6 +44,16 @@ impl LinkedInError {
             message: message.into(),
             service_error_code: None,
         }
+    }
+
+    #[cfg(test)]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn with_service_error_code(mut self, service_error_code: u32) -> LinkedInError {
@@ -87,11 +97,32 @@ pub(crate) fn shutting_down() -> LinkedInError {
     )
 }
 
-/// Checks (and records) the `LinkedIn-Version` header that `/rest` calls must carry.
+/// The calendar facts a request is judged by: which UTC day it is (for the daily limit) and which
+/// month (for the versions LinkedIn serves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct UtcNow {
+    /// Days since the Unix epoch; the daily limit resets when it changes, at 00:00 UTC.
+    pub day_number: u64,
+    /// The current month as `YYYYMM`.
+    pub year_month: u32,
+}
+
+pub(crate) fn utc_now() -> UtcNow {
+    let now = time::OffsetDateTime::now_utc();
+    let year = u32::try_from(now.year()).unwrap_or(0);
+    UtcNow {
+        day_number: u64::try_from(now.unix_timestamp() / 86_400).unwrap_or(0),
+        year_month: year * 100 + u32::from(u8::from(now.month())),
+    }
+}
+
+/// Checks (and records) the `LinkedIn-Version` header that `/rest` calls must carry: `YYYYMM` or
+/// `YYYYMM.NN`, a month LinkedIn still serves (from the configured oldest to the current one).
 pub(crate) fn check_version_header(
     state: &SandboxState,
     family: ApiFamily,
     headers: &HeaderMap,
+    now: UtcNow,
 ) -> Result<(), LinkedInError> {
     if family == ApiFamily::V2 {
         return Ok(());
@@ -105,23 +136,51 @@ pub(crate) fn check_version_header(
     };
     let version = String::from_utf8_lossy(version.as_bytes());
     state.record_linkedin_version(&version);
-    if !is_year_month(&version) {
-        tracing::debug!(status = 400, version = %version, "malformed LinkedIn-Version header");
+    judge_version(&version, state.config.oldest_linkedin_version, now)
+}
+
+/// The pure part of [`check_version_header`].
+pub(crate) fn judge_version(
+    version: &str,
+    oldest_served: u32,
+    now: UtcNow,
+) -> Result<(), LinkedInError> {
+    let Some(month) = version_month(version) else {
+        tracing::debug!(status = 400, version, "malformed LinkedIn-Version header");
         return Err(LinkedInError::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "Invalid version format: {version}. The LinkedIn-Version header must be YYYYMM."
+                "Invalid version format: {version}. The LinkedIn-Version header must be YYYYMM or YYYYMM.NN."
+            ),
+        ));
+    };
+    if month < oldest_served || month > now.year_month {
+        tracing::debug!(status = 426, version, "LinkedIn-Version not served");
+        return Err(LinkedInError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            format!(
+                "Requested version {version} is not active. Set the LinkedIn-Version header to an active version (from {oldest_served} to {}).",
+                now.year_month
             ),
         ));
     }
     Ok(())
 }
 
-/// Whether `version` looks like `YYYYMM`.
-fn is_year_month(version: &str) -> bool {
-    let digits_only = version.len() == 6 && version.bytes().all(|byte| byte.is_ascii_digit());
-    let month = version.get(4..).and_then(|month| month.parse::<u8>().ok());
-    digits_only && matches!(month, Some(1..=12))
+/// The `YYYYMM` of a `YYYYMM` or `YYYYMM.NN` version, or `None` when it is neither.
+fn version_month(version: &str) -> Option<u32> {
+    let (month_part, revision) = match version.split_once('.') {
+        Some((month_part, revision)) => (month_part, Some(revision)),
+        None => (version, None),
+    };
+    let all_digits = |text: &str, len: usize| {
+        text.len() == len && text.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    if !all_digits(month_part, 6) || revision.is_some_and(|revision| !all_digits(revision, 2)) {
+        return None;
+    }
+    let year_month: u32 = month_part.parse().ok()?;
+    matches!(year_month % 100, 1..=12).then_some(year_month)
 }
 
 /// Checks the `Authorization: Bearer ...` header against the tokens this sandbox issued.
@@ -182,13 +241,59 @@ pub(crate) fn with_retry_after(mut response: Response, retry_after_secs: u64) ->
 mod tests {
     use super::*;
 
+    const DECEMBER_2026: UtcNow = UtcNow {
+        day_number: 20_788,
+        year_month: 202_612,
+    };
+
     #[test]
-    fn year_month_versions() {
-        assert!(is_year_month("202405"));
-        assert!(!is_year_month("202413"));
-        assert!(!is_year_month("2024-05"));
-        assert!(!is_year_month("20240"));
-        assert!(!is_year_month(""));
+    fn versions_are_yyyymm_or_yyyymm_dot_nn() {
+        assert_eq!(version_month("202405"), Some(202_405));
+        assert_eq!(version_month("202508.02"), Some(202_508));
+        for malformed in [
+            "202413",
+            "202400",
+            "2024-05",
+            "20240",
+            "",
+            "202405.",
+            "202405.2",
+            "202405.123",
+            "202405.ab",
+            "v202405",
+            "2024051",
+        ] {
+            assert_eq!(version_month(malformed), None, "{malformed}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_version_is_a_400_naming_the_header() {
+        let error = judge_version("2025-04", 202_401, DECEMBER_2026).unwrap_err();
+        assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        assert!(error.message().contains("LinkedIn-Version"), "{error:?}");
+    }
+
+    #[test]
+    fn versions_linkedin_no_longer_or_not_yet_serves_are_a_426_naming_the_header() {
+        assert!(judge_version("202401", 202_401, DECEMBER_2026).is_ok());
+        assert!(judge_version("202612.01", 202_401, DECEMBER_2026).is_ok());
+        for unserved in ["202312", "202312.05", "202701"] {
+            let error = judge_version(unserved, 202_401, DECEMBER_2026).unwrap_err();
+            assert_eq!(error.status(), StatusCode::UPGRADE_REQUIRED, "{unserved}");
+            assert!(error.message().contains("LinkedIn-Version"), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn utc_now_is_today() {
+        let now = utc_now();
+        let seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(now.day_number.abs_diff(seconds / 86_400) <= 1);
+        assert!(now.year_month > 202_500 && now.year_month % 100 <= 12);
     }
 
     #[test]

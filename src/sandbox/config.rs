@@ -28,7 +28,21 @@ pub struct SandboxConfig {
     /// How long a task stays `IN_PROGRESS` before it is `SUCCEEDED`, unless a task rule says
     /// otherwise.
     pub task_delay: Duration,
+    /// Also enforce the spec's rules LinkedIn does not document for CLOSE: description 100 to
+    /// 25,000 characters and title at most 200 (element 422s), and a company field (request 400).
+    pub strict: bool,
+    /// Elements accepted per UTC day; once reached, every posting request is a 429 without
+    /// `Retry-After` until 00:00 UTC. `None`: no limit. Changeable while running.
+    pub daily_element_limit: Option<u64>,
+    /// The oldest `LinkedIn-Version` (`YYYYMM`) still served on `/rest`; older ones, and months
+    /// after the current one, are answered 426.
+    pub oldest_linkedin_version: u32,
 }
+
+/// The default oldest `LinkedIn-Version` served: January 2024. LinkedIn serves a version for about
+/// a year; this is older, so that the versions job-closer's docs and LinkedIn's SDK use (`202504`)
+/// work, while a stale one is still refused the way LinkedIn refuses it.
+pub const DEFAULT_OLDEST_LINKEDIN_VERSION: u32 = 202_401;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -40,6 +54,9 @@ impl Default for SandboxConfig {
             allowed_contracts: None,
             latency: Duration::ZERO,
             task_delay: Duration::ZERO,
+            strict: false,
+            daily_element_limit: None,
+            oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
         }
     }
 }
@@ -94,6 +111,19 @@ pub struct SandboxArgs {
     /// How long a task stays IN_PROGRESS before it SUCCEEDED, in milliseconds.
     #[arg(long, env = "SANDBOX_TASK_DELAY_MS", default_value_t = 0)]
     pub task_delay_ms: u64,
+
+    /// Also enforce the spec's lengths (description 100-25,000, title <= 200) and a company field,
+    /// which LinkedIn does not document for CLOSE.
+    #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub strict: bool,
+
+    /// Elements accepted per UTC day before every posting request is a 429 (unset: no limit).
+    #[arg(long, env = "SANDBOX_DAILY_ELEMENT_LIMIT")]
+    pub daily_element_limit: Option<u64>,
+
+    /// Oldest LinkedIn-Version (YYYYMM) served on /rest; older ones get a 426.
+    #[arg(long, env = "SANDBOX_OLDEST_LINKEDIN_VERSION", default_value_t = DEFAULT_OLDEST_LINKEDIN_VERSION)]
+    pub oldest_linkedin_version: u32,
 }
 
 impl SandboxArgs {
@@ -116,6 +146,9 @@ impl SandboxArgs {
             allowed_contracts: (!allowed_contracts.is_empty()).then_some(allowed_contracts),
             latency: Duration::from_millis(self.latency_ms),
             task_delay: Duration::from_millis(self.task_delay_ms),
+            strict: self.strict,
+            daily_element_limit: self.daily_element_limit,
+            oldest_linkedin_version: self.oldest_linkedin_version,
         }
     }
 }
@@ -152,6 +185,12 @@ mod tests {
         assert_eq!(from_flags.allowed_contracts, None);
         assert_eq!(from_flags.latency, Duration::ZERO);
         assert_eq!(from_flags.task_delay, Duration::ZERO);
+        assert_eq!(from_flags.strict, defaults.strict);
+        assert_eq!(from_flags.daily_element_limit, defaults.daily_element_limit);
+        assert_eq!(
+            from_flags.oldest_linkedin_version,
+            defaults.oldest_linkedin_version
+        );
     }
 
     #[test]
@@ -174,6 +213,11 @@ mod tests {
             "15",
             "--task-delay-ms",
             "250",
+            "--strict",
+            "--daily-element-limit",
+            "60000",
+            "--oldest-linkedin-version",
+            "202501",
         ])
         .unwrap();
         let config = cli.sandbox.config();
@@ -190,6 +234,9 @@ mod tests {
         );
         assert_eq!(config.latency, Duration::from_millis(15));
         assert_eq!(config.task_delay, Duration::from_millis(250));
+        assert!(config.strict);
+        assert_eq!(config.daily_element_limit, Some(60_000));
+        assert_eq!(config.oldest_linkedin_version, 202_501);
     }
 
     #[test]
@@ -203,6 +250,9 @@ mod tests {
             "SANDBOX_ALLOWED_CONTRACTS",
             "SANDBOX_LATENCY_MS",
             "SANDBOX_TASK_DELAY_MS",
+            "SANDBOX_STRICT",
+            "SANDBOX_DAILY_ELEMENT_LIMIT",
+            "SANDBOX_OLDEST_LINKEDIN_VERSION",
         ] {
             assert!(help.contains(variable), "{variable} missing from:\n{help}");
         }

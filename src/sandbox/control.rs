@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 
 use super::api_gate::LinkedInError;
+use super::judge::RecloseAnswer;
 use super::scripting::{Fault, TASK_STATUSES, TaskRule};
 use super::state::{SandboxState, Stats};
 
@@ -36,6 +37,26 @@ pub(crate) struct TokenOutageRequest {
 pub(crate) struct TaskRuleRequest {
     prefix: String,
     rule: TaskRule,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AbsentRequest {
+    ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RecloseAnswerRequest {
+    answer: RecloseAnswer,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct StringStatusesRequest {
+    enabled: bool,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct DailyElementLimitRequest {
+    limit: Option<u64>,
 }
 
 /// A control request that cannot be carried out.
@@ -140,6 +161,50 @@ pub(crate) async fn set_task_rule(
     }
     tracing::debug!(%prefix, ?rule, "control: task rule set");
     state.set_task_rule(&prefix, rule);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/absent` `{"ids":["JOB-1",..]}`.
+pub(crate) async fn mark_absent(
+    State(state): SharedState,
+    body: Result<Json<AbsentRequest>, JsonRejection>,
+) -> ControlResult {
+    let AbsentRequest { ids } = control_body(body)?;
+    tracing::debug!(jobs = ids.len(), "control: jobs marked absent");
+    state.mark_absent(ids);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/reclose-answer` `{"answer":"Request"}` or `{"answer":"Element"}`.
+pub(crate) async fn set_reclose_answer(
+    State(state): SharedState,
+    body: Result<Json<RecloseAnswerRequest>, JsonRejection>,
+) -> ControlResult {
+    let RecloseAnswerRequest { answer } = control_body(body)?;
+    tracing::debug!(?answer, "control: re-close answer set");
+    state.set_reclose_answer(answer);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/string-statuses` `{"enabled":true}`.
+pub(crate) async fn set_string_statuses(
+    State(state): SharedState,
+    body: Result<Json<StringStatusesRequest>, JsonRejection>,
+) -> ControlResult {
+    let StringStatusesRequest { enabled } = control_body(body)?;
+    tracing::debug!(enabled, "control: string statuses set");
+    state.set_string_statuses(enabled);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /_sandbox/daily-element-limit` `{"limit":100}` or `{"limit":null}`.
+pub(crate) async fn set_daily_element_limit(
+    State(state): SharedState,
+    body: Result<Json<DailyElementLimitRequest>, JsonRejection>,
+) -> ControlResult {
+    let DailyElementLimitRequest { limit } = control_body(body)?;
+    tracing::debug!(?limit, "control: daily element limit set");
+    state.set_daily_element_limit(limit);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -367,6 +432,85 @@ mod tests {
                 "task-rules",
                 json!({"prefix": "A", "rule": {"status": "DONE", "after_ms": 0}}),
             ),
+        ] {
+            assert_eq!(
+                control(&sandbox, path, Some(body.clone())).await,
+                400,
+                "{path} {body}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn linkedin_state_knobs_over_http() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        assert_eq!(
+            control(&sandbox, "absent", Some(json!({"ids": ["GONE"]}))).await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
+        assert_eq!(status, 409);
+        assert_eq!(
+            control(
+                &sandbox,
+                "reclose-answer",
+                Some(json!({"answer": "Element"}))
+            )
+            .await,
+            204
+        );
+        assert_eq!(
+            control(&sandbox, "string-statuses", Some(json!({"enabled": true}))).await,
+            204
+        );
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("GONE"), close_element("A")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], "409");
+        assert_eq!(answer["elements"][1]["status"], "202");
+        assert_eq!(
+            control(&sandbox, "daily-element-limit", Some(json!({"limit": 1}))).await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
+        assert_eq!(status, 429);
+        assert_eq!(
+            control(
+                &sandbox,
+                "daily-element-limit",
+                Some(json!({"limit": null}))
+            )
+            .await,
+            204
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            remote_stats(&sandbox).await.refused_closes.get("GONE"),
+            Some(&2)
+        );
+
+        assert_eq!(control(&sandbox, "reset", None).await, 204);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("C")]).await;
+        assert_eq!(
+            (status, &answer["elements"][0]["status"]),
+            (200, &json!(202))
+        );
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
+        assert_eq!(status, 200, "reset lifts the absent marks");
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 409, "reset keeps the jobs LinkedIn closed");
+
+        for (path, body) in [
+            ("absent", json!({"ids": "GONE"})),
+            ("reclose-answer", json!({"answer": "Sometimes"})),
+            ("string-statuses", json!({"enabled": "yes"})),
+            ("daily-element-limit", json!({"limit": -1})),
         ] {
             assert_eq!(
                 control(&sandbox, path, Some(body.clone())).await,

@@ -4,12 +4,45 @@
 //! drive it in process through [`Sandbox`]; users start it with `job-closer sandbox` ([`serve`]).
 //!
 //! Files: `config` (configuration and flags), `scripting` (faults and task rules tests can
-//! script), `state` (what the sandbox remembers and counts), `api_gate` (latency, version header,
-//! bearer token), and one file per endpoint family: `token`, `postings`, `tasks`, `control`.
+//! script), `judge` (the pure decision on a batch_create request), `state` (what the sandbox
+//! remembers and counts), `api_gate` (latency, version header, bearer token), and one file per
+//! endpoint family: `token`, `postings`, `tasks`, `control`.
+//!
+//! "The sandbox is never friendlier than LinkedIn": every row of LinkedIn's error tables
+//! (API-NOTES) can be reproduced — by default where LinkedIn does it by default, by a knob where it
+//! depends on LinkedIn's state. By default:
+//! - a CLOSE of a job the sandbox already closed is refused, the whole request HTTP 409
+//!   `Cannot close job which is already closed or does not exist` ([`Stats::closed`] counts the
+//!   accepted close, [`Stats::refused_closes`] the refused ones);
+//! - an element whose `companyApplyUrl` is a string but not an absolute http(s) URL: HTTP 400
+//!   `Invalid company apply url for job with externalPartnerId {id}, taskUrn urn:li:simpleJobPostingTask:{uuid}`;
+//! - `employmentStatus` / `experienceLevel` / `workplaceTypes` values outside LinkedIn's lists:
+//!   HTTP 422 `ERROR :: /{field} :: "{value}" is not an enum symbol`, or `enum type is not backed by
+//!   a String` for a non-string; more than seven `alternateLocations`: HTTP 422 `The job contains
+//!   more than seven locations. Please ensure maximum seven locations per job`; more than one
+//!   `workplaceTypes` value: HTTP 200 with that element's entry 400 `The workplaceTypes field cannot
+//!   have more than one value provided. Provided values [..]`;
+//! - `/rest` takes `LinkedIn-Version` as `YYYYMM` or `YYYYMM.NN`: malformed is a 400 naming the
+//!   header, a month before [`SandboxConfig::oldest_linkedin_version`] (default 202401) or after the
+//!   current one a 426 naming it;
+//! - a task lookup holding an id that is not a `urn:li:simpleJobPostingTask:` URN is refused as a
+//!   whole, HTTP 400 `Batch key parameter value is invalid`;
+//! - no `x-restli-method` is a 403 `Not enough permissions to access: POST /simpleJobPostings`,
+//!   another method a 403 `Unpermitted fields present in REQUEST_BODY: ...`; an unknown path a
+//!   404 `Resource {name} does not exist`.
+//!
+//! Knobs, each an in-process method on [`Sandbox`] and a `/_sandbox/...` control route:
+//! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
+//! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
+//! (`daily-element-limit`), plus the older faults, outages (with [`Fault`]'s constructors for
+//! LinkedIn's integration and contract errors), token outages and task rules
+//! ([`TaskRule::processed`], [`TaskRule::processed_with_error`]). [`SandboxConfig::strict`]
+//! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
 mod api_gate;
 mod config;
 mod control;
+mod judge;
 mod postings;
 mod scripting;
 mod state;
@@ -30,7 +63,8 @@ use axum::routing::{get, post};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{SandboxArgs, SandboxConfig};
+pub use config::{DEFAULT_OLDEST_LINKEDIN_VERSION, SandboxArgs, SandboxConfig};
+pub use judge::{ALREADY_CLOSED_MESSAGE, RecloseAnswer};
 pub use scripting::{Fault, TaskRule};
 pub use state::Stats;
 
@@ -132,6 +166,36 @@ impl Sandbox {
         self.state.set_poison_prefix(prefix.map(str::to_owned));
     }
 
+    /// A CLOSE of any of these jobs is refused with LinkedIn's 409 "Cannot close job which is
+    /// already closed or does not exist", answered as [`Sandbox::set_reclose_answer`] says (the
+    /// job does not exist on LinkedIn). A CREATE or RENEW of the job lifts the mark.
+    pub fn mark_absent<S: AsRef<str>>(&self, external_job_posting_ids: &[S]) {
+        self.state.mark_absent(
+            external_job_posting_ids
+                .iter()
+                .map(|id| id.as_ref().to_owned()),
+        );
+    }
+
+    /// How a re-close (or a CLOSE of a job marked absent) is answered: the whole request HTTP 409
+    /// ([`RecloseAnswer::Request`], the default) or HTTP 200 with that element's entry 409
+    /// ([`RecloseAnswer::Element`]).
+    pub fn set_reclose_answer(&self, answer: RecloseAnswer) {
+        self.state.set_reclose_answer(answer);
+    }
+
+    /// Entries' `status` and `error.status` as numeric strings (`"202"`, `"422"`), as LinkedIn's
+    /// spec types them, instead of numbers.
+    pub fn set_string_statuses(&self, as_strings: bool) {
+        self.state.set_string_statuses(as_strings);
+    }
+
+    /// Elements accepted per UTC day (LinkedIn's daily limit); once the day's count reaches it,
+    /// every posting request is a 429 without `Retry-After` until 00:00 UTC. `None` lifts it.
+    pub fn set_daily_element_limit(&self, limit: Option<u64>) {
+        self.state.set_daily_element_limit(limit);
+    }
+
     /// The token endpoint answers `status` while set.
     pub fn set_token_outage(&self, status: Option<u16>) {
         self.state.set_token_outage(status);
@@ -153,8 +217,9 @@ impl Sandbox {
         self.state.set_task_rule(external_id_prefix, rule);
     }
 
-    /// Clears statistics, scripted faults, outages and task rules; keeps the configuration,
-    /// issued tokens and accepted tasks.
+    /// Clears statistics, scripted faults, outages, task rules and the knobs (absent jobs, re-close
+    /// answer, string statuses, daily limit back to the configuration's); keeps the configuration,
+    /// issued tokens, accepted tasks, the jobs closed and the day's count (LinkedIn's state).
     pub fn reset(&self) {
         self.state.reset();
     }
@@ -210,18 +275,37 @@ fn router(state: Arc<SandboxState>) -> Router {
         .route("/_sandbox/expire-tokens", post(control::expire_tokens))
         .route("/_sandbox/task-rules", post(control::set_task_rule))
         .route("/_sandbox/task-faults", post(control::push_task_faults))
+        .route("/_sandbox/absent", post(control::mark_absent))
+        .route(
+            "/_sandbox/reclose-answer",
+            post(control::set_reclose_answer),
+        )
+        .route(
+            "/_sandbox/string-statuses",
+            post(control::set_string_statuses),
+        )
+        .route(
+            "/_sandbox/daily-element-limit",
+            post(control::set_daily_element_limit),
+        )
         .route("/_sandbox/reset", post(control::reset))
         .fallback(unknown_resource)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(state)
 }
 
-/// LinkedIn-shaped 404, so a client with a wrong path gets an answer it can report.
+/// LinkedIn's 404 `Resource {name} does not exist`, so a client with a wrong path gets an answer
+/// it can report.
 async fn unknown_resource(uri: Uri) -> Response {
     tracing::debug!(path = uri.path(), "unknown resource");
+    let name = uri
+        .path()
+        .rsplit('/')
+        .find(|segment| !segment.is_empty())
+        .unwrap_or("/");
     linkedin_error(
         StatusCode::NOT_FOUND,
-        &format!("No resource found for {}", uri.path()),
+        &format!("Resource {name} does not exist"),
     )
 }
 
@@ -279,7 +363,10 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), 404);
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["status"], 404);
+        assert_eq!(
+            body,
+            serde_json::json!({"message": "Resource jobs does not exist", "status": 404})
+        );
     }
 
     #[tokio::test]
@@ -307,6 +394,9 @@ mod tests {
             allow_contract: Vec::new(),
             latency_ms: 0,
             task_delay_ms: 0,
+            strict: false,
+            daily_element_limit: None,
+            oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(serve(args, shutdown.clone()));

@@ -1,8 +1,8 @@
 //! `POST /v2/simpleJobPostings` and `POST /rest/simpleJobPostings` (Rest.li `batch_create`): the
-//! whole-request checks and errors LinkedIn documents, scripted faults, and per-element answers
-//! (202 with a task URN, or 422 with LinkedIn's validation message) in request order.
+//! HTTP layer in front of [`super::judge`] — the gate (latency, `LinkedIn-Version`, token,
+//! `x-restli-method`), scripted faults, parsing the body — and the per-element answers (202 with a
+//! task URN, or LinkedIn's error entry) in request order. What to answer is decided in `judge.rs`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,39 +14,21 @@ use serde_json::{Map, Value, json};
 
 use super::api_gate::{
     ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response,
-    linkedin_error, shutting_down, wait_latency, with_retry_after,
+    linkedin_error, shutting_down, utc_now, wait_latency, with_retry_after,
 };
 use super::scripting::Fault;
-use super::state::SandboxState;
-
-/// LinkedIn's limit on elements in one batch_create request.
-const MAX_ELEMENTS_PER_REQUEST: usize = 100;
+use super::state::{SandboxState, accepted_entry};
 
 /// How long a [`Fault::Hang`] holds a request before giving up with a 504.
 const HANG_DURATION: Duration = Duration::from_secs(600);
 
-/// Fields every element must carry (LinkedIn's OpenAPI spec), in the order they are checked.
-const REQUIRED_FIELDS: [&str; 7] = [
-    "companyApplyUrl",
-    "externalJobPostingId",
-    "jobPostingOperationType",
-    "description",
-    "title",
-    "listedAt",
-    "location",
-];
+/// LinkedIn's answer when `x-restli-method` is missing: without it the POST is not a batch_create.
+pub const NOT_ENOUGH_PERMISSIONS_MESSAGE: &str =
+    "Not enough permissions to access: POST /simpleJobPostings";
 
-/// Fields that must be JSON strings when present (`externalJobPostingId` is checked for the
-/// whole request, since LinkedIn answers a wrong type there with a 500).
-const STRING_FIELDS: [&str; 5] = [
-    "title",
-    "description",
-    "location",
-    "companyApplyUrl",
-    "contract",
-];
-
-const OPERATION_TYPES: [&str; 4] = ["CREATE", "UPDATE", "RENEW", "CLOSE"];
+/// LinkedIn's answer to a POST whose `x-restli-method` names another method: Rest.li then reads
+/// the body as one entity, whose `elements` field is not one it knows.
+pub const UNPERMITTED_FIELDS_MESSAGE: &str = "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]";
 
 pub(crate) async fn batch_create_v2(
     State(state): State<Arc<SandboxState>>,
@@ -84,7 +66,8 @@ async fn batch_create(
     response
 }
 
-/// The answer to one batch_create request; `Err` holds a whole-request refusal.
+/// The answer to one batch_create request; `Err` holds a whole-request refusal. The decision is
+/// [`super::judge::judge`]'s; this only puts the gate, faults and parsing in front of it.
 async fn answer_batch_create(
     state: &SandboxState,
     family: ApiFamily,
@@ -92,7 +75,7 @@ async fn answer_batch_create(
     body: &[u8],
 ) -> Result<Response, LinkedInError> {
     wait_latency(state).await?;
-    check_version_header(state, family, headers)?;
+    check_version_header(state, family, headers, utc_now())?;
     check_bearer_token(state, headers)?;
     check_restli_method(headers)?;
 
@@ -105,12 +88,7 @@ async fn answer_batch_create(
         return Ok(answer_with_fault(state, fault, element_count).await);
     }
     let elements = elements?;
-    check_whole_request(state, &elements)?;
-
-    let entries: Vec<Value> = elements
-        .iter()
-        .map(|element| answer_element(state, element))
-        .collect();
+    let entries = state.answer_elements(&elements, utc_now().day_number)?;
     Ok(json_response(StatusCode::OK, json!({"elements": entries})))
 }
 
@@ -119,14 +97,13 @@ fn check_restli_method(headers: &HeaderMap) -> Result<(), LinkedInError> {
     let method = headers
         .get("x-restli-method")
         .and_then(|value| value.to_str().ok());
-    if method == Some("batch_create") {
-        return Ok(());
-    }
+    let message = match method {
+        Some("batch_create") => return Ok(()),
+        None => NOT_ENOUGH_PERMISSIONS_MESSAGE,
+        Some(_) => UNPERMITTED_FIELDS_MESSAGE,
+    };
     tracing::debug!(status = 403, ?method, "x-restli-method is not batch_create");
-    Err(LinkedInError::new(
-        StatusCode::FORBIDDEN,
-        "Not enough permissions to access: POST /simpleJobPostings",
-    ))
+    Err(LinkedInError::new(StatusCode::FORBIDDEN, message))
 }
 
 /// The request's elements, each a JSON object.
@@ -156,145 +133,6 @@ fn parse_elements(body: &[u8]) -> Result<Vec<Map<String, Value>>, LinkedInError>
             ))),
         })
         .collect()
-}
-
-/// The checks whose failure LinkedIn answers for the request as a whole, not per element.
-fn check_whole_request(
-    state: &SandboxState,
-    elements: &[Map<String, Value>],
-) -> Result<(), LinkedInError> {
-    if elements.len() > MAX_ELEMENTS_PER_REQUEST {
-        tracing::debug!(status = 400, elements = elements.len(), "too many elements");
-        return Err(LinkedInError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Too many elements: {}. A batch_create request may hold at most {MAX_ELEMENTS_PER_REQUEST} elements.",
-                elements.len()
-            ),
-        ));
-    }
-
-    // Documented: a wrongly typed externalJobPostingId (e.g. a number) poisons the whole
-    // request with a 500 rather than a per-element 422.
-    let poison_prefix = state.poison_prefix();
-    let poisoned = elements.iter().any(|element| {
-        let id = element.get("externalJobPostingId");
-        id.is_some_and(|id| !id.is_string())
-            || poison_prefix.as_deref().is_some_and(|prefix| {
-                id.and_then(Value::as_str)
-                    .is_some_and(|id| id.starts_with(prefix))
-            })
-    });
-    if poisoned {
-        tracing::debug!(status = 500, "externalJobPostingId that is not a string");
-        return Err(LinkedInError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal Server Error",
-        ));
-    }
-
-    let forbidden_contract = elements
-        .iter()
-        .filter_map(|element| element.get("contract").and_then(Value::as_str))
-        .find(|contract| !state.config.allows_contract(contract));
-    if let Some(contract) = forbidden_contract {
-        tracing::debug!(status = 403, contract, "contract not allowed");
-        return Err(LinkedInError::new(
-            StatusCode::FORBIDDEN,
-            format!("Caller is not authorized to access the jobs for contract: {contract}"),
-        ));
-    }
-
-    let mut seen_ids = HashSet::new();
-    let duplicate_id = elements
-        .iter()
-        .filter_map(|element| element.get("externalJobPostingId").and_then(Value::as_str))
-        .find(|id| !seen_ids.insert(*id));
-    if let Some(id) = duplicate_id {
-        tracing::debug!(status = 400, external_job_posting_id = id, "duplicate id");
-        return Err(LinkedInError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Duplicate externalJobPostingId in one request: {id}"),
-        ));
-    }
-    Ok(())
-}
-
-/// The response entry for one element of an accepted request: a task (202) or a 422.
-fn answer_element(state: &SandboxState, element: &Map<String, Value>) -> Value {
-    match validate_element(element) {
-        Ok(posting) => {
-            let task_urn = state.accept_posting(posting.external_job_posting_id, posting.is_close);
-            state.record_element_status(202);
-            accepted_entry(&task_urn)
-        }
-        Err(message) => {
-            state.record_element_status(422);
-            json!({"error": {"message": message, "status": 422}, "status": 422})
-        }
-    }
-}
-
-fn accepted_entry(task_urn: &str) -> Value {
-    json!({
-        "id": task_urn,
-        "location": format!("/simpleJobPostings/{}", task_urn.replace(':', "%3A")),
-        "status": 202,
-    })
-}
-
-/// What the sandbox needs from an element that passed validation.
-struct ValidPosting<'a> {
-    external_job_posting_id: &'a str,
-    is_close: bool,
-}
-
-/// Checks one element like LinkedIn's schema validation; `Err` is the 422 message.
-fn validate_element(element: &Map<String, Value>) -> Result<ValidPosting<'_>, String> {
-    let is_premium = element.get("listingType").and_then(Value::as_str) == Some("PREMIUM");
-    let premium_fields = is_premium.then_some("contract");
-    if let Some(missing) = REQUIRED_FIELDS
-        .into_iter()
-        .chain(premium_fields)
-        .find(|field| !element.contains_key(*field))
-    {
-        return Err(format!(
-            "ERROR :: /{missing} :: field is required but not found and has no default value\n"
-        ));
-    }
-
-    let listed_at = &element["listedAt"];
-    if !(listed_at.is_i64() || listed_at.is_u64()) {
-        return Err(format!(
-            "ERROR :: /listedAt :: {listed_at} cannot be coerced to Long\n"
-        ));
-    }
-
-    for field in STRING_FIELDS {
-        if let Some(value) = element.get(field)
-            && !value.is_string()
-        {
-            return Err(format!(
-                "ERROR :: /{field} :: {value} cannot be coerced to String\n"
-            ));
-        }
-    }
-
-    let operation = &element["jobPostingOperationType"];
-    let Some(operation) = operation
-        .as_str()
-        .filter(|operation| OPERATION_TYPES.contains(operation))
-    else {
-        return Err(format!(
-            "ERROR :: /jobPostingOperationType :: {operation} is not an enum symbol\n"
-        ));
-    };
-
-    Ok(ValidPosting {
-        // Present and a string: the whole-request check refused anything else.
-        external_job_posting_id: element["externalJobPostingId"].as_str().unwrap_or_default(),
-        is_close: operation == "CLOSE",
-    })
 }
 
 /// The answer a scripted fault gives in place of processing the request. Faulted requests change
@@ -341,13 +179,14 @@ pub(crate) async fn answer_with_fault(
         Fault::WrongCount200 => {
             // Well-formed 202 entries, but for task URNs that were never recorded: a client that
             // guesses which element they belong to and polls them will find nothing.
+            let string_statuses = state.string_statuses();
             let entries: Vec<Value> = (1..element_count)
                 .map(|_| {
                     state.record_element_status(202);
-                    accepted_entry(&format!(
-                        "urn:li:simpleJobPostingTask:{}",
-                        uuid::Uuid::new_v4()
-                    ))
+                    accepted_entry(
+                        &format!("urn:li:simpleJobPostingTask:{}", uuid::Uuid::new_v4()),
+                        string_statuses,
+                    )
                 })
                 .collect();
             json_response(StatusCode::OK, json!({"elements": entries}))
@@ -358,6 +197,7 @@ pub(crate) async fn answer_with_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::judge::MAX_ELEMENTS_PER_REQUEST;
     use crate::sandbox::test_support::{
         access_token, close_element, http_client, post_batch, post_batch_with, start_default,
         start_with,
@@ -770,5 +610,271 @@ mod tests {
         assert_eq!((first.0, second.0), (200, 200));
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(sandbox.stats().max_concurrent_requests, 2);
+    }
+
+    #[tokio::test]
+    async fn a_job_closed_once_and_reclosed_twice_is_one_close_and_two_refusals() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(
+            (status, &answer["elements"][0]["status"]),
+            (200, &json!(202))
+        );
+        for _ in 0..2 {
+            let (status, answer, _) = post_batch(
+                &sandbox,
+                &token,
+                vec![close_element("B"), close_element("A")],
+            )
+            .await;
+            assert_eq!(status, 409);
+            assert_eq!(
+                answer,
+                json!({"message": "Cannot close job which is already closed or does not exist", "status": 409})
+            );
+        }
+        let stats = sandbox.stats();
+        assert_eq!(stats.closed.get("A"), Some(&1));
+        assert_eq!(stats.refused_closes.get("A"), Some(&2));
+        assert_eq!(
+            stats.closed.get("B"),
+            None,
+            "refused requests close nothing"
+        );
+        assert_eq!(stats.responses_by_status.get(&409), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn reclose_per_element_string_statuses_and_absent_jobs() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        sandbox.mark_absent(&["GONE"]);
+        sandbox.set_reclose_answer(crate::sandbox::RecloseAnswer::Element);
+        sandbox.set_string_statuses(true);
+        let (status, answer, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![
+                close_element("A"),
+                close_element("B"),
+                close_element("GONE"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let refused = json!({"error": {"message": "Cannot close job which is already closed or does not exist", "status": "409"}, "status": "409"});
+        assert_eq!(answer["elements"][0], refused);
+        assert_eq!(answer["elements"][1]["status"], "202");
+        assert_eq!(answer["elements"][2], refused);
+        let stats = sandbox.stats();
+        assert_eq!(stats.closed.get("B"), Some(&1));
+        assert_eq!(stats.refused_closes.get("A"), Some(&1));
+        assert_eq!(stats.refused_closes.get("GONE"), Some(&1));
+        assert_eq!(stats.element_statuses.get(&409), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn one_jobs_documented_faults_answer_the_whole_request() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut bad_url = close_element("bad-url");
+        bad_url["companyApplyUrl"] = json!("jobs.example.com/apply");
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), bad_url]).await;
+        assert_eq!(status, 400);
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("Invalid company apply url for job with externalPartnerId bad-url, taskUrn urn:li:simpleJobPostingTask:"),
+            "{message}"
+        );
+        let mut eight = close_element("eight");
+        eight["alternateLocations"] = json!(vec!["Berlin"; 8]);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![eight]).await;
+        assert_eq!(
+            (status, answer),
+            (
+                422,
+                json!({"message": "The job contains more than seven locations. Please ensure maximum seven locations per job", "status": 422})
+            )
+        );
+        let mut bad_enum = close_element("enum");
+        bad_enum["employmentStatus"] = json!("FULLTIME");
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![bad_enum]).await;
+        assert_eq!(status, 422);
+        assert_eq!(
+            answer["message"],
+            "ERROR :: /employmentStatus :: \"FULLTIME\" is not an enum symbol"
+        );
+        let mut two_types = close_element("two");
+        two_types["workplaceTypes"] = json!(["Remote", "On-site"]);
+        let (status, answer, _) = post_batch(&sandbox, &token, vec![two_types]).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], 400);
+        assert_eq!(
+            answer["elements"][0]["error"]["message"],
+            "The workplaceTypes field cannot have more than one value provided. Provided values [Remote, On-site]"
+        );
+        assert!(!sandbox.stats().closed.contains_key("A"));
+    }
+
+    #[tokio::test]
+    async fn the_daily_limit_answers_429_without_retry_after_once_reached() {
+        let sandbox = start_with(SandboxConfig {
+            daily_element_limit: Some(3),
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let (status, _, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("A"), close_element("B")],
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (status, _, _) = post_batch(
+            &sandbox,
+            &token,
+            vec![close_element("C"), close_element("D")],
+        )
+        .await;
+        assert_eq!(status, 200, "under the limit when it arrived");
+        for _ in 0..2 {
+            let (status, answer, headers) =
+                post_batch(&sandbox, &token, vec![close_element("E")]).await;
+            assert_eq!(status, 429);
+            assert_eq!(answer["status"], 429);
+            assert!(headers.get("retry-after").is_none());
+        }
+        sandbox.set_daily_element_limit(None);
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("E")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(sandbox.stats().closed.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn strict_mode_refuses_short_descriptions_per_element() {
+        let sandbox = start_with(SandboxConfig {
+            strict: true,
+            ..SandboxConfig::default()
+        })
+        .await;
+        let token = access_token(&sandbox).await;
+        let mut short = close_element("short");
+        short["description"] = json!("Filled.");
+        let (status, answer, _) =
+            post_batch(&sandbox, &token, vec![close_element("A"), short]).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["elements"][0]["status"], 202);
+        assert_eq!(answer["elements"][1]["status"], 422);
+        assert!(
+            answer["elements"][1]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("ERROR :: /description :: ")
+        );
+    }
+
+    #[tokio::test]
+    async fn outages_carry_linkedins_integration_and_contract_errors() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        for (fault, status, message) in [
+            (
+                Fault::not_enough_permissions(),
+                403,
+                "Not enough permissions to access: POST /simpleJobPostings",
+            ),
+            (
+                Fault::unpermitted_fields(),
+                403,
+                "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]",
+            ),
+            (
+                Fault::resource_does_not_exist(),
+                404,
+                "Resource simpleJobPostings does not exist",
+            ),
+            (
+                Fault::insufficient_job_slots("urn:li:contract:1"),
+                402,
+                "Insufficient job slots for contract = urn:li:contract:1 for purchase flow",
+            ),
+            (
+                Fault::insufficient_budget("urn:li:contract:1"),
+                402,
+                "Insufficient lifetime budget for contract: urn:li:contract:1",
+            ),
+            (
+                Fault::contract_not_authorized("urn:li:contract:1"),
+                403,
+                "Caller is not authorized to access the jobs for contract: urn:li:contract:1",
+            ),
+        ] {
+            sandbox.set_outage(Some(fault));
+            for _ in 0..2 {
+                let (got, answer, headers) =
+                    post_batch(&sandbox, &token, vec![close_element("A")]).await;
+                assert_eq!(
+                    (got, answer),
+                    (status, json!({"message": message, "status": status}))
+                );
+                assert!(headers.get("retry-after").is_none());
+            }
+        }
+        sandbox.set_outage(None);
+        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        assert_eq!(sandbox.stats().closed.get("A"), Some(&1));
+    }
+
+    #[tokio::test]
+    async fn another_restli_method_is_an_unpermitted_fields_403() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let response = http_client()
+            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
+            .bearer_auth(&token)
+            .header("x-restli-method", "create")
+            .json(&json!({"elements": [close_element("A")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 403);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["message"],
+            UNPERMITTED_FIELDS_MESSAGE
+        );
+    }
+
+    #[tokio::test]
+    async fn rest_versions_yyyymm_dot_nn_are_served_and_stale_ones_are_426() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
+        let (status, _, _) =
+            post_batch_with(&url, &token, Some("202508.02"), vec![close_element("A")]).await;
+        assert_eq!(status, 200);
+        let (status, answer, _) =
+            post_batch_with(&url, &token, Some("202312"), vec![close_element("B")]).await;
+        assert_eq!(status, 426);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("LinkedIn-Version")
+        );
+        let (status, answer, _) =
+            post_batch_with(&url, &token, Some("2025-04"), vec![close_element("B")]).await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("LinkedIn-Version")
+        );
+        assert_eq!(sandbox.stats().closed.len(), 1);
     }
 }

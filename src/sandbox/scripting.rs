@@ -34,6 +34,59 @@ pub enum Fault {
     WrongCount200,
 }
 
+impl Fault {
+    /// A whole-request failure with LinkedIn's body `{"message":..,"status":..}` and no
+    /// `Retry-After`.
+    pub fn linkedin(status: u16, message: impl Into<String>) -> Fault {
+        Fault::Status {
+            status,
+            retry_after_secs: None,
+            message: Some(message.into()),
+        }
+    }
+
+    /// 403 `Not enough permissions to access: POST /simpleJobPostings` (the integration lacks the
+    /// permission).
+    pub fn not_enough_permissions() -> Fault {
+        Fault::linkedin(403, super::postings::NOT_ENOUGH_PERMISSIONS_MESSAGE)
+    }
+
+    /// 403 `Unpermitted fields present in REQUEST_BODY: ... [/elements]` (the integration sends
+    /// the wrong Rest.li method).
+    pub fn unpermitted_fields() -> Fault {
+        Fault::linkedin(403, super::postings::UNPERMITTED_FIELDS_MESSAGE)
+    }
+
+    /// 404 `Resource simpleJobPostings does not exist` (the integration's URL is wrong).
+    pub fn resource_does_not_exist() -> Fault {
+        Fault::linkedin(404, "Resource simpleJobPostings does not exist")
+    }
+
+    /// 402 `Insufficient job slots for contract = {contract} for purchase flow`.
+    pub fn insufficient_job_slots(contract: &str) -> Fault {
+        Fault::linkedin(
+            402,
+            format!("Insufficient job slots for contract = {contract} for purchase flow"),
+        )
+    }
+
+    /// 402 `Insufficient lifetime budget for contract: {contract}`.
+    pub fn insufficient_budget(contract: &str) -> Fault {
+        Fault::linkedin(
+            402,
+            format!("Insufficient lifetime budget for contract: {contract}"),
+        )
+    }
+
+    /// 403 `Caller is not authorized to access the jobs for contract: {contract}`.
+    pub fn contract_not_authorized(contract: &str) -> Fault {
+        Fault::linkedin(
+            403,
+            format!("Caller is not authorized to access the jobs for contract: {contract}"),
+        )
+    }
+}
+
 /// The task statuses LinkedIn documents for simpleJobPostingTasks.
 pub(crate) const TASK_STATUSES: [&str; 4] = ["SUCCEEDED", "FAILED", "IN_PROGRESS", "PROCESSED"];
 
@@ -47,12 +100,31 @@ pub struct TaskRule {
     pub status: String,
     #[serde(rename = "after_ms", with = "duration_as_millis")]
     pub after: Duration,
-    /// The `errorMessage` of a `FAILED` task; a generic one is used when absent.
+    /// The `errorMessage` of a `FAILED` task (a generic one is used when absent) or of a
+    /// `PROCESSED` one ("processed by LinkedIn but also failed payload validation"; without it,
+    /// `PROCESSED` means processed successfully).
     #[serde(default)]
     pub error_message: Option<String>,
 }
 
 impl TaskRule {
+    /// `PROCESSED` after `after`, without `errorMessage`: processed successfully.
+    pub fn processed(after: Duration) -> TaskRule {
+        TaskRule {
+            status: "PROCESSED".to_owned(),
+            after,
+            error_message: None,
+        }
+    }
+
+    /// `PROCESSED` after `after`, with `errorMessage`: processed, but failed payload validation.
+    pub fn processed_with_error(after: Duration, error_message: impl Into<String>) -> TaskRule {
+        TaskRule {
+            error_message: Some(error_message.into()),
+            ..TaskRule::processed(after)
+        }
+    }
+
     /// The rule every task follows unless a prefix rule matches it.
     pub(crate) fn default_success(task_delay: Duration) -> TaskRule {
         TaskRule {

@@ -2,7 +2,7 @@
 //! faults and rules, and the [`Stats`] tests assert on. All of it sits behind one mutex that is
 //! never held across an `.await`, so each handler sees and changes it atomically.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,7 +11,12 @@ use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use axum::http::StatusCode;
+use serde_json::{Map, Value, json};
+
+use super::api_gate::LinkedInError;
 use super::config::SandboxConfig;
+use super::judge::{Entry, Operation, RecloseAnswer, Situation, Verdict, judge};
 use super::scripting::{Fault, TaskRule};
 
 /// Length of issued access tokens; long enough that guessing one is hopeless.
@@ -31,8 +36,14 @@ pub struct Stats {
     pub request_sizes: Vec<usize>,
     /// HTTP status of each simpleJobPostings answer.
     pub responses_by_status: BTreeMap<u16, u64>,
-    /// externalJobPostingId -> number of CLOSE elements accepted (per-element 202).
+    /// externalJobPostingId -> number of CLOSE elements accepted (per-element 202). A job is
+    /// closed once: re-closes are refused with a 409 and counted in `refused_closes` instead.
     pub closed: BTreeMap<String, u64>,
+    /// externalJobPostingId -> CLOSE elements refused with LinkedIn's 409 "Cannot close job which
+    /// is already closed or does not exist" (a re-close, or a job marked absent), whether the 409
+    /// answered the whole request or just that element.
+    #[serde(default)]
+    pub refused_closes: BTreeMap<String, u64>,
     /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...), including the
     /// entries of a [`super::Fault::WrongCount200`] answer.
     pub element_statuses: BTreeMap<u16, u64>,
@@ -99,6 +110,19 @@ struct Memory {
     /// externalJobPostingId -> the LinkedIn job posting number it was given, so re-posting the
     /// same job (as closing does) refers to the same `urn:li:jobPosting`.
     job_posting_numbers: HashMap<String, u64>,
+    /// Jobs this sandbox closed; a CLOSE of one of them is refused with a 409. LinkedIn's state:
+    /// `reset` keeps it. A CREATE or RENEW opens the job again.
+    closed_jobs: HashSet<String>,
+    /// Jobs marked as not existing ([`super::Sandbox::mark_absent`]): a CLOSE gets the 409.
+    absent_jobs: HashSet<String>,
+    reclose_answer: RecloseAnswer,
+    /// Entries' `status` and `error.status` as numeric strings.
+    string_statuses: bool,
+    /// Elements accepted per UTC day before every posting request is a 429.
+    daily_element_limit: Option<u64>,
+    /// The UTC day (days since the Unix epoch) `accepted_today` counts, and its count.
+    accepted_day: u64,
+    accepted_today: u64,
 }
 
 /// One simpleJobPostings request being handled; counts towards the concurrency statistic until
@@ -115,11 +139,15 @@ impl Drop for InFlightPosting<'_> {
 
 impl SandboxState {
     pub fn new(config: SandboxConfig) -> SandboxState {
+        let memory = Memory {
+            daily_element_limit: config.daily_element_limit,
+            ..Memory::default()
+        };
         SandboxState {
             config,
             shutdown: CancellationToken::new(),
             postings_in_flight: AtomicUsize::new(0),
-            memory: Mutex::new(Memory::default()),
+            memory: Mutex::new(memory),
         }
     }
 
@@ -145,6 +173,10 @@ impl SandboxState {
         memory.poison_prefix = None;
         memory.token_outage = None;
         memory.task_rules.clear();
+        memory.absent_jobs.clear();
+        memory.reclose_answer = RecloseAnswer::default();
+        memory.string_statuses = false;
+        memory.daily_element_limit = self.config.daily_element_limit;
     }
 
     // --- token endpoint ---
@@ -250,10 +282,6 @@ impl SandboxState {
         self.memory().poison_prefix = prefix;
     }
 
-    pub fn poison_prefix(&self) -> Option<String> {
-        self.memory().poison_prefix.clone()
-    }
-
     /// The fault this request gets: the next scripted one (used up), else the outage, if any.
     pub fn take_fault(&self) -> Option<Fault> {
         let mut memory = self.memory();
@@ -264,33 +292,84 @@ impl SandboxState {
     }
 
     /// Records an accepted posting (a per-element 202) and returns its task URN.
+    #[cfg(test)]
     pub fn accept_posting(&self, external_job_posting_id: &str, is_close: bool) -> String {
-        let task_urn = format!("urn:li:simpleJobPostingTask:{}", uuid::Uuid::new_v4());
-        let mut memory = self.memory();
-        let rule = memory
-            .task_rule_for(external_job_posting_id)
-            .unwrap_or_else(|| TaskRule::default_success(self.config.task_delay));
-        let job_posting_number = *memory
-            .job_posting_numbers
-            .entry(external_job_posting_id.to_owned())
-            .or_insert_with(|| rand::rng().random_range(1_000_000_000..10_000_000_000));
-        memory.tasks.insert(
-            task_urn.clone(),
-            PostingTask {
-                external_job_posting_id: external_job_posting_id.to_owned(),
-                job_posting_urn: format!("urn:li:jobPosting:{job_posting_number}"),
-                accepted_at: Instant::now(),
-                rule,
-            },
-        );
-        if is_close {
-            *memory
-                .stats
-                .closed
-                .entry(external_job_posting_id.to_owned())
-                .or_default() += 1;
+        let operation = if is_close {
+            Operation::Close
+        } else {
+            Operation::Create
+        };
+        self.memory()
+            .accept_posting(&self.config, external_job_posting_id, operation)
+    }
+
+    pub fn mark_absent(&self, external_job_posting_ids: impl IntoIterator<Item = String>) {
+        self.memory().absent_jobs.extend(external_job_posting_ids);
+    }
+
+    pub fn set_reclose_answer(&self, answer: RecloseAnswer) {
+        self.memory().reclose_answer = answer;
+    }
+
+    pub fn set_string_statuses(&self, as_strings: bool) {
+        self.memory().string_statuses = as_strings;
+    }
+
+    pub fn string_statuses(&self) -> bool {
+        self.memory().string_statuses
+    }
+
+    pub fn set_daily_element_limit(&self, limit: Option<u64>) {
+        self.memory().daily_element_limit = limit;
+    }
+
+    /// Answers the elements of a request that passed the gate and carried no scripted fault:
+    /// the daily limit, then [`judge`], then what the verdict changes (tasks, closed jobs, stats).
+    /// One lock for all of it, so two requests closing the same job cannot both be accepted.
+    /// `Ok` holds the response entries in request order; `Err` refuses the whole request.
+    pub fn answer_elements(
+        &self,
+        elements: &[Map<String, Value>],
+        utc_day: u64,
+    ) -> Result<Vec<Value>, LinkedInError> {
+        let refused_task_urn = new_task_urn();
+        let mut guard = self.memory();
+        let memory = &mut *guard;
+        if memory.accepted_day != utc_day {
+            memory.accepted_day = utc_day;
+            memory.accepted_today = 0;
         }
-        task_urn
+        if let Some(limit) = memory.daily_element_limit
+            && memory.accepted_today >= limit
+        {
+            return Err(LinkedInError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                DAILY_LIMIT_MESSAGE,
+            ));
+        }
+        let situation = Situation {
+            config: &self.config,
+            poison_prefix: memory.poison_prefix.as_deref(),
+            reclose_answer: memory.reclose_answer,
+            closed: &memory.closed_jobs,
+            absent: &memory.absent_jobs,
+            refused_task_urn: &refused_task_urn,
+        };
+        match judge(elements, &situation) {
+            Verdict::Refused {
+                error,
+                refused_closes,
+            } => {
+                for external_id in refused_closes {
+                    memory.count_refused_close(external_id);
+                }
+                Err(error)
+            }
+            Verdict::Answered(entries) => Ok(entries
+                .into_iter()
+                .map(|entry| memory.record_entry(&self.config, entry))
+                .collect()),
+        }
     }
 
     // --- simpleJobPostingTasks ---
@@ -340,7 +419,116 @@ impl SandboxState {
     }
 }
 
+/// LinkedIn's answer once an application's daily limit is spent (it resets at 00:00 UTC).
+pub(crate) const DAILY_LIMIT_MESSAGE: &str =
+    "Resource level throttle APPLICATION DAY limit for calls to this resource is reached.";
+
+fn new_task_urn() -> String {
+    format!("urn:li:simpleJobPostingTask:{}", uuid::Uuid::new_v4())
+}
+
+/// An entry's `status` (or `error.status`): a number, or with string statuses on, its digits as
+/// a string (LinkedIn's spec types them as strings; its samples show numbers).
+pub(crate) fn status_value(status: u16, as_string: bool) -> Value {
+    if as_string {
+        json!(status.to_string())
+    } else {
+        json!(status)
+    }
+}
+
+/// The entry of an accepted element: its task.
+pub(crate) fn accepted_entry(task_urn: &str, string_statuses: bool) -> Value {
+    json!({
+        "id": task_urn,
+        "location": format!("/simpleJobPostings/{}", task_urn.replace(':', "%3A")),
+        "status": status_value(202, string_statuses),
+    })
+}
+
+/// The entry of a refused element, in LinkedIn's shape.
+pub(crate) fn failed_entry(status: u16, message: &str, string_statuses: bool) -> Value {
+    let status = status_value(status, string_statuses);
+    json!({"error": {"message": message, "status": status}, "status": status})
+}
+
 impl Memory {
+    fn count_refused_close(&mut self, external_id: &str) {
+        *self
+            .stats
+            .refused_closes
+            .entry(external_id.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Records what one entry of an answered request changes and renders it.
+    fn record_entry(&mut self, config: &SandboxConfig, entry: Entry<'_>) -> Value {
+        match entry {
+            Entry::Accepted {
+                external_id,
+                operation,
+            } => {
+                let task_urn = self.accept_posting(config, external_id, operation);
+                *self.stats.element_statuses.entry(202).or_default() += 1;
+                accepted_entry(&task_urn, self.string_statuses)
+            }
+            Entry::Failed {
+                status,
+                message,
+                refused_close,
+            } => {
+                if let Some(external_id) = refused_close {
+                    self.count_refused_close(external_id);
+                }
+                *self.stats.element_statuses.entry(status).or_default() += 1;
+                failed_entry(status, &message, self.string_statuses)
+            }
+        }
+    }
+
+    /// Records an accepted posting: its task, the job's open or closed state, the day's count.
+    fn accept_posting(
+        &mut self,
+        config: &SandboxConfig,
+        external_job_posting_id: &str,
+        operation: Operation,
+    ) -> String {
+        let task_urn = new_task_urn();
+        let rule = self
+            .task_rule_for(external_job_posting_id)
+            .unwrap_or_else(|| TaskRule::default_success(config.task_delay));
+        let job_posting_number = *self
+            .job_posting_numbers
+            .entry(external_job_posting_id.to_owned())
+            .or_insert_with(|| rand::rng().random_range(1_000_000_000..10_000_000_000));
+        self.tasks.insert(
+            task_urn.clone(),
+            PostingTask {
+                external_job_posting_id: external_job_posting_id.to_owned(),
+                job_posting_urn: format!("urn:li:jobPosting:{job_posting_number}"),
+                accepted_at: Instant::now(),
+                rule,
+            },
+        );
+        self.accepted_today += 1;
+        match operation {
+            Operation::Close => {
+                self.closed_jobs.insert(external_job_posting_id.to_owned());
+                *self
+                    .stats
+                    .closed
+                    .entry(external_job_posting_id.to_owned())
+                    .or_default() += 1;
+            }
+            Operation::Create | Operation::Renew => {
+                self.closed_jobs.remove(external_job_posting_id);
+                self.absent_jobs.remove(external_job_posting_id);
+            }
+            Operation::Update => {}
+        }
+        task_urn
+    }
+
     /// The rule with the longest prefix of `external_job_posting_id`, if any.
     fn task_rule_for(&self, external_job_posting_id: &str) -> Option<TaskRule> {
         self.task_rules

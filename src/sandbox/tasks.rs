@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::api_gate::{
-    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response, wait_latency,
+    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response, utc_now,
+    wait_latency,
 };
 use super::postings::answer_with_fault;
 use super::scripting::Fault;
@@ -19,6 +20,12 @@ use super::state::{PostingTask, SandboxState};
 
 /// LinkedIn's documented limit on the query string of a task lookup.
 const MAX_QUERY_BYTES: usize = 4096;
+
+/// What every id of a task lookup must start with.
+const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
+
+/// LinkedIn's answer to a lookup holding an id that is not a task URN: the whole lookup is refused.
+pub const BAD_BATCH_KEY_MESSAGE: &str = "Batch key parameter value is invalid";
 
 pub(crate) async fn task_statuses_v2(
     State(state): State<Arc<SandboxState>>,
@@ -84,7 +91,7 @@ async fn answer_task_statuses(
             ),
         ));
     }
-    check_version_header(state, family, headers)?;
+    check_version_header(state, family, headers, utc_now())?;
     check_bearer_token(state, headers)?;
     let mut task_ids = task_ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
         LinkedInError::new(
@@ -92,6 +99,14 @@ async fn answer_task_statuses(
             "Expected one or more ids query parameters, e.g. ?ids=urn:li:simpleJobPostingTask:...",
         )
     })?;
+
+    if let Some(bad_id) = task_ids.iter().find(|id| !is_task_urn(id)) {
+        tracing::debug!(status = 400, task_id = %bad_id, "task lookup id is not a task URN");
+        return Err(LinkedInError::new(
+            StatusCode::BAD_REQUEST,
+            BAD_BATCH_KEY_MESSAGE,
+        ));
+    }
 
     match state.take_task_fault() {
         // A well-formed answer that forgets the last id asked about.
@@ -128,6 +143,12 @@ async fn answer_task_statuses(
     ))
 }
 
+/// Whether `id` is a `urn:li:simpleJobPostingTask:{id}` with an id.
+fn is_task_urn(id: &str) -> bool {
+    id.strip_prefix(TASK_URN_PREFIX)
+        .is_some_and(|rest| !rest.trim().is_empty())
+}
+
 fn task_result(task_id: &str, task: &PostingTask, now: Instant) -> Value {
     let status = task.status_after(now.saturating_duration_since(task.accepted_at));
     let mut result = json!({
@@ -136,6 +157,13 @@ fn task_result(task_id: &str, task: &PostingTask, now: Instant) -> Value {
         "jobPosting": task.job_posting_urn,
         "status": status,
     });
+    // PROCESSED carries an errorMessage only when the rule gives one ("processed by LinkedIn but
+    // also failed payload validation"); FAILED always does.
+    if status == "PROCESSED"
+        && let Some(message) = &task.rule.error_message
+    {
+        result["errorMessage"] = json!(message);
+    }
     if status == "FAILED" {
         let message = task.rule.error_message.clone().unwrap_or_else(|| {
             format!(
@@ -345,5 +373,56 @@ mod tests {
         assert_eq!(with_version.status(), 200);
         let answer: Value = with_version.json().await.unwrap();
         assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
+    }
+
+    #[tokio::test]
+    async fn a_lookup_holding_an_id_that_is_not_a_task_urn_is_a_400() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        let mut task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
+        for bad in [
+            "JOB-1",
+            "urn:li:jobPosting:1",
+            "urn:li:simpleJobPostingTask:",
+        ] {
+            task_ids.push(bad.to_owned());
+            let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+            assert_eq!(
+                (status, answer),
+                (
+                    400,
+                    json!({"message": "Batch key parameter value is invalid", "status": 400})
+                ),
+                "{bad}"
+            );
+            task_ids.pop();
+        }
+        let (status, _) = query_tasks(&sandbox, &token, &task_ids).await;
+        assert_eq!(status, 200);
+    }
+
+    #[tokio::test]
+    async fn processed_tasks_with_and_without_an_error_message() {
+        let sandbox = start_default().await;
+        let token = access_token(&sandbox).await;
+        sandbox.set_task_rule("ok-", TaskRule::processed(Duration::ZERO));
+        sandbox.set_task_rule(
+            "bad-",
+            TaskRule::processed_with_error(
+                Duration::ZERO,
+                "The description length should be at least 100 characters",
+            ),
+        );
+        let task_ids = accepted_tasks(&sandbox, &token, &["ok-1", "bad-1"]).await;
+        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        let processed = &answer["results"][&task_ids[0]];
+        assert_eq!(processed["status"], "PROCESSED");
+        assert!(processed.get("errorMessage").is_none(), "{processed}");
+        let with_error = &answer["results"][&task_ids[1]];
+        assert_eq!(with_error["status"], "PROCESSED");
+        assert_eq!(
+            with_error["errorMessage"],
+            "The description length should be at least 100 characters"
+        );
     }
 }

@@ -43,15 +43,19 @@ pub(crate) async fn access_token(sandbox: &Sandbox) -> String {
     answer["access_token"].as_str().unwrap().to_owned()
 }
 
-/// A complete, valid premium CLOSE element for contract `urn:li:contract:1`.
+/// A description of the spec's minimum length, so the sandbox's own tests pass in strict mode too.
+pub(crate) const DESCRIPTION: &str = "We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.";
+
+/// A complete, valid premium CLOSE element for contract `urn:li:contract:1`, conformant to the
+/// spec (absolute https apply URL, description of 100+ characters, a company context).
 pub(crate) fn close_element(external_job_posting_id: &str) -> Value {
     json!({
         "listingType": "PREMIUM",
-        "companyApplyUrl": "https://jobs.example.com/apply",
+        "companyApplyUrl": format!("https://jobs.example.com/apply/{external_job_posting_id}"),
         "contract": "urn:li:contract:1",
         "industries": ["urn:li:industry:55"],
         "externalJobPostingId": external_job_posting_id,
-        "description": "A job that is being closed.",
+        "description": DESCRIPTION,
         "listedAt": 1_700_000_000_000_u64,
         "title": format!("Job {external_job_posting_id}"),
         "integrationContext": "urn:li:organization:2",

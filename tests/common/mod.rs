@@ -294,12 +294,17 @@ fn headers_json(headers: &Option<FieldTable>) -> BTreeMap<String, AMQPValue> {
         .unwrap_or_default()
 }
 
-/// A complete close request for job `id`.
+/// A job description of LinkedIn's minimum length (100 to 25,000 characters), so that no test passes
+/// only because the sandbox is more lenient than LinkedIn.
+pub const DESCRIPTION: &str = "We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.";
+
+/// A complete close request for job `id`, as LinkedIn's spec wants every field: an absolute https
+/// `companyApplyUrl`, a description of 100+ characters, a short title, `listedAt` in epoch ms.
 pub fn job(id: &str) -> Value {
     json!({
         "companyApplyUrl": format!("https://jobs.example.com/{id}"),
         "externalJobPostingId": id,
-        "description": "A job that has been filled.",
+        "description": DESCRIPTION,
         "title": "Engineer",
         "listedAt": 1_700_000_000_000u64,
         "location": "San Francisco, California",
