@@ -122,59 +122,6 @@ fn without(env: &mut Vec<(String, String)>, name: &str) {
     env.retain(|(k, _)| k != name);
 }
 
-/// The address the worker's metrics listener bound (METRICS_ADDR=127.0.0.1:0 picks a free port),
-/// read from its "Serving /healthz" log line.
-async fn metrics_base(worker: &WorkerProcess) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = worker.log_text();
-        let base = log
-            .lines()
-            .find(|line| line.contains("Serving /healthz"))
-            .and_then(|line| {
-                let at = line.find("addr")?;
-                line[at..]
-                    .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                    .find(|part| part.contains(':') && part.len() > 8)
-                    .map(|addr| format!("http://{addr}"))
-            });
-        if let Some(base) = base {
-            return base;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never said where it serves /metrics:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_default())
-        }
-        Err(_) => (0, String::new()),
-    }
-}
-
-/// One series' value from Prometheus text, e.g. `job_closer_requests_total{outcome="answered"}`.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok())?
-        })
-}
-
-async fn metrics_of(base: &str) -> String {
-    let (status, text) = get(&format!("{base}/metrics")).await;
-    assert_eq!(status, 200, "/metrics answered {status}");
-    text
-}
-
 async fn wait_ready(base: &str) {
     eventually(Duration::from_secs(15), "/readyz 200", || async {
         get(&format!("{base}/readyz")).await.0 == 200

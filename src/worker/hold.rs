@@ -8,7 +8,7 @@
 //! until LinkedIn answers it as a request again; every other sender gives its elements back. The
 //! session loop watches the hold: it stops consuming, gives back what is batched, and `/readyz` turns
 //! 503 with `job_closer_linkedin_blocked` at 1. One ERROR names the fault and the fix, at most once a
-//! minute. When the probe gets through, the hold opens and the worker carries on by itself.
+//! minute (and again when the fault changes). When the probe gets through, the hold opens and the worker carries on by itself.
 //! Rejected: a fixed-interval health probe of its own (a GET proves nothing about POST permissions,
 //! and a synthetic close would close a real job).
 
@@ -27,7 +27,8 @@ pub const LOG_EVERY: Duration = Duration::from_secs(60);
 pub struct Hold {
     blocked: watch::Sender<bool>,
     probing: AtomicBool,
-    last_logged: Mutex<Option<Instant>>,
+    /// When the ERROR was last logged, and for which fault.
+    last_logged: Mutex<Option<(Instant, Failure)>>,
     gauge: Gauge,
 }
 
@@ -92,9 +93,12 @@ impl Hold {
         let now = Instant::now();
         let due = match self.last_logged.lock() {
             Ok(mut last) => {
-                let due = last.is_none_or(|at| now.duration_since(at) >= LOG_EVERY);
+                // Once a minute, and whenever the fault changes (a 403 window turning into 404s).
+                let due = last.as_ref().is_none_or(|(at, logged)| {
+                    now.duration_since(*at) >= LOG_EVERY || logged != failure
+                });
                 if due {
-                    *last = Some(now);
+                    *last = Some((now, failure.clone()));
                 }
                 due
             }

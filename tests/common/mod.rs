@@ -481,3 +481,65 @@ pub async fn count_stream(channel: &Channel, queue: &str, within: Duration) -> u
     .await;
     seen
 }
+
+/// The address the worker's metrics listener bound (METRICS_ADDR=127.0.0.1:0 picks a free port),
+/// read from its "Serving /healthz" log line.
+pub async fn metrics_base(worker: &WorkerProcess) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = worker.log_text();
+        let base = log
+            .lines()
+            .find(|line| line.contains("Serving /healthz"))
+            .and_then(|line| {
+                let at = line.find("addr")?;
+                line[at..]
+                    .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .find(|part| part.contains(':') && part.len() > 8)
+                    .map(|addr| format!("http://{addr}"))
+            });
+        if let Some(base) = base {
+            return base;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never said where it serves /metrics:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GETs a URL: its status and body (status 0 when nothing answered).
+pub async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// One series' value from Prometheus text, e.g. `job_closer_requests_total{outcome="answered"}`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
+}
+
+pub async fn metrics_of(base: &str) -> String {
+    let (status, text) = get(&format!("{base}/metrics")).await;
+    assert_eq!(status, 200, "/metrics answered {status}");
+    text
+}
+
+/// The worker's JSON log lines (LOG_FORMAT=json) whose message is `message`.
+pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == message)
+        .collect()
+}
