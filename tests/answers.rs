@@ -511,7 +511,14 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     const DUPLICATES: usize = DISTINCT / 50;
     let queues = Queues::new("quota").await;
     queues.declare().await;
-    let sandbox = sandbox_default().await;
+    // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
+    // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
+    // would be accepted-but-unacked at any moment — re-sent after the kill.
+    let sandbox = sandbox(SandboxConfig {
+        latency: Duration::from_millis(150),
+        ..SandboxConfig::default()
+    })
+    .await;
     let all = ids("quota", DISTINCT);
     // A duplicate follows its original by 1 to 300 messages (a producer's retry), spread evenly.
     let mut order: Vec<String> = all.clone();
@@ -569,6 +576,20 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         order.len(),
         stats.request_sizes.len()
     );
+    for (name, log) in [
+        ("first", worker.log_text()),
+        ("restarted", restarted.log_text()),
+    ] {
+        let splits: Vec<String> = log_events(
+            &log,
+            "Splitting the request to isolate the element at fault.",
+        )
+        .iter()
+        .map(|e| format!("{}:{}", e["elements"], e["into"]))
+        .collect();
+        let known = log_events(&log, "Already closed.").len();
+        println!("quota: {name} worker: {known} already closed, splits {splits:?}");
+    }
     let closed: BTreeSet<&String> = stats.closed.keys().collect();
     assert_eq!(closed.len(), DISTINCT, "nothing lost");
     assert!(stats.closed.values().all(|n| *n == 1));

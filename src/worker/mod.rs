@@ -428,10 +428,13 @@ impl Worker {
         match close_request::validate(&delivery.data) {
             Ok(request) => {
                 let external_id = IdKey::of(&request.external_id);
-                let (in_hand, elsewhere) = self.shared.recent.hold(&request.external_id);
+                let (in_hand, suspect) = self
+                    .shared
+                    .recent
+                    .hold(&request.external_id, delivery.redelivered);
                 let key = BatchKey {
                     contract: request.contract.clone(),
-                    suspect: delivery.redelivered || elsewhere,
+                    suspect,
                 };
                 let replayed = is_replayed(&delivery);
                 batcher.push(
@@ -461,10 +464,23 @@ impl Worker {
         session: &SessionHandle,
         tracker: &TaskTracker,
     ) {
+        if batch.key.suspect {
+            // Likely re-closes: one request each, after any first delivery of the same id, so
+            // that a 409 costs one element and an accepted original costs none.
+            for item in batch.items {
+                let group = Group {
+                    items: vec![item],
+                    retry: self.shared.retry.new_state(),
+                    suspect: true,
+                };
+                tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
+            }
+            return;
+        }
         let group = Group {
             items: batch.items,
             retry: self.shared.retry.new_state(),
-            suspect: batch.key.suspect,
+            suspect: false,
         };
         tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
     }

@@ -18,6 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How long an accepted id is remembered.
@@ -32,8 +33,14 @@ struct Inner {
     accepted: HashMap<Arc<str>, (Instant, u64)>,
     order: VecDeque<(Instant, u64, Arc<str>)>,
     sequence: u64,
-    /// Deliveries in hand per id.
-    in_hand: HashMap<Arc<str>, u32>,
+    /// Deliveries in hand per id: all of them, and the first deliveries among them.
+    in_hand: HashMap<Arc<str>, Holders>,
+}
+
+#[derive(Default)]
+struct Holders {
+    all: u32,
+    fresh: u32,
 }
 
 /// Recent closes of one worker (shared by its sessions).
@@ -41,6 +48,8 @@ pub struct Recent {
     ttl: Duration,
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Woken whenever a delivery is released.
+    released: Notify,
 }
 
 impl Default for Recent {
@@ -55,6 +64,7 @@ impl Recent {
             ttl,
             capacity: capacity.max(1),
             inner: Mutex::new(Inner::default()),
+            released: Notify::new(),
         }
     }
 
@@ -130,21 +140,41 @@ impl Recent {
         }
     }
 
-    /// A delivery for `id` is in hand until the returned guard is dropped. Returns whether another
-    /// delivery for the same id was already in hand.
-    pub fn hold(self: &Arc<Self>, id: &str) -> (InHand, bool) {
+    /// A delivery for `id` is in hand until the returned guard is dropped. Returns whether it is
+    /// suspect: `redelivered`, or a duplicate of an id already in hand. A suspect delivery is not a
+    /// first delivery: it waits for those (see [`Recent::until_no_first_delivery`]).
+    pub fn hold(self: &Arc<Self>, id: &str, redelivered: bool) -> (InHand, bool) {
         let key: Arc<str> = Arc::from(id);
         let mut inner = self.lock();
-        let count = inner.in_hand.entry(key.clone()).or_insert(0);
-        let already = *count > 0;
-        *count += 1;
+        let holders = inner.in_hand.entry(key.clone()).or_default();
+        let suspect = redelivered || holders.all > 0;
+        holders.all += 1;
+        if !suspect {
+            holders.fresh += 1;
+        }
         (
             InHand {
                 recent: self.clone(),
                 id: key,
+                fresh: !suspect,
             },
-            already,
+            suspect,
         )
+    }
+
+    /// Waits until no first delivery of `id` is in hand: a duplicate goes after its original, so
+    /// that the original's acceptance settles it without a request.
+    pub async fn until_no_first_delivery(&self, id: &str) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let fresh = self.lock().in_hand.get(id).map_or(0, |h| h.fresh);
+            if fresh == 0 {
+                return;
+            }
+            released.await;
+        }
     }
 }
 
@@ -152,17 +182,24 @@ impl Recent {
 pub struct InHand {
     recent: Arc<Recent>,
     id: Arc<str>,
+    fresh: bool,
 }
 
 impl Drop for InHand {
     fn drop(&mut self) {
-        let mut inner = self.recent.lock();
-        if let Some(count) = inner.in_hand.get_mut(&self.id) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                inner.in_hand.remove(&self.id);
+        {
+            let mut inner = self.recent.lock();
+            if let Some(holders) = inner.in_hand.get_mut(&self.id) {
+                holders.all = holders.all.saturating_sub(1);
+                if self.fresh {
+                    holders.fresh = holders.fresh.saturating_sub(1);
+                }
+                if holders.all == 0 {
+                    inner.in_hand.remove(&self.id);
+                }
             }
         }
+        self.recent.released.notify_waiters();
     }
 }
 
@@ -222,13 +259,37 @@ mod tests {
     #[test]
     fn ids_in_hand_are_counted_until_released() {
         let recent = Arc::new(Recent::default());
-        let (first, already) = recent.hold("J-1");
-        assert!(!already);
-        let (second, already) = recent.hold("J-1");
-        assert!(already);
+        let (first, suspect) = recent.hold("J-1", false);
+        assert!(!suspect);
+        let (second, suspect) = recent.hold("J-1", false);
+        assert!(suspect, "a duplicate of an id in hand");
         drop(first);
         drop(second);
-        let (_third, already) = recent.hold("J-1");
-        assert!(!already, "released when both were dropped");
+        let (_third, suspect) = recent.hold("J-1", false);
+        assert!(!suspect, "released when both were dropped");
+        let (_redelivered, suspect) = recent.hold("J-2", true);
+        assert!(suspect);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_waits_for_its_first_delivery_only() {
+        let recent = Arc::new(Recent::default());
+        let (first, _) = recent.hold("J-1", false);
+        let (_duplicate, _) = recent.hold("J-1", false);
+        let (_other_duplicate, _) = recent.hold("J-1", true);
+        let waiting = tokio::spawn({
+            let recent = recent.clone();
+            async move { recent.until_no_first_delivery("J-1").await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the original is in hand");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("released with the original, not with the other duplicates")
+            .unwrap();
+        // A redelivered id alone never waits.
+        let (_alone, _) = recent.hold("J-2", true);
+        recent.until_no_first_delivery("J-2").await;
     }
 }

@@ -1,5 +1,6 @@
-//! Sending one group of elements until every element in it is settled: a small loop over
-//! [`attempt`] (rate limit, token, permit, request) and [`decide_close`] (what the answer means),
+//! Sending one group of elements until every element in it is settled: a small loop over an
+//! attempt ([`prepare`] — rate limit, token, permit — then the request) and [`decide_close`] (what
+//! the answer means),
 //! carrying out each step — settle, resend, split, hold, wait.
 //!
 //! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
@@ -8,7 +9,7 @@
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
 
-use super::attempt::{Attempted, Request, attempt, wait};
+use super::attempt::{NotReady, Request, prepare, wait};
 use super::decide::{Settlement, State, Step, decide_close};
 use super::settle::Settler;
 use super::{Item, Shared};
@@ -82,6 +83,19 @@ pub fn process(
         let policy = shared.retry;
         // This group's task probes a blocked integration with its first element.
         let mut probing = false;
+        if suspect {
+            // A duplicate goes after its original: once that is accepted, this costs no request.
+            let originals = futures_util::future::join_all(items.iter().map(|item| {
+                shared
+                    .recent
+                    .until_no_first_delivery(&item.request.external_id)
+            }));
+            tokio::select! {
+                biased;
+                _ = originals => {}
+                _ = session.stop.cancelled() => return give_back_all(&session, &items).await,
+            }
+        }
         loop {
             items = settle_known(&shared, &session, items).await;
             if items.is_empty() {
@@ -96,31 +110,15 @@ pub fn process(
             let request = Request::Close {
                 elements: items.len() as u32,
             };
-            let attempted = attempt(
-                &shared,
-                &session.stop,
-                request,
-                &mut retry.attempts,
-                |token| {
-                    let (shared, items) = (&shared, &items);
-                    async move {
-                        shared
-                            .linkedin
-                            .close_batch(&token, items.iter().map(|i| &i.request.element))
-                            .await
-                    }
-                },
-            )
-            .await;
-            let (token, outcome) = match attempted {
-                Attempted::Answered { token, answer } => (token, answer),
-                Attempted::Stopped => {
+            let ready = match prepare(&shared, &session.stop, request).await {
+                Ok(ready) => ready,
+                Err(NotReady::Stopped) => {
                     if probing {
                         shared.hold.stop_probing();
                     }
                     return give_back_all(&session, &items).await;
                 }
-                Attempted::NoToken(error) => {
+                Err(NotReady::NoToken(error)) => {
                     let delay = policy.on_wait(&mut retry, None);
                     error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items), "No LinkedIn token; retrying.");
                     if !wait(&session.stop, delay).await {
@@ -132,6 +130,28 @@ pub fn process(
                     continue;
                 }
             };
+            // Waiting for the limit and a permit can take a while: a duplicate's original may have
+            // been accepted meanwhile.
+            items = settle_known(&shared, &session, items).await;
+            if items.is_empty() {
+                continue;
+            }
+            let request = Request::Close {
+                elements: items.len() as u32,
+            };
+            let outcome = ready
+                .send(&shared, request, &mut retry.attempts, |token| {
+                    let (shared, items) = (&shared, &items);
+                    async move {
+                        shared
+                            .linkedin
+                            .close_batch(&token, items.iter().map(|i| &i.request.element))
+                            .await
+                    }
+                })
+                .await;
+            let token = ready.token.clone();
+            drop(ready);
             shared.metrics.request(outcome_label(&outcome));
             if !matches!(outcome, RequestOutcome::Throttled { .. }) {
                 shared.limiter.not_throttled();
