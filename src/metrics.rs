@@ -46,6 +46,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "throttled",
     "transient",
     "rejected",
+    "blocked",
 ];
 
 /// A heartbeat older than this means the worker's loops have stopped turning.
