@@ -4,8 +4,8 @@
 //! element, in request order, each with its own status. The request level is not only about the
 //! request: LinkedIn reports many single-job faults (an invalid apply URL, a re-close, a bad enum, eight
 //! locations) as the status of the whole request. So a request-level verdict says *whose* fault it is —
-//! one job's ([`RequestOutcome::ElementFault`]), the contract's ([`RequestOutcome::BatchFault`]) or the
-//! integration's ([`RequestOutcome::IntegrationFault`]) — and [`crate::worker::decide`] turns that into
+//! one job's ([`Outcome::ElementFault`]), the contract's ([`Outcome::BatchFault`]) or the
+//! integration's ([`Outcome::IntegrationFault`]) — and [`crate::worker::decide`] turns that into
 //! what happens to each element. Treating every request-level 4xx as everyone's fault (the first
 //! design) dead-lettered 99 good closes with another job's message. Nothing here sleeps, sends or acks.
 //!
@@ -57,11 +57,12 @@ impl ElementOutcome {
     }
 }
 
-/// The verdict for a whole request.
+/// The verdict for a whole request, whatever was asked: `A` is the answer for every element (a
+/// close's entries; a task lookup's statuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestOutcome {
-    /// Every element has its own verdict, in request order.
-    Answered(Vec<ElementOutcome>),
+pub enum Outcome<A> {
+    /// Every element has its own verdict.
+    Answered(A),
     /// 401: get a new token and resend; never the message's fault.
     RefreshToken(Failure),
     /// 429: slow the whole worker down; never the message's fault.
@@ -84,6 +85,9 @@ pub enum RequestOutcome {
     /// 426, or a 400 naming `LinkedIn-Version`: the integration is broken, not any message.
     IntegrationFault(Failure),
 }
+
+/// The verdict for a `batch_create`: entries in request order.
+pub type RequestOutcome = Outcome<Vec<ElementOutcome>>;
 
 /// An HTTP answer as far as classification cares.
 #[derive(Clone, Copy, Debug)]

@@ -14,9 +14,8 @@
 //! known (the first design) re-checked such closes for a day and then called them `task-unknown`.
 
 use crate::linkedin::LinkedInClient;
-use crate::linkedin::classify::{Failure, failure_from_body, parse_retry_after};
+use crate::linkedin::classify::{Failure, Outcome, failure_from_body, parse_retry_after};
 use crate::linkedin::token::{AccessToken, describe_transport_error};
-use crate::worker::decide::Outcome;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::SystemTime;

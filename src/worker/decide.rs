@@ -22,52 +22,7 @@ use tokio::time::Instant;
 /// request a 500).
 pub const SPLIT_AFTER: u32 = 2;
 
-/// A request-level answer, whatever was asked: `A` is the answer for every element.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome<A> {
-    Answered(A),
-    RefreshToken(Failure),
-    Throttled {
-        retry_after: Option<Duration>,
-        failure: Failure,
-    },
-    Retry {
-        retry_after: Option<Duration>,
-        failure: Failure,
-    },
-    /// One element's fault, reported for the whole request (it may name the element).
-    ElementFault(Failure),
-    /// Every element's fault (a contract's).
-    BatchFault(Failure),
-    /// Nobody's message is at fault: the integration is broken.
-    IntegrationFault(Failure),
-}
-
-impl From<RequestOutcome> for Outcome<Vec<ElementOutcome>> {
-    fn from(outcome: RequestOutcome) -> Self {
-        match outcome {
-            RequestOutcome::Answered(verdicts) => Outcome::Answered(verdicts),
-            RequestOutcome::RefreshToken(failure) => Outcome::RefreshToken(failure),
-            RequestOutcome::Throttled {
-                retry_after,
-                failure,
-            } => Outcome::Throttled {
-                retry_after,
-                failure,
-            },
-            RequestOutcome::Retry {
-                retry_after,
-                failure,
-            } => Outcome::Retry {
-                retry_after,
-                failure,
-            },
-            RequestOutcome::ElementFault(failure) => Outcome::ElementFault(failure),
-            RequestOutcome::BatchFault(failure) => Outcome::BatchFault(failure),
-            RequestOutcome::IntegrationFault(failure) => Outcome::IntegrationFault(failure),
-        }
-    }
-}
+pub use crate::linkedin::classify::Outcome;
 
 /// What happens next to a group of `n` elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -234,7 +189,7 @@ pub fn decide_close(
         ElementOutcome::Retry(_) | ElementOutcome::Unauthorized(_) => None,
     };
     decide(
-        outcome.into(),
+        outcome,
         state,
         |verdicts: Vec<ElementOutcome>, state| answered_close(verdicts, state, settle_element),
         |failure| {

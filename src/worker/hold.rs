@@ -68,10 +68,14 @@ impl Hold {
         self.log(failure);
     }
 
-    /// The prober stopped (shutdown) without LinkedIn accepting: the next sender to meet the fault
-    /// probes.
+    /// The prober stopped without a verdict (shutdown, a lost session, or its element settled
+    /// otherwise): the hold opens quietly, so that consuming resumes and the next request finds out
+    /// whether the fault lasts — never a hold with nobody probing.
     pub fn stop_probing(&self) {
         self.probing.store(false, Ordering::SeqCst);
+        self.gauge.set(0);
+        self.blocked
+            .send_if_modified(|blocked| std::mem::replace(blocked, false));
     }
 
     /// LinkedIn answered the probe as a request again.
@@ -151,6 +155,8 @@ mod tests {
         assert!(changes.has_changed().unwrap());
         assert!(hold.block(&fault), "a new fault has a new prober");
         hold.stop_probing();
+        assert!(!hold.is_blocked(), "never a hold with nobody probing");
+        assert_eq!(gauge.get(), 0);
         assert!(hold.block(&fault));
     }
 
