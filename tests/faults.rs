@@ -46,7 +46,14 @@ fn closes(sandbox: &Sandbox, ids: &BTreeSet<String>) -> (usize, u64) {
         .iter()
         .filter(|id| stats.closed.contains_key(*id))
         .count();
-    let resent = stats.closed.values().map(|n| n.saturating_sub(1)).sum();
+    // A job is closed once; LinkedIn (and the sandbox) refuses a close it receives again with a
+    // 409, counted in `refused_closes`: those are the re-sent closes.
+    let resent = stats
+        .closed
+        .values()
+        .map(|n| n.saturating_sub(1))
+        .sum::<u64>()
+        + stats.refused_closes.values().sum::<u64>();
     (closed, resent)
 }
 
