@@ -293,6 +293,63 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
     queues.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing() {
+    let queues = Queues::new("version").await;
+    queues.declare().await;
+    let sandbox = sandbox_default().await;
+    let all = ids("version", 120);
+    queues
+        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
+        .await;
+    let mut env = env_for(&queues, &sandbox);
+    // Well-formed, long retired: LinkedIn answers 426 naming the header.
+    set(&mut env, "LINKEDIN_API_VERSION", "202001");
+    set(&mut env, "RETRY_MAX_MS", "300");
+    set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
+    let mut worker = spawn_worker(&env);
+    let base = metrics_base(&worker).await;
+    wait_for(
+        &worker,
+        SETTLE,
+        "held: blocked and everything given back",
+        || async {
+            let text = metrics_of(&base).await;
+            metric(&text, "job_closer_linkedin_blocked") == Some(1.0)
+                && queues.depth(&queues.close).await >= 119
+        },
+    )
+    .await;
+    // Well past the retry budget: still nothing dead-lettered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
+    assert_eq!(queues.depth(&queues.dead).await, 0);
+    assert!(sandbox.stats().closed.is_empty());
+    assert_eq!(
+        sandbox.stats().responses_by_status.get(&426).is_some(),
+        true
+    );
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let log = worker.log_text();
+    let error = log
+        .lines()
+        .find(|line| line.contains("LinkedIn refuses the integration itself"))
+        .expect("an ERROR naming the fault");
+    assert!(
+        error.contains("LINKEDIN_API_VERSION"),
+        "names the fix: {error}"
+    );
+    assert_eq!(
+        queues.depth(&queues.close).await,
+        120,
+        "everything back in the queue"
+    );
+    queues.cleanup().await;
+}
+
 fn task_rule(status: &str, error_message: Option<&str>) -> TaskRule {
     TaskRule {
         status: status.into(),
