@@ -15,6 +15,7 @@ use super::settle::Settler;
 use super::{Item, Shared};
 use crate::dead_letter::{Failure, Reason};
 use crate::linkedin::classify::{self, RequestOutcome};
+use crate::linkedin::token::AccessToken;
 use crate::retry::RetryState;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
@@ -68,6 +69,36 @@ fn outcome_label(outcome: &RequestOutcome) -> &'static str {
     }
 }
 
+/// A group on its way: its elements, its retry history, and whether it probes a hold.
+struct Sending {
+    shared: Arc<Shared>,
+    session: SessionHandle,
+    items: Vec<Item>,
+    retry: RetryState,
+    suspect: bool,
+    probing: bool,
+}
+
+/// How an attempt went, as far as the loop cares.
+enum Tried {
+    Answered {
+        token: AccessToken,
+        outcome: RequestOutcome,
+    },
+    /// Nothing sent; try again after this long.
+    Wait(Duration),
+    /// Nothing left to send.
+    Settled,
+    /// Stopped: give back what is left.
+    Stopped,
+}
+
+/// What the loop does after a step.
+enum Next {
+    Again(Duration),
+    Done,
+}
+
 /// Sends a group until all its elements are settled.
 pub fn process(
     shared: Arc<Shared>,
@@ -75,235 +106,273 @@ pub fn process(
     group: Group,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        let Group {
-            mut items,
-            mut retry,
-            suspect,
-        } = group;
-        let policy = shared.retry;
-        // This group's task probes a blocked integration with its first element.
-        let mut probing = false;
-        if suspect {
-            // A duplicate goes after its original: once that is accepted, this costs no request.
-            let originals = futures_util::future::join_all(items.iter().map(|item| {
-                shared
-                    .recent
-                    .until_no_first_delivery(&item.request.external_id)
-            }));
-            tokio::select! {
-                biased;
-                _ = originals => {}
-                _ = session.stop.cancelled() => return give_back_all(&session, &items).await,
-            }
+        let mut sending = Sending {
+            shared,
+            session,
+            items: group.items,
+            retry: group.retry,
+            suspect: group.suspect,
+            probing: false,
+        };
+        if sending.suspect && !sending.after_first_deliveries().await {
+            return sending.give_back().await;
         }
         loop {
-            items = settle_known(&shared, &session, items).await;
-            if items.is_empty() {
-                if probing {
-                    shared.hold.stop_probing();
+            let next = match sending.attempt().await {
+                Tried::Answered { token, outcome } => {
+                    let step = sending.decide(outcome);
+                    sending.carry_out(step, &token).await
                 }
-                return;
-            }
-            if shared.hold.is_blocked() && !probing {
-                return give_back_all(&session, &items).await;
-            }
-            let request = Request::Close {
-                elements: items.len() as u32,
+                Tried::Wait(delay) => Next::Again(delay),
+                Tried::Settled => Next::Done,
+                Tried::Stopped => return sending.give_back().await,
             };
-            let ready = match prepare(&shared, &session.stop, request).await {
-                Ok(ready) => ready,
-                Err(NotReady::Stopped) => {
-                    if probing {
-                        shared.hold.stop_probing();
-                    }
-                    return give_back_all(&session, &items).await;
-                }
-                Err(NotReady::NoToken(error)) => {
-                    let delay = policy.on_wait(&mut retry, None);
-                    error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items), "No LinkedIn token; retrying.");
-                    if !wait(&session.stop, delay).await {
-                        if probing {
-                            shared.hold.stop_probing();
-                        }
-                        return give_back_all(&session, &items).await;
-                    }
-                    continue;
-                }
-            };
-            // Waiting for the limit and a permit can take a while: a duplicate's original may have
-            // been accepted meanwhile.
-            items = settle_known(&shared, &session, items).await;
-            if items.is_empty() {
-                continue;
-            }
-            let request = Request::Close {
-                elements: items.len() as u32,
-            };
-            let outcome = ready
-                .send(&shared, request, &mut retry.attempts, |token| {
-                    let (shared, items) = (&shared, &items);
-                    async move {
-                        shared
-                            .linkedin
-                            .close_batch(&token, items.iter().map(|i| &i.request.element))
-                            .await
-                    }
-                })
-                .await;
-            let token = ready.token.clone();
-            drop(ready);
-            shared.metrics.request(outcome_label(&outcome));
-            if !matches!(outcome, RequestOutcome::Throttled { .. }) {
-                shared.limiter.not_throttled();
-            }
-            let got_through = matches!(
-                outcome,
-                RequestOutcome::Answered(_)
-                    | RequestOutcome::ElementFault(_)
-                    | RequestOutcome::BatchFault(_)
-            );
-            let step = {
-                let ids = ids(&items);
-                decide_close(
-                    outcome,
-                    State {
-                        policy: &policy,
-                        retry: &mut retry,
-                        now: Instant::now(),
-                        ids: &ids,
-                    },
-                    shared.already_closed,
-                )
-            };
-            if probing && got_through {
-                probing = false;
-                shared.hold.open();
-            }
-            let delay = match step {
-                Step::SettleEach(settlements) => {
-                    settle_each(
-                        &shared,
-                        &session,
-                        items.into_iter().zip(settlements).collect(),
-                    )
-                    .await;
-                    return;
-                }
-                Step::ResendWithout {
-                    settle,
-                    after,
-                    refresh_token,
-                    failure,
-                } => {
-                    if refresh_token {
-                        shared.linkedin.tokens.invalidate(&token).await;
-                    }
-                    items = settle_some(&shared, &session, items, settle).await;
-                    if let Some(failure) = &failure {
-                        log_retry(&shared, &items, failure, after);
-                    }
-                    after
-                }
-                Step::ResendAll {
-                    after,
-                    refresh_token,
-                    failure,
-                } => {
-                    if refresh_token {
-                        shared.linkedin.tokens.invalidate(&token).await;
-                        if !after.is_zero() {
-                            error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64, external_ids = ?ids(&items),
-                                "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
-                        }
-                    } else {
-                        log_retry(&shared, &items, &failure, after);
-                    }
-                    after
-                }
-                Step::Split {
-                    after,
-                    failure,
-                    one_job,
-                } => {
-                    if !wait(&session.stop, after).await {
-                        return give_back_all(&session, &items).await;
-                    }
-                    let singles = one_job && suspect;
-                    warn!(
-                        status = failure.status,
-                        error_message = %failure.message,
-                        elements = items.len(),
-                        into = if singles { "single elements" } else { "halves" },
-                        "Splitting the request to isolate the element at fault."
-                    );
-                    let pieces = split(items, singles);
-                    let groups = pieces.into_iter().map(|items| {
-                        process(
-                            shared.clone(),
-                            session.clone(),
-                            Group {
-                                items,
-                                retry: retry.clone(),
-                                suspect,
-                            },
-                        )
-                    });
-                    futures_util::future::join_all(groups).await;
-                    return;
-                }
-                Step::GiveUp(failure) => {
-                    let failure = Failure {
-                        reason: Reason::RetriesExhausted,
-                        status: failure.status,
-                        message: failure.message,
-                        attempts: retry.attempts,
-                        task_id: None,
-                    };
-                    return dead_letter_all(&session, &items, failure).await;
-                }
-                Step::Hold(failure) => {
-                    if probing {
-                        shared.hold.still_blocked(&failure);
-                    } else if shared.hold.block(&failure) {
-                        probing = true;
-                        // One element probes; the rest waits in the broker.
-                        let rest = items.split_off(1);
-                        give_back_all(&session, &rest).await;
-                    } else {
-                        return give_back_all(&session, &items).await;
-                    }
-                    policy.probe_delay(&mut retry)
-                }
-                Step::Throttled {
-                    retry_after,
-                    failure,
-                } => {
-                    let in_a_row = shared.limiter.throttled(retry_after.is_some());
-                    let pause =
-                        policy.throttle_pause(&mut retry, retry_after, in_a_row, SystemTime::now());
-                    // Throttling is per application: every sender waits, not only this group.
-                    shared.limiter.pause_for(pause);
-                    log_retry(&shared, &items, &failure, pause);
-                    Duration::ZERO
-                }
-            };
-            if !wait(&session.stop, delay).await {
-                if probing {
-                    shared.hold.stop_probing();
-                }
-                return give_back_all(&session, &items).await;
+            match next {
+                Next::Done => return sending.finish(),
+                Next::Again(delay) if wait(&sending.session.stop, delay).await => {}
+                Next::Again(_) => return sending.give_back().await,
             }
         }
     })
 }
 
-/// Halves, or single elements.
-fn split(mut items: Vec<Item>, singles: bool) -> Vec<Vec<Item>> {
-    if singles {
-        return items.into_iter().map(|item| vec![item]).collect();
+impl Sending {
+    /// A duplicate goes after its original: once that is accepted, this costs no request.
+    async fn after_first_deliveries(&self) -> bool {
+        let recent = &self.shared.recent;
+        let originals = futures_util::future::join_all(
+            self.items
+                .iter()
+                .map(|item| recent.until_no_first_delivery(&item.request.external_id)),
+        );
+        tokio::select! {
+            biased;
+            _ = originals => true,
+            _ = self.session.stop.cancelled() => false,
+        }
     }
-    let second = items.split_off(items.len() / 2);
-    vec![items, second]
+
+    /// One attempt: what is known is settled first, and again once a permit is held (waiting for
+    /// the limit and a permit can take a while, and a duplicate's original may be accepted
+    /// meanwhile).
+    async fn attempt(&mut self) -> Tried {
+        let (shared, session) = (&self.shared, &self.session);
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        if self.items.is_empty() {
+            return Tried::Settled;
+        }
+        if shared.hold.is_blocked() && !self.probing {
+            return Tried::Stopped;
+        }
+        let request = Request::Close {
+            elements: self.items.len() as u32,
+        };
+        let ready = match prepare(shared, &session.stop, request).await {
+            Ok(ready) => ready,
+            Err(NotReady::Stopped) => return Tried::Stopped,
+            Err(NotReady::NoToken(error)) => {
+                let delay = shared.retry.on_wait(&mut self.retry, None);
+                error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&self.items), "No LinkedIn token; retrying.");
+                return Tried::Wait(delay);
+            }
+        };
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        if self.items.is_empty() {
+            return Tried::Settled;
+        }
+        let request = Request::Close {
+            elements: self.items.len() as u32,
+        };
+        let items = &self.items;
+        let outcome = ready
+            .send(
+                shared,
+                request,
+                &mut self.retry.attempts,
+                |token| async move {
+                    shared
+                        .linkedin
+                        .close_batch(&token, items.iter().map(|i| &i.request.element))
+                        .await
+                },
+            )
+            .await;
+        shared.metrics.request(outcome_label(&outcome));
+        if !matches!(outcome, RequestOutcome::Throttled { .. }) {
+            shared.limiter.not_throttled();
+        }
+        Tried::Answered {
+            token: ready.token.clone(),
+            outcome,
+        }
+    }
+
+    fn decide(&mut self, outcome: RequestOutcome) -> Step<Settlement> {
+        // A probe that LinkedIn answered as a request ends the hold.
+        let got_through = matches!(
+            outcome,
+            RequestOutcome::Answered(_)
+                | RequestOutcome::ElementFault(_)
+                | RequestOutcome::BatchFault(_)
+        );
+        if self.probing && got_through {
+            self.probing = false;
+            self.shared.hold.open();
+        }
+        let ids = ids(&self.items);
+        decide_close(
+            outcome,
+            State {
+                policy: &self.shared.retry,
+                retry: &mut self.retry,
+                now: Instant::now(),
+                ids: &ids,
+            },
+            self.shared.already_closed,
+        )
+    }
+
+    async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
+        let shared = &self.shared;
+        let policy = &shared.retry;
+        match step {
+            Step::SettleEach(settlements) => {
+                let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
+                settle_each(shared, &self.session, settled.collect()).await;
+                Next::Done
+            }
+            Step::ResendWithout {
+                settle,
+                after,
+                refresh_token,
+                failure,
+            } => {
+                if refresh_token {
+                    shared.linkedin.tokens.invalidate(token).await;
+                }
+                let items = std::mem::take(&mut self.items);
+                self.items = settle_some(shared, &self.session, items, settle).await;
+                if let Some(failure) = &failure {
+                    log_retry(shared, &self.items, failure, after);
+                }
+                Next::Again(after)
+            }
+            Step::ResendAll {
+                after,
+                refresh_token,
+                failure,
+            } => {
+                if !refresh_token {
+                    log_retry(shared, &self.items, &failure, after);
+                    return Next::Again(after);
+                }
+                shared.linkedin.tokens.invalidate(token).await;
+                if !after.is_zero() {
+                    error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64, external_ids = ?ids(&self.items),
+                        "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
+                }
+                Next::Again(after)
+            }
+            Step::Split {
+                after,
+                failure,
+                one_job,
+            } => {
+                if !wait(&self.session.stop, after).await {
+                    self.give_back().await;
+                    return Next::Done;
+                }
+                self.split(&failure, one_job).await;
+                Next::Done
+            }
+            Step::GiveUp(failure) => {
+                let failure = Failure {
+                    reason: Reason::RetriesExhausted,
+                    status: failure.status,
+                    message: failure.message,
+                    attempts: self.retry.attempts,
+                    task_id: None,
+                };
+                dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
+                Next::Done
+            }
+            Step::Hold(failure) => {
+                if self.probing {
+                    shared.hold.still_blocked(&failure);
+                } else if shared.hold.block(&failure) {
+                    self.probing = true;
+                    // One element probes; the rest waits in the broker.
+                    let rest = self.items.split_off(1);
+                    give_back_all(&self.session, &rest).await;
+                } else {
+                    self.give_back().await;
+                    return Next::Done;
+                }
+                Next::Again(policy.probe_delay(&mut self.retry))
+            }
+            Step::Throttled {
+                retry_after,
+                failure,
+            } => {
+                let in_a_row = shared.limiter.throttled(retry_after.is_some());
+                let pause = policy.throttle_pause(
+                    &mut self.retry,
+                    retry_after,
+                    in_a_row,
+                    SystemTime::now(),
+                );
+                // Throttling is per application: every sender waits, not only this group.
+                shared.limiter.pause_for(pause);
+                log_retry(shared, &self.items, &failure, pause);
+                Next::Again(Duration::ZERO)
+            }
+        }
+    }
+
+    /// Halves, or — a suspect group whose request LinkedIn refused for one job — single elements.
+    async fn split(&mut self, failure: &classify::Failure, one_job: bool) {
+        let singles = one_job && self.suspect;
+        let mut items = std::mem::take(&mut self.items);
+        warn!(
+            status = failure.status,
+            error_message = %failure.message,
+            elements = items.len(),
+            into = if singles { "single elements" } else { "halves" },
+            "Splitting the request to isolate the element at fault."
+        );
+        let pieces = if singles {
+            items.into_iter().map(|item| vec![item]).collect()
+        } else {
+            let second = items.split_off(items.len() / 2);
+            vec![items, second]
+        };
+        let groups = pieces.into_iter().map(|items| {
+            process(
+                self.shared.clone(),
+                self.session.clone(),
+                Group {
+                    items,
+                    retry: self.retry.clone(),
+                    suspect: self.suspect,
+                },
+            )
+        });
+        futures_util::future::join_all(groups).await;
+    }
+
+    /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).
+    async fn give_back(&mut self) {
+        self.finish();
+        give_back_all(&self.session, &std::mem::take(&mut self.items)).await;
+    }
+
+    /// Everything is settled: a prober that never got through lets the hold go.
+    fn finish(&mut self) {
+        if self.probing {
+            self.probing = false;
+            self.shared.hold.stop_probing();
+        }
+    }
 }
 
 /// Settles, without sending them, the elements LinkedIn accepted from this worker within the hour
