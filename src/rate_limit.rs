@@ -31,6 +31,8 @@ pub struct RateLimiter {
     sent: Mutex<VecDeque<(Instant, u32)>>,
     /// The UTC day being counted, and the elements sent in it.
     today: Mutex<(u64, u64)>,
+    /// When the day's quota was found spent: sending waits until then (the next 00:00 UTC).
+    day_spent_until: Mutex<Option<SystemTime>>,
     paused_until: Mutex<Option<Instant>>,
     /// 429s without `Retry-After` in a row, worker-wide (the throttle is the application's).
     throttles_in_a_row: AtomicU32,
@@ -56,6 +58,7 @@ impl RateLimiter {
             per_day,
             sent: Mutex::new(VecDeque::new()),
             today: Mutex::new((0, 0)),
+            day_spent_until: Mutex::new(None),
             paused_until: Mutex::new(None),
             throttles_in_a_row: AtomicU32::new(0),
             throttled_until,
@@ -108,6 +111,7 @@ impl RateLimiter {
             return None;
         }
         let wait = until_next_utc_midnight(now);
+        *lock(&self.day_spent_until) = Some(now + wait);
         self.throttled_until.set(unix_seconds(now + wait));
         Some(wait)
     }
@@ -137,7 +141,9 @@ impl RateLimiter {
         if self.throttles_in_a_row.swap(0, Ordering::Relaxed) > 0 || self.throttled_until.get() > 0
         {
             let paused = lock(&self.paused_until).is_some_and(|until| until > Instant::now());
-            if !paused {
+            let day_spent =
+                lock(&self.day_spent_until).is_some_and(|until| until > SystemTime::now());
+            if !paused && !day_spent {
                 self.throttled_until.set(0);
             }
         }
@@ -242,7 +248,8 @@ mod tests {
     fn a_days_quota_pauses_until_midnight_utc_and_resets_then() {
         let gauge = Gauge::default();
         let limiter = RateLimiter::with_daily_limit(0, 250, gauge.clone());
-        let evening = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 23 * 3600);
+        // A day to come, so that "now" has not passed its midnight.
+        let evening = UNIX_EPOCH + Duration::from_secs(30_000 * 86_400 + 23 * 3600);
         for _ in 0..2 {
             assert_eq!(limiter.try_take_day(100, evening), None);
             limiter.count_day(100, evening);
@@ -255,6 +262,12 @@ mod tests {
         assert_eq!(limiter.try_take_day(50, evening), None, "50 still fit");
         let midnight = evening + Duration::from_secs(3600);
         assert_eq!(gauge.get(), unix_seconds(midnight));
+        limiter.not_throttled();
+        assert_eq!(
+            gauge.get(),
+            unix_seconds(midnight),
+            "an answer to a request sent earlier does not end the day's pause"
+        );
         assert_eq!(limiter.try_take_day(100, midnight), None, "a new day");
         let unlimited = RateLimiter::with_daily_limit(0, 0, Gauge::default());
         assert_eq!(unlimited.try_take_day(u32::MAX, evening), None);
