@@ -198,6 +198,15 @@ impl Metrics {
                 })
                 .get();
         }
+        // Every final task status a verification can end in, so that `status="PROCESSED"` sits
+        // beside `status="SUCCEEDED"` from the start.
+        for status in ["SUCCEEDED", "PROCESSED", "FAILED", "UNKNOWN"] {
+            tasks
+                .get_or_create(&TaskLabels {
+                    status: status.to_owned(),
+                })
+                .get();
+        }
         // Invalid messages are always dead-lettered with 422; other statuses come from LinkedIn.
         dead_lettered
             .get_or_create(&DeadLetterLabels {
@@ -357,6 +366,8 @@ mod tests {
             "job_closer_elements_sent_total 0",
             "job_closer_linkedin_blocked 0",
             "job_closer_throttled_until_seconds 0",
+            r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
+            r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }
