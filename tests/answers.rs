@@ -35,6 +35,33 @@ fn ids(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
+/// Publishes a close request for each of `{prefix}-0` .. `{prefix}-{n-1}`; returns the ids.
+async fn publish_ids(queues: &Queues, prefix: &str, n: usize) -> Vec<String> {
+    let all = ids(prefix, n);
+    queues
+        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
+        .await;
+    all
+}
+
+/// Waits until the worker holds: `job_closer_linkedin_blocked` 1, `/readyz` 503, and at least
+/// `given_back` messages back in the close queue.
+async fn wait_held(worker: &WorkerProcess, base: &str, queues: &Queues, given_back: u32) {
+    wait_for(
+        worker,
+        SETTLE,
+        "held: blocked, not ready, everything given back",
+        || async {
+            let text = metrics_of(base).await;
+            let (ready, _) = get(&format!("{base}/readyz")).await;
+            metric(&text, "job_closer_linkedin_blocked") == Some(1.0)
+                && ready == 503
+                && queues.depth(&queues.close).await >= given_back
+        },
+    )
+    .await;
+}
+
 /// Like `eventually`, but a timeout shows the worker's log.
 async fn wait_for<F, Fut>(worker: &WorkerProcess, within: Duration, what: &str, mut condition: F)
 where
@@ -156,10 +183,7 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
     sandbox.set_reclose_answer(RecloseAnswer::Element);
     sandbox.set_string_statuses(true);
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
-    let all = ids("elem409", 10);
-    queues
-        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
-        .await;
+    publish_ids(&queues, "elem409", 10).await;
     let mut env = env_for(&queues, &sandbox);
     set(&mut env, "BATCH_LINGER_MS", "2000");
     let mut worker = spawn_worker(&env);
@@ -210,10 +234,7 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
     queues.declare().await;
     let sandbox = sandbox(SandboxConfig::default()).await;
     sandbox.set_outage(Some(Fault::not_enough_permissions()));
-    let all = ids("hold", 300);
-    queues
-        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
-        .await;
+    publish_ids(&queues, "hold", 300).await;
     let mut env = env_for(&queues, &sandbox);
     set(&mut env, "BATCH_SIZE", "50");
     set(&mut env, "RETRY_MAX_MS", "300");
@@ -222,19 +243,7 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
 
-    wait_for(
-        &worker,
-        SETTLE,
-        "blocked, not ready, everything given back",
-        || async {
-            let text = metrics_of(&base).await;
-            let (ready, _) = get(&format!("{base}/readyz")).await;
-            metric(&text, "job_closer_linkedin_blocked") == Some(1.0)
-                && ready == 503
-                && queues.depth(&queues.close).await >= 299
-        },
-    )
-    .await;
+    wait_held(&worker, &base, &queues, 299).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sandbox.set_outage(Some(Fault::resource_does_not_exist()));
     let probes_before = sandbox.stats().requests;
@@ -297,10 +306,7 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
     let queues = Queues::new("version").await;
     queues.declare().await;
     let sandbox = sandbox_default().await;
-    let all = ids("version", 120);
-    queues
-        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
-        .await;
+    publish_ids(&queues, "version", 120).await;
     let mut env = env_for(&queues, &sandbox);
     // Well-formed, long retired: LinkedIn answers 426 naming the header.
     set(&mut env, "LINKEDIN_API_VERSION", "202001");
@@ -308,17 +314,7 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
     set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
-    wait_for(
-        &worker,
-        SETTLE,
-        "held: blocked and everything given back",
-        || async {
-            let text = metrics_of(&base).await;
-            metric(&text, "job_closer_linkedin_blocked") == Some(1.0)
-                && queues.depth(&queues.close).await >= 119
-        },
-    )
-    .await;
+    wait_held(&worker, &base, &queues, 119).await;
     // Well past the retry budget: still nothing dead-lettered.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
@@ -468,10 +464,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     queues.declare().await;
     let sandbox = sandbox(SandboxConfig::default()).await;
     sandbox.set_daily_element_limit(Some(30));
-    let all = ids("daily", 60);
-    queues
-        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
-        .await;
+    publish_ids(&queues, "daily", 60).await;
     let mut env = env_for(&queues, &sandbox);
     set(&mut env, "BATCH_SIZE", "10");
     set(&mut env, "RETRY_INITIAL_MS", "50");
@@ -520,10 +513,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     let queues = Queues::new("perday").await;
     queues.declare().await;
     let sandbox = sandbox_default().await;
-    let all = ids("perday", 40);
-    queues
-        .publish_jobs(&all.iter().map(|id| job(id)).collect::<Vec<_>>())
-        .await;
+    publish_ids(&queues, "perday", 40).await;
     let mut env = env_for(&queues, &sandbox);
     set(&mut env, "BATCH_SIZE", "10");
     set(&mut env, "RATE_LIMIT_PER_DAY", "20");
