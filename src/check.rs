@@ -4,10 +4,12 @@
 //! obtains a token from the token endpoint. It prints one line per step, verdict first:
 //!
 //! ```text
-//! ok    config       queue type classic, single active consumer off, client id "acme", secret from LINKEDIN_CLIENT_SECRET_FILE
-//! ok    broker       connected to amqp://guest:***@127.0.0.1:5672/%2f
+//! ok    config       queue type quorum, single active consumer off, client id "acme", secret from LINKEDIN_CLIENT_SECRET_FILE
+//! ok    broker       connected to amqps://job-closer:***@rabbit-2:5671/%2f (node 2 of 3); nodes: amqps://job-closer:***@rabbit-1:5671/%2f, amqps://job-closer:***@rabbit-2:5671/%2f, amqps://job-closer:***@rabbit-3:5671/%2f
+//! ok    tls          amqps on 3 of 3 node(s); trusted: the system roots and AMQP_TLS_CA_FILE /run/secrets/ca.pem (1 certificate(s)); client certificate subject "CN=job-closer" (issuer "CN=Acme CA") from /run/secrets/client.pem
 //! ok    close queue  'linkedin.jobs.close' exists with matching arguments; 12 ready, 1 consumer(s)
 //! ok    dlq          'linkedin.jobs.close.dead' does not exist yet; `run` declares it
+//! ok    proxy        LinkedIn calls go through http://ops:***@proxy.corp:3128 (HTTPS_PROXY); NO_PROXY=.corp.example
 //! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
 //! ```
 //!
@@ -16,9 +18,12 @@
 //! printed comes from a secret: URLs are shown with their password redacted and the client secret
 //! only by where it came from.
 
-use crate::amqp::{self, AmqpError, QueueRole};
+use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
 use crate::cli::{CliError, RunArgs};
-use crate::config::{AmqpArgs, Credentials, QueueType, Secret, redact_url_password};
+use crate::config::{
+    AmqpArgs, BrokerSettings, Credentials, QueueType, Secret, UrlSource, redact_url_password,
+};
+use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
@@ -26,10 +31,6 @@ use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use std::net::SocketAddr;
-use std::time::Duration;
-
-/// A broker that accepts TCP but never answers must not hang the check.
-const BROKER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the connection is called in the broker's connection list.
 const CONNECTION_NAME: &str = "job-closer check";
@@ -142,26 +143,56 @@ pub async fn check(mut args: RunArgs) -> Result<(), CliError> {
         }
     };
 
-    match connect(&args.amqp).await {
-        Ok(connection) => {
-            report(StepResult::ok(
-                "broker",
-                format!("connected to {}", args.amqp.amqp_url.redacted()),
-            ));
-            for (step, name, role) in [
-                ("close queue", &args.amqp.close_queue, QueueRole::Close),
-                ("dlq", &args.amqp.dead_letter_queue, QueueRole::DeadLetter),
-            ] {
-                report(check_queue(&connection, &args.amqp, step, name, role).await);
+    match args.amqp.broker() {
+        Ok(settings) => {
+            let connector = Connector::new(settings.clone(), CONNECTION_NAME);
+            match connector.connect().await {
+                Ok(Connected {
+                    connection,
+                    node,
+                    index,
+                }) => {
+                    report(StepResult::ok(
+                        "broker",
+                        format!(
+                            "connected to {node} (node {} of {}); nodes: {}",
+                            index + 1,
+                            settings.nodes.len(),
+                            node_list(&settings)
+                        ),
+                    ));
+                    report(StepResult::ok("tls", describe_tls(&settings)));
+                    for (step, name, role) in [
+                        ("close queue", &args.amqp.close_queue, QueueRole::Close),
+                        ("dlq", &args.amqp.dead_letter_queue, QueueRole::DeadLetter),
+                    ] {
+                        report(check_queue(&connection, &args.amqp, step, name, role).await);
+                    }
+                    let _ = connection.close(200, "check done".into()).await;
+                }
+                Err(error) => {
+                    report(StepResult::fail(
+                        "broker",
+                        format!("{error}; nodes: {}", node_list(&settings)),
+                    ));
+                    report(StepResult::ok("tls", describe_tls(&settings)));
+                    report(StepResult::skip("close queue", "needs the broker"));
+                    report(StepResult::skip("dlq", "needs the broker"));
+                }
             }
-            let _ = connection.close(200, "check done".into()).await;
         }
-        Err(error) => {
-            report(StepResult::fail("broker", error));
+        Err(_) => {
+            // Already reported by the config step.
+            report(StepResult::skip("broker", "needs valid broker settings"));
             report(StepResult::skip("close queue", "needs the broker"));
             report(StepResult::skip("dlq", "needs the broker"));
         }
     }
+
+    report(StepResult::ok(
+        "proxy",
+        describe_proxy(&args, &ProxyRules::from_env()),
+    ));
 
     match credentials {
         Some(credentials) => report(check_token(&args, credentials).await),
@@ -187,6 +218,9 @@ pub async fn check(mut args: RunArgs) -> Result<(), CliError> {
 /// Every configuration problem at once, so a single run shows them all.
 fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
     let mut problems = Vec::new();
+    if let Err(error) = args.amqp.broker() {
+        problems.push(error.to_string());
+    }
     if let Err(error) = args.retry.policy() {
         problems.push(error.to_string());
     }
@@ -225,8 +259,19 @@ fn describe_config(args: &RunArgs) -> String {
         (Some(path), false) => format!("LINKEDIN_CLIENT_SECRET_FILE {}", path.display()),
         (None, false) => "LINKEDIN_CLIENT_SECRET".to_owned(),
     };
+    let files = &args.amqp.files;
+    let mut broker_from = String::new();
+    if let Some(path) = &files.amqp_url_file {
+        broker_from.push_str(&format!(", AMQP_URL from AMQP_URL_FILE {}", path.display()));
+    }
+    if let Some(path) = &files.amqp_password_file {
+        broker_from.push_str(&format!(
+            ", broker password from AMQP_PASSWORD_FILE {}",
+            path.display()
+        ));
+    }
     format!(
-        "queue type {queue_type}, single active consumer {}, client id {:?}, secret from {secret_from}",
+        "queue type {queue_type}, single active consumer {}, client id {:?}, secret from {secret_from}{broker_from}",
         if args.amqp.single_active_consumer {
             "on"
         } else {
@@ -236,22 +281,75 @@ fn describe_config(args: &RunArgs) -> String {
     )
 }
 
-async fn connect(amqp_args: &AmqpArgs) -> Result<Connection, String> {
-    match tokio::time::timeout(
-        BROKER_TIMEOUT,
-        amqp::connect(&amqp_args.amqp_url, CONNECTION_NAME),
-    )
-    .await
-    {
-        Ok(Ok(connection)) => Ok(connection),
-        // The error names the URL with its password redacted.
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!(
-            "RabbitMQ at {} did not complete the handshake within {} s (check AMQP_URL)",
-            amqp_args.amqp_url.redacted(),
-            BROKER_TIMEOUT.as_secs()
-        )),
+fn node_list(settings: &BrokerSettings) -> String {
+    let list = settings
+        .nodes
+        .iter()
+        .map(|node| node.redacted())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match settings.url_source {
+        UrlSource::Env => list,
+        UrlSource::File => format!("{list} (from AMQP_URL_FILE)"),
     }
+}
+
+/// TLS in use, what is trusted, and the client certificate.
+fn describe_tls(settings: &BrokerSettings) -> String {
+    let tls = &settings.tls;
+    let on_tls = settings.nodes.iter().filter(|node| node.is_tls()).count();
+    let files_given = tls.ca_file.is_some() || tls.client.is_some();
+    if on_tls == 0 {
+        return if files_given {
+            "off: no amqps:// node (AMQP_TLS_* settings are unused)".into()
+        } else {
+            "off: no amqps:// node".into()
+        };
+    }
+    let trusted = match &tls.ca_file {
+        Some(path) => format!(
+            "the system roots and AMQP_TLS_CA_FILE {} ({} certificate(s))",
+            path.display(),
+            tls.extra_roots
+        ),
+        None => "the system roots (no AMQP_TLS_CA_FILE)".into(),
+    };
+    let client = match &tls.client {
+        Some(identity) => match &identity.summary {
+            Some(summary) => format!(
+                "client certificate subject \"{}\" (issuer \"{}\") from {}",
+                summary.subject,
+                summary.issuer,
+                identity.cert_file.display()
+            ),
+            None => format!("client certificate from {}", identity.cert_file.display()),
+        },
+        None => "no client certificate".into(),
+    };
+    format!(
+        "amqps on {on_tls} of {} node(s); trusted: {trusted}; {client}",
+        settings.nodes.len()
+    )
+}
+
+/// The proxy LinkedIn calls take (credentials masked); loopback never takes one.
+fn describe_proxy(args: &RunArgs, rules: &ProxyRules) -> String {
+    let route = |text: &str| {
+        url::Url::parse(text)
+            .map(|target| describe_route(&rules.route(&target)))
+            .unwrap_or_else(|_| "(not a URL)".into())
+    };
+    let api = route(&args.linkedin.linkedin_api_url);
+    let token = route(&args.linkedin.linkedin_token_url);
+    let mut text = if api == token {
+        format!("LinkedIn calls go {api}")
+    } else {
+        format!("LinkedIn API calls go {api}; token requests go {token}")
+    };
+    if let Some(no_proxy) = rules.no_proxy() {
+        text.push_str(&format!("; NO_PROXY={no_proxy}"));
+    }
+    text
 }
 
 /// Existence by a passive declare; compatibility by declaring the queue with `run`'s arguments,
@@ -300,12 +398,20 @@ async fn check_queue(
     match amqp::declare_queue(&declarer, name, amqp::queue_arguments(amqp_args, role)).await {
         Ok(_) => {
             let _ = declarer.close(200, "checked".into()).await;
+            let consumers = existing.consumer_count();
+            let replicas = if role == QueueRole::Close
+                && !amqp_args.single_active_consumer
+                && consumers > 0
+            {
+                "; with SINGLE_ACTIVE_CONSUMER=false each replica applies its own RATE_LIMIT_PER_MINUTE and token: together they may exceed LinkedIn's limit"
+            } else {
+                ""
+            };
             StepResult::ok(
                 step,
                 format!(
-                    "'{name}' exists with matching arguments; {} ready, {} consumer(s)",
+                    "'{name}' exists with matching arguments; {} ready, {consumers} consumer(s){replicas}",
                     existing.message_count(),
-                    existing.consumer_count()
                 ),
             )
         }

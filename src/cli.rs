@@ -62,7 +62,13 @@ pub enum Command {
     Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
+    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against.
+    Schema,
 }
+
+/// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
+/// that is published and tested: one source of truth.
+pub const CLOSE_REQUEST_SCHEMA: &str = include_str!("../schema/close-request.schema.json");
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -92,13 +98,52 @@ pub struct RunArgs {
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
     /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
-    /// list_connections`; give each replica its own to tell them apart.
+    /// list_connections`; `{hostname}` is replaced by this machine's host name (a pod's name in
+    /// Kubernetes), so that replicas can be told apart.
     #[arg(
         long,
         env = "AMQP_CONNECTION_NAME",
-        default_value = "job-closer worker"
+        default_value = DEFAULT_CONNECTION_NAME
     )]
     pub amqp_connection_name: String,
+}
+
+/// The worker's connection name unless `AMQP_CONNECTION_NAME` says otherwise.
+pub const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
+
+/// Replaces `{hostname}` with the host name (the kernel's, else `HOSTNAME`, else `unknown-host`).
+pub fn expand_connection_name(template: &str) -> String {
+    if !template.contains("{hostname}") {
+        return template.to_owned();
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    template.replace("{hostname}", &hostname)
+}
+
+/// The broker settings of a command that talks to the broker.
+fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
+    use crate::dlq::DlqCommand;
+    match command {
+        Command::Run(args) | Command::Check(args) => Some(&args.amqp),
+        Command::Publish(args) => Some(&args.amqp),
+        Command::Dlq(args) => Some(match &args.command {
+            DlqCommand::List(args) => &args.amqp,
+            DlqCommand::Stats(args) => &args.amqp,
+            DlqCommand::Replay(args) => &args.amqp,
+            DlqCommand::Export(args) => &args.amqp,
+            DlqCommand::Purge(args) => &args.amqp,
+        }),
+        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,
+    }
 }
 
 #[derive(Args, Debug)]
@@ -145,6 +190,13 @@ impl From<DlqError> for CliError {
 }
 
 pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<(), CliError> {
+    // Broker files (AMQP_URL_FILE, AMQP_PASSWORD_FILE, TLS) are read and checked before anything
+    // starts: a bad one is a configuration error (exit 2). `check` reports it as its config step.
+    if let Some(amqp) = broker_args(&command)
+        && !matches!(command, Command::Check(_))
+    {
+        amqp.broker()?;
+    }
     match command {
         Command::Run(args) => run(*args, shutdown).await,
         Command::Publish(args) => run_publish(&args).await,
@@ -154,7 +206,18 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await,
+        Command::Schema => print_schema(),
     }
+}
+
+fn print_schema() -> Result<(), CliError> {
+    use std::io::Write;
+    // Not `print!`, which panics when the reader went away (`job-closer schema | head`).
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(CLOSE_REQUEST_SCHEMA.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Failed(format!("cannot write the schema: {e}")))
 }
 
 async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliError> {
@@ -214,7 +277,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         already_closed: args.answers.already_closed,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
-        connection_name: args.amqp_connection_name,
+        connection_name: expand_connection_name(&args.amqp_connection_name),
         task_checks: args.tasks.enabled().then(|| {
             Arc::new(Schedule::new(
                 &args.amqp.close_queue,

@@ -48,21 +48,67 @@ impl AmqpUrl {
     pub fn redacted(&self) -> String {
         redact_url_password(&self.0)
     }
+
+    /// `amqps://`: the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("amqps://")
+    }
+
+    /// The same URL with another password (`AMQP_PASSWORD_FILE`), percent-encoded so that any
+    /// character survives the trip through the URL.
+    pub fn with_password(&self, password: &str) -> AmqpUrl {
+        let Ok(mut parsed) = url::Url::parse(&self.0) else {
+            return self.clone();
+        };
+        // `url` leaves `%` as it is in a password, which would then be decoded; encode it all.
+        let encoded: String = password
+            .bytes()
+            .map(|byte| match byte {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    char::from(byte).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        if parsed.set_password(Some(&encoded)).is_err() {
+            return self.clone();
+        }
+        AmqpUrl(parsed.to_string())
+    }
 }
 
 /// Replaces the password in any URL-shaped text; text that does not parse is shown only by scheme.
+///
+/// An `@` after the host means a password with an unencoded `/`, `?` or `#` was cut at that
+/// character and the rest of it landed in the path, query or fragment: such a URL is shown only by
+/// scheme too.
 pub fn redact_url_password(url: &str) -> String {
+    let unparsable = || match url.split_once("://") {
+        Some((scheme, _))
+            if scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
+        {
+            format!("{scheme}://[unparsable URL]")
+        }
+        _ => "[unparsable URL]".into(),
+    };
     match url::Url::parse(url) {
         Ok(mut parsed) => {
+            let after_host = [Some(parsed.path()), parsed.query(), parsed.fragment()];
+            if after_host
+                .iter()
+                .flatten()
+                .any(|part| part.contains('@') || part.contains("%40"))
+            {
+                return unparsable();
+            }
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("***"));
             }
             parsed.to_string()
         }
-        Err(_) => match url.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://[unparsable URL]"),
-            None => "[unparsable URL]".into(),
-        },
+        Err(_) => unparsable(),
     }
 }
 
@@ -90,6 +136,15 @@ impl std::str::FromStr for AmqpUrl {
                 ));
             }
         }
+        if let Ok(parsed) = url::Url::parse(s) {
+            let after_host = [Some(parsed.path()), parsed.query(), parsed.fragment()];
+            if after_host.iter().flatten().any(|part| part.contains('@')) {
+                return Err(format!(
+                    "{} has an '@' after its host: percent-encode '/', '?', '#' and '@' in the user name and password (%2F, %3F, %23, %40), or use AMQP_PASSWORD_FILE",
+                    redact_url_password(s)
+                ));
+            }
+        }
         // lapin parses the URL again on every connect: one it cannot parse must fail here, once,
         // not in every reconnect attempt. Its error quotes the URL, password and all, so only the
         // URL parser's (input-free) reason is passed on.
@@ -107,20 +162,92 @@ impl std::str::FromStr for AmqpUrl {
     }
 }
 
+/// `AMQP_URL`: one URL, or a comma-separated list of the nodes of one cluster. Connections go to one
+/// node at a time; see [`crate::amqp::connector`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpUrls(Vec<AmqpUrl>);
+
+impl AmqpUrls {
+    pub fn nodes(&self) -> &[AmqpUrl] {
+        &self.0
+    }
+
+    /// Every node with its password redacted, comma-separated.
+    pub fn redacted(&self) -> String {
+        self.0
+            .iter()
+            .map(AmqpUrl::redacted)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Debug for AmqpUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.0).finish()
+    }
+}
+
+impl std::fmt::Display for AmqpUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::str::FromStr for AmqpUrls {
+    type Err = String;
+    /// Entries are separated by commas (with optional blanks around them); each must be a whole
+    /// `amqp://` or `amqps://` URL. A comma inside a password must be written `%2C`: a raw one would
+    /// split the URL, and the pieces are described by position, never quoted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let entries: Vec<&str> = s.trim().split(',').map(str::trim).collect();
+        let count = entries.len();
+        let mut nodes = Vec::with_capacity(count);
+        for (index, entry) in entries.into_iter().enumerate() {
+            let position = if count == 1 {
+                String::new()
+            } else {
+                format!("node {} of {count}: ", index + 1)
+            };
+            if entry.is_empty() {
+                return Err(format!(
+                    "{position}empty entry (AMQP_URL is one URL or a comma-separated list of URLs)"
+                ));
+            }
+            if !(entry.starts_with("amqp://") || entry.starts_with("amqps://")) {
+                return Err(format!(
+                    "{position}does not start with amqp:// or amqps:// (a comma inside a password must be percent-encoded as %2C)"
+                ));
+            }
+            let comma_hint = if count > 1 {
+                " (a comma inside a password must be percent-encoded as %2C)"
+            } else {
+                ""
+            };
+            nodes.push(
+                entry
+                    .parse::<AmqpUrl>()
+                    .map_err(|why| format!("{position}{why}{comma_hint}"))?,
+            );
+        }
+        Ok(AmqpUrls(nodes))
+    }
+}
+
 /// Parses `--amqp-url` / `AMQP_URL` without echoing it: clap's own "invalid value '...'" error would
 /// print the password.
 #[derive(Clone, Copy, Debug)]
 pub struct AmqpUrlParser;
 
 impl clap::builder::TypedValueParser for AmqpUrlParser {
-    type Value = AmqpUrl;
+    type Value = AmqpUrls;
 
     fn parse_ref(
         &self,
         cmd: &clap::Command,
         arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<AmqpUrl, clap::Error> {
+    ) -> Result<AmqpUrls, clap::Error> {
         let name = arg.map_or_else(|| "AMQP_URL".to_owned(), ToString::to_string);
         let invalid = |why: String| {
             clap::Error::raw(
@@ -136,6 +263,45 @@ impl clap::builder::TypedValueParser for AmqpUrlParser {
     }
 }
 
+/// The broker settings that live in files (Docker and Kubernetes secrets, certificates). Read when
+/// a command starts; see [`AmqpArgs::broker`].
+#[derive(Args, Clone, Debug, Default)]
+pub struct AmqpFileArgs {
+    /// File holding AMQP_URL (one URL or a comma-separated list); wins over AMQP_URL.
+    #[arg(long, env = "AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
+    /// File holding the broker password; replaces the password of every AMQP_URL node.
+    #[arg(long, env = "AMQP_PASSWORD_FILE")]
+    pub amqp_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) trusted for amqps:// in addition to the system roots (the broker only;
+    /// LinkedIn calls keep the system roots).
+    #[arg(long, env = "AMQP_TLS_CA_FILE")]
+    pub amqp_tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for amqps:// (mutual TLS); needs AMQP_TLS_KEY_FILE.
+    #[arg(long, env = "AMQP_TLS_CERT_FILE")]
+    pub amqp_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of AMQP_TLS_CERT_FILE.
+    #[arg(long, env = "AMQP_TLS_KEY_FILE")]
+    pub amqp_tls_key_file: Option<PathBuf>,
+}
+
+/// Reads a one-line secret file; the trailing newline is not part of it.
+fn read_secret_file(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::AmqpFile {
+        setting,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    if value.is_empty() {
+        return Err(ConfigError::EmptyAmqpFile {
+            setting,
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(value.to_owned())
+}
+
 /// What kind of queue to declare.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum QueueType {
@@ -147,10 +313,13 @@ pub enum QueueType {
 /// the queues with the same arguments.
 #[derive(Args, Clone, Debug)]
 pub struct AmqpArgs {
-    /// Broker URL (amqp:// or amqps://).
+    /// Broker URL (amqp:// or amqps://), or a comma-separated list of one cluster's nodes: each
+    /// connection goes to the next node, starting from a random one.
     // `--help` never shows the value from the environment: it holds a password.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL, hide_default_value = false, hide_env_values = true, value_parser = AmqpUrlParser)]
-    pub amqp_url: AmqpUrl,
+    pub amqp_url: AmqpUrls,
+    #[command(flatten)]
+    pub files: AmqpFileArgs,
     /// Queue the close requests wait in.
     #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]
     pub close_queue: String,
@@ -171,6 +340,60 @@ pub struct AmqpArgs {
     /// keeps crashing consumers).
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
     pub delivery_limit: u32,
+}
+
+/// Where `AMQP_URL` came from, for `check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlSource {
+    Env,
+    File,
+}
+
+/// The broker settings, resolved: the nodes (with `AMQP_PASSWORD_FILE` applied) and TLS.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    pub nodes: Vec<AmqpUrl>,
+    pub url_source: UrlSource,
+    pub password_from_file: bool,
+    pub tls: crate::amqp::tls::BrokerTls,
+}
+
+impl AmqpArgs {
+    /// Reads the files and checks them, before anything connects: every problem is a configuration
+    /// error naming its setting (exit 2), never quoting a file.
+    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+        let files = &self.files;
+        let (urls, url_source) = match &files.amqp_url_file {
+            Some(path) => {
+                let text = read_secret_file("AMQP_URL_FILE", path)?;
+                let urls: AmqpUrls = text.parse().map_err(|why| ConfigError::AmqpUrl {
+                    setting: "AMQP_URL_FILE",
+                    why,
+                })?;
+                (urls, UrlSource::File)
+            }
+            None => (self.amqp_url.clone(), UrlSource::Env),
+        };
+        let mut nodes = urls.0;
+        if let Some(path) = &files.amqp_password_file {
+            let password = Secret::new(read_secret_file("AMQP_PASSWORD_FILE", path)?);
+            nodes = nodes
+                .iter()
+                .map(|node| node.with_password(password.expose()))
+                .collect();
+        }
+        let tls = crate::amqp::tls::BrokerTls::load(
+            files.amqp_tls_ca_file.as_deref(),
+            files.amqp_tls_cert_file.as_deref(),
+            files.amqp_tls_key_file.as_deref(),
+        )?;
+        Ok(BrokerSettings {
+            nodes,
+            url_source,
+            password_from_file: files.amqp_password_file.is_some(),
+            tls,
+        })
+    }
 }
 
 /// How to reach LinkedIn.
@@ -227,6 +450,21 @@ pub enum ConfigError {
     },
     #[error("LINKEDIN_CLIENT_SECRET_FILE {0} is empty")]
     EmptySecretFile(PathBuf),
+    #[error("invalid {setting}: {why}")]
+    AmqpUrl { setting: &'static str, why: String },
+    #[error("cannot read {setting} {path}: {source}")]
+    AmqpFile {
+        setting: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{setting} {path} is empty")]
+    EmptyAmqpFile {
+        setting: &'static str,
+        path: PathBuf,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::amqp::tls::TlsFileError),
     #[error("{name} must be a URL: {value}")]
     BadUrl { name: &'static str, value: String },
     #[error("{0}")]
@@ -475,6 +713,192 @@ mod tests {
                 .parse::<AmqpUrl>()
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn a_node_list_is_split_on_commas_and_never_shows_a_password() {
+        let urls: AmqpUrls = "amqp://u:p1@n1/%2f, amqps://u:p2@n2:5671/%2f,amqp://n3"
+            .parse()
+            .unwrap();
+        assert_eq!(urls.nodes().len(), 3);
+        assert!(urls.nodes()[1].is_tls());
+        let shown = format!("{urls} {urls:?}");
+        assert!(!shown.contains("p1") && !shown.contains("p2"), "{shown}");
+        assert!(shown.contains("amqps://u:***@n2:5671/%2f"), "{shown}");
+        let error = "amqp://u:p1@n1/%2f,,amqp://n3"
+            .parse::<AmqpUrls>()
+            .unwrap_err();
+        assert!(error.contains("node 2 of 3: empty entry"), "{error}");
+        // A raw comma in a password splits the URL: the pieces are described, never quoted.
+        let error = "amqp://u:se,cret@n1/%2f".parse::<AmqpUrls>().unwrap_err();
+        assert!(!error.contains("se") || !error.contains("cret"), "{error}");
+        assert!(!error.contains("cret@"), "{error}");
+        assert!(error.contains("%2C"), "{error}");
+        // A raw '#' or '?' in a password moves the rest of it behind the host.
+        for raw in [
+            "amqp://u:12#ab@n1/%2f",
+            "amqp://u:12?ab@n1/%2f",
+            "amqp://u:x/y@n1/%2f",
+        ] {
+            let error = raw.parse::<AmqpUrls>().unwrap_err();
+            assert!(!error.contains("ab@") && !error.contains("y@"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_password_file_replaces_every_password_and_the_url_file_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let password = dir.path().join("password");
+        std::fs::write(&password, "p@ss:w/o%rd#?,\n").unwrap();
+        let url_file = dir.path().join("url");
+        std::fs::write(
+            &url_file,
+            "amqp://app:old@n1:5672/%2f,amqp://app@n2:5672/%2f\n",
+        )
+        .unwrap();
+        let args = AmqpArgs {
+            amqp_url: "amqp://env:envpw@elsewhere/%2f".parse().unwrap(),
+            files: AmqpFileArgs {
+                amqp_url_file: Some(url_file.clone()),
+                amqp_password_file: Some(password.clone()),
+                ..AmqpFileArgs::default()
+            },
+            close_queue: "c".into(),
+            dead_letter_queue: "d".into(),
+            queue_type: QueueType::Classic,
+            single_active_consumer: false,
+            delivery_limit: 20,
+        };
+        let broker = args.broker().unwrap();
+        assert_eq!(broker.url_source, UrlSource::File);
+        assert_eq!(broker.nodes.len(), 2);
+        for node in &broker.nodes {
+            let parsed: lapin::uri::AMQPUri = node.expose().parse().unwrap();
+            assert_eq!(parsed.authority.userinfo.username, "app");
+            assert_eq!(parsed.authority.userinfo.password, "p@ss:w/o%rd#?,");
+            assert!(!node.to_string().contains("p@ss"), "{node}");
+        }
+        let shown = format!("{broker:?}");
+        assert!(!shown.contains("ss:w"), "{shown}");
+
+        std::fs::write(&password, "\n").unwrap();
+        let error = args.broker().unwrap_err().to_string();
+        assert!(
+            error.contains("AMQP_PASSWORD_FILE") && error.contains("empty"),
+            "{error}"
+        );
+        let missing = AmqpArgs {
+            files: AmqpFileArgs {
+                amqp_url_file: Some(dir.path().join("absent")),
+                ..AmqpFileArgs::default()
+            },
+            ..args.clone()
+        };
+        let error = missing.broker().unwrap_err().to_string();
+        assert!(
+            error.contains("AMQP_URL_FILE") && error.contains("absent"),
+            "{error}"
+        );
+        std::fs::write(&url_file, "http://app:filepw@n1\n").unwrap();
+        let error = AmqpArgs {
+            files: AmqpFileArgs {
+                amqp_url_file: Some(url_file),
+                ..AmqpFileArgs::default()
+            },
+            ..args
+        }
+        .broker()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("AMQP_URL_FILE") && !error.contains("filepw"),
+            "{error}"
+        );
+    }
+
+    mod redaction {
+        //! Property: whatever the passwords (any character, percent-encoded as a URL needs) and
+        //! however many nodes, no rendering of the list, its nodes, or an error about them shows a
+        //! password.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn encode(text: &str) -> String {
+            text.bytes()
+                .map(|byte| match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        char::from(byte).to_string()
+                    }
+                    other => format!("%{other:02X}"),
+                })
+                .collect()
+        }
+
+        fn password() -> impl Strategy<Value = String> {
+            // At least 6 characters and one that is not a letter, so that it is not a substring of
+            // the fixed text around it by chance.
+            "[a-zA-Z0-9@:/%#?,;=+&$! \\[\\]'\"éß€]{5,24}".prop_map(|p| format!("{p}\u{1F511}"))
+        }
+
+        proptest! {
+            #[test]
+            fn no_password_in_any_rendering(
+                passwords in proptest::collection::vec(password(), 1..5),
+                tls in proptest::collection::vec(any::<bool>(), 5),
+                broken in proptest::option::of(0usize..5),
+            ) {
+                let entries: Vec<String> = passwords
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pw)| {
+                        let scheme = if tls[i] { "amqps" } else { "amqp" };
+                        if broken == Some(i) {
+                            // An unencoded password: the URL may not parse at all.
+                            format!("{scheme}://user{i}:{pw}@node{i}.example:5672/%2f")
+                        } else {
+                            format!("{scheme}://user{i}:{}@node{i}.example:5672/%2f", encode(pw))
+                        }
+                    })
+                    .collect();
+                let text = entries.join(",");
+                let secrets: Vec<String> = passwords
+                    .iter()
+                    .flat_map(|pw| [pw.clone(), encode(pw)])
+                    .collect();
+                let mut renderings = Vec::new();
+                match text.parse::<AmqpUrls>() {
+                    Ok(urls) => {
+                        renderings.push(urls.to_string());
+                        renderings.push(format!("{urls:?}"));
+                        for node in urls.nodes() {
+                            renderings.push(node.to_string());
+                            renderings.push(format!("{node:?}"));
+                            renderings.push(node.redacted());
+                            renderings.push(node.with_password("x").redacted());
+                        }
+                    }
+                    Err(error) => renderings.push(error),
+                }
+                for entry in &entries {
+                    renderings.push(redact_url_password(entry));
+                }
+                let parsed = AmqpUrlParser.parse_ref(
+                    &clap::Command::new("run"),
+                    None,
+                    std::ffi::OsStr::new(&text),
+                );
+                if let Err(error) = parsed {
+                    renderings.push(error.to_string());
+                }
+                for rendering in &renderings {
+                    for secret in &secrets {
+                        prop_assert!(!rendering.contains(secret.as_str()), "{rendering:?} shows {secret:?}");
+                    }
+                }
+            }
+        }
+
+        use clap::builder::TypedValueParser;
     }
 
     #[test]

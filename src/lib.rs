@@ -2,7 +2,8 @@
 //!
 //! The parts, in the order a close request meets them:
 //! - [`config`]: settings — flags with environment fallbacks, secrets that never print.
-//! - [`amqp`]: connecting, declaring the queues with explicit arguments, confirmed publishing.
+//! - [`amqp`]: connecting (a cluster's node list in rotation, TLS with a private CA and client
+//!   certificates), declaring the queues with explicit arguments, confirmed publishing.
 //! - [`close_request`]: what a close request is and whether it may be sent.
 //! - [`batch`]: which elements may share a request, and when a request is due.
 //! - [`linkedin`]: building and sending `batch_create`, the shared token, and [`linkedin::classify`],
@@ -17,6 +18,7 @@
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
 //!   carry a secret.
 //! - [`sandbox`]: the project's own LinkedIn stand-in, for tests and local trials.
+//! - [`http_proxy`]: which proxy an HTTP request takes (never one for loopback).
 //! - [`cli`]: the command line and exit codes; [`check`]: `job-closer check`, the pre-flight.
 
 pub mod amqp;
@@ -27,6 +29,7 @@ pub mod close_request;
 pub mod config;
 pub mod dead_letter;
 pub mod dlq;
+pub mod http_proxy;
 pub mod linkedin;
 pub mod logging;
 pub mod metrics;

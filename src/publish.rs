@@ -108,7 +108,7 @@ pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> 
         published,
         total,
     };
-    let connection = amqp::connect(&args.amqp.amqp_url, "job-closer publish")
+    let connection = amqp::connect(&args.amqp, "job-closer publish")
         .await
         .map_err(|e| broker_error(e, 0))?;
     amqp::declare_queues(&connection, &args.amqp)

@@ -62,6 +62,7 @@ impl Queues {
     fn amqp_args(&self) -> AmqpArgs {
         AmqpArgs {
             amqp_url: amqp_url().parse().expect("AMQP_URL is an amqp:// URL"),
+            files: Default::default(),
             close_queue: self.close.clone(),
             dead_letter_queue: self.dead.clone(),
             queue_type: QueueType::Classic,

@@ -132,6 +132,7 @@ async fn wait_ready(base: &str) {
 fn amqp_args(queues: &Queues, queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
     AmqpArgs {
         amqp_url: amqp_url().parse().unwrap(),
+        files: Default::default(),
         close_queue: queues.close.clone(),
         dead_letter_queue: queues.dead.clone(),
         queue_type,

@@ -6,11 +6,16 @@
 //! to 4.x and the defaults moved between them. A declaration that clashes with an existing queue is
 //! turned into an error that names the argument and the way out.
 
-use crate::config::{AmqpArgs, AmqpUrl, QueueType};
+pub mod connector;
+pub mod tls;
+
+pub use connector::{Connected, Connector};
+
+use crate::config::{AmqpArgs, QueueType};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// Broker failures, by what the caller should do next.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,13 @@ pub enum AmqpError {
     /// The broker is unreachable or the connection broke: try again later.
     #[error("cannot reach RabbitMQ at {url}: {source} (check AMQP_URL)")]
     Connect { url: String, source: lapin::Error },
+    /// No node of `AMQP_URL` could be reached; `failures` says why for each, with what probably
+    /// caused it when that is known (TLS alerts say little).
+    #[error("cannot reach RabbitMQ {failures} (check AMQP_URL)")]
+    Unreachable { failures: String },
+    /// The broker settings cannot be used (a file, a PEM): exit 2 where it surfaces.
+    #[error(transparent)]
+    Config(Box<crate::config::ConfigError>),
     /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
     #[error("queue '{queue}' already exists with different arguments: {detail}. {hint}", hint = mismatch_hint(.detail))]
     QueueMismatch { queue: String, detail: String },
@@ -37,7 +49,7 @@ impl AmqpError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_)
+            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_) | AmqpError::Config(_)
         )
     }
 }
@@ -90,15 +102,13 @@ pub fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
     ShortString::try_new(name).map_err(|_| AmqpError::BadQueueName(name.to_owned()))
 }
 
-pub async fn connect(url: &AmqpUrl, connection_name: &str) -> Result<Connection, AmqpError> {
-    let properties =
-        ConnectionProperties::default().with_connection_name(connection_name.to_owned().into());
-    Connection::connect(url.expose(), properties)
-        .await
-        .map_err(|source| AmqpError::Connect {
-            url: url.redacted(),
-            source,
-        })
+/// One connection for a command that connects once: each node of `AMQP_URL` is tried in turn.
+pub async fn connect(args: &AmqpArgs, connection_name: &str) -> Result<Connection, AmqpError> {
+    Ok(Connector::from_args(args, connection_name)
+        .map_err(|error| AmqpError::Config(Box::new(error)))?
+        .connect()
+        .await?
+        .connection)
 }
 
 /// Which of the two queues an argument table is for.
@@ -299,6 +309,7 @@ mod tests {
     fn args(queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
         AmqpArgs {
             amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
+            files: Default::default(),
             close_queue: "close".into(),
             dead_letter_queue: "dead".into(),
             queue_type,

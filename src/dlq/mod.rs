@@ -163,7 +163,7 @@ pub async fn execute(args: DlqArgs, shutdown: CancellationToken) -> Result<(), D
 }
 
 async fn connect(amqp: &AmqpArgs, command: &str) -> Result<Connection, DlqError> {
-    Ok(amqp::connect(&amqp.amqp_url, &format!("job-closer dlq {command}")).await?)
+    Ok(amqp::connect(amqp, &format!("job-closer dlq {command}")).await?)
 }
 
 /// Where records and rows go. A reader that went away (`| head`) ends the walk quietly: what it

@@ -111,9 +111,12 @@ pub async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswe
     })
 }
 
-/// One client for the worker's lifetime: connections are kept alive between requests.
+/// One client for the worker's lifetime: connections are kept alive between requests. Proxies follow
+/// [`crate::http_proxy`]: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, never for loopback. TLS keeps the
+/// platform's roots: the broker's `AMQP_TLS_CA_FILE` is never added here.
 pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
+    crate::http_proxy::ProxyRules::from_env()
+        .apply(reqwest::Client::builder())
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(90))

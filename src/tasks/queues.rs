@@ -264,6 +264,7 @@ mod tests {
     fn args(queue_type: QueueType) -> AmqpArgs {
         AmqpArgs {
             amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
+            files: Default::default(),
             close_queue: "close".into(),
             dead_letter_queue: "dead".into(),
             queue_type,

@@ -23,10 +23,10 @@ pub mod recent;
 mod send;
 pub mod settle;
 
-use crate::amqp::{self, AmqpError};
+use crate::amqp::{self, AmqpError, Connected, Connector};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
-use crate::config::{AlreadyClosed, AmqpArgs};
+use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
 use crate::dead_letter::REPLAY_COUNT;
 use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
@@ -161,6 +161,11 @@ impl Worker {
         };
         let mut reconnect = policy.new_state();
         let mut attempt = 0u32;
+        // Each connect tries the next node of AMQP_URL first, and counts as a reconnect after the
+        // very first one.
+        let connector = Connector::from_args(&self.config.amqp, &self.config.connection_name)
+            .map_err(|error| WorkerError::Fatal(AmqpError::Config(Box::new(error))))?
+            .count_reconnects(self.shared.metrics.reconnects.clone());
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -168,7 +173,7 @@ impl Worker {
             attempt += 1;
             // Reconnecting is not being wedged: /healthz stays green through a long broker outage.
             self.shared.metrics.beat();
-            let outcome = self.session(&shutdown).await;
+            let outcome = self.session(&connector, &shutdown).await;
             self.shared.metrics.set_ready(false);
             let why = match outcome {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
@@ -181,7 +186,6 @@ impl Worker {
                 Err(error) if error.is_permanent() => return Err(WorkerError::Fatal(error)),
                 Err(error) => error.to_string(),
             };
-            self.shared.metrics.reconnects.inc();
             // Waiting for the broker is not being wedged: keep /healthz green meanwhile.
             self.shared.metrics.beat();
             let delay = policy.on_wait(&mut reconnect, None);
@@ -193,10 +197,15 @@ impl Worker {
         }
     }
 
-    async fn session(&self, shutdown: &CancellationToken) -> Result<SessionEnd, AmqpError> {
-        let config = &self.config;
-        let connection = amqp::connect(&config.amqp.amqp_url, &config.connection_name).await?;
-        let result = self.consume(&connection, shutdown).await;
+    async fn session(
+        &self,
+        connector: &Connector,
+        shutdown: &CancellationToken,
+    ) -> Result<SessionEnd, AmqpError> {
+        let Connected {
+            connection, node, ..
+        } = connector.connect().await?;
+        let result = self.consume(&connection, &node, shutdown).await;
         if connection.status().connected() {
             let _ = connection
                 .close(200, "job-closer session over".into())
@@ -208,11 +217,13 @@ impl Worker {
     async fn consume(
         &self,
         connection: &Connection,
+        node: &AmqpUrl,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
         let amqp_args = &config.amqp;
-        amqp::declare_queues(connection, amqp_args).await?;
+        let (close_queue, _) = amqp::declare_queues(connection, amqp_args).await?;
+        warn_if_replicas_share(amqp_args, close_queue.consumer_count());
         if let Some(schedule) = &config.task_checks {
             tasks::queues::declare(connection, amqp_args, schedule).await?;
         }
@@ -257,7 +268,7 @@ impl Worker {
         let mut consumer = if self.shared.hold.is_blocked() {
             None
         } else {
-            Some(self.start_consuming(&channel, &consumer_tag).await?)
+            Some(self.start_consuming(&channel, &consumer_tag, node).await?)
         };
         let mut batcher: Batcher<Item, BatchKey> = Batcher::new(config.batch_size, config.linger);
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
@@ -288,7 +299,7 @@ impl Worker {
                         self.stop_consuming(&channel, &consumer_tag, held, &mut batcher, &settler).await;
                     } else if !blocked && consumer.is_none() {
                         consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
-                        match self.start_consuming(&channel, &consumer_tag).await {
+                        match self.start_consuming(&channel, &consumer_tag, node).await {
                             Ok(started) => consumer = Some(started),
                             Err(error) => break SessionEnd::Lost(error.to_string()),
                         }
@@ -348,7 +359,12 @@ impl Worker {
         Ok(end)
     }
 
-    async fn start_consuming(&self, channel: &Channel, tag: &str) -> Result<Consumer, AmqpError> {
+    async fn start_consuming(
+        &self,
+        channel: &Channel,
+        tag: &str,
+        node: &AmqpUrl,
+    ) -> Result<Consumer, AmqpError> {
         let amqp_args = &self.config.amqp;
         let consumer = channel
             .basic_consume(
@@ -359,7 +375,7 @@ impl Worker {
             )
             .await?;
         info!(
-            broker = %amqp_args.amqp_url,
+            node = %node,
             queue = %amqp_args.close_queue,
             prefetch = self.config.prefetch,
             batch_size = self.config.batch_size,
@@ -523,6 +539,18 @@ async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<lapin::Result<
     match consumer {
         Some(consumer) => consumer.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Replicas that all consume (no single active consumer) each pace themselves: the rate limit and
+/// the token are per process, so together they may exceed LinkedIn's limit.
+fn warn_if_replicas_share(amqp_args: &AmqpArgs, other_consumers: u32) {
+    if !amqp_args.single_active_consumer && other_consumers > 0 {
+        warn!(
+            queue = %amqp_args.close_queue,
+            other_consumers,
+            "Other consumers are on the close queue and SINGLE_ACTIVE_CONSUMER=false: each replica applies its own RATE_LIMIT_PER_MINUTE and its own LinkedIn token, so together they may send more than the limit. Divide RATE_LIMIT_PER_MINUTE among the replicas, or set SINGLE_ACTIVE_CONSUMER=true for hot standbys."
+        );
     }
 }
 

@@ -3,7 +3,10 @@
 //! as a child process the way an operator runs it.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod http_proxy;
 pub mod proxy;
+pub mod rabbit_nodes;
 
 use futures_util::StreamExt;
 use job_closer::sandbox::{Sandbox, SandboxConfig};
@@ -356,6 +359,16 @@ pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// `job-closer run --help`, with an empty environment (so that defaults show as defaults).
+pub fn run_help() -> String {
+    let output = Command::new(binary())
+        .args(["run", "--help"])
+        .env_clear()
+        .output()
+        .expect("job-closer run --help");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 pub fn spawn_worker(env: &[(String, String)]) -> WorkerProcess {
