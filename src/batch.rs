@@ -1,7 +1,9 @@
 //! The batching rules, as pure data: which elements may share a request, and when a request is due.
 //!
 //! A batch holds at most `max_size` elements, never two with the same `externalJobPostingId` (LinkedIn
-//! forbids it) and never two contracts (a contract's 403 must only touch that contract's jobs). A batch
+//! forbids it) and never two keys: the worker keys by contract (a contract's 403 must only touch that
+//! contract's jobs) and by whether the delivery is a redelivery (likely a re-close LinkedIn answers
+//! with a request-level 409, which must not cost fresh closes a split). A batch
 //! is due when full, or `linger` after its first element arrived. The batcher knows nothing of queues
 //! or HTTP: the worker feeds it and sends what comes out, and tests drive it with made-up instants.
 //!
@@ -33,22 +35,23 @@ impl From<&str> for IdKey {
     }
 }
 
-/// What a batch is grouped by: the contract's raw JSON text, or none.
+/// What a batch is grouped by by default: the contract's raw JSON text, or none.
 pub type ContractKey = Option<String>;
 
 /// Elements that may go out in one request.
 #[derive(Debug)]
-pub struct Batch<T> {
-    pub contract: ContractKey,
+pub struct Batch<T, K = ContractKey> {
+    /// What every element of the batch shares.
+    pub key: K,
     pub items: Vec<T>,
     ids: Vec<IdKey>,
     first_arrival: Instant,
 }
 
-impl<T> Batch<T> {
-    fn new(contract: ContractKey, now: Instant, capacity: usize) -> Self {
+impl<T, K> Batch<T, K> {
+    fn new(key: K, now: Instant, capacity: usize) -> Self {
         Batch {
-            contract,
+            key,
             items: Vec::with_capacity(capacity),
             ids: Vec::with_capacity(capacity),
             first_arrival: now,
@@ -64,17 +67,17 @@ impl<T> Batch<T> {
     }
 }
 
-/// Collects elements into batches per contract.
+/// Collects elements into batches per key.
 #[derive(Debug)]
-pub struct Batcher<T> {
+pub struct Batcher<T, K = ContractKey> {
     max_size: usize,
     linger: Duration,
     /// Per contract, the open batches oldest first; a duplicate id spills into a later one.
-    open: HashMap<ContractKey, Vec<Batch<T>>>,
+    open: HashMap<K, Vec<Batch<T, K>>>,
     pending: usize,
 }
 
-impl<T> Batcher<T> {
+impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
     pub fn new(max_size: usize, linger: Duration) -> Self {
         assert!(max_size > 0, "a batch holds at least one element");
         Batcher {
@@ -99,9 +102,9 @@ impl<T> Batcher<T> {
         &mut self,
         item: T,
         external_id: impl Into<IdKey>,
-        contract: ContractKey,
+        contract: K,
         now: Instant,
-    ) -> Option<Batch<T>> {
+    ) -> Option<Batch<T, K>> {
         let id = external_id.into();
         let max_size = self.max_size;
         // Looked up first: the key is only cloned for a contract's first open batch.
@@ -141,17 +144,17 @@ impl<T> Batcher<T> {
     }
 
     /// Hands out every batch whose linger has run out by `now`.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Batch<T>> {
+    pub fn take_due(&mut self, now: Instant) -> Vec<Batch<T, K>> {
         let linger = self.linger;
         self.take_where(|b| b.first_arrival + linger <= now)
     }
 
     /// Hands out everything, due or not (shutdown).
-    pub fn take_all(&mut self) -> Vec<Batch<T>> {
+    pub fn take_all(&mut self) -> Vec<Batch<T, K>> {
         self.take_where(|_| true)
     }
 
-    fn take_where(&mut self, mut due: impl FnMut(&Batch<T>) -> bool) -> Vec<Batch<T>> {
+    fn take_where(&mut self, mut due: impl FnMut(&Batch<T, K>) -> bool) -> Vec<Batch<T, K>> {
         let mut out = Vec::new();
         self.open.retain(|_, batches| {
             let mut index = 0;
@@ -242,13 +245,13 @@ mod tests {
         let full = batcher
             .push("a2", "a2", a.clone(), now)
             .expect("contract 1 full");
-        assert_eq!(full.contract, a);
+        assert_eq!(full.key, a);
         assert_eq!(ids(&full), vec!["a1", "a2"]);
         let rest = batcher.take_all();
         assert_eq!(rest.len(), 2);
         assert!(rest.iter().all(|batch| batch.len() == 1));
-        assert!(rest.iter().any(|batch| batch.contract == b));
-        assert!(rest.iter().any(|batch| batch.contract.is_none()));
+        assert!(rest.iter().any(|batch| batch.key == b));
+        assert!(rest.iter().any(|batch| batch.key.is_none()));
     }
 
     #[test]

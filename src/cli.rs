@@ -4,7 +4,8 @@
 //! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
 
 use crate::config::{
-    AmqpArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret, TaskCheckArgs,
+    AmqpArgs, AnswerArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
+    TaskCheckArgs,
 };
 use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
@@ -81,6 +82,8 @@ pub struct RunArgs {
     pub retry: RetryArgs,
     #[command(flatten)]
     pub tasks: TaskCheckArgs,
+    #[command(flatten)]
+    pub answers: AnswerArgs,
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub sandbox: bool,
@@ -271,6 +274,8 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         prefetch: args.batch.prefetch(),
         max_in_flight: usize::from(args.batch.max_in_flight),
         rate_limit_per_minute: args.batch.rate_limit_per_minute,
+        rate_limit_per_day: args.batch.rate_limit_per_day,
+        already_closed: args.answers.already_closed,
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         connection_name: expand_connection_name(&args.amqp_connection_name),

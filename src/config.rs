@@ -559,6 +559,10 @@ pub struct BatchArgs {
     /// Elements per minute sent to LinkedIn (its documented premium limit); 0 = unlimited.
     #[arg(long, env = "RATE_LIMIT_PER_MINUTE", default_value_t = 2000)]
     pub rate_limit_per_minute: u32,
+    /// Elements per UTC day sent to LinkedIn (its documented premium limit); when reached, sending
+    /// pauses until 00:00 UTC. 0 = unlimited. Counted in memory: a restart forgets the day's count.
+    #[arg(long, env = "RATE_LIMIT_PER_DAY", default_value_t = 60_000)]
+    pub rate_limit_per_day: u64,
     /// Deliveries the broker may hand over unacknowledged; default: enough to fill every in-flight
     /// request plus the batch being filled.
     #[arg(long, env = "PREFETCH")]
@@ -572,11 +576,14 @@ impl BatchArgs {
 
     /// A batch never outgrows the rate limit: a request that could never fit a minute would stall.
     pub fn effective_batch_size(&self) -> usize {
-        let size = usize::from(self.batch_size);
-        match self.rate_limit_per_minute {
-            0 => size,
-            limit => size.min(limit as usize),
+        let mut size = usize::from(self.batch_size);
+        if self.rate_limit_per_minute > 0 {
+            size = size.min(self.rate_limit_per_minute as usize);
         }
+        if self.rate_limit_per_day > 0 {
+            size = size.min(usize::try_from(self.rate_limit_per_day).unwrap_or(usize::MAX));
+        }
+        size
     }
 
     pub fn prefetch(&self) -> u16 {
@@ -585,6 +592,32 @@ impl BatchArgs {
             u16::try_from(self.effective_batch_size() * batches).unwrap_or(u16::MAX)
         })
     }
+}
+
+/// What to do with a close LinkedIn says is already closed (409 "Cannot close job which is already
+/// closed or does not exist").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AlreadyClosed {
+    /// Settle it as done: acked, not dead-lettered, no task check.
+    #[default]
+    Ack,
+    /// Dead-letter it as `rejected` with status 409.
+    DeadLetter,
+}
+
+/// How the worker treats particular answers from LinkedIn.
+#[derive(Args, Clone, Debug)]
+pub struct AnswerArgs {
+    /// A close LinkedIn answers with 409 "already closed or does not exist" (or that LinkedIn
+    /// accepted from this worker within the last hour): ack it, or dead-letter it as rejected/409.
+    #[arg(
+        long,
+        env = "ALREADY_CLOSED",
+        value_enum,
+        default_value = "ack",
+        ignore_case = true
+    )]
+    pub already_closed: AlreadyClosed,
 }
 
 /// On or off, for switches that read better as words than as booleans.
@@ -954,6 +987,7 @@ mod tests {
             batch_linger_ms: 500,
             max_in_flight: 4,
             rate_limit_per_minute: 2000,
+            rate_limit_per_day: 60_000,
             prefetch: None,
         };
         assert_eq!(args.prefetch(), 500);
@@ -962,5 +996,30 @@ mod tests {
             ..args
         };
         assert_eq!(tight.effective_batch_size(), 30);
+        let daily = BatchArgs {
+            rate_limit_per_minute: 0,
+            rate_limit_per_day: 7,
+            ..args
+        };
+        assert_eq!(daily.effective_batch_size(), 7);
+    }
+
+    #[test]
+    fn already_closed_is_acked_unless_told_to_dead_letter() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            answers: AnswerArgs,
+            #[command(flatten)]
+            batch: BatchArgs,
+        }
+        let defaults = Cli::try_parse_from(["run"]).unwrap();
+        assert_eq!(defaults.answers.already_closed, AlreadyClosed::Ack);
+        assert_eq!(defaults.batch.rate_limit_per_day, 60_000);
+        let dead = Cli::try_parse_from(["run", "--already-closed", "dead-letter"]).unwrap();
+        assert_eq!(dead.answers.already_closed, AlreadyClosed::DeadLetter);
+        assert!(Cli::try_parse_from(["run", "--already-closed", "ignore"]).is_err());
+        assert!(Cli::try_parse_from(["run", "--rate-limit-per-day", "-1"]).is_err());
     }
 }

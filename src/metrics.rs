@@ -46,6 +46,7 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
     "throttled",
     "transient",
     "rejected",
+    "blocked",
 ];
 
 /// A heartbeat older than this means the worker's loops have stopped turning.
@@ -65,6 +66,14 @@ pub struct Metrics {
     pub queue_messages: Family<QueueLabels, Gauge>,
     pub tasks: Family<TaskLabels, Counter>,
     pub reconnects: Counter,
+    /// Closes LinkedIn (or this worker's memory of it) says were already closed.
+    pub already_closed: Counter,
+    /// Elements sent to simpleJobPostings, every attempt counted.
+    pub elements_sent: Counter,
+    /// 1 while an integration fault holds the worker.
+    pub linkedin_blocked: Gauge,
+    /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
+    pub throttled_until: Gauge,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -99,6 +108,30 @@ impl Metrics {
         let queue_messages = Family::<QueueLabels, Gauge>::default();
         let tasks = Family::<TaskLabels, Counter>::default();
         let reconnects = Counter::default();
+        let already_closed = Counter::default();
+        let elements_sent = Counter::default();
+        let linkedin_blocked = Gauge::default();
+        let throttled_until = Gauge::default();
+        registry.register(
+            "elements_already_closed",
+            "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
+            already_closed.clone(),
+        );
+        registry.register(
+            "elements_sent",
+            "Elements sent to simpleJobPostings, counting every attempt",
+            elements_sent.clone(),
+        );
+        registry.register(
+            "linkedin_blocked",
+            "1 while an integration fault (403 permissions, 404, LinkedIn-Version refused) holds the worker",
+            linkedin_blocked.clone(),
+        );
+        registry.register(
+            "throttled_until_seconds",
+            "Until when sending is paused by LinkedIn's throttle or RATE_LIMIT_PER_DAY (Unix time; 0 when not)",
+            throttled_until.clone(),
+        );
         registry.register(
             "messages_consumed",
             "Deliveries taken from the close queue",
@@ -147,7 +180,7 @@ impl Metrics {
         );
         registry.register(
             "tasks_verified",
-            "Close tasks whose final status was learnt",
+            "Close tasks whose final status was learnt, by status (SUCCEEDED, PROCESSED, FAILED, UNKNOWN)",
             tasks.clone(),
         );
         registry.register(
@@ -162,6 +195,15 @@ impl Metrics {
             requests
                 .get_or_create(&OutcomeLabels {
                     outcome: (*outcome).to_owned(),
+                })
+                .get();
+        }
+        // Every final task status a verification can end in, so that `status="PROCESSED"` sits
+        // beside `status="SUCCEEDED"` from the start.
+        for status in ["SUCCEEDED", "PROCESSED", "FAILED", "UNKNOWN"] {
+            tasks
+                .get_or_create(&TaskLabels {
+                    status: status.to_owned(),
                 })
                 .get();
         }
@@ -186,6 +228,10 @@ impl Metrics {
             queue_messages,
             tasks,
             reconnects,
+            already_closed,
+            elements_sent,
+            linkedin_blocked,
+            throttled_until,
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -291,7 +337,12 @@ async fn healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.is_ready() {
+    if metrics.linkedin_blocked.get() > 0 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "holding: LinkedIn refuses the integration (see the logs)\n",
+        )
+    } else if metrics.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
@@ -311,6 +362,12 @@ mod tests {
             r#"job_closer_requests_total{outcome="throttled"} 0"#,
             "# TYPE job_closer_elements_dead_lettered counter",
             r#"job_closer_elements_dead_lettered_total{reason="invalid",status="422"} 0"#,
+            "job_closer_elements_already_closed_total 0",
+            "job_closer_elements_sent_total 0",
+            "job_closer_linkedin_blocked 0",
+            "job_closer_throttled_until_seconds 0",
+            r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
+            r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }
@@ -334,6 +391,10 @@ mod tests {
             "job_closer_request_duration_seconds",
             "job_closer_requests_in_flight",
             "job_closer_queue_messages",
+            "job_closer_elements_already_closed",
+            "job_closer_elements_sent",
+            "job_closer_linkedin_blocked",
+            "job_closer_throttled_until_seconds",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

@@ -4,11 +4,34 @@
 //! an element's first transient failure on tokio's clock, so tests can pause time. Throttling (429) and
 //! credential trouble (401) are waited out but never exhaust the budget: they say nothing about the
 //! message, only about LinkedIn or the account, so they must never dead-letter it.
+//!
+//! LinkedIn's daily limits reset at 00:00 UTC and a spent daily quota is answered with 429s without
+//! `Retry-After`. Backing off at most `RETRY_MAX_MS` would spend two requests a minute all day on
+//! them; so after [`THROTTLES_BEFORE_ESCALATION`] such 429s in a row the pause doubles beyond it,
+//! toward the next midnight UTC ([`RetryPolicy::throttle_pause`]). The timing of every wait — the
+//! transient backoff, the throttle pause, the integration-fault probe — is decided here.
 
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
+
+/// 429s without `Retry-After` in a row after which the pause grows beyond `RETRY_MAX_MS`.
+pub const THROTTLES_BEFORE_ESCALATION: u32 = 3;
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The UTC day `at` falls in, counted from the Unix epoch.
+pub fn utc_day(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / DAY.as_secs()
+}
+
+/// How long from `at` until the next 00:00 UTC (a full day at midnight itself).
+pub fn until_next_utc_midnight(at: SystemTime) -> Duration {
+    let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let into_day = Duration::from_nanos((since_epoch.as_nanos() % DAY.as_nanos()) as u64);
+    DAY - into_day
+}
 
 /// Settings for retrying transient failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +59,8 @@ pub struct RetryState {
     pub attempts: u32,
     /// Whole-request transient failures in a row (5xx, timeouts): the trigger for splitting.
     pub consecutive_failures: u32,
+    /// 401s in a row: the first only refreshes the token; after that, back off.
+    pub unauthorized_in_a_row: u32,
 }
 
 impl RetryPolicy {
@@ -54,6 +79,7 @@ impl RetryPolicy {
             first_failure: None,
             attempts: 0,
             consecutive_failures: 0,
+            unauthorized_in_a_row: 0,
         }
     }
 
@@ -81,6 +107,44 @@ impl RetryPolicy {
     /// A request got an answer that was not a transient failure: the next failure starts a new run.
     pub fn on_answer(&self, state: &mut RetryState) {
         state.consecutive_failures = 0;
+    }
+
+    /// A 401: resend at once the first time (the token was refreshed), back off after that.
+    pub fn on_unauthorized(&self, state: &mut RetryState) -> Duration {
+        state.unauthorized_in_a_row += 1;
+        if state.unauthorized_in_a_row > 1 {
+            self.on_wait(state, None)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// How long the whole worker pauses after a 429, the `in_a_row`-th without `Retry-After` (0 when
+    /// it had one), at `now`: LinkedIn's `Retry-After` when given; the backoff for the first few;
+    /// then `RETRY_MAX_MS` doubling with each further 429, but never past the next 00:00 UTC, when
+    /// LinkedIn's daily limits reset.
+    pub fn throttle_pause(
+        &self,
+        state: &mut RetryState,
+        retry_after: Option<Duration>,
+        in_a_row: u32,
+        now: SystemTime,
+    ) -> Duration {
+        if let Some(retry_after) = retry_after {
+            return retry_after;
+        }
+        let backoff = self.on_wait(state, None);
+        if in_a_row < THROTTLES_BEFORE_ESCALATION {
+            return backoff;
+        }
+        let doublings = (in_a_row - THROTTLES_BEFORE_ESCALATION + 1).min(20);
+        let escalated = self.max.saturating_mul(1 << doublings);
+        escalated.min(until_next_utc_midnight(now)).max(backoff)
+    }
+
+    /// The wait before the next probe of a blocked integration: the backoff, never the budget.
+    pub fn probe_delay(&self, state: &mut RetryState) -> Duration {
+        self.on_wait(state, None)
     }
 }
 
@@ -168,6 +232,58 @@ mod tests {
             policy.on_transient(&mut state, now, None),
             Verdict::RetryIn(_)
         ));
+    }
+
+    #[test]
+    fn the_first_401_resends_at_once_and_later_ones_back_off() {
+        let policy = policy();
+        let mut state = policy.new_state();
+        assert_eq!(policy.on_unauthorized(&mut state), Duration::ZERO);
+        assert!(policy.on_unauthorized(&mut state) > Duration::ZERO);
+        assert_eq!(state.first_failure, None, "no budget spent");
+    }
+
+    #[test]
+    fn utc_midnight_arithmetic() {
+        let midnight = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400);
+        assert_eq!(utc_day(midnight), 20_000);
+        assert_eq!(utc_day(midnight - Duration::from_secs(1)), 19_999);
+        assert_eq!(until_next_utc_midnight(midnight), DAY);
+        assert_eq!(
+            until_next_utc_midnight(midnight - Duration::from_secs(90)),
+            Duration::from_secs(90)
+        );
+    }
+
+    #[test]
+    fn repeated_429s_without_retry_after_double_toward_midnight() {
+        let policy = policy();
+        let mut state = policy.new_state();
+        let morning = UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + 6 * 3600);
+        assert_eq!(
+            policy.throttle_pause(&mut state, Some(Duration::from_secs(5)), 0, morning),
+            Duration::from_secs(5),
+            "LinkedIn's Retry-After wins"
+        );
+        for in_a_row in 1..THROTTLES_BEFORE_ESCALATION {
+            assert!(policy.throttle_pause(&mut state, None, in_a_row, morning) <= policy.max);
+        }
+        let pauses: Vec<Duration> = (THROTTLES_BEFORE_ESCALATION..40)
+            .map(|n| policy.throttle_pause(&mut state, None, n, morning))
+            .collect();
+        assert_eq!(pauses[0], policy.max * 2, "beyond RETRY_MAX_MS");
+        assert_eq!(pauses[1], policy.max * 4);
+        assert!(pauses.windows(2).all(|w| w[0] <= w[1]));
+        let to_midnight = Duration::from_secs(18 * 3600);
+        assert_eq!(*pauses.last().unwrap(), to_midnight, "never past 00:00 UTC");
+        // A day's quota spent: a handful of probes, not two a minute all day.
+        let mut waited = Duration::ZERO;
+        let mut probes = 0;
+        while waited < to_midnight {
+            probes += 1;
+            waited += policy.throttle_pause(&mut state, None, probes, morning + waited);
+        }
+        assert!(probes < 30, "{probes} probes in 18 hours");
     }
 
     #[test]

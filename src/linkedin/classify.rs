@@ -1,11 +1,17 @@
-//! What an answer from LinkedIn means for the elements that were sent: pure data in, action out.
+//! What an answer from LinkedIn means for the elements that were sent: pure data in, verdict out.
 //!
 //! LinkedIn answers a batch at two levels: the HTTP status of the request, and inside a 200 one entry per
-//! element, in request order, each with its own status. Both levels map onto the same few actions —
-//! accepted, refresh the token and resend, wait out a throttle, retry with backoff, or reject — and
-//! nothing here sleeps, sends or acks: the worker and the retry policy do that with the verdict.
+//! element, in request order, each with its own status. The request level is not only about the
+//! request: LinkedIn reports many single-job faults (an invalid apply URL, a re-close, a bad enum, eight
+//! locations) as the status of the whole request. So a request-level verdict says *whose* fault it is —
+//! one job's ([`Outcome::ElementFault`]), the contract's ([`Outcome::BatchFault`]) or the
+//! integration's ([`Outcome::IntegrationFault`]) — and [`crate::worker::decide`] turns that into
+//! what happens to each element. Treating every request-level 4xx as everyone's fault (the first
+//! design) dead-lettered 99 good closes with another job's message. Nothing here sleeps, sends or acks.
+//!
+//! LinkedIn's spec types entry statuses as strings while every sample shows numbers: both are read.
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use std::time::{Duration, SystemTime};
 
 /// Why a request or an element failed, as it goes into a dead letter.
@@ -29,6 +35,8 @@ impl Failure {
 pub enum ElementOutcome {
     /// LinkedIn took the close (202): the task id says where to check it.
     Accepted { task_id: Option<String> },
+    /// 409: the job is already closed (or does not exist) — a re-close, not a failure.
+    AlreadyClosed(Failure),
     /// LinkedIn said no for this element: dead-letter it as `rejected`.
     Rejected(Failure),
     /// Transient for this element alone (5xx, 408, 429 inside the answer).
@@ -37,11 +45,24 @@ pub enum ElementOutcome {
     Unauthorized(Failure),
 }
 
-/// The verdict for a whole request.
+impl ElementOutcome {
+    /// What a request-level fault of one job means when that job is known: 409 is a re-close,
+    /// anything else a rejection.
+    pub fn of_fault(failure: Failure) -> ElementOutcome {
+        if failure.status == 409 {
+            ElementOutcome::AlreadyClosed(failure)
+        } else {
+            ElementOutcome::Rejected(failure)
+        }
+    }
+}
+
+/// The verdict for a whole request, whatever was asked: `A` is the answer for every element (a
+/// close's entries; a task lookup's statuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestOutcome {
-    /// Every element has its own verdict, in request order.
-    Answered(Vec<ElementOutcome>),
+pub enum Outcome<A> {
+    /// Every element has its own verdict.
+    Answered(A),
     /// 401: get a new token and resend; never the message's fault.
     RefreshToken(Failure),
     /// 429: slow the whole worker down; never the message's fault.
@@ -49,14 +70,24 @@ pub enum RequestOutcome {
         retry_after: Option<Duration>,
         failure: Failure,
     },
-    /// 408, 5xx, a broken or unmatched answer, a timeout: try again with backoff.
+    /// 408, 5xx (504 included), a broken or unmatched answer, a timeout: try again with backoff.
     Retry {
         retry_after: Option<Duration>,
         failure: Failure,
     },
-    /// Any other 4xx: LinkedIn refused the request, for all its elements.
-    Reject(Failure),
+    /// 400, 409, 422: LinkedIn's documented single-job faults, reported for the whole request. The
+    /// message may name the job (`externalPartnerId ...`); otherwise the culprit must be isolated.
+    ElementFault(Failure),
+    /// 402 (job slots, budget), 403 for a contract, and other 4xx: every element of the request —
+    /// which never mixes contracts — shares the verdict.
+    BatchFault(Failure),
+    /// 403 "Not enough permissions to access" / "Unpermitted fields present in REQUEST_BODY", 404,
+    /// 426, or a 400 naming `LinkedIn-Version`: the integration is broken, not any message.
+    IntegrationFault(Failure),
 }
+
+/// The verdict for a `batch_create`: entries in request order.
+pub type RequestOutcome = Outcome<Vec<ElementOutcome>>;
 
 /// An HTTP answer as far as classification cares.
 #[derive(Clone, Copy, Debug)]
@@ -74,6 +105,7 @@ struct BatchBody {
 
 #[derive(Deserialize)]
 struct Entry {
+    #[serde(default, deserialize_with = "lenient_status")]
     status: Option<u16>,
     id: Option<String>,
     error: Option<ErrorBody>,
@@ -83,30 +115,100 @@ struct Entry {
 struct ErrorBody {
     message: Option<String>,
     error_description: Option<String>,
+    #[serde(default, deserialize_with = "lenient_status")]
     status: Option<u16>,
+}
+
+/// A status as a number or a numeric string (`202` or `"202"`); anything else is no status, which
+/// makes the entry unmatched rather than the answer unreadable.
+fn lenient_status<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u16>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 /// Classifies the answer to a `batch_create` of `sent` elements, received at `now`.
 pub fn classify(answer: Answer<'_>, sent: usize, now: SystemTime) -> RequestOutcome {
     let status = answer.status;
+    let failure = || failure_from_body(status, answer.body);
     match status {
         200..=299 => classify_entries(answer.body, sent),
-        401 => RequestOutcome::RefreshToken(failure_from_body(status, answer.body)),
+        401 => RequestOutcome::RefreshToken(failure()),
         429 => RequestOutcome::Throttled {
             retry_after: answer.retry_after.and_then(|v| parse_retry_after(v, now)),
-            failure: failure_from_body(status, answer.body),
+            failure: failure(),
         },
         408 | 500..=599 => RequestOutcome::Retry {
             retry_after: answer.retry_after.and_then(|v| parse_retry_after(v, now)),
-            failure: failure_from_body(status, answer.body),
+            failure: failure(),
         },
-        400..=499 => RequestOutcome::Reject(failure_from_body(status, answer.body)),
+        400..=499 => {
+            let failure = failure();
+            if is_integration_fault(&failure) {
+                RequestOutcome::IntegrationFault(failure)
+            } else if matches!(status, 400 | 409 | 422) {
+                RequestOutcome::ElementFault(failure)
+            } else {
+                RequestOutcome::BatchFault(failure)
+            }
+        }
         // 1xx and 3xx are no answer to a POST we can act on; the message is not at fault.
         _ => RequestOutcome::Retry {
             retry_after: None,
-            failure: failure_from_body(status, answer.body),
+            failure: failure(),
         },
     }
+}
+
+/// Whether a request-level 4xx says the integration (headers, URL, permissions, version) is wrong,
+/// so that every request would get it, whatever it carries.
+pub fn is_integration_fault(failure: &Failure) -> bool {
+    let message = failure.message.as_str();
+    match failure.status {
+        403 => {
+            message.contains("Not enough permissions to access")
+                || message.contains("Unpermitted fields present in REQUEST_BODY")
+        }
+        404 | 426 => true,
+        400 => message.to_ascii_lowercase().contains("linkedin-version"),
+        _ => false,
+    }
+}
+
+/// The position of the element a request-level message names, if it names one of `ids`: LinkedIn's
+/// 400 says `... for job with externalPartnerId {externalJobPostingId}, taskUrn ...`. When several
+/// ids match (one a prefix of another), the longest wins; a bare substring never counts.
+pub fn named_element(message: &str, ids: &[&str]) -> Option<usize> {
+    const LABELS: [&str; 4] = [
+        "externalPartnerId ",
+        "externalPartnerId: ",
+        "externalJobPostingId ",
+        "externalJobPostingId: ",
+    ];
+    let mut best: Option<(usize, usize)> = None;
+    for (index, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            continue;
+        }
+        let named = LABELS.iter().any(|label| {
+            let needle = format!("{label}{id}");
+            message.match_indices(&needle).any(|(at, _)| {
+                message[at + needle.len()..]
+                    .chars()
+                    .next()
+                    .is_none_or(|next| {
+                        next == ',' || next == ';' || next == ')' || next.is_whitespace()
+                    })
+            })
+        });
+        if named && best.is_none_or(|(_, len)| id.len() > len) {
+            best = Some((index, id.len()));
+        }
+    }
+    best.map(|(index, _)| index)
 }
 
 fn classify_entries(body: &[u8], sent: usize) -> RequestOutcome {
@@ -146,6 +248,7 @@ fn classify_entry(status: u16, entry: Entry) -> ElementOutcome {
     match status {
         200..=299 => ElementOutcome::Accepted { task_id: entry.id },
         401 => ElementOutcome::Unauthorized(failure()),
+        409 => ElementOutcome::AlreadyClosed(failure()),
         408 | 429 | 500..=599 => ElementOutcome::Retry(failure()),
         _ => ElementOutcome::Rejected(failure()),
     }
@@ -251,10 +354,21 @@ mod tests {
                 "The token used in the request has expired"
             ))
         );
-        for status in [400, 402, 403, 404, 409, 422] {
+        for status in [400, 409, 422] {
             assert!(
-                matches!(answer(status, "{}"), RequestOutcome::Reject(f) if f.status == status)
+                matches!(answer(status, "{}"), RequestOutcome::ElementFault(f) if f.status == status)
             );
+        }
+        for status in [402, 403, 405] {
+            assert!(
+                matches!(answer(status, "{}"), RequestOutcome::BatchFault(f) if f.status == status)
+            );
+        }
+        for status in [404, 426] {
+            assert!(matches!(
+                answer(status, "{}"),
+                RequestOutcome::IntegrationFault(_)
+            ));
         }
         for status in [408, 500, 502, 503, 504] {
             assert!(matches!(answer(status, ""), RequestOutcome::Retry { .. }));
@@ -274,10 +388,163 @@ mod tests {
         let body = r#"{"message":"Caller is not authorized to access the jobs for contract: urn:li:contract:9","status":403}"#;
         assert_eq!(
             answer(403, body),
-            RequestOutcome::Reject(Failure::new(
+            RequestOutcome::BatchFault(Failure::new(
                 403,
                 "Caller is not authorized to access the jobs for contract: urn:li:contract:9"
             ))
+        );
+    }
+
+    #[test]
+    fn whose_fault_a_request_level_answer_is_follows_linkedins_table() {
+        let body = |status: u16, message: &str| {
+            serde_json::json!({"message": message, "status": status}).to_string()
+        };
+        let element = [
+            (
+                400,
+                "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:1",
+            ),
+            (
+                400,
+                "Either context or company or companyPageUrl or companyName must be provided",
+            ),
+            (
+                409,
+                "Cannot close job which is already closed or does not exist",
+            ),
+            (
+                422,
+                "ERROR :: /employmentStatus :: PART is not an enum symbol",
+            ),
+            (
+                422,
+                "ERROR :: /experienceLevel :: enum type is not backed by a String",
+            ),
+            (
+                422,
+                "The job contains more than seven locations. Please ensure maximum seven locations per job",
+            ),
+        ];
+        for (status, message) in element {
+            assert_eq!(
+                answer(status, &body(status, message)),
+                RequestOutcome::ElementFault(Failure::new(status, message)),
+                "{message}"
+            );
+        }
+        let batch = [
+            (
+                402,
+                "Insufficient job slots for contract = urn:li:contract:1 for purchase flow",
+            ),
+            (
+                402,
+                "Insufficient lifetime budget for contract: urn:li:contract:1",
+            ),
+            (
+                403,
+                "Caller is not authorized to access the jobs for contract: urn:li:contract:1",
+            ),
+            (403, "Caller is not authorized to access the fp4p contract"),
+        ];
+        for (status, message) in batch {
+            assert_eq!(
+                answer(status, &body(status, message)),
+                RequestOutcome::BatchFault(Failure::new(status, message)),
+                "{message}"
+            );
+        }
+        let integration = [
+            (
+                403,
+                "Not enough permissions to access: POST /simpleJobPostings",
+            ),
+            (
+                403,
+                "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]",
+            ),
+            (404, "Resource simpleJobPostings does not exist"),
+            (400, "The LinkedIn-Version header is malformed: 2025-04"),
+            (
+                426,
+                "The requested version 202001 (LinkedIn-Version) is no longer supported",
+            ),
+        ];
+        for (status, message) in integration {
+            assert_eq!(
+                answer(status, &body(status, message)),
+                RequestOutcome::IntegrationFault(Failure::new(status, message)),
+                "{message}"
+            );
+        }
+        assert!(matches!(
+            answer(504, &body(504, "Gateway Timeout")),
+            RequestOutcome::Retry { failure, .. } if failure.status == 504
+        ));
+        assert!(matches!(
+            answer(500, &body(500, "Internal Server Error")),
+            RequestOutcome::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn entry_statuses_may_be_numeric_strings() {
+        let body = r#"{"elements":[
+            {"id":"urn:li:simpleJobPostingTask:1","status":"202"},
+            {"error":{"message":"ERROR :: /title :: field is required but not found and has no default value","status":"422"},"status":"422"},
+            {"error":{"message":"Cannot close job which is already closed or does not exist","status":"409"}},
+            {"error":{"message":"The workplaceTypes field cannot have more than one value provided. Provided values [On-site, Remote]","status":400},"status":400}
+        ]}"#;
+        let four = classify(
+            Answer {
+                status: 200,
+                retry_after: None,
+                body: body.as_bytes(),
+            },
+            4,
+            SystemTime::now(),
+        );
+        match four {
+            RequestOutcome::Answered(verdicts) => {
+                assert!(matches!(verdicts[0], ElementOutcome::Accepted { .. }));
+                assert!(matches!(&verdicts[1], ElementOutcome::Rejected(f) if f.status == 422));
+                assert!(
+                    matches!(&verdicts[2], ElementOutcome::AlreadyClosed(f) if f.status == 409)
+                );
+                assert!(matches!(&verdicts[3], ElementOutcome::Rejected(f) if f.status == 400));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            answer(
+                200,
+                r#"{"elements":[{"status":"accepted"},{"status":202}]}"#
+            ),
+            RequestOutcome::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn a_message_names_an_element_only_by_its_label_and_whole_id() {
+        let message = "Invalid company apply url for job with externalPartnerId JOB-12, taskUrn urn:li:simpleJobPostingTask:9";
+        assert_eq!(
+            named_element(message, &["JOB-1", "JOB-12", "JOB-123"]),
+            Some(1)
+        );
+        assert_eq!(named_element(message, &["JOB-1", "JOB-123"]), None);
+        assert_eq!(named_element(message, &["taskUrn"]), None);
+        assert_eq!(named_element("externalPartnerId A", &["A"]), Some(0));
+        assert_eq!(
+            named_element(
+                "Cannot close job which is already closed or does not exist",
+                &["job"]
+            ),
+            None
+        );
+        assert_eq!(
+            named_element("externalPartnerId A, B", &["A", "A, B"]),
+            Some(1)
         );
     }
 

@@ -7,14 +7,17 @@
 //! confirm) before acking, wait out any trouble with the lookup itself instead of blaming the close,
 //! and on shutdown or a lost session give back whatever is not settled — the broker keeps it.
 
-use super::lookup::{self, LookupOutcome, TaskQuery, TaskStatus, TaskStatuses};
+use super::lookup::{self, TASK_URN_PREFIX, TaskQuery, TaskStatus, TaskStatuses};
 use super::pending::{self, PendingCheck};
 use super::queues::Schedule;
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{Failure, Reason};
 use crate::worker::Shared;
+use crate::worker::attempt::{Attempted, Request, attempt, wait};
+use crate::worker::decide::{State, Step, decide};
 use crate::worker::settle::{self, Settler};
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -33,6 +36,15 @@ pub const CHECK_PREFETCH: u16 = 250;
 struct Check {
     delivery: Delivery,
     pending: PendingCheck,
+}
+
+/// How one check of an answered lookup ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Settled {
+    /// LinkedIn reported (or did not report) its task.
+    Status(TaskStatus),
+    /// LinkedIn refused to look its id up, alone.
+    Refused(crate::linkedin::classify::Failure),
 }
 
 /// Checks gathered for one lookup.
@@ -176,6 +188,14 @@ impl Verifier {
     ) -> Option<Lookup> {
         let now = SystemTime::now();
         let pending = match PendingCheck::read(delivery.properties.headers().as_ref(), now) {
+            Ok(pending) if !pending.task_id.starts_with(TASK_URN_PREFIX) => {
+                let why = format!(
+                    "the task id {:?} is not a {TASK_URN_PREFIX} URN, so LinkedIn cannot look it up; it was never sent",
+                    crate::dead_letter::truncate_utf8(&pending.task_id, 200)
+                );
+                self.dead_letter_unusable(delivery, why, tracker);
+                return None;
+            }
             Ok(pending) if TaskQuery::fits_alone(&pending.task_id) => pending,
             Ok(pending) => {
                 let why = format!(
@@ -226,95 +246,154 @@ impl Verifier {
         });
     }
 
-    /// Asks LinkedIn about one lookup's tasks until it answers, then settles every check.
-    async fn verify(self: Arc<Self>, lookup: Lookup, stop: CancellationToken) {
-        let shared = &self.shared;
-        let policy = shared.retry;
-        let mut retry = policy.new_state();
-        // As for closes: the first 401 only refreshes the token; more in a row back off.
-        let mut unauthorized_in_a_row = 0u32;
-        let task_ids = lookup.query.ids().len();
-        loop {
-            let token = match shared.linkedin.tokens.get().await {
-                Ok(token) => token,
-                Err(error) => {
-                    let delay = policy.on_wait(&mut retry, None);
-                    error!(%error, task_ids, delay_ms = delay.as_millis() as u64, "No LinkedIn token for the task check; retrying.");
-                    if !wait(&stop, delay).await {
-                        return give_back_all(&lookup.checks).await;
+    /// Asks LinkedIn about one lookup's tasks until it answers, then settles every check: a small
+    /// loop over the worker's [`attempt`] and [`decide`], like the sender's.
+    fn verify(self: Arc<Self>, lookup: Lookup, stop: CancellationToken) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let shared = self.shared.clone();
+            let policy = shared.retry;
+            let mut retry = policy.new_state();
+            let Lookup { checks, query, .. } = lookup;
+            let task_ids = query.ids().len();
+            loop {
+                let attempted = attempt(
+                    &shared,
+                    &stop,
+                    Request::Lookup,
+                    &mut retry.attempts,
+                    |token| {
+                        let (shared, query) = (&shared, &query);
+                        async move { lookup::lookup(&shared.linkedin, &token, query).await }
+                    },
+                )
+                .await;
+                let (token, outcome) = match attempted {
+                    Attempted::Answered { token, answer } => (token, answer),
+                    Attempted::Stopped => return give_back_all(&checks).await,
+                    Attempted::NoToken(error) => {
+                        let delay = policy.on_wait(&mut retry, None);
+                        error!(%error, task_ids, delay_ms = delay.as_millis() as u64, "No LinkedIn token for the task check; retrying.");
+                        if !wait(&stop, delay).await {
+                            return give_back_all(&checks).await;
+                        }
+                        continue;
                     }
+                };
+                let step = {
+                    let ids: Vec<&str> =
+                        checks.iter().map(|c| c.pending.task_id.as_str()).collect();
+                    let answered = |statuses: TaskStatuses, _: State<'_>| {
+                        Step::SettleEach(
+                            ids.iter()
+                                .map(|id| Settled::Status(statuses.status_of(id)))
+                                .collect(),
+                        )
+                    };
+                    decide(
+                        outcome,
+                        State {
+                            policy: &policy,
+                            retry: &mut retry,
+                            now: Instant::now(),
+                            ids: &ids,
+                        },
+                        answered,
+                        Settled::Refused,
+                    )
+                };
+                let delay = match step {
+                    Step::SettleEach(settled) => {
+                        debug!(task_ids, "Task statuses answered.");
+                        return self
+                            .settle_all(checks.into_iter().zip(settled).collect())
+                            .await;
+                    }
+                    Step::Split { failure, .. } => {
+                        warn!(task_ids, status = failure.status, error_message = %failure.message,
+                            "LinkedIn refused the lookup for one of its ids; splitting it to find that id.");
+                        let mut left = checks;
+                        let right = left.split_off(left.len() / 2);
+                        let halves = [left, right].map(|half| {
+                            let mut query = TaskQuery::default();
+                            for check in &half {
+                                query.try_add(&check.pending.task_id);
+                            }
+                            self.clone().verify(
+                                Lookup {
+                                    checks: half,
+                                    query,
+                                    due: Instant::now(),
+                                },
+                                stop.clone(),
+                            )
+                        });
+                        futures_util::future::join_all(halves).await;
+                        return;
+                    }
+                    Step::GiveUp(failure) => {
+                        // Holding the checks any longer helps nobody: they wait for their next
+                        // tier in the broker, and the 24-hour limit still applies.
+                        warn!(task_ids, status = failure.status, error_message = %failure.message,
+                            "Task lookups keep failing; the checks wait for their next turn.");
+                        for check in checks {
+                            let seen = format!("HTTP {}: {}", failure.status, failure.message);
+                            self.check_later(check, &seen, failure.status).await;
+                        }
+                        return;
+                    }
+                    Step::ResendAll {
+                        after,
+                        refresh_token,
+                        failure,
+                    } => {
+                        if refresh_token {
+                            shared.linkedin.tokens.invalidate(&token).await;
+                            if !after.is_zero() {
+                                error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64,
+                                    "LinkedIn keeps refusing fresh tokens for task checks; check the client credentials. Retrying.");
+                            }
+                        } else {
+                            log_retry(task_ids, &failure, after);
+                        }
+                        after
+                    }
+                    Step::Throttled {
+                        retry_after,
+                        failure,
+                    } => {
+                        let delay = policy.on_wait(&mut retry, retry_after);
+                        log_retry(task_ids, &failure, delay);
+                        delay
+                    }
+                    // Lookups are never answered per element nor held; wait as for trouble.
+                    Step::ResendWithout { .. } => policy.on_wait(&mut retry, None),
+                    Step::Hold(failure) => {
+                        let delay = policy.on_wait(&mut retry, None);
+                        log_retry(task_ids, &failure, delay);
+                        delay
+                    }
+                };
+                if !wait(&stop, delay).await {
+                    return give_back_all(&checks).await;
+                }
+            }
+        })
+    }
+
+    async fn settle_all(&self, settled: Vec<(Check, Settled)>) {
+        for (check, settled) in settled {
+            let status = match settled {
+                Settled::Status(status) => status,
+                Settled::Refused(failure) => {
+                    self.dead_letter_refused(check, failure).await;
                     continue;
                 }
             };
-            shared.metrics.token_requests.inner().store(
-                shared.linkedin.tokens.fetches(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let outcome = {
-                let _permit = shared.in_flight.acquire().await.expect("never closed");
-                retry.attempts += 1;
-                lookup::lookup(&shared.linkedin, &token, &lookup.query).await
-            };
-            let delay = match outcome {
-                LookupOutcome::Answered(statuses) => {
-                    debug!(task_ids, "Task statuses answered.");
-                    return self.settle_all(lookup.checks, &statuses).await;
-                }
-                LookupOutcome::RefreshToken(failure) => {
-                    shared.linkedin.tokens.invalidate(&token).await;
-                    unauthorized_in_a_row += 1;
-                    if unauthorized_in_a_row > 1 {
-                        let delay = policy.on_wait(&mut retry, None);
-                        error!(status = failure.status, error_message = %failure.message, delay_ms = delay.as_millis() as u64,
-                            "LinkedIn keeps refusing fresh tokens for task checks; check the client credentials. Retrying.");
-                        delay
-                    } else {
-                        Duration::ZERO
-                    }
-                }
-                LookupOutcome::Throttled {
-                    retry_after,
-                    failure,
+            match status {
+                TaskStatus::Succeeded {
+                    job_posting,
+                    status,
                 } => {
-                    unauthorized_in_a_row = 0;
-                    let delay = policy.on_wait(&mut retry, retry_after);
-                    log_retry(task_ids, &failure, delay);
-                    delay
-                }
-                LookupOutcome::Retry {
-                    retry_after,
-                    failure,
-                } => {
-                    unauthorized_in_a_row = 0;
-                    match policy.on_transient(&mut retry, Instant::now(), retry_after) {
-                        crate::retry::Verdict::RetryIn(delay) => {
-                            log_retry(task_ids, &failure, delay);
-                            delay
-                        }
-                        crate::retry::Verdict::GiveUp => {
-                            // Holding the checks any longer helps nobody: they wait for their
-                            // next tier in the broker, and the 24-hour limit still applies.
-                            warn!(task_ids, status = failure.status, error_message = %failure.message,
-                                "Task lookups keep failing; the checks wait for their next turn.");
-                            for check in lookup.checks {
-                                let seen = format!("HTTP {}: {}", failure.status, failure.message);
-                                self.check_later(check, &seen, failure.status).await;
-                            }
-                            return;
-                        }
-                    }
-                }
-            };
-            if !delay.is_zero() && !wait(&stop, delay).await {
-                return give_back_all(&lookup.checks).await;
-            }
-        }
-    }
-
-    async fn settle_all(&self, checks: Vec<Check>, statuses: &TaskStatuses) {
-        for check in checks {
-            match statuses.status_of(&check.pending.task_id) {
-                TaskStatus::Succeeded { job_posting } => {
                     let PendingCheck {
                         task_id,
                         external_id,
@@ -326,15 +405,17 @@ impl Verifier {
                         %task_id,
                         job_posting = job_posting.as_deref().unwrap_or("-"),
                         checks,
-                        status = "SUCCEEDED",
+                        status,
                         "Close verified."
                     );
-                    self.shared.metrics.task("SUCCEEDED");
+                    self.shared.metrics.task(status);
                     settle::ack(&check.delivery).await;
                 }
                 TaskStatus::Failed { message } => {
                     let pending = check.pending.checked();
                     self.shared.metrics.task("FAILED");
+                    // The job is still open: a later close of it must be sent, not remembered.
+                    self.shared.recent.forget(&pending.external_id);
                     let failure = Failure {
                         reason: Reason::TaskFailed,
                         status: 200,
@@ -356,6 +437,27 @@ impl Verifier {
                 TaskStatus::Pending { status } => self.check_later(check, &status, 200).await,
             }
         }
+    }
+
+    /// LinkedIn refused to look up this task id on its own: it can never be checked.
+    async fn dead_letter_refused(&self, check: Check, failure: crate::linkedin::classify::Failure) {
+        let Check { delivery, pending } = check;
+        let pending = pending.checked();
+        self.shared.metrics.task("UNKNOWN");
+        let original = pending::original_properties(&delivery.properties, &self.schedule);
+        let failure = Failure {
+            reason: Reason::TaskUnknown,
+            status: failure.status,
+            message: format!(
+                "LinkedIn refused to look up the task id: {}",
+                failure.message
+            ),
+            attempts: pending.checks,
+            task_id: Some(pending.task_id.clone()),
+        };
+        self.settler
+            .dead_letter_original(&delivery, &original, Some(&pending.external_id), failure)
+            .await;
     }
 
     /// The task's fate is not known yet (`seen` says what was seen instead): on to the next delay
@@ -415,15 +517,6 @@ fn log_retry(task_ids: usize, failure: &crate::linkedin::classify::Failure, dela
         delay_ms = delay.as_millis() as u64,
         "Task lookup failed; retrying."
     );
-}
-
-/// Sleeps, unless told to stop first. Returns false when stopped.
-async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = tokio::time::sleep(delay) => true,
-        _ = stop.cancelled() => false,
-    }
 }
 
 async fn give_back_all(checks: &[Check]) {

@@ -3,15 +3,22 @@
 //! 4 KB, and what the answer means for each id.
 //!
 //! Like [`crate::linkedin::classify`], nothing here waits or retries: an answer becomes a verdict and
-//! the verifier acts on it. Only a task's own status can end its story; anything wrong with the
-//! request (401, 429, 5xx, 4xx, timeouts, unreadable bodies) is trouble to wait out.
+//! the verifier acts on it (through [`crate::worker::decide`], as closes do). Only a task's own
+//! status can end its story; anything wrong with the request (401, 429, 5xx, 4xx, timeouts,
+//! unreadable bodies) is trouble to wait out — except LinkedIn's 400 "Batch key parameter value is
+//! invalid", which refuses the whole lookup for one id that is not a task URN: that is one
+//! element's fault, isolated by splitting the lookup.
+//!
+//! `PROCESSED` is final (API-NOTES, "More on task status"): without `errorMessage` the job was
+//! processed successfully, with one it failed LinkedIn's payload validation. Treating it as not yet
+//! known (the first design) re-checked such closes for a day and then called them `task-unknown`.
 
 use crate::linkedin::LinkedInClient;
-use crate::linkedin::classify::{Failure, failure_from_body, parse_retry_after};
+use crate::linkedin::classify::{Failure, Outcome, failure_from_body, parse_retry_after};
 use crate::linkedin::token::{AccessToken, describe_transport_error};
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// LinkedIn wants the query string under 4 KB; this leaves room for whatever a proxy adds.
 pub const MAX_QUERY_BYTES: usize = 4000;
@@ -71,15 +78,25 @@ impl TaskQuery {
     }
 }
 
+/// The prefix every task id LinkedIn hands out carries; anything else cannot be looked up.
+pub const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
+
+/// LinkedIn's answer to a lookup holding an id that is not a task URN.
+pub const BAD_BATCH_KEY: &str = "Batch key parameter value is invalid";
+
 /// What LinkedIn says about one task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskStatus {
-    /// The close happened.
-    Succeeded { job_posting: Option<String> },
-    /// The close did not happen: the job is still open.
+    /// The close happened: `SUCCEEDED`, or `PROCESSED` without an `errorMessage` (`status` says
+    /// which).
+    Succeeded {
+        job_posting: Option<String>,
+        status: &'static str,
+    },
+    /// The close did not happen: `FAILED`, or `PROCESSED` with an `errorMessage`.
     Failed { message: String },
-    /// Not known yet: `IN_PROGRESS`, `PROCESSED`, a status this version does not know, or an id the
-    /// answer does not mention (`NOT_FOUND`) or reports under `errors` (`ERROR`).
+    /// Not known yet: `IN_PROGRESS`, a status this version does not know, or an id the answer does
+    /// not mention (`NOT_FOUND`) or reports under `errors` (`ERROR`).
     Pending { status: String },
 }
 
@@ -98,23 +115,9 @@ impl TaskStatuses {
     }
 }
 
-/// The verdict for a whole lookup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LookupOutcome {
-    Answered(TaskStatuses),
-    /// 401: get a new token and ask again.
-    RefreshToken(Failure),
-    /// 429: wait (as long as LinkedIn says, if it says).
-    Throttled {
-        retry_after: Option<Duration>,
-        failure: Failure,
-    },
-    /// Anything else: try again with backoff.
-    Retry {
-        retry_after: Option<Duration>,
-        failure: Failure,
-    },
-}
+/// The verdict for a whole lookup: `Answered`, `RefreshToken` (401), `Throttled` (429),
+/// `ElementFault` (400 "Batch key parameter value is invalid"), or `Retry` for anything else.
+pub type LookupOutcome = Outcome<TaskStatuses>;
 
 #[derive(Deserialize)]
 struct TasksBody {
@@ -153,6 +156,12 @@ pub fn classify(
             },
         },
         401 => LookupOutcome::RefreshToken(failure_from_body(status, body)),
+        400 if failure_from_body(status, body)
+            .message
+            .contains(BAD_BATCH_KEY) =>
+        {
+            LookupOutcome::ElementFault(failure_from_body(status, body))
+        }
         429 => LookupOutcome::Throttled {
             retry_after: retry_after(),
             failure: failure_from_body(status, body),
@@ -178,6 +187,14 @@ fn statuses(body: TasksBody) -> TaskStatuses {
         let status = match result.status.as_deref() {
             Some("SUCCEEDED") => TaskStatus::Succeeded {
                 job_posting: result.job_posting,
+                status: "SUCCEEDED",
+            },
+            Some("PROCESSED") => match result.error_message.filter(|m| !m.trim().is_empty()) {
+                None => TaskStatus::Succeeded {
+                    job_posting: result.job_posting,
+                    status: "PROCESSED",
+                },
+                Some(message) => TaskStatus::Failed { message },
             },
             Some("FAILED") => TaskStatus::Failed {
                 message: result.error_message.unwrap_or_else(|| {
@@ -235,6 +252,7 @@ fn transport_failure(error: &reqwest::Error) -> LookupOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn urn(n: usize) -> String {
         format!(
@@ -302,15 +320,32 @@ mod tests {
             "urn:f":{"id":"urn:f","externalJobPostingId":"b","status":"FAILED","errorMessage":"Job b was dropped: true"},
             "urn:f2":{"id":"urn:f2","status":"FAILED"},
             "urn:i":{"id":"urn:i","status":"IN_PROGRESS"},
-            "urn:p":{"id":"urn:p","status":"PROCESSED"},
+            "urn:p":{"id":"urn:p","status":"PROCESSED","jobPosting":"urn:li:jobPosting:2"},
+            "urn:pe":{"id":"urn:pe","status":"PROCESSED","errorMessage":"The description length should be at least 100 characters"},
             "urn:n":{"id":"urn:n"}
         }}"#;
         let statuses = answered(body);
         assert_eq!(
             statuses.status_of("urn:s"),
             TaskStatus::Succeeded {
-                job_posting: Some("urn:li:jobPosting:1".into())
+                job_posting: Some("urn:li:jobPosting:1".into()),
+                status: "SUCCEEDED",
             }
+        );
+        assert_eq!(
+            statuses.status_of("urn:p"),
+            TaskStatus::Succeeded {
+                job_posting: Some("urn:li:jobPosting:2".into()),
+                status: "PROCESSED",
+            },
+            "PROCESSED without errorMessage is verified"
+        );
+        assert_eq!(
+            statuses.status_of("urn:pe"),
+            TaskStatus::Failed {
+                message: "The description length should be at least 100 characters".into()
+            },
+            "PROCESSED with errorMessage failed validation"
         );
         assert_eq!(
             statuses.status_of("urn:f"),
@@ -325,7 +360,6 @@ mod tests {
             status: status.into(),
         };
         assert_eq!(statuses.status_of("urn:i"), pending("IN_PROGRESS"));
-        assert_eq!(statuses.status_of("urn:p"), pending("PROCESSED"));
         assert_eq!(statuses.status_of("urn:n"), pending("UNKNOWN"));
         assert_eq!(statuses.status_of("urn:e"), pending("ERROR"));
         assert_eq!(statuses.status_of("urn:missing"), pending("NOT_FOUND"));
@@ -342,6 +376,10 @@ mod tests {
         assert!(matches!(
             classify(429, Some("3"), b"", now),
             LookupOutcome::Throttled { retry_after: Some(d), .. } if d == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            classify(400, None, br#"{"message":"Batch key parameter value is invalid","status":400}"#, now),
+            LookupOutcome::ElementFault(f) if f.status == 400
         ));
         for status in [400, 403, 404, 414, 500, 502, 503, 504, 302] {
             assert!(

@@ -5,31 +5,43 @@
 //! With task checks on, the session also runs the [`crate::tasks`] verifier on its own channel: it
 //! shares the session's settler, shutdown and task tracker, and a dead verifier ends the session.
 //!
+//! While an integration fault holds the worker ([`hold`]), the session cancels its consumer, gives
+//! back every delivery it holds that is not being probed with, and consumes again once the hold
+//! opens. Deliveries are batched apart by contract and by whether they are redeliveries (or
+//! duplicates of an id in hand, see [`recent`]): a redelivered close is likely a re-close.
+//!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
 //! broker returns whatever is still unacked.
 
 mod ack_runs;
+pub mod attempt;
+pub mod decide;
+pub mod hold;
+pub mod recent;
 mod send;
 pub mod settle;
 
 use crate::amqp::{self, AmqpError, Connected, Connector};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
-use crate::config::{AmqpArgs, AmqpUrl};
+use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
+use crate::dead_letter::REPLAY_COUNT;
 use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule, Verifier};
 use futures_util::StreamExt;
+use hold::Hold;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection};
+use lapin::{Channel, Connection, Consumer};
+use recent::{InHand, Recent};
 use send::{Group, SessionHandle};
 use settle::Settler;
 use std::sync::Arc;
@@ -50,6 +62,10 @@ pub struct WorkerConfig {
     pub prefetch: u16,
     pub max_in_flight: usize,
     pub rate_limit_per_minute: u32,
+    /// Elements per UTC day (`RATE_LIMIT_PER_DAY`); 0 = unlimited.
+    pub rate_limit_per_day: u64,
+    /// What a close LinkedIn says is already closed becomes (`ALREADY_CLOSED`).
+    pub already_closed: AlreadyClosed,
     pub retry: RetryPolicy,
     pub shutdown_timeout: Duration,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
@@ -63,12 +79,39 @@ pub struct Shared {
     pub in_flight: Semaphore,
     pub metrics: Arc<Metrics>,
     pub retry: RetryPolicy,
+    /// Set while an integration fault holds the worker.
+    pub hold: Hold,
+    /// Ids accepted within the hour, and ids in hand.
+    pub recent: Arc<Recent>,
+    pub already_closed: AlreadyClosed,
 }
 
 /// A delivery that passed validation, on its way to LinkedIn.
 pub struct Item {
     pub delivery: Delivery,
     pub request: CloseRequest,
+    /// Replayed from the dead-letter queue: always sent, whatever this worker remembers.
+    pub replayed: bool,
+    /// Keeps the id counted as in hand until the item is dropped.
+    pub in_hand: InHand,
+}
+
+/// What a batch shares: the contract, and whether its deliveries are suspected re-closes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct BatchKey {
+    pub contract: Option<String>,
+    /// Redelivered by the broker, or a duplicate of an id already in hand.
+    pub suspect: bool,
+}
+
+/// Whether a delivery was sent back from the dead-letter queue by `dlq replay`.
+fn is_replayed(delivery: &Delivery) -> bool {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(REPLAY_COUNT))
+        .is_some()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,10 +136,17 @@ impl Worker {
     pub fn new(config: WorkerConfig, linkedin: LinkedInClient, metrics: Arc<Metrics>) -> Self {
         let shared = Arc::new(Shared {
             linkedin,
-            limiter: RateLimiter::new(config.rate_limit_per_minute),
+            limiter: RateLimiter::with_daily_limit(
+                config.rate_limit_per_minute,
+                config.rate_limit_per_day,
+                metrics.throttled_until.clone(),
+            ),
             in_flight: Semaphore::new(config.max_in_flight),
+            hold: Hold::new(metrics.linkedin_blocked.clone()),
             metrics,
             retry: config.retry,
+            recent: Arc::new(Recent::default()),
+            already_closed: config.already_closed,
         });
         Worker { config, shared }
     }
@@ -213,25 +263,14 @@ impl Worker {
             }
             None => CancellationToken::new(),
         };
-        let consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
-        let mut consumer = channel
-            .basic_consume(
-                amqp::queue_name(&amqp_args.close_queue)?,
-                consumer_tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        info!(
-            node = %node,
-            queue = %amqp_args.close_queue,
-            prefetch = config.prefetch,
-            batch_size = config.batch_size,
-            "Consuming."
-        );
-        self.shared.metrics.set_ready(true);
-
-        let mut batcher: Batcher<Item> = Batcher::new(config.batch_size, config.linger);
+        let mut hold = self.shared.hold.watch();
+        let mut consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
+        let mut consumer = if self.shared.hold.is_blocked() {
+            None
+        } else {
+            Some(self.start_consuming(&channel, &consumer_tag, node).await?)
+        };
+        let mut batcher: Batcher<Item, BatchKey> = Batcher::new(config.batch_size, config.linger);
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
@@ -242,7 +281,7 @@ impl Worker {
                 _ = shutdown.cancelled() => {
                     break SessionEnd::Shutdown;
                 }
-                delivery = consumer.next() => match delivery {
+                delivery = next_delivery(&mut consumer) => match delivery {
                     Some(Ok(delivery)) => {
                         if let Some(full) = self.accept(delivery, &mut batcher, &settler, &tracker) {
                             self.dispatch(full, &session, &tracker);
@@ -250,6 +289,21 @@ impl Worker {
                     }
                     Some(Err(error)) => break SessionEnd::Lost(error.to_string()),
                     None => break SessionEnd::Lost("the consumer was cancelled by the broker".into()),
+                },
+                changed = hold.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let blocked = *hold.borrow_and_update();
+                    if blocked && let Some(held) = consumer.take() {
+                        self.stop_consuming(&channel, &consumer_tag, held, &mut batcher, &settler).await;
+                    } else if !blocked && consumer.is_none() {
+                        consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
+                        match self.start_consuming(&channel, &consumer_tag, node).await {
+                            Ok(started) => consumer = Some(started),
+                            Err(error) => break SessionEnd::Lost(error.to_string()),
+                        }
+                    }
                 },
                 _ = verifier_down.cancelled() => {
                     break SessionEnd::Lost("the task-check consumer stopped".into());
@@ -270,9 +324,10 @@ impl Worker {
             SessionEnd::Shutdown => {
                 self.shared.metrics.set_ready(false);
                 info!("Shutting down: no new deliveries; sending what is batched.");
-                if let Err(error) = channel
-                    .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
-                    .await
+                if consumer.is_some()
+                    && let Err(error) = channel
+                        .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                        .await
                 {
                     debug!(%error, "Cancelling the consumer failed.");
                 }
@@ -304,23 +359,109 @@ impl Worker {
         Ok(end)
     }
 
+    async fn start_consuming(
+        &self,
+        channel: &Channel,
+        tag: &str,
+        node: &AmqpUrl,
+    ) -> Result<Consumer, AmqpError> {
+        let amqp_args = &self.config.amqp;
+        let consumer = channel
+            .basic_consume(
+                amqp::queue_name(&amqp_args.close_queue)?,
+                tag.into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        info!(
+            node = %node,
+            queue = %amqp_args.close_queue,
+            prefetch = self.config.prefetch,
+            batch_size = self.config.batch_size,
+            "Consuming."
+        );
+        self.shared.metrics.set_ready(true);
+        Ok(consumer)
+    }
+
+    /// The hold closed: take nothing new, and give back what is batched and what the broker had
+    /// already pushed. Senders give back their own.
+    async fn stop_consuming(
+        &self,
+        channel: &Channel,
+        tag: &str,
+        mut consumer: Consumer,
+        batcher: &mut Batcher<Item, BatchKey>,
+        settler: &Settler,
+    ) {
+        self.shared.metrics.set_ready(false);
+        let cancelled = channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await;
+        let mut given_back = 0usize;
+        settler
+            .together(async {
+                for batch in batcher.take_all() {
+                    for item in batch.items {
+                        settler.give_back(&item.delivery).await;
+                        given_back += 1;
+                    }
+                }
+                if cancelled.is_ok() {
+                    // After the cancel, the stream yields what was already pushed, then ends.
+                    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+                        while let Some(Ok(delivery)) = consumer.next().await {
+                            settler.give_back(&delivery).await;
+                            given_back += 1;
+                        }
+                    })
+                    .await;
+                    if drained.is_err() {
+                        warn!("The cancelled consumer did not end; what it holds returns when the session ends.");
+                    }
+                }
+            })
+            .await;
+        if let Err(error) = cancelled {
+            warn!(%error, "Cancelling the consumer for the hold failed.");
+        }
+        warn!(
+            given_back,
+            "Holding: stopped consuming and gave back what was held."
+        );
+    }
+
     /// Validates one delivery: invalid ones are dead-lettered at once, valid ones batched.
     fn accept(
         &self,
         delivery: Delivery,
-        batcher: &mut Batcher<Item>,
+        batcher: &mut Batcher<Item, BatchKey>,
         settler: &Arc<Settler>,
         tracker: &TaskTracker,
-    ) -> Option<Batch<Item>> {
+    ) -> Option<Batch<Item, BatchKey>> {
         self.shared.metrics.consumed.inc();
         match close_request::validate(&delivery.data) {
             Ok(request) => {
                 let external_id = IdKey::of(&request.external_id);
-                let contract = request.contract.clone();
+                let (in_hand, suspect) = self
+                    .shared
+                    .recent
+                    .hold(&request.external_id, delivery.redelivered);
+                let key = BatchKey {
+                    contract: request.contract.clone(),
+                    suspect,
+                };
+                let replayed = is_replayed(&delivery);
                 batcher.push(
-                    Item { delivery, request },
+                    Item {
+                        delivery,
+                        request,
+                        replayed,
+                        in_hand,
+                    },
                     external_id,
-                    contract,
+                    key,
                     Instant::now(),
                 )
             }
@@ -333,10 +474,29 @@ impl Worker {
         }
     }
 
-    fn dispatch(&self, batch: Batch<Item>, session: &SessionHandle, tracker: &TaskTracker) {
+    fn dispatch(
+        &self,
+        batch: Batch<Item, BatchKey>,
+        session: &SessionHandle,
+        tracker: &TaskTracker,
+    ) {
+        if batch.key.suspect {
+            // Likely re-closes: one request each, after any first delivery of the same id, so
+            // that a 409 costs one element and an accepted original costs none.
+            for item in batch.items {
+                let group = Group {
+                    items: vec![item],
+                    retry: self.shared.retry.new_state(),
+                    suspect: true,
+                };
+                tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
+            }
+            return;
+        }
         let group = Group {
             items: batch.items,
             retry: self.shared.retry.new_state(),
+            suspect: false,
         };
         tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
     }
@@ -371,6 +531,14 @@ impl Worker {
                     .queue_depth(queue, declared.message_count());
             }
         }
+    }
+}
+
+/// The next delivery, or never while not consuming.
+async fn next_delivery(consumer: &mut Option<Consumer>) -> Option<lapin::Result<Delivery>> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 

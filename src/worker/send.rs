@@ -1,29 +1,35 @@
-//! Sending one batch until every element in it is settled: wait for the rate limit and the token,
-//! post, classify, then act on each element's verdict — and retry what is left.
+//! Sending one group of elements until every element in it is settled: a small loop over an
+//! attempt ([`prepare`] — rate limit, token, permit — then the request) and [`decide_close`] (what
+//! the answer means),
+//! carrying out each step — settle, resend, split, hold, wait.
 //!
-//! A batch whose request keeps failing as a whole (a poison element earns its batch a 500) is split
-//! in halves after a few failures, and the halves carry on independently, so the culprit ends up alone
-//! and its good neighbours get closed. 401s and 429s are waited out without spending the retry budget.
+//! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
+//! `already-closed` without being sent (see [`super::recent`]). A group that is split carries on as
+//! independent groups with the budget spent so far: halves for a run of 5xx or an unnamed single-job
+//! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
+//! halving would resend each of them at every level), single elements at once.
 
+use super::attempt::{NotReady, Request, prepare, wait};
+use super::decide::{Settlement, State, Step, decide_close};
 use super::settle::Settler;
 use super::{Item, Shared};
 use crate::dead_letter::{Failure, Reason};
-use crate::linkedin::classify::{ElementOutcome, RequestOutcome};
-use crate::retry::{RetryState, Verdict};
+use crate::linkedin::classify::{self, RequestOutcome};
+use crate::linkedin::token::AccessToken;
+use crate::retry::RetryState;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
-
-/// Whole-request transient failures in a row before a batch is halved.
-const SPLIT_AFTER: u32 = 2;
+use tracing::{error, info, warn};
 
 /// Elements that travel together, and their shared retry history.
 pub struct Group {
     pub items: Vec<Item>,
     pub retry: RetryState,
+    /// Redeliveries (or duplicates of an id in hand): kept apart from first deliveries.
+    pub suspect: bool,
 }
 
 /// Everything one batch task needs from its broker session.
@@ -32,15 +38,6 @@ pub struct SessionHandle {
     pub settler: Arc<Settler>,
     /// Cancelled on shutdown or when the session's connection is lost: stop waiting, give back.
     pub stop: CancellationToken,
-}
-
-/// Sleeps, unless told to stop first. Returns false when stopped.
-async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
-    tokio::select! {
-        biased;
-        _ = tokio::time::sleep(delay) => true,
-        _ = stop.cancelled() => false,
-    }
 }
 
 async fn give_back_all(session: &SessionHandle, items: &[Item]) {
@@ -61,6 +58,47 @@ fn ids(items: &[Item]) -> Vec<&str> {
         .collect()
 }
 
+fn outcome_label(outcome: &RequestOutcome) -> &'static str {
+    match outcome {
+        RequestOutcome::Answered(_) => "answered",
+        RequestOutcome::RefreshToken(_) => "unauthorized",
+        RequestOutcome::Throttled { .. } => "throttled",
+        RequestOutcome::Retry { .. } => "transient",
+        RequestOutcome::ElementFault(_) | RequestOutcome::BatchFault(_) => "rejected",
+        RequestOutcome::IntegrationFault(_) => "blocked",
+    }
+}
+
+/// A group on its way: its elements, its retry history, and whether it probes a hold.
+struct Sending {
+    shared: Arc<Shared>,
+    session: SessionHandle,
+    items: Vec<Item>,
+    retry: RetryState,
+    suspect: bool,
+    probing: bool,
+}
+
+/// How an attempt went, as far as the loop cares.
+enum Tried {
+    Answered {
+        token: AccessToken,
+        outcome: RequestOutcome,
+    },
+    /// Nothing sent; try again after this long.
+    Wait(Duration),
+    /// Nothing left to send.
+    Settled,
+    /// Stopped: give back what is left.
+    Stopped,
+}
+
+/// What the loop does after a step.
+enum Next {
+    Again(Duration),
+    Done,
+}
+
 /// Sends a group until all its elements are settled.
 pub fn process(
     shared: Arc<Shared>,
@@ -68,276 +106,396 @@ pub fn process(
     group: Group,
 ) -> BoxFuture<'static, ()> {
     Box::pin(async move {
-        let Group {
-            mut items,
-            mut retry,
-        } = group;
-        let policy = shared.retry;
-        // 401s in a row: the first one just refreshes the token; after that, back off.
-        let mut unauthorized_in_a_row = 0u32;
-        while !items.is_empty() {
-            let elements = items.len() as u32;
-            let limited = tokio::select! {
-                biased;
-                _ = shared.limiter.acquire(elements) => true,
-                _ = session.stop.cancelled() => false,
+        let mut sending = Sending {
+            shared,
+            session,
+            items: group.items,
+            retry: group.retry,
+            suspect: group.suspect,
+            probing: false,
+        };
+        if sending.suspect && !sending.after_first_deliveries().await {
+            return sending.give_back().await;
+        }
+        loop {
+            let next = match sending.attempt().await {
+                Tried::Answered { token, outcome } => {
+                    let step = sending.decide(outcome);
+                    sending.carry_out(step, &token).await
+                }
+                Tried::Wait(delay) => Next::Again(delay),
+                Tried::Settled => Next::Done,
+                Tried::Stopped => return sending.give_back().await,
             };
-            if !limited {
-                return give_back_all(&session, &items).await;
-            }
-
-            let token = shared.linkedin.tokens.get().await;
-            // Failed fetches count too: a refused secret shows as token requests without closes.
-            shared.metrics.token_requests.inner().store(
-                shared.linkedin.tokens.fetches(),
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            let token = match token {
-                Ok(token) => token,
-                Err(error) => {
-                    let delay = policy.on_wait(&mut retry, None);
-                    error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items), "No LinkedIn token; retrying.");
-                    if !wait(&session.stop, delay).await {
-                        return give_back_all(&session, &items).await;
-                    }
-                    continue;
-                }
-            };
-
-            let outcome = {
-                let _permit = shared.in_flight.acquire().await.expect("never closed");
-                shared.metrics.in_flight.inc();
-                shared.metrics.batch_size.observe(items.len() as f64);
-                let started = Instant::now();
-                retry.attempts += 1;
-                let outcome = shared
-                    .linkedin
-                    .close_batch(&token, items.iter().map(|i| &i.request.element))
-                    .await;
-                shared
-                    .metrics
-                    .request_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                shared.metrics.in_flight.dec();
-                outcome
-            };
-
-            let delay = match outcome {
-                RequestOutcome::Answered(verdicts) => {
-                    shared.metrics.request("answered");
-                    policy.on_answer(&mut retry);
-                    let mut transient = None;
-                    let mut unauthorized = false;
-                    let mut remaining = Vec::new();
-                    // One ack frame for the whole batch instead of one per element; accepted
-                    // elements settle concurrently (with task checks on, each waits for its pending
-                    // check's confirm, and one round trip for the batch beats one per element).
-                    session
-                        .settler
-                        .together(async {
-                            let mut accepted = Vec::new();
-                            for (item, verdict) in items.into_iter().zip(verdicts) {
-                                match verdict {
-                                    ElementOutcome::Accepted { task_id } => {
-                                        accepted.push((item, task_id));
-                                    }
-                                    ElementOutcome::Rejected(failure) => {
-                                        let failure = Failure {
-                                            reason: Reason::Rejected,
-                                            status: failure.status,
-                                            message: failure.message,
-                                            attempts: retry.attempts,
-                                            task_id: None,
-                                        };
-                                        session
-                                            .settler
-                                            .dead_letter(
-                                                &item.delivery,
-                                                Some(&item.request.external_id),
-                                                failure,
-                                            )
-                                            .await;
-                                    }
-                                    ElementOutcome::Retry(failure) => {
-                                        transient = Some(failure);
-                                        remaining.push(item);
-                                    }
-                                    ElementOutcome::Unauthorized(_) => {
-                                        unauthorized = true;
-                                        remaining.push(item);
-                                    }
-                                }
-                            }
-                            futures_util::future::join_all(accepted.iter().map(
-                                |(item, task_id)| {
-                                    session.settler.closed(
-                                        &item.delivery,
-                                        &item.request.external_id,
-                                        task_id.as_deref(),
-                                    )
-                                },
-                            ))
-                            .await;
-                        })
-                        .await;
-                    items = remaining;
-                    if unauthorized {
-                        shared.linkedin.tokens.invalidate(&token).await;
-                    }
-                    match transient {
-                        None if unauthorized => {
-                            unauthorized_in_a_row += 1;
-                            if unauthorized_in_a_row > 1 {
-                                policy.on_wait(&mut retry, None)
-                            } else {
-                                Duration::ZERO
-                            }
-                        }
-                        None => Duration::ZERO,
-                        Some(failure) => {
-                            unauthorized_in_a_row = 0;
-                            // Element-level transient failures count against the budget, but a
-                            // whole-request run of failures did not happen: no split.
-                            match policy.on_transient(&mut retry, Instant::now(), None) {
-                                Verdict::RetryIn(delay) => {
-                                    retry.consecutive_failures = 0;
-                                    log_retry(&shared, &items, &failure, delay);
-                                    delay
-                                }
-                                Verdict::GiveUp => {
-                                    return exhaust(&session, items, failure, retry.attempts).await;
-                                }
-                            }
-                        }
-                    }
-                }
-                RequestOutcome::RefreshToken(failure) => {
-                    shared.metrics.request("unauthorized");
-                    shared.linkedin.tokens.invalidate(&token).await;
-                    unauthorized_in_a_row += 1;
-                    if unauthorized_in_a_row > 1 {
-                        let delay = policy.on_wait(&mut retry, None);
-                        error!(status = failure.status, error_message = %failure.message, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&items),
-                            "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
-                        delay
-                    } else {
-                        Duration::ZERO
-                    }
-                }
-                RequestOutcome::Throttled {
-                    retry_after,
-                    failure,
-                } => {
-                    shared.metrics.request("throttled");
-                    unauthorized_in_a_row = 0;
-                    let delay = policy.on_wait(&mut retry, retry_after);
-                    // Throttling is per application: every sender waits, not only this batch.
-                    shared.limiter.pause_for(delay);
-                    log_retry(&shared, &items, &failure, delay);
-                    Duration::ZERO
-                }
-                RequestOutcome::Retry {
-                    retry_after,
-                    failure,
-                } => {
-                    shared.metrics.request("transient");
-                    unauthorized_in_a_row = 0;
-                    match policy.on_transient(&mut retry, Instant::now(), retry_after) {
-                        Verdict::GiveUp => {
-                            return exhaust(&session, items, failure, retry.attempts).await;
-                        }
-                        Verdict::RetryIn(delay) => {
-                            log_retry(&shared, &items, &failure, delay);
-                            if items.len() > 1 && retry.consecutive_failures >= SPLIT_AFTER {
-                                if !wait(&session.stop, delay).await {
-                                    return give_back_all(&session, &items).await;
-                                }
-                                let second = items.split_off(items.len() / 2);
-                                warn!(
-                                    status = failure.status,
-                                    left = items.len(),
-                                    right = second.len(),
-                                    "Batch keeps failing as a whole; splitting it to isolate the cause."
-                                );
-                                let mut left_retry = retry.clone();
-                                let mut right_retry = retry;
-                                left_retry.consecutive_failures = 0;
-                                right_retry.consecutive_failures = 0;
-                                let left = process(
-                                    shared.clone(),
-                                    session.clone(),
-                                    Group {
-                                        items,
-                                        retry: left_retry,
-                                    },
-                                );
-                                let right = process(
-                                    shared,
-                                    session,
-                                    Group {
-                                        items: second,
-                                        retry: right_retry,
-                                    },
-                                );
-                                futures_util::future::join(left, right).await;
-                                return;
-                            }
-                            delay
-                        }
-                    }
-                }
-                RequestOutcome::Reject(failure) => {
-                    shared.metrics.request("rejected");
-                    let failure = Failure {
-                        reason: Reason::Rejected,
-                        status: failure.status,
-                        message: failure.message,
-                        attempts: retry.attempts,
-                        task_id: None,
-                    };
-                    return dead_letter_all(&session, &items, failure).await;
-                }
-            };
-            if !items.is_empty() && !delay.is_zero() && !wait(&session.stop, delay).await {
-                return give_back_all(&session, &items).await;
+            match next {
+                Next::Done => return sending.finish(),
+                Next::Again(delay) if wait(&sending.session.stop, delay).await => {}
+                Next::Again(_) => return sending.give_back().await,
             }
         }
     })
 }
 
-fn log_retry(
+impl Sending {
+    /// A duplicate goes after its original: once that is accepted, this costs no request.
+    async fn after_first_deliveries(&self) -> bool {
+        let recent = &self.shared.recent;
+        let originals = futures_util::future::join_all(
+            self.items
+                .iter()
+                .map(|item| recent.until_no_first_delivery(&item.request.external_id)),
+        );
+        tokio::select! {
+            biased;
+            _ = originals => true,
+            _ = self.session.stop.cancelled() => false,
+        }
+    }
+
+    /// One attempt: what is known is settled first, and again once a permit is held (waiting for
+    /// the limit and a permit can take a while, and a duplicate's original may be accepted
+    /// meanwhile).
+    async fn attempt(&mut self) -> Tried {
+        let (shared, session) = (&self.shared, &self.session);
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        if self.items.is_empty() {
+            return Tried::Settled;
+        }
+        if shared.hold.is_blocked() && !self.probing {
+            return Tried::Stopped;
+        }
+        let request = Request::Close {
+            elements: self.items.len() as u32,
+        };
+        let ready = match prepare(shared, &session.stop, request).await {
+            Ok(ready) => ready,
+            Err(NotReady::Stopped) => return Tried::Stopped,
+            Err(NotReady::NoToken(error)) => {
+                let delay = shared.retry.on_wait(&mut self.retry, None);
+                error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&self.items), "No LinkedIn token; retrying.");
+                return Tried::Wait(delay);
+            }
+        };
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        if self.items.is_empty() {
+            return Tried::Settled;
+        }
+        let request = Request::Close {
+            elements: self.items.len() as u32,
+        };
+        let items = &self.items;
+        let outcome = ready
+            .send(
+                shared,
+                request,
+                &mut self.retry.attempts,
+                |token| async move {
+                    shared
+                        .linkedin
+                        .close_batch(&token, items.iter().map(|i| &i.request.element))
+                        .await
+                },
+            )
+            .await;
+        shared.metrics.request(outcome_label(&outcome));
+        if !matches!(outcome, RequestOutcome::Throttled { .. }) {
+            shared.limiter.not_throttled();
+        }
+        Tried::Answered {
+            token: ready.token.clone(),
+            outcome,
+        }
+    }
+
+    fn decide(&mut self, outcome: RequestOutcome) -> Step<Settlement> {
+        // A probe that LinkedIn answered as a request ends the hold.
+        let got_through = matches!(
+            outcome,
+            RequestOutcome::Answered(_)
+                | RequestOutcome::ElementFault(_)
+                | RequestOutcome::BatchFault(_)
+        );
+        if self.probing && got_through {
+            self.probing = false;
+            self.shared.hold.open();
+        }
+        let ids = ids(&self.items);
+        decide_close(
+            outcome,
+            State {
+                policy: &self.shared.retry,
+                retry: &mut self.retry,
+                now: Instant::now(),
+                ids: &ids,
+            },
+            self.shared.already_closed,
+        )
+    }
+
+    async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
+        let shared = &self.shared;
+        let policy = &shared.retry;
+        match step {
+            Step::SettleEach(settlements) => {
+                let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
+                settle_each(shared, &self.session, settled.collect()).await;
+                Next::Done
+            }
+            Step::ResendWithout {
+                settle,
+                after,
+                refresh_token,
+                failure,
+            } => {
+                if refresh_token {
+                    shared.linkedin.tokens.invalidate(token).await;
+                }
+                let items = std::mem::take(&mut self.items);
+                self.items = settle_some(shared, &self.session, items, settle).await;
+                if let Some(failure) = &failure {
+                    log_retry(shared, &self.items, failure, after);
+                }
+                Next::Again(after)
+            }
+            Step::ResendAll {
+                after,
+                refresh_token,
+                failure,
+            } => {
+                if !refresh_token {
+                    log_retry(shared, &self.items, &failure, after);
+                    return Next::Again(after);
+                }
+                shared.linkedin.tokens.invalidate(token).await;
+                if !after.is_zero() {
+                    error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64, external_ids = ?ids(&self.items),
+                        "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
+                }
+                Next::Again(after)
+            }
+            Step::Split {
+                after,
+                failure,
+                one_job,
+            } => {
+                if !wait(&self.session.stop, after).await {
+                    self.give_back().await;
+                    return Next::Done;
+                }
+                self.split(&failure, one_job).await;
+                Next::Done
+            }
+            Step::GiveUp(failure) => {
+                let failure = Failure {
+                    reason: Reason::RetriesExhausted,
+                    status: failure.status,
+                    message: failure.message,
+                    attempts: self.retry.attempts,
+                    task_id: None,
+                };
+                dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
+                Next::Done
+            }
+            Step::Hold(failure) => {
+                if self.probing {
+                    shared.hold.still_blocked(&failure);
+                } else if shared.hold.block(&failure) {
+                    self.probing = true;
+                    // One element probes; the rest waits in the broker.
+                    let rest = self.items.split_off(1);
+                    give_back_all(&self.session, &rest).await;
+                } else {
+                    self.give_back().await;
+                    return Next::Done;
+                }
+                Next::Again(policy.probe_delay(&mut self.retry))
+            }
+            Step::Throttled {
+                retry_after,
+                failure,
+            } => {
+                let in_a_row = shared.limiter.throttled(retry_after.is_some());
+                let pause = policy.throttle_pause(
+                    &mut self.retry,
+                    retry_after,
+                    in_a_row,
+                    SystemTime::now(),
+                );
+                // Throttling is per application: every sender waits, not only this group.
+                shared.limiter.pause_for(pause);
+                log_retry(shared, &self.items, &failure, pause);
+                Next::Again(Duration::ZERO)
+            }
+        }
+    }
+
+    /// Halves, or — a suspect group whose request LinkedIn refused for one job — single elements.
+    async fn split(&mut self, failure: &classify::Failure, one_job: bool) {
+        let singles = one_job && self.suspect;
+        let mut items = std::mem::take(&mut self.items);
+        warn!(
+            status = failure.status,
+            error_message = %failure.message,
+            elements = items.len(),
+            into = if singles { "single elements" } else { "halves" },
+            "Splitting the request to isolate the element at fault."
+        );
+        let pieces = if singles {
+            items.into_iter().map(|item| vec![item]).collect()
+        } else {
+            let second = items.split_off(items.len() / 2);
+            vec![items, second]
+        };
+        let groups = pieces.into_iter().map(|items| {
+            process(
+                self.shared.clone(),
+                self.session.clone(),
+                Group {
+                    items,
+                    retry: self.retry.clone(),
+                    suspect: self.suspect,
+                },
+            )
+        });
+        futures_util::future::join_all(groups).await;
+    }
+
+    /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).
+    async fn give_back(&mut self) {
+        self.finish();
+        give_back_all(&self.session, &std::mem::take(&mut self.items)).await;
+    }
+
+    /// Everything is settled: a prober that never got through lets the hold go.
+    fn finish(&mut self) {
+        if self.probing {
+            self.probing = false;
+            self.shared.hold.stop_probing();
+        }
+    }
+}
+
+/// Settles, without sending them, the elements LinkedIn accepted from this worker within the hour
+/// (unless replayed from the dead-letter queue); returns the others.
+async fn settle_known(shared: &Shared, session: &SessionHandle, items: Vec<Item>) -> Vec<Item> {
+    if !items
+        .iter()
+        .any(|item| !item.replayed && shared.recent.was_accepted(&item.request.external_id))
+    {
+        return items;
+    }
+    let (known, unknown): (Vec<Item>, Vec<Item>) = items
+        .into_iter()
+        .partition(|item| !item.replayed && shared.recent.was_accepted(&item.request.external_id));
+    let settle = known
+        .into_iter()
+        .map(|item| {
+            let failure = classify::Failure::new(
+                409,
+                "LinkedIn accepted a close of this job from this worker within the last hour; not sent again",
+            );
+            let settlement = match shared.already_closed {
+                crate::config::AlreadyClosed::Ack => Settlement::AlreadyClosed(failure),
+                crate::config::AlreadyClosed::DeadLetter => Settlement::DeadLetter(Failure {
+                    reason: Reason::Rejected,
+                    status: failure.status,
+                    message: failure.message,
+                    attempts: 0,
+                    task_id: None,
+                }),
+            };
+            (item, settlement)
+        })
+        .collect();
+    settle_each(shared, session, settle).await;
+    unknown
+}
+
+/// Settles the elements at the given positions; returns the others, in order.
+async fn settle_some(
     shared: &Shared,
-    items: &[Item],
-    failure: &crate::linkedin::classify::Failure,
-    delay: Duration,
-) {
+    session: &SessionHandle,
+    items: Vec<Item>,
+    settle: Vec<(usize, Settlement)>,
+) -> Vec<Item> {
+    let mut slots: Vec<Option<Settlement>> = items.iter().map(|_| None).collect();
+    for (index, settlement) in settle {
+        if let Some(slot) = slots.get_mut(index) {
+            *slot = Some(settlement);
+        }
+    }
+    let mut remaining = Vec::new();
+    let mut settled = Vec::new();
+    for (item, slot) in items.into_iter().zip(slots) {
+        match slot {
+            Some(settlement) => settled.push((item, settlement)),
+            None => remaining.push(item),
+        }
+    }
+    settle_each(shared, session, settled).await;
+    remaining
+}
+
+/// Settles each element as its settlement says, acking the batch as one run. Accepted elements
+/// settle concurrently: with task checks on, each waits for its pending check's confirm, and one
+/// round trip for the batch beats one per element.
+async fn settle_each(shared: &Shared, session: &SessionHandle, settled: Vec<(Item, Settlement)>) {
+    if settled.is_empty() {
+        return;
+    }
+    session
+        .settler
+        .together(async {
+            let mut accepted = Vec::new();
+            for (item, settlement) in settled {
+                let external_id = item.request.external_id.as_str();
+                match settlement {
+                    Settlement::Closed { task_id } => {
+                        shared.recent.accepted(external_id);
+                        accepted.push((item, task_id));
+                    }
+                    Settlement::AlreadyClosed(failure) => {
+                        shared.recent.accepted(external_id);
+                        shared.metrics.already_closed.inc();
+                        info!(
+                            externalJobPostingId = external_id,
+                            status = failure.status,
+                            error_message = %failure.message,
+                            "Already closed."
+                        );
+                        session.settler.ack(&item.delivery).await;
+                    }
+                    Settlement::DeadLetter(failure) => {
+                        session
+                            .settler
+                            .dead_letter(&item.delivery, Some(external_id), failure)
+                            .await;
+                    }
+                }
+            }
+            futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
+                session.settler.closed(
+                    &item.delivery,
+                    &item.request.external_id,
+                    task_id.as_deref(),
+                )
+            }))
+            .await;
+        })
+        .await;
+}
+
+fn log_retry(shared: &Shared, items: &[Item], failure: &classify::Failure, delay: Duration) {
     shared.metrics.retried.inc_by(items.len() as u64);
-    // One line per element, so that a search for one job's id finds every retry of it.
     for item in items {
         warn!(
-            externalJobPostingId = item.request.external_id.as_str(),
+            externalJobPostingId = %item.request.external_id,
             status = failure.status,
             error_message = %failure.message,
             delay_ms = delay.as_millis() as u64,
             "Retrying."
         );
     }
-}
-
-async fn exhaust(
-    session: &SessionHandle,
-    items: Vec<Item>,
-    failure: crate::linkedin::classify::Failure,
-    attempts: u32,
-) {
-    let failure = Failure {
-        reason: Reason::RetriesExhausted,
-        status: failure.status,
-        message: failure.message,
-        attempts,
-        task_id: None,
-    };
-    dead_letter_all(session, &items, failure).await;
 }
 
 /// Dead-letters every item with the same failure, acking them as one run.

@@ -1,0 +1,817 @@
+//! The step after each classified answer, as a pure function: [`decide`] takes what LinkedIn said
+//! about a request (an [`Outcome`]) and the group's retry state, and says what happens next — send
+//! everything again, settle some elements and send the rest again, split the group, settle every
+//! element, hold the whole worker, or wait out a throttle. Nothing here sends, sleeps or acks;
+//! the sender (`worker::send`) and the task verifier (`tasks::check`) carry the step out, and both
+//! reach their answers through the same `worker::attempt`.
+//!
+//! The request-level rules are shared by both callers; only what an answered element means differs
+//! (a close's entry, a task's status), so that part is a closure. Splitting lives here too, and not
+//! in the sender's loop as before (where it was interleaved with sleeping, token handling and acks,
+//! and where the verifier repeated it): a request-level fault of one job that does not name it is
+//! isolated by halving, a named one settles at once, and a one-element request's answer is its
+//! element's.
+
+use crate::dead_letter::{self, Reason};
+use crate::linkedin::classify::{ElementOutcome, Failure, RequestOutcome, named_element};
+use crate::retry::{RetryPolicy, RetryState, Verdict};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Whole-request transient failures in a row before a group is halved (a poison element earns its
+/// request a 500).
+pub const SPLIT_AFTER: u32 = 2;
+
+pub use crate::linkedin::classify::Outcome;
+
+/// What happens next to a group of `n` elements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step<S> {
+    /// Send every element again after `after` (after refreshing the token, if asked).
+    ResendAll {
+        after: Duration,
+        refresh_token: bool,
+        failure: Failure,
+    },
+    /// Settle the elements at these positions; send the others again after `after`.
+    ResendWithout {
+        settle: Vec<(usize, S)>,
+        after: Duration,
+        refresh_token: bool,
+        failure: Option<Failure>,
+    },
+    /// Send each half on its own, after `after`, with the budget spent so far. `one_job` when
+    /// LinkedIn reported one job's fault without naming it (rather than a run of 5xx).
+    Split {
+        after: Duration,
+        failure: Failure,
+        one_job: bool,
+    },
+    /// Every element is settled, in request order.
+    SettleEach(Vec<S>),
+    /// The retry budget is spent: every element gives up with `failure`.
+    GiveUp(Failure),
+    /// The integration is broken: hold everything, probe until LinkedIn accepts again.
+    Hold(Failure),
+    /// LinkedIn throttles the application: pause every sender, then send again. No budget spent.
+    Throttled {
+        retry_after: Option<Duration>,
+        failure: Failure,
+    },
+}
+
+/// What [`decide`] reads besides the answer.
+pub struct State<'a> {
+    pub policy: &'a RetryPolicy,
+    pub retry: &'a mut RetryState,
+    pub now: Instant,
+    /// The ids sent, in request order (a message may name one).
+    pub ids: &'a [&'a str],
+}
+
+/// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
+/// (or contract-wide) request-level fault means for an element.
+pub fn decide<A, S>(
+    outcome: Outcome<A>,
+    state: State<'_>,
+    answered: impl FnOnce(A, State<'_>) -> Step<S>,
+    of_fault: impl Fn(Failure) -> S,
+) -> Step<S> {
+    let State {
+        policy,
+        retry,
+        now,
+        ids,
+    } = state;
+    let n = ids.len();
+    if !matches!(outcome, Outcome::RefreshToken(_)) {
+        retry.unauthorized_in_a_row = 0;
+    }
+    match outcome {
+        Outcome::Answered(answer) => {
+            policy.on_answer(retry);
+            answered(
+                answer,
+                State {
+                    policy,
+                    retry,
+                    now,
+                    ids,
+                },
+            )
+        }
+        Outcome::RefreshToken(failure) => Step::ResendAll {
+            after: policy.on_unauthorized(retry),
+            refresh_token: true,
+            failure,
+        },
+        Outcome::Throttled {
+            retry_after,
+            failure,
+        } => Step::Throttled {
+            retry_after,
+            failure,
+        },
+        Outcome::Retry {
+            retry_after,
+            failure,
+        } => match policy.on_transient(retry, now, retry_after) {
+            Verdict::GiveUp => Step::GiveUp(failure),
+            Verdict::RetryIn(after) if n > 1 && retry.consecutive_failures >= SPLIT_AFTER => {
+                retry.consecutive_failures = 0;
+                Step::Split {
+                    after,
+                    failure,
+                    one_job: false,
+                }
+            }
+            Verdict::RetryIn(after) => Step::ResendAll {
+                after,
+                refresh_token: false,
+                failure,
+            },
+        },
+        Outcome::ElementFault(failure) => {
+            policy.on_answer(retry);
+            if n <= 1 {
+                return Step::SettleEach(vec![of_fault(failure)]);
+            }
+            match named_element(&failure.message, ids) {
+                Some(culprit) => Step::ResendWithout {
+                    settle: vec![(culprit, of_fault(failure))],
+                    after: Duration::ZERO,
+                    refresh_token: false,
+                    failure: None,
+                },
+                None => Step::Split {
+                    after: Duration::ZERO,
+                    failure,
+                    one_job: true,
+                },
+            }
+        }
+        Outcome::BatchFault(failure) => {
+            policy.on_answer(retry);
+            Step::SettleEach((0..n).map(|_| of_fault(failure.clone())).collect())
+        }
+        Outcome::IntegrationFault(failure) => Step::Hold(failure),
+    }
+}
+
+/// What `ALREADY_CLOSED` asks for a close LinkedIn says is already closed.
+pub use crate::config::AlreadyClosed as AlreadyClosedPolicy;
+
+/// How one close ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// LinkedIn took it; the task id says where to check it.
+    Closed { task_id: Option<String> },
+    /// LinkedIn already had it closed (409): done, nothing to check.
+    AlreadyClosed(Failure),
+    /// Dead-lettered with this failure.
+    DeadLetter(dead_letter::Failure),
+}
+
+/// The step after an answer to a close request.
+pub fn decide_close(
+    outcome: RequestOutcome,
+    state: State<'_>,
+    already_closed: AlreadyClosedPolicy,
+) -> Step<Settlement> {
+    let attempts = state.retry.attempts;
+    let settle_element = move |verdict: ElementOutcome| match verdict {
+        ElementOutcome::Accepted { task_id } => Some(Settlement::Closed { task_id }),
+        ElementOutcome::AlreadyClosed(failure) => Some(match already_closed {
+            AlreadyClosedPolicy::Ack => Settlement::AlreadyClosed(failure),
+            AlreadyClosedPolicy::DeadLetter => rejected(failure, attempts),
+        }),
+        ElementOutcome::Rejected(failure) => Some(rejected(failure, attempts)),
+        ElementOutcome::Retry(_) | ElementOutcome::Unauthorized(_) => None,
+    };
+    decide(
+        outcome,
+        state,
+        |verdicts: Vec<ElementOutcome>, state| answered_close(verdicts, state, settle_element),
+        |failure| {
+            settle_element(ElementOutcome::of_fault(failure.clone()))
+                .unwrap_or_else(|| rejected(failure, attempts))
+        },
+    )
+}
+
+fn rejected(failure: Failure, attempts: u32) -> Settlement {
+    Settlement::DeadLetter(dead_letter::Failure {
+        reason: Reason::Rejected,
+        status: failure.status,
+        message: failure.message,
+        attempts,
+        task_id: None,
+    })
+}
+
+/// A 200 with one entry per element: settle what is final, send the rest again.
+fn answered_close(
+    verdicts: Vec<ElementOutcome>,
+    state: State<'_>,
+    settle_element: impl Fn(ElementOutcome) -> Option<Settlement>,
+) -> Step<Settlement> {
+    let State {
+        policy, retry, now, ..
+    } = state;
+    let total = verdicts.len();
+    let mut settle = Vec::with_capacity(total);
+    let mut transient = None;
+    let mut unauthorized = None;
+    for (index, verdict) in verdicts.into_iter().enumerate() {
+        match verdict {
+            ElementOutcome::Retry(failure) => transient = Some(failure),
+            ElementOutcome::Unauthorized(failure) => unauthorized = Some(failure),
+            other => {
+                if let Some(settlement) = settle_element(other) {
+                    settle.push((index, settlement));
+                }
+            }
+        }
+    }
+    if settle.len() == total {
+        return Step::SettleEach(settle.into_iter().map(|(_, s)| s).collect());
+    }
+    if let Some(failure) = transient {
+        // Element-level transient failures spend the budget, but no whole-request run happened:
+        // never a split.
+        return match policy.on_transient(retry, now, None) {
+            Verdict::RetryIn(after) => {
+                retry.consecutive_failures = 0;
+                Step::ResendWithout {
+                    settle,
+                    after,
+                    refresh_token: unauthorized.is_some(),
+                    failure: Some(failure),
+                }
+            }
+            Verdict::GiveUp => {
+                let exhausted = |_| {
+                    Settlement::DeadLetter(dead_letter::Failure {
+                        reason: Reason::RetriesExhausted,
+                        status: failure.status,
+                        message: failure.message.clone(),
+                        attempts: retry.attempts,
+                        task_id: None,
+                    })
+                };
+                let mut each: Vec<Option<Settlement>> = (0..total).map(|_| None).collect();
+                for (index, settlement) in settle {
+                    each[index] = Some(settlement);
+                }
+                Step::SettleEach(
+                    each.into_iter()
+                        .map(|s| s.unwrap_or_else(|| exhausted(())))
+                        .collect(),
+                )
+            }
+        };
+    }
+    let after = policy.on_unauthorized(retry);
+    Step::ResendWithout {
+        settle,
+        after,
+        refresh_token: true,
+        failure: unauthorized,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One test per row of LinkedIn's tables in API-NOTES ("Errors documented for this endpoint" and
+    //! "Errors LinkedIn reports for one job at the level of the whole request"), plus the rules of
+    //! issue 10 that are decisions.
+    use super::*;
+    use crate::linkedin::classify::{Answer, classify};
+    use std::time::SystemTime;
+
+    const IDS: [&str; 4] = ["J-1", "J-2", "J-3", "J-4"];
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(1000),
+            max_elapsed: Duration::from_secs(10),
+        }
+    }
+
+    /// The step after LinkedIn answered `status` with `body` to a request of `ids`.
+    fn step_for(status: u16, body: &str, ids: &[&str]) -> Step<Settlement> {
+        step_with(
+            status,
+            body,
+            ids,
+            AlreadyClosedPolicy::Ack,
+            &mut policy().new_state(),
+        )
+    }
+
+    fn step_with(
+        status: u16,
+        body: &str,
+        ids: &[&str],
+        already_closed: AlreadyClosedPolicy,
+        retry: &mut RetryState,
+    ) -> Step<Settlement> {
+        let outcome = classify(
+            Answer {
+                status,
+                retry_after: None,
+                body: body.as_bytes(),
+            },
+            ids.len(),
+            SystemTime::now(),
+        );
+        let policy = policy();
+        decide_close(
+            outcome,
+            State {
+                policy: &policy,
+                retry,
+                now: Instant::now(),
+                ids,
+            },
+            already_closed,
+        )
+    }
+
+    fn error_body(status: u16, message: &str) -> String {
+        serde_json::json!({"message": message, "status": status}).to_string()
+    }
+
+    fn entries(entries: &[(u16, &str)]) -> String {
+        let elements: Vec<_> = entries
+            .iter()
+            .map(|(status, message)| match status {
+                200..=299 => serde_json::json!({"id": format!("urn:li:simpleJobPostingTask:{message}"), "status": status}),
+                _ => serde_json::json!({"error": {"message": message, "status": status}, "status": status}),
+            })
+            .collect();
+        serde_json::json!({ "elements": elements }).to_string()
+    }
+
+    fn dead(reason: Reason, status: u16, message: &str) -> Settlement {
+        Settlement::DeadLetter(dead_letter::Failure {
+            reason,
+            status,
+            message: message.into(),
+            attempts: 0,
+            task_id: None,
+        })
+    }
+
+    fn closed(task: &str) -> Settlement {
+        Settlement::Closed {
+            task_id: Some(format!("urn:li:simpleJobPostingTask:{task}")),
+        }
+    }
+
+    fn assert_element_level(status: u16, message: &str, expected: Settlement) {
+        let body = entries(&[(202, "a"), (status, message), (202, "c")]);
+        assert_eq!(
+            step_for(200, &body, &IDS[..3]),
+            Step::SettleEach(vec![closed("a"), expected, closed("c")]),
+            "{message}"
+        );
+    }
+
+    /// A request-level single-job fault that does not name its job: isolated by halving; alone,
+    /// it is that job's verdict.
+    fn assert_unnamed_one_job_fault(status: u16, message: &str, alone: Settlement) {
+        let body = error_body(status, message);
+        assert!(
+            matches!(step_for(status, &body, &IDS), Step::Split { after, one_job: true, .. } if after.is_zero()),
+            "{message}"
+        );
+        assert_eq!(
+            step_for(status, &body, &IDS[..1]),
+            Step::SettleEach(vec![alone]),
+            "{message}"
+        );
+    }
+
+    fn assert_contract_fault(status: u16, message: &str) {
+        let body = error_body(status, message);
+        assert_eq!(
+            step_for(status, &body, &IDS),
+            Step::SettleEach(vec![dead(Reason::Rejected, status, message); 4]),
+            "{message}"
+        );
+    }
+
+    fn assert_hold(status: u16, message: &str) {
+        let body = error_body(status, message);
+        assert_eq!(
+            step_for(status, &body, &IDS),
+            Step::Hold(Failure::new(status, message)),
+            "{message}"
+        );
+        assert_eq!(
+            step_for(status, &body, &IDS[..1]),
+            Step::Hold(Failure::new(status, message))
+        );
+    }
+
+    // --- "Errors documented for this endpoint" ---
+
+    #[test]
+    fn row_200_element_422_field_missing() {
+        let message =
+            "ERROR :: /title :: field is required but not found and has no default value\n";
+        assert_element_level(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn row_200_element_422_wrong_type() {
+        let message = "ERROR :: /listedAt :: \"soon\" cannot be coerced to Long";
+        assert_element_level(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn row_200_element_422_bad_operation() {
+        let message = "ERROR :: /jobPostingOperationType :: \"UPDATED\" is not an enum symbol";
+        assert_element_level(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn row_400_bad_element_named_settles_it_and_resends_the_rest_at_once() {
+        let message = "Invalid company apply url for job with externalPartnerId J-3, taskUrn urn:li:simpleJobPostingTask:5";
+        assert_eq!(
+            step_for(400, &error_body(400, message), &IDS),
+            Step::ResendWithout {
+                settle: vec![(2, dead(Reason::Rejected, 400, message))],
+                after: Duration::ZERO,
+                refresh_token: false,
+                failure: None,
+            }
+        );
+    }
+
+    #[test]
+    fn row_400_company_missing_is_isolated() {
+        let message = "Either context or company or companyPageUrl or companyName must be provided";
+        assert_unnamed_one_job_fault(400, message, dead(Reason::Rejected, 400, message));
+    }
+
+    #[test]
+    fn row_401_refreshes_the_token_then_backs_off_and_never_dead_letters() {
+        let body = error_body(401, "The token used in the request has expired");
+        let mut retry = policy().new_state();
+        let first = step_with(401, &body, &IDS, AlreadyClosedPolicy::Ack, &mut retry);
+        assert!(matches!(
+            first,
+            Step::ResendAll { after, refresh_token: true, .. } if after.is_zero()
+        ));
+        let second = step_with(401, &body, &IDS, AlreadyClosedPolicy::Ack, &mut retry);
+        assert!(matches!(
+            second,
+            Step::ResendAll { after, refresh_token: true, .. } if !after.is_zero()
+        ));
+        let invalid = error_body(401, "Invalid access token");
+        assert!(matches!(
+            step_for(401, &invalid, &IDS),
+            Step::ResendAll {
+                refresh_token: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn row_402_job_slots_or_budget_settle_the_contracts_batch() {
+        assert_contract_fault(
+            402,
+            "Insufficient job slots for contract = urn:li:contract:7 for purchase flow",
+        );
+        assert_contract_fault(
+            402,
+            "Insufficient lifetime budget for contract: urn:li:contract:7",
+        );
+    }
+
+    #[test]
+    fn row_403_contract_settles_the_contracts_batch() {
+        assert_contract_fault(
+            403,
+            "Caller is not authorized to access the jobs for contract: urn:li:contract:9",
+        );
+    }
+
+    #[test]
+    fn row_403_fp4p_contract_settles_the_batch() {
+        assert_contract_fault(403, "Caller is not authorized to access the fp4p contract");
+    }
+
+    #[test]
+    fn row_403_not_enough_permissions_holds() {
+        assert_hold(
+            403,
+            "Not enough permissions to access: POST /simpleJobPostings",
+        );
+        assert_hold(403, "Not enough permissions to access: POST (Name)");
+    }
+
+    #[test]
+    fn row_403_unpermitted_fields_holds() {
+        assert_hold(
+            403,
+            "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]",
+        );
+    }
+
+    #[test]
+    fn row_404_resource_does_not_exist_holds() {
+        assert_hold(404, "Resource simpleJobPostings does not exist");
+    }
+
+    #[test]
+    fn row_409_already_closed_unnamed_is_isolated_and_alone_is_a_close() {
+        let message = "Cannot close job which is already closed or does not exist";
+        assert_unnamed_one_job_fault(
+            409,
+            message,
+            Settlement::AlreadyClosed(Failure::new(409, message)),
+        );
+    }
+
+    #[test]
+    fn row_409_per_element_in_a_200_is_already_closed() {
+        let message = "Cannot close job which is already closed or does not exist";
+        assert_element_level(
+            409,
+            message,
+            Settlement::AlreadyClosed(Failure::new(409, message)),
+        );
+    }
+
+    #[test]
+    fn already_closed_dead_letter_setting_dead_letters_it_as_rejected_409() {
+        let message = "Cannot close job which is already closed or does not exist";
+        let step = step_with(
+            409,
+            &error_body(409, message),
+            &IDS[..1],
+            AlreadyClosedPolicy::DeadLetter,
+            &mut policy().new_state(),
+        );
+        assert_eq!(
+            step,
+            Step::SettleEach(vec![dead(Reason::Rejected, 409, message)])
+        );
+        let body = entries(&[(409, message), (202, "b")]);
+        let step = step_with(
+            200,
+            &body,
+            &IDS[..2],
+            AlreadyClosedPolicy::DeadLetter,
+            &mut policy().new_state(),
+        );
+        assert_eq!(
+            step,
+            Step::SettleEach(vec![dead(Reason::Rejected, 409, message), closed("b")])
+        );
+    }
+
+    #[test]
+    fn row_429_throttles_the_worker_and_never_dead_letters() {
+        assert!(matches!(
+            step_for(429, "", &IDS),
+            Step::Throttled {
+                retry_after: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn row_500_whole_request_is_retried_then_split_then_given_up() {
+        let body = error_body(500, "Internal Server Error");
+        let mut retry = policy().new_state();
+        let first = step_with(500, &body, &IDS, AlreadyClosedPolicy::Ack, &mut retry);
+        assert!(matches!(
+            first,
+            Step::ResendAll {
+                refresh_token: false,
+                ..
+            }
+        ));
+        let second = step_with(500, &body, &IDS, AlreadyClosedPolicy::Ack, &mut retry);
+        assert!(
+            matches!(second, Step::Split { one_job: false, .. }),
+            "{second:?}"
+        );
+        let alone = step_with(500, &body, &IDS[..1], AlreadyClosedPolicy::Ack, &mut retry);
+        assert!(
+            matches!(alone, Step::ResendAll { .. }),
+            "one element is never split"
+        );
+
+        let policy = policy();
+        let mut spent = policy.new_state();
+        let start = Instant::now();
+        let outcome = RequestOutcome::Retry {
+            retry_after: None,
+            failure: Failure::new(500, "Internal Server Error"),
+        };
+        for (now, expect_give_up) in [(start, false), (start + policy.max_elapsed, true)] {
+            let step = decide_close(
+                outcome.clone(),
+                State {
+                    policy: &policy,
+                    retry: &mut spent,
+                    now,
+                    ids: &IDS[..1],
+                },
+                AlreadyClosedPolicy::Ack,
+            );
+            assert_eq!(
+                step == Step::GiveUp(Failure::new(500, "Internal Server Error")),
+                expect_give_up,
+                "{step:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn row_504_gateway_timeout_stays_transient() {
+        let body = error_body(504, "Gateway Timeout");
+        assert!(matches!(
+            step_for(504, &body, &IDS),
+            Step::ResendAll { failure, .. } if failure.status == 504
+        ));
+    }
+
+    // --- "Errors LinkedIn reports for one job at the level of the whole request" ---
+
+    #[test]
+    fn row_200_element_400_workplace_types() {
+        let message = "The workplaceTypes field cannot have more than one value provided. Provided values [On-site, Remote]";
+        assert_element_level(400, message, dead(Reason::Rejected, 400, message));
+    }
+
+    #[test]
+    fn row_400_invalid_apply_url_names_the_job() {
+        let message = "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:77";
+        assert_eq!(
+            step_for(400, &error_body(400, message), &IDS),
+            Step::ResendWithout {
+                settle: vec![(0, dead(Reason::Rejected, 400, message))],
+                after: Duration::ZERO,
+                refresh_token: false,
+                failure: None,
+            }
+        );
+        // Naming a job not in the request names nobody here: isolate.
+        let elsewhere = "Invalid company apply url for job with externalPartnerId J-9, taskUrn urn:li:simpleJobPostingTask:77";
+        assert!(matches!(
+            step_for(400, &error_body(400, elsewhere), &IDS),
+            Step::Split { .. }
+        ));
+    }
+
+    #[test]
+    fn row_422_bad_enum_is_isolated() {
+        let message = "ERROR :: /employmentStatus :: PART is not an enum symbol";
+        assert_unnamed_one_job_fault(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn row_422_enum_not_backed_by_a_string_is_isolated() {
+        let message = "ERROR :: /workplaceTypes :: enum type is not backed by a String";
+        assert_unnamed_one_job_fault(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn row_422_more_than_seven_locations_is_isolated() {
+        let message = "The job contains more than seven locations. Please ensure maximum seven locations per job";
+        assert_unnamed_one_job_fault(422, message, dead(Reason::Rejected, 422, message));
+    }
+
+    #[test]
+    fn a_linkedin_version_refused_holds() {
+        assert_hold(400, "Invalid value for header LinkedIn-Version: 2025-04");
+        assert_hold(426, "LinkedIn-Version 202101 is not active");
+    }
+
+    #[test]
+    fn element_level_transient_and_401_resend_only_those() {
+        let body = r#"{"elements":[{"status":202,"id":"t"},{"status":503,"error":{"message":"busy"}},{"status":401}]}"#;
+        match step_for(200, body, &IDS[..3]) {
+            Step::ResendWithout {
+                settle,
+                refresh_token: true,
+                failure: Some(failure),
+                ..
+            } => {
+                assert_eq!(
+                    settle,
+                    vec![(
+                        0,
+                        Settlement::Closed {
+                            task_id: Some("t".into())
+                        }
+                    )]
+                );
+                assert_eq!(failure, Failure::new(503, "busy"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! Halving always isolates a single culprit, and every element is settled exactly once, however
+    //! the culprits are spread.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Plays a group of `n` ids (the culprits being those in `bad`) against a LinkedIn that answers
+    /// any request holding a culprit with an unnamed request-level 409, and follows the steps.
+    /// Returns how each element was settled and how many elements were sent.
+    fn play(n: usize, bad: &[bool]) -> (Vec<Vec<Settlement>>, usize) {
+        let ids: Vec<String> = (0..n).map(|i| format!("id-{i}")).collect();
+        let policy = RetryPolicy {
+            initial: Duration::from_millis(1),
+            max: Duration::from_millis(1),
+            max_elapsed: Duration::from_secs(1),
+        };
+        let mut settled: Vec<Vec<Settlement>> = vec![Vec::new(); n];
+        let mut sent = 0;
+        let mut groups: Vec<Vec<usize>> = vec![(0..n).collect()];
+        while let Some(group) = groups.pop() {
+            sent += group.len();
+            let outcome = if group.iter().any(|&i| bad[i]) {
+                RequestOutcome::ElementFault(Failure::new(
+                    409,
+                    "Cannot close job which is already closed or does not exist",
+                ))
+            } else {
+                RequestOutcome::Answered(
+                    group
+                        .iter()
+                        .map(|_| ElementOutcome::Accepted { task_id: None })
+                        .collect(),
+                )
+            };
+            let group_ids: Vec<&str> = group.iter().map(|&i| ids[i].as_str()).collect();
+            let mut retry = policy.new_state();
+            let step = decide_close(
+                outcome,
+                State {
+                    policy: &policy,
+                    retry: &mut retry,
+                    now: Instant::now(),
+                    ids: &group_ids,
+                },
+                AlreadyClosedPolicy::Ack,
+            );
+            match step {
+                Step::SettleEach(settlements) => {
+                    assert_eq!(settlements.len(), group.len());
+                    for (&i, s) in group.iter().zip(settlements) {
+                        settled[i].push(s);
+                    }
+                }
+                Step::Split { .. } => {
+                    assert!(group.len() > 1);
+                    let mut left = group;
+                    let right = left.split_off(left.len() / 2);
+                    groups.push(left);
+                    groups.push(right);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        (settled, sent)
+    }
+
+    proptest! {
+        #[test]
+        fn every_element_is_settled_exactly_once(bad in prop::collection::vec(any::<bool>(), 1..120)) {
+            let (settled, _) = play(bad.len(), &bad);
+            for (i, s) in settled.iter().enumerate() {
+                prop_assert_eq!(s.len(), 1, "element {} settled {} times", i, s.len());
+                let already = matches!(s[0], Settlement::AlreadyClosed(_));
+                prop_assert_eq!(already, bad[i]);
+            }
+        }
+
+        #[test]
+        fn halving_isolates_a_lone_culprit_cheaply(n in 2usize..=100, culprit in 0usize..100) {
+            let culprit = culprit % n;
+            let bad: Vec<bool> = (0..n).map(|i| i == culprit).collect();
+            let (settled, sent) = play(n, &bad);
+            prop_assert!(matches!(settled[culprit][0], Settlement::AlreadyClosed(_)));
+            // The first request, then at most two halves per level of the culprit's path.
+            let levels = usize::BITS - (n - 1).leading_zeros();
+            // Each level resends the culprit's half: n + n + n/2 + ... plus rounding per level.
+            prop_assert!(sent <= 3 * n + levels as usize, "{} sent for {}", sent, n);
+            prop_assert!(levels <= 7);
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! What this worker knows about recent closes, so that quota is not spent on what is already known:
+//! the ids LinkedIn accepted (or reported already closed) within the last hour, and the ids in hand
+//! right now (batched or in flight).
+//!
+//! The worker is at-least-once and producers send twice, so a second close of a job is routine;
+//! LinkedIn answers it with a 409 that, at the level of a whole request, costs a split of its batch.
+//! A close for an id accepted here within [`TTL`] is therefore settled as `already-closed` without
+//! being sent — except a message replayed from the dead-letter queue (`x-replay-count`), or an id
+//! whose task ended `FAILED` (forgotten then), which are always sent. A delivery whose id is in hand
+//! elsewhere, like a redelivery, goes into batches of its own.
+//!
+//! Memory is bounded twice: entries expire after [`TTL`], and beyond [`CAPACITY`] the oldest go first
+//! (LinkedIn's 2,000 records a minute are 120,000 an hour). Forgetting only costs a 409, never a lost
+//! close. Rejected: persisting the set (in the broker or on disk) — a restart then costs a few 409s,
+//! which rule 1 isolates, against a second source of truth to keep consistent. Time is tokio's clock,
+//! so tests can pause it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// How long an accepted id is remembered.
+pub const TTL: Duration = Duration::from_secs(60 * 60);
+/// Most ids remembered at once.
+pub const CAPACITY: usize = 120_000;
+
+#[derive(Default)]
+struct Inner {
+    /// Accepted ids, when, and the acceptance's sequence number; `order` holds them oldest first
+    /// (a re-accepted id leaves its older records behind, told apart by the number).
+    accepted: HashMap<Arc<str>, (Instant, u64)>,
+    order: VecDeque<(Instant, u64, Arc<str>)>,
+    sequence: u64,
+    /// Deliveries in hand per id: all of them, and the first deliveries among them.
+    in_hand: HashMap<Arc<str>, Holders>,
+}
+
+#[derive(Default)]
+struct Holders {
+    all: u32,
+    fresh: u32,
+}
+
+/// Recent closes of one worker (shared by its sessions).
+pub struct Recent {
+    ttl: Duration,
+    capacity: usize,
+    inner: Mutex<Inner>,
+    /// Woken whenever a delivery is released.
+    released: Notify,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent::new(TTL, CAPACITY)
+    }
+}
+
+impl Recent {
+    pub fn new(ttl: Duration, capacity: usize) -> Recent {
+        Recent {
+            ttl,
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+            released: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain maps behind: still usable.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// LinkedIn accepted a close for `id` (or said it is already closed).
+    pub fn accepted(&self, id: &str) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let key: Arc<str> = Arc::from(id);
+        inner.sequence += 1;
+        let sequence = inner.sequence;
+        inner.accepted.insert(key.clone(), (now, sequence));
+        inner.order.push_back((now, sequence, key));
+        self.expire(&mut inner, now);
+    }
+
+    /// Whether LinkedIn accepted a close for `id` within the TTL.
+    pub fn was_accepted(&self, id: &str) -> bool {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.expire(&mut inner, now);
+        inner
+            .accepted
+            .get(id)
+            .is_some_and(|(at, _)| now.duration_since(*at) < self.ttl)
+    }
+
+    /// The id's close task FAILED: the job is still open, so the next close must be sent.
+    pub fn forget(&self, id: &str) {
+        self.lock().accepted.remove(id);
+    }
+
+    /// Ids remembered as accepted (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.lock().accepted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn expire(&self, inner: &mut Inner, now: Instant) {
+        while let Some((at, sequence, key)) = inner.order.front() {
+            let stale = now.duration_since(*at) >= self.ttl;
+            let over = inner.accepted.len() > self.capacity;
+            if !stale && !over {
+                break;
+            }
+            // Only remove the entry if this is its latest acceptance.
+            if inner
+                .accepted
+                .get(key)
+                .is_some_and(|(_, latest)| latest == sequence)
+            {
+                inner.accepted.remove(key);
+            }
+            inner.order.pop_front();
+        }
+        // Entries re-accepted leave stale order records behind; keep the queue bounded too.
+        if inner.order.len() > 2 * self.capacity {
+            let accepted = &inner.accepted;
+            inner.order.retain(|(_, sequence, key)| {
+                accepted
+                    .get(key)
+                    .is_some_and(|(_, latest)| latest == sequence)
+            });
+        }
+    }
+
+    /// A delivery for `id` is in hand until the returned guard is dropped. Returns whether it is
+    /// suspect: `redelivered`, or a duplicate of an id already in hand. A suspect delivery is not a
+    /// first delivery: it waits for those (see [`Recent::until_no_first_delivery`]).
+    pub fn hold(self: &Arc<Self>, id: &str, redelivered: bool) -> (InHand, bool) {
+        let key: Arc<str> = Arc::from(id);
+        let mut inner = self.lock();
+        let holders = inner.in_hand.entry(key.clone()).or_default();
+        let suspect = redelivered || holders.all > 0;
+        holders.all += 1;
+        if !suspect {
+            holders.fresh += 1;
+        }
+        (
+            InHand {
+                recent: self.clone(),
+                id: key,
+                fresh: !suspect,
+            },
+            suspect,
+        )
+    }
+
+    /// Waits until no first delivery of `id` is in hand: a duplicate goes after its original, so
+    /// that the original's acceptance settles it without a request.
+    pub async fn until_no_first_delivery(&self, id: &str) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let fresh = self.lock().in_hand.get(id).map_or(0, |h| h.fresh);
+            if fresh == 0 {
+                return;
+            }
+            released.await;
+        }
+    }
+}
+
+/// A delivery in hand; dropping it (settled or given back) releases the id.
+pub struct InHand {
+    recent: Arc<Recent>,
+    id: Arc<str>,
+    fresh: bool,
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.recent.lock();
+            if let Some(holders) = inner.in_hand.get_mut(&self.id) {
+                holders.all = holders.all.saturating_sub(1);
+                if self.fresh {
+                    holders.fresh = holders.fresh.saturating_sub(1);
+                }
+                if holders.all == 0 {
+                    inner.in_hand.remove(&self.id);
+                }
+            }
+        }
+        self.recent.released.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn accepted_ids_are_remembered_for_an_hour() {
+        let recent = Recent::default();
+        recent.accepted("J-1");
+        assert!(recent.was_accepted("J-1"));
+        assert!(!recent.was_accepted("J-2"));
+        tokio::time::advance(TTL - Duration::from_secs(1)).await;
+        assert!(recent.was_accepted("J-1"));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!recent.was_accepted("J-1"));
+        assert!(recent.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_task_is_forgotten() {
+        let recent = Recent::default();
+        recent.accepted("J-1");
+        recent.forget("J-1");
+        assert!(!recent.was_accepted("J-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_capped_oldest_first() {
+        let recent = Recent::new(TTL, 100);
+        for i in 0..1000 {
+            recent.accepted(&format!("J-{i}"));
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        assert_eq!(recent.len(), 100);
+        assert!(recent.was_accepted("J-999"));
+        assert!(!recent.was_accepted("J-899"));
+        // Accepting one id again and again never grows the order queue without bound.
+        for _ in 0..10_000 {
+            recent.accepted("J-999");
+        }
+        assert!(recent.lock().order.len() <= 200 + 1);
+        assert!(recent.was_accepted("J-999"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_re_accepted_id_lives_from_its_latest_acceptance() {
+        let recent = Recent::default();
+        recent.accepted("J-1");
+        tokio::time::advance(TTL / 2).await;
+        recent.accepted("J-1");
+        tokio::time::advance(TTL / 2 + Duration::from_secs(1)).await;
+        assert!(recent.was_accepted("J-1"));
+    }
+
+    #[test]
+    fn ids_in_hand_are_counted_until_released() {
+        let recent = Arc::new(Recent::default());
+        let (first, suspect) = recent.hold("J-1", false);
+        assert!(!suspect);
+        let (second, suspect) = recent.hold("J-1", false);
+        assert!(suspect, "a duplicate of an id in hand");
+        drop(first);
+        drop(second);
+        let (_third, suspect) = recent.hold("J-1", false);
+        assert!(!suspect, "released when both were dropped");
+        let (_redelivered, suspect) = recent.hold("J-2", true);
+        assert!(suspect);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_duplicate_waits_for_its_first_delivery_only() {
+        let recent = Arc::new(Recent::default());
+        let (first, _) = recent.hold("J-1", false);
+        let (_duplicate, _) = recent.hold("J-1", false);
+        let (_other_duplicate, _) = recent.hold("J-1", true);
+        let waiting = tokio::spawn({
+            let recent = recent.clone();
+            async move { recent.until_no_first_delivery("J-1").await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "the original is in hand");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("released with the original, not with the other duplicates")
+            .unwrap();
+        // A redelivered id alone never waits.
+        let (_alone, _) = recent.hold("J-2", true);
+        recent.until_no_first_delivery("J-2").await;
+    }
+}
