@@ -78,6 +78,53 @@ pub struct Failure {
     pub task_id: Option<String>,
 }
 
+/// One constructor per reason, so that each kind of dead letter is made in one place: what status
+/// it records and how its attempts count are decided here, not at each caller.
+impl Failure {
+    /// A message that failed local validation: never sent, recorded as LinkedIn would answer (422).
+    pub fn invalid(message: impl Into<String>) -> Failure {
+        Failure::of(Reason::Invalid, 422, message, 0)
+    }
+
+    /// LinkedIn refused the close with `status` after `attempts` requests.
+    pub fn rejected(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
+        Failure::of(Reason::Rejected, status, message, attempts)
+    }
+
+    /// A transient failure (the last one seen: `status`, `message`) outlived the retry budget.
+    pub fn exhausted(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
+        Failure::of(Reason::RetriesExhausted, status, message, attempts)
+    }
+
+    /// LinkedIn accepted the close, and its task then ended failed (the lookup answered 200);
+    /// `checks` counts the lookups made.
+    pub fn task_failed(message: impl Into<String>, checks: u32, task_id: &str) -> Failure {
+        Failure::of(Reason::TaskFailed, 200, message, checks).with_task_id(task_id)
+    }
+
+    /// The close task's fate could not be learnt; `status` is the last HTTP status seen, `checks`
+    /// the lookups made. Add the task id with [`Failure::with_task_id`] where there is a usable one.
+    pub fn task_unknown(status: u16, message: impl Into<String>, checks: u32) -> Failure {
+        Failure::of(Reason::TaskUnknown, status, message, checks)
+    }
+
+    /// The failure, naming the close task it concerns (`x-task-id`).
+    pub fn with_task_id(mut self, task_id: &str) -> Failure {
+        self.task_id = Some(task_id.to_owned());
+        self
+    }
+
+    fn of(reason: Reason, status: u16, message: impl Into<String>, attempts: u32) -> Failure {
+        Failure {
+            reason,
+            status,
+            message: message.into(),
+            attempts,
+            task_id: None,
+        }
+    }
+}
+
 /// Cuts text to at most `max` bytes without splitting a character.
 pub fn truncate_utf8(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -253,6 +300,55 @@ pub fn strip_failure(headers: &FieldTable) -> FieldTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_kind_of_dead_letter_has_one_constructor_that_records_it_as_documented() {
+        let invalid = Failure::invalid("ERROR :: /title :: field is required");
+        assert_eq!(
+            (invalid.reason, invalid.status, invalid.attempts),
+            (Reason::Invalid, 422, 0)
+        );
+        let rejected = Failure::rejected(403, "not authorized", 2);
+        assert_eq!(
+            (rejected.reason, rejected.status, rejected.attempts),
+            (Reason::Rejected, 403, 2)
+        );
+        let exhausted = Failure::exhausted(503, "upstream", 7);
+        assert_eq!(
+            (exhausted.reason, exhausted.status, exhausted.attempts),
+            (Reason::RetriesExhausted, 503, 7)
+        );
+        for untasked in [invalid, rejected, exhausted] {
+            assert_eq!(untasked.task_id, None, "{untasked:?}");
+        }
+        // README: with task-failed and task-unknown, x-task-id names the task and the status is 200.
+        let failed = Failure::task_failed("job not found", 3, "urn:li:simpleJobPostingTask:1");
+        assert_eq!(
+            (failed.reason, failed.status, failed.attempts),
+            (Reason::TaskFailed, 200, 3)
+        );
+        assert_eq!(
+            failed.task_id.as_deref(),
+            Some("urn:li:simpleJobPostingTask:1")
+        );
+        let unknown =
+            Failure::task_unknown(200, "expired", 9).with_task_id("urn:li:simpleJobPostingTask:2");
+        assert_eq!(
+            (
+                unknown.reason,
+                unknown.status,
+                unknown.attempts,
+                unknown.message.as_str()
+            ),
+            (Reason::TaskUnknown, 200, 9, "expired")
+        );
+        assert_eq!(
+            unknown.task_id.as_deref(),
+            Some("urn:li:simpleJobPostingTask:2")
+        );
+        let unusable = Failure::task_unknown(422, "not a task URN", 0);
+        assert_eq!(unusable.task_id, None);
+    }
 
     #[test]
     fn headers_round_trip_and_keep_the_original_properties() {

@@ -5,8 +5,8 @@
 //! request: LinkedIn reports many single-job faults (an invalid apply URL, a re-close, a bad enum, eight
 //! locations) as the status of the whole request. So a request-level verdict says *whose* fault it is —
 //! one job's ([`Outcome::ElementFault`]), the contract's ([`Outcome::BatchFault`]) or the
-//! integration's ([`Outcome::IntegrationFault`]) — and [`crate::worker::decide`] turns that into
-//! what happens to each element. Treating every request-level 4xx as everyone's fault (the first
+//! integration's ([`Outcome::IntegrationFault`]) — and the worker (`worker::decide`) turns that
+//! into what happens to each element. Treating every request-level 4xx as everyone's fault (the first
 //! design) dead-lettered 99 good closes with another job's message. Nothing here sleeps, sends or acks.
 //!
 //! LinkedIn's spec types entry statuses as strings while every sample shows numbers: both are read.

@@ -1,9 +1,14 @@
 //! Talking to LinkedIn's Job Posting API: building a `batch_create` request from validated elements,
-//! sending it with the shared token, and handing the answer to [`classify`].
+//! sending it with the shared token, and handing the answer to [`classify`]; asking how close tasks
+//! ended ([`lookup`]); the shared token ([`token`]). Every request LinkedIn sees is made here, and
+//! every answer becomes an [`classify::Outcome`] here.
 //!
-//! Nothing here retries or sleeps; the worker decides that from the classified outcome.
+//! Nothing here retries or sleeps; the worker decides that from the classified outcome. (The task
+//! lookup used to live with the pending checks in `tasks/`; it is a LinkedIn request like the close,
+//! with the same transport failures, so it sits beside it.)
 
 pub mod classify;
+pub mod lookup;
 pub mod token;
 
 use crate::config::{Credentials, LinkedInArgs};
@@ -128,9 +133,9 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 
 /// A timeout reads as 408 and a connection failure as 503 in dead letters: HTTP-style statuses for
 /// what never got an HTTP answer.
-pub fn transport_failure(error: &reqwest::Error) -> RequestOutcome {
+pub fn transport_failure<A>(error: &reqwest::Error) -> classify::Outcome<A> {
     let status = if error.is_timeout() { 408 } else { 503 };
-    RequestOutcome::Retry {
+    classify::Outcome::Retry {
         retry_after: None,
         failure: Failure::new(status, describe_transport_error(error)),
     }

@@ -2,7 +2,7 @@
 //! about a request (an [`Outcome`]) and the group's retry state, and says what happens next — send
 //! everything again, settle some elements and send the rest again, split the group, settle every
 //! element, hold the whole worker, or wait out a throttle. Nothing here sends, sleeps or acks;
-//! the sender (`worker::send`) and the task verifier (`tasks::check`) carry the step out, and both
+//! the sender (`worker::send`) and the task verifier (`worker::verify`) carry the step out, and both
 //! reach their answers through the same `worker::attempt`.
 //!
 //! The request-level rules are shared by both callers; only what an answered element means differs
@@ -12,7 +12,7 @@
 //! isolated by halving, a named one settles at once, and a one-element request's answer is its
 //! element's.
 
-use crate::dead_letter::{self, Reason};
+use crate::dead_letter;
 use crate::linkedin::classify::{ElementOutcome, Failure, RequestOutcome, named_element};
 use crate::retry::{RetryPolicy, RetryState, Verdict};
 use std::time::Duration;
@@ -115,46 +115,61 @@ pub fn decide<A, S>(
         Outcome::Retry {
             retry_after,
             failure,
-        } => match policy.on_transient(retry, now, retry_after) {
-            Verdict::GiveUp => Step::GiveUp(failure),
-            Verdict::RetryIn(after) if n > 1 && retry.consecutive_failures >= SPLIT_AFTER => {
-                retry.consecutive_failures = 0;
-                Step::Split {
-                    after,
-                    failure,
-                    one_job: false,
-                }
-            }
-            Verdict::RetryIn(after) => Step::ResendAll {
-                after,
-                refresh_token: false,
-                failure,
-            },
-        },
+        } => {
+            let verdict = policy.on_transient(retry, now, retry_after);
+            transient(verdict, failure, retry, n)
+        }
         Outcome::ElementFault(failure) => {
             policy.on_answer(retry);
-            if n <= 1 {
-                return Step::SettleEach(vec![of_fault(failure)]);
-            }
-            match named_element(&failure.message, ids) {
-                Some(culprit) => Step::ResendWithout {
-                    settle: vec![(culprit, of_fault(failure))],
-                    after: Duration::ZERO,
-                    refresh_token: false,
-                    failure: None,
-                },
-                None => Step::Split {
-                    after: Duration::ZERO,
-                    failure,
-                    one_job: true,
-                },
-            }
+            one_jobs_fault(failure, ids, of_fault)
         }
         Outcome::BatchFault(failure) => {
             policy.on_answer(retry);
             Step::SettleEach((0..n).map(|_| of_fault(failure.clone())).collect())
         }
         Outcome::IntegrationFault(failure) => Step::Hold(failure),
+    }
+}
+
+/// A whole-request transient failure: resend, give up once the budget is spent, or — after a run of
+/// them for a group of several — split, since a poison element earns its request a 500.
+fn transient<S>(verdict: Verdict, failure: Failure, retry: &mut RetryState, n: usize) -> Step<S> {
+    match verdict {
+        Verdict::GiveUp => Step::GiveUp(failure),
+        Verdict::RetryIn(after) if n > 1 && retry.consecutive_failures >= SPLIT_AFTER => {
+            retry.consecutive_failures = 0;
+            Step::Split {
+                after,
+                failure,
+                one_job: false,
+            }
+        }
+        Verdict::RetryIn(after) => Step::ResendAll {
+            after,
+            refresh_token: false,
+            failure,
+        },
+    }
+}
+
+/// A request-level fault of one job: alone, it is the element's verdict; named, that element
+/// settles and the others go again at once; unnamed, the group is halved to find it.
+fn one_jobs_fault<S>(failure: Failure, ids: &[&str], of_fault: impl Fn(Failure) -> S) -> Step<S> {
+    if ids.len() <= 1 {
+        return Step::SettleEach(vec![of_fault(failure)]);
+    }
+    match named_element(&failure.message, ids) {
+        Some(culprit) => Step::ResendWithout {
+            settle: vec![(culprit, of_fault(failure))],
+            after: Duration::ZERO,
+            refresh_token: false,
+            failure: None,
+        },
+        None => Step::Split {
+            after: Duration::ZERO,
+            failure,
+            one_job: true,
+        },
     }
 }
 
@@ -200,13 +215,11 @@ pub fn decide_close(
 }
 
 fn rejected(failure: Failure, attempts: u32) -> Settlement {
-    Settlement::DeadLetter(dead_letter::Failure {
-        reason: Reason::Rejected,
-        status: failure.status,
-        message: failure.message,
+    Settlement::DeadLetter(dead_letter::Failure::rejected(
+        failure.status,
+        failure.message,
         attempts,
-        task_id: None,
-    })
+    ))
 }
 
 /// A 200 with one entry per element: settle what is final, send the rest again.
@@ -251,13 +264,11 @@ fn answered_close(
             }
             Verdict::GiveUp => {
                 let exhausted = |_| {
-                    Settlement::DeadLetter(dead_letter::Failure {
-                        reason: Reason::RetriesExhausted,
-                        status: failure.status,
-                        message: failure.message.clone(),
-                        attempts: retry.attempts,
-                        task_id: None,
-                    })
+                    Settlement::DeadLetter(dead_letter::Failure::exhausted(
+                        failure.status,
+                        failure.message.clone(),
+                        retry.attempts,
+                    ))
                 };
                 let mut each: Vec<Option<Settlement>> = (0..total).map(|_| None).collect();
                 for (index, settlement) in settle {
@@ -286,6 +297,7 @@ mod tests {
     //! "Errors LinkedIn reports for one job at the level of the whole request"), plus the rules of
     //! issue 10 that are decisions.
     use super::*;
+    use crate::dead_letter::Reason;
     use crate::linkedin::classify::{Answer, classify};
     use std::time::SystemTime;
 

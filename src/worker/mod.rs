@@ -2,8 +2,13 @@
 //! delivery through validation into the batcher, hands due batches to send tasks, and on a broker
 //! failure starts a new session with backoff for as long as it takes.
 //!
-//! With task checks on, the session also runs the [`crate::tasks`] verifier on its own channel: it
-//! shares the session's settler, shutdown and task tracker, and a dead verifier ends the session.
+//! A session is opened (queues declared, channels and consumers started), consumed (the main loop)
+//! and drained (on shutdown: send what is batched and wait for the send tasks; on a lost
+//! connection: let them give back what only waits).
+//!
+//! With task checks on, the session also runs the task verifier ([`verify`]) on its own channel:
+//! it shares the session's confirm channel, shutdown and task tracker (each channel settles with
+//! its own [`settle::Settler`]), and a dead verifier ends the session.
 //!
 //! While an integration fault holds the worker ([`hold`]), the session cancels its consumer, gives
 //! back every delivery it holds that is not being probed with, and consumes again once the hold
@@ -22,17 +27,18 @@ pub mod hold;
 pub mod recent;
 mod send;
 pub mod settle;
+pub mod verify;
 
 use crate::amqp::{self, AmqpError, Connected, Connector};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
 use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
-use crate::dead_letter::REPLAY_COUNT;
+use crate::dead_letter::{Failure, REPLAY_COUNT};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
-use crate::tasks::{self, Schedule, Verifier};
+use crate::tasks::{self, Schedule};
 use futures_util::StreamExt;
 use hold::Hold;
 use lapin::message::Delivery;
@@ -46,11 +52,12 @@ use send::{Group, SessionHandle};
 use settle::Settler;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
+use verify::Verifier;
 
 /// Everything `run` needs, resolved from the settings.
 pub struct WorkerConfig {
@@ -84,6 +91,8 @@ pub struct Shared {
     /// Ids accepted within the hour, and ids in hand.
     pub recent: Arc<Recent>,
     pub already_closed: AlreadyClosed,
+    /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
+    pub task_checks: Option<Arc<Schedule>>,
 }
 
 /// A delivery that passed validation, on its way to LinkedIn.
@@ -127,6 +136,27 @@ enum SessionEnd {
     Lost(String),
 }
 
+/// One broker session's channels, consumers and work in hand: made by `open`, driven by
+/// `consume`, ended by `drain`.
+struct Session {
+    /// The close queue's consumer channel (its prefetch is `PREFETCH`).
+    channel: Channel,
+    /// For the queue-depth gauges: a failed passive declare must not close a channel in use.
+    depth_channel: Channel,
+    /// The node this session is connected to, for the logs.
+    node: AmqpUrl,
+    consumer_tag: String,
+    /// `None` while a hold keeps the worker from consuming.
+    consumer: Option<Consumer>,
+    batcher: Batcher<Item, BatchKey>,
+    /// What every send task of the session gets: the close queue's settler and the stop token.
+    senders: SessionHandle,
+    tracker: TaskTracker,
+    hold: watch::Receiver<bool>,
+    /// Cancelled if the verifier's consumer dies on its own.
+    verifier_down: CancellationToken,
+}
+
 pub struct Worker {
     config: WorkerConfig,
     shared: Arc<Shared>,
@@ -147,6 +177,7 @@ impl Worker {
             retry: config.retry,
             recent: Arc::new(Recent::default()),
             already_closed: config.already_closed,
+            task_checks: config.task_checks.clone(),
         });
         Worker { config, shared }
     }
@@ -205,7 +236,14 @@ impl Worker {
         let Connected {
             connection, node, ..
         } = connector.connect().await?;
-        let result = self.consume(&connection, &node, shutdown).await;
+        let result = match self.open(&connection, node, shutdown).await {
+            Ok(mut session) => {
+                let end = self.consume(&mut session, shutdown).await;
+                self.drain(session, &end).await;
+                Ok(end)
+            }
+            Err(error) => Err(error),
+        };
         if connection.status().connected() {
             let _ = connection
                 .close(200, "job-closer session over".into())
@@ -214,12 +252,15 @@ impl Worker {
         result
     }
 
-    async fn consume(
+    /// Declares the queues, opens the session's channels and starts its consumers: the verifier's
+    /// first, so that nothing holds up the main loop once deliveries arrive, then the close queue's
+    /// (unless a hold is on).
+    async fn open(
         &self,
         connection: &Connection,
-        node: &AmqpUrl,
+        node: AmqpUrl,
         shutdown: &CancellationToken,
-    ) -> Result<SessionEnd, AmqpError> {
+    ) -> Result<Session, AmqpError> {
         let config = &self.config;
         let amqp_args = &config.amqp;
         let (close_queue, _) = amqp::declare_queues(connection, amqp_args).await?;
@@ -231,96 +272,113 @@ impl Worker {
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
-        let mut settler = Settler::new(
+        let settler = Arc::new(Settler::new(
             amqp::confirm_channel(connection).await?,
             amqp_args.close_queue.clone(),
             amqp_args.dead_letter_queue.clone(),
             self.shared.metrics.clone(),
-        );
-        if let Some(schedule) = &config.task_checks {
-            settler = settler.with_task_checks(schedule.clone());
-        }
-        let settler = Arc::new(settler);
+        ));
         let depth_channel = connection.create_channel().await?;
-        let stop = shutdown.child_token();
-        let session = SessionHandle {
+        let senders = SessionHandle {
             settler: settler.clone(),
-            stop: stop.clone(),
+            stop: shutdown.child_token(),
         };
         let tracker = TaskTracker::new();
-        // Started before the close queue is consumed, so that nothing holds up the main loop once
-        // deliveries arrive. Never cancelled without a verifier.
+        // Watched before the first look at the hold, so that no change of it goes unseen.
+        let hold = self.shared.hold.watch();
+        // Never cancelled without a verifier.
         let verifier_down = match &config.task_checks {
             Some(schedule) => {
+                let settler = settler.for_another_channel();
                 Verifier::new(
                     self.shared.clone(),
                     schedule.clone(),
-                    settler.clone(),
+                    settler,
                     config.linger,
                 )
-                .start(connection, stop.clone(), &tracker)
+                .start(connection, senders.stop.clone(), &tracker)
                 .await?
             }
             None => CancellationToken::new(),
         };
-        let mut hold = self.shared.hold.watch();
-        let mut consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
-        let mut consumer = if self.shared.hold.is_blocked() {
-            None
-        } else {
-            Some(self.start_consuming(&channel, &consumer_tag, node).await?)
+        let mut session = Session {
+            channel,
+            depth_channel,
+            node,
+            consumer_tag: String::new(),
+            consumer: None,
+            batcher: Batcher::new(config.batch_size, config.linger),
+            senders,
+            tracker,
+            hold,
+            verifier_down,
         };
-        let mut batcher: Batcher<Item, BatchKey> = Batcher::new(config.batch_size, config.linger);
+        if !self.shared.hold.is_blocked() {
+            self.start_consuming(&mut session).await?;
+        }
+        Ok(session)
+    }
+
+    /// The session's main loop: batch deliveries, send what is due, follow the hold, and watch
+    /// the broker and the verifier, until shutdown or a lost session.
+    async fn consume(&self, session: &mut Session, shutdown: &CancellationToken) -> SessionEnd {
         let mut ticker = tokio::time::interval(Duration::from_secs(5));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-
-        let end = loop {
-            let deadline = batcher.next_deadline();
+        loop {
+            let deadline = session.batcher.next_deadline();
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => {
-                    break SessionEnd::Shutdown;
-                }
-                delivery = next_delivery(&mut consumer) => match delivery {
+                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                delivery = next_delivery(&mut session.consumer) => match delivery {
                     Some(Ok(delivery)) => {
-                        if let Some(full) = self.accept(delivery, &mut batcher, &settler, &tracker) {
-                            self.dispatch(full, &session, &tracker);
+                        if let Some(full) = self.accept(delivery, session) {
+                            self.dispatch(full, session);
                         }
                     }
-                    Some(Err(error)) => break SessionEnd::Lost(error.to_string()),
-                    None => break SessionEnd::Lost("the consumer was cancelled by the broker".into()),
+                    Some(Err(error)) => return SessionEnd::Lost(error.to_string()),
+                    None => return SessionEnd::Lost("the consumer was cancelled by the broker".into()),
                 },
-                changed = hold.changed() => {
+                changed = session.hold.changed() => {
                     if changed.is_err() {
                         continue;
                     }
-                    let blocked = *hold.borrow_and_update();
-                    if blocked && let Some(held) = consumer.take() {
-                        self.stop_consuming(&channel, &consumer_tag, held, &mut batcher, &settler).await;
-                    } else if !blocked && consumer.is_none() {
-                        consumer_tag = format!("job-closer-{}", uuid::Uuid::new_v4());
-                        match self.start_consuming(&channel, &consumer_tag, node).await {
-                            Ok(started) => consumer = Some(started),
-                            Err(error) => break SessionEnd::Lost(error.to_string()),
-                        }
+                    let blocked = *session.hold.borrow_and_update();
+                    if let Err(error) = self.follow_hold(session, blocked).await {
+                        return SessionEnd::Lost(error.to_string());
                     }
                 },
-                _ = verifier_down.cancelled() => {
-                    break SessionEnd::Lost("the task-check consumer stopped".into());
+                _ = session.verifier_down.cancelled() => {
+                    return SessionEnd::Lost("the task-check consumer stopped".into());
                 }
                 _ = sleep_until_deadline(deadline) => {
-                    for batch in batcher.take_due(Instant::now()) {
-                        self.dispatch(batch, &session, &tracker);
+                    for batch in session.batcher.take_due(Instant::now()) {
+                        self.dispatch(batch, session);
                     }
                 }
                 _ = ticker.tick() => {
                     self.shared.metrics.beat();
-                    self.observe_depths(&depth_channel).await;
+                    self.observe_depths(&session.depth_channel).await;
                 }
             }
-        };
+        }
+    }
 
-        match &end {
+    /// Ends a session. On shutdown: stop consuming, send what is batched, wait (up to
+    /// `SHUTDOWN_TIMEOUT_MS`) for the send tasks, close the channels. On a lost session: tell the
+    /// tasks to give back what only waits; the broker redelivers the rest.
+    async fn drain(&self, session: Session, end: &SessionEnd) {
+        let Session {
+            channel,
+            depth_channel,
+            consumer_tag,
+            consumer,
+            mut batcher,
+            senders,
+            tracker,
+            ..
+        } = session;
+        let why = match end {
+            SessionEnd::Lost(why) => why,
             SessionEnd::Shutdown => {
                 self.shared.metrics.set_ready(false);
                 info!("Shutting down: no new deliveries; sending what is batched.");
@@ -332,77 +390,81 @@ impl Worker {
                     debug!(%error, "Cancelling the consumer failed.");
                 }
                 for batch in batcher.take_all() {
-                    self.dispatch(batch, &session, &tracker);
+                    self.dispatch_to(batch, &senders, &tracker);
                 }
                 tracker.close();
-                if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
-                    .await
-                    .is_err()
-                {
+                let timeout = self.config.shutdown_timeout;
+                if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {
                     warn!(
-                        timeout_ms = config.shutdown_timeout.as_millis() as u64,
+                        timeout_ms = timeout.as_millis() as u64,
                         "Shutdown timeout: unfinished requests are abandoned; their messages return to the queue."
                     );
                 }
-                for open in [&channel, &depth_channel, settler.channel()] {
+                for open in [&channel, &depth_channel, senders.settler.confirm_channel()] {
                     let _ = open.close(200, "shutdown".into()).await;
                 }
                 info!("Shut down cleanly.");
+                return;
             }
-            SessionEnd::Lost(why) => {
-                error!(error = %why, "Lost the broker session; in-hand deliveries will be redelivered.");
-                // Waiting tasks give their items back (harmlessly failing on a dead channel) and end.
-                stop.cancel();
-                tracker.close();
-            }
-        }
-        Ok(end)
+        };
+        error!(error = %why, "Lost the broker session; in-hand deliveries will be redelivered.");
+        // Waiting tasks give their items back (harmlessly failing on a dead channel) and end.
+        senders.stop.cancel();
+        tracker.close();
     }
 
-    async fn start_consuming(
-        &self,
-        channel: &Channel,
-        tag: &str,
-        node: &AmqpUrl,
-    ) -> Result<Consumer, AmqpError> {
+    /// The hold closed: stop consuming and give back what is held; it opened: consume again.
+    async fn follow_hold(&self, session: &mut Session, blocked: bool) -> Result<(), AmqpError> {
+        if blocked && let Some(held) = session.consumer.take() {
+            self.stop_consuming(session, held).await;
+        } else if !blocked && session.consumer.is_none() {
+            self.start_consuming(session).await?;
+        }
+        Ok(())
+    }
+
+    /// Consumes the close queue under a new consumer tag.
+    async fn start_consuming(&self, session: &mut Session) -> Result<(), AmqpError> {
         let amqp_args = &self.config.amqp;
-        let consumer = channel
+        let tag = format!("job-closer-{}", uuid::Uuid::new_v4());
+        let consumer = session
+            .channel
             .basic_consume(
                 amqp::queue_name(&amqp_args.close_queue)?,
-                tag.into(),
+                tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
         info!(
-            node = %node,
+            node = %session.node,
             queue = %amqp_args.close_queue,
             prefetch = self.config.prefetch,
             batch_size = self.config.batch_size,
             "Consuming."
         );
+        session.consumer_tag = tag;
+        session.consumer = Some(consumer);
         self.shared.metrics.set_ready(true);
-        Ok(consumer)
+        Ok(())
     }
 
     /// The hold closed: take nothing new, and give back what is batched and what the broker had
     /// already pushed. Senders give back their own.
-    async fn stop_consuming(
-        &self,
-        channel: &Channel,
-        tag: &str,
-        mut consumer: Consumer,
-        batcher: &mut Batcher<Item, BatchKey>,
-        settler: &Settler,
-    ) {
+    async fn stop_consuming(&self, session: &mut Session, mut consumer: Consumer) {
         self.shared.metrics.set_ready(false);
-        let cancelled = channel
-            .basic_cancel(tag.into(), BasicCancelOptions::default())
+        let cancelled = session
+            .channel
+            .basic_cancel(
+                session.consumer_tag.as_str().into(),
+                BasicCancelOptions::default(),
+            )
             .await;
+        let settler = &session.senders.settler;
         let mut given_back = 0usize;
         settler
             .together(async {
-                for batch in batcher.take_all() {
+                for batch in session.batcher.take_all() {
                     for item in batch.items {
                         settler.give_back(&item.delivery).await;
                         given_back += 1;
@@ -433,51 +495,48 @@ impl Worker {
     }
 
     /// Validates one delivery: invalid ones are dead-lettered at once, valid ones batched.
-    fn accept(
-        &self,
-        delivery: Delivery,
-        batcher: &mut Batcher<Item, BatchKey>,
-        settler: &Arc<Settler>,
-        tracker: &TaskTracker,
-    ) -> Option<Batch<Item, BatchKey>> {
+    fn accept(&self, delivery: Delivery, session: &mut Session) -> Option<Batch<Item, BatchKey>> {
         self.shared.metrics.consumed.inc();
-        match close_request::validate(&delivery.data) {
-            Ok(request) => {
-                let external_id = IdKey::of(&request.external_id);
-                let (in_hand, suspect) = self
-                    .shared
-                    .recent
-                    .hold(&request.external_id, delivery.redelivered);
-                let key = BatchKey {
-                    contract: request.contract.clone(),
-                    suspect,
-                };
-                let replayed = is_replayed(&delivery);
-                batcher.push(
-                    Item {
-                        delivery,
-                        request,
-                        replayed,
-                        in_hand,
-                    },
-                    external_id,
-                    key,
-                    Instant::now(),
-                )
-            }
+        let request = match close_request::validate(&delivery.data) {
+            Ok(request) => request,
             Err(invalid) => {
-                let settler = settler.clone();
-                let failure = settle::invalid_failure(invalid.to_string());
-                tracker.spawn(async move { settler.dead_letter(&delivery, None, failure).await });
-                None
+                let settler = session.senders.settler.clone();
+                let failure = Failure::invalid(invalid.to_string());
+                session.tracker.spawn(async move {
+                    settler
+                        .dead_letter(&delivery, &delivery.properties, None, failure)
+                        .await
+                });
+                return None;
             }
-        }
+        };
+        let external_id = IdKey::of(&request.external_id);
+        let (in_hand, suspect) = self
+            .shared
+            .recent
+            .hold(&request.external_id, delivery.redelivered);
+        let key = BatchKey {
+            contract: request.contract.clone(),
+            suspect,
+        };
+        let item = Item {
+            replayed: is_replayed(&delivery),
+            delivery,
+            request,
+            in_hand,
+        };
+        session.batcher.push(item, external_id, key, Instant::now())
     }
 
-    fn dispatch(
+    fn dispatch(&self, batch: Batch<Item, BatchKey>, session: &Session) {
+        self.dispatch_to(batch, &session.senders, &session.tracker);
+    }
+
+    /// Hands a due batch to send tasks: one for the batch, or one per element for suspects.
+    fn dispatch_to(
         &self,
         batch: Batch<Item, BatchKey>,
-        session: &SessionHandle,
+        senders: &SessionHandle,
         tracker: &TaskTracker,
     ) {
         if batch.key.suspect {
@@ -489,7 +548,7 @@ impl Worker {
                     retry: self.shared.retry.new_state(),
                     suspect: true,
                 };
-                tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
+                tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
             }
             return;
         }
@@ -498,7 +557,7 @@ impl Worker {
             retry: self.shared.retry.new_state(),
             suspect: false,
         };
-        tracker.spawn(send::process(self.shared.clone(), session.clone(), group));
+        tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
     }
 
     async fn observe_depths(&self, channel: &Channel) {

@@ -13,10 +13,11 @@ use super::attempt::{NotReady, Request, prepare, wait};
 use super::decide::{Settlement, State, Step, decide_close};
 use super::settle::Settler;
 use super::{Item, Shared};
-use crate::dead_letter::{Failure, Reason};
+use crate::dead_letter::Failure;
 use crate::linkedin::classify::{self, RequestOutcome};
 use crate::linkedin::token::AccessToken;
 use crate::retry::RetryState;
+use crate::tasks::PendingCheck;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -234,7 +235,6 @@ impl Sending {
 
     async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
         let shared = &self.shared;
-        let policy = &shared.retry;
         match step {
             Step::SettleEach(settlements) => {
                 let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
@@ -259,18 +259,18 @@ impl Sending {
             }
             Step::ResendAll {
                 after,
-                refresh_token,
+                refresh_token: true,
                 failure,
             } => {
-                if !refresh_token {
-                    log_retry(shared, &self.items, &failure, after);
-                    return Next::Again(after);
-                }
                 shared.linkedin.tokens.invalidate(token).await;
                 if !after.is_zero() {
                     error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64, external_ids = ?ids(&self.items),
                         "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
                 }
+                Next::Again(after)
+            }
+            Step::ResendAll { after, failure, .. } => {
+                log_retry(shared, &self.items, &failure, after);
                 Next::Again(after)
             }
             Step::Split {
@@ -286,47 +286,48 @@ impl Sending {
                 Next::Done
             }
             Step::GiveUp(failure) => {
-                let failure = Failure {
-                    reason: Reason::RetriesExhausted,
-                    status: failure.status,
-                    message: failure.message,
-                    attempts: self.retry.attempts,
-                    task_id: None,
-                };
+                let failure =
+                    Failure::exhausted(failure.status, failure.message, self.retry.attempts);
                 dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
                 Next::Done
             }
-            Step::Hold(failure) => {
-                if self.probing {
-                    shared.hold.still_blocked(&failure);
-                } else if shared.hold.block(&failure) {
-                    self.probing = true;
-                    // One element probes; the rest waits in the broker.
-                    let rest = self.items.split_off(1);
-                    give_back_all(&self.session, &rest).await;
-                } else {
-                    self.give_back().await;
-                    return Next::Done;
-                }
-                Next::Again(policy.probe_delay(&mut self.retry))
-            }
+            Step::Hold(failure) => self.hold(&failure).await,
             Step::Throttled {
                 retry_after,
                 failure,
-            } => {
-                let in_a_row = shared.limiter.throttled(retry_after.is_some());
-                let pause = policy.throttle_pause(
-                    &mut self.retry,
-                    retry_after,
-                    in_a_row,
-                    SystemTime::now(),
-                );
-                // Throttling is per application: every sender waits, not only this group.
-                shared.limiter.pause_for(pause);
-                log_retry(shared, &self.items, &failure, pause);
-                Next::Again(Duration::ZERO)
-            }
+            } => self.throttled(retry_after, &failure),
         }
+    }
+
+    /// The integration is broken: the first group to see it probes with one element and gives the
+    /// rest back; a probe that is still refused probes again; any other group gives back all.
+    async fn hold(&mut self, failure: &classify::Failure) -> Next {
+        let shared = &self.shared;
+        if self.probing {
+            shared.hold.still_blocked(failure);
+        } else if shared.hold.block(failure) {
+            self.probing = true;
+            // One element probes; the rest waits in the broker.
+            let rest = self.items.split_off(1);
+            give_back_all(&self.session, &rest).await;
+        } else {
+            self.give_back().await;
+            return Next::Done;
+        }
+        Next::Again(shared.retry.probe_delay(&mut self.retry))
+    }
+
+    /// LinkedIn throttles the application: every sender pauses, not only this group.
+    fn throttled(&mut self, retry_after: Option<Duration>, failure: &classify::Failure) -> Next {
+        let shared = &self.shared;
+        let in_a_row = shared.limiter.throttled(retry_after.is_some());
+        let pause =
+            shared
+                .retry
+                .throttle_pause(&mut self.retry, retry_after, in_a_row, SystemTime::now());
+        shared.limiter.pause_for(pause);
+        log_retry(shared, &self.items, failure, pause);
+        Next::Again(Duration::ZERO)
     }
 
     /// Halves, or — a suspect group whose request LinkedIn refused for one job — single elements.
@@ -396,13 +397,11 @@ async fn settle_known(shared: &Shared, session: &SessionHandle, items: Vec<Item>
             );
             let settlement = match shared.already_closed {
                 crate::config::AlreadyClosed::Ack => Settlement::AlreadyClosed(failure),
-                crate::config::AlreadyClosed::DeadLetter => Settlement::DeadLetter(Failure {
-                    reason: Reason::Rejected,
-                    status: failure.status,
-                    message: failure.message,
-                    attempts: 0,
-                    task_id: None,
-                }),
+                crate::config::AlreadyClosed::DeadLetter => Settlement::DeadLetter(Failure::rejected(
+                    failure.status,
+                    failure.message,
+                    0,
+                )),
             };
             (item, settlement)
         })
@@ -466,19 +465,16 @@ async fn settle_each(shared: &Shared, session: &SessionHandle, settled: Vec<(Ite
                         session.settler.ack(&item.delivery).await;
                     }
                     Settlement::DeadLetter(failure) => {
+                        let delivery = &item.delivery;
                         session
                             .settler
-                            .dead_letter(&item.delivery, Some(external_id), failure)
+                            .dead_letter(delivery, &delivery.properties, Some(external_id), failure)
                             .await;
                     }
                 }
             }
             futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
-                session.settler.closed(
-                    &item.delivery,
-                    &item.request.external_id,
-                    task_id.as_deref(),
-                )
+                settle_closed(shared, &session.settler, item, task_id.as_deref())
             }))
             .await;
         })
@@ -504,15 +500,49 @@ async fn dead_letter_all(session: &SessionHandle, items: &[Item], failure: Failu
         .settler
         .together(async {
             for item in items {
+                let delivery = &item.delivery;
+                let external_id = Some(item.request.external_id.as_str());
                 session
                     .settler
-                    .dead_letter(
-                        &item.delivery,
-                        Some(&item.request.external_id),
-                        failure.clone(),
-                    )
+                    .dead_letter(delivery, &delivery.properties, external_id, failure.clone())
                     .await;
             }
         })
         .await;
+}
+
+/// LinkedIn accepted the close. With task checks on, a 202 is not yet a close: the pending check
+/// (the original request plus the task id) must be the broker's before the original is acked.
+async fn settle_closed(shared: &Shared, settler: &Settler, item: &Item, task_id: Option<&str>) {
+    let (delivery, external_id) = (&item.delivery, item.request.external_id.as_str());
+    match (&shared.task_checks, task_id) {
+        (Some(schedule), Some(task_id)) => {
+            let tier = schedule.tier_after(0);
+            let check = PendingCheck::accepted(task_id, external_id, SystemTime::now());
+            let properties = check.properties(&delivery.properties);
+            if let Err(error) = settler.hand_on(delivery, &tier.queue, properties).await {
+                error!(externalJobPostingId = external_id, task_id, %error,
+                    "Could not schedule the task check; the message goes back to the queue and will be sent again.");
+                return settler.give_back_after_pause(delivery).await;
+            }
+            info!(
+                externalJobPostingId = external_id,
+                task_id,
+                task_check_in_ms = tier.delay.as_millis() as u64,
+                "Closed."
+            );
+        }
+        (Some(_), None) => {
+            warn!(
+                externalJobPostingId = external_id,
+                "Closed, but LinkedIn gave no task id to verify."
+            );
+            settler.ack(delivery).await;
+        }
+        (None, _) => {
+            info!(externalJobPostingId = external_id, task_id, "Closed.");
+            settler.ack(delivery).await;
+        }
+    }
+    shared.metrics.closed.inc();
 }

@@ -2,8 +2,8 @@
 //! `/rest/...` with `LinkedIn-Version`), many task ids per request with the query string kept under
 //! 4 KB, and what the answer means for each id.
 //!
-//! Like [`crate::linkedin::classify`], nothing here waits or retries: an answer becomes a verdict and
-//! the verifier acts on it (through [`crate::worker::decide`], as closes do). Only a task's own
+//! Like [`super::classify`], nothing here waits or retries: an answer becomes a verdict and the
+//! worker's task verifier acts on it (through the same `decide` as closes). Only a task's own
 //! status can end its story; anything wrong with the request (401, 429, 5xx, 4xx, timeouts,
 //! unreadable bodies) is trouble to wait out — except LinkedIn's 400 "Batch key parameter value is
 //! invalid", which refuses the whole lookup for one id that is not a task URN: that is one
@@ -13,9 +13,9 @@
 //! processed successfully, with one it failed LinkedIn's payload validation. Treating it as not yet
 //! known (the first design) re-checked such closes for a day and then called them `task-unknown`.
 
-use crate::linkedin::LinkedInClient;
-use crate::linkedin::classify::{Failure, Outcome, failure_from_body, parse_retry_after};
-use crate::linkedin::token::{AccessToken, describe_transport_error};
+use super::LinkedInClient;
+use super::classify::{Failure, Outcome, failure_from_body, parse_retry_after};
+use super::token::AccessToken;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -229,23 +229,15 @@ pub async fn lookup(
     if let Some(version) = client.api_version() {
         request = request.header("LinkedIn-Version", version);
     }
-    match crate::linkedin::fetch(request).await {
+    match super::fetch(request).await {
         Ok(answer) => classify(
             answer.status,
             answer.retry_after.as_deref(),
             &answer.body,
             SystemTime::now(),
         ),
-        Err(error) => transport_failure(&error),
-    }
-}
-
-/// A timeout reads as 408, anything else that got no answer as 503, as for closes.
-fn transport_failure(error: &reqwest::Error) -> LookupOutcome {
-    let status = if error.is_timeout() { 408 } else { 503 };
-    LookupOutcome::Retry {
-        retry_after: None,
-        failure: Failure::new(status, describe_transport_error(error)),
+        // A timeout reads as 408, anything else that got no answer as 503, as for closes.
+        Err(error) => super::transport_failure(&error),
     }
 }
 
