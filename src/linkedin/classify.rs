@@ -400,81 +400,93 @@ mod tests {
         let body = |status: u16, message: &str| {
             serde_json::json!({"message": message, "status": status}).to_string()
         };
-        let element = [
+        type Whose = fn(Failure) -> RequestOutcome;
+        let (element, batch, integration): (Whose, Whose, Whose) = (
+            RequestOutcome::ElementFault,
+            RequestOutcome::BatchFault,
+            RequestOutcome::IntegrationFault,
+        );
+        let table = [
             (
                 400,
                 "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:1",
+                element,
             ),
             (
                 400,
                 "Either context or company or companyPageUrl or companyName must be provided",
+                element,
             ),
             (
                 409,
                 "Cannot close job which is already closed or does not exist",
+                element,
             ),
             (
                 422,
                 "ERROR :: /employmentStatus :: PART is not an enum symbol",
+                element,
             ),
             (
                 422,
                 "ERROR :: /experienceLevel :: enum type is not backed by a String",
+                element,
             ),
             (
                 422,
                 "The job contains more than seven locations. Please ensure maximum seven locations per job",
+                element,
             ),
-        ];
-        for (status, message) in element {
-            assert_eq!(
-                answer(status, &body(status, message)),
-                RequestOutcome::ElementFault(Failure::new(status, message)),
-                "{message}"
-            );
-        }
-        let batch = [
             (
                 402,
                 "Insufficient job slots for contract = urn:li:contract:1 for purchase flow",
+                batch,
             ),
             (
                 402,
                 "Insufficient lifetime budget for contract: urn:li:contract:1",
+                batch,
             ),
             (
                 403,
                 "Caller is not authorized to access the jobs for contract: urn:li:contract:1",
+                batch,
             ),
-            (403, "Caller is not authorized to access the fp4p contract"),
-        ];
-        for (status, message) in batch {
-            assert_eq!(
-                answer(status, &body(status, message)),
-                RequestOutcome::BatchFault(Failure::new(status, message)),
-                "{message}"
-            );
-        }
-        let integration = [
+            (
+                403,
+                "Caller is not authorized to access the fp4p contract",
+                batch,
+            ),
             (
                 403,
                 "Not enough permissions to access: POST /simpleJobPostings",
+                integration,
             ),
             (
                 403,
                 "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]",
+                integration,
             ),
-            (404, "Resource simpleJobPostings does not exist"),
-            (400, "The LinkedIn-Version header is malformed: 2025-04"),
+            (
+                404,
+                "Resource simpleJobPostings does not exist",
+                integration,
+            ),
+            (
+                400,
+                "The LinkedIn-Version header is malformed: 2025-04",
+                integration,
+            ),
             (
                 426,
                 "The requested version 202001 (LinkedIn-Version) is no longer supported",
+                integration,
             ),
         ];
-        for (status, message) in integration {
+        for (status, message, whose) in table {
             assert_eq!(
                 answer(status, &body(status, message)),
-                RequestOutcome::IntegrationFault(Failure::new(status, message)),
+                whose(Failure::new(status, message)),
                 "{message}"
             );
         }

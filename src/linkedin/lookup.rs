@@ -72,10 +72,6 @@ impl TaskQuery {
     pub fn ids(&self) -> &[String] {
         &self.ids
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
 }
 
 /// The prefix every task id LinkedIn hands out carries; anything else cannot be looked up.

@@ -11,6 +11,7 @@ use super::Shared;
 use crate::linkedin::token::AccessToken;
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 use tokio::sync::SemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -145,7 +146,7 @@ impl Ready<'_> {
 }
 
 /// Sleeps, unless told to stop first. Returns false when stopped.
-pub async fn wait(stop: &CancellationToken, delay: std::time::Duration) -> bool {
+pub async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
     if delay.is_zero() {
         return !stop.is_cancelled();
     }
@@ -154,4 +155,12 @@ pub async fn wait(stop: &CancellationToken, delay: std::time::Duration) -> bool 
         _ = tokio::time::sleep(delay) => true,
         _ = stop.cancelled() => false,
     }
+}
+
+/// LinkedIn refused `token` (401): drop it, so that the next attempt fetches a fresh one. Returns
+/// whether fresh tokens keep being refused — the policy waits `after` before the next attempt
+/// then — which the caller reports: the client credentials need a look.
+pub async fn drop_refused_token(shared: &Shared, token: &AccessToken, after: Duration) -> bool {
+    shared.linkedin.tokens.invalidate(token).await;
+    !after.is_zero()
 }

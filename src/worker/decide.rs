@@ -406,6 +406,21 @@ mod tests {
         );
     }
 
+    /// A request-level fault of the job at `culprit`, naming it: that job settles, the others are
+    /// sent again at once.
+    fn assert_named_one_job_fault(status: u16, message: &str, culprit: usize) {
+        assert_eq!(
+            step_for(status, &error_body(status, message), &IDS),
+            Step::ResendWithout {
+                settle: vec![(culprit, dead(Reason::Rejected, status, message))],
+                after: Duration::ZERO,
+                refresh_token: false,
+                failure: None,
+            },
+            "{message}"
+        );
+    }
+
     fn assert_contract_fault(status: u16, message: &str) {
         let body = error_body(status, message);
         assert_eq!(
@@ -452,15 +467,7 @@ mod tests {
     #[test]
     fn row_400_bad_element_named_settles_it_and_resends_the_rest_at_once() {
         let message = "Invalid company apply url for job with externalPartnerId J-3, taskUrn urn:li:simpleJobPostingTask:5";
-        assert_eq!(
-            step_for(400, &error_body(400, message), &IDS),
-            Step::ResendWithout {
-                settle: vec![(2, dead(Reason::Rejected, 400, message))],
-                after: Duration::ZERO,
-                refresh_token: false,
-                failure: None,
-            }
-        );
+        assert_named_one_job_fault(400, message, 2);
     }
 
     #[test]
@@ -668,15 +675,7 @@ mod tests {
     #[test]
     fn row_400_invalid_apply_url_names_the_job() {
         let message = "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:77";
-        assert_eq!(
-            step_for(400, &error_body(400, message), &IDS),
-            Step::ResendWithout {
-                settle: vec![(0, dead(Reason::Rejected, 400, message))],
-                after: Duration::ZERO,
-                refresh_token: false,
-                failure: None,
-            }
-        );
+        assert_named_one_job_fault(400, message, 0);
         // Naming a job not in the request names nobody here: isolate.
         let elsewhere = "Invalid company apply url for job with externalPartnerId J-9, taskUrn urn:li:simpleJobPostingTask:77";
         assert!(matches!(

@@ -9,7 +9,7 @@
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
 
-use super::attempt::{NotReady, Request, prepare, wait};
+use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait};
 use super::decide::{Settlement, State, Step, decide_close};
 use super::settle::Settler;
 use super::{Item, Shared};
@@ -262,8 +262,7 @@ impl Sending {
                 refresh_token: true,
                 failure,
             } => {
-                shared.linkedin.tokens.invalidate(token).await;
-                if !after.is_zero() {
+                if drop_refused_token(shared, token, after).await {
                     error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64, external_ids = ?ids(&self.items),
                         "LinkedIn keeps refusing fresh tokens; check the client credentials. Retrying.");
                 }

@@ -12,7 +12,7 @@
 //! [`crate::linkedin::lookup`]'s, which know nothing of the worker. (It used to live in `tasks/`,
 //! calling back into the worker's settler: a loop in the module graph.)
 
-use super::attempt::{Attempted, Request, attempt, wait};
+use super::attempt::{Attempted, Request, attempt, drop_refused_token, wait};
 use super::decide::{State, Step, decide};
 use super::settle::Settler;
 use super::{Shared, sleep_until_deadline};
@@ -517,18 +517,15 @@ impl Verifying {
             }
             Step::ResendAll {
                 after,
-                refresh_token: true,
+                refresh_token,
                 failure,
             } => {
-                shared.linkedin.tokens.invalidate(token).await;
-                if !after.is_zero() {
+                if !refresh_token {
+                    log_retry(task_ids, &failure, after);
+                } else if drop_refused_token(shared, token, after).await {
                     error!(status = failure.status, error_message = %failure.message, delay_ms = after.as_millis() as u64,
                         "LinkedIn keeps refusing fresh tokens for task checks; check the client credentials. Retrying.");
                 }
-                Next::Again(after)
-            }
-            Step::ResendAll { after, failure, .. } => {
-                log_retry(task_ids, &failure, after);
                 Next::Again(after)
             }
             Step::Throttled {
