@@ -11,7 +11,8 @@
 //! checks, then moves).
 
 use super::filter::Filter;
-use super::scan::{DeadLetter, Held, Scan, ScanError};
+use super::scan::{DeadLetter, Held, Scan};
+use crate::amqp::AmqpError;
 use crate::config::AmqpArgs;
 use crate::publish::progress_bar;
 use lapin::Connection;
@@ -88,7 +89,7 @@ impl<'a> Walk<'a> {
         selection: Selection<'_>,
         shutdown: &CancellationToken,
         output_on_terminal: bool,
-    ) -> Result<Walk<'a>, ScanError> {
+    ) -> Result<Walk<'a>, AmqpError> {
         let scan = Scan::dead_letters(connection, amqp_args, selection.fetch_limit()).await?;
         let progress = if output_on_terminal {
             indicatif::ProgressBar::hidden()
@@ -114,7 +115,7 @@ impl<'a> Walk<'a> {
 
     /// The next selected dead letter, held until acked or until the walk finishes; `None` at the end
     /// of the queue, at the limit, or when a shutdown was asked for.
-    pub async fn next(&mut self) -> Result<Option<DeadLetter>, ScanError> {
+    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
         loop {
             if self.limit.is_some_and(|limit| self.selected >= limit) {
                 return Ok(None);
@@ -136,12 +137,12 @@ impl<'a> Walk<'a> {
     }
 
     /// Removes a held dead letter from the queue for good.
-    pub async fn ack(&mut self, held: Held) -> Result<(), ScanError> {
+    pub async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         self.scan.ack(held).await
     }
 
     /// Ends the walk: everything not acked goes back where it was.
-    pub async fn finish(self) -> Result<Walked, ScanError> {
+    pub async fn finish(self) -> Result<Walked, AmqpError> {
         self.progress.finish_and_clear();
         let walked = Walked {
             total: self.scan.total(),
