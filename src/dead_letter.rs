@@ -424,20 +424,15 @@ mod tests {
         let headers = with(headers, "x-last-death-reason", "expired");
         let headers = with(headers, "tenant", "acme");
         let kept = without_deaths_in(&headers, ours);
-        let names: Vec<&str> = kept.inner().keys().map(|k| k.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "tenant",
-                "x-death",
-                "x-first-death-queue",
-                "x-first-death-reason"
-            ]
+        let kept = kept.inner();
+        assert!(kept.contains_key("tenant") && kept.contains_key("x-first-death-reason"));
+        assert!(
+            !kept.contains_key("x-last-death-queue") && !kept.contains_key("x-last-death-reason")
         );
-        assert_eq!(
-            deaths(&kept).map(|d| d.queue()).collect::<Vec<_>>(),
-            [Some("upstream".into())]
-        );
+        let left: Vec<_> = deaths(&FieldTable::from(kept.clone()))
+            .map(|d| d.queue())
+            .collect();
+        assert_eq!(left, [Some("upstream".into())]);
         let only_ours = x_death(vec![died_in("wait.600")]);
         assert!(without_deaths_in(&only_ours, ours).inner().is_empty());
     }

@@ -164,3 +164,27 @@ fn distinct_queues(amqp_args: &AmqpArgs, command: &str) -> Result<(), DlqError> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueType;
+
+    #[test]
+    fn summaries_name_the_filters_and_a_replay_needs_two_queues() {
+        assert_eq!(matching(&filter::Filter::default()), "");
+        let by_status = filter::Filter {
+            status: Some(403),
+            ..filter::Filter::default()
+        };
+        assert_eq!(matching(&by_status), " matching status 403");
+        let mut args = amqp::test_args(QueueType::Classic, false);
+        assert!(distinct_queues(&args, "replay").is_ok());
+        args.dead_letter_queue = args.close_queue.clone();
+        let refused = distinct_queues(&args, "replay").unwrap_err();
+        assert!(refused.is_usage(), "{refused:?}");
+        assert!(refused.to_string().contains("both 'close'"), "{refused}");
+        let broker = DlqError::from(AmqpError::BadQueueName("q".into()));
+        assert!(!broker.is_usage() && !DlqError::Interrupted("x".into()).is_usage());
+    }
+}

@@ -124,8 +124,25 @@ async fn confirm(question: String) -> Result<bool, DlqError> {
     .await
     .map_err(|error| DlqError::Usage(format!("cannot read the answer: {error}")))?
     .map_err(|error| DlqError::Usage(format!("cannot read the answer: {error}")))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(agrees(&answer))
+}
+
+/// Whether an answer to the prompt is a yes: `y` or `yes`, in any case; anything else is a no.
+fn agrees(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agrees;
+
+    #[test]
+    fn only_y_or_yes_agrees() {
+        for yes in ["y\n", "Y", " yes \n", "YES"] {
+            assert!(agrees(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yeah", "y y", "ja"] {
+            assert!(!agrees(no), "{no:?}");
+        }
+    }
 }
