@@ -102,11 +102,7 @@ pub async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), Dlq
     let walked = walk.finish().await?;
     disconnect(connection, "listed").await;
     let (shown, total) = (walked.selected, walked.total);
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
-            "listed {shown} of {total}; '{queue}' is unchanged"
-        )));
-    }
+    walked.completed(|_| format!("listed {shown} of {total}; '{queue}' is unchanged"))?;
     eprintln!(
         "Listed {shown} dead letter(s){} of {total} in '{queue}'; nothing was removed or reordered.",
         matching(&args.filter)

@@ -70,11 +70,7 @@ pub async fn purge(mut args: PurgeArgs, shutdown: CancellationToken) -> Result<(
     let deleted = walked.selected;
     let left = walked.total.saturating_sub(deleted);
     println!("Deleted {deleted} dead letter(s){scope} from '{queue}'; left {left}.");
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
-            "deleted {deleted} before stopping"
-        )));
-    }
+    walked.completed(|_| format!("deleted {deleted} before stopping"))?;
     Ok(())
 }
 
@@ -93,10 +89,7 @@ async fn asked_and_agreed(
         let mut walk = Walk::start(connection, &args.amqp, selection, shutdown, false).await?;
         while walk.next().await?.is_some() {}
         let walked = walk.finish().await?;
-        if walked.interrupted {
-            return Err(DlqError::Interrupted("nothing was deleted".into()));
-        }
-        walked.selected
+        walked.completed(|_| "nothing was deleted".into())?.selected
     };
     if count == 0 {
         println!("No dead letters{scope} in '{queue}'; nothing to delete.");

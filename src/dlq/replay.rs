@@ -124,13 +124,12 @@ async fn check_edits(
             invalid += 1;
         }
     }
-    let walked = walk.finish().await?;
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    let walked = walk.finish().await?.completed(|walked| {
+        format!(
             "checked {} edited dead letter(s); nothing was moved",
             walked.selected
-        )));
-    }
+        )
+    })?;
     if invalid > 0 {
         return Err(DlqError::Usage(format!(
             "{invalid} of {} selected dead letter(s) would be invalid after the edit; nothing was moved",
@@ -223,12 +222,12 @@ async fn move_selected(
     if let Some(failure) = done.failure {
         return Err(failure);
     }
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    walked.completed(|_| {
+        format!(
             "moved {} before stopping; the rest are still in '{}'",
             done.moved, args.amqp.dead_letter_queue
-        )));
-    }
+        )
+    })?;
     if done.left_invalid > 0 {
         return Err(DlqError::Usage(format!(
             "{} dead letter(s) changed since the check and would be invalid after the edit; they were left in '{}'",
@@ -309,10 +308,10 @@ async fn dry_run(
         }
     }
     output.finish(printer.as_mut())?;
-    let walked = walk.finish().await?;
-    if walked.interrupted {
-        return Err(DlqError::Interrupted("nothing was moved".into()));
-    }
+    let walked = walk
+        .finish()
+        .await?
+        .completed(|_| "nothing was moved".into())?;
     let (close_queue, dead_queue) = (&args.amqp.close_queue, &args.amqp.dead_letter_queue);
     println!(
         "Dry run: would move {} dead letter(s) to '{close_queue}' and leave {} in '{dead_queue}'; nothing was moved.",

@@ -10,6 +10,7 @@
 //! further than the first one did, so what arrived in between is not touched (the edited replay
 //! checks, then moves).
 
+use super::DlqError;
 use super::filter::Filter;
 use super::scan::{DeadLetter, Held, Scan};
 use crate::amqp::AmqpError;
@@ -67,6 +68,18 @@ pub struct Walked {
     pub selected: u64,
     /// Stopped by SIGTERM/SIGINT before the end.
     pub interrupted: bool,
+}
+
+impl Walked {
+    /// The walk as it ended, or — when SIGTERM/SIGINT stopped it — [`DlqError::Interrupted`] with
+    /// what `done` says was done.
+    pub fn completed(self, done: impl FnOnce(&Walked) -> String) -> Result<Walked, DlqError> {
+        if self.interrupted {
+            Err(DlqError::Interrupted(done(&self)))
+        } else {
+            Ok(self)
+        }
+    }
 }
 
 pub struct Walk<'a> {
@@ -184,5 +197,24 @@ mod tests {
         assert!(Selection::new(&some, Some(2)).is_complete(2));
         assert!(!Selection::new(&some, Some(2)).is_complete(1));
         assert!(!Selection::new(&some, None).is_complete(u64::MAX));
+    }
+
+    #[test]
+    fn an_interrupted_walk_says_what_was_done() {
+        let walked = Walked {
+            total: 5,
+            read: 3,
+            selected: 2,
+            interrupted: false,
+        };
+        assert_eq!(walked.completed(|_| unreachable!()).unwrap(), walked);
+        let stopped = Walked {
+            interrupted: true,
+            ..walked
+        };
+        let error = stopped
+            .completed(|w| format!("read {} of {}", w.read, w.total))
+            .unwrap_err();
+        assert_eq!(error.to_string(), "interrupted: read 3 of 5");
     }
 }
