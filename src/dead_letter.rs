@@ -379,6 +379,19 @@ pub fn strip_failure(headers: &FieldTable) -> FieldTable {
     kept
 }
 
+/// A first-attempt 403 for contract 7, as unit tests of the readers need one.
+#[cfg(test)]
+pub(crate) fn contract_403() -> Failure {
+    Failure {
+        reason: Reason::Rejected,
+        status: 403,
+        message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
+            .into(),
+        attempts: 1,
+        task_id: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,7 +211,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{self, Failure, Reason};
+    use crate::dead_letter;
     use lapin::types::{AMQPValue, FieldTable};
     use time::macros::datetime;
 
@@ -269,14 +269,7 @@ mod tests {
         at: Option<&str>,
         replays: Option<i32>,
     ) -> (Vec<u8>, BasicProperties) {
-        let failure = Failure {
-            reason: Reason::Rejected,
-            status: 403,
-            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
-                .into(),
-            attempts: 1,
-            task_id: None,
-        };
+        let failure = dead_letter::contract_403();
         let properties = dead_letter::properties(&BasicProperties::default(), "close", &failure);
         let mut headers = properties.headers().clone().unwrap_or_default();
         if let Some(at) = at {

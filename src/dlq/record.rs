@@ -155,7 +155,7 @@ pub fn amqp_json(value: &AMQPValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{Failure, Reason, external_id};
+    use crate::dead_letter::external_id;
     use crate::dlq::filter::Filter;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
@@ -171,14 +171,7 @@ mod tests {
     }
 
     fn rejected_403() -> BasicProperties {
-        let failure = Failure {
-            reason: Reason::Rejected,
-            status: 403,
-            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
-                .into(),
-            attempts: 1,
-            task_id: None,
-        };
+        let failure = dead_letter::contract_403();
         let original = BasicProperties::default()
             .with_message_id("m-1".into())
             .with_delivery_mode(2);
