@@ -308,6 +308,16 @@ pub(crate) fn test_args(queue_type: QueueType, single_active_consumer: bool) -> 
     }
 }
 
+/// Where a queue's arguments dead-letter into (`x-dead-letter-routing-key`), for unit tests.
+#[cfg(test)]
+pub(crate) fn dead_letter_target(
+    arguments: &std::collections::BTreeMap<ShortString, AMQPValue>,
+) -> Option<String> {
+    arguments
+        .get("x-dead-letter-routing-key")
+        .and_then(header_text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,13 +428,7 @@ mod tests {
         let table = queue_arguments(&args(QueueType::Quorum, true), QueueRole::Close);
         let inner = table.inner();
         assert_eq!(inner.get("x-delivery-limit").and_then(header_int), Some(7));
-        assert_eq!(
-            inner
-                .get("x-dead-letter-routing-key")
-                .and_then(header_text)
-                .as_deref(),
-            Some("dead")
-        );
+        assert_eq!(dead_letter_target(inner).as_deref(), Some("dead"));
         assert_eq!(
             inner.get("x-single-active-consumer"),
             Some(&AMQPValue::Boolean(true))

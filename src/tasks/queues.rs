@@ -159,7 +159,7 @@ pub async fn declare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amqp::{header_int, header_text};
+    use crate::amqp::{dead_letter_target, header_int, header_text};
     use crate::config::QueueType;
 
     fn ms(n: u64) -> Duration {
@@ -283,12 +283,6 @@ mod tests {
         let inner = quorum.inner();
         assert!(!inner.contains_key("x-single-active-consumer"));
         assert_eq!(inner.get("x-delivery-limit").and_then(header_int), Some(7));
-        assert_eq!(
-            inner
-                .get("x-dead-letter-routing-key")
-                .and_then(header_text)
-                .as_deref(),
-            Some("dead")
-        );
+        assert_eq!(dead_letter_target(inner).as_deref(), Some("dead"));
     }
 }
