@@ -429,14 +429,11 @@ pub fn strip_failure(headers: &FieldTable) -> FieldTable {
 /// A first-attempt 403 for contract 7, as unit tests of the readers need one.
 #[cfg(test)]
 pub(crate) fn contract_403() -> Failure {
-    Failure {
-        reason: Reason::Rejected,
-        status: 403,
-        message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
-            .into(),
-        attempts: 1,
-        task_id: None,
-    }
+    Failure::rejected(
+        403,
+        "Caller is not authorized to access the jobs for contract: urn:li:contract:7",
+        1,
+    )
 }
 
 #[cfg(test)]
@@ -582,14 +579,11 @@ mod tests {
             .with_message_id("m-1".into())
             .with_content_type("application/json".into())
             .with_headers(original_headers);
-        let failure = Failure {
-            reason: Reason::Rejected,
-            status: 403,
-            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:1"
-                .into(),
-            attempts: 2,
-            task_id: None,
-        };
+        let failure = Failure::rejected(
+            403,
+            "Caller is not authorized to access the jobs for contract: urn:li:contract:1",
+            2,
+        );
         let props = properties(&original, "close", &failure);
         assert_eq!(props.message_id().as_ref().map(|m| m.as_str()), Some("m-1"));
         assert_eq!(props.delivery_mode(), &Some(2));
@@ -632,14 +626,10 @@ mod tests {
 
     #[test]
     fn replayed_properties_lose_the_failure_and_count_the_replay() {
-        let failure = Failure {
-            reason: Reason::Invalid,
-            status: 422,
-            message: "ERROR :: /title :: field is required but not found and has no default value"
-                .into(),
-            attempts: 0,
-            task_id: Some("urn:li:simpleJobPostingTask:1".into()),
-        };
+        let failure = Failure::invalid(
+            "ERROR :: /title :: field is required but not found and has no default value",
+        )
+        .with_task_id("urn:li:simpleJobPostingTask:1");
         let dead = properties(
             &BasicProperties::default().with_message_id("m-1".into()),
             "close",

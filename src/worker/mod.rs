@@ -42,9 +42,7 @@ use crate::tasks::{self, Schedule};
 use futures_util::StreamExt;
 use hold::Hold;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 use recent::{InHand, Recent};
@@ -574,20 +572,9 @@ impl Worker {
         .into_iter()
         .chain(&task_queues)
         {
-            let Ok(name) = amqp::queue_name(queue) else {
-                continue;
-            };
-            let declared = channel
-                .queue_declare(
-                    name,
-                    QueueDeclareOptions::durable().passive(),
-                    FieldTable::default(),
-                )
-                .await;
-            if let Ok(declared) = declared {
-                self.shared
-                    .metrics
-                    .queue_depth(queue, declared.message_count());
+            // A queue that is missing (or a channel the broker closed) shows no depth this time.
+            if let Ok(probed) = amqp::probe_queue_on(channel, queue).await {
+                self.shared.metrics.queue_depth(queue, probed.ready);
             }
         }
     }

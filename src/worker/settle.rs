@@ -149,7 +149,7 @@ impl Settler {
         // An invalid message has no validated id, but usually still names one.
         let named_id = external_id
             .map(str::to_owned)
-            .or_else(|| external_id_in(&delivery.data));
+            .or_else(|| dead_letter::external_id(&delivery.data));
         warn!(
             externalJobPostingId = named_id.as_deref().unwrap_or("-"),
             task_id = failure.task_id.as_deref(),
@@ -174,16 +174,4 @@ impl Settler {
         let channel = &self.outbox.confirm_channel;
         amqp::publish_confirmed(channel, queue, &delivery.data, properties).await
     }
-}
-
-/// The `externalJobPostingId` a body names, if it is JSON with a string id; for logs only.
-fn external_id_in(body: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        #[serde(rename = "externalJobPostingId")]
-        id: String,
-    }
-    serde_json::from_slice::<Named>(body)
-        .ok()
-        .map(|named| named.id)
 }
