@@ -16,19 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
-    env.retain(|(k, _)| k != name);
-    env.push((name.to_owned(), value.to_owned()));
-}
-
-/// Settings for these tests: JSON logs to read, a metrics listener on a free port, task checks
+/// The scenario of these tests: JSON logs to read, a metrics listener on a free port, task checks
 /// off unless a test turns them on.
-fn env_for(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
-    let mut env = worker_env(queues, sandbox);
-    set(&mut env, "LOG_FORMAT", "json");
-    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
-    set(&mut env, "TASK_CHECK", "off");
-    env
+fn answers_scenario(label: &str) -> ScenarioBuilder {
+    Scenario::new(label)
+        .set("LOG_FORMAT", "json")
+        .set("METRICS_ADDR", "127.0.0.1:0")
+        .set("TASK_CHECK", "off")
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -88,9 +82,14 @@ fn elements_sent_to(sandbox: &Sandbox) -> usize {
 
 #[tokio::test]
 async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
-    let queues = Queues::new("onejob").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("onejob")
+        // All 40 in the first request.
+        .set("BATCH_LINGER_MS", "3000")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let all = ids("onejob", 40);
     // LinkedIn says nothing about which job it cannot close: a request-level 409.
     sandbox.mark_absent(&["onejob-7"]);
@@ -105,10 +104,7 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     );
     let jobs: Vec<_> = all.iter().map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = env_for(&queues, &sandbox);
-    // All 40 in the first request.
-    set(&mut env, "BATCH_LINGER_MS", "3000");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
 
     wait_for(
@@ -172,21 +168,23 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
         "{:?}",
         stats.request_sizes
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
-    let queues = Queues::new("elem409").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("elem409")
+        .set("BATCH_LINGER_MS", "2000")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.set_reclose_answer(RecloseAnswer::Element);
     sandbox.set_string_statuses(true);
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
     publish_ids(&queues, "elem409", 10).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_LINGER_MS", "2000");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     wait_for(&worker, SETTLE, "8 closed, 2 already closed", || async {
         sandbox.stats().closed.len() == 8
             && log_events(&worker.log_text(), "Already closed.").len() == 2
@@ -199,19 +197,21 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
         "one request, no split"
     );
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
-    let queues = Queues::new("acdl").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("acdl")
+        .set("ALREADY_CLOSED", "dead-letter")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.mark_absent(&["acdl-1"]);
     queues.publish_jobs(&[job("acdl-1"), job("acdl-2")]).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "ALREADY_CLOSED", "dead-letter");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     wait_for(&worker, SETTLE, "one closed, one dead letter", || async {
         sandbox.stats().closed.len() == 1 && queues.depth(&queues.dead).await == 1
     })
@@ -224,23 +224,25 @@ async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
         dead[0].header_str("x-error-reason").as_deref(),
         Some("rejected")
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_close_goes_through()
 {
-    let queues = Queues::new("hold").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("hold")
+        .set("BATCH_SIZE", "50")
+        .set("RETRY_MAX_MS", "300")
+        // A budget this short would dead-letter within the window, were any of it spent.
+        .set("RETRY_MAX_ELAPSED_MS", "1000")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.set_outage(Some(Fault::not_enough_permissions()));
     publish_ids(&queues, "hold", 300).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "50");
-    set(&mut env, "RETRY_MAX_MS", "300");
-    // A budget this short would dead-letter within the window, were any of it spent.
-    set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
 
     wait_held(&worker, &base, &queues, 299).await;
@@ -298,21 +300,23 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
         "{}",
         errors[0]
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing() {
-    let queues = Queues::new("version").await;
-    queues.declare().await;
-    let sandbox = sandbox_default().await;
-    publish_ids(&queues, "version", 120).await;
-    let mut env = env_for(&queues, &sandbox);
-    // Well-formed, long retired: LinkedIn answers 426 naming the header.
-    set(&mut env, "LINKEDIN_API_VERSION", "202001");
-    set(&mut env, "RETRY_MAX_MS", "300");
-    set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
-    let mut worker = spawn_worker(&env);
+    let scenario = answers_scenario("version")
+        // Well-formed, long retired: LinkedIn answers 426 naming the header.
+        .set("LINKEDIN_API_VERSION", "202001")
+        .set("RETRY_MAX_MS", "300")
+        .set("RETRY_MAX_ELAPSED_MS", "1000")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
+    publish_ids(queues, "version", 120).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     wait_held(&worker, &base, &queues, 119).await;
     // Well past the retry budget: still nothing dead-lettered.
@@ -339,7 +343,7 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
         120,
         "everything back in the queue"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 fn task_rule(status: &str, error_message: Option<&str>) -> TaskRule {
@@ -352,16 +356,18 @@ fn task_rule(status: &str, error_message: Option<&str>) -> TaskRule {
 
 #[tokio::test]
 async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
-    let queues = Queues::new("processed").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("processed")
+        .set("TASK_CHECK", "on")
+        .task_check_delay_ms(300)
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let failed_validation = "The description length should be at least 100 characters";
     sandbox.set_task_rule("proc-ok-", task_rule("PROCESSED", None));
     sandbox.set_task_rule("proc-bad-", task_rule("PROCESSED", Some(failed_validation)));
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "TASK_CHECK", "on");
-    env.push(queues.task_check_env(300));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     // The verification queue exists once the worker runs; a check whose task id is no task URN.
     let check_queue = queues
@@ -453,23 +459,25 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         stats.task_ids_queried, 3,
         "the odd id was never sent: {stats:?}"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pauses_until_midnight()
  {
     // LinkedIn's side: 30 elements a day, then 429s without Retry-After.
-    let queues = Queues::new("daily").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("daily")
+        .set("BATCH_SIZE", "10")
+        .set("RETRY_INITIAL_MS", "50")
+        .set("RETRY_MAX_MS", "200")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.set_daily_element_limit(Some(30));
     publish_ids(&queues, "daily", 60).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "10");
-    set(&mut env, "RETRY_INITIAL_MS", "50");
-    set(&mut env, "RETRY_MAX_MS", "200");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     wait_for(&worker, SETTLE, "30 closed, then throttled", || async {
         sandbox.stats().closed.len() == 30
@@ -507,17 +515,19 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
         0,
         "a throttle never dead-letters"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 
     // The worker's side: RATE_LIMIT_PER_DAY=20 sends 20 and then waits for 00:00 UTC.
-    let queues = Queues::new("perday").await;
-    queues.declare().await;
-    let sandbox = sandbox_default().await;
-    publish_ids(&queues, "perday", 40).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "10");
-    set(&mut env, "RATE_LIMIT_PER_DAY", "20");
-    let mut worker = spawn_worker(&env);
+    let scenario = answers_scenario("perday")
+        .set("BATCH_SIZE", "10")
+        .set("RATE_LIMIT_PER_DAY", "20")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
+    publish_ids(queues, "perday", 40).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     wait_for(&worker, SETTLE, "20 closed", || async {
         sandbox.stats().closed.len() == 20
@@ -538,11 +548,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     );
     worker.terminate(Duration::from_secs(20)).await;
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
-}
-
-async fn sandbox_default() -> Sandbox {
-    sandbox(SandboxConfig::default()).await
+    scenario.cleanup().await;
 }
 
 /// Rule 3's figure: 5,000 distinct closes plus 2% duplicates (a producer sending twice, the second a
@@ -552,16 +558,20 @@ async fn sandbox_default() -> Sandbox {
 async fn re_closes_spend_little_quota_across_a_sigkill() {
     const DISTINCT: usize = 5_000;
     const DUPLICATES: usize = DISTINCT / 50;
-    let queues = Queues::new("quota").await;
-    queues.declare().await;
-    // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
-    // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
-    // would be accepted-but-unacked at any moment — re-sent after the kill.
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(150),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = answers_scenario("quota")
+        // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
+        // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
+        // would be accepted-but-unacked at any moment — re-sent after the kill.
+        .sandbox(SandboxConfig {
+            latency: Duration::from_millis(150),
+            ..SandboxConfig::default()
+        })
+        .set("METRICS_ADDR", "")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let all = ids("quota", DISTINCT);
     // A duplicate follows its original by 1 to 300 messages (a producer's retry), spread evenly.
     let mut order: Vec<String> = all.clone();
@@ -589,16 +599,14 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     }
     queues.channel.wait_for_confirms().await.unwrap();
 
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "METRICS_ADDR", "");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     wait_for(&worker, SETTLE, "half closed", || async {
         sandbox.stats().closed.len() >= DISTINCT / 2
     })
     .await;
     worker.signal(Signal::SIGKILL);
     worker.wait(Duration::from_secs(10)).await;
-    let mut restarted = spawn_worker(&env);
+    let mut restarted = scenario.spawn_worker();
     wait_for(
         &restarted,
         Duration::from_secs(180),
@@ -642,7 +650,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         ratio <= 1.10,
         "elements sent ÷ distinct closes = {ratio:.3}"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[test]

@@ -163,16 +163,19 @@ fn lines_of(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
-    let queues = Queues::new("ops-check").await;
-    queues.declare().await;
+    let scenario = Scenario::new("ops-check")
+        .sandbox(SandboxConfig {
+            client_secret: unique("ClientSecret"),
+            ..SandboxConfig::default()
+        })
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     queues
         .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
         .await;
-    let sandbox = sandbox(SandboxConfig {
-        client_secret: unique("ClientSecret"),
-        ..SandboxConfig::default()
-    })
-    .await;
     let env = worker_env(&queues, &sandbox);
 
     let output = run_command(&["check"], &env).await;
@@ -264,7 +267,7 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     assert_eq!(output.status.code(), Some(2), "{stdout}");
     assert!(stdout.contains("FAIL  config"), "{stdout}");
     assert!(stdout.contains("skip  token"), "{stdout}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -304,14 +307,18 @@ async fn neither_help_nor_a_settings_error_shows_a_secret() {
 
 #[tokio::test]
 async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
-    let queues = Queues::new("ops-run").await;
-    queues.declare().await;
+    let scenario = Scenario::new("ops-run")
+        .sandbox(SandboxConfig {
+            client_secret: unique("ClientSecret"),
+            ..SandboxConfig::default()
+        })
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
+    let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
-    let sandbox = sandbox(SandboxConfig {
-        client_secret: unique("ClientSecret"),
-        ..SandboxConfig::default()
-    })
-    .await;
     // The secret comes from a file, as a Docker or Kubernetes secret would (trailing newline too).
     let secret_dir = tempfile::tempdir().unwrap();
     let secret_file = secret_dir.path().join("linkedin_client_secret");
@@ -321,7 +328,6 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     )
     .unwrap();
 
-    let mut env = worker_env(&queues, &sandbox);
     without(&mut env, "LINKEDIN_CLIENT_SECRET");
     set(
         &mut env,
@@ -353,7 +359,7 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
 
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
-    wait_settled(&queues, &sandbox, 40, 3, SETTLE).await;
+    scenario.settled(40, 3, SETTLE).await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
 
@@ -503,17 +509,16 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
         log.contains(&format!("amqp://{}:***@127.0.0.1", user.name)),
         "the broker is logged with its password redacted"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
-    let queues = Queues::new("ops-ready").await;
-    queues.declare().await;
+    let scenario = Scenario::new("ops-ready").build().await;
+    let Scenario { queues, .. } = &scenario;
+    let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
     let connection_name = unique("job-closer ops-ready");
-    let mut env = worker_env(&queues, &sandbox);
     set(&mut env, "AMQP_URL", &user.url());
     set(&mut env, "AMQP_CONNECTION_NAME", &connection_name);
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
@@ -549,7 +554,7 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     let text = metrics_of(&base).await;
     assert!(metric(&text, "job_closer_broker_reconnects_total").unwrap() >= 1.0);
     queues.publish_jobs(&[job("ready-1"), job("ready-2")]).await;
-    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    scenario.settled(2, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -563,16 +568,16 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     );
     assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
     assert!(!log.contains(&user.password), "{log}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 // --- queue arguments ---
 
 #[tokio::test]
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
-    let queues = Queues::new("ops-mismatch").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("ops-mismatch").build().await;
+    let Scenario { queues, .. } = &scenario;
+    let mut env = scenario.env.clone();
     for (name, value, argument, setting) in [
         ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),
         (
@@ -582,7 +587,6 @@ async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_an
             "SINGLE_ACTIVE_CONSUMER",
         ),
     ] {
-        let mut env = worker_env(&queues, &sandbox);
         set(&mut env, name, value);
         let mut worker = spawn_worker(&env);
         let status = worker.wait(Duration::from_secs(15)).await;
@@ -597,7 +601,7 @@ async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_an
         assert!(error.contains(setting), "{error}");
         assert!(error.contains("drain and delete"), "{error}");
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]

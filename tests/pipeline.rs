@@ -14,14 +14,15 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn closes_every_job_in_full_batches() {
-    let queues = Queues::new("happy").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("happy").build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let jobs: Vec<_> = (0..250).map(|i| job(&format!("happy-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
 
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 250, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(250, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -42,18 +43,21 @@ async fn closes_every_job_in_full_batches() {
     assert_eq!(stats.token_requests, 1, "one shared token");
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn documented_errors_are_dead_lettered_with_linkedins_message() {
-    let queues = Queues::new("errors").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::new("errors")
+        .sandbox(SandboxConfig {
+            allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
+            ..SandboxConfig::default()
+        })
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let mut wrong_type = job("err-title-number");
     wrong_type["title"] = json!(42);
     let mut missing = job("err-missing");
@@ -76,8 +80,8 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
     queues.publish_jobs(&published).await;
     queues.publish_raw(&queues.close, b"\xff not json").await;
 
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 3, 7, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(3, 7, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -176,18 +180,17 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
             "original properties kept"
         );
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
-    let queues = Queues::new("bytes").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("bytes").build().await;
+    let Scenario { queues, .. } = &scenario;
     // Odd spacing and key order must survive: the dead letter is the original, not a re-serialisation.
     let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"https://jobs.example.com/bytes-1","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","listedAt":1700000000000,"location":"Berlin" }  "#;
     queues.publish_raw(&queues.close, body).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "dead letter", || async {
         queues.depth(&queues.dead).await == 1
     })
@@ -197,15 +200,16 @@ async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
     assert_eq!(dead[0].body, body.to_vec());
     assert_eq!(dead[0].header_int("x-attempts"), Some(1));
     assert_eq!(dead[0].properties.delivery_mode(), &Some(2));
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn duplicates_and_contracts_never_share_a_request() {
-    let queues = Queues::new("dups").await;
-    queues.declare().await;
+    let scenario = Scenario::new("dups").build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     // The sandbox answers 400 to a request with duplicate ids, like LinkedIn; none may happen.
-    let sandbox = sandbox(SandboxConfig::default()).await;
     let mut jobs = Vec::new();
     for i in 0..30 {
         jobs.push(job(&format!("dup-{}", i % 10)));
@@ -213,7 +217,7 @@ async fn duplicates_and_contracts_never_share_a_request() {
         jobs.push(premium_job(&format!("c2-{i}"), "urn:li:contract:2"));
     }
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     // Each dup-N is closed three times: LinkedIn closes it once and answers the other two with a
     // 409 "already closed", which the worker settles as `already-closed` (or never sends at all,
     // knowing the job was closed a moment ago) — never as a dead letter.
@@ -235,30 +239,32 @@ async fn duplicates_and_contracts_never_share_a_request() {
         "{stats:?}"
     );
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() {
-    let queues = Queues::new("token").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(300),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::new("token")
+        .sandbox(SandboxConfig {
+            latency: Duration::from_millis(300),
+            ..SandboxConfig::default()
+        })
+        .set("BATCH_SIZE", "10")
+        .set("MAX_IN_FLIGHT", "8")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let jobs: Vec<_> = (0..400).map(|i| job(&format!("tok-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "10".into()));
-    env.push(("MAX_IN_FLIGHT".into(), "8".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "several requests in flight", || async {
         sandbox.stats().max_concurrent_requests >= 4
     })
     .await;
     sandbox.expire_tokens();
-    wait_settled(&queues, &sandbox, 400, 0, SETTLE).await;
+    scenario.settled(400, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     let stats = sandbox.stats();
     assert_eq!(
@@ -271,23 +277,25 @@ async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() 
         0,
         "a 401 never dead-letters"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn sigterm_settles_everything_in_hand_and_exits_zero() {
-    let queues = Queues::new("sigterm").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(400),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::new("sigterm")
+        .sandbox(SandboxConfig {
+            latency: Duration::from_millis(400),
+            ..SandboxConfig::default()
+        })
+        .set("BATCH_SIZE", "20")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let jobs: Vec<_> = (0..600).map(|i| job(&format!("term-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "20".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "work under way", || async {
         sandbox.stats().requests >= 2
     })
@@ -309,14 +317,18 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
         "lost = {}",
         600 - (closed + waiting) as i64
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn whole_request_failures_are_retried_then_given_up_on() {
-    let queues = Queues::new("exhaust").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("exhaust")
+        .set("RETRY_MAX_ELAPSED_MS", "1500")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.set_outage(Some(Fault::Status {
         status: 503,
         retry_after_secs: None,
@@ -325,9 +337,7 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
     queues
         .publish_jobs(&[job("exhaust-1"), job("exhaust-2")])
         .await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("RETRY_MAX_ELAPSED_MS".into(), "1500".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "both dead-lettered", || async {
         queues.depth(&queues.dead).await == 2
     })
@@ -346,14 +356,15 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
         );
         assert!(letter.header_int("x-attempts").unwrap() >= 2);
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn transient_failures_that_recover_lose_nothing() {
-    let queues = Queues::new("recover").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("recover").build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.push_fault(
         Fault::Status {
             status: 500,
@@ -374,8 +385,8 @@ async fn transient_failures_that_recover_lose_nothing() {
     );
     let jobs: Vec<_> = (0..50).map(|i| job(&format!("rec-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 50, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(50, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     assert_eq!(queues.depth(&queues.dead).await, 0);
     let log = worker.log_text();
@@ -384,7 +395,7 @@ async fn transient_failures_that_recover_lose_nothing() {
         log.contains("rec-0"),
         "retries are logged with the external ids"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -417,23 +428,25 @@ async fn bad_settings_are_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn the_versioned_rest_api_and_string_lifetimes_work() {
-    let queues = Queues::new("rest").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        expires_in_as_string: true,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::new("rest")
+        .sandbox(SandboxConfig {
+            expires_in_as_string: true,
+            ..SandboxConfig::default()
+        })
+        .set("LINKEDIN_API_VERSION", "202504")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     queues.publish_jobs(&[job("rest-1"), job("rest-2")]).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
-    let mut worker = spawn_worker(&env);
-    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(2, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     let stats = sandbox.stats();
     assert!(stats.linkedin_versions.contains("202504"), "{stats:?}");
     assert_eq!(stats.token_requests, 1);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -542,7 +555,8 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
 #[tokio::test]
 async fn queues_declared_elsewhere_without_arguments_are_accepted() {
     // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
-    let queues = Queues::new("plain").await;
+    let scenario = Scenario::new("plain").undeclared().build().await;
+    let Scenario { queues, .. } = &scenario;
     for name in [&queues.close, &queues.dead] {
         queues
             .channel
@@ -554,13 +568,12 @@ async fn queues_declared_elsewhere_without_arguments_are_accepted() {
             .await
             .unwrap();
     }
-    let sandbox = sandbox(SandboxConfig::default()).await;
     queues.publish_jobs(&[job("plain-1")]).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 1, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(1, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

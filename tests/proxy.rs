@@ -10,7 +10,6 @@ mod common;
 
 use common::http_proxy::HttpProxy;
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use std::time::Duration;
 
 fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
@@ -26,8 +25,15 @@ async fn run(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
 
 #[tokio::test]
 async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
-    let queues = Queues::new("proxy").await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("proxy")
+        .undeclared()
+        .set("LINKEDIN_API_URL", "http://linkedin.test")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
+    let mut env = scenario.env.clone();
     let proxy = HttpProxy::start(Some(sandbox.addr())).await;
     let bad_gateway = HttpProxy::start(None).await;
     let proxy_password = format!("ProxyPw{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -36,8 +42,6 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
         proxy.addr.port()
     );
 
-    let mut env = worker_env(&queues, &sandbox);
-    set(&mut env, "LINKEDIN_API_URL", "http://linkedin.test");
     set(
         &mut env,
         "LINKEDIN_TOKEN_URL",
@@ -141,5 +145,5 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("502"), "{output}");
     assert_eq!(bad_gateway.seen().len(), 1);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

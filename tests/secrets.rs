@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use std::time::Duration;
 
 /// Passwords with characters that need percent-encoding, as an operator would write them.
@@ -51,8 +50,9 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn no_password_of_a_node_list_appears_at_trace_level() {
-    let queues = Queues::new("secrets").await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::new("secrets").undeclared().build().await;
+    let Scenario { sandbox, .. } = &scenario;
+    let mut env = scenario.env.clone();
     let (first, second) = secrets();
     // The broker (its password is the public default) and two nodes that refuse connections.
     let closed_port = common::rabbit_nodes::free_port();
@@ -61,7 +61,6 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         encode(&first),
         encode(&second)
     );
-    let mut env = worker_env(&queues, &sandbox);
     set(&mut env, "AMQP_URL", &list);
     set(&mut env, "RUST_LOG", "trace");
     set(&mut env, "TASK_CHECK", "off");
@@ -153,5 +152,5 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         "{output}"
     );
     assert_no_secret(&output, &secrets);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

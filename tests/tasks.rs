@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, SandboxConfig, TaskRule};
+use job_closer::sandbox::{Fault, TaskRule};
 use job_closer::tasks::pending;
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
@@ -73,30 +73,19 @@ async fn publish_with(queues: &Queues, queue: &str, body: &[u8], properties: Bas
     assert!(confirm.is_ack());
 }
 
-/// The worker's settings with a first check `delay_ms` after acceptance, logging JSON to parse.
-fn env_with_delay(
-    queues: &Queues,
-    sandbox: &job_closer::sandbox::Sandbox,
-    delay_ms: u64,
-) -> Vec<(String, String)> {
-    let mut env = worker_env(queues, sandbox);
-    env.push(queues.task_check_env(delay_ms));
-    env.push(("LOG_FORMAT".into(), "json".into()));
-    env
-}
-
-fn env_with_checks(
-    queues: &Queues,
-    sandbox: &job_closer::sandbox::Sandbox,
-) -> Vec<(String, String)> {
-    env_with_delay(queues, sandbox, 300)
+/// The scenario of these tests: a first check `delay_ms` after acceptance, JSON logs to parse.
+fn checked(label: &str, delay_ms: u64) -> ScenarioBuilder {
+    Scenario::new(label)
+        .task_check_delay_ms(delay_ms)
+        .set("LOG_FORMAT", "json")
 }
 
 #[tokio::test]
 async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_behind() {
-    let queues = Queues::new("tasks-ok").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-ok", 300).build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     // Lookup trouble of every kind is waited out; none of it may dead-letter a close.
     sandbox.push_task_fault(
         Fault::Status {
@@ -119,7 +108,7 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     let jobs: Vec<_> = (0..40).map(|i| job(&format!("ok-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
 
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     wait_for(&[&worker], "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 40
     })
@@ -154,14 +143,15 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.task_depth().await, 0, "no check left pending");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_failed_task_dead_letters_the_original_request() {
-    let queues = Queues::new("tasks-failed").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-failed", 300).build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let message = "Job fail-1 was dropped: true (sandbox says no)";
     sandbox.set_task_rule("fail-", rule("FAILED", 0, Some(message)));
     // Odd spacing and key order must survive: the dead letter is the original, byte for byte.
@@ -181,7 +171,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
     .await;
     queues.publish_jobs(&[job("ok-1")]).await;
 
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
         "the failure dead-lettered, the other verified",
@@ -245,14 +235,19 @@ async fn a_failed_task_dead_letters_the_original_request() {
     }
     assert_eq!(verified_ids(&worker.log_text()), ["ok-1"]);
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn tasks_in_progress_are_checked_again_until_they_end() {
-    let queues = Queues::new("tasks-slow").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-slow", 300)
+        // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
+        .set("LINKEDIN_API_VERSION", "202504")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     // IN_PROGRESS for 1.5 s: seen at the 0.3 s and 0.9 s checks, SUCCEEDED at 2.1 s.
     sandbox.set_task_rule("slow-", rule("SUCCEEDED", 1500, None));
     // IN_PROGRESS for ever: checked again and again, never dead-lettered within the day.
@@ -262,10 +257,7 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     jobs.push(job("stuck-1"));
     queues.publish_jobs(&jobs).await;
 
-    let mut env = env_with_checks(&queues, &sandbox);
-    // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
-    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
         "slow tasks verified, stuck one rechecked",
@@ -314,22 +306,22 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
         1,
         "the unfinished check is kept by the broker across the shutdown"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
-    let queues = Queues::new("tasks-crash").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-crash", 3000).build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     sandbox.set_task_rule("crash-fail-", rule("FAILED", 0, Some("dropped")));
     let ok: BTreeSet<String> = (0..60).map(|i| format!("crash-ok-{i}")).collect();
     let failing: BTreeSet<String> = (0..20).map(|i| format!("crash-fail-{i}")).collect();
     let jobs: Vec<_> = ok.iter().chain(&failing).map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
 
-    let env = env_with_delay(&queues, &sandbox, 3000);
-    let mut first = spawn_worker(&env);
+    let mut first = scenario.spawn_worker();
     wait_for(
         &[&first],
         "every close accepted and its check pending",
@@ -345,7 +337,7 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
         "the pending checks are the broker's, not the dead worker's"
     );
 
-    let mut second = spawn_worker(&env);
+    let mut second = scenario.spawn_worker();
     let all_verified = |second: &WorkerProcess| {
         let mut verified: BTreeSet<String> = verified_ids(&first.log_text()).into_iter().collect();
         verified.extend(verified_ids(&second.log_text()));
@@ -389,17 +381,18 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
         "every accepted job ends verified or dead-lettered"
     );
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn status_checks_are_batched() {
-    let queues = Queues::new("tasks-batch").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-batch", 300).build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     let jobs: Vec<_> = (0..300).map(|i| job(&format!("batch-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     wait_for(&[&worker], "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 300
     })
@@ -423,16 +416,16 @@ async fn status_checks_are_batched() {
         "no lookup was refused (414 etc.): {log}"
     );
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
-    let queues = Queues::new("tasks-expired").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    let env = env_with_checks(&queues, &sandbox);
-    let mut worker = spawn_worker(&env);
+    let scenario = checked("tasks-expired", 300).build().await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
+    let mut worker = scenario.spawn_worker();
     let check_queue = queues.task_queues()[0].clone();
     assert!(check_queue.ends_with(".tasks.check"));
     wait_for(
@@ -500,21 +493,23 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     );
     assert!(!letter.headers.contains_key(pending::CHECKS));
     assert_eq!(sandbox.stats().task_statuses.get("NOT_FOUND"), Some(&1));
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn task_check_off_trusts_the_202() {
-    let queues = Queues::new("tasks-off").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-off", 300)
+        .set("TASK_CHECK", "off")
+        .build()
+        .await;
+    let Scenario {
+        queues, sandbox, ..
+    } = &scenario;
     queues
         .publish_jobs(&[job("off-1"), job("off-2"), job("off-3")])
         .await;
-    let mut env = env_with_checks(&queues, &sandbox);
-    env.push(("TASK_CHECK".into(), "off".into()));
-    let mut worker = spawn_worker(&env);
-    wait_settled(&queues, &sandbox, 3, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(3, 0, SETTLE).await;
     // Time enough for a check that should not happen.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
@@ -526,7 +521,7 @@ async fn task_check_off_trusts_the_202() {
         assert!(!queues.exists(&queue).await, "{queue} declared");
     }
     assert_eq!(queues.depth(&queues.close).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
