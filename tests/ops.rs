@@ -15,7 +15,6 @@ use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
 use lapin::options::{BasicGetOptions, BasicNackOptions};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -101,27 +100,6 @@ async fn close_connection_named(name: &str) -> bool {
     closed
 }
 
-/// `job-closer <args>` to completion, without blocking the runtime the sandbox answers on.
-async fn run_command(args: &[&str], env: &[(String, String)]) -> Output {
-    tokio::process::Command::new(binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .await
-        .unwrap()
-}
-
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
-    env.retain(|(k, _)| k != name);
-    env.push((name.to_owned(), value.to_owned()));
-}
-
-fn without(env: &mut Vec<(String, String)>, name: &str) {
-    env.retain(|(k, _)| k != name);
-}
-
 async fn wait_ready(base: &str) {
     eventually(Duration::from_secs(15), "/readyz 200", || async {
         get(&format!("{base}/readyz")).await.0 == 200
@@ -178,14 +156,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
         .await;
     let env = worker_env(&queues, &sandbox);
 
-    let output = run_command(&["check"], &env).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = cli_run(&["check"], &env).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}\n{}", &output.stderr);
     let lines = lines_of(&stdout);
     for step in ["config", "broker", "close queue", "dlq", "token"] {
         let line = lines
@@ -202,13 +175,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     let wrong_secret = unique("WrongSecret");
     let mut wrong = env.clone();
     set(&mut wrong, "LINKEDIN_CLIENT_SECRET", &wrong_secret);
-    let output = run_command(&["check"], &wrong).await;
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{all}");
+    let output = cli_run(&["check"], &wrong).await;
+    let all = format!("{}{}", &output.stdout, &output.stderr);
+    assert_eq!(output.code, Some(1), "{all}");
     let token_line = lines_of(&all)
         .into_iter()
         .find(|l| l.starts_with("FAIL  token"))
@@ -228,13 +197,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
         "AMQP_URL",
         &format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
     );
-    let output = run_command(&["check"], &wrong).await;
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{all}");
+    let output = cli_run(&["check"], &wrong).await;
+    let all = format!("{}{}", &output.stdout, &output.stderr);
+    assert_eq!(output.code, Some(1), "{all}");
     assert!(all.contains("FAIL  broker"), "{all}");
     assert!(all.contains("amqp://guest:***@127.0.0.1"), "{all}");
     assert!(!all.contains(&wrong_password), "{all}");
@@ -244,9 +209,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     // Queues declared with other arguments: the step names the argument and the setting.
     let mut quorum = env.clone();
     set(&mut quorum, "QUEUE_TYPE", "quorum");
-    let output = run_command(&["check"], &quorum).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let output = cli_run(&["check"], &quorum).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
     let queue_line = lines_of(&stdout)
         .into_iter()
         .find(|l| l.starts_with("FAIL  close queue"))
@@ -262,9 +227,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     // Missing credentials are a configuration failure: exit 2, and no token is asked for.
     let mut missing = env.clone();
     without(&mut missing, "LINKEDIN_CLIENT_SECRET");
-    let output = run_command(&["check"], &missing).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    let output = cli_run(&["check"], &missing).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(2), "{stdout}");
     assert!(stdout.contains("FAIL  config"), "{stdout}");
     assert!(stdout.contains("skip  token"), "{stdout}");
     scenario.cleanup().await;
@@ -288,16 +253,12 @@ async fn neither_help_nor_a_settings_error_shows_a_secret() {
         &["run"],
         &["check"],
     ] {
-        let output = run_command(args, &env).await;
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = cli_run(args, &env).await;
+        let all = format!("{}{}", &output.stdout, &output.stderr);
         assert!(!all.contains(&password), "{args:?}: {all}");
         assert!(!all.contains(&client_secret), "{args:?}: {all}");
         if !args.contains(&"--help") {
-            assert_eq!(output.status.code(), Some(2), "{args:?}: {all}");
+            assert_eq!(output.code, Some(2), "{args:?}: {all}");
             assert!(all.contains("invalid port number"), "{args:?}: {all}");
         }
     }
@@ -762,9 +723,9 @@ async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
     }
     assert_eq!(sandbox.stats().token_requests, 2, "one token per replica");
     // The queues the replicas declared are exactly what `check` expects with the same settings.
-    let output = run_command(&["check"], &env).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let output = cli_run(&["check"], &env).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("exists with matching arguments; 0 ready"),
         "{stdout}"

@@ -12,17 +12,6 @@ use common::http_proxy::HttpProxy;
 use common::*;
 use std::time::Duration;
 
-fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.as_ref().to_owned()));
-}
-
-async fn run(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
-    let mut process = spawn_command(args, env);
-    let status = process.wait(Duration::from_secs(60)).await;
-    (status.code(), process.log_text())
-}
-
 #[tokio::test]
 async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let scenario = Scenario::new("proxy")
@@ -51,7 +40,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     set(&mut env, "TASK_CHECK", "off");
 
     // check: the token comes through the proxy, which is shown with its password masked.
-    let (code, output) = run(&["check"], &env).await;
+    let (code, output) = run_cli(&["check"], &env).await;
     assert_eq!(code, Some(0), "{output}");
     let proxy_line = output
         .lines()
@@ -103,7 +92,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let before = proxy.seen().len();
     let mut no_proxy = env.clone();
     set(&mut no_proxy, "NO_PROXY", "example.com,linkedin.test");
-    let (code, output) = run(&["check"], &no_proxy).await;
+    let (code, output) = run_cli(&["check"], &no_proxy).await;
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("FAIL  token"), "{output}");
     assert!(output.contains("direct (NO_PROXY)"), "{output}");
@@ -119,16 +108,16 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
         set(&mut broken, key, bad_gateway.url());
     }
     let stats = format!("http://127.0.0.1:{}/_sandbox/stats", sandbox.addr().port());
-    let (code, output) = run(&["healthcheck", "--url", &stats], &broken).await;
+    let (code, output) = run_cli(&["healthcheck", "--url", &stats], &broken).await;
     assert_eq!(
         code,
         Some(0),
         "healthcheck against 127.0.0.1 bypasses the proxy: {output}"
     );
     let by_name = format!("http://localhost:{}/_sandbox/stats", sandbox.addr().port());
-    let (code, output) = run(&["healthcheck", "--url", &by_name], &broken).await;
+    let (code, output) = run_cli(&["healthcheck", "--url", &by_name], &broken).await;
     assert_eq!(code, Some(0), "and against localhost: {output}");
-    let (code, output) = run(&["check", "--sandbox"], &broken).await;
+    let (code, output) = run_cli(&["check", "--sandbox"], &broken).await;
     assert!(
         output.contains("ok    token"),
         "the in-process sandbox is not proxied: {output}"
@@ -137,7 +126,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let _ = code;
     assert!(bad_gateway.seen().is_empty(), "{:?}", bad_gateway.seen());
     // The same proxy does take a non-loopback URL: the 502 is its answer.
-    let (code, output) = run(
+    let (code, output) = run_cli(
         &["healthcheck", "--url", "http://linkedin.test/readyz"],
         &broken,
     )

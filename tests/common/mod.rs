@@ -953,3 +953,15 @@ impl Scenario {
         self.queues.cleanup().await;
     }
 }
+
+/// `job-closer <args>` with the settings `env`, to its end: its exit code and all it printed (stdout,
+/// then stderr).
+pub async fn run_cli(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
+    let run = cli(args).envs(env).run().await;
+    (run.code, run.output())
+}
+
+/// `job-closer <args>` with the settings `env`, to its end.
+pub async fn cli_run(args: &[&str], env: &[(String, String)]) -> Run {
+    cli(args).envs(env).run().await
+}
