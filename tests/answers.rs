@@ -655,20 +655,13 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
 
 #[test]
 fn the_new_settings_are_documented_in_help() {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = run_help();
     for name in ["ALREADY_CLOSED", "RATE_LIMIT_PER_DAY"] {
         assert!(
             help.contains(name),
             "{name} missing from run --help:\n{help}"
         );
     }
-    let refused = std::process::Command::new(binary())
-        .args(["run", "--already-closed", "maybe"])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
+    let refused = cli(&["run", "--already-closed", "maybe"]).run_blocking();
+    assert_eq!(refused.code, Some(2));
 }

@@ -1,62 +1,51 @@
 //! End-to-end tests of `job-closer dlq ...` against the real RabbitMQ (never a mock): the built binary
 //! is driven like an operator would, and the queues are checked by draining them at the end.
 //!
-//! Each test owns uniquely named queues (`test.dlq.<uuid>.*`) and deletes them when it ends, even when
-//! it fails. The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`); when it
-//! cannot be reached the tests fail, saying so.
+//! Each test owns uniquely named queues (`test.dlq.<uuid>`, `.dead`, ...) and deletes them when it
+//! ends, even when it fails. The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`);
+//! when it cannot be reached the tests fail, saying so. The queues, the broker connection and the way
+//! the binary is run are tests/common's; what is here is the dead-letter side: messages in the
+//! worker's dead-letter format, RabbitMQ's own dead letters, and the `dlq` command line.
 
+mod common;
+
+use common::*;
 use futures_util::StreamExt;
 use job_closer::amqp::{self, header_int, header_text};
 use job_closer::config::{AmqpArgs, QueueType};
 use job_closer::dead_letter::{self, Failure, Reason};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_job-closer");
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| job_closer::config::DEFAULT_AMQP_URL.to_owned())
+/// `job-closer dlq <args> --close-queue <close> --dead-letter-queue <dead>`, the way an operator runs
+/// it (common's [`Cli`]: a cleared environment, stdin closed).
+fn dlq_cli(args: &[&str], close: &str, dead: &str) -> Cli {
+    cli(&["dlq"])
+        .args(args)
+        .args(["--close-queue", close, "--dead-letter-queue", dead])
+        .env("AMQP_URL", amqp_url())
+        .env("RUST_LOG", "warn")
+        // The 100,000-message walks are slow on a loaded machine; they are timed separately.
+        .within(Duration::from_secs(600))
 }
 
-async fn connect() -> Connection {
-    let url = amqp_url();
-    match Connection::connect(&url, lapin::ConnectionProperties::default()).await {
-        Ok(connection) => connection,
-        Err(error) => panic!(
-            "RabbitMQ is not reachable at AMQP_URL={}: {error}. Start RabbitMQ or point AMQP_URL at one.",
-            job_closer::config::redact_url_password(&url)
-        ),
-    }
-}
-
-/// A test's own close and dead-letter queues, deleted on drop (also when the test panics).
-struct Queues {
-    close: String,
-    dead: String,
-    extra: Vec<String>,
-}
-
+/// The `dlq` commands against a test's own queues.
 impl Queues {
-    async fn new(connection: &Connection) -> Queues {
-        let id = uuid::Uuid::new_v4();
-        let queues = Queues {
-            close: format!("test.dlq.{id}.close"),
-            dead: format!("test.dlq.{id}.dead"),
-            extra: Vec::new(),
-        };
-        amqp::declare_queues(connection, &queues.amqp_args())
-            .await
-            .expect("declare the test queues");
-        queues
+    /// `job-closer dlq <args>` against these queues, to its end.
+    async fn dlq(&self, args: &[&str]) -> Run {
+        dlq_cli(args, &self.close, &self.dead).run().await
+    }
+
+    /// The same command, for a test that kills it mid-way.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        dlq_cli(args, &self.close, &self.dead).command()
     }
 
     fn amqp_args(&self) -> AmqpArgs {
@@ -70,99 +59,9 @@ impl Queues {
             delivery_limit: 20,
         }
     }
-
-    /// `job-closer dlq <args> --close-queue .. --dead-letter-queue ..`, with stdin closed.
-    async fn dlq(&self, args: &[&str]) -> Run {
-        let mut command = self.command(args);
-        Run::from(command.output().await.expect("run job-closer"))
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        dlq_command(args, &self.close, &self.dead)
-    }
-}
-
-/// `job-closer dlq <args>` against the given queues, with stdin closed and output captured.
-fn dlq_command(args: &[&str], close: &str, dead: &str) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .arg("dlq")
-        .args(args)
-        .args(["--close-queue", close])
-        .args(["--dead-letter-queue", dead])
-        .env("AMQP_URL", amqp_url())
-        .env("RUST_LOG", "warn")
-        .env_remove("COLUMNS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-impl Drop for Queues {
-    fn drop(&mut self) {
-        let names: Vec<String> = [self.close.clone(), self.dead.clone()]
-            .into_iter()
-            .chain(self.extra.iter().cloned())
-            .collect();
-        // Drop cannot await; a thread with its own runtime can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let Ok(connection) =
-                    Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    for name in names {
-                        let _ = channel
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = connection.close(200, "cleaned up".into()).await;
-            });
-        })
-        .join();
-    }
-}
-
-/// A finished command: exit code and output.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(output: Output) -> Run {
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
 }
 
 impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected exit 0: {self:#?}");
-        self
-    }
-
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-
     /// The number in "Moved N dead letter(s)".
     fn moved(&self) -> u64 {
         let after = self
@@ -263,7 +162,7 @@ async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, Bas
 /// publish to a queue whose dead-letter target is ours, then reject the message there.
 async fn broker_dead_letter(connection: &Connection, queues: &mut Queues, body: &[u8]) {
     let source = format!("{}.source", queues.close);
-    queues.extra.push(source.clone());
+    queues.also_delete(&source);
     let channel = amqp::confirm_channel(connection).await.unwrap();
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -422,7 +321,7 @@ fn external_id(record: &Value) -> Option<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let seeded = seed_mixed(&connection, &mut queues).await;
     let bulk: Vec<(Vec<u8>, BasicProperties)> = (0..3000)
         .map(|i| {
@@ -585,7 +484,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_group_by_status_and_folded_message() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     seed_mixed(&connection, &mut queues).await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let busy: Vec<_> = [7, 12]
@@ -657,7 +556,7 @@ async fn stats_group_by_status_and_folded_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_the_records_of_list_json() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let seeded = seed_mixed(&connection, &mut queues).await;
     let listed = queues.dlq(&["list", "--json"]).await.ok().json_lines();
     let to_stdout = queues.dlq(&["export", "-"]).await.ok();
@@ -677,7 +576,7 @@ async fn export_writes_the_records_of_list_json() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_moves_exactly_what_the_filters_select() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let seeded = seed_mixed(&connection, &mut queues).await;
     let total = seeded.len() as u64;
 
@@ -795,7 +694,7 @@ async fn replay_moves_exactly_what_the_filters_select() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_filters_moves_everything_and_counts_replays() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let seeded = seed_mixed(&connection, &mut queues).await;
     let run = queues.dlq(&["replay"]).await.ok();
     assert_eq!(run.moved(), seeded.len() as u64);
@@ -843,7 +742,7 @@ fn ids_of(messages: &[Message]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replays_at_once_move_each_message_exactly_once() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let ids = seed_bulk(&connection, &queues, 6000).await;
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
@@ -865,7 +764,7 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replay_loses_nothing() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let ids = seed_bulk(&connection, &queues, 20_000).await;
     let mut child = queues
         .command(&["replay"])
@@ -932,7 +831,7 @@ fn assert_nothing_lost(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_deletes_what_it_is_told_and_asks_first() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let seeded = seed_mixed(&connection, &mut queues).await;
 
     let refused = queues.dlq(&["purge"]).await;
@@ -981,8 +880,7 @@ async fn purge_deletes_what_it_is_told_and_asks_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_argument_errors_have_their_exit_codes() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
     for command in [
         &["list"][..],
@@ -1003,10 +901,7 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
     }
     let missing = format!("{}.missing", queues.dead);
     for command in ["list", "replay"] {
-        let output = dlq_command(&[command], &queues.close, &missing)
-            .output()
-            .await;
-        let run = Run::from(output.unwrap());
+        let run = dlq_cli(&[command], &queues.close, &missing).run().await;
         assert_eq!(run.code, Some(1), "{run:#?}");
         assert!(
             run.stderr.contains("does not exist") && run.stderr.contains("DEAD_LETTER_QUEUE"),
@@ -1014,10 +909,7 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
             run.stderr
         );
     }
-    let same = dlq_command(&["replay"], &queues.dead, &queues.dead)
-        .output()
-        .await;
-    let same = Run::from(same.unwrap());
+    let same = dlq_cli(&["replay"], &queues.dead, &queues.dead).run().await;
     assert_eq!(same.code, Some(2), "{same:#?}");
     assert!(same.stderr.contains("both"), "{}", same.stderr);
     for bad in [
@@ -1049,12 +941,7 @@ fn runs(ids: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_dead_letter_queues_keep_their_order_too() {
     let connection = connect().await;
-    let id = uuid::Uuid::new_v4();
-    let queues = Queues {
-        close: format!("test.dlq.{id}.close"),
-        dead: format!("test.dlq.{id}.dead"),
-        extra: Vec::new(),
-    };
+    let queues = Queues::new("dlq").await;
     let mut args = queues.amqp_args();
     args.queue_type = QueueType::Quorum;
     amqp::declare_queues(&connection, &args)
@@ -1103,26 +990,12 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
 
 /// A `dlq` command with its wall time and peak RSS (from `/usr/bin/time`, when the machine has it).
 async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>) {
-    let mut command = if std::path::Path::new("/usr/bin/time").exists() {
-        let mut timed = Command::new("/usr/bin/time");
-        timed.args(["-f", "peak-rss-kib=%M", BINARY]);
-        timed
-    } else {
-        Command::new(BINARY)
-    };
-    command
-        .arg("dlq")
-        .args(args)
-        .args(["--close-queue", &queues.close])
-        .args(["--dead-letter-queue", &queues.dead])
-        .env("AMQP_URL", amqp_url())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = dlq_cli(args, &queues.close, &queues.dead);
+    if std::path::Path::new("/usr/bin/time").exists() {
+        command = command.wrapped_in(&["/usr/bin/time", "-f", "peak-rss-kib=%M"]);
+    }
     let started = Instant::now();
-    let run = Run::from(command.output().await.expect("run job-closer")).ok();
+    let run = command.run().await.ok();
     let took = started.elapsed();
     let peak_kib = run
         .stderr
@@ -1153,7 +1026,7 @@ async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>
 #[ignore = "seeds 100,000 messages; run on demand"]
 async fn a_hundred_thousand_dead_letters() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     seed_bulk(&connection, &queues, 100_000).await;
     measured(&queues, &["stats"]).await;
     assert_eq!(count(&connection, &queues.dead).await, 100_000);
@@ -1194,8 +1067,6 @@ async fn a_hundred_thousand_dead_letters() {
 
 // ---------------------------------------------------------------------------------------------
 // Edited replays, time and content filters, archives (export --delete, import).
-
-mod common;
 
 /// A dead letter whose `x-dead-lettered-at` says `at` (or records no time at all with `None`).
 fn dead_letter_at(queues: &Queues, failure: &Failure, at: Option<&str>) -> BasicProperties {
@@ -1257,7 +1128,7 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let ids = ["untitled-1", "untitled-2", "untitled-3"];
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
@@ -1305,18 +1176,18 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
     assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
     assert_eq!(count(&connection, &queues.close).await, 0);
 
-    let sandbox = common::sandbox(Default::default()).await;
-    let mut env = common::worker_env_for(&queues.close, &queues.dead, &sandbox);
-    // Task checks have delay queues of their own, which this test does not clean up.
-    env.push(("TASK_CHECK".into(), "off".into()));
-    let mut worker = common::spawn_worker(&env);
+    let sandbox = sandbox(Default::default()).await;
+    let mut env = worker_env(&queues, &sandbox);
+    // The close is what this test looks at, not its verification.
+    set(&mut env, "TASK_CHECK", "off");
+    let mut worker = spawn_worker(&env);
     let run = queues
         .dlq(&["replay", "--group", &group, "--set", "title=Engineer"])
         .await
         .ok();
     assert_eq!(run.moved(), 3, "{run:#?}");
     assert!(run.stdout.contains("Edited: title"), "{}", run.stdout);
-    common::eventually(Duration::from_secs(30), "the fixed jobs closed", || async {
+    eventually(Duration::from_secs(30), "the fixed jobs closed", || async {
         let closed = sandbox.stats().closed;
         ids.iter().all(|id| closed.contains_key(*id))
     })
@@ -1334,7 +1205,7 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
@@ -1418,7 +1289,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
     let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
@@ -1474,7 +1345,7 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let rejected = failure(Reason::Rejected, 403, &contract_403(9));
     let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
@@ -1588,7 +1459,7 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let with_contract = |id: &str, contract: &str| {
         let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
@@ -1721,7 +1592,7 @@ async fn ground_truth(connection: &Connection, queues: &Queues) -> Vec<(Vec<u8>,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_delete_then_import_restores_every_dead_letter_exactly() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     seed_mixed(&connection, &mut queues).await;
     let original = ground_truth(&connection, &queues).await;
     assert_eq!(original.len(), 9);
@@ -1764,9 +1635,15 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
     }
 
     // From standard input, and replayed to the close queue instead, the way `replay` sends them.
-    let mut command = queues.command(&["import", "-", "--to-close-queue", "--status", "403"]);
-    command.stdin(std::fs::File::open(&archive).unwrap());
-    let run = Run::from(command.output().await.unwrap()).ok();
+    let run = dlq_cli(
+        &["import", "-", "--to-close-queue", "--status", "403"],
+        &queues.close,
+        &queues.dead,
+    )
+    .stdin(std::fs::read(&archive).unwrap())
+    .run()
+    .await
+    .ok();
     assert!(
         run.stdout.contains("Replayed 3 record(s)"),
         "{}",
@@ -1811,7 +1688,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
     let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
+    let mut queues = Queues::declared("dlq").await;
     seed_mixed(&connection, &mut queues).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -1898,7 +1775,7 @@ fn kill(child: &tokio::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_export_delete_loses_nothing() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let ids = seed_bulk(&connection, &queues, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -1937,7 +1814,7 @@ async fn a_killed_export_delete_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edited_replay_loses_nothing() {
     let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();

@@ -405,25 +405,20 @@ async fn bad_settings_are_refused_with_a_clear_error() {
         ("BATCH_SIZE", "0", "0"),
         ("AMQP_URL", "http://nope", "amqp"),
     ] {
-        let output = std::process::Command::new(binary())
-            .arg("run")
+        let output = cli(&["run"])
             .env(name, value)
             .env("LINKEDIN_CLIENT_ID", "x")
             .env("LINKEDIN_CLIENT_SECRET", "y")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{name}={value}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+            .run()
+            .await;
+        assert_eq!(output.code, Some(2), "{name}={value}");
+        let stderr = &output.stderr;
         assert!(stderr.contains(expect), "{stderr}");
     }
-    let output = std::process::Command::new(binary())
-        .arg("run")
-        .env_remove("LINKEDIN_CLIENT_ID")
-        .env_remove("LINKEDIN_CLIENT_SECRET")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("LINKEDIN_CLIENT_ID"));
+    // The environment is cleared: neither LINKEDIN_CLIENT_ID nor LINKEDIN_CLIENT_SECRET is set.
+    let output = cli(&["run"]).run().await;
+    assert_eq!(output.code, Some(2));
+    assert!(output.stderr.contains("LINKEDIN_CLIENT_ID"));
 }
 
 #[tokio::test]
@@ -493,42 +488,29 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
         format!("{good}\n\n{{\"title\":\"x\"}}\n{}\n", job("pub-2")),
     )
     .unwrap();
-    let base = |cmd: &mut std::process::Command| {
-        cmd.env("AMQP_URL", amqp_url())
+    let publish = |args: &[&str]| {
+        cli(&["publish"])
+            .args(args)
+            .env("AMQP_URL", amqp_url())
             .env("CLOSE_QUEUE", &queues.close)
-            .env("DEAD_LETTER_QUEUE", &queues.dead);
+            .env("DEAD_LETTER_QUEUE", &queues.dead)
     };
-    let mut refused = std::process::Command::new(binary());
-    base(refused.arg("publish").arg(&file));
-    let output = refused.output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = file.to_str().unwrap();
+    let output = publish(&[file]).run().await;
+    assert_eq!(output.code, Some(2));
+    let stderr = &output.stderr;
     assert!(
         stderr.contains("line 3: ERROR :: /companyApplyUrl"),
         "{stderr}"
     );
     assert_eq!(queues.depth(&queues.close).await, 0, "nothing published");
 
-    let mut skipping = std::process::Command::new(binary());
-    base(skipping.arg("publish").arg("--skip-invalid").arg(&file));
-    let output = skipping.output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("Published 2"));
+    let output = publish(&["--skip-invalid", file]).run().await;
+    assert_eq!(output.code, Some(0));
+    assert!(output.stdout.contains("Published 2"));
 
-    let mut from_stdin = std::process::Command::new(binary());
-    base(from_stdin.arg("publish").arg("-"));
-    from_stdin
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = from_stdin.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{good}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    let from_stdin = publish(&["-"]).stdin(format!("{good}\n")).run().await;
+    assert_eq!(from_stdin.code, Some(0), "{from_stdin:#?}");
 
     let published = queues.drain(&queues.close).await;
     assert_eq!(published.len(), 3);

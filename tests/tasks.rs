@@ -526,11 +526,7 @@ async fn task_check_off_trusts_the_202() {
 
 #[tokio::test]
 async fn the_settings_are_documented_in_help() {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = run_help();
     for setting in [
         "env: TASK_CHECK=",
         "env: TASK_CHECK_DELAY_MS=",
@@ -539,12 +535,11 @@ async fn the_settings_are_documented_in_help() {
     ] {
         assert!(help.contains(setting), "{setting} missing from:\n{help}");
     }
-    let output = std::process::Command::new(binary())
-        .arg("run")
+    let output = cli(&["run"])
         .env("TASK_CHECK", "sometimes")
         .env("LINKEDIN_CLIENT_ID", "x")
         .env("LINKEDIN_CLIENT_SECRET", "y")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+        .run()
+        .await;
+    assert_eq!(output.code, Some(2));
 }

@@ -371,16 +371,11 @@ pub fn binary() -> &'static str {
 
 /// Settings that make tests fast; each test may override any of them.
 pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
-    worker_env_for(&queues.close, &queues.dead, sandbox)
-}
-
-/// [`worker_env`] for queues named by a test's own harness.
-pub fn worker_env_for(close: &str, dead: &str, sandbox: &Sandbox) -> Vec<(String, String)> {
     let config = sandbox.config();
     [
         ("AMQP_URL", amqp_url()),
-        ("CLOSE_QUEUE", close.to_owned()),
-        ("DEAD_LETTER_QUEUE", dead.to_owned()),
+        ("CLOSE_QUEUE", queues.close.clone()),
+        ("DEAD_LETTER_QUEUE", queues.dead.clone()),
         ("LINKEDIN_API_URL", sandbox.api_url()),
         ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
         ("LINKEDIN_CLIENT_ID", config.client_id),
