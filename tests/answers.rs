@@ -42,7 +42,7 @@ async fn publish_ids(queues: &Queues, prefix: &str, n: usize) -> Vec<String> {
 /// `given_back` messages back in the close queue.
 async fn wait_held(worker: &WorkerProcess, base: &str, queues: &Queues, given_back: u32) {
     wait_for(
-        worker,
+        &[worker],
         SETTLE,
         "held: blocked, not ready, everything given back",
         || async {
@@ -54,26 +54,6 @@ async fn wait_held(worker: &WorkerProcess, base: &str, queues: &Queues, given_ba
         },
     )
     .await;
-}
-
-/// Like `eventually`, but a timeout shows the worker's log.
-async fn wait_for<F, Fut>(worker: &WorkerProcess, within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + within;
-    while !condition().await {
-        if std::time::Instant::now() > deadline {
-            let log = worker.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "timed out after {within:?} waiting for: {what}; last log lines:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn elements_sent_to(sandbox: &Sandbox) -> usize {
@@ -108,7 +88,7 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     let base = metrics_base(&worker).await;
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "38 closed, one dead letter, one already closed",
         || async {
@@ -185,7 +165,7 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
     publish_ids(&queues, "elem409", 10).await;
     let mut worker = scenario.spawn_worker();
-    wait_for(&worker, SETTLE, "8 closed, 2 already closed", || async {
+    wait_for(&[&worker], SETTLE, "8 closed, 2 already closed", || async {
         sandbox.stats().closed.len() == 8
             && log_events(&worker.log_text(), "Already closed.").len() == 2
     })
@@ -212,9 +192,12 @@ async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
     sandbox.mark_absent(&["acdl-1"]);
     queues.publish_jobs(&[job("acdl-1"), job("acdl-2")]).await;
     let mut worker = scenario.spawn_worker();
-    wait_for(&worker, SETTLE, "one closed, one dead letter", || async {
-        sandbox.stats().closed.len() == 1 && queues.depth(&queues.dead).await == 1
-    })
+    wait_for(
+        &[&worker],
+        SETTLE,
+        "one closed, one dead letter",
+        || async { sandbox.stats().closed.len() == 1 && queues.depth(&queues.dead).await == 1 },
+    )
     .await;
     worker.terminate(Duration::from_secs(20)).await;
     let dead = queues.drain(&queues.dead).await;
@@ -271,13 +254,13 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
     sandbox.set_outage(None);
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "every close through after the window",
         || async { sandbox.stats().closed.len() == 300 },
     )
     .await;
-    wait_for(&worker, SETTLE, "ready again", || async {
+    wait_for(&[&worker], SETTLE, "ready again", || async {
         get(&format!("{base}/readyz")).await.0 == 200
     })
     .await;
@@ -375,7 +358,7 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         .into_iter()
         .find(|q| q.ends_with(".tasks.check"))
         .unwrap();
-    wait_for(&worker, SETTLE, "the verification queue", || async {
+    wait_for(&[&worker], SETTLE, "the verification queue", || async {
         queues.exists(&check_queue).await
     })
     .await;
@@ -407,7 +390,7 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         .await;
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "two verified, two dead letters",
         || async {
@@ -479,7 +462,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     publish_ids(&queues, "daily", 60).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_for(&worker, SETTLE, "30 closed, then throttled", || async {
+    wait_for(&[&worker], SETTLE, "30 closed, then throttled", || async {
         sandbox.stats().closed.len() == 30
             && sandbox
                 .stats()
@@ -529,7 +512,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     publish_ids(queues, "perday", 40).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_for(&worker, SETTLE, "20 closed", || async {
+    wait_for(&[&worker], SETTLE, "20 closed", || async {
         sandbox.stats().closed.len() == 20
     })
     .await;
@@ -600,7 +583,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     queues.channel.wait_for_confirms().await.unwrap();
 
     let mut worker = scenario.spawn_worker();
-    wait_for(&worker, SETTLE, "half closed", || async {
+    wait_for(&[&worker], SETTLE, "half closed", || async {
         sandbox.stats().closed.len() >= DISTINCT / 2
     })
     .await;
@@ -608,7 +591,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     worker.wait(Duration::from_secs(10)).await;
     let mut restarted = scenario.spawn_worker();
     wait_for(
-        &restarted,
+        &[&restarted],
         Duration::from_secs(180),
         "every close settled",
         || async {

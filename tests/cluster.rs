@@ -106,24 +106,6 @@ async fn connected_node(
     }
 }
 
-/// Like `eventually`, but a timeout shows the worker's log.
-async fn until<F, Fut>(within: Duration, what: &str, worker: &WorkerProcess, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for: {what}\nworker log:\n{}",
-                worker.log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn reconnects_metric(port: u16) -> f64 {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let Ok(response) = client
@@ -209,10 +191,10 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     tokio::task::block_in_place(|| nodes.stop_app(stop_node));
     let second = connected_node(&nodes, &name, Some(stop_node), Duration::from_secs(60)).await;
     let reconnected = stopped_at.elapsed();
-    until(
+    wait_for(
+        &[&worker],
         Duration::from_secs(60),
         "closing again after the stop",
-        &worker,
         || async { closed(&sandbox) > before + 5 },
     )
     .await;
@@ -241,10 +223,10 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     tokio::task::block_in_place(|| nodes.kill(second));
     let third = connected_node(&nodes, &name, Some(second), Duration::from_secs(60)).await;
     let reconnected = killed_at.elapsed();
-    until(
+    wait_for(
+        &[&worker],
         Duration::from_secs(60),
         "closing again after the kill",
-        &worker,
         || async { closed(&sandbox) > before + 5 },
     )
     .await;

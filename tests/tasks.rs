@@ -25,25 +25,6 @@ fn verified_ids(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Like `eventually`, but a timeout shows the worker's log: that is where the reason is.
-async fn wait_for<F, Fut>(workers: &[&WorkerProcess], what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + SETTLE;
-    while !condition().await {
-        if std::time::Instant::now() > deadline {
-            let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
-            panic!(
-                "timed out after {SETTLE:?} waiting for: {what}; worker log(s):\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
     TaskRule {
         status: status.into(),
@@ -109,7 +90,7 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     queues.publish_jobs(&jobs).await;
 
     let mut worker = scenario.spawn_worker();
-    wait_for(&[&worker], "every close verified", || async {
+    wait_for(&[&worker], SETTLE, "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 40
     })
     .await;
@@ -174,6 +155,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
     let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
+        SETTLE,
         "the failure dead-lettered, the other verified",
         || async {
             queues.depth(&queues.dead).await >= 1 && !verified_ids(&worker.log_text()).is_empty()
@@ -260,6 +242,7 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
+        SETTLE,
         "slow tasks verified, stuck one rechecked",
         || async {
             let log = worker.log_text();
@@ -324,6 +307,7 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
     let mut first = scenario.spawn_worker();
     wait_for(
         &[&first],
+        SETTLE,
         "every close accepted and its check pending",
         || async { sandbox.stats().closed.len() == 80 && queues.task_depth().await >= 80 },
     )
@@ -345,6 +329,7 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
     };
     wait_for(
         &[&first, &second],
+        SETTLE,
         "every accepted job verified or dead-lettered",
         || async {
             all_verified(&second).is_superset(&ok)
@@ -393,7 +378,7 @@ async fn status_checks_are_batched() {
     let jobs: Vec<_> = (0..300).map(|i| job(&format!("batch-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
     let mut worker = scenario.spawn_worker();
-    wait_for(&[&worker], "every close verified", || async {
+    wait_for(&[&worker], SETTLE, "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 300
     })
     .await;
@@ -430,6 +415,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     assert!(check_queue.ends_with(".tasks.check"));
     wait_for(
         &[&worker],
+        SETTLE,
         "the worker declared its task queues",
         || async { queues.exists(&check_queue).await },
     )
@@ -468,7 +454,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     )
     .await;
 
-    wait_for(&[&worker], "dead-lettered", || async {
+    wait_for(&[&worker], SETTLE, "dead-lettered", || async {
         queues.depth(&queues.dead).await == 1
     })
     .await;

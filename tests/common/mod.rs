@@ -960,3 +960,33 @@ pub async fn run_cli(args: &[&str], env: &[(String, String)]) -> (Option<i32>, S
 pub async fn cli_run(args: &[&str], env: &[(String, String)]) -> Run {
     cli(args).envs(env).run().await
 }
+
+/// Like [`eventually`], but a timeout shows the end of each worker's log: that is where the reason is.
+pub async fn wait_for<F, Fut>(
+    workers: &[&WorkerProcess],
+    within: Duration,
+    what: &str,
+    mut condition: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|worker| log_tail(worker, 200)).collect();
+            panic!(
+                "timed out after {within:?} waiting for: {what}; worker log(s):\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last `lines` lines of a worker's log.
+fn log_tail(worker: &WorkerProcess, lines: usize) -> String {
+    let log = worker.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
