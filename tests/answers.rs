@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, RecloseAnswer, Sandbox, SandboxConfig, TaskRule};
+use job_closer::sandbox::{Fault, RecloseAnswer, Sandbox, TaskRule};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -65,11 +65,8 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     let scenario = answers_scenario("onejob")
         // All 40 in the first request.
         .set("BATCH_LINGER_MS", "3000")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let all = ids("onejob", 40);
     // LinkedIn says nothing about which job it cannot close: a request-level 409.
     sandbox.mark_absent(&["onejob-7"]);
@@ -155,11 +152,8 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
 async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
     let scenario = answers_scenario("elem409")
         .set("BATCH_LINGER_MS", "2000")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_reclose_answer(RecloseAnswer::Element);
     sandbox.set_string_statuses(true);
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
@@ -184,11 +178,8 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
 async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
     let scenario = answers_scenario("acdl")
         .set("ALREADY_CLOSED", "dead-letter")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.mark_absent(&["acdl-1"]);
     queues.publish_jobs(&[job("acdl-1"), job("acdl-2")]).await;
     let mut worker = scenario.spawn_worker();
@@ -218,11 +209,8 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
         .set("RETRY_MAX_MS", "300")
         // A budget this short would dead-letter within the window, were any of it spent.
         .set("RETRY_MAX_ELAPSED_MS", "1000")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::not_enough_permissions()));
     publish_ids(&queues, "hold", 300).await;
     let mut worker = scenario.spawn_worker();
@@ -293,11 +281,8 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
         .set("LINKEDIN_API_VERSION", "202001")
         .set("RETRY_MAX_MS", "300")
         .set("RETRY_MAX_ELAPSED_MS", "1000")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     publish_ids(queues, "version", 120).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
@@ -342,11 +327,8 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
     let scenario = answers_scenario("processed")
         .set("TASK_CHECK", "on")
         .task_check_delay_ms(300)
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let failed_validation = "The description length should be at least 100 characters";
     sandbox.set_task_rule("proc-ok-", task_rule("PROCESSED", None));
     sandbox.set_task_rule("proc-bad-", task_rule("PROCESSED", Some(failed_validation)));
@@ -453,11 +435,8 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
         .set("BATCH_SIZE", "10")
         .set("RETRY_INITIAL_MS", "50")
         .set("RETRY_MAX_MS", "200")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_daily_element_limit(Some(30));
     publish_ids(&queues, "daily", 60).await;
     let mut worker = scenario.spawn_worker();
@@ -504,11 +483,8 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     let scenario = answers_scenario("perday")
         .set("BATCH_SIZE", "10")
         .set("RATE_LIMIT_PER_DAY", "20")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     publish_ids(queues, "perday", 40).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
@@ -545,16 +521,10 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
         // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
         // would be accepted-but-unacked at any moment — re-sent after the kill.
-        .sandbox(SandboxConfig {
-            latency: Duration::from_millis(150),
-            ..SandboxConfig::default()
-        })
+        .latency(Duration::from_millis(150))
         .set("METRICS_ADDR", "")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let all = ids("quota", DISTINCT);
     // A duplicate follows its original by 1 to 300 messages (a producer's retry), spread evenly.
     let mut order: Vec<String> = all.clone();

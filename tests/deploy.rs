@@ -568,9 +568,8 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_a_running_w
         .set("METRICS_ADDR", "127.0.0.1:0")
         // A quick first task check, so that the task-status family has a series to show.
         .task_check_delay_ms(200)
-        .build()
         .await;
-    let Scenario { queues, .. } = &scenario;
+    let queues = &scenario.queues;
     let mut invalid = job("deploy-metrics-invalid");
     invalid.as_object_mut().unwrap().remove("title");
     queues

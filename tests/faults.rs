@@ -17,11 +17,8 @@ const SETTLE: Duration = Duration::from_secs(60);
 async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
     let scenario = Scenario::new("isolate")
         .set("RETRY_MAX_ELAPSED_MS", "8000")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_poison_prefix(Some("poison-"));
     let (mut all, ids) = jobs("good", 60);
     all.insert(30, job("poison-1"));
@@ -92,15 +89,9 @@ async fn ready_and_unacked(queue: &str) -> u64 {
 #[tokio::test]
 async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     let scenario = Scenario::new("cut")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_millis(30),
-            ..SandboxConfig::default()
-        })
-        .build()
+        .latency(Duration::from_millis(30))
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let mut env = scenario.env.clone();
     let (all, ids) = jobs("cut", 1500);
     queues.publish_jobs(&all).await;
@@ -160,17 +151,11 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
 #[tokio::test]
 async fn sigkill_then_restart_closes_everything() {
     let scenario = Scenario::new("kill")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_millis(100),
-            ..SandboxConfig::default()
-        })
+        .latency(Duration::from_millis(100))
         .set("BATCH_SIZE", "50")
         .set("MAX_IN_FLIGHT", "4")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("kill", 1500);
     queues.publish_jobs(&all).await;
     let mut worker = scenario.spawn_worker();
@@ -205,11 +190,8 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
         .set("MAX_IN_FLIGHT", "2")
         .set("RETRY_MAX_ELAPSED_MS", "60000")
         .set("HTTP_TIMEOUT_MS", "500")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::Status {
         status: 503,
         retry_after_secs: None,
@@ -252,11 +234,8 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
     let scenario = Scenario::new("throttle")
         .set("BATCH_SIZE", "25")
         .set("RETRY_MAX_ELAPSED_MS", "500")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.push_fault(
         Fault::Status {
             status: 429,
@@ -300,10 +279,8 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_over_a_minute() {
-    let scenario = Scenario::new("rate").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("rate").await;
+    let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("rate", 80);
     queues.publish_jobs(&all).await;
     let started = Instant::now();
@@ -333,10 +310,8 @@ async fn the_rate_limit_holds_over_a_minute() {
 
 #[tokio::test]
 async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
-    let scenario = Scenario::new("flood").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("flood").await;
+    let (queues, sandbox) = scenario.parts();
     let (valid, ids) = jobs("flood", 200);
     let mut malformed: Vec<Vec<u8>> = Vec::new();
     let mut seed = 0x2545F4914F6CDD1Du64;
@@ -420,17 +395,9 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_loses_nothing() {
     let scenario = Scenario::new("twice")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_secs(20),
-            ..SandboxConfig::default()
-        })
-        .build()
+        .latency(Duration::from_secs(20))
         .await;
-    let Scenario {
-        queues,
-        sandbox: slow,
-        ..
-    } = &scenario;
+    let (queues, slow) = scenario.parts();
     let (all, ids) = jobs("twice", 100);
     queues.publish_jobs(&all).await;
     let mut worker = scenario.spawn_worker();
@@ -470,18 +437,10 @@ async fn a_second_signal_exits_at_once_and_loses_nothing() {
 #[tokio::test]
 async fn the_shutdown_timeout_bounds_the_wait_and_gives_everything_back() {
     let scenario = Scenario::new("timeout")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_secs(20),
-            ..SandboxConfig::default()
-        })
+        .latency(Duration::from_secs(20))
         .set("SHUTDOWN_TIMEOUT_MS", "1000")
-        .build()
         .await;
-    let Scenario {
-        queues,
-        sandbox: slow,
-        ..
-    } = &scenario;
+    let (queues, slow) = scenario.parts();
     let (all, ids) = jobs("timeout", 100);
     queues.publish_jobs(&all).await;
     let mut worker = scenario.spawn_worker();
@@ -523,10 +482,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 async fn drain_backlog(n: usize) {
-    let scenario = Scenario::new("backlog").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("backlog").await;
+    let (queues, sandbox) = scenario.parts();
     let body = job("backlog").to_string();
     for i in 0..n {
         let body = body.replace("\"backlog\"", &format!("\"backlog-{i}\""));

@@ -146,11 +146,8 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
             client_secret: unique("ClientSecret"),
             ..SandboxConfig::default()
         })
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     queues
         .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
         .await;
@@ -273,11 +270,8 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
             client_secret: unique("ClientSecret"),
             ..SandboxConfig::default()
         })
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
     // The secret comes from a file, as a Docker or Kubernetes secret would (trailing newline too).
@@ -475,8 +469,8 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
 
 #[tokio::test]
 async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
-    let scenario = Scenario::new("ops-ready").build().await;
-    let Scenario { queues, .. } = &scenario;
+    let scenario = Scenario::new("ops-ready").await;
+    let queues = &scenario.queues;
     let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
     let connection_name = unique("job-closer ops-ready");
@@ -536,8 +530,8 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
 
 #[tokio::test]
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
-    let scenario = Scenario::new("ops-mismatch").build().await;
-    let Scenario { queues, .. } = &scenario;
+    let scenario = Scenario::new("ops-mismatch").await;
+    let queues = &scenario.queues;
     let mut env = scenario.env.clone();
     for (name, value, argument, setting) in [
         ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),

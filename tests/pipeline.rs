@@ -14,10 +14,8 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn closes_every_job_in_full_batches() {
-    let scenario = Scenario::new("happy").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("happy").await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..250).map(|i| job(&format!("happy-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
 
@@ -53,11 +51,8 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
             allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
             ..SandboxConfig::default()
         })
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let mut wrong_type = job("err-title-number");
     wrong_type["title"] = json!(42);
     let mut missing = job("err-missing");
@@ -185,8 +180,8 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
 
 #[tokio::test]
 async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
-    let scenario = Scenario::new("bytes").build().await;
-    let Scenario { queues, .. } = &scenario;
+    let scenario = Scenario::new("bytes").await;
+    let queues = &scenario.queues;
     // Odd spacing and key order must survive: the dead letter is the original, not a re-serialisation.
     let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"https://jobs.example.com/bytes-1","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","listedAt":1700000000000,"location":"Berlin" }  "#;
     queues.publish_raw(&queues.close, body).await;
@@ -205,10 +200,8 @@ async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
 
 #[tokio::test]
 async fn duplicates_and_contracts_never_share_a_request() {
-    let scenario = Scenario::new("dups").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("dups").await;
+    let (queues, sandbox) = scenario.parts();
     // The sandbox answers 400 to a request with duplicate ids, like LinkedIn; none may happen.
     let mut jobs = Vec::new();
     for i in 0..30 {
@@ -245,17 +238,11 @@ async fn duplicates_and_contracts_never_share_a_request() {
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() {
     let scenario = Scenario::new("token")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_millis(300),
-            ..SandboxConfig::default()
-        })
+        .latency(Duration::from_millis(300))
         .set("BATCH_SIZE", "10")
         .set("MAX_IN_FLIGHT", "8")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..400).map(|i| job(&format!("tok-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
     let mut worker = scenario.spawn_worker();
@@ -283,16 +270,10 @@ async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() 
 #[tokio::test]
 async fn sigterm_settles_everything_in_hand_and_exits_zero() {
     let scenario = Scenario::new("sigterm")
-        .sandbox(SandboxConfig {
-            latency: Duration::from_millis(400),
-            ..SandboxConfig::default()
-        })
+        .latency(Duration::from_millis(400))
         .set("BATCH_SIZE", "20")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..600).map(|i| job(&format!("term-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
     let mut worker = scenario.spawn_worker();
@@ -324,11 +305,8 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
 async fn whole_request_failures_are_retried_then_given_up_on() {
     let scenario = Scenario::new("exhaust")
         .set("RETRY_MAX_ELAPSED_MS", "1500")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::Status {
         status: 503,
         retry_after_secs: None,
@@ -361,10 +339,8 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
 
 #[tokio::test]
 async fn transient_failures_that_recover_lose_nothing() {
-    let scenario = Scenario::new("recover").build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = Scenario::new("recover").await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.push_fault(
         Fault::Status {
             status: 500,
@@ -429,11 +405,8 @@ async fn the_versioned_rest_api_and_string_lifetimes_work() {
             ..SandboxConfig::default()
         })
         .set("LINKEDIN_API_VERSION", "202504")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     queues.publish_jobs(&[job("rest-1"), job("rest-2")]).await;
     let mut worker = scenario.spawn_worker();
     scenario.settled(2, 0, SETTLE).await;
@@ -537,8 +510,8 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
 #[tokio::test]
 async fn queues_declared_elsewhere_without_arguments_are_accepted() {
     // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
-    let scenario = Scenario::new("plain").undeclared().build().await;
-    let Scenario { queues, .. } = &scenario;
+    let scenario = Scenario::new("plain").undeclared().await;
+    let queues = &scenario.queues;
     for name in [&queues.close, &queues.dead] {
         queues
             .channel

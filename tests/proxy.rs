@@ -17,11 +17,8 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let scenario = Scenario::new("proxy")
         .undeclared()
         .set("LINKEDIN_API_URL", "http://linkedin.test")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     let mut env = scenario.env.clone();
     let proxy = HttpProxy::start(Some(sandbox.addr())).await;
     let bad_gateway = HttpProxy::start(None).await;

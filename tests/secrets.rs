@@ -39,8 +39,8 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn no_password_of_a_node_list_appears_at_trace_level() {
-    let scenario = Scenario::new("secrets").undeclared().build().await;
-    let Scenario { sandbox, .. } = &scenario;
+    let scenario = Scenario::new("secrets").undeclared().await;
+    let sandbox = &scenario.sandbox;
     let mut env = scenario.env.clone();
     let (first, second) = secrets();
     // The broker (its password is the public default) and two nodes that refuse connections.

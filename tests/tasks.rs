@@ -63,10 +63,8 @@ fn checked(label: &str, delay_ms: u64) -> ScenarioBuilder {
 
 #[tokio::test]
 async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_behind() {
-    let scenario = checked("tasks-ok", 300).build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-ok", 300).await;
+    let (queues, sandbox) = scenario.parts();
     // Lookup trouble of every kind is waited out; none of it may dead-letter a close.
     sandbox.push_task_fault(
         Fault::Status {
@@ -129,10 +127,8 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
 
 #[tokio::test]
 async fn a_failed_task_dead_letters_the_original_request() {
-    let scenario = checked("tasks-failed", 300).build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-failed", 300).await;
+    let (queues, sandbox) = scenario.parts();
     let message = "Job fail-1 was dropped: true (sandbox says no)";
     sandbox.set_task_rule("fail-", rule("FAILED", 0, Some(message)));
     // Odd spacing and key order must survive: the dead letter is the original, byte for byte.
@@ -225,11 +221,8 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     let scenario = checked("tasks-slow", 300)
         // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
         .set("LINKEDIN_API_VERSION", "202504")
-        .build()
         .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let (queues, sandbox) = scenario.parts();
     // IN_PROGRESS for 1.5 s: seen at the 0.3 s and 0.9 s checks, SUCCEEDED at 2.1 s.
     sandbox.set_task_rule("slow-", rule("SUCCEEDED", 1500, None));
     // IN_PROGRESS for ever: checked again and again, never dead-lettered within the day.
@@ -294,10 +287,8 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
 
 #[tokio::test]
 async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
-    let scenario = checked("tasks-crash", 3000).build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-crash", 3000).await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_task_rule("crash-fail-", rule("FAILED", 0, Some("dropped")));
     let ok: BTreeSet<String> = (0..60).map(|i| format!("crash-ok-{i}")).collect();
     let failing: BTreeSet<String> = (0..20).map(|i| format!("crash-fail-{i}")).collect();
@@ -371,10 +362,8 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
 
 #[tokio::test]
 async fn status_checks_are_batched() {
-    let scenario = checked("tasks-batch", 300).build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-batch", 300).await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..300).map(|i| job(&format!("batch-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
     let mut worker = scenario.spawn_worker();
@@ -406,10 +395,8 @@ async fn status_checks_are_batched() {
 
 #[tokio::test]
 async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
-    let scenario = checked("tasks-expired", 300).build().await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-expired", 300).await;
+    let (queues, sandbox) = scenario.parts();
     let mut worker = scenario.spawn_worker();
     let check_queue = queues.task_queues()[0].clone();
     assert!(check_queue.ends_with(".tasks.check"));
@@ -484,13 +471,8 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
 
 #[tokio::test]
 async fn task_check_off_trusts_the_202() {
-    let scenario = checked("tasks-off", 300)
-        .set("TASK_CHECK", "off")
-        .build()
-        .await;
-    let Scenario {
-        queues, sandbox, ..
-    } = &scenario;
+    let scenario = checked("tasks-off", 300).set("TASK_CHECK", "off").await;
+    let (queues, sandbox) = scenario.parts();
     queues
         .publish_jobs(&[job("off-1"), job("off-2"), job("off-3")])
         .await;

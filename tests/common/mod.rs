@@ -850,6 +850,12 @@ impl ScenarioBuilder {
         self
     }
 
+    /// A sandbox that takes `latency` to answer (otherwise the default sandbox).
+    pub fn latency(mut self, latency: Duration) -> ScenarioBuilder {
+        self.sandbox.latency = latency;
+        self
+    }
+
     /// Leaves the queues for the test (or the worker) to declare.
     pub fn undeclared(mut self) -> ScenarioBuilder {
         self.declare = false;
@@ -891,6 +897,16 @@ impl ScenarioBuilder {
     }
 }
 
+/// `Scenario::new(label)...await` builds the scenario.
+impl std::future::IntoFuture for ScenarioBuilder {
+    type Output = Scenario;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Scenario> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.build())
+    }
+}
+
 /// A worker test's world: its queues, its sandbox and the worker's settings.
 pub struct Scenario {
     pub queues: Queues,
@@ -900,7 +916,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Queues `test.<label>.<uuid>` (declared unless told otherwise), a default sandbox, the fast
-    /// worker settings; `.build().await` makes them.
+    /// worker settings; awaiting the builder makes them.
     pub fn new(label: &str) -> ScenarioBuilder {
         ScenarioBuilder {
             label: label.to_owned(),
@@ -909,6 +925,11 @@ impl Scenario {
             settings: Vec::new(),
             task_check_delay_ms: None,
         }
+    }
+
+    /// The queues and the sandbox, for a test to use by name.
+    pub fn parts(&self) -> (&Queues, &Sandbox) {
+        (&self.queues, &self.sandbox)
     }
 
     /// `job-closer run` with the scenario's settings.
