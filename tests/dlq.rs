@@ -77,27 +77,6 @@ impl Run {
     }
 }
 
-/// A message as the tests compare it: body and headers.
-#[derive(Clone, Debug, PartialEq)]
-struct Message {
-    body: Vec<u8>,
-    headers: BTreeMap<String, AMQPValue>,
-}
-
-impl Message {
-    fn text(&self, key: &str) -> Option<String> {
-        self.headers.get(key).and_then(header_text)
-    }
-
-    fn int(&self, key: &str) -> Option<i64> {
-        self.headers.get(key).and_then(header_int)
-    }
-
-    fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
 fn job(id: &str) -> Vec<u8> {
     format!(
         r#"{{"externalJobPostingId":"{id}","companyApplyUrl":"https://example.com/{id}","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","title":"t","listedAt":1700000000000,"location":"Paris"}}"#
@@ -160,7 +139,8 @@ async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, Bas
 
 /// Makes RabbitMQ itself dead-letter a message into the dead-letter queue (with a real `x-death`):
 /// publish to a queue whose dead-letter target is ours, then reject the message there.
-async fn broker_dead_letter(connection: &Connection, queues: &mut Queues, body: &[u8]) {
+async fn broker_dead_letter(queues: &Queues, body: &[u8]) {
+    let connection = &queues.connection;
     let source = format!("{}.source", queues.close);
     queues.also_delete(&source);
     let channel = amqp::confirm_channel(connection).await.unwrap();
@@ -227,44 +207,15 @@ async fn count(connection: &Connection, queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// Takes every message out of a queue, in order: the ground truth the tests compare against.
-async fn drain(connection: &Connection, queue: &str) -> Vec<Message> {
-    let channel = connection.create_channel().await.unwrap();
-    let mut messages = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let delivery = message.delivery;
-        messages.push(Message {
-            body: delivery.data,
-            headers: delivery
-                .properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
-    }
-    let _ = channel.close(200, "drained".into()).await;
-    messages
-}
-
-fn bodies(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(Message::body_text).collect()
+fn bodies(messages: &[Drained]) -> Vec<String> {
+    messages.iter().map(Drained::body_text).collect()
 }
 
 /// The mixed dead-letter queue most tests start from: job-closer's own failures of several kinds, a
 /// message published by hand without any header, and one dead-lettered by RabbitMQ itself.
 /// Returns the bodies in queue order.
-async fn seed_mixed(connection: &Connection, queues: &mut Queues) -> Vec<String> {
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+async fn seed_mixed(queues: &Queues) -> Vec<String> {
+    let channel = amqp::confirm_channel(&queues.connection).await.unwrap();
     let mut replayed_before = dead_letter_props(
         queues,
         &failure(Reason::RetriesExhausted, 503, "HTTP 503 with an empty body"),
@@ -309,7 +260,7 @@ async fn seed_mixed(connection: &Connection, queues: &mut Queues) -> Vec<String>
         .collect();
     publish_all(&channel, &queues.dead, messages).await;
     let by_broker = job("broker-1");
-    broker_dead_letter(connection, queues, &by_broker).await;
+    broker_dead_letter(queues, &by_broker).await;
     seeded.push(String::from_utf8_lossy(&by_broker).into_owned());
     seeded
 }
@@ -320,9 +271,9 @@ fn external_id(record: &Value) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let bulk: Vec<(Vec<u8>, BasicProperties)> = (0..3000)
         .map(|i| {
             let failure = failure(Reason::Rejected, 404, &format!("job {i} not found"));
@@ -475,7 +426,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
     let late = worker.await.unwrap();
     // The ground truth: the seeded dead letters, all of them, in their order, then the ones the
     // worker added meanwhile — none lost, none moved, none duplicated.
-    let after = bodies(&drain(&connection, &queues.dead).await);
+    let after = bodies(&queues.drain(&queues.dead).await);
     assert_eq!(after.len(), expected.len() + late.len());
     assert_eq!(after[..expected.len()], expected[..]);
     assert_eq!(after[expected.len()..], late[..]);
@@ -483,9 +434,9 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_group_by_status_and_folded_message() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let busy: Vec<_> = [7, 12]
         .iter()
@@ -555,9 +506,8 @@ async fn stats_group_by_status_and_folded_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_the_records_of_list_json() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let seeded = seed_mixed(&queues).await;
     let listed = queues.dlq(&["list", "--json"]).await.ok().json_lines();
     let to_stdout = queues.dlq(&["export", "-"]).await.ok();
     assert_eq!(to_stdout.json_lines(), listed);
@@ -570,14 +520,14 @@ async fn export_writes_the_records_of_list_json() {
     assert_eq!(default_stdout.json_lines(), listed);
     let unwritable = queues.dlq(&["export", "/nonexistent-dir/x.jsonl"]).await;
     assert_eq!(unwritable.code, Some(2), "{unwritable:#?}");
-    assert_eq!(bodies(&drain(&connection, &queues.dead).await), seeded);
+    assert_eq!(bodies(&queues.drain(&queues.dead).await), seeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_moves_exactly_what_the_filters_select() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let total = seeded.len() as u64;
 
     let dry = queues
@@ -653,7 +603,7 @@ async fn replay_moves_exactly_what_the_filters_select() {
         0
     );
 
-    let moved = drain(&connection, &queues.close).await;
+    let moved = queues.drain(&queues.close).await;
     assert_eq!(
         bodies(&moved),
         ["c7-1", "title-1", "title-3", "c9-1", "title-2", "broker-1"]
@@ -672,7 +622,7 @@ async fn replay_moves_exactly_what_the_filters_select() {
         ] {
             assert!(!message.headers.contains_key(gone), "{gone}: {message:?}");
         }
-        assert_eq!(message.int("x-replay-count"), Some(1), "{message:?}");
+        assert_eq!(message.header_int("x-replay-count"), Some(1), "{message:?}");
     }
     assert!(
         moved[5].headers.contains_key("x-death"),
@@ -680,34 +630,34 @@ async fn replay_moves_exactly_what_the_filters_select() {
     );
 
     // The rest stayed, in their order.
-    let left = drain(&connection, &queues.dead).await;
+    let left = queues.drain(&queues.dead).await;
     assert_eq!(
         bodies(&left),
         [seeded[4].clone(), seeded[5].clone(), seeded[6].clone()]
     );
     assert_eq!(
-        left[0].text("x-error-reason").as_deref(),
+        left[0].header_str("x-error-reason").as_deref(),
         Some("retries-exhausted")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_filters_moves_everything_and_counts_replays() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let run = queues.dlq(&["replay"]).await.ok();
     assert_eq!(run.moved(), seeded.len() as u64);
     assert!(run.stdout.contains("left 0 in"), "{}", run.stdout);
-    let moved = drain(&connection, &queues.close).await;
+    let moved = queues.drain(&queues.close).await;
     assert_eq!(bodies(&moved), seeded, "bodies unchanged, order kept");
     assert_eq!(
-        moved[4].int("x-replay-count"),
+        moved[4].header_int("x-replay-count"),
         Some(3),
         "incremented from 2"
     );
     assert_eq!(
-        moved[6].int("x-replay-count"),
+        moved[6].header_int("x-replay-count"),
         Some(1),
         "the hand-made one too"
     );
@@ -729,7 +679,7 @@ async fn seed_bulk(connection: &Connection, queues: &Queues, n: usize) -> Vec<St
     ids
 }
 
-fn ids_of(messages: &[Message]) -> Vec<String> {
+fn ids_of(messages: &[Drained]) -> Vec<String> {
     messages
         .iter()
         .map(|m| {
@@ -741,8 +691,8 @@ fn ids_of(messages: &[Message]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replays_at_once_move_each_message_exactly_once() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let ids = seed_bulk(&connection, &queues, 6000).await;
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
@@ -752,7 +702,7 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
         "{first:#?} {second:#?}"
     );
     assert!(first.stdout.contains("left 0 in") && second.stdout.contains("left 0 in"));
-    let moved = ids_of(&drain(&connection, &queues.close).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
     assert_eq!(moved.len(), 6000, "no duplicates");
     assert_eq!(
         moved.iter().collect::<HashSet<_>>(),
@@ -763,8 +713,8 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replay_loses_nothing() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let ids = seed_bulk(&connection, &queues, 20_000).await;
     let mut child = queues
         .command(&["replay"])
@@ -790,8 +740,8 @@ async fn a_killed_replay_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let moved = ids_of(&drain(&connection, &queues.close).await);
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     // Duplicates are possible only for what was in flight when the process died: copies awaiting
     // their confirm (at most 256) and acks the broker had not received (at most one window).
     assert_nothing_lost(&ids, &moved, &left, 1256);
@@ -830,9 +780,9 @@ fn assert_nothing_lost(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_deletes_what_it_is_told_and_asks_first() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
 
     let refused = queues.dlq(&["purge"]).await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
@@ -980,10 +930,10 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
         .cloned()
         .collect();
     assert_eq!(
-        runs(&ids_of(&drain(&connection, &queues.dead).await)),
+        runs(&ids_of(&queues.drain(&queues.dead).await)),
         runs(&expected)
     );
-    let moved = ids_of(&drain(&connection, &queues.close).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
     assert_eq!(moved[0], "bulk-2500");
     assert_eq!(moved[1..], ids[..10]);
 }
@@ -1025,8 +975,8 @@ async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds 100,000 messages; run on demand"]
 async fn a_hundred_thousand_dead_letters() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     seed_bulk(&connection, &queues, 100_000).await;
     measured(&queues, &["stats"]).await;
     assert_eq!(count(&connection, &queues.dead).await, 100_000);
@@ -1127,8 +1077,8 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let ids = ["untitled-1", "untitled-2", "untitled-3"];
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
@@ -1193,7 +1143,7 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
     })
     .await;
     worker.terminate(Duration::from_secs(30)).await;
-    let left = drain(&connection, &queues.dead).await;
+    let left = queues.drain(&queues.dead).await;
     assert_eq!(
         bodies(&left),
         [String::from_utf8(job("other-403")).unwrap()],
@@ -1204,8 +1154,8 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
@@ -1283,13 +1233,13 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
         assert_eq!(queues.dlq(bad).await.code, Some(2), "{bad:?}");
     }
     assert_eq!(count(&connection, &queues.close).await, 0);
-    assert_eq!(bodies(&drain(&connection, &queues.dead).await), expected);
+    assert_eq!(bodies(&queues.drain(&queues.dead).await), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
     let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
@@ -1344,8 +1294,8 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let rejected = failure(Reason::Rejected, 403, &contract_403(9));
     let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
@@ -1369,7 +1319,7 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         ],
     )
     .await;
-    broker_dead_letter(&connection, &mut queues, &job("broker-now")).await;
+    broker_dead_letter(&queues, &job("broker-now")).await;
     let ids = |run: Run| -> Vec<String> {
         run.ok()
             .json_lines()
@@ -1447,19 +1397,19 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         .ok();
     assert_eq!(run.moved(), 3, "{run:#?}");
     assert_eq!(
-        ids_of(&drain(&connection, &queues.close).await),
+        ids_of(&queues.drain(&queues.close).await),
         ["2h", "10m", "broker-now"]
     );
     assert_eq!(
-        ids_of(&drain(&connection, &queues.dead).await),
+        ids_of(&queues.drain(&queues.dead).await),
         ["untimed", "arrived-after-dry-run"]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let with_contract = |id: &str, contract: &str| {
         let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
@@ -1577,7 +1527,7 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
         .await
         .ok();
     assert_eq!(moved.moved(), 1);
-    assert_eq!(ids_of(&drain(&connection, &queues.close).await), ["c7-b"]);
+    assert_eq!(ids_of(&queues.drain(&queues.close).await), ["c7-b"]);
     assert_eq!(count(&connection, &queues.dead).await, 3);
 }
 
@@ -1591,9 +1541,9 @@ async fn ground_truth(connection: &Connection, queues: &Queues) -> Vec<(Vec<u8>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_delete_then_import_restores_every_dead_letter_exactly() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
     let original = ground_truth(&connection, &queues).await;
     assert_eq!(original.len(), 9);
     let dir = tempfile::tempdir().unwrap();
@@ -1649,14 +1599,14 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         "{}",
         run.stdout
     );
-    let replayed = drain(&connection, &queues.close).await;
+    let replayed = queues.drain(&queues.close).await;
     assert_eq!(
         bodies(&replayed),
         ["c7-1", "c9-1", "c7-2"].map(|id| String::from_utf8(job(id)).unwrap())
     );
     for message in &replayed {
         assert!(!message.headers.keys().any(|k| k.starts_with("x-error-")));
-        assert_eq!(message.int("x-replay-count"), Some(1));
+        assert_eq!(message.header_int("x-replay-count"), Some(1));
     }
     assert_eq!(count(&connection, &queues.dead).await, 0);
 
@@ -1687,9 +1637,9 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
-    let connection = connect().await;
-    let mut queues = Queues::declared("dlq").await;
-    seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
     queues
@@ -1743,7 +1693,7 @@ async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
         run.stdout
     );
     assert!(run.stderr.contains("line 2:"), "{}", run.stderr);
-    let restored: Vec<String> = bodies(&drain(&connection, &queues.dead).await);
+    let restored: Vec<String> = bodies(&queues.drain(&queues.dead).await);
     let expected: Vec<String> = ["title-1", "c7-1", "title-2"]
         .map(|id| String::from_utf8(job(id)).unwrap())
         .to_vec();
@@ -1774,8 +1724,8 @@ fn kill(child: &tokio::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_export_delete_loses_nothing() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let ids = seed_bulk(&connection, &queues, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -1806,15 +1756,15 @@ async fn a_killed_export_delete_loses_nothing() {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .map(|record| external_id(&record).unwrap().to_owned())
         .collect();
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     // In both places: records synced whose acks the broker had not received (at most a sync batch).
     assert_nothing_lost(&ids, &in_file, &left, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edited_replay_loses_nothing() {
-    let connection = connect().await;
     let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
     let channel = amqp::confirm_channel(&connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();
@@ -1839,13 +1789,13 @@ async fn a_killed_edited_replay_loses_nothing() {
         "killed, not finished"
     );
     settle_after_kill(&connection, &[&queues.close, &queues.dead], 20_000).await;
-    let copies = drain(&connection, &queues.close).await;
+    let copies = queues.drain(&queues.close).await;
     for copy in &copies {
         let body: Value = serde_json::from_slice(&copy.body).unwrap();
         assert_eq!(body["title"], "Engineer", "every copy is edited");
-        assert_eq!(copy.text("x-edited-fields").as_deref(), Some("title"));
+        assert_eq!(copy.header_str("x-edited-fields").as_deref(), Some("title"));
     }
     let moved = ids_of(&copies);
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     assert_nothing_lost(&ids, &moved, &left, 1256);
 }

@@ -280,6 +280,7 @@ impl Drop for Queues {
     }
 }
 
+#[derive(Debug)]
 pub struct Drained {
     pub body: Vec<u8>,
     pub headers: BTreeMap<String, AMQPValue>,
@@ -302,6 +303,10 @@ impl Drained {
             AMQPValue::ShortInt(v) => Some(i64::from(*v)),
             _ => None,
         }
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn json(&self) -> Option<Value> {
