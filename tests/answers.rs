@@ -534,23 +534,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         order.insert(at, all[original].clone());
     }
     let bodies: Vec<String> = order.iter().map(|id| job(id).to_string()).collect();
-    for (i, body) in bodies.iter().enumerate() {
-        queues
-            .channel
-            .basic_publish(
-                "".into(),
-                queues.close.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        if i % 1000 == 999 {
-            queues.channel.wait_for_confirms().await.unwrap();
-        }
-    }
-    queues.channel.wait_for_confirms().await.unwrap();
+    queues.publish_backlog(bodies).await;
 
     let mut worker = scenario.spawn_worker();
     wait_for(&[&worker], SETTLE, "half closed", || async {

@@ -10,9 +10,7 @@ mod common;
 use common::rabbit_nodes::{RabbitNodes, free_port};
 use common::*;
 use job_closer::sandbox::SandboxConfig;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
@@ -42,22 +40,8 @@ async fn publish(nodes: &RabbitNodes, alive: &[usize], queue: &str, ids: &[Strin
     let mut confirmed = Vec::new();
     for id in ids {
         let body = serde_json::to_vec(&job(id)).unwrap();
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        if confirm.is_ack() {
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        if publish_confirmed(&channel, queue, &body, properties).await {
             confirmed.push(id.clone());
         }
     }

@@ -485,25 +485,9 @@ async fn drain_backlog(n: usize) {
     let scenario = Scenario::new("backlog").await;
     let (queues, sandbox) = scenario.parts();
     let body = job("backlog").to_string();
-    for i in 0..n {
-        let body = body.replace("\"backlog\"", &format!("\"backlog-{i}\""));
-        // Confirms pipelined in windows: a backlog of this size would take long one by one.
-        queues
-            .channel
-            .basic_publish(
-                "".into(),
-                queues.close.as_str().into(),
-                Default::default(),
-                body.as_bytes(),
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        if i % 1000 == 999 {
-            queues.channel.wait_for_confirms().await.unwrap();
-        }
-    }
-    queues.channel.wait_for_confirms().await.unwrap();
+    queues
+        .publish_backlog((0..n).map(|i| body.replace("\"backlog\"", &format!("\"backlog-{i}\""))))
+        .await;
     let mut worker = scenario.spawn_worker();
     let pid = worker.child.id();
     let started = Instant::now();

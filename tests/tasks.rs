@@ -9,7 +9,6 @@ use common::*;
 use job_closer::sandbox::{Fault, TaskRule};
 use job_closer::tasks::pending;
 use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,23 +34,7 @@ fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
 
 /// Publishes `body` to `queue` with properties a producer might set, confirmed.
 async fn publish_with(queues: &Queues, queue: &str, body: &[u8], properties: BasicProperties) {
-    let confirm = queues
-        .channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body,
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    assert!(publish_confirmed(&queues.channel, queue, body, properties).await);
 }
 
 /// The scenario of these tests: a first check `delay_ms` after acceptance, JSON logs to parse.

@@ -163,25 +163,34 @@ impl Queues {
     }
 
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(uuid::Uuid::new_v4().to_string().into()),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "broker did not confirm the test message");
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+        assert!(
+            publish_confirmed(&self.channel, queue, body, properties).await,
+            "broker did not confirm the test message"
+        );
+    }
+
+    /// Persistent messages into the close queue, confirms awaited a thousand at a time: a backlog
+    /// this size would take long one by one.
+    pub async fn publish_backlog(&self, bodies: impl IntoIterator<Item = String>) {
+        for (i, body) in bodies.into_iter().enumerate() {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    self.close.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            if i % 1000 == 999 {
+                self.channel.wait_for_confirms().await.unwrap();
+            }
+        }
+        self.channel.wait_for_confirms().await.unwrap();
     }
 
     pub async fn publish_jobs(&self, jobs: &[Value]) {
@@ -1015,4 +1024,30 @@ fn log_tail(worker: &WorkerProcess, lines: usize) -> String {
     let log = worker.log_text();
     let tail: Vec<&str> = log.lines().rev().take(lines).collect();
     tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Publishes `body` to `queue` through a channel in confirm mode, `mandatory`: whether the broker
+/// confirmed it.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> bool {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .is_ack()
 }
