@@ -130,30 +130,20 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let name = format!("cluster-test-{}", &id[..8]);
     let metrics_port = free_port();
     let urls: Vec<String> = nodes.nodes.iter().map(|node| node.url()).collect();
-    let config = sandbox.config();
-    let env: Vec<(String, String)> = [
+    let mut env = fast_worker_env(&sandbox);
+    for (key, value) in [
         ("AMQP_URL", urls.join(",")),
         ("CLOSE_QUEUE", close.clone()),
         ("DEAD_LETTER_QUEUE", dead.clone()),
         ("QUEUE_TYPE", "quorum".into()),
         ("TASK_CHECK", "off".into()),
-        ("LINKEDIN_API_URL", sandbox.api_url()),
-        ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
-        ("LINKEDIN_CLIENT_ID", config.client_id),
-        ("LINKEDIN_CLIENT_SECRET", config.client_secret),
         ("BATCH_SIZE", "5".into()),
         ("MAX_IN_FLIGHT", "1".into()),
-        ("BATCH_LINGER_MS", "100".into()),
-        ("RATE_LIMIT_PER_MINUTE", "0".into()),
-        ("RETRY_INITIAL_MS", "50".into()),
-        ("RETRY_MAX_MS", "400".into()),
         ("AMQP_CONNECTION_NAME", name.clone()),
         ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-        ("RUST_LOG", "info".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    ] {
+        set(&mut env, key, value);
+    }
     let mut worker = spawn_worker(&env);
 
     let first = connected_node(&nodes, &name, None, Duration::from_secs(60)).await;

@@ -385,11 +385,17 @@ pub fn binary() -> &'static str {
 
 /// Settings that make tests fast; each test may override any of them.
 pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
+    let mut env = fast_worker_env(sandbox);
+    set(&mut env, "AMQP_URL", amqp_url());
+    set(&mut env, "CLOSE_QUEUE", &queues.close);
+    set(&mut env, "DEAD_LETTER_QUEUE", &queues.dead);
+    env
+}
+
+/// [`worker_env`] without a broker or queues: for a test with brokers of its own (a cluster).
+pub fn fast_worker_env(sandbox: &Sandbox) -> Vec<(String, String)> {
     let config = sandbox.config();
     [
-        ("AMQP_URL", amqp_url()),
-        ("CLOSE_QUEUE", queues.close.clone()),
-        ("DEAD_LETTER_QUEUE", queues.dead.clone()),
         ("LINKEDIN_API_URL", sandbox.api_url()),
         ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
         ("LINKEDIN_CLIENT_ID", config.client_id),
