@@ -19,7 +19,7 @@ const SETTLE: Duration = Duration::from_secs(90);
 /// The scenario of these tests: JSON logs to read, a metrics listener on a free port, task checks
 /// off unless a test turns them on.
 fn answers_scenario(label: &str) -> ScenarioBuilder {
-    Scenario::new(label)
+    Scenario::builder(label)
         .set("LOG_FORMAT", "json")
         .set("METRICS_ADDR", "127.0.0.1:0")
         .set("TASK_CHECK", "off")

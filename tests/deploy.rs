@@ -564,7 +564,7 @@ const PROMETHEUS_METRICS: &[&str] = &["up"];
 
 #[tokio::test]
 async fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_a_running_worker() {
-    let scenario = Scenario::new("deploy-metrics")
+    let scenario = Scenario::builder("deploy-metrics")
         .set("METRICS_ADDR", "127.0.0.1:0")
         // A quick first task check, so that the task-status family has a series to show.
         .task_check_delay_ms(200)

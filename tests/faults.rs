@@ -15,7 +15,7 @@ const SETTLE: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
-    let scenario = Scenario::new("isolate")
+    let scenario = Scenario::builder("isolate")
         .set("RETRY_MAX_ELAPSED_MS", "8000")
         .await;
     let (queues, sandbox) = scenario.parts();
@@ -88,7 +88,7 @@ async fn ready_and_unacked(queue: &str) -> u64 {
 
 #[tokio::test]
 async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
-    let scenario = Scenario::new("cut")
+    let scenario = Scenario::builder("cut")
         .latency(Duration::from_millis(30))
         .await;
     let (queues, sandbox) = scenario.parts();
@@ -150,7 +150,7 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
 
 #[tokio::test]
 async fn sigkill_then_restart_closes_everything() {
-    let scenario = Scenario::new("kill")
+    let scenario = Scenario::builder("kill")
         .latency(Duration::from_millis(100))
         .set("BATCH_SIZE", "50")
         .set("MAX_IN_FLIGHT", "4")
@@ -185,7 +185,7 @@ async fn sigkill_then_restart_closes_everything() {
 
 #[tokio::test]
 async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
-    let scenario = Scenario::new("outage")
+    let scenario = Scenario::builder("outage")
         .set("BATCH_SIZE", "50")
         .set("MAX_IN_FLIGHT", "2")
         .set("RETRY_MAX_ELAPSED_MS", "60000")
@@ -231,7 +231,7 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
 
 #[tokio::test]
 async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
-    let scenario = Scenario::new("throttle")
+    let scenario = Scenario::builder("throttle")
         .set("BATCH_SIZE", "25")
         .set("RETRY_MAX_ELAPSED_MS", "500")
         .await;
@@ -279,7 +279,7 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_over_a_minute() {
-    let scenario = Scenario::new("rate").await;
+    let scenario = Scenario::builder("rate").await;
     let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("rate", 80);
     queues.publish_jobs(&all).await;
@@ -310,7 +310,7 @@ async fn the_rate_limit_holds_over_a_minute() {
 
 #[tokio::test]
 async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
-    let scenario = Scenario::new("flood").await;
+    let scenario = Scenario::builder("flood").await;
     let (queues, sandbox) = scenario.parts();
     let (valid, ids) = jobs("flood", 200);
     let mut malformed: Vec<Vec<u8>> = Vec::new();
@@ -394,7 +394,7 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_loses_nothing() {
-    let scenario = Scenario::new("twice")
+    let scenario = Scenario::builder("twice")
         .latency(Duration::from_secs(20))
         .await;
     let (queues, slow) = scenario.parts();
@@ -436,7 +436,7 @@ async fn a_second_signal_exits_at_once_and_loses_nothing() {
 
 #[tokio::test]
 async fn the_shutdown_timeout_bounds_the_wait_and_gives_everything_back() {
-    let scenario = Scenario::new("timeout")
+    let scenario = Scenario::builder("timeout")
         .latency(Duration::from_secs(20))
         .set("SHUTDOWN_TIMEOUT_MS", "1000")
         .await;
@@ -482,7 +482,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 async fn drain_backlog(n: usize) {
-    let scenario = Scenario::new("backlog").await;
+    let scenario = Scenario::builder("backlog").await;
     let (queues, sandbox) = scenario.parts();
     let body = job("backlog").to_string();
     queues

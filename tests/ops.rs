@@ -141,7 +141,7 @@ fn lines_of(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
-    let scenario = Scenario::new("ops-check")
+    let scenario = Scenario::builder("ops-check")
         .sandbox(SandboxConfig {
             client_secret: unique("ClientSecret"),
             ..SandboxConfig::default()
@@ -265,7 +265,7 @@ async fn neither_help_nor_a_settings_error_shows_a_secret() {
 
 #[tokio::test]
 async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
-    let scenario = Scenario::new("ops-run")
+    let scenario = Scenario::builder("ops-run")
         .sandbox(SandboxConfig {
             client_secret: unique("ClientSecret"),
             ..SandboxConfig::default()
@@ -469,7 +469,7 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
 
 #[tokio::test]
 async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
-    let scenario = Scenario::new("ops-ready").await;
+    let scenario = Scenario::builder("ops-ready").await;
     let queues = &scenario.queues;
     let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
@@ -530,7 +530,7 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
 
 #[tokio::test]
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
-    let scenario = Scenario::new("ops-mismatch").await;
+    let scenario = Scenario::builder("ops-mismatch").await;
     let queues = &scenario.queues;
     let mut env = scenario.env.clone();
     for (name, value, argument, setting) in [

@@ -14,7 +14,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn closes_every_job_in_full_batches() {
-    let scenario = Scenario::new("happy").await;
+    let scenario = Scenario::builder("happy").await;
     let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..250).map(|i| job(&format!("happy-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
@@ -46,7 +46,7 @@ async fn closes_every_job_in_full_batches() {
 
 #[tokio::test]
 async fn documented_errors_are_dead_lettered_with_linkedins_message() {
-    let scenario = Scenario::new("errors")
+    let scenario = Scenario::builder("errors")
         .sandbox(SandboxConfig {
             allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
             ..SandboxConfig::default()
@@ -180,7 +180,7 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
 
 #[tokio::test]
 async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
-    let scenario = Scenario::new("bytes").await;
+    let scenario = Scenario::builder("bytes").await;
     let queues = &scenario.queues;
     // Odd spacing and key order must survive: the dead letter is the original, not a re-serialisation.
     let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"https://jobs.example.com/bytes-1","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","listedAt":1700000000000,"location":"Berlin" }  "#;
@@ -200,7 +200,7 @@ async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
 
 #[tokio::test]
 async fn duplicates_and_contracts_never_share_a_request() {
-    let scenario = Scenario::new("dups").await;
+    let scenario = Scenario::builder("dups").await;
     let (queues, sandbox) = scenario.parts();
     // The sandbox answers 400 to a request with duplicate ids, like LinkedIn; none may happen.
     let mut jobs = Vec::new();
@@ -237,7 +237,7 @@ async fn duplicates_and_contracts_never_share_a_request() {
 
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() {
-    let scenario = Scenario::new("token")
+    let scenario = Scenario::builder("token")
         .latency(Duration::from_millis(300))
         .set("BATCH_SIZE", "10")
         .set("MAX_IN_FLIGHT", "8")
@@ -269,7 +269,7 @@ async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() 
 
 #[tokio::test]
 async fn sigterm_settles_everything_in_hand_and_exits_zero() {
-    let scenario = Scenario::new("sigterm")
+    let scenario = Scenario::builder("sigterm")
         .latency(Duration::from_millis(400))
         .set("BATCH_SIZE", "20")
         .await;
@@ -303,7 +303,7 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
 
 #[tokio::test]
 async fn whole_request_failures_are_retried_then_given_up_on() {
-    let scenario = Scenario::new("exhaust")
+    let scenario = Scenario::builder("exhaust")
         .set("RETRY_MAX_ELAPSED_MS", "1500")
         .await;
     let (queues, sandbox) = scenario.parts();
@@ -339,7 +339,7 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
 
 #[tokio::test]
 async fn transient_failures_that_recover_lose_nothing() {
-    let scenario = Scenario::new("recover").await;
+    let scenario = Scenario::builder("recover").await;
     let (queues, sandbox) = scenario.parts();
     sandbox.push_fault(
         Fault::Status {
@@ -399,7 +399,7 @@ async fn bad_settings_are_refused_with_a_clear_error() {
 
 #[tokio::test]
 async fn the_versioned_rest_api_and_string_lifetimes_work() {
-    let scenario = Scenario::new("rest")
+    let scenario = Scenario::builder("rest")
         .sandbox(SandboxConfig {
             expires_in_as_string: true,
             ..SandboxConfig::default()
@@ -510,7 +510,7 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
 #[tokio::test]
 async fn queues_declared_elsewhere_without_arguments_are_accepted() {
     // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
-    let scenario = Scenario::new("plain").undeclared().await;
+    let scenario = Scenario::builder("plain").undeclared().await;
     let queues = &scenario.queues;
     for name in [&queues.close, &queues.dead] {
         queues

@@ -175,7 +175,7 @@ async fn publish_with_python(queue: &str, external_id: &str) {
 
 #[tokio::test]
 async fn the_python_producer_publishes_what_the_worker_closes() {
-    let scenario = Scenario::new("producer-python").await;
+    let scenario = Scenario::builder("producer-python").await;
     let (queues, sandbox) = scenario.parts();
 
     // First with no worker, to see the message exactly as the producer left it.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
-    let scenario = Scenario::new("proxy")
+    let scenario = Scenario::builder("proxy")
         .undeclared()
         .set("LINKEDIN_API_URL", "http://linkedin.test")
         .await;

@@ -39,7 +39,7 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn no_password_of_a_node_list_appears_at_trace_level() {
-    let scenario = Scenario::new("secrets").undeclared().await;
+    let scenario = Scenario::builder("secrets").undeclared().await;
     let sandbox = &scenario.sandbox;
     let mut env = scenario.env.clone();
     let (first, second) = secrets();

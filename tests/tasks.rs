@@ -39,7 +39,7 @@ async fn publish_with(queues: &Queues, queue: &str, body: &[u8], properties: Bas
 
 /// The scenario of these tests: a first check `delay_ms` after acceptance, JSON logs to parse.
 fn checked(label: &str, delay_ms: u64) -> ScenarioBuilder {
-    Scenario::new(label)
+    Scenario::builder(label)
         .task_check_delay_ms(delay_ms)
         .set("LOG_FORMAT", "json")
 }

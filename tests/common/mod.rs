@@ -44,14 +44,32 @@ pub fn amqp_url() -> String {
 
 /// Connects to the broker the tests run against, or fails the test saying how to point it elsewhere.
 pub async fn connect() -> Connection {
-    let url = amqp_url();
-    match Connection::connect(&url, ConnectionProperties::default()).await {
+    connect_to(&amqp_url()).await
+}
+
+/// Connects to the broker at `url`, or fails saying that it is unreachable (without its password).
+pub async fn connect_to(url: &str) -> Connection {
+    match Connection::connect(url, ConnectionProperties::default()).await {
         Ok(connection) => connection,
         Err(error) => panic!(
             "RabbitMQ is unreachable at AMQP_URL={} ({error}). Start it (rabbitmq-server -detached) or set AMQP_URL.",
-            job_closer::config::redact_url_password(&url)
+            job_closer::config::redact_url_password(url)
         ),
     }
+}
+
+/// Declares a durable classic queue as the worker does (`x-queue-type: classic`), so that the worker's
+/// own declaration matches.
+pub async fn declare_classic(channel: &Channel, queue: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
 }
 
 /// The worker's default `TASK_CHECK_DELAY_MS`: its delay queues exist unless a test turns checks off.
@@ -150,15 +168,7 @@ impl Queues {
     /// Declares both queues as the worker would (classic), so publishes before the worker starts land.
     pub async fn declare(&self) {
         for name in [&self.close, &self.dead] {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("classic".into()),
-            );
-            self.channel
-                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-                .await
-                .unwrap();
+            declare_classic(&self.channel, name).await;
         }
     }
 
@@ -450,8 +460,13 @@ pub struct Cli {
 
 /// `job-closer <args>` with a cleared environment (only `PATH`), stdin closed.
 pub fn cli(args: &[&str]) -> Cli {
+    cli_of(binary(), args)
+}
+
+/// [`cli`] for another build of the binary (the benchmark's release build).
+pub fn cli_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Cli {
     Cli {
-        program: vec![binary().to_owned()],
+        program: vec![program.as_ref().to_string_lossy().into_owned()],
         args: args.iter().map(|arg| arg.to_string()).collect(),
         env: Vec::new(),
         stdin: None,
@@ -619,7 +634,7 @@ impl Cli {
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
-            .expect("job-closer starts");
+            .unwrap_or_else(|e| panic!("{:?} does not start: {e}", self.program));
         WorkerProcess {
             child,
             log,
@@ -854,7 +869,7 @@ impl Tally {
     }
 }
 
-/// What a worker test sets up before it starts the worker; see [`Scenario::new`].
+/// What a worker test sets up before it starts the worker; see [`Scenario::builder`].
 pub struct ScenarioBuilder {
     label: String,
     sandbox: SandboxConfig,
@@ -917,7 +932,7 @@ impl ScenarioBuilder {
     }
 }
 
-/// `Scenario::new(label)...await` builds the scenario.
+/// `Scenario::builder(label)...await` builds the scenario.
 impl std::future::IntoFuture for ScenarioBuilder {
     type Output = Scenario;
     type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Scenario> + Send>>;
@@ -937,7 +952,7 @@ pub struct Scenario {
 impl Scenario {
     /// Queues `test.<label>.<uuid>` (declared unless told otherwise), a default sandbox, the fast
     /// worker settings; awaiting the builder makes them.
-    pub fn new(label: &str) -> ScenarioBuilder {
+    pub fn builder(label: &str) -> ScenarioBuilder {
         ScenarioBuilder {
             label: label.to_owned(),
             sandbox: SandboxConfig::default(),
