@@ -136,12 +136,12 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     );
     assert_eq!(
         metric(&text, "job_closer_elements_sent_total"),
-        Some(elements_sent_to(&sandbox) as f64)
+        Some(elements_sent_to(sandbox) as f64)
     );
     // The named culprit cost one request; the unnamed one a split of the 39 left, not 39 resends
     // per level.
     assert!(
-        elements_sent_to(&sandbox) < 40 + 39 * 3,
+        elements_sent_to(sandbox) < 40 + 39 * 3,
         "{:?}",
         stats.request_sizes
     );
@@ -157,7 +157,7 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
     sandbox.set_reclose_answer(RecloseAnswer::Element);
     sandbox.set_string_statuses(true);
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
-    publish_ids(&queues, "elem409", 10).await;
+    publish_ids(queues, "elem409", 10).await;
     let mut worker = scenario.spawn_worker();
     wait_for(&[&worker], SETTLE, "8 closed, 2 already closed", || async {
         sandbox.stats().closed.len() == 8
@@ -212,11 +212,11 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
         .await;
     let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::not_enough_permissions()));
-    publish_ids(&queues, "hold", 300).await;
+    publish_ids(queues, "hold", 300).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
 
-    wait_held(&worker, &base, &queues, 299).await;
+    wait_held(&worker, &base, queues, 299).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sandbox.set_outage(Some(Fault::resource_does_not_exist()));
     let probes_before = sandbox.stats().requests;
@@ -286,7 +286,7 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
     publish_ids(queues, "version", 120).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_held(&worker, &base, &queues, 119).await;
+    wait_held(&worker, &base, queues, 119).await;
     // Well past the retry budget: still nothing dead-lettered.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
@@ -438,7 +438,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
         .await;
     let (queues, sandbox) = scenario.parts();
     sandbox.set_daily_element_limit(Some(30));
-    publish_ids(&queues, "daily", 60).await;
+    publish_ids(queues, "daily", 60).await;
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     wait_for(&[&worker], SETTLE, "30 closed, then throttled", || async {
@@ -494,7 +494,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sandbox.stats().closed.len(), 20, "no more today");
-    assert_eq!(elements_sent_to(&sandbox), 20);
+    assert_eq!(elements_sent_to(sandbox), 20);
     let text = metrics_of(&base).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -556,7 +556,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     // Unacked deliveries of the restarted worker settle too before it exits.
     restarted.terminate(Duration::from_secs(30)).await;
     let stats = sandbox.stats();
-    let sent = elements_sent_to(&sandbox);
+    let sent = elements_sent_to(sandbox);
     let ratio = sent as f64 / DISTINCT as f64;
     let refused: u64 = stats.refused_closes.values().sum();
     println!(

@@ -288,7 +288,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
         bulk.iter()
             .map(|(b, _)| String::from_utf8_lossy(b).into_owned()),
     );
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, bulk).await;
 
     // A stand-in worker: consumes the close queue and dead-letters each message, appending new dead
@@ -437,7 +437,7 @@ async fn stats_group_by_status_and_folded_message() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
     seed_mixed(&queues).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let busy: Vec<_> = [7, 12]
         .iter()
         .map(|attempts| {
@@ -501,7 +501,7 @@ async fn stats_group_by_status_and_folded_message() {
         "{}",
         table.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 11);
+    assert_eq!(count(connection, &queues.dead).await, 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,8 +540,8 @@ async fn replay_moves_exactly_what_the_filters_select() {
         dry.stdout
     );
     assert!(dry.stdout.contains("c7-1") && dry.stdout.contains("c9-1"));
-    assert_eq!(count(&connection, &queues.close).await, 0);
-    assert_eq!(count(&connection, &queues.dead).await as u64, total);
+    assert_eq!(count(connection, &queues.close).await, 0);
+    assert_eq!(count(connection, &queues.dead).await as u64, total);
 
     // --status with --limit: the first 403 only.
     let run = queues
@@ -661,7 +661,7 @@ async fn replay_without_filters_moves_everything_and_counts_replays() {
         Some(1),
         "the hand-made one too"
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     let empty = queues.dlq(&["replay"]).await.ok();
     assert_eq!(empty.moved(), 0);
 }
@@ -693,7 +693,7 @@ fn ids_of(messages: &[Drained]) -> Vec<String> {
 async fn two_replays_at_once_move_each_message_exactly_once() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let ids = seed_bulk(&connection, &queues, 6000).await;
+    let ids = seed_bulk(connection, &queues, 6000).await;
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
     assert_eq!(
@@ -708,21 +708,21 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
         moved.iter().collect::<HashSet<_>>(),
         ids.iter().collect::<HashSet<_>>()
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replay_loses_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let ids = seed_bulk(&connection, &queues, 20_000).await;
+    let ids = seed_bulk(connection, &queues, 20_000).await;
     let mut child = queues
         .command(&["replay"])
         .spawn()
         .expect("start the replay");
     // Kill it mid-way: once the first copies reached the close queue.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&connection, &queues.close).await == 0 {
+    while count(connection, &queues.close).await == 0 {
         assert!(Instant::now() < deadline, "the replay never started moving");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -733,8 +733,7 @@ async fn a_killed_replay_loses_nothing() {
     // The broker requeues what the dead connection held; wait until it has.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let total =
-            count(&connection, &queues.close).await + count(&connection, &queues.dead).await;
+        let total = count(connection, &queues.close).await + count(connection, &queues.dead).await;
         if total >= 20_000 || Instant::now() > deadline {
             break;
         }
@@ -789,10 +788,7 @@ async fn purge_deletes_what_it_is_told_and_asks_first() {
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
     let refused = queues.dlq(&["purge", "--status", "403"]).await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
-    assert_eq!(
-        count(&connection, &queues.dead).await as usize,
-        seeded.len()
-    );
+    assert_eq!(count(connection, &queues.dead).await as usize, seeded.len());
 
     let run = queues
         .dlq(&["purge", "--status", "403", "--yes"])
@@ -825,7 +821,7 @@ async fn purge_deletes_what_it_is_told_and_asks_first() {
         "{}",
         run.stdout
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,9 +973,9 @@ async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>
 async fn a_hundred_thousand_dead_letters() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    seed_bulk(&connection, &queues, 100_000).await;
+    seed_bulk(connection, &queues, 100_000).await;
     measured(&queues, &["stats"]).await;
-    assert_eq!(count(&connection, &queues.dead).await, 100_000);
+    assert_eq!(count(connection, &queues.dead).await, 100_000);
     let (run, _, _) = measured(&queues, &["list", "--since", "1h"]).await;
     assert!(
         run.stderr.contains("Listed 100000 dead letter(s)"),
@@ -1000,7 +996,7 @@ async fn a_hundred_thousand_dead_letters() {
         took < Duration::from_secs(60),
         "export --delete took {took:?}"
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     let (run, took, _) = measured(&queues, &["import", path]).await;
     assert!(
         run.stdout.contains("Imported 100000 record(s)"),
@@ -1008,11 +1004,11 @@ async fn a_hundred_thousand_dead_letters() {
         run.stdout
     );
     assert!(took < Duration::from_secs(60), "import took {took:?}");
-    assert_eq!(count(&connection, &queues.dead).await, 100_000);
+    assert_eq!(count(connection, &queues.dead).await, 100_000);
     let (run, took, _) = measured(&queues, &["replay"]).await;
     assert_eq!(run.moved(), 100_000);
     assert!(took < Duration::from_secs(60), "replay took {took:?}");
-    assert_eq!(count(&connection, &queues.close).await, 100_000);
+    assert_eq!(count(connection, &queues.close).await, 100_000);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1079,7 +1075,7 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let ids = ["untitled-1", "untitled-2", "untitled-3"];
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut seeded: Vec<(Vec<u8>, BasicProperties)> = ids
@@ -1124,7 +1120,7 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
         );
     }
     assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
-    assert_eq!(count(&connection, &queues.close).await, 0);
+    assert_eq!(count(connection, &queues.close).await, 0);
 
     let sandbox = sandbox(Default::default()).await;
     let mut env = worker_env(&queues, &sandbox);
@@ -1156,7 +1152,7 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
 async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
     no_location.as_object_mut().unwrap().remove("location");
@@ -1209,7 +1205,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
             "{}",
             refused.stderr
         );
-        assert_eq!(count(&connection, &queues.close).await, 0);
+        assert_eq!(count(connection, &queues.close).await, 0);
     }
     // A value the validator refuses: listedAt must be a Long.
     let refused = queues
@@ -1232,7 +1228,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     ] {
         assert_eq!(queues.dlq(bad).await.code, Some(2), "{bad:?}");
     }
-    assert_eq!(count(&connection, &queues.close).await, 0);
+    assert_eq!(count(connection, &queues.close).await, 0);
     assert_eq!(bodies(&queues.drain(&queues.dead).await), expected);
 }
 
@@ -1240,7 +1236,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
 async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
     let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
     let mut headers = properties.headers().clone().unwrap();
@@ -1266,7 +1262,7 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
         .await
         .ok();
     assert_eq!(run.moved(), 1);
-    let copies = drain_full(&connection, &queues.close).await;
+    let copies = drain_full(connection, &queues.close).await;
     assert_eq!(copies.len(), 1);
     let (copy, copy_properties) = &copies[0];
     assert_eq!(
@@ -1289,14 +1285,14 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
     assert_eq!(copy_properties.message_id(), properties.message_id());
     assert_eq!(copy_properties.content_type(), properties.content_type());
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let rejected = failure(Reason::Rejected, 403, &contract_403(9));
     let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
     publish_all(
@@ -1410,7 +1406,7 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
 async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let with_contract = |id: &str, contract: &str| {
         let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
         body["contract"] = Value::from(contract);
@@ -1528,7 +1524,7 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
         .ok();
     assert_eq!(moved.moved(), 1);
     assert_eq!(ids_of(&queues.drain(&queues.close).await), ["c7-b"]);
-    assert_eq!(count(&connection, &queues.dead).await, 3);
+    assert_eq!(count(connection, &queues.dead).await, 3);
 }
 
 /// The seeded queue as the broker holds it: taken out with every property, then put back exactly.
@@ -1544,7 +1540,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
     seed_mixed(&queues).await;
-    let original = ground_truth(&connection, &queues).await;
+    let original = ground_truth(connection, &queues).await;
     assert_eq!(original.len(), 9);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -1560,7 +1556,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         "{}",
         run.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     assert_eq!(lines_of(&archive).len(), 9);
     // An archive is never overwritten.
     let again = queues.dlq(&["export", "--delete", path]).await;
@@ -1573,7 +1569,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         "{}",
         run.stdout
     );
-    let restored = drain_full(&connection, &queues.dead).await;
+    let restored = drain_full(connection, &queues.dead).await;
     assert_eq!(restored.len(), original.len());
     for ((body, properties), (original_body, original_properties)) in restored.iter().zip(&original)
     {
@@ -1608,10 +1604,10 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         assert!(!message.headers.keys().any(|k| k.starts_with("x-error-")));
         assert_eq!(message.header_int("x-replay-count"), Some(1));
     }
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 
     // --delete with a filter archives only what it selects, and the rest keeps its order.
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, original.clone()).await;
     let partial = dir.path().join("forbidden.jsonl");
     queues
@@ -1631,7 +1627,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         .iter()
         .filter(|(body, _)| !["c7-1", "c9-1", "c7-2"].iter().any(|id| *body == job(id)))
         .collect();
-    let left = drain_full(&connection, &queues.dead).await;
+    let left = drain_full(connection, &queues.dead).await;
     assert_eq!(left.iter().collect::<Vec<_>>(), kept);
 }
 
@@ -1681,7 +1677,7 @@ async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
         "{}",
         run.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 
     let run = queues
         .dlq(&["import", "--skip-invalid", broken.to_str().unwrap()])
@@ -1726,7 +1722,7 @@ fn kill(child: &tokio::process::Child) {
 async fn a_killed_export_delete_loses_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let ids = seed_bulk(&connection, &queues, 20_000).await;
+    let ids = seed_bulk(connection, &queues, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
     let mut child = queues
@@ -1735,7 +1731,7 @@ async fn a_killed_export_delete_loses_nothing() {
         .expect("start the export");
     // Kill it mid-way: once the first dead letters were removed.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&connection, &queues.dead).await + 1000 >= 20_000 {
+    while count(connection, &queues.dead).await + 1000 >= 20_000 {
         assert!(
             Instant::now() < deadline,
             "the export never started removing"
@@ -1748,7 +1744,7 @@ async fn a_killed_export_delete_loses_nothing() {
         None,
         "killed, not finished"
     );
-    settle_after_kill(&connection, &[&queues.dead], 1).await;
+    settle_after_kill(connection, &[&queues.dead], 1).await;
     // Whole records only: a line cut by the kill was never synced, so its dead letter was not acked.
     let text = std::fs::read_to_string(&archive).unwrap();
     let in_file: Vec<String> = text
@@ -1765,7 +1761,7 @@ async fn a_killed_export_delete_loses_nothing() {
 async fn a_killed_edited_replay_loses_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();
     let messages = ids
@@ -1778,7 +1774,7 @@ async fn a_killed_edited_replay_loses_nothing() {
         .spawn()
         .expect("start the replay");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&connection, &queues.close).await == 0 {
+    while count(connection, &queues.close).await == 0 {
         assert!(Instant::now() < deadline, "the replay never started moving");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -1788,7 +1784,7 @@ async fn a_killed_edited_replay_loses_nothing() {
         None,
         "killed, not finished"
     );
-    settle_after_kill(&connection, &[&queues.close, &queues.dead], 20_000).await;
+    settle_after_kill(connection, &[&queues.close, &queues.dead], 20_000).await;
     let copies = queues.drain(&queues.close).await;
     for copy in &copies {
         let body: Value = serde_json::from_slice(&copy.body).unwrap();

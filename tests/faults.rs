@@ -26,7 +26,7 @@ async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
     let started = Instant::now();
     let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "good neighbours closed", || async {
-        closes(&sandbox, &ids).0 == 60
+        closes(sandbox, &ids).0 == 60
     })
     .await;
     let good_done = started.elapsed();
@@ -38,7 +38,7 @@ async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
     let dead = queues.drain(&queues.dead).await;
     let tally = Tally {
         published: 61,
-        closed: closes(&sandbox, &ids).0,
+        closed: closes(sandbox, &ids).0,
         dead: dead.len(),
         resent: 0,
     };
@@ -101,7 +101,7 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     let mut worker = spawn_worker(&env);
 
     eventually(SETTLE, "some closed", || async {
-        closes(&sandbox, &ids).0 >= 200
+        closes(sandbox, &ids).0 >= 200
     })
     .await;
     proxy.refuse(true);
@@ -113,7 +113,7 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     );
     proxy.refuse(false);
     eventually(SETTLE, "all closed after reconnecting", || async {
-        closes(&sandbox, &ids).0 == 1500
+        closes(sandbox, &ids).0 == 1500
     })
     .await;
     // A second cut, without refusing, while work is still going on or just done. Accepted closes are
@@ -160,16 +160,16 @@ async fn sigkill_then_restart_closes_everything() {
     queues.publish_jobs(&all).await;
     let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "some closed", || async {
-        closes(&sandbox, &ids).0 >= 300
+        closes(sandbox, &ids).0 >= 300
     })
     .await;
     worker.signal(Signal::SIGKILL);
     worker.wait(Duration::from_secs(5)).await;
-    let after_kill = closes(&sandbox, &ids).0;
+    let after_kill = closes(sandbox, &ids).0;
 
     let mut restarted = scenario.spawn_worker();
     eventually(SETTLE, "all closed after the restart", || async {
-        closes(&sandbox, &ids).0 == 1500
+        closes(sandbox, &ids).0 == 1500
     })
     .await;
     restarted.terminate(Duration::from_secs(20)).await;
@@ -218,7 +218,7 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
     sandbox.set_outage(None);
 
     eventually(SETTLE, "recovered by itself", || async {
-        closes(&sandbox, &ids).0 == 600
+        closes(sandbox, &ids).0 == 600
     })
     .await;
     worker.terminate(Duration::from_secs(20)).await;
@@ -257,7 +257,7 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
     let started = Instant::now();
     let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "all closed", || async {
-        closes(&sandbox, &ids).0 == 300
+        closes(sandbox, &ids).0 == 300
     })
     .await;
     let took = started.elapsed();
@@ -286,19 +286,19 @@ async fn the_rate_limit_holds_over_a_minute() {
     let started = Instant::now();
     let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "the first minute's 60", || async {
-        closes(&sandbox, &ids).0 == 60
+        closes(sandbox, &ids).0 == 60
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        closes(&sandbox, &ids).0,
+        closes(sandbox, &ids).0,
         60,
         "no more than 60 within the first minute"
     );
     eventually(
         Duration::from_secs(90),
         "the rest in the next minute",
-        || async { closes(&sandbox, &ids).0 == 80 },
+        || async { closes(sandbox, &ids).0 == 80 },
     )
     .await;
     let took = started.elapsed();
@@ -357,7 +357,7 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
     let mut worker = scenario.spawn_worker();
     let expected_dead = malformed.len() as u32;
     eventually(SETTLE, "everything settled", || async {
-        closes(&sandbox, &ids).0 == 200 && queues.depth(&queues.dead).await == expected_dead
+        closes(sandbox, &ids).0 == 200 && queues.depth(&queues.dead).await == expected_dead
     })
     .await;
     assert!(
@@ -371,7 +371,7 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
     let dead = queues.drain(&queues.dead).await;
     let tally = Tally {
         published: 200 + malformed.len(),
-        closed: closes(&sandbox, &ids).0,
+        closed: closes(sandbox, &ids).0,
         dead: dead.len(),
         resent: 0,
     };

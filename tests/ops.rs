@@ -151,12 +151,12 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     queues
         .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
         .await;
-    let env = worker_env(&queues, &sandbox);
+    let env = worker_env(queues, sandbox);
 
     let output = cli_run(&["check"], &env).await;
     let stdout = &output.stdout;
     assert_eq!(output.code, Some(0), "{stdout}\n{}", &output.stderr);
-    let lines = lines_of(&stdout);
+    let lines = lines_of(stdout);
     for step in ["config", "broker", "close queue", "dlq", "token"] {
         let line = lines
             .iter()
@@ -192,7 +192,7 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     set(
         &mut wrong,
         "AMQP_URL",
-        &format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
+        format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
     );
     let output = cli_run(&["check"], &wrong).await;
     let all = format!("{}{}", &output.stdout, &output.stderr);
@@ -209,7 +209,7 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     let output = cli_run(&["check"], &quorum).await;
     let stdout = &output.stdout;
     assert_eq!(output.code, Some(1), "{stdout}");
-    let queue_line = lines_of(&stdout)
+    let queue_line = lines_of(stdout)
         .into_iter()
         .find(|l| l.starts_with("FAIL  close queue"))
         .unwrap_or_else(|| panic!("{stdout}"));
@@ -289,7 +289,7 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
         "LINKEDIN_CLIENT_SECRET_FILE",
         secret_file.to_str().unwrap(),
     );
-    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "AMQP_URL", user.url());
     set(&mut env, "LOG_FORMAT", "json");
     set(&mut env, "RUST_LOG", "trace");
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
@@ -474,7 +474,7 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
     let connection_name = unique("job-closer ops-ready");
-    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "AMQP_URL", user.url());
     set(&mut env, "AMQP_CONNECTION_NAME", &connection_name);
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     let mut worker = spawn_worker(&env);
@@ -637,7 +637,7 @@ fn replica_env(
     set(
         &mut env,
         "SINGLE_ACTIVE_CONSUMER",
-        &single_active_consumer.to_string(),
+        single_active_consumer.to_string(),
     );
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     set(&mut env, "BATCH_SIZE", "10");

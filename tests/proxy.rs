@@ -100,7 +100,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     );
 
     // Loopback is never proxied, even by a proxy that answers 502 to everything.
-    let mut broken = worker_env(&queues, &sandbox);
+    let mut broken = worker_env(queues, sandbox);
     for key in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy"] {
         set(&mut broken, key, bad_gateway.url());
     }

@@ -119,7 +119,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
     publish_with(
-        &queues,
+        queues,
         &queues.close,
         body,
         BasicProperties::default()
@@ -415,7 +415,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     );
     put(&mut headers, pending::CHECKS, AMQPValue::LongInt(7));
     publish_with(
-        &queues,
+        queues,
         &check_queue,
         body.as_bytes(),
         BasicProperties::default()
