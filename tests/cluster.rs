@@ -90,6 +90,51 @@ async fn connected_node(
     }
 }
 
+/// What the test watches while it takes nodes away: the cluster, the worker (its connection named
+/// `name`) and the sandbox it closes on.
+struct Watch<'a> {
+    nodes: &'a RabbitNodes,
+    name: &'a str,
+    worker: &'a WorkerProcess,
+    sandbox: &'a job_closer::sandbox::Sandbox,
+}
+
+impl Watch<'_> {
+    /// Waits until the worker, whose node `lost` went away at `at` (`what`: noun and participle),
+    /// is connected to another node and closing again (more than `closed_before` + 5), within 30 s of
+    /// the loss; returns the node it moved to.
+    async fn moved_on(
+        &self,
+        lost: usize,
+        (noun, participle): (&str, &str),
+        at: Instant,
+        closed_before: usize,
+    ) -> usize {
+        let next = connected_node(self.nodes, self.name, Some(lost), Duration::from_secs(60)).await;
+        let reconnected = at.elapsed();
+        wait_for(
+            &[self.worker],
+            Duration::from_secs(60),
+            &format!("closing again after the {noun}"),
+            || async { self.sandbox.stats().closed.len() > closed_before + 5 },
+        )
+        .await;
+        let resumed = at.elapsed();
+        println!(
+            "{participle} {}: worker on {} after {:.1} s, closing again after {:.1} s",
+            self.nodes.nodes[lost].name,
+            self.nodes.nodes[next].name,
+            reconnected.as_secs_f64(),
+            resumed.as_secs_f64()
+        );
+        assert!(
+            resumed < Duration::from_secs(30),
+            "consuming resumed only after {resumed:?}"
+        );
+        next
+    }
+}
+
 async fn reconnects_metric(port: u16) -> f64 {
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let Ok(response) = client
@@ -146,6 +191,12 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     }
     let mut worker = spawn_worker(&env);
 
+    let watch = Watch {
+        nodes: &nodes,
+        name: &name,
+        worker: &worker,
+        sandbox: &sandbox,
+    };
     let first = connected_node(&nodes, &name, None, Duration::from_secs(60)).await;
     println!("worker connected to {}", nodes.nodes[first].name);
     let all = [0, 1, 2];
@@ -163,27 +214,9 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let stopped_at = Instant::now();
     let stop_node = first;
     tokio::task::block_in_place(|| nodes.stop_app(stop_node));
-    let second = connected_node(&nodes, &name, Some(stop_node), Duration::from_secs(60)).await;
-    let reconnected = stopped_at.elapsed();
-    wait_for(
-        &[&worker],
-        Duration::from_secs(60),
-        "closing again after the stop",
-        || async { closed(&sandbox) > before + 5 },
-    )
-    .await;
-    let resumed = stopped_at.elapsed();
-    println!(
-        "stopped {}: worker on {} after {:.1} s, closing again after {:.1} s",
-        nodes.nodes[stop_node].name,
-        nodes.nodes[second].name,
-        reconnected.as_secs_f64(),
-        resumed.as_secs_f64()
-    );
-    assert!(
-        resumed < Duration::from_secs(30),
-        "consuming resumed only after {resumed:?}"
-    );
+    let second = watch
+        .moved_on(stop_node, ("stop", "stopped"), stopped_at, before)
+        .await;
 
     // The stopped node comes back, so that the queue keeps its majority when the next one dies.
     tokio::task::block_in_place(|| nodes.start_app(stop_node));
@@ -195,27 +228,9 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let before = closed(&sandbox);
     let killed_at = Instant::now();
     tokio::task::block_in_place(|| nodes.kill(second));
-    let third = connected_node(&nodes, &name, Some(second), Duration::from_secs(60)).await;
-    let reconnected = killed_at.elapsed();
-    wait_for(
-        &[&worker],
-        Duration::from_secs(60),
-        "closing again after the kill",
-        || async { closed(&sandbox) > before + 5 },
-    )
-    .await;
-    let resumed = killed_at.elapsed();
-    println!(
-        "killed {}: worker on {} after {:.1} s, closing again after {:.1} s",
-        nodes.nodes[second].name,
-        nodes.nodes[third].name,
-        reconnected.as_secs_f64(),
-        resumed.as_secs_f64()
-    );
-    assert!(
-        resumed < Duration::from_secs(30),
-        "consuming resumed only after {resumed:?}"
-    );
+    watch
+        .moved_on(second, ("kill", "killed"), killed_at, before)
+        .await;
 
     // Everything published ends closed or dead-lettered.
     let published_ids: BTreeSet<String> = published.iter().cloned().collect();

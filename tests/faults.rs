@@ -279,7 +279,10 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
 
 #[tokio::test]
 async fn the_rate_limit_holds_over_a_minute() {
-    let scenario = Scenario::builder("rate").await;
+    let scenario = Scenario::builder("rate")
+        .set("RATE_LIMIT_PER_MINUTE", "60")
+        .set("BATCH_SIZE", "20")
+        .await;
     let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("rate", 80);
     queues.publish_jobs(&all).await;
