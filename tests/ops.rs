@@ -532,7 +532,6 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
     let scenario = Scenario::builder("ops-mismatch").await;
     let queues = &scenario.queues;
-    let mut env = scenario.env.clone();
     for (name, value, argument, setting) in [
         ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),
         (
@@ -542,6 +541,7 @@ async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_an
             "SINGLE_ACTIVE_CONSUMER",
         ),
     ] {
+        let mut env = scenario.env.clone();
         set(&mut env, name, value);
         let mut worker = spawn_worker(&env);
         let status = worker.wait(Duration::from_secs(15)).await;
