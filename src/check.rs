@@ -27,9 +27,6 @@ use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
-use lapin::options::QueueDeclareOptions;
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-use lapin::types::FieldTable;
 use std::net::SocketAddr;
 
 /// What the connection is called in the broker's connection list.
@@ -250,10 +247,7 @@ fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
 }
 
 fn describe_config(args: &RunArgs) -> String {
-    let queue_type = match args.amqp.queue_type {
-        QueueType::Classic => "classic",
-        QueueType::Quorum => "quorum",
-    };
+    let queue_type = amqp::queue_type_name(args.amqp.queue_type);
     let secret_from = match (&args.linkedin.linkedin_client_secret_file, args.sandbox) {
         (_, true) => "the in-process sandbox".to_owned(),
         (Some(path), false) => format!("LINKEDIN_CLIENT_SECRET_FILE {}", path.display()),
@@ -362,43 +356,25 @@ async fn check_queue(
     name: &str,
     role: QueueRole,
 ) -> StepResult {
-    let queue = match amqp::queue_name(name) {
-        Ok(queue) => queue,
-        Err(error) => return StepResult::fail(step, error.to_string()),
-    };
-    // A failed declare closes its channel, so each probe gets its own.
-    let probe = match connection.create_channel().await {
-        Ok(channel) => channel,
-        Err(error) => return StepResult::fail(step, format!("RabbitMQ error: {error}")),
-    };
-    let existing = probe
-        .queue_declare(
-            queue,
-            QueueDeclareOptions::durable().passive(),
-            FieldTable::default(),
-        )
-        .await;
-    let existing = match existing {
+    let existing = match amqp::probe_queue(connection, name).await {
         Ok(existing) => existing,
-        Err(error) => {
-            return match amqp::protocol_error(&error) {
-                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => StepResult::ok(
-                    step,
-                    format!("'{name}' does not exist yet; `run` declares it"),
-                ),
-                _ => StepResult::fail(step, format!("cannot inspect '{name}': {error}")),
-            };
+        Err(AmqpError::MissingQueue { .. }) => {
+            return StepResult::ok(
+                step,
+                format!("'{name}' does not exist yet; `run` declares it"),
+            );
         }
+        Err(error @ AmqpError::BadQueueName(_)) => {
+            return StepResult::fail(step, error.to_string());
+        }
+        Err(AmqpError::Broker(error)) => {
+            return StepResult::fail(step, format!("cannot inspect '{name}': {error}"));
+        }
+        Err(error) => return StepResult::fail(step, format!("cannot inspect '{name}': {error}")),
     };
-    let _ = probe.close(200, "probed".into()).await;
-    let declarer = match connection.create_channel().await {
-        Ok(channel) => channel,
-        Err(error) => return StepResult::fail(step, format!("RabbitMQ error: {error}")),
-    };
-    match amqp::declare_queue(&declarer, name, amqp::queue_arguments(amqp_args, role)).await {
+    match amqp::declare_queue(connection, name, amqp::queue_arguments(amqp_args, role)).await {
         Ok(_) => {
-            let _ = declarer.close(200, "checked".into()).await;
-            let consumers = existing.consumer_count();
+            let consumers = existing.consumers;
             let replicas = if role == QueueRole::Close
                 && !amqp_args.single_active_consumer
                 && consumers > 0
@@ -411,7 +387,7 @@ async fn check_queue(
                 step,
                 format!(
                     "'{name}' exists with matching arguments; {} ready, {consumers} consumer(s){replicas}",
-                    existing.message_count(),
+                    existing.ready,
                 ),
             )
         }

@@ -7,6 +7,13 @@
 //! counts the replay (`x-replay-count`) and names the fields an edited replay changed
 //! (`x-edited-fields`).
 //!
+//! The format is read here too, and only here: [`Recorded::read`] for the failure record (falling
+//! back to RabbitMQ's own `x-death` records for messages the broker dead-lettered), [`deaths`] and
+//! [`without_deaths_in`] for those records (a pending task check sheds the ones its delay queues
+//! added), and [`external_id`] / [`contract`] for what a body names. One reading of "the external id
+//! of a body" (a JSON object's `externalJobPostingId`, string or number) serves the worker's logs,
+//! `dlq list` and the `--id` filter alike; an earlier second copy also accepted JSON arrays.
+//!
 //! `x-dead-lettered-at` carries milliseconds (`2026-12-01T14:00:05.123Z`, still RFC 3339): `dlq
 //! replay --dry-run` hands the real run an `--until` bound taken from these times, and with whole
 //! seconds a dead letter arriving in the same second as the newest one shown would slip in. Older
@@ -14,7 +21,10 @@
 
 use crate::amqp::{header_int, header_text};
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
 use time::format_description::BorrowedFormatItem;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -31,6 +41,18 @@ pub const TASK_ID: &str = "x-task-id";
 pub const REPLAY_COUNT: &str = "x-replay-count";
 /// On a copy sent back by an edited replay: the body fields it set or unset, comma-separated.
 pub const EDITED_FIELDS: &str = "x-edited-fields";
+
+/// RabbitMQ's records of each time it dead-lettered a message, newest first.
+pub const X_DEATH: &str = "x-death";
+/// The summary headers RabbitMQ adds beside `x-death`: the first and the last dead-lettering.
+pub const BROKER_DEATH_HEADERS: [&str; 6] = [
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
 
 /// `x-error-message` is cut to this many bytes (at a character boundary).
 pub const MAX_MESSAGE_BYTES: usize = 4096;
@@ -174,45 +196,152 @@ impl Recorded {
             task_id: text(TASK_ID),
             replay_count: int(REPLAY_COUNT),
         };
-        if recorded.dead_lettered_at.is_none() {
-            recorded.dead_lettered_at = first_x_death(inner).and_then(x_death_time);
-        }
-        if recorded.reason.is_none()
-            && let Some(death) = first_x_death(inner)
-        {
-            recorded.reason = death
-                .get("reason")
-                .and_then(header_text)
-                .map(|r| format!("broker-{r}"));
-            recorded.original_queue = death.get("queue").and_then(header_text);
-            recorded.attempts = death.get("count").and_then(header_int);
+        // RabbitMQ's own dead letters say less, in `x-death`: its newest record.
+        if let Some(death) = deaths(headers).next() {
+            if recorded.dead_lettered_at.is_none() {
+                recorded.dead_lettered_at = death.time();
+            }
+            if recorded.reason.is_none() {
+                recorded.reason = death.text("reason").map(|r| format!("broker-{r}"));
+                recorded.original_queue = death.queue();
+                recorded.attempts = death.table.get("count").and_then(header_int);
+            }
         }
         recorded
     }
 }
 
-fn first_x_death(
-    inner: &std::collections::BTreeMap<ShortString, AMQPValue>,
-) -> Option<&std::collections::BTreeMap<ShortString, AMQPValue>> {
-    match inner.get("x-death")? {
-        AMQPValue::FieldArray(deaths) => match deaths.as_slice().first()? {
-            AMQPValue::FieldTable(death) => Some(death.inner()),
+/// One record of RabbitMQ's `x-death` header: where, why and when the broker dead-lettered the
+/// message.
+#[derive(Clone, Copy, Debug)]
+pub struct Death<'a> {
+    table: &'a BTreeMap<ShortString, AMQPValue>,
+}
+
+impl Death<'_> {
+    fn of(value: &AMQPValue) -> Option<Death<'_>> {
+        match value {
+            AMQPValue::FieldTable(table) => Some(Death {
+                table: table.inner(),
+            }),
             _ => None,
-        },
+        }
+    }
+
+    fn text(&self, key: &str) -> Option<String> {
+        self.table.get(key).and_then(header_text)
+    }
+
+    /// The queue the message died in.
+    pub fn queue(&self) -> Option<String> {
+        self.text("queue")
+    }
+
+    /// When, as RFC 3339 (RabbitMQ sends an AMQP timestamp, in seconds).
+    pub fn time(&self) -> Option<String> {
+        match self.table.get("time")? {
+            AMQPValue::Timestamp(seconds) => {
+                OffsetDateTime::from_unix_timestamp(i64::try_from(*seconds).ok()?)
+                    .ok()?
+                    .format(&Rfc3339)
+                    .ok()
+            }
+            other => header_text(other),
+        }
+    }
+}
+
+/// The `x-death` records of a message, newest first; none when it has no (readable) `x-death`.
+pub fn deaths(headers: &FieldTable) -> impl Iterator<Item = Death<'_>> {
+    let records = match headers.inner().get(X_DEATH) {
+        Some(AMQPValue::FieldArray(records)) => records.as_slice(),
+        _ => &[],
+    };
+    records.iter().filter_map(Death::of)
+}
+
+/// Headers without RabbitMQ's records of dead-lettering in the queues `ours` accepts: their
+/// `x-death` entries (the header goes when none is left), and each `x-first-death-*` /
+/// `x-last-death-*` group whose queue is one of them. Records of other queues stay: the original
+/// may have been dead-lettered upstream before it reached us.
+pub fn without_deaths_in(headers: &FieldTable, ours: impl Fn(&str) -> bool) -> FieldTable {
+    let inner = headers.inner();
+    let group_is_ours = |name: &str| {
+        let group = if name.starts_with("x-first-death-") {
+            "x-first-death-queue"
+        } else {
+            "x-last-death-queue"
+        };
+        inner
+            .get(group)
+            .and_then(header_text)
+            .is_some_and(|queue| ours(&queue))
+    };
+    let mut kept = FieldTable::default();
+    for (key, value) in inner {
+        let name = key.as_str();
+        if BROKER_DEATH_HEADERS.contains(&name) && group_is_ours(name) {
+            continue;
+        }
+        if name == X_DEATH {
+            if let Some(records) = records_elsewhere(value, &ours) {
+                kept.insert(key.clone(), records);
+            }
+            continue;
+        }
+        kept.insert(key.clone(), value.clone());
+    }
+    kept
+}
+
+/// The `x-death` array without the records of `ours`; `None` when nothing else is left.
+fn records_elsewhere(value: &AMQPValue, ours: &impl Fn(&str) -> bool) -> Option<AMQPValue> {
+    let AMQPValue::FieldArray(records) = value else {
+        return Some(value.clone());
+    };
+    let kept: Vec<AMQPValue> = records
+        .as_slice()
+        .iter()
+        .filter(|record| {
+            let queue = Death::of(record).and_then(|death| death.queue());
+            !queue.is_some_and(|queue| ours(&queue))
+        })
+        .cloned()
+        .collect();
+    (!kept.is_empty()).then(|| AMQPValue::FieldArray(FieldArray::from(kept)))
+}
+
+/// The top-level fields of a body that name what it is about, read without building the whole
+/// body.
+#[derive(Deserialize)]
+struct Named {
+    #[serde(rename = "externalJobPostingId")]
+    external_id: Option<Value>,
+    contract: Option<Value>,
+}
+
+fn named(body: &[u8]) -> Option<Named> {
+    // serde would also read a struct from a JSON array (`["J-1"]`): only objects have named fields.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Named>(body).ok()
+}
+
+/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
+pub fn external_id(body: &[u8]) -> Option<String> {
+    match named(body)?.external_id? {
+        Value::String(text) => Some(text),
+        Value::Number(number) => Some(number.to_string()),
         _ => None,
     }
 }
 
-/// When RabbitMQ dead-lettered the message, from an `x-death` entry.
-fn x_death_time(death: &std::collections::BTreeMap<ShortString, AMQPValue>) -> Option<String> {
-    match death.get("time")? {
-        AMQPValue::Timestamp(seconds) => {
-            OffsetDateTime::from_unix_timestamp(i64::try_from(*seconds).ok()?)
-                .ok()?
-                .format(&Rfc3339)
-                .ok()
-        }
-        other => header_text(other),
+/// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
+pub fn contract(body: &[u8]) -> Option<String> {
+    match named(body)?.contract? {
+        Value::String(urn) => Some(urn),
+        _ => None,
     }
 }
 
@@ -250,9 +379,104 @@ pub fn strip_failure(headers: &FieldTable) -> FieldTable {
     kept
 }
 
+/// A first-attempt 403 for contract 7, as unit tests of the readers need one.
+#[cfg(test)]
+pub(crate) fn contract_403() -> Failure {
+    Failure {
+        reason: Reason::Rejected,
+        status: 403,
+        message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
+            .into(),
+        attempts: 1,
+        task_id: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn death(fields: &[(&str, AMQPValue)]) -> AMQPValue {
+        let mut table = FieldTable::default();
+        for (key, value) in fields {
+            table.insert((*key).into(), value.clone());
+        }
+        AMQPValue::FieldTable(table)
+    }
+
+    fn died_in(queue: &str) -> AMQPValue {
+        death(&[("queue", AMQPValue::LongString(queue.into()))])
+    }
+
+    fn x_death(records: Vec<AMQPValue>) -> FieldTable {
+        let mut headers = FieldTable::default();
+        headers.insert(X_DEATH.into(), AMQPValue::FieldArray(records.into()));
+        headers
+    }
+
+    fn with(mut headers: FieldTable, key: &str, value: &str) -> FieldTable {
+        headers.insert(key.into(), AMQPValue::LongString(value.into()));
+        headers
+    }
+
+    #[test]
+    fn deaths_are_read_newest_first_and_shed_only_for_our_queues() {
+        let headers = x_death(vec![died_in("wait.300"), died_in("upstream")]);
+        let queues: Vec<Option<String>> = deaths(&headers).map(|d| d.queue()).collect();
+        assert_eq!(queues, [Some("wait.300".into()), Some("upstream".into())]);
+        assert_eq!(deaths(&FieldTable::default()).count(), 0);
+        assert_eq!(
+            deaths(&with(FieldTable::default(), X_DEATH, "x")).count(),
+            0
+        );
+
+        let ours = |queue: &str| queue.starts_with("wait.");
+        let headers = with(headers, "x-first-death-queue", "upstream");
+        let headers = with(headers, "x-first-death-reason", "rejected");
+        let headers = with(headers, "x-last-death-queue", "wait.300");
+        let headers = with(headers, "x-last-death-reason", "expired");
+        let headers = with(headers, "tenant", "acme");
+        let kept = without_deaths_in(&headers, ours);
+        let kept = kept.inner();
+        assert!(kept.contains_key("tenant") && kept.contains_key("x-first-death-reason"));
+        assert!(
+            !kept.contains_key("x-last-death-queue") && !kept.contains_key("x-last-death-reason")
+        );
+        let left: Vec<_> = deaths(&FieldTable::from(kept.clone()))
+            .map(|d| d.queue())
+            .collect();
+        assert_eq!(left, [Some("upstream".into())]);
+        let only_ours = x_death(vec![died_in("wait.600")]);
+        assert!(without_deaths_in(&only_ours, ours).inner().is_empty());
+    }
+
+    #[test]
+    fn only_json_objects_name_an_external_id_or_a_contract() {
+        assert_eq!(
+            external_id(br#" {"externalJobPostingId":"J-1"}"#).as_deref(),
+            Some("J-1")
+        );
+        assert_eq!(
+            external_id(br#"{"externalJobPostingId":42}"#).as_deref(),
+            Some("42")
+        );
+        for nameless in [
+            &br#"["J-1"]"#[..],
+            br#"{"externalJobPostingId":null}"#,
+            br#"{"externalJobPostingId":["J-1"]}"#,
+            br#"{"title":"t"}"#,
+            b"not json",
+            b"",
+        ] {
+            assert_eq!(external_id(nameless), None, "{nameless:?}");
+        }
+        assert_eq!(
+            contract(br#"{"contract":"urn:li:contract:7","externalJobPostingId":1}"#).as_deref(),
+            Some("urn:li:contract:7")
+        );
+        assert_eq!(contract(br#"{"contract":7}"#), None);
+        assert_eq!(contract(br#"["urn:li:contract:7"]"#), None);
+    }
 
     #[test]
     fn headers_round_trip_and_keep_the_original_properties() {
@@ -298,18 +522,11 @@ mod tests {
 
     #[test]
     fn broker_dead_letters_are_read_from_x_death() {
-        let mut death = FieldTable::default();
-        death.insert(
-            "reason".into(),
-            AMQPValue::LongString("delivery_limit".into()),
-        );
-        death.insert("queue".into(), AMQPValue::LongString("close".into()));
-        death.insert("count".into(), AMQPValue::LongLongInt(3));
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-death".into(),
-            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
-        );
+        let headers = x_death(vec![death(&[
+            ("reason", AMQPValue::LongString("delivery_limit".into())),
+            ("queue", AMQPValue::LongString("close".into())),
+            ("count", AMQPValue::LongLongInt(3)),
+        ])]);
         let recorded = Recorded::read(Some(&headers));
         assert_eq!(recorded.reason.as_deref(), Some("broker-delivery_limit"));
         assert_eq!(recorded.original_queue.as_deref(), Some("close"));
@@ -378,13 +595,10 @@ mod tests {
             OffsetDateTime::parse(&format_time(at), &Rfc3339).unwrap(),
             at
         );
-        let mut death = FieldTable::default();
-        death.insert("time".into(), AMQPValue::Timestamp(1_700_000_000));
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-death".into(),
-            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
-        );
+        let headers = x_death(vec![death(&[(
+            "time",
+            AMQPValue::Timestamp(1_700_000_000),
+        )])]);
         let recorded = Recorded::read(Some(&headers));
         assert_eq!(
             recorded.dead_lettered_at.as_deref(),

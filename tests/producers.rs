@@ -132,8 +132,17 @@ fn the_page_quotes_every_producer_program_verbatim() {
     }
 }
 
+/// `PRODUCER_PYTHON`, else the virtualenv `.ci/run` leaves in `target/ci-python` (so the README's
+/// test command works after one CI run), else `python3`.
 fn python() -> String {
-    std::env::var("PRODUCER_PYTHON").unwrap_or_else(|_| "python3".into())
+    if let Ok(python) = std::env::var("PRODUCER_PYTHON") {
+        return python;
+    }
+    let venv = repo_path("target/ci-python/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
 }
 
 /// Runs the Python producer as a producer would: its own process, settings from the environment.

@@ -1,6 +1,8 @@
-//! The publisher-confirm window: publishes pipelined, confirms awaited in order, at most a bounded
-//! number outstanding. `publish`, `dlq replay` and `dlq import` all publish this way, so the rule
-//! "the broker's confirm first, then whatever depends on it" lives in one place.
+//! Publisher confirms, for every publisher: the confirm window — publishes pipelined, confirms
+//! awaited in order, at most a bounded number outstanding — and what a confirm means. `publish`,
+//! `dlq replay` and `dlq import` publish through a window; the worker's dead letters and pending task
+//! checks through [`publish_confirmed`], a window of one. So the rule "the broker's confirm first,
+//! then whatever depends on it" (an ack, a count) lives in one place.
 //!
 //! Each publish carries a tag (`T`): what to do once its confirm arrives — nothing for `publish`, the
 //! dead letter to ack for `replay`. Confirms are awaited oldest first; RabbitMQ confirms in order on
@@ -8,11 +10,56 @@
 //! before the next publish (one round trip per message: ten times slower on 100,000), and an
 //! unbounded window (a slow broker would make the client hold every message).
 
-use super::{AmqpError, check_confirmation, queue_name};
-use lapin::options::BasicPublishOptions;
+use super::{AmqpError, queue_name};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
-use lapin::{BasicProperties, Channel, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use std::collections::VecDeque;
+
+/// A channel in confirm mode.
+pub async fn confirm_channel(connection: &Connection) -> Result<Channel, AmqpError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes one message to a queue (default exchange, `mandatory`) and waits for the broker's
+/// confirm: only then is the message the broker's responsibility. For publishers whose next step
+/// waits on this one message (the worker acks the original only after its dead letter is confirmed).
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<(), AmqpError> {
+    let mut window = ConfirmWindow::new(queue, 1)?;
+    window.publish(channel, body, properties, ()).await?;
+    match window.oldest().await {
+        Some(((), confirmed)) => confirmed,
+        None => Ok(()),
+    }
+}
+
+/// Turns a confirmation into success only when the broker took the message and routed it.
+pub fn check_confirmation(queue: &str, confirmation: Confirmation) -> Result<(), AmqpError> {
+    let not_confirmed = |why: String| AmqpError::NotConfirmed {
+        queue: queue.to_owned(),
+        why,
+    };
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) => Err(not_confirmed(format!(
+            "returned as unroutable ({} {}); does the queue exist?",
+            returned.reply_code, returned.reply_text
+        ))),
+        Confirmation::Nack(_) => Err(not_confirmed("nacked by the broker".into())),
+        Confirmation::NotRequested => {
+            Err(not_confirmed("the channel is not in confirm mode".into()))
+        }
+    }
+}
 
 /// Publishes awaiting their confirm, oldest first, with what each one settles.
 pub struct ConfirmWindow<T> {

@@ -1,5 +1,12 @@
-//! RabbitMQ plumbing shared by every command: connecting, declaring the two queues with explicit
-//! arguments, and publishing with publisher confirms.
+//! RabbitMQ plumbing shared by every command, each idea in one place: connecting ([`connector`],
+//! [`tls`]), declaring queues with explicit arguments, probing a queue without creating it
+//! ([`probe`]), classifying what the broker said ([`AmqpError::from_lapin`]), publishing with
+//! publisher confirms ([`confirm`]), and reading header values whatever type a publisher used.
+//!
+//! Broker errors are classified here once, by what the caller does next (retry, reconcile a queue,
+//! declare it), rather than by matching lapin's protocol errors at each call site: the
+//! PRECONDITION_FAILED and NOT_FOUND matches used to sit in four places in three files, each with its
+//! own idea of what they meant.
 //!
 //! The queue arguments are spelled out (`x-queue-type`, delivery limit, dead-letter target, single
 //! active consumer) rather than left to a broker version's defaults, because users run RabbitMQ 3.10
@@ -8,15 +15,18 @@
 
 pub mod confirm;
 pub mod connector;
+pub mod probe;
 pub mod tls;
 
+pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
 pub use connector::{Connected, Connector};
+pub use probe::{Probed, probe_queue, probe_queue_on};
 
 use crate::config::{AmqpArgs, QueueType};
-use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::Connection;
+use lapin::options::QueueDeclareOptions;
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
 
 /// Broker failures, by what the caller should do next.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +47,13 @@ pub enum AmqpError {
     /// The broker refused to take a message (nack, or unroutable with `mandatory`).
     #[error("RabbitMQ did not take the message for '{queue}': {why}")]
     NotConfirmed { queue: String, why: String },
+    /// The queue does not exist: whatever declares it has not run yet. `setting` names the setting
+    /// that names the queue, when the caller knows it ([`AmqpError::named_by`]).
+    #[error("queue '{queue}' does not exist ({}the worker declares it when it starts)", check_setting(*.setting))]
+    MissingQueue {
+        queue: String,
+        setting: Option<&'static str>,
+    },
     /// A queue name that AMQP cannot carry.
     #[error("queue name '{0}' is longer than AMQP's 255 bytes")]
     BadQueueName(String),
@@ -46,6 +63,37 @@ pub enum AmqpError {
 }
 
 impl AmqpError {
+    /// Classifies a failed operation on `queue` (a declare, a probe, a consume) by what the broker
+    /// said: NOT_FOUND is a missing queue, PRECONDITION_FAILED a queue that exists with other
+    /// arguments, anything else a channel or connection that broke.
+    pub fn from_lapin(error: lapin::Error, queue: &str) -> AmqpError {
+        let lapin::ErrorKind::ProtocolError(said) = error.kind() else {
+            return AmqpError::Broker(error);
+        };
+        match said.kind() {
+            AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => AmqpError::MissingQueue {
+                queue: queue.to_owned(),
+                setting: None,
+            },
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => AmqpError::QueueMismatch {
+                queue: queue.to_owned(),
+                detail: said.get_message().to_string(),
+            },
+            _ => AmqpError::Broker(error),
+        }
+    }
+
+    /// Names the setting behind a missing queue, so that the message says what to check.
+    pub fn named_by(self, setting: &'static str) -> AmqpError {
+        match self {
+            AmqpError::MissingQueue { queue, .. } => AmqpError::MissingQueue {
+                queue,
+                setting: Some(setting),
+            },
+            other => other,
+        }
+    }
+
     /// A mismatch or a bad name will not go away by reconnecting.
     pub fn is_permanent(&self) -> bool {
         matches!(
@@ -53,6 +101,10 @@ impl AmqpError {
             AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_) | AmqpError::Config(_)
         )
     }
+}
+
+fn check_setting(setting: Option<&'static str>) -> String {
+    setting.map_or_else(String::new, |setting| format!("check {setting}; "))
 }
 
 /// The broker says which argument differs (`inequivalent arg 'x-delivery-limit' for queue 'q' in
@@ -121,15 +173,7 @@ pub enum QueueRole {
 
 /// The arguments each queue is declared with.
 pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
-    let mut table = FieldTable::default();
-    let queue_type = match args.queue_type {
-        QueueType::Classic => "classic",
-        QueueType::Quorum => "quorum",
-    };
-    table.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type.into()),
-    );
+    let mut table = queue_type_argument(args.queue_type);
     if role == QueueRole::Close {
         if args.queue_type == QueueType::Quorum {
             // A message that crashes consumers again and again ends in the dead-letter queue
@@ -149,6 +193,24 @@ pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
         // eventually drop dead letters. A limit no walk reaches keeps them (3.x has no default).
         table.insert("x-delivery-limit".into(), AMQPValue::LongInt(i32::MAX));
     }
+    table
+}
+
+/// `QUEUE_TYPE` as RabbitMQ (`x-queue-type`) and job-closer's messages spell it.
+pub fn queue_type_name(queue_type: QueueType) -> &'static str {
+    match queue_type {
+        QueueType::Classic => "classic",
+        QueueType::Quorum => "quorum",
+    }
+}
+
+/// A table holding only `x-queue-type`: every queue job-closer declares says its type.
+pub fn queue_type_argument(queue_type: QueueType) -> FieldTable {
+    let mut table = FieldTable::default();
+    table.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(queue_type_name(queue_type).into()),
+    );
     table
 }
 
@@ -176,94 +238,34 @@ pub fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueT
     }
 }
 
-/// Declares one queue (durable) with its arguments; a clash becomes [`AmqpError::QueueMismatch`].
-/// A clash closes the channel, so callers declare on a channel they can afford to lose.
+/// Declares one queue (durable) with its arguments, on a throwaway channel since a clash closes
+/// it; a clash becomes [`AmqpError::QueueMismatch`]. A no-op for a queue that exists with the same
+/// arguments, which is how `check` tests compatibility.
 pub async fn declare_queue(
-    channel: &Channel,
+    connection: &Connection,
     name: &str,
     arguments: FieldTable,
 ) -> Result<lapin::Queue, AmqpError> {
-    channel
-        .queue_declare(queue_name(name)?, QueueDeclareOptions::durable(), arguments)
+    let queue = queue_name(name)?;
+    let channel = connection.create_channel().await?;
+    let declared = channel
+        .queue_declare(queue, QueueDeclareOptions::durable(), arguments)
         .await
-        .map_err(|error| match protocol_error(&error) {
-            Some((AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED), message)) => {
-                AmqpError::QueueMismatch {
-                    queue: name.to_owned(),
-                    detail: message,
-                }
-            }
-            _ => AmqpError::Broker(error),
-        })
+        .map_err(|error| AmqpError::from_lapin(error, name))?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(declared)
 }
 
-/// Declares the close queue and the dead-letter queue, each on a throwaway channel.
+/// Declares the dead-letter queue, then the close queue (which may dead-letter into it); returns
+/// the close queue as declared.
 pub async fn declare_queues(
     connection: &Connection,
     args: &AmqpArgs,
-) -> Result<(lapin::Queue, lapin::Queue), AmqpError> {
-    let mut declared = Vec::with_capacity(2);
-    for (name, role) in [
-        (&args.dead_letter_queue, QueueRole::DeadLetter),
-        (&args.close_queue, QueueRole::Close),
-    ] {
-        let channel = connection.create_channel().await?;
-        declared.push(declare_queue(&channel, name, queue_arguments(args, role)).await?);
-        let _ = channel.close(200, "declared".into()).await;
-    }
-    let close = declared.pop().expect("two declared");
-    let dead = declared.pop().expect("two declared");
-    Ok((close, dead))
-}
-
-/// The broker's own words for a channel or connection error, when it sent any.
-pub fn protocol_error(error: &lapin::Error) -> Option<(AMQPErrorKind, String)> {
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(amqp) => {
-            Some((amqp.kind().clone(), amqp.get_message().to_string()))
-        }
-        _ => None,
-    }
-}
-
-/// A channel in confirm mode.
-pub async fn confirm_channel(connection: &Connection) -> Result<Channel, AmqpError> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
-}
-
-/// Publishes to a queue through the default exchange with `mandatory`, and waits for the broker's
-/// confirm: only then is the message the broker's responsibility.
-pub async fn publish_confirmed(
-    channel: &Channel,
-    queue: &str,
-    body: &[u8],
-    properties: BasicProperties,
-) -> Result<(), AmqpError> {
-    let confirm = confirm::publish_mandatory(channel, queue_name(queue)?, body, properties).await?;
-    check_confirmation(queue, confirm.await?)
-}
-
-/// Turns a confirmation into success only when the broker took the message and routed it.
-pub fn check_confirmation(queue: &str, confirmation: Confirmation) -> Result<(), AmqpError> {
-    let not_confirmed = |why: String| AmqpError::NotConfirmed {
-        queue: queue.to_owned(),
-        why,
-    };
-    match confirmation {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(not_confirmed(format!(
-            "returned as unroutable ({} {}); does the queue exist?",
-            returned.reply_code, returned.reply_text
-        ))),
-        Confirmation::Nack(_) => Err(not_confirmed("nacked by the broker".into())),
-        Confirmation::NotRequested => {
-            Err(not_confirmed("the channel is not in confirm mode".into()))
-        }
-    }
+) -> Result<lapin::Queue, AmqpError> {
+    let dead_letter = queue_arguments(args, QueueRole::DeadLetter);
+    declare_queue(connection, &args.dead_letter_queue, dead_letter).await?;
+    let close = queue_arguments(args, QueueRole::Close);
+    declare_queue(connection, &args.close_queue, close).await
 }
 
 /// Reads a header as text, whatever string type the publisher used.
@@ -292,20 +294,36 @@ pub fn header_int(value: &AMQPValue) -> Option<i64> {
     }
 }
 
+/// Broker settings for unit tests: queues `close` and `dead`, a delivery limit of 7.
+#[cfg(test)]
+pub(crate) fn test_args(queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
+    AmqpArgs {
+        amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
+        files: Default::default(),
+        close_queue: "close".into(),
+        dead_letter_queue: "dead".into(),
+        queue_type,
+        single_active_consumer,
+        delivery_limit: 7,
+    }
+}
+
+/// Where a queue's arguments dead-letter into (`x-dead-letter-routing-key`), for unit tests.
+#[cfg(test)]
+pub(crate) fn dead_letter_target(
+    arguments: &std::collections::BTreeMap<ShortString, AMQPValue>,
+) -> Option<String> {
+    arguments
+        .get("x-dead-letter-routing-key")
+        .and_then(header_text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn args(queue_type: QueueType, single_active_consumer: bool) -> AmqpArgs {
-        AmqpArgs {
-            amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
-            files: Default::default(),
-            close_queue: "close".into(),
-            dead_letter_queue: "dead".into(),
-            queue_type,
-            single_active_consumer,
-            delivery_limit: 7,
-        }
+        test_args(queue_type, single_active_consumer)
     }
 
     #[test]
@@ -346,6 +364,54 @@ mod tests {
         assert!(mismatch_hint("something else").contains("QUEUE_TYPE"));
     }
 
+    fn broker_said(kind: AMQPSoftError, message: &str) -> lapin::Error {
+        let said = lapin::protocol::AMQPError::new(AMQPErrorKind::Soft(kind), message.into());
+        lapin::ErrorKind::ProtocolError(said).into()
+    }
+
+    #[test]
+    fn broker_errors_are_classified_by_what_comes_next() {
+        let missing = AmqpError::from_lapin(
+            broker_said(AMQPSoftError::NOTFOUND, "NOT_FOUND - no queue 'dead'"),
+            "dead",
+        );
+        assert!(
+            matches!(&missing, AmqpError::MissingQueue { queue, setting: None } if queue == "dead"),
+            "{missing:?}"
+        );
+        assert_eq!(
+            missing.to_string(),
+            "queue 'dead' does not exist (the worker declares it when it starts)"
+        );
+        assert_eq!(
+            missing.named_by("DEAD_LETTER_QUEUE").to_string(),
+            "queue 'dead' does not exist (check DEAD_LETTER_QUEUE; the worker declares it when it starts)"
+        );
+        let detail = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'close'";
+        let mismatch = AmqpError::from_lapin(
+            broker_said(AMQPSoftError::PRECONDITIONFAILED, detail),
+            "close",
+        );
+        assert!(
+            matches!(&mismatch, AmqpError::QueueMismatch { queue, detail: said } if queue == "close" && said == detail),
+            "{mismatch:?}"
+        );
+        assert!(mismatch.is_permanent());
+        let refused = AmqpError::from_lapin(
+            broker_said(AMQPSoftError::ACCESSREFUSED, "ACCESS_REFUSED"),
+            "close",
+        );
+        assert!(matches!(refused, AmqpError::Broker(_)), "{refused:?}");
+        let gone = AmqpError::from_lapin(
+            lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "queue_declare")
+                .into(),
+            "close",
+        );
+        assert!(matches!(gone, AmqpError::Broker(_)), "{gone:?}");
+        assert!(!gone.named_by("CLOSE_QUEUE").is_permanent());
+        assert_eq!(queue_type_name(QueueType::Quorum), "quorum");
+    }
+
     #[test]
     fn classic_queues_say_so_explicitly() {
         let table = queue_arguments(&args(QueueType::Classic, false), QueueRole::Close);
@@ -362,13 +428,7 @@ mod tests {
         let table = queue_arguments(&args(QueueType::Quorum, true), QueueRole::Close);
         let inner = table.inner();
         assert_eq!(inner.get("x-delivery-limit").and_then(header_int), Some(7));
-        assert_eq!(
-            inner
-                .get("x-dead-letter-routing-key")
-                .and_then(header_text)
-                .as_deref(),
-            Some("dead")
-        );
+        assert_eq!(dead_letter_target(inner).as_deref(), Some("dead"));
         assert_eq!(
             inner.get("x-single-active-consumer"),
             Some(&AMQPValue::Boolean(true))

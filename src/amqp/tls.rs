@@ -144,25 +144,7 @@ impl BrokerTls {
             Some(path) => read_certificates("AMQP_TLS_CA_FILE", path)?,
             None => Vec::new(),
         };
-        let identity = match (cert_file, key_file) {
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(TlsFileError::HalfIdentity {
-                    given: "AMQP_TLS_CERT_FILE",
-                });
-            }
-            (None, Some(_)) => {
-                return Err(TlsFileError::HalfIdentity {
-                    given: "AMQP_TLS_KEY_FILE",
-                });
-            }
-            (Some(cert), Some(key)) => Some((
-                cert.to_path_buf(),
-                key.to_path_buf(),
-                read_certificates("AMQP_TLS_CERT_FILE", cert)?,
-                read_key(key)?,
-            )),
-        };
+        let identity = read_identity(cert_file, key_file)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
             extra_roots.iter().cloned(),
@@ -220,6 +202,36 @@ impl BrokerTls {
 
     pub fn client_config(&self) -> Arc<ClientConfig> {
         self.config.clone()
+    }
+}
+
+/// The client certificate's files, its chain and its key.
+type Identity = (
+    PathBuf,
+    PathBuf,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+);
+
+/// The client identity for mutual TLS: both files or neither.
+fn read_identity(
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Option<Identity>, TlsFileError> {
+    match (cert_file, key_file) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(TlsFileError::HalfIdentity {
+            given: "AMQP_TLS_CERT_FILE",
+        }),
+        (None, Some(_)) => Err(TlsFileError::HalfIdentity {
+            given: "AMQP_TLS_KEY_FILE",
+        }),
+        (Some(cert), Some(key)) => Ok(Some((
+            cert.to_path_buf(),
+            key.to_path_buf(),
+            read_certificates("AMQP_TLS_CERT_FILE", cert)?,
+            read_key(key)?,
+        ))),
     }
 }
 

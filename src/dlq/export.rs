@@ -66,11 +66,11 @@ pub async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(),
     } else {
         "nothing was removed".to_owned()
     };
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    walked.completed(|_| {
+        format!(
             "exported {written} of {total} to {target}; {removed}, the rest are still in '{queue}'"
-        )));
-    }
+        )
+    })?;
     eprintln!(
         "Exported {written} dead letter(s){} from '{queue}' to {target}; {removed}.",
         matching(&args.filter)

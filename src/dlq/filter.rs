@@ -13,8 +13,7 @@
 //! records of a file the same way the other commands filter the queue.
 
 use super::group::{GroupKey, parse_group_id};
-use super::record::{contract_of, external_id};
-use crate::dead_letter::{Recorded, format_time};
+use crate::dead_letter::{Recorded, contract, external_id, format_time};
 use clap::Args;
 use lapin::BasicProperties;
 use time::format_description::well_known::Rfc3339;
@@ -165,8 +164,8 @@ impl Filter {
         {
             return false;
         }
-        if let Some(contract) = &self.contract
-            && contract_of(body).as_deref() != Some(contract.trim())
+        if let Some(wanted) = &self.contract
+            && contract(body).as_deref() != Some(wanted.trim())
         {
             return false;
         }
@@ -212,7 +211,7 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{self, Failure, Reason};
+    use crate::dead_letter;
     use lapin::types::{AMQPValue, FieldTable};
     use time::macros::datetime;
 
@@ -270,14 +269,7 @@ mod tests {
         at: Option<&str>,
         replays: Option<i32>,
     ) -> (Vec<u8>, BasicProperties) {
-        let failure = Failure {
-            reason: Reason::Rejected,
-            status: 403,
-            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
-                .into(),
-            attempts: 1,
-            task_id: None,
-        };
+        let failure = dead_letter::contract_403();
         let properties = dead_letter::properties(&BasicProperties::default(), "close", &failure);
         let mut headers = properties.headers().clone().unwrap_or_default();
         if let Some(at) = at {
@@ -374,8 +366,8 @@ mod tests {
             },
             &dead_letter("{}", None, None)
         ));
-        assert_eq!(contract_of(br#"["contract"]"#), None);
-        assert_eq!(contract_of(br#"{"contract":7}"#), None);
+        assert_eq!(contract(br#"["contract"]"#), None);
+        assert_eq!(contract(br#"{"contract":7}"#), None);
         let all = Filter {
             status: Some(403),
             contract: Some("urn:li:contract:7".into()),

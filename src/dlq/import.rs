@@ -220,3 +220,35 @@ async fn publish_records(
     let _ = channel.close(200, "imported".into()).await;
     Ok((confirmed, shutdown.is_cancelled()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_numbered_by_line_and_blank_lines_skipped() {
+        let good = r#"{"body":{"externalJobPostingId":"J-1"},"headers":{"x-error-status":403}}"#;
+        let input = Input::Held(vec![
+            good.to_owned(),
+            String::new(),
+            "   ".to_owned(),
+            "[1]".to_owned(),
+            good.to_owned(),
+        ]);
+        let records: Vec<NumberedRecord> = input.records().unwrap().collect();
+        let numbers: Vec<usize> = records.iter().map(|(line, _)| *line).collect();
+        assert_eq!(numbers, [1, 4, 5]);
+        assert!(records[0].1.is_ok() && records[2].1.is_ok());
+        assert!(
+            records[1]
+                .1
+                .as_ref()
+                .is_err_and(|why| why.contains("not a record")),
+            "{:?}",
+            records[1].1
+        );
+        assert_eq!(check(&input).unwrap(), (2, 1));
+        let missing = Input::File("/nonexistent/job-closer/export.jsonl".into());
+        assert!(missing.records().is_err_and(|error| error.is_usage()));
+    }
+}

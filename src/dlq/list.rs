@@ -102,14 +102,70 @@ pub async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), Dlq
     let walked = walk.finish().await?;
     disconnect(connection, "listed").await;
     let (shown, total) = (walked.selected, walked.total);
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
-            "listed {shown} of {total}; '{queue}' is unchanged"
-        )));
-    }
+    walked.completed(|_| format!("listed {shown} of {total}; '{queue}' is unchanged"))?;
     eprintln!(
         "Listed {shown} dead letter(s){} of {total} in '{queue}'; nothing was removed or reordered.",
         matching(&args.filter)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::{self, Failure, Reason};
+    use crate::dlq::scan::Held;
+    use lapin::BasicProperties;
+
+    fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
+        DeadLetter {
+            position: 12,
+            held: Held {
+                window: 0,
+                delivery_tag: 1,
+            },
+            body: body.to_vec(),
+            properties,
+        }
+    }
+
+    #[test]
+    fn rows_show_the_failure_record_and_stand_ins_for_what_is_missing() {
+        let failure = Failure {
+            reason: Reason::RetriesExhausted,
+            status: 503,
+            message: "HTTP 503 with an empty body".into(),
+            attempts: 9,
+            task_id: None,
+        };
+        let properties = dead_letter::properties(&BasicProperties::default(), "close", &failure);
+        let dead = letter(br#"{"externalJobPostingId":"J-7"}"#, properties);
+        let (cells, message) = list_row(&dead, &describe(&dead));
+        assert_eq!(
+            cells[..6],
+            ["12", "J-7", "503", "retries-exhausted", "9", "0"]
+        );
+        assert!(
+            !cells[6].contains('T') && !cells[6].ends_with('Z'),
+            "{}",
+            cells[6]
+        );
+        assert_eq!(message, "HTTP 503 with an empty body");
+
+        let bare = letter(b"hand-made \xff", BasicProperties::default());
+        let (cells, message) = list_row(&bare, &describe(&bare));
+        assert_eq!(cells, ["12", "-", "-", "-", "-", "0", "-"]);
+        assert_eq!(message, "(no failure recorded) body: hand-made \u{fffd}");
+        let named = letter(
+            br#"{"externalJobPostingId":"J-8"}"#,
+            BasicProperties::default(),
+        );
+        assert_eq!(
+            row_message(&named, &describe(&named)),
+            "(no failure recorded)"
+        );
+        let long = letter(&[b'x'; 500], BasicProperties::default());
+        let preview = row_message(&long, &describe(&long));
+        assert_eq!(preview.len(), "(no failure recorded) body: ".len() + 200);
+    }
 }

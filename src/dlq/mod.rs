@@ -31,7 +31,7 @@ mod stats;
 mod table;
 pub mod walk;
 
-use self::scan::{ScanError, ready_count};
+use self::scan::ready_count;
 use crate::amqp::{self, AmqpError, QueueRole};
 use crate::config::AmqpArgs;
 use clap::{Args, Subcommand};
@@ -72,31 +72,29 @@ pub enum DlqCommand {
     Purge(Box<PurgeArgs>),
 }
 
+/// How a `dlq` command failed, by what the operator does next.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
-    /// Bad arguments or input: exit 2.
+    /// Bad arguments or input: fix the command line or the file (exit 2).
     #[error("{0}")]
     Usage(String),
+    /// The broker or a queue failed; [`AmqpError`] says whether to retry or reconcile (exit 1).
     #[error(transparent)]
-    Scan(#[from] ScanError),
+    Broker(#[from] AmqpError),
+    /// The records could not be written: free the disk or choose another file (exit 1).
     #[error("cannot write to {target}: {source}")]
     Output {
         target: String,
         source: std::io::Error,
     },
+    /// SIGTERM/SIGINT stopped the command; the message says what was done (exit 1).
     #[error("interrupted: {0}")]
     Interrupted(String),
 }
 
-impl From<AmqpError> for DlqError {
-    fn from(error: AmqpError) -> Self {
-        DlqError::Scan(ScanError::Amqp(error))
-    }
-}
-
 impl From<lapin::Error> for DlqError {
     fn from(error: lapin::Error) -> Self {
-        DlqError::Scan(error.into())
+        DlqError::Broker(error.into())
     }
 }
 
@@ -147,11 +145,9 @@ async fn ensure_queue(
     };
     match ready_count(connection, queue, setting).await {
         Ok(_) => Ok(()),
-        Err(ScanError::MissingQueue { .. }) => {
+        Err(AmqpError::MissingQueue { .. }) => {
             info!(%queue, "Declaring the queue.");
-            let channel = connection.create_channel().await?;
-            amqp::declare_queue(&channel, queue, amqp::queue_arguments(amqp_args, role)).await?;
-            let _ = channel.close(200, "declared".into()).await;
+            amqp::declare_queue(connection, queue, amqp::queue_arguments(amqp_args, role)).await?;
             Ok(())
         }
         Err(error) => Err(error.into()),
@@ -167,4 +163,28 @@ fn distinct_queues(amqp_args: &AmqpArgs, command: &str) -> Result<(), DlqError> 
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QueueType;
+
+    #[test]
+    fn summaries_name_the_filters_and_a_replay_needs_two_queues() {
+        assert_eq!(matching(&filter::Filter::default()), "");
+        let by_status = filter::Filter {
+            status: Some(403),
+            ..filter::Filter::default()
+        };
+        assert_eq!(matching(&by_status), " matching status 403");
+        let mut args = amqp::test_args(QueueType::Classic, false);
+        assert!(distinct_queues(&args, "replay").is_ok());
+        args.dead_letter_queue = args.close_queue.clone();
+        let refused = distinct_queues(&args, "replay").unwrap_err();
+        assert!(refused.is_usage(), "{refused:?}");
+        assert!(refused.to_string().contains("both 'close'"), "{refused}");
+        let broker = DlqError::from(AmqpError::BadQueueName("q".into()));
+        assert!(!broker.is_usage() && !DlqError::Interrupted("x".into()).is_usage());
+    }
 }

@@ -122,3 +122,27 @@ impl Output {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archive_never_overwrites_a_file_that_holds_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.jsonl");
+        let mut output = Output::create_archive(&path).unwrap();
+        assert!(output.lines(&["one".into(), "two".into()]).unwrap());
+        output.sync().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+        assert_eq!(output.target, path.display().to_string());
+        let refused = Output::create_archive(&path).err().unwrap();
+        assert!(
+            refused.is_usage() && refused.to_string().contains("not empty"),
+            "{refused}"
+        );
+        let plain = Output::create(&path);
+        assert!(plain.is_ok(), "a plain export may overwrite");
+        assert!(Output::create(&dir.path().join("no/such/dir/x")).is_err_and(|e| e.is_usage()));
+    }
+}

@@ -70,11 +70,7 @@ pub async fn purge(mut args: PurgeArgs, shutdown: CancellationToken) -> Result<(
     let deleted = walked.selected;
     let left = walked.total.saturating_sub(deleted);
     println!("Deleted {deleted} dead letter(s){scope} from '{queue}'; left {left}.");
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
-            "deleted {deleted} before stopping"
-        )));
-    }
+    walked.completed(|_| format!("deleted {deleted} before stopping"))?;
     Ok(())
 }
 
@@ -93,10 +89,7 @@ async fn asked_and_agreed(
         let mut walk = Walk::start(connection, &args.amqp, selection, shutdown, false).await?;
         while walk.next().await?.is_some() {}
         let walked = walk.finish().await?;
-        if walked.interrupted {
-            return Err(DlqError::Interrupted("nothing was deleted".into()));
-        }
-        walked.selected
+        walked.completed(|_| "nothing was deleted".into())?.selected
     };
     if count == 0 {
         println!("No dead letters{scope} in '{queue}'; nothing to delete.");
@@ -124,8 +117,25 @@ async fn confirm(question: String) -> Result<bool, DlqError> {
     .await
     .map_err(|error| DlqError::Usage(format!("cannot read the answer: {error}")))?
     .map_err(|error| DlqError::Usage(format!("cannot read the answer: {error}")))?;
-    Ok(matches!(
-        answer.trim().to_ascii_lowercase().as_str(),
-        "y" | "yes"
-    ))
+    Ok(agrees(&answer))
+}
+
+/// Whether an answer to the prompt is a yes: `y` or `yes`, in any case; anything else is a no.
+fn agrees(answer: &str) -> bool {
+    matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::agrees;
+
+    #[test]
+    fn only_y_or_yes_agrees() {
+        for yes in ["y\n", "Y", " yes \n", "YES"] {
+            assert!(agrees(yes), "{yes:?}");
+        }
+        for no in ["", "\n", "n", "no", "yeah", "y y", "ja"] {
+            assert!(!agrees(no), "{no:?}");
+        }
+    }
 }

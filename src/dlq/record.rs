@@ -9,10 +9,10 @@
 use super::archive::exact_json;
 use super::group::GroupKey;
 use super::scan::DeadLetter;
-use crate::dead_letter::Recorded;
+use crate::dead_letter::{self, Recorded};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 /// A dead letter with everything the commands look at worked out once.
@@ -34,17 +34,8 @@ pub fn describe(letter: &DeadLetter) -> Described {
     let headers = letter.properties.headers().as_ref();
     let recorded = Recorded::read(headers);
     let body_json: Option<Value> = serde_json::from_slice(&letter.body).ok();
-    let external_id = body_json
-        .as_ref()
-        .and_then(|body| body.get("externalJobPostingId"))
-        .and_then(id_text);
-    let contract = match &body_json {
-        Some(Value::Object(body)) => body
-            .get("contract")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
-        _ => None,
-    };
+    let external_id = dead_letter::external_id(&letter.body);
+    let contract = dead_letter::contract(&letter.body);
     let dead_lettered_at = recorded.dead_lettered_at.clone();
     let group = GroupKey::of(&recorded);
     let group_id = group.id();
@@ -56,43 +47,6 @@ pub fn describe(letter: &DeadLetter) -> Described {
         dead_lettered_at,
         group,
         group_id,
-    }
-}
-
-/// The top-level fields the filters look at, read without building the whole body.
-#[derive(Deserialize)]
-struct Picked {
-    #[serde(rename = "externalJobPostingId")]
-    external_id: Option<Value>,
-    contract: Option<Value>,
-}
-
-fn pick(body: &[u8]) -> Option<Picked> {
-    // serde would also read a struct from a JSON array (`[1]`): only objects have named fields.
-    if body.trim_ascii_start().first() != Some(&b'{') {
-        return None;
-    }
-    serde_json::from_slice::<Picked>(body).ok()
-}
-
-/// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
-pub fn external_id(body: &[u8]) -> Option<String> {
-    pick(body)?.external_id.as_ref().and_then(id_text)
-}
-
-/// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
-pub fn contract_of(body: &[u8]) -> Option<String> {
-    match pick(body)?.contract? {
-        Value::String(urn) => Some(urn),
-        _ => None,
-    }
-}
-
-fn id_text(id: &Value) -> Option<String> {
-    match id {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        _ => None,
     }
 }
 
@@ -201,7 +155,7 @@ pub fn amqp_json(value: &AMQPValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dead_letter::{self, Failure, Reason};
+    use crate::dead_letter::external_id;
     use crate::dlq::filter::Filter;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
@@ -217,14 +171,7 @@ mod tests {
     }
 
     fn rejected_403() -> BasicProperties {
-        let failure = Failure {
-            reason: Reason::Rejected,
-            status: 403,
-            message: "Caller is not authorized to access the jobs for contract: urn:li:contract:7"
-                .into(),
-            attempts: 1,
-            task_id: None,
-        };
+        let failure = dead_letter::contract_403();
         let original = BasicProperties::default()
             .with_message_id("m-1".into())
             .with_delivery_mode(2);

@@ -124,13 +124,12 @@ async fn check_edits(
             invalid += 1;
         }
     }
-    let walked = walk.finish().await?;
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    let walked = walk.finish().await?.completed(|walked| {
+        format!(
             "checked {} edited dead letter(s); nothing was moved",
             walked.selected
-        )));
-    }
+        )
+    })?;
     if invalid > 0 {
         return Err(DlqError::Usage(format!(
             "{invalid} of {} selected dead letter(s) would be invalid after the edit; nothing was moved",
@@ -223,12 +222,12 @@ async fn move_selected(
     if let Some(failure) = done.failure {
         return Err(failure);
     }
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    walked.completed(|_| {
+        format!(
             "moved {} before stopping; the rest are still in '{}'",
             done.moved, args.amqp.dead_letter_queue
-        )));
-    }
+        )
+    })?;
     if done.left_invalid > 0 {
         return Err(DlqError::Usage(format!(
             "{} dead letter(s) changed since the check and would be invalid after the edit; they were left in '{}'",
@@ -309,10 +308,10 @@ async fn dry_run(
         }
     }
     output.finish(printer.as_mut())?;
-    let walked = walk.finish().await?;
-    if walked.interrupted {
-        return Err(DlqError::Interrupted("nothing was moved".into()));
-    }
+    let walked = walk
+        .finish()
+        .await?
+        .completed(|_| "nothing was moved".into())?;
     let (close_queue, dead_queue) = (&args.amqp.close_queue, &args.amqp.dead_letter_queue);
     println!(
         "Dry run: would move {} dead letter(s) to '{close_queue}' and leave {} in '{dead_queue}'; nothing was moved.",
@@ -361,6 +360,78 @@ fn print_bound(seen: &Seen, filter: &Filter) {
     {
         println!(
             "To move exactly these, and nothing dead-lettered after this dry run, run the same replay with --until {newest}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dlq::scan::Held;
+    use lapin::BasicProperties;
+
+    const VALID: &str = r#"{"companyApplyUrl":"https://jobs.example.com/1","externalJobPostingId":"J-1","description":"d","title":"t","listedAt":1700000000000,"location":"l"}"#;
+
+    fn letter(body: &str) -> DeadLetter {
+        DeadLetter {
+            position: 3,
+            held: Held {
+                window: 0,
+                delivery_tag: 1,
+            },
+            body: body.as_bytes().to_vec(),
+            properties: BasicProperties::default(),
+        }
+    }
+
+    fn edit(sets: &[&str], unsets: &[&str]) -> Edit {
+        let sets = sets.iter().map(|s| parse_set(s).unwrap()).collect();
+        let unsets = unsets.iter().map(|s| parse_unset(s).unwrap()).collect();
+        Edit::new(sets, unsets).unwrap()
+    }
+
+    #[test]
+    fn a_body_goes_back_as_it_was_or_edited_and_valid() {
+        let dead = letter(VALID);
+        let (body, changes) = prepare(&dead, &Edit::default()).unwrap();
+        assert!(matches!(body, Cow::Borrowed(_)) && changes.is_empty());
+        let (body, changes) = prepare(&dead, &edit(&["title=Night Nurse"], &[])).unwrap();
+        assert!(String::from_utf8_lossy(&body).contains(r#""title":"Night Nurse""#));
+        assert_eq!(changes.len(), 1);
+        let why = prepare(&dead, &edit(&[], &["title"])).unwrap_err();
+        assert!(why.contains("/title"), "{why}");
+        assert_eq!(
+            invalid_line(&dead, "ERROR :: /title :: missing\n"),
+            "position 3 (J-1): ERROR :: /title :: missing"
+        );
+        assert!(invalid_line(&letter("[1]"), "x").starts_with("position 3 (-): "));
+        let lines = edit_lines(&dead, &edit(&["title=t"], &[]), &mut Seen::default());
+        assert_eq!(lines, ["    3  J-1  (no change)"]);
+        let mut seen = Seen::default();
+        let lines = edit_lines(&dead, &edit(&[], &["title"]), &mut seen);
+        assert!(
+            lines[0].starts_with("    3  J-1  invalid after the edit: "),
+            "{lines:?}"
+        );
+        assert_eq!(seen.invalid, 1);
+    }
+
+    #[test]
+    fn a_dry_run_keeps_the_newest_time_and_counts_the_untimed() {
+        let mut seen = Seen::default();
+        for at in [
+            Some("2026-12-01T14:00:05.120Z"),
+            None,
+            Some("2026-12-01T14:00:05.121Z"),
+            Some("not a time"),
+            Some("2026-12-01T13:00:00Z"),
+        ] {
+            seen.note_time(at);
+        }
+        assert_eq!(seen.untimed, 2);
+        assert_eq!(
+            seen.newest.map(|(_, text)| text).as_deref(),
+            Some("2026-12-01T14:00:05.121Z")
         );
     }
 }

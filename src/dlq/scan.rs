@@ -45,13 +45,10 @@
 //! fewer (another reader took some), it stops once the broker reports nothing ready.
 
 use super::filter::Candidate;
-use crate::amqp::{self, AmqpError, protocol_error};
+use crate::amqp::{self, AmqpError};
 use crate::config::{AmqpArgs, QueueType};
 use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions,
-};
-use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::time::Duration;
@@ -105,62 +102,17 @@ impl DeadLetter {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ScanError {
-    #[error(
-        "queue '{queue}' does not exist (check {setting}; the worker declares it when it starts)"
-    )]
-    MissingQueue {
-        queue: String,
-        setting: &'static str,
-    },
-    #[error(transparent)]
-    Amqp(#[from] AmqpError),
-}
-
-impl From<lapin::Error> for ScanError {
-    fn from(error: lapin::Error) -> Self {
-        ScanError::Amqp(AmqpError::Broker(error))
-    }
-}
-
 /// How many messages a queue holds ready, without creating it: a missing queue is an error naming the
 /// setting that names it.
 pub async fn ready_count(
     connection: &Connection,
     queue: &str,
     setting: &'static str,
-) -> Result<u32, ScanError> {
-    let channel = connection.create_channel().await?;
-    let count = passive_declare(&channel, queue, setting).await?;
-    let _ = channel.close(200, "counted".into()).await;
-    Ok(count)
-}
-
-async fn passive_declare(
-    channel: &Channel,
-    queue: &str,
-    setting: &'static str,
-) -> Result<u32, ScanError> {
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match channel
-        .queue_declare(amqp::queue_name(queue)?, options, FieldTable::default())
+) -> Result<u32, AmqpError> {
+    amqp::probe_queue(connection, queue)
         .await
-    {
-        Ok(declared) => Ok(declared.message_count()),
-        Err(error) => match protocol_error(&error) {
-            Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => {
-                Err(ScanError::MissingQueue {
-                    queue: queue.to_owned(),
-                    setting,
-                })
-            }
-            _ => Err(error.into()),
-        },
-    }
+        .map(|probed| probed.ready)
+        .map_err(|error| error.named_by(setting))
 }
 
 /// One channel of the walk: its consumer (while it is the active one) and how many of its
@@ -197,7 +149,7 @@ impl<'a> Scan<'a> {
         connection: &'a Connection,
         amqp_args: &AmqpArgs,
         limit: Option<u64>,
-    ) -> Result<Scan<'a>, ScanError> {
+    ) -> Result<Scan<'a>, AmqpError> {
         let queue = &amqp_args.dead_letter_queue;
         let setting = DEAD_LETTER_SETTING;
         let total = u64::from(ready_count(connection, queue, setting).await?);
@@ -226,7 +178,7 @@ impl<'a> Scan<'a> {
     }
 
     /// The next message in queue order, held until [`Scan::finish`] unless acked; `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<DeadLetter>, ScanError> {
+    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
         while self.delivered < self.cap {
             let window = self.active_window().await?;
             let active = &mut self.windows[window];
@@ -249,12 +201,7 @@ impl<'a> Scan<'a> {
                 }
                 Ok(Some(Err(error))) => return Err(error.into()),
                 // The broker cancelled the consumer: the queue was deleted under the walk.
-                Ok(None) => {
-                    return Err(ScanError::MissingQueue {
-                        queue: self.queue.clone(),
-                        setting: self.setting,
-                    });
-                }
+                Ok(None) => return Err(self.missing()),
                 // Fewer messages than counted at the start (someone else took some): stop once the
                 // broker has nothing ready for us.
                 Err(_) => {
@@ -267,13 +214,21 @@ impl<'a> Scan<'a> {
         Ok(None)
     }
 
+    /// The queue vanished under the walk.
+    fn missing(&self) -> AmqpError {
+        AmqpError::MissingQueue {
+            queue: self.queue.clone(),
+            setting: Some(self.setting),
+        }
+    }
+
     /// Yield nothing more; [`Scan::finish`] gives back whatever was delivered meanwhile.
     pub fn stop(&mut self) {
         self.cap = self.delivered;
     }
 
     /// Removes a held message from the queue for good.
-    pub async fn ack(&mut self, held: Held) -> Result<(), ScanError> {
+    pub async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         let window = &mut self.windows[held.window];
         let Some(channel) = &window.channel else {
             unreachable!("a window is closed only once it holds nothing");
@@ -287,7 +242,7 @@ impl<'a> Scan<'a> {
 
     /// Ends the walk: every message still held goes back to where it was. Callers must have sent
     /// every ack they mean to send first — a message not acked by now stays in the queue.
-    pub async fn finish(mut self) -> Result<(), ScanError> {
+    pub async fn finish(mut self) -> Result<(), AmqpError> {
         if self.returns_to_tail && self.delivered < self.total {
             // Hold the rest too, so that everything goes back, in order, behind nothing.
             self.cap = self.total;
@@ -329,7 +284,7 @@ impl<'a> Scan<'a> {
     }
 
     /// Closes the windows and waits until the broker has made what they held ready again.
-    async fn close_and_wait(&self, windows: Vec<Window>) -> Result<(), ScanError> {
+    async fn close_and_wait(&self, windows: Vec<Window>) -> Result<(), AmqpError> {
         let held: u64 = windows.iter().map(|window| window.unacked).sum();
         let ready_before = match held {
             0 => None,
@@ -355,12 +310,16 @@ impl<'a> Scan<'a> {
     /// about two seconds to reappear. The walk ends only once they are ready again, so that whoever
     /// looks next (another `dlq` command, the operator) sees the whole queue. It stops waiting when the
     /// count stops growing, which is what happens when someone else reads the queue meanwhile.
-    async fn wait_until_given_back(&self, expected_ready: u64) -> Result<(), ScanError> {
+    async fn wait_until_given_back(&self, expected_ready: u64) -> Result<(), AmqpError> {
         let channel = self.connection.create_channel().await?;
         let mut last_seen = 0;
         let mut last_growth = tokio::time::Instant::now();
         loop {
-            let ready = u64::from(passive_declare(&channel, &self.queue, self.setting).await?);
+            let ready = amqp::probe_queue_on(&channel, &self.queue)
+                .await
+                .map_err(|error| error.named_by(self.setting))?
+                .ready;
+            let ready = u64::from(ready);
             if ready >= expected_ready {
                 break;
             }
@@ -384,7 +343,7 @@ impl<'a> Scan<'a> {
 
     /// The window to read from: the current one while the broker may still deliver to it, else a
     /// new channel whose consumer starts where the last one stopped.
-    async fn active_window(&mut self) -> Result<usize, ScanError> {
+    async fn active_window(&mut self) -> Result<usize, AmqpError> {
         if let Some(last) = self.windows.last_mut()
             && last.consumer.is_some()
         {
@@ -420,15 +379,7 @@ impl<'a> Scan<'a> {
                 FieldTable::default(),
             )
             .await
-            .map_err(|error| match protocol_error(&error) {
-                Some((AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND), _)) => {
-                    ScanError::MissingQueue {
-                        queue: self.queue.clone(),
-                        setting: self.setting,
-                    }
-                }
-                _ => error.into(),
-            })?;
+            .map_err(|error| AmqpError::from_lapin(error, &self.queue).named_by(self.setting))?;
         self.windows.push(Window {
             channel: Some(channel),
             consumer: Some(consumer),

@@ -64,12 +64,12 @@ pub async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), D
     }
     let walked = walk.finish().await?;
     disconnect(connection, "counted").await;
-    if walked.interrupted {
-        return Err(DlqError::Interrupted(format!(
+    walked.completed(|_| {
+        format!(
             "counted {} dead letter(s); '{queue}' is unchanged",
             stats.total()
-        )));
-    }
+        )
+    })?;
     let total = stats.total();
     let groups = stats.into_groups();
     let mut output = Output::stdout();

@@ -10,8 +10,10 @@
 //! further than the first one did, so what arrived in between is not touched (the edited replay
 //! checks, then moves).
 
+use super::DlqError;
 use super::filter::Filter;
-use super::scan::{DeadLetter, Held, Scan, ScanError};
+use super::scan::{DeadLetter, Held, Scan};
+use crate::amqp::AmqpError;
 use crate::config::AmqpArgs;
 use crate::publish::progress_bar;
 use lapin::Connection;
@@ -68,6 +70,18 @@ pub struct Walked {
     pub interrupted: bool,
 }
 
+impl Walked {
+    /// The walk as it ended, or — when SIGTERM/SIGINT stopped it — [`DlqError::Interrupted`] with
+    /// what `done` says was done.
+    pub fn completed(self, done: impl FnOnce(&Walked) -> String) -> Result<Walked, DlqError> {
+        if self.interrupted {
+            Err(DlqError::Interrupted(done(&self)))
+        } else {
+            Ok(self)
+        }
+    }
+}
+
 pub struct Walk<'a> {
     scan: Scan<'a>,
     filter: Filter,
@@ -88,7 +102,7 @@ impl<'a> Walk<'a> {
         selection: Selection<'_>,
         shutdown: &CancellationToken,
         output_on_terminal: bool,
-    ) -> Result<Walk<'a>, ScanError> {
+    ) -> Result<Walk<'a>, AmqpError> {
         let scan = Scan::dead_letters(connection, amqp_args, selection.fetch_limit()).await?;
         let progress = if output_on_terminal {
             indicatif::ProgressBar::hidden()
@@ -114,7 +128,7 @@ impl<'a> Walk<'a> {
 
     /// The next selected dead letter, held until acked or until the walk finishes; `None` at the end
     /// of the queue, at the limit, or when a shutdown was asked for.
-    pub async fn next(&mut self) -> Result<Option<DeadLetter>, ScanError> {
+    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
         loop {
             if self.limit.is_some_and(|limit| self.selected >= limit) {
                 return Ok(None);
@@ -136,12 +150,12 @@ impl<'a> Walk<'a> {
     }
 
     /// Removes a held dead letter from the queue for good.
-    pub async fn ack(&mut self, held: Held) -> Result<(), ScanError> {
+    pub async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         self.scan.ack(held).await
     }
 
     /// Ends the walk: everything not acked goes back where it was.
-    pub async fn finish(self) -> Result<Walked, ScanError> {
+    pub async fn finish(self) -> Result<Walked, AmqpError> {
         self.progress.finish_and_clear();
         let walked = Walked {
             total: self.scan.total(),
@@ -183,5 +197,24 @@ mod tests {
         assert!(Selection::new(&some, Some(2)).is_complete(2));
         assert!(!Selection::new(&some, Some(2)).is_complete(1));
         assert!(!Selection::new(&some, None).is_complete(u64::MAX));
+    }
+
+    #[test]
+    fn an_interrupted_walk_says_what_was_done() {
+        let walked = Walked {
+            total: 5,
+            read: 3,
+            selected: 2,
+            interrupted: false,
+        };
+        assert_eq!(walked.completed(|_| unreachable!()).unwrap(), walked);
+        let stopped = Walked {
+            interrupted: true,
+            ..walked
+        };
+        let error = stopped
+            .completed(|w| format!("read {} of {}", w.read, w.total))
+            .unwrap_err();
+        assert_eq!(error.to_string(), "interrupted: read 3 of 5");
     }
 }

@@ -10,7 +10,7 @@ use super::queues::Schedule;
 use crate::amqp::{header_int, header_text};
 use crate::dead_letter;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldArray, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The task id LinkedIn gave the close (shared with the dead-letter format).
@@ -27,16 +27,6 @@ pub const ORIGINAL_EXPIRATION: &str = "x-task-original-expiration";
 
 /// LinkedIn keeps task ids for 24 hours (one page says 30 days; the shorter one is the safe side).
 pub const TASK_ID_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// Headers the broker adds when a delay queue dead-letters a check into the verification queue.
-const BROKER_DEATH_HEADERS: [&str; 6] = [
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-];
 
 /// A message in the verification queue that cannot be checked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -140,75 +130,29 @@ impl PendingCheck {
 }
 
 /// The original request's properties from a pending check's: the bookkeeping headers removed, the
-/// broker's `x-death` records of the delay queues removed (records from before the close queue stay),
-/// and a parked `expiration` restored.
+/// broker's `x-death` records of the delay queues removed (records from before the close queue stay,
+/// see [`dead_letter::without_deaths_in`]), and a parked `expiration` restored.
 pub fn original_properties(check: &BasicProperties, schedule: &Schedule) -> BasicProperties {
     let Some(headers) = check.headers() else {
         return check.clone();
     };
-    let mut kept = FieldTable::default();
+    let mut own = FieldTable::default();
     let mut expiration = None;
     for (key, value) in headers.inner() {
-        let name = key.as_str();
-        if name == ORIGINAL_EXPIRATION {
-            expiration = header_text(value);
-            continue;
-        }
-        if [TASK_ID, EXTERNAL_ID, ACCEPTED_AT, CHECKS].contains(&name) {
-            continue;
-        }
-        // Set by our delay queues, unless the original was dead-lettered upstream: keep those.
-        if BROKER_DEATH_HEADERS.contains(&name) && died_in_our_queue(headers, name, schedule) {
-            continue;
-        }
-        if name == "x-death" {
-            if let Some(deaths) = deaths_elsewhere(value, schedule) {
-                kept.insert(key.clone(), deaths);
+        match key.as_str() {
+            ORIGINAL_EXPIRATION => expiration = header_text(value),
+            TASK_ID | EXTERNAL_ID | ACCEPTED_AT | CHECKS => {}
+            _ => {
+                own.insert(key.clone(), value.clone());
             }
-            continue;
         }
-        kept.insert(key.clone(), value.clone());
     }
+    let kept = dead_letter::without_deaths_in(&own, |queue| schedule.is_wait_queue(queue));
     let properties = match expiration {
         Some(expiration) => check.clone().with_expiration(expiration.into()),
         None => check.clone(),
     };
     properties.with_headers(kept)
-}
-
-/// Whether the `x-first-death-*` / `x-last-death-*` group that `name` belongs to names one of our
-/// delay queues.
-fn died_in_our_queue(headers: &FieldTable, name: &str, schedule: &Schedule) -> bool {
-    let group = if name.starts_with("x-first-death-") {
-        "x-first-death-queue"
-    } else {
-        "x-last-death-queue"
-    };
-    headers
-        .inner()
-        .get(group)
-        .and_then(header_text)
-        .is_some_and(|queue| schedule.is_wait_queue(&queue))
-}
-
-/// The `x-death` array without our delay queues' records; `None` when nothing else is left.
-fn deaths_elsewhere(value: &AMQPValue, schedule: &Schedule) -> Option<AMQPValue> {
-    let AMQPValue::FieldArray(deaths) = value else {
-        return Some(value.clone());
-    };
-    let kept: Vec<AMQPValue> = deaths
-        .as_slice()
-        .iter()
-        .filter(|death| {
-            let queue = match death {
-                AMQPValue::FieldTable(table) => table.inner().get("queue").and_then(header_text),
-                _ => None,
-            };
-            !queue.is_some_and(|queue| schedule.is_wait_queue(&queue))
-        })
-        .cloned()
-        .collect();
-    (!kept.is_empty()).then(|| AMQPValue::FieldArray(FieldArray::from(kept)))
 }
 
 /// A copy of `original` without `expiration`: the properties type can set a field but not clear it.

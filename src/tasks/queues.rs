@@ -9,7 +9,7 @@
 //! an hour, never more than [`MAX_TIERS`] of them, so the set of queues stays small and fixed.
 
 use crate::amqp::{self, AmqpError, QueueRole};
-use crate::config::{AmqpArgs, QueueType};
+use crate::config::AmqpArgs;
 use lapin::Connection;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
@@ -112,13 +112,6 @@ fn ttl_millis(delay: Duration) -> i32 {
     i32::try_from(delay.as_millis()).unwrap_or(i32::MAX)
 }
 
-fn queue_type(args: &AmqpArgs) -> &'static str {
-    match args.queue_type {
-        QueueType::Classic => "classic",
-        QueueType::Quorum => "quorum",
-    }
-}
-
 /// The verification queue is declared like the close queue (a quorum queue dead-letters a message
 /// that keeps crashing consumers into the dead-letter queue), but without single active consumer:
 /// checks need no order, and every worker may verify.
@@ -134,11 +127,7 @@ pub fn check_queue_arguments(args: &AmqpArgs) -> FieldTable {
 
 /// A delay queue: its messages expire after `delay` into `check_queue`.
 pub fn wait_queue_arguments(args: &AmqpArgs, delay: Duration, check_queue: &str) -> FieldTable {
-    let mut table = FieldTable::default();
-    table.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type(args).into()),
-    );
+    let mut table = amqp::queue_type_argument(args.queue_type);
     table.insert(
         "x-message-ttl".into(),
         AMQPValue::LongInt(ttl_millis(delay)),
@@ -148,8 +137,7 @@ pub fn wait_queue_arguments(args: &AmqpArgs, delay: Duration, check_queue: &str)
     table
 }
 
-/// Declares the verification queue and every tier (durable, explicit arguments), each on a
-/// throwaway channel since a clash closes it.
+/// Declares the verification queue and every tier (durable, explicit arguments).
 pub async fn declare(
     connection: &Connection,
     args: &AmqpArgs,
@@ -163,9 +151,7 @@ pub async fn declare(
         ));
     }
     for (name, arguments) in declarations {
-        let channel = connection.create_channel().await?;
-        amqp::declare_queue(&channel, &name, arguments).await?;
-        let _ = channel.close(200, "declared".into()).await;
+        amqp::declare_queue(connection, &name, arguments).await?;
     }
     Ok(())
 }
@@ -173,7 +159,8 @@ pub async fn declare(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::amqp::{header_int, header_text};
+    use crate::amqp::{dead_letter_target, header_int, header_text};
+    use crate::config::QueueType;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -262,15 +249,7 @@ mod tests {
     }
 
     fn args(queue_type: QueueType) -> AmqpArgs {
-        AmqpArgs {
-            amqp_url: crate::config::DEFAULT_AMQP_URL.parse().unwrap(),
-            files: Default::default(),
-            close_queue: "close".into(),
-            dead_letter_queue: "dead".into(),
-            queue_type,
-            single_active_consumer: true,
-            delivery_limit: 7,
-        }
+        amqp::test_args(queue_type, true)
     }
 
     #[test]
@@ -304,12 +283,6 @@ mod tests {
         let inner = quorum.inner();
         assert!(!inner.contains_key("x-single-active-consumer"));
         assert_eq!(inner.get("x-delivery-limit").and_then(header_int), Some(7));
-        assert_eq!(
-            inner
-                .get("x-dead-letter-routing-key")
-                .and_then(header_text)
-                .as_deref(),
-            Some("dead")
-        );
+        assert_eq!(dead_letter_target(inner).as_deref(), Some("dead"));
     }
 }

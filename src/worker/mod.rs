@@ -222,7 +222,7 @@ impl Worker {
     ) -> Result<SessionEnd, AmqpError> {
         let config = &self.config;
         let amqp_args = &config.amqp;
-        let (close_queue, _) = amqp::declare_queues(connection, amqp_args).await?;
+        let close_queue = amqp::declare_queues(connection, amqp_args).await?;
         warn_if_replicas_share(amqp_args, close_queue.consumer_count());
         if let Some(schedule) = &config.task_checks {
             tasks::queues::declare(connection, amqp_args, schedule).await?;
