@@ -26,6 +26,9 @@
 //! `BENCH_WORKER_WRAPPER="valgrind --tool=callgrind" cargo bench --bench throughput -- --messages
 //! 5000 --rounds 1` runs the worker under a tool.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -41,11 +44,11 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -160,7 +163,7 @@ async fn run(options: Options, queues: BenchQueues) {
         "job-closer throughput: {} persistent messages per drain, {} round(s), RabbitMQ at {}",
         options.messages,
         options.rounds,
-        redact(&options.amqp_url)
+        job_closer::config::redact_url_password(&options.amqp_url)
     );
     println!(
         "worker: {} (BATCH_SIZE={} MAX_IN_FLIGHT={} PREFETCH={} BATCH_LINGER_MS={} RATE_LIMIT_PER_MINUTE=0)",
@@ -426,13 +429,7 @@ struct Broker {
 
 impl Broker {
     async fn connect(url: &str) -> Broker {
-        let connection = match Connection::connect(url, ConnectionProperties::default()).await {
-            Ok(connection) => connection,
-            Err(error) => panic!(
-                "RabbitMQ is unreachable at {} ({error}); start it or set AMQP_URL",
-                redact(url)
-            ),
-        };
+        let connection = common::connect_to(url).await;
         let channel = connection.create_channel().await.expect("channel");
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -447,15 +444,7 @@ impl Broker {
     /// Declares both queues as the worker does, so its own declaration matches.
     async fn declare(&self, queues: &BenchQueues) {
         for name in [&queues.close, &queues.dead] {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("classic".into()),
-            );
-            self.channel
-                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-                .await
-                .expect("declare the bench queues");
+            common::declare_classic(&self.channel, name).await;
         }
     }
 
@@ -791,10 +780,9 @@ fn count_elements(body: &[u8]) -> usize {
 // ---------------------------------------------------------------------------------------------
 // The worker.
 
+/// The worker under measurement: common's background process, its output in a log file.
 struct WorkerRun {
-    child: Child,
-    _log_dir: tempfile::TempDir,
-    log: PathBuf,
+    worker: common::WorkerProcess,
 }
 
 struct WorkerDrain {
@@ -832,24 +820,11 @@ impl WorkerRun {
         queues: &BenchQueues,
         stand_in: &StandIn,
     ) -> Self {
-        let log_dir = tempfile::tempdir().expect("temp dir");
-        let log = log_dir.path().join("worker.log");
-        let file = std::fs::File::create(&log).expect("log file");
         let wrapper: Vec<&str> = wrapper
             .map(|w| w.split_whitespace().collect())
             .unwrap_or_default();
-        let mut command = match wrapper.split_first() {
-            Some((program, args)) => {
-                let mut command = Command::new(program);
-                command.args(args).arg(binary);
-                command
-            }
-            None => Command::new(binary),
-        };
-        command
-            .arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
+        let mut command = common::cli_of(binary, &["run"])
+            .wrapped_in(&wrapper)
             .env("HOME", std::env::var("HOME").unwrap_or_default())
             .env("AMQP_URL", amqp_url)
             .env("CLOSE_QUEUE", &queues.close)
@@ -868,34 +843,21 @@ impl WorkerRun {
             .env("METRICS_ADDR", "");
         for name in PASSED_THROUGH {
             if let Ok(value) = std::env::var(name) {
-                command.env(name, value);
+                command = command.env(name, value);
             }
         }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); build it with cargo build --release",
-                    binary.display()
-                )
-            });
         WorkerRun {
-            child,
-            _log_dir: log_dir,
-            log,
+            worker: command.spawn(),
         }
     }
 
     fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.worker.child.id().to_string()
     }
 
     fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let _ = self.worker.child.kill();
+        let log = std::fs::read_to_string(&self.worker.log).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!("{why}; the worker's last log lines:\n{}", tail.join("\n"));
@@ -913,7 +875,7 @@ impl WorkerRun {
         let pid = self.pid();
         let spawned = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.worker.child.try_wait() {
                 self.fail(&format!("the worker exited at start ({status})"));
             }
             if broker.counts(&queues.close).await.1 > 0 {
@@ -943,7 +905,7 @@ impl WorkerRun {
                     "no progress for 30 s at {elements} of {count} elements"
                 ));
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.worker.child.try_wait() {
                 self.fail(&format!("the worker exited while draining ({status})"));
             }
         }
@@ -977,11 +939,11 @@ impl WorkerRun {
 
     /// SIGTERM, wait for a clean exit, and check the broker holds nothing of this run any more.
     async fn stop(mut self, broker: &Broker, queues: &BenchQueues) -> Clean {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.worker.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         let exit_code = loop {
-            match self.child.try_wait() {
+            match self.worker.child.try_wait() {
                 Ok(Some(status)) => break status.code(),
                 _ if Instant::now() > deadline => self.fail("the worker did not stop within 30 s"),
                 _ => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -992,15 +954,6 @@ impl WorkerRun {
             exit_code,
             left_in_close_queue: broker.counts(&queues.close).await.0,
             dead_letters: broker.counts(&queues.dead).await.0,
-        }
-    }
-}
-
-impl Drop for WorkerRun {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -1095,16 +1048,5 @@ impl BrokerCpu {
             .filter_map(|pid| process_cpu_seconds(pid))
             .collect();
         (!readings.is_empty()).then(|| readings.iter().sum())
-    }
-}
-
-/// The URL without its password, for printing.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((credentials, host)) => match credentials.rsplit_once(':') {
-            Some((user, _)) if user.contains("//") => format!("{user}:***@{host}"),
-            _ => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }

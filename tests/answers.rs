@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, RecloseAnswer, Sandbox, SandboxConfig, TaskRule};
+use job_closer::sandbox::{Fault, RecloseAnswer, Sandbox, TaskRule};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -16,19 +16,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const SETTLE: Duration = Duration::from_secs(90);
 
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
-    env.retain(|(k, _)| k != name);
-    env.push((name.to_owned(), value.to_owned()));
-}
-
-/// Settings for these tests: JSON logs to read, a metrics listener on a free port, task checks
+/// The scenario of these tests: JSON logs to read, a metrics listener on a free port, task checks
 /// off unless a test turns them on.
-fn env_for(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
-    let mut env = worker_env(queues, sandbox);
-    set(&mut env, "LOG_FORMAT", "json");
-    set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
-    set(&mut env, "TASK_CHECK", "off");
-    env
+fn answers_scenario(label: &str) -> ScenarioBuilder {
+    Scenario::builder(label)
+        .set("LOG_FORMAT", "json")
+        .set("METRICS_ADDR", "127.0.0.1:0")
+        .set("TASK_CHECK", "off")
 }
 
 fn ids(prefix: &str, n: usize) -> Vec<String> {
@@ -48,7 +42,7 @@ async fn publish_ids(queues: &Queues, prefix: &str, n: usize) -> Vec<String> {
 /// `given_back` messages back in the close queue.
 async fn wait_held(worker: &WorkerProcess, base: &str, queues: &Queues, given_back: u32) {
     wait_for(
-        worker,
+        &[worker],
         SETTLE,
         "held: blocked, not ready, everything given back",
         || async {
@@ -62,35 +56,17 @@ async fn wait_held(worker: &WorkerProcess, base: &str, queues: &Queues, given_ba
     .await;
 }
 
-/// Like `eventually`, but a timeout shows the worker's log.
-async fn wait_for<F, Fut>(worker: &WorkerProcess, within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + within;
-    while !condition().await {
-        if std::time::Instant::now() > deadline {
-            let log = worker.log_text();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "timed out after {within:?} waiting for: {what}; last log lines:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn elements_sent_to(sandbox: &Sandbox) -> usize {
     sandbox.stats().request_sizes.iter().sum()
 }
 
 #[tokio::test]
 async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
-    let queues = Queues::new("onejob").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("onejob")
+        // All 40 in the first request.
+        .set("BATCH_LINGER_MS", "3000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let all = ids("onejob", 40);
     // LinkedIn says nothing about which job it cannot close: a request-level 409.
     sandbox.mark_absent(&["onejob-7"]);
@@ -105,14 +81,11 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     );
     let jobs: Vec<_> = all.iter().map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = env_for(&queues, &sandbox);
-    // All 40 in the first request.
-    set(&mut env, "BATCH_LINGER_MS", "3000");
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "38 closed, one dead letter, one already closed",
         || async {
@@ -163,31 +136,30 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     );
     assert_eq!(
         metric(&text, "job_closer_elements_sent_total"),
-        Some(elements_sent_to(&sandbox) as f64)
+        Some(elements_sent_to(sandbox) as f64)
     );
     // The named culprit cost one request; the unnamed one a split of the 39 left, not 39 resends
     // per level.
     assert!(
-        elements_sent_to(&sandbox) < 40 + 39 * 3,
+        elements_sent_to(sandbox) < 40 + 39 * 3,
         "{:?}",
         stats.request_sizes
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
-    let queues = Queues::new("elem409").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("elem409")
+        .set("BATCH_LINGER_MS", "2000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_reclose_answer(RecloseAnswer::Element);
     sandbox.set_string_statuses(true);
     sandbox.mark_absent(&["elem409-2", "elem409-5"]);
-    publish_ids(&queues, "elem409", 10).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_LINGER_MS", "2000");
-    let mut worker = spawn_worker(&env);
-    wait_for(&worker, SETTLE, "8 closed, 2 already closed", || async {
+    publish_ids(queues, "elem409", 10).await;
+    let mut worker = scenario.spawn_worker();
+    wait_for(&[&worker], SETTLE, "8 closed, 2 already closed", || async {
         sandbox.stats().closed.len() == 8
             && log_events(&worker.log_text(), "Already closed.").len() == 2
     })
@@ -199,22 +171,24 @@ async fn re_closes_answered_per_element_with_string_statuses_cost_no_split() {
         "one request, no split"
     );
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
-    let queues = Queues::new("acdl").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("acdl")
+        .set("ALREADY_CLOSED", "dead-letter")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.mark_absent(&["acdl-1"]);
     queues.publish_jobs(&[job("acdl-1"), job("acdl-2")]).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "ALREADY_CLOSED", "dead-letter");
-    let mut worker = spawn_worker(&env);
-    wait_for(&worker, SETTLE, "one closed, one dead letter", || async {
-        sandbox.stats().closed.len() == 1 && queues.depth(&queues.dead).await == 1
-    })
+    let mut worker = scenario.spawn_worker();
+    wait_for(
+        &[&worker],
+        SETTLE,
+        "one closed, one dead letter",
+        || async { sandbox.stats().closed.len() == 1 && queues.depth(&queues.dead).await == 1 },
+    )
     .await;
     worker.terminate(Duration::from_secs(20)).await;
     let dead = queues.drain(&queues.dead).await;
@@ -224,26 +198,25 @@ async fn already_closed_dead_letter_dead_letters_a_re_close_as_rejected_409() {
         dead[0].header_str("x-error-reason").as_deref(),
         Some("rejected")
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_close_goes_through()
 {
-    let queues = Queues::new("hold").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("hold")
+        .set("BATCH_SIZE", "50")
+        .set("RETRY_MAX_MS", "300")
+        // A budget this short would dead-letter within the window, were any of it spent.
+        .set("RETRY_MAX_ELAPSED_MS", "1000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::not_enough_permissions()));
-    publish_ids(&queues, "hold", 300).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "50");
-    set(&mut env, "RETRY_MAX_MS", "300");
-    // A budget this short would dead-letter within the window, were any of it spent.
-    set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
-    let mut worker = spawn_worker(&env);
+    publish_ids(queues, "hold", 300).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
 
-    wait_held(&worker, &base, &queues, 299).await;
+    wait_held(&worker, &base, queues, 299).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     sandbox.set_outage(Some(Fault::resource_does_not_exist()));
     let probes_before = sandbox.stats().requests;
@@ -269,13 +242,13 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
     sandbox.set_outage(None);
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "every close through after the window",
         || async { sandbox.stats().closed.len() == 300 },
     )
     .await;
-    wait_for(&worker, SETTLE, "ready again", || async {
+    wait_for(&[&worker], SETTLE, "ready again", || async {
         get(&format!("{base}/readyz")).await.0 == 200
     })
     .await;
@@ -298,23 +271,22 @@ async fn a_window_of_integration_403s_then_404s_dead_letters_nothing_and_every_c
         "{}",
         errors[0]
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing() {
-    let queues = Queues::new("version").await;
-    queues.declare().await;
-    let sandbox = sandbox_default().await;
-    publish_ids(&queues, "version", 120).await;
-    let mut env = env_for(&queues, &sandbox);
-    // Well-formed, long retired: LinkedIn answers 426 naming the header.
-    set(&mut env, "LINKEDIN_API_VERSION", "202001");
-    set(&mut env, "RETRY_MAX_MS", "300");
-    set(&mut env, "RETRY_MAX_ELAPSED_MS", "1000");
-    let mut worker = spawn_worker(&env);
+    let scenario = answers_scenario("version")
+        // Well-formed, long retired: LinkedIn answers 426 naming the header.
+        .set("LINKEDIN_API_VERSION", "202001")
+        .set("RETRY_MAX_MS", "300")
+        .set("RETRY_MAX_ELAPSED_MS", "1000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    publish_ids(queues, "version", 120).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_held(&worker, &base, &queues, 119).await;
+    wait_held(&worker, &base, queues, 119).await;
     // Well past the retry budget: still nothing dead-lettered.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(get(&format!("{base}/readyz")).await.0, 503);
@@ -339,7 +311,7 @@ async fn a_linkedin_version_linkedin_no_longer_serves_holds_and_drains_nothing()
         120,
         "everything back in the queue"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 fn task_rule(status: &str, error_message: Option<&str>) -> TaskRule {
@@ -352,16 +324,15 @@ fn task_rule(status: &str, error_message: Option<&str>) -> TaskRule {
 
 #[tokio::test]
 async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
-    let queues = Queues::new("processed").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("processed")
+        .set("TASK_CHECK", "on")
+        .task_check_delay_ms(300)
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let failed_validation = "The description length should be at least 100 characters";
     sandbox.set_task_rule("proc-ok-", task_rule("PROCESSED", None));
     sandbox.set_task_rule("proc-bad-", task_rule("PROCESSED", Some(failed_validation)));
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "TASK_CHECK", "on");
-    env.push(queues.task_check_env(300));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     // The verification queue exists once the worker runs; a check whose task id is no task URN.
     let check_queue = queues
@@ -369,7 +340,7 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         .into_iter()
         .find(|q| q.ends_with(".tasks.check"))
         .unwrap();
-    wait_for(&worker, SETTLE, "the verification queue", || async {
+    wait_for(&[&worker], SETTLE, "the verification queue", || async {
         queues.exists(&check_queue).await
     })
     .await;
@@ -401,7 +372,7 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         .await;
 
     wait_for(
-        &worker,
+        &[&worker],
         SETTLE,
         "two verified, two dead letters",
         || async {
@@ -453,25 +424,24 @@ async fn processed_tasks_are_final_and_bad_task_ids_are_never_sent() {
         stats.task_ids_queried, 3,
         "the odd id was never sent: {stats:?}"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pauses_until_midnight()
  {
     // LinkedIn's side: 30 elements a day, then 429s without Retry-After.
-    let queues = Queues::new("daily").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = answers_scenario("daily")
+        .set("BATCH_SIZE", "10")
+        .set("RETRY_INITIAL_MS", "50")
+        .set("RETRY_MAX_MS", "200")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_daily_element_limit(Some(30));
-    publish_ids(&queues, "daily", 60).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "10");
-    set(&mut env, "RETRY_INITIAL_MS", "50");
-    set(&mut env, "RETRY_MAX_MS", "200");
-    let mut worker = spawn_worker(&env);
+    publish_ids(queues, "daily", 60).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_for(&worker, SETTLE, "30 closed, then throttled", || async {
+    wait_for(&[&worker], SETTLE, "30 closed, then throttled", || async {
         sandbox.stats().closed.len() == 30
             && sandbox
                 .stats()
@@ -507,25 +477,24 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
         0,
         "a throttle never dead-letters"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 
     // The worker's side: RATE_LIMIT_PER_DAY=20 sends 20 and then waits for 00:00 UTC.
-    let queues = Queues::new("perday").await;
-    queues.declare().await;
-    let sandbox = sandbox_default().await;
-    publish_ids(&queues, "perday", 40).await;
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "BATCH_SIZE", "10");
-    set(&mut env, "RATE_LIMIT_PER_DAY", "20");
-    let mut worker = spawn_worker(&env);
+    let scenario = answers_scenario("perday")
+        .set("BATCH_SIZE", "10")
+        .set("RATE_LIMIT_PER_DAY", "20")
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    publish_ids(queues, "perday", 40).await;
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
-    wait_for(&worker, SETTLE, "20 closed", || async {
+    wait_for(&[&worker], SETTLE, "20 closed", || async {
         sandbox.stats().closed.len() == 20
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sandbox.stats().closed.len(), 20, "no more today");
-    assert_eq!(elements_sent_to(&sandbox), 20);
+    assert_eq!(elements_sent_to(sandbox), 20);
     let text = metrics_of(&base).await;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -538,11 +507,7 @@ async fn a_spent_daily_quota_costs_a_handful_of_probes_and_rate_limit_per_day_pa
     );
     worker.terminate(Duration::from_secs(20)).await;
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
-}
-
-async fn sandbox_default() -> Sandbox {
-    sandbox(SandboxConfig::default()).await
+    scenario.cleanup().await;
 }
 
 /// Rule 3's figure: 5,000 distinct closes plus 2% duplicates (a producer sending twice, the second a
@@ -552,16 +517,14 @@ async fn sandbox_default() -> Sandbox {
 async fn re_closes_spend_little_quota_across_a_sigkill() {
     const DISTINCT: usize = 5_000;
     const DUPLICATES: usize = DISTINCT / 50;
-    let queues = Queues::new("quota").await;
-    queues.declare().await;
-    // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
-    // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
-    // would be accepted-but-unacked at any moment — re-sent after the kill.
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(150),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = answers_scenario("quota")
+        // LinkedIn takes its time with a batch (a real answer takes hundreds of milliseconds); with an
+        // instant stand-in the broker's acks would be the bottleneck, and the whole prefetch window
+        // would be accepted-but-unacked at any moment — re-sent after the kill.
+        .latency(Duration::from_millis(150))
+        .set("METRICS_ADDR", "")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let all = ids("quota", DISTINCT);
     // A duplicate follows its original by 1 to 300 messages (a producer's retry), spread evenly.
     let mut order: Vec<String> = all.clone();
@@ -571,36 +534,18 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         order.insert(at, all[original].clone());
     }
     let bodies: Vec<String> = order.iter().map(|id| job(id).to_string()).collect();
-    for (i, body) in bodies.iter().enumerate() {
-        queues
-            .channel
-            .basic_publish(
-                "".into(),
-                queues.close.as_str().into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        if i % 1000 == 999 {
-            queues.channel.wait_for_confirms().await.unwrap();
-        }
-    }
-    queues.channel.wait_for_confirms().await.unwrap();
+    queues.publish_backlog(bodies).await;
 
-    let mut env = env_for(&queues, &sandbox);
-    set(&mut env, "METRICS_ADDR", "");
-    let mut worker = spawn_worker(&env);
-    wait_for(&worker, SETTLE, "half closed", || async {
+    let mut worker = scenario.spawn_worker();
+    wait_for(&[&worker], SETTLE, "half closed", || async {
         sandbox.stats().closed.len() >= DISTINCT / 2
     })
     .await;
     worker.signal(Signal::SIGKILL);
     worker.wait(Duration::from_secs(10)).await;
-    let mut restarted = spawn_worker(&env);
+    let mut restarted = scenario.spawn_worker();
     wait_for(
-        &restarted,
+        &[&restarted],
         Duration::from_secs(180),
         "every close settled",
         || async {
@@ -611,7 +556,7 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
     // Unacked deliveries of the restarted worker settle too before it exits.
     restarted.terminate(Duration::from_secs(30)).await;
     let stats = sandbox.stats();
-    let sent = elements_sent_to(&sandbox);
+    let sent = elements_sent_to(sandbox);
     let ratio = sent as f64 / DISTINCT as f64;
     let refused: u64 = stats.refused_closes.values().sum();
     println!(
@@ -642,25 +587,18 @@ async fn re_closes_spend_little_quota_across_a_sigkill() {
         ratio <= 1.10,
         "elements sent ÷ distinct closes = {ratio:.3}"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[test]
 fn the_new_settings_are_documented_in_help() {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = run_help();
     for name in ["ALREADY_CLOSED", "RATE_LIMIT_PER_DAY"] {
         assert!(
             help.contains(name),
             "{name} missing from run --help:\n{help}"
         );
     }
-    let refused = std::process::Command::new(binary())
-        .args(["run", "--already-closed", "maybe"])
-        .output()
-        .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
+    let refused = cli(&["run", "--already-closed", "maybe"]).run_blocking();
+    assert_eq!(refused.code, Some(2));
 }

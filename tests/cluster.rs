@@ -10,9 +10,7 @@ mod common;
 use common::rabbit_nodes::{RabbitNodes, free_port};
 use common::*;
 use job_closer::sandbox::SandboxConfig;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use std::collections::BTreeSet;
@@ -42,22 +40,8 @@ async fn publish(nodes: &RabbitNodes, alive: &[usize], queue: &str, ids: &[Strin
     let mut confirmed = Vec::new();
     for id in ids {
         let body = serde_json::to_vec(&job(id)).unwrap();
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        if confirm.is_ack() {
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        if publish_confirmed(&channel, queue, &body, properties).await {
             confirmed.push(id.clone());
         }
     }
@@ -106,21 +90,48 @@ async fn connected_node(
     }
 }
 
-/// Like `eventually`, but a timeout shows the worker's log.
-async fn until<F, Fut>(within: Duration, what: &str, worker: &WorkerProcess, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        if Instant::now() > deadline {
-            panic!(
-                "timed out after {within:?} waiting for: {what}\nworker log:\n{}",
-                worker.log_text()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+/// What the test watches while it takes nodes away: the cluster, the worker (its connection named
+/// `name`) and the sandbox it closes on.
+struct Watch<'a> {
+    nodes: &'a RabbitNodes,
+    name: &'a str,
+    worker: &'a WorkerProcess,
+    sandbox: &'a job_closer::sandbox::Sandbox,
+}
+
+impl Watch<'_> {
+    /// Waits until the worker, whose node `lost` went away at `at` (`what`: noun and participle),
+    /// is connected to another node and closing again (more than `closed_before` + 5), within 30 s of
+    /// the loss; returns the node it moved to.
+    async fn moved_on(
+        &self,
+        lost: usize,
+        (noun, participle): (&str, &str),
+        at: Instant,
+        closed_before: usize,
+    ) -> usize {
+        let next = connected_node(self.nodes, self.name, Some(lost), Duration::from_secs(60)).await;
+        let reconnected = at.elapsed();
+        wait_for(
+            &[self.worker],
+            Duration::from_secs(60),
+            &format!("closing again after the {noun}"),
+            || async { self.sandbox.stats().closed.len() > closed_before + 5 },
+        )
+        .await;
+        let resumed = at.elapsed();
+        println!(
+            "{participle} {}: worker on {} after {:.1} s, closing again after {:.1} s",
+            self.nodes.nodes[lost].name,
+            self.nodes.nodes[next].name,
+            reconnected.as_secs_f64(),
+            resumed.as_secs_f64()
+        );
+        assert!(
+            resumed < Duration::from_secs(30),
+            "consuming resumed only after {resumed:?}"
+        );
+        next
     }
 }
 
@@ -164,32 +175,28 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let name = format!("cluster-test-{}", &id[..8]);
     let metrics_port = free_port();
     let urls: Vec<String> = nodes.nodes.iter().map(|node| node.url()).collect();
-    let config = sandbox.config();
-    let env: Vec<(String, String)> = [
+    let mut env = fast_worker_env(&sandbox);
+    for (key, value) in [
         ("AMQP_URL", urls.join(",")),
         ("CLOSE_QUEUE", close.clone()),
         ("DEAD_LETTER_QUEUE", dead.clone()),
         ("QUEUE_TYPE", "quorum".into()),
         ("TASK_CHECK", "off".into()),
-        ("LINKEDIN_API_URL", sandbox.api_url()),
-        ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
-        ("LINKEDIN_CLIENT_ID", config.client_id),
-        ("LINKEDIN_CLIENT_SECRET", config.client_secret),
         ("BATCH_SIZE", "5".into()),
         ("MAX_IN_FLIGHT", "1".into()),
-        ("BATCH_LINGER_MS", "100".into()),
-        ("RATE_LIMIT_PER_MINUTE", "0".into()),
-        ("RETRY_INITIAL_MS", "50".into()),
-        ("RETRY_MAX_MS", "400".into()),
         ("AMQP_CONNECTION_NAME", name.clone()),
         ("METRICS_ADDR", format!("127.0.0.1:{metrics_port}")),
-        ("RUST_LOG", "info".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    ] {
+        set(&mut env, key, value);
+    }
     let mut worker = spawn_worker(&env);
 
+    let watch = Watch {
+        nodes: &nodes,
+        name: &name,
+        worker: &worker,
+        sandbox: &sandbox,
+    };
     let first = connected_node(&nodes, &name, None, Duration::from_secs(60)).await;
     println!("worker connected to {}", nodes.nodes[first].name);
     let all = [0, 1, 2];
@@ -207,27 +214,9 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let stopped_at = Instant::now();
     let stop_node = first;
     tokio::task::block_in_place(|| nodes.stop_app(stop_node));
-    let second = connected_node(&nodes, &name, Some(stop_node), Duration::from_secs(60)).await;
-    let reconnected = stopped_at.elapsed();
-    until(
-        Duration::from_secs(60),
-        "closing again after the stop",
-        &worker,
-        || async { closed(&sandbox) > before + 5 },
-    )
-    .await;
-    let resumed = stopped_at.elapsed();
-    println!(
-        "stopped {}: worker on {} after {:.1} s, closing again after {:.1} s",
-        nodes.nodes[stop_node].name,
-        nodes.nodes[second].name,
-        reconnected.as_secs_f64(),
-        resumed.as_secs_f64()
-    );
-    assert!(
-        resumed < Duration::from_secs(30),
-        "consuming resumed only after {resumed:?}"
-    );
+    let second = watch
+        .moved_on(stop_node, ("stop", "stopped"), stopped_at, before)
+        .await;
 
     // The stopped node comes back, so that the queue keeps its majority when the next one dies.
     tokio::task::block_in_place(|| nodes.start_app(stop_node));
@@ -239,27 +228,9 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let before = closed(&sandbox);
     let killed_at = Instant::now();
     tokio::task::block_in_place(|| nodes.kill(second));
-    let third = connected_node(&nodes, &name, Some(second), Duration::from_secs(60)).await;
-    let reconnected = killed_at.elapsed();
-    until(
-        Duration::from_secs(60),
-        "closing again after the kill",
-        &worker,
-        || async { closed(&sandbox) > before + 5 },
-    )
-    .await;
-    let resumed = killed_at.elapsed();
-    println!(
-        "killed {}: worker on {} after {:.1} s, closing again after {:.1} s",
-        nodes.nodes[second].name,
-        nodes.nodes[third].name,
-        reconnected.as_secs_f64(),
-        resumed.as_secs_f64()
-    );
-    assert!(
-        resumed < Duration::from_secs(30),
-        "consuming resumed only after {resumed:?}"
-    );
+    watch
+        .moved_on(second, ("kill", "killed"), killed_at, before)
+        .await;
 
     // Everything published ends closed or dead-lettered.
     let published_ids: BTreeSet<String> = published.iter().cloned().collect();

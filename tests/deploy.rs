@@ -13,7 +13,6 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
@@ -565,20 +564,18 @@ const PROMETHEUS_METRICS: &[&str] = &["up"];
 
 #[tokio::test]
 async fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_a_running_worker() {
-    let queues = Queues::new("deploy-metrics").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.retain(|(k, _)| k != "METRICS_ADDR");
-    env.push(("METRICS_ADDR".into(), "127.0.0.1:0".into()));
-    // A quick first task check, so that the task-status family has a series to show.
-    env.push(queues.task_check_env(200));
+    let scenario = Scenario::builder("deploy-metrics")
+        .set("METRICS_ADDR", "127.0.0.1:0")
+        // A quick first task check, so that the task-status family has a series to show.
+        .task_check_delay_ms(200)
+        .await;
+    let queues = &scenario.queues;
     let mut invalid = job("deploy-metrics-invalid");
     invalid.as_object_mut().unwrap().remove("title");
     queues
         .publish_jobs(&[job("deploy-metrics-1"), invalid])
         .await;
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     let page = std::sync::Mutex::new(String::new());
     eventually(
@@ -596,7 +593,7 @@ async fn every_metric_in_the_alerts_and_the_dashboard_is_exported_by_a_running_w
     .await;
     let page = page.into_inner().unwrap();
     worker.terminate(Duration::from_secs(30)).await;
-    queues.cleanup().await;
+    scenario.cleanup().await;
 
     let exported = exported_names(&page);
     let mut read: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

@@ -1,62 +1,51 @@
 //! End-to-end tests of `job-closer dlq ...` against the real RabbitMQ (never a mock): the built binary
 //! is driven like an operator would, and the queues are checked by draining them at the end.
 //!
-//! Each test owns uniquely named queues (`test.dlq.<uuid>.*`) and deletes them when it ends, even when
-//! it fails. The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`); when it
-//! cannot be reached the tests fail, saying so.
+//! Each test owns uniquely named queues (`test.dlq.<uuid>`, `.dead`, ...) and deletes them when it
+//! ends, even when it fails. The broker is `AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`);
+//! when it cannot be reached the tests fail, saying so. The queues, the broker connection and the way
+//! the binary is run are tests/common's; what is here is the dead-letter side: messages in the
+//! worker's dead-letter format, RabbitMQ's own dead letters, and the `dlq` command line.
 
+mod common;
+
+use common::*;
 use futures_util::StreamExt;
 use job_closer::amqp::{self, header_int, header_text};
 use job_closer::config::{AmqpArgs, QueueType};
 use job_closer::dead_letter::{self, Failure, Reason};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_job-closer");
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| job_closer::config::DEFAULT_AMQP_URL.to_owned())
+/// `job-closer dlq <args> --close-queue <close> --dead-letter-queue <dead>`, the way an operator runs
+/// it (common's [`Cli`]: a cleared environment, stdin closed).
+fn dlq_cli(args: &[&str], close: &str, dead: &str) -> Cli {
+    cli(&["dlq"])
+        .args(args)
+        .args(["--close-queue", close, "--dead-letter-queue", dead])
+        .env("AMQP_URL", amqp_url())
+        .env("RUST_LOG", "warn")
+        // The 100,000-message walks are slow on a loaded machine; they are timed separately.
+        .within(Duration::from_secs(600))
 }
 
-async fn connect() -> Connection {
-    let url = amqp_url();
-    match Connection::connect(&url, lapin::ConnectionProperties::default()).await {
-        Ok(connection) => connection,
-        Err(error) => panic!(
-            "RabbitMQ is not reachable at AMQP_URL={}: {error}. Start RabbitMQ or point AMQP_URL at one.",
-            job_closer::config::redact_url_password(&url)
-        ),
-    }
-}
-
-/// A test's own close and dead-letter queues, deleted on drop (also when the test panics).
-struct Queues {
-    close: String,
-    dead: String,
-    extra: Vec<String>,
-}
-
+/// The `dlq` commands against a test's own queues.
 impl Queues {
-    async fn new(connection: &Connection) -> Queues {
-        let id = uuid::Uuid::new_v4();
-        let queues = Queues {
-            close: format!("test.dlq.{id}.close"),
-            dead: format!("test.dlq.{id}.dead"),
-            extra: Vec::new(),
-        };
-        amqp::declare_queues(connection, &queues.amqp_args())
-            .await
-            .expect("declare the test queues");
-        queues
+    /// `job-closer dlq <args>` against these queues, to its end.
+    async fn dlq(&self, args: &[&str]) -> Run {
+        dlq_cli(args, &self.close, &self.dead).run().await
+    }
+
+    /// The same command, for a test that kills it mid-way.
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        dlq_cli(args, &self.close, &self.dead).command()
     }
 
     fn amqp_args(&self) -> AmqpArgs {
@@ -70,99 +59,9 @@ impl Queues {
             delivery_limit: 20,
         }
     }
-
-    /// `job-closer dlq <args> --close-queue .. --dead-letter-queue ..`, with stdin closed.
-    async fn dlq(&self, args: &[&str]) -> Run {
-        let mut command = self.command(args);
-        Run::from(command.output().await.expect("run job-closer"))
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        dlq_command(args, &self.close, &self.dead)
-    }
-}
-
-/// `job-closer dlq <args>` against the given queues, with stdin closed and output captured.
-fn dlq_command(args: &[&str], close: &str, dead: &str) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .arg("dlq")
-        .args(args)
-        .args(["--close-queue", close])
-        .args(["--dead-letter-queue", dead])
-        .env("AMQP_URL", amqp_url())
-        .env("RUST_LOG", "warn")
-        .env_remove("COLUMNS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-impl Drop for Queues {
-    fn drop(&mut self) {
-        let names: Vec<String> = [self.close.clone(), self.dead.clone()]
-            .into_iter()
-            .chain(self.extra.iter().cloned())
-            .collect();
-        // Drop cannot await; a thread with its own runtime can.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let Ok(connection) =
-                    Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(channel) = connection.create_channel().await {
-                    for name in names {
-                        let _ = channel
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                }
-                let _ = connection.close(200, "cleaned up".into()).await;
-            });
-        })
-        .join();
-    }
-}
-
-/// A finished command: exit code and output.
-#[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl From<Output> for Run {
-    fn from(output: Output) -> Run {
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
 }
 
 impl Run {
-    fn ok(self) -> Run {
-        assert_eq!(self.code, Some(0), "expected exit 0: {self:#?}");
-        self
-    }
-
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-            .collect()
-    }
-
     /// The number in "Moved N dead letter(s)".
     fn moved(&self) -> u64 {
         let after = self
@@ -175,27 +74,6 @@ impl Run {
             .next()
             .and_then(|n| n.parse().ok())
             .expect("a count after 'Moved'")
-    }
-}
-
-/// A message as the tests compare it: body and headers.
-#[derive(Clone, Debug, PartialEq)]
-struct Message {
-    body: Vec<u8>,
-    headers: BTreeMap<String, AMQPValue>,
-}
-
-impl Message {
-    fn text(&self, key: &str) -> Option<String> {
-        self.headers.get(key).and_then(header_text)
-    }
-
-    fn int(&self, key: &str) -> Option<i64> {
-        self.headers.get(key).and_then(header_int)
-    }
-
-    fn body_text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
@@ -261,9 +139,10 @@ async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, Bas
 
 /// Makes RabbitMQ itself dead-letter a message into the dead-letter queue (with a real `x-death`):
 /// publish to a queue whose dead-letter target is ours, then reject the message there.
-async fn broker_dead_letter(connection: &Connection, queues: &mut Queues, body: &[u8]) {
+async fn broker_dead_letter(queues: &Queues, body: &[u8]) {
+    let connection = &queues.connection;
     let source = format!("{}.source", queues.close);
-    queues.extra.push(source.clone());
+    queues.also_delete(&source);
     let channel = amqp::confirm_channel(connection).await.unwrap();
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -328,44 +207,15 @@ async fn count(connection: &Connection, queue: &str) -> u32 {
     declared.message_count()
 }
 
-/// Takes every message out of a queue, in order: the ground truth the tests compare against.
-async fn drain(connection: &Connection, queue: &str) -> Vec<Message> {
-    let channel = connection.create_channel().await.unwrap();
-    let mut messages = Vec::new();
-    while let Some(message) = channel
-        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-        .await
-        .unwrap()
-    {
-        let delivery = message.delivery;
-        messages.push(Message {
-            body: delivery.data,
-            headers: delivery
-                .properties
-                .headers()
-                .as_ref()
-                .map(|h| {
-                    h.inner()
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        });
-    }
-    let _ = channel.close(200, "drained".into()).await;
-    messages
-}
-
-fn bodies(messages: &[Message]) -> Vec<String> {
-    messages.iter().map(Message::body_text).collect()
+fn bodies(messages: &[Drained]) -> Vec<String> {
+    messages.iter().map(Drained::body_text).collect()
 }
 
 /// The mixed dead-letter queue most tests start from: job-closer's own failures of several kinds, a
 /// message published by hand without any header, and one dead-lettered by RabbitMQ itself.
 /// Returns the bodies in queue order.
-async fn seed_mixed(connection: &Connection, queues: &mut Queues) -> Vec<String> {
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+async fn seed_mixed(queues: &Queues) -> Vec<String> {
+    let channel = amqp::confirm_channel(&queues.connection).await.unwrap();
     let mut replayed_before = dead_letter_props(
         queues,
         &failure(Reason::RetriesExhausted, 503, "HTTP 503 with an empty body"),
@@ -410,7 +260,7 @@ async fn seed_mixed(connection: &Connection, queues: &mut Queues) -> Vec<String>
         .collect();
     publish_all(&channel, &queues.dead, messages).await;
     let by_broker = job("broker-1");
-    broker_dead_letter(connection, queues, &by_broker).await;
+    broker_dead_letter(queues, &by_broker).await;
     seeded.push(String::from_utf8_lossy(&by_broker).into_owned());
     seeded
 }
@@ -421,9 +271,9 @@ fn external_id(record: &Value) -> Option<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let bulk: Vec<(Vec<u8>, BasicProperties)> = (0..3000)
         .map(|i| {
             let failure = failure(Reason::Rejected, 404, &format!("job {i} not found"));
@@ -438,7 +288,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
         bulk.iter()
             .map(|(b, _)| String::from_utf8_lossy(b).into_owned()),
     );
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, bulk).await;
 
     // A stand-in worker: consumes the close queue and dead-letters each message, appending new dead
@@ -576,7 +426,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
     let late = worker.await.unwrap();
     // The ground truth: the seeded dead letters, all of them, in their order, then the ones the
     // worker added meanwhile — none lost, none moved, none duplicated.
-    let after = bodies(&drain(&connection, &queues.dead).await);
+    let after = bodies(&queues.drain(&queues.dead).await);
     assert_eq!(after.len(), expected.len() + late.len());
     assert_eq!(after[..expected.len()], expected[..]);
     assert_eq!(after[expected.len()..], late[..]);
@@ -584,10 +434,10 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stats_group_by_status_and_folded_message() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    seed_mixed(&connection, &mut queues).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let busy: Vec<_> = [7, 12]
         .iter()
         .map(|attempts| {
@@ -651,14 +501,13 @@ async fn stats_group_by_status_and_folded_message() {
         "{}",
         table.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 11);
+    assert_eq!(count(connection, &queues.dead).await, 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_the_records_of_list_json() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let seeded = seed_mixed(&queues).await;
     let listed = queues.dlq(&["list", "--json"]).await.ok().json_lines();
     let to_stdout = queues.dlq(&["export", "-"]).await.ok();
     assert_eq!(to_stdout.json_lines(), listed);
@@ -671,14 +520,14 @@ async fn export_writes_the_records_of_list_json() {
     assert_eq!(default_stdout.json_lines(), listed);
     let unwritable = queues.dlq(&["export", "/nonexistent-dir/x.jsonl"]).await;
     assert_eq!(unwritable.code, Some(2), "{unwritable:#?}");
-    assert_eq!(bodies(&drain(&connection, &queues.dead).await), seeded);
+    assert_eq!(bodies(&queues.drain(&queues.dead).await), seeded);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_moves_exactly_what_the_filters_select() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let total = seeded.len() as u64;
 
     let dry = queues
@@ -691,8 +540,8 @@ async fn replay_moves_exactly_what_the_filters_select() {
         dry.stdout
     );
     assert!(dry.stdout.contains("c7-1") && dry.stdout.contains("c9-1"));
-    assert_eq!(count(&connection, &queues.close).await, 0);
-    assert_eq!(count(&connection, &queues.dead).await as u64, total);
+    assert_eq!(count(connection, &queues.close).await, 0);
+    assert_eq!(count(connection, &queues.dead).await as u64, total);
 
     // --status with --limit: the first 403 only.
     let run = queues
@@ -754,7 +603,7 @@ async fn replay_moves_exactly_what_the_filters_select() {
         0
     );
 
-    let moved = drain(&connection, &queues.close).await;
+    let moved = queues.drain(&queues.close).await;
     assert_eq!(
         bodies(&moved),
         ["c7-1", "title-1", "title-3", "c9-1", "title-2", "broker-1"]
@@ -773,7 +622,7 @@ async fn replay_moves_exactly_what_the_filters_select() {
         ] {
             assert!(!message.headers.contains_key(gone), "{gone}: {message:?}");
         }
-        assert_eq!(message.int("x-replay-count"), Some(1), "{message:?}");
+        assert_eq!(message.header_int("x-replay-count"), Some(1), "{message:?}");
     }
     assert!(
         moved[5].headers.contains_key("x-death"),
@@ -781,38 +630,38 @@ async fn replay_moves_exactly_what_the_filters_select() {
     );
 
     // The rest stayed, in their order.
-    let left = drain(&connection, &queues.dead).await;
+    let left = queues.drain(&queues.dead).await;
     assert_eq!(
         bodies(&left),
         [seeded[4].clone(), seeded[5].clone(), seeded[6].clone()]
     );
     assert_eq!(
-        left[0].text("x-error-reason").as_deref(),
+        left[0].header_str("x-error-reason").as_deref(),
         Some("retries-exhausted")
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_filters_moves_everything_and_counts_replays() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
     let run = queues.dlq(&["replay"]).await.ok();
     assert_eq!(run.moved(), seeded.len() as u64);
     assert!(run.stdout.contains("left 0 in"), "{}", run.stdout);
-    let moved = drain(&connection, &queues.close).await;
+    let moved = queues.drain(&queues.close).await;
     assert_eq!(bodies(&moved), seeded, "bodies unchanged, order kept");
     assert_eq!(
-        moved[4].int("x-replay-count"),
+        moved[4].header_int("x-replay-count"),
         Some(3),
         "incremented from 2"
     );
     assert_eq!(
-        moved[6].int("x-replay-count"),
+        moved[6].header_int("x-replay-count"),
         Some(1),
         "the hand-made one too"
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     let empty = queues.dlq(&["replay"]).await.ok();
     assert_eq!(empty.moved(), 0);
 }
@@ -830,7 +679,7 @@ async fn seed_bulk(connection: &Connection, queues: &Queues, n: usize) -> Vec<St
     ids
 }
 
-fn ids_of(messages: &[Message]) -> Vec<String> {
+fn ids_of(messages: &[Drained]) -> Vec<String> {
     messages
         .iter()
         .map(|m| {
@@ -842,9 +691,9 @@ fn ids_of(messages: &[Message]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replays_at_once_move_each_message_exactly_once() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let ids = seed_bulk(&connection, &queues, 6000).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let ids = seed_bulk(connection, &queues, 6000).await;
     let (first, second) = tokio::join!(queues.dlq(&["replay"]), queues.dlq(&["replay"]));
     let (first, second) = (first.ok(), second.ok());
     assert_eq!(
@@ -853,27 +702,27 @@ async fn two_replays_at_once_move_each_message_exactly_once() {
         "{first:#?} {second:#?}"
     );
     assert!(first.stdout.contains("left 0 in") && second.stdout.contains("left 0 in"));
-    let moved = ids_of(&drain(&connection, &queues.close).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
     assert_eq!(moved.len(), 6000, "no duplicates");
     assert_eq!(
         moved.iter().collect::<HashSet<_>>(),
         ids.iter().collect::<HashSet<_>>()
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replay_loses_nothing() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let ids = seed_bulk(&connection, &queues, 20_000).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let ids = seed_bulk(connection, &queues, 20_000).await;
     let mut child = queues
         .command(&["replay"])
         .spawn()
         .expect("start the replay");
     // Kill it mid-way: once the first copies reached the close queue.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&connection, &queues.close).await == 0 {
+    while count(connection, &queues.close).await == 0 {
         assert!(Instant::now() < deadline, "the replay never started moving");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -884,15 +733,14 @@ async fn a_killed_replay_loses_nothing() {
     // The broker requeues what the dead connection held; wait until it has.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let total =
-            count(&connection, &queues.close).await + count(&connection, &queues.dead).await;
+        let total = count(connection, &queues.close).await + count(connection, &queues.dead).await;
         if total >= 20_000 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let moved = ids_of(&drain(&connection, &queues.close).await);
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     // Duplicates are possible only for what was in flight when the process died: copies awaiting
     // their confirm (at most 256) and acks the broker had not received (at most one window).
     assert_nothing_lost(&ids, &moved, &left, 1256);
@@ -931,19 +779,16 @@ fn assert_nothing_lost(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purge_deletes_what_it_is_told_and_asks_first() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let seeded = seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let seeded = seed_mixed(&queues).await;
 
     let refused = queues.dlq(&["purge"]).await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
     let refused = queues.dlq(&["purge", "--status", "403"]).await;
     assert_eq!(refused.code, Some(2), "{refused:#?}");
-    assert_eq!(
-        count(&connection, &queues.dead).await as usize,
-        seeded.len()
-    );
+    assert_eq!(count(connection, &queues.dead).await as usize, seeded.len());
 
     let run = queues
         .dlq(&["purge", "--status", "403", "--yes"])
@@ -976,13 +821,12 @@ async fn purge_deletes_what_it_is_told_and_asks_first() {
         "{}",
         run.stdout
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_and_argument_errors_have_their_exit_codes() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
+    let queues = Queues::declared("dlq").await;
     let unreachable = "amqp://guest:guest@127.0.0.1:1/%2f";
     for command in [
         &["list"][..],
@@ -1003,10 +847,7 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
     }
     let missing = format!("{}.missing", queues.dead);
     for command in ["list", "replay"] {
-        let output = dlq_command(&[command], &queues.close, &missing)
-            .output()
-            .await;
-        let run = Run::from(output.unwrap());
+        let run = dlq_cli(&[command], &queues.close, &missing).run().await;
         assert_eq!(run.code, Some(1), "{run:#?}");
         assert!(
             run.stderr.contains("does not exist") && run.stderr.contains("DEAD_LETTER_QUEUE"),
@@ -1014,10 +855,7 @@ async fn broker_and_argument_errors_have_their_exit_codes() {
             run.stderr
         );
     }
-    let same = dlq_command(&["replay"], &queues.dead, &queues.dead)
-        .output()
-        .await;
-    let same = Run::from(same.unwrap());
+    let same = dlq_cli(&["replay"], &queues.dead, &queues.dead).run().await;
     assert_eq!(same.code, Some(2), "{same:#?}");
     assert!(same.stderr.contains("both"), "{}", same.stderr);
     for bad in [
@@ -1049,12 +887,7 @@ fn runs(ids: &[String]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quorum_dead_letter_queues_keep_their_order_too() {
     let connection = connect().await;
-    let id = uuid::Uuid::new_v4();
-    let queues = Queues {
-        close: format!("test.dlq.{id}.close"),
-        dead: format!("test.dlq.{id}.dead"),
-        extra: Vec::new(),
-    };
+    let queues = Queues::new("dlq").await;
     let mut args = queues.amqp_args();
     args.queue_type = QueueType::Quorum;
     amqp::declare_queues(&connection, &args)
@@ -1093,36 +926,22 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
         .cloned()
         .collect();
     assert_eq!(
-        runs(&ids_of(&drain(&connection, &queues.dead).await)),
+        runs(&ids_of(&queues.drain(&queues.dead).await)),
         runs(&expected)
     );
-    let moved = ids_of(&drain(&connection, &queues.close).await);
+    let moved = ids_of(&queues.drain(&queues.close).await);
     assert_eq!(moved[0], "bulk-2500");
     assert_eq!(moved[1..], ids[..10]);
 }
 
 /// A `dlq` command with its wall time and peak RSS (from `/usr/bin/time`, when the machine has it).
 async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>) {
-    let mut command = if std::path::Path::new("/usr/bin/time").exists() {
-        let mut timed = Command::new("/usr/bin/time");
-        timed.args(["-f", "peak-rss-kib=%M", BINARY]);
-        timed
-    } else {
-        Command::new(BINARY)
-    };
-    command
-        .arg("dlq")
-        .args(args)
-        .args(["--close-queue", &queues.close])
-        .args(["--dead-letter-queue", &queues.dead])
-        .env("AMQP_URL", amqp_url())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut command = dlq_cli(args, &queues.close, &queues.dead);
+    if std::path::Path::new("/usr/bin/time").exists() {
+        command = command.wrapped_in(&["/usr/bin/time", "-f", "peak-rss-kib=%M"]);
+    }
     let started = Instant::now();
-    let run = Run::from(command.output().await.expect("run job-closer")).ok();
+    let run = command.run().await.ok();
     let took = started.elapsed();
     let peak_kib = run
         .stderr
@@ -1152,11 +971,11 @@ async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds 100,000 messages; run on demand"]
 async fn a_hundred_thousand_dead_letters() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    seed_bulk(&connection, &queues, 100_000).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_bulk(connection, &queues, 100_000).await;
     measured(&queues, &["stats"]).await;
-    assert_eq!(count(&connection, &queues.dead).await, 100_000);
+    assert_eq!(count(connection, &queues.dead).await, 100_000);
     let (run, _, _) = measured(&queues, &["list", "--since", "1h"]).await;
     assert!(
         run.stderr.contains("Listed 100000 dead letter(s)"),
@@ -1177,7 +996,7 @@ async fn a_hundred_thousand_dead_letters() {
         took < Duration::from_secs(60),
         "export --delete took {took:?}"
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     let (run, took, _) = measured(&queues, &["import", path]).await;
     assert!(
         run.stdout.contains("Imported 100000 record(s)"),
@@ -1185,17 +1004,15 @@ async fn a_hundred_thousand_dead_letters() {
         run.stdout
     );
     assert!(took < Duration::from_secs(60), "import took {took:?}");
-    assert_eq!(count(&connection, &queues.dead).await, 100_000);
+    assert_eq!(count(connection, &queues.dead).await, 100_000);
     let (run, took, _) = measured(&queues, &["replay"]).await;
     assert_eq!(run.moved(), 100_000);
     assert!(took < Duration::from_secs(60), "replay took {took:?}");
-    assert_eq!(count(&connection, &queues.close).await, 100_000);
+    assert_eq!(count(connection, &queues.close).await, 100_000);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Edited replays, time and content filters, archives (export --delete, import).
-
-mod common;
 
 /// A dead letter whose `x-dead-lettered-at` says `at` (or records no time at all with `None`).
 fn dead_letter_at(queues: &Queues, failure: &Failure, at: Option<&str>) -> BasicProperties {
@@ -1256,9 +1073,9 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let ids = ["untitled-1", "untitled-2", "untitled-3"];
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut seeded: Vec<(Vec<u8>, BasicProperties)> = ids
@@ -1303,26 +1120,26 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
         );
     }
     assert!(dry.stdout.contains("would move 3"), "{}", dry.stdout);
-    assert_eq!(count(&connection, &queues.close).await, 0);
+    assert_eq!(count(connection, &queues.close).await, 0);
 
-    let sandbox = common::sandbox(Default::default()).await;
-    let mut env = common::worker_env_for(&queues.close, &queues.dead, &sandbox);
-    // Task checks have delay queues of their own, which this test does not clean up.
-    env.push(("TASK_CHECK".into(), "off".into()));
-    let mut worker = common::spawn_worker(&env);
+    let sandbox = sandbox(Default::default()).await;
+    let mut env = worker_env(&queues, &sandbox);
+    // The close is what this test looks at, not its verification.
+    set(&mut env, "TASK_CHECK", "off");
+    let mut worker = spawn_worker(&env);
     let run = queues
         .dlq(&["replay", "--group", &group, "--set", "title=Engineer"])
         .await
         .ok();
     assert_eq!(run.moved(), 3, "{run:#?}");
     assert!(run.stdout.contains("Edited: title"), "{}", run.stdout);
-    common::eventually(Duration::from_secs(30), "the fixed jobs closed", || async {
+    eventually(Duration::from_secs(30), "the fixed jobs closed", || async {
         let closed = sandbox.stats().closed;
         ids.iter().all(|id| closed.contains_key(*id))
     })
     .await;
     worker.terminate(Duration::from_secs(30)).await;
-    let left = drain(&connection, &queues.dead).await;
+    let left = queues.drain(&queues.dead).await;
     assert_eq!(
         bodies(&left),
         [String::from_utf8(job("other-403")).unwrap()],
@@ -1333,9 +1150,9 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
     no_location.as_object_mut().unwrap().remove("location");
@@ -1388,7 +1205,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
             "{}",
             refused.stderr
         );
-        assert_eq!(count(&connection, &queues.close).await, 0);
+        assert_eq!(count(connection, &queues.close).await, 0);
     }
     // A value the validator refuses: listedAt must be a Long.
     let refused = queues
@@ -1411,15 +1228,15 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     ] {
         assert_eq!(queues.dlq(bad).await.code, Some(2), "{bad:?}");
     }
-    assert_eq!(count(&connection, &queues.close).await, 0);
-    assert_eq!(bodies(&drain(&connection, &queues.dead).await), expected);
+    assert_eq!(count(connection, &queues.close).await, 0);
+    assert_eq!(bodies(&queues.drain(&queues.dead).await), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
     let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
     let mut headers = properties.headers().clone().unwrap();
@@ -1445,7 +1262,7 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
         .await
         .ok();
     assert_eq!(run.moved(), 1);
-    let copies = drain_full(&connection, &queues.close).await;
+    let copies = drain_full(connection, &queues.close).await;
     assert_eq!(copies.len(), 1);
     let (copy, copy_properties) = &copies[0];
     assert_eq!(
@@ -1468,14 +1285,14 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     assert!(!headers.keys().any(|k| k.as_str().starts_with("x-error-")));
     assert_eq!(copy_properties.message_id(), properties.message_id());
     assert_eq!(copy_properties.content_type(), properties.content_type());
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let rejected = failure(Reason::Rejected, 403, &contract_403(9));
     let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
     publish_all(
@@ -1498,7 +1315,7 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         ],
     )
     .await;
-    broker_dead_letter(&connection, &mut queues, &job("broker-now")).await;
+    broker_dead_letter(&queues, &job("broker-now")).await;
     let ids = |run: Run| -> Vec<String> {
         run.ok()
             .json_lines()
@@ -1576,20 +1393,20 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
         .ok();
     assert_eq!(run.moved(), 3, "{run:#?}");
     assert_eq!(
-        ids_of(&drain(&connection, &queues.close).await),
+        ids_of(&queues.drain(&queues.close).await),
         ["2h", "10m", "broker-now"]
     );
     assert_eq!(
-        ids_of(&drain(&connection, &queues.dead).await),
+        ids_of(&queues.drain(&queues.dead).await),
         ["untimed", "arrived-after-dry-run"]
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let with_contract = |id: &str, contract: &str| {
         let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
         body["contract"] = Value::from(contract);
@@ -1706,8 +1523,8 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
         .await
         .ok();
     assert_eq!(moved.moved(), 1);
-    assert_eq!(ids_of(&drain(&connection, &queues.close).await), ["c7-b"]);
-    assert_eq!(count(&connection, &queues.dead).await, 3);
+    assert_eq!(ids_of(&queues.drain(&queues.close).await), ["c7-b"]);
+    assert_eq!(count(connection, &queues.dead).await, 3);
 }
 
 /// The seeded queue as the broker holds it: taken out with every property, then put back exactly.
@@ -1720,10 +1537,10 @@ async fn ground_truth(connection: &Connection, queues: &Queues) -> Vec<(Vec<u8>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_delete_then_import_restores_every_dead_letter_exactly() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    seed_mixed(&connection, &mut queues).await;
-    let original = ground_truth(&connection, &queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
+    let original = ground_truth(connection, &queues).await;
     assert_eq!(original.len(), 9);
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -1739,7 +1556,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         "{}",
         run.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
     assert_eq!(lines_of(&archive).len(), 9);
     // An archive is never overwritten.
     let again = queues.dlq(&["export", "--delete", path]).await;
@@ -1752,7 +1569,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         "{}",
         run.stdout
     );
-    let restored = drain_full(&connection, &queues.dead).await;
+    let restored = drain_full(connection, &queues.dead).await;
     assert_eq!(restored.len(), original.len());
     for ((body, properties), (original_body, original_properties)) in restored.iter().zip(&original)
     {
@@ -1764,27 +1581,33 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
     }
 
     // From standard input, and replayed to the close queue instead, the way `replay` sends them.
-    let mut command = queues.command(&["import", "-", "--to-close-queue", "--status", "403"]);
-    command.stdin(std::fs::File::open(&archive).unwrap());
-    let run = Run::from(command.output().await.unwrap()).ok();
+    let run = dlq_cli(
+        &["import", "-", "--to-close-queue", "--status", "403"],
+        &queues.close,
+        &queues.dead,
+    )
+    .stdin(std::fs::read(&archive).unwrap())
+    .run()
+    .await
+    .ok();
     assert!(
         run.stdout.contains("Replayed 3 record(s)"),
         "{}",
         run.stdout
     );
-    let replayed = drain(&connection, &queues.close).await;
+    let replayed = queues.drain(&queues.close).await;
     assert_eq!(
         bodies(&replayed),
         ["c7-1", "c9-1", "c7-2"].map(|id| String::from_utf8(job(id)).unwrap())
     );
     for message in &replayed {
         assert!(!message.headers.keys().any(|k| k.starts_with("x-error-")));
-        assert_eq!(message.int("x-replay-count"), Some(1));
+        assert_eq!(message.header_int("x-replay-count"), Some(1));
     }
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 
     // --delete with a filter archives only what it selects, and the rest keeps its order.
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, original.clone()).await;
     let partial = dir.path().join("forbidden.jsonl");
     queues
@@ -1804,15 +1627,15 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
         .iter()
         .filter(|(body, _)| !["c7-1", "c9-1", "c7-2"].iter().any(|id| *body == job(id)))
         .collect();
-    let left = drain_full(&connection, &queues.dead).await;
+    let left = drain_full(connection, &queues.dead).await;
     assert_eq!(left.iter().collect::<Vec<_>>(), kept);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
-    let connection = connect().await;
-    let mut queues = Queues::new(&connection).await;
-    seed_mixed(&connection, &mut queues).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    seed_mixed(&queues).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
     queues
@@ -1854,7 +1677,7 @@ async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
         "{}",
         run.stderr
     );
-    assert_eq!(count(&connection, &queues.dead).await, 0);
+    assert_eq!(count(connection, &queues.dead).await, 0);
 
     let run = queues
         .dlq(&["import", "--skip-invalid", broken.to_str().unwrap()])
@@ -1866,7 +1689,7 @@ async fn an_import_with_bad_lines_publishes_nothing_unless_told_to_skip_them() {
         run.stdout
     );
     assert!(run.stderr.contains("line 2:"), "{}", run.stderr);
-    let restored: Vec<String> = bodies(&drain(&connection, &queues.dead).await);
+    let restored: Vec<String> = bodies(&queues.drain(&queues.dead).await);
     let expected: Vec<String> = ["title-1", "c7-1", "title-2"]
         .map(|id| String::from_utf8(job(id)).unwrap())
         .to_vec();
@@ -1897,9 +1720,9 @@ fn kill(child: &tokio::process::Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_export_delete_loses_nothing() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let ids = seed_bulk(&connection, &queues, 20_000).await;
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let ids = seed_bulk(connection, &queues, 20_000).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
     let mut child = queues
@@ -1908,7 +1731,7 @@ async fn a_killed_export_delete_loses_nothing() {
         .expect("start the export");
     // Kill it mid-way: once the first dead letters were removed.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while count(&connection, &queues.dead).await + 1000 >= 20_000 {
+    while count(connection, &queues.dead).await + 1000 >= 20_000 {
         assert!(
             Instant::now() < deadline,
             "the export never started removing"
@@ -1921,7 +1744,7 @@ async fn a_killed_export_delete_loses_nothing() {
         None,
         "killed, not finished"
     );
-    settle_after_kill(&connection, &[&queues.dead], 1).await;
+    settle_after_kill(connection, &[&queues.dead], 1).await;
     // Whole records only: a line cut by the kill was never synced, so its dead letter was not acked.
     let text = std::fs::read_to_string(&archive).unwrap();
     let in_file: Vec<String> = text
@@ -1929,16 +1752,16 @@ async fn a_killed_export_delete_loses_nothing() {
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .map(|record| external_id(&record).unwrap().to_owned())
         .collect();
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     // In both places: records synced whose acks the broker had not received (at most a sync batch).
     assert_nothing_lost(&ids, &in_file, &left, 1000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_edited_replay_loses_nothing() {
-    let connection = connect().await;
-    let queues = Queues::new(&connection).await;
-    let channel = amqp::confirm_channel(&connection).await.unwrap();
+    let queues = Queues::declared("dlq").await;
+    let connection = &queues.connection;
+    let channel = amqp::confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();
     let messages = ids
@@ -1951,7 +1774,7 @@ async fn a_killed_edited_replay_loses_nothing() {
         .spawn()
         .expect("start the replay");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&connection, &queues.close).await == 0 {
+    while count(connection, &queues.close).await == 0 {
         assert!(Instant::now() < deadline, "the replay never started moving");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -1961,14 +1784,14 @@ async fn a_killed_edited_replay_loses_nothing() {
         None,
         "killed, not finished"
     );
-    settle_after_kill(&connection, &[&queues.close, &queues.dead], 20_000).await;
-    let copies = drain(&connection, &queues.close).await;
+    settle_after_kill(connection, &[&queues.close, &queues.dead], 20_000).await;
+    let copies = queues.drain(&queues.close).await;
     for copy in &copies {
         let body: Value = serde_json::from_slice(&copy.body).unwrap();
         assert_eq!(body["title"], "Engineer", "every copy is edited");
-        assert_eq!(copy.text("x-edited-fields").as_deref(), Some("title"));
+        assert_eq!(copy.header_str("x-edited-fields").as_deref(), Some("title"));
     }
     let moved = ids_of(&copies);
-    let left = ids_of(&drain(&connection, &queues.dead).await);
+    let left = ids_of(&queues.drain(&queues.dead).await);
     assert_nothing_lost(&ids, &moved, &left, 1256);
 }

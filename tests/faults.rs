@@ -6,80 +6,27 @@ mod common;
 
 use common::proxy::{Proxy, upstream_of};
 use common::*;
-use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
+use job_closer::sandbox::{Fault, SandboxConfig};
 use nix::sys::signal::Signal;
 use serde_json::json;
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// The figures every fault test reports.
-struct Tally {
-    published: usize,
-    closed: usize,
-    dead: usize,
-    resent: u64,
-}
-
-impl Tally {
-    fn lost(&self) -> i64 {
-        self.published as i64 - (self.closed + self.dead) as i64
-    }
-
-    fn print(&self, test: &str) {
-        println!(
-            "{test}: published {}, closed {}, dead-lettered {}, re-sent {}, lost {}",
-            self.published,
-            self.closed,
-            self.dead,
-            self.resent,
-            self.lost()
-        );
-    }
-}
-
-/// Closed ids (distinct) and how many closes were sent more than once.
-fn closes(sandbox: &Sandbox, ids: &BTreeSet<String>) -> (usize, u64) {
-    let stats = sandbox.stats();
-    let closed = ids
-        .iter()
-        .filter(|id| stats.closed.contains_key(*id))
-        .count();
-    // A job is closed once; LinkedIn (and the sandbox) refuses a close it receives again with a
-    // 409, counted in `refused_closes`: those are the re-sent closes.
-    let resent = stats
-        .closed
-        .values()
-        .map(|n| n.saturating_sub(1))
-        .sum::<u64>()
-        + stats.refused_closes.values().sum::<u64>();
-    (closed, resent)
-}
-
-fn jobs(prefix: &str, n: usize) -> (Vec<serde_json::Value>, BTreeSet<String>) {
-    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    (
-        ids.iter().map(|id| job(id)).collect(),
-        ids.into_iter().collect(),
-    )
-}
-
 #[tokio::test]
 async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
-    let queues = Queues::new("isolate").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("isolate")
+        .set("RETRY_MAX_ELAPSED_MS", "8000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_poison_prefix(Some("poison-"));
     let (mut all, ids) = jobs("good", 60);
     all.insert(30, job("poison-1"));
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("RETRY_MAX_ELAPSED_MS".into(), "8000".into()));
     let started = Instant::now();
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "good neighbours closed", || async {
-        closes(&sandbox, &ids).0 == 60
+        closes(sandbox, &ids).0 == 60
     })
     .await;
     let good_done = started.elapsed();
@@ -91,7 +38,7 @@ async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
     let dead = queues.drain(&queues.dead).await;
     let tally = Tally {
         published: 61,
-        closed: closes(&sandbox, &ids).0,
+        closed: closes(sandbox, &ids).0,
         dead: dead.len(),
         resent: 0,
     };
@@ -107,7 +54,7 @@ async fn poison_only_linkedin_sees_is_isolated_and_its_neighbours_close() {
         Some("retries-exhausted")
     );
     assert_eq!(tally.lost(), 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 /// Messages in a queue, ready or delivered and not yet acked, as the broker counts them. A passive
@@ -141,24 +88,20 @@ async fn ready_and_unacked(queue: &str) -> u64 {
 
 #[tokio::test]
 async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
-    let queues = Queues::new("cut").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(30),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("cut")
+        .latency(Duration::from_millis(30))
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    let mut env = scenario.env.clone();
     let (all, ids) = jobs("cut", 1500);
     queues.publish_jobs(&all).await;
     let proxy = Proxy::start(upstream_of(&amqp_url())).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.retain(|(k, _)| k != "AMQP_URL");
-    env.push(("AMQP_URL".into(), proxy.amqp_url(&amqp_url())));
-    env.push(("BATCH_SIZE".into(), "50".into()));
+    set(&mut env, "AMQP_URL", proxy.amqp_url(&amqp_url()));
+    set(&mut env, "BATCH_SIZE", "50");
     let mut worker = spawn_worker(&env);
 
     eventually(SETTLE, "some closed", || async {
-        closes(&sandbox, &ids).0 >= 200
+        closes(sandbox, &ids).0 >= 200
     })
     .await;
     proxy.refuse(true);
@@ -170,7 +113,7 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     );
     proxy.refuse(false);
     eventually(SETTLE, "all closed after reconnecting", || async {
-        closes(&sandbox, &ids).0 == 1500
+        closes(sandbox, &ids).0 == 1500
     })
     .await;
     // A second cut, without refusing, while work is still going on or just done. Accepted closes are
@@ -189,13 +132,8 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
         Some(0)
     );
 
-    let (closed, resent) = closes(&sandbox, &ids);
-    let tally = Tally {
-        published: 1500,
-        closed,
-        dead: queues.depth(&queues.dead).await as usize,
-        resent,
-    };
+    let tally = scenario.tally(1500, &ids).await;
+    let resent = tally.resent;
     tally.print("broker cut");
     let log = worker.log_text();
     assert!(
@@ -207,58 +145,53 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     // Only what was in hand when the socket died can be sent twice: at most a prefetch (5 batches
     // of 50) per cut.
     assert!(resent <= 2 * 250, "re-sent {resent}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn sigkill_then_restart_closes_everything() {
-    let queues = Queues::new("kill").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(100),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("kill")
+        .latency(Duration::from_millis(100))
+        .set("BATCH_SIZE", "50")
+        .set("MAX_IN_FLIGHT", "4")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("kill", 1500);
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "50".into()));
-    env.push(("MAX_IN_FLIGHT".into(), "4".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "some closed", || async {
-        closes(&sandbox, &ids).0 >= 300
+        closes(sandbox, &ids).0 >= 300
     })
     .await;
     worker.signal(Signal::SIGKILL);
     worker.wait(Duration::from_secs(5)).await;
-    let after_kill = closes(&sandbox, &ids).0;
+    let after_kill = closes(sandbox, &ids).0;
 
-    let mut restarted = spawn_worker(&env);
+    let mut restarted = scenario.spawn_worker();
     eventually(SETTLE, "all closed after the restart", || async {
-        closes(&sandbox, &ids).0 == 1500
+        closes(sandbox, &ids).0 == 1500
     })
     .await;
     restarted.terminate(Duration::from_secs(20)).await;
-    let (closed, resent) = closes(&sandbox, &ids);
-    let tally = Tally {
-        published: 1500,
-        closed,
-        dead: queues.depth(&queues.dead).await as usize,
-        resent,
-    };
+    let tally = scenario.tally(1500, &ids).await;
+    let resent = tally.resent;
     tally.print("sigkill");
     assert!(after_kill < 1500, "the kill happened mid-run");
     assert_eq!(tally.lost(), 0);
     // Bounded by what was in flight: prefetch = 50 * (4 + 1).
     assert!(resent <= 250, "re-sent {resent}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
-    let queues = Queues::new("outage").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("outage")
+        .set("BATCH_SIZE", "50")
+        .set("MAX_IN_FLIGHT", "2")
+        .set("RETRY_MAX_ELAPSED_MS", "60000")
+        .set("HTTP_TIMEOUT_MS", "500")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::Status {
         status: 503,
         retry_after_secs: None,
@@ -267,12 +200,7 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
     sandbox.set_token_outage(Some(503));
     let (all, ids) = jobs("outage", 600);
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "50".into()));
-    env.push(("MAX_IN_FLIGHT".into(), "2".into()));
-    env.push(("RETRY_MAX_ELAPSED_MS".into(), "60000".into()));
-    env.push(("HTTP_TIMEOUT_MS".into(), "500".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
 
     // Token endpoint down first, then the API answers 503, then it stops answering at all:
     // nothing is dead-lettered and only the prefetch (50 * (2 + 1) = 150) is taken meanwhile.
@@ -290,28 +218,24 @@ async fn a_linkedin_outage_is_ridden_out_within_the_prefetch() {
     sandbox.set_outage(None);
 
     eventually(SETTLE, "recovered by itself", || async {
-        closes(&sandbox, &ids).0 == 600
+        closes(sandbox, &ids).0 == 600
     })
     .await;
     worker.terminate(Duration::from_secs(20)).await;
-    let (closed, resent) = closes(&sandbox, &ids);
-    let tally = Tally {
-        published: 600,
-        closed,
-        dead: queues.depth(&queues.dead).await as usize,
-        resent,
-    };
+    let tally = scenario.tally(600, &ids).await;
     tally.print("outage");
     assert_eq!(tally.dead, 0);
     assert_eq!(tally.lost(), 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
-    let queues = Queues::new("throttle").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("throttle")
+        .set("BATCH_SIZE", "25")
+        .set("RETRY_MAX_ELAPSED_MS", "500")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.push_fault(
         Fault::Status {
             status: 429,
@@ -330,24 +254,15 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
     );
     let (all, ids) = jobs("throttle", 300);
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "25".into()));
-    env.push(("RETRY_MAX_ELAPSED_MS".into(), "500".into()));
     let started = Instant::now();
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "all closed", || async {
-        closes(&sandbox, &ids).0 == 300
+        closes(sandbox, &ids).0 == 300
     })
     .await;
     let took = started.elapsed();
     worker.terminate(Duration::from_secs(20)).await;
-    let (closed, resent) = closes(&sandbox, &ids);
-    let tally = Tally {
-        published: 300,
-        closed,
-        dead: queues.depth(&queues.dead).await as usize,
-        resent,
-    };
+    let tally = scenario.tally(300, &ids).await;
     tally.print("throttle");
     // 12 batches and 4 in flight: had only the throttled batch waited, the rest would be done at once.
     assert!(
@@ -359,50 +274,47 @@ async fn throttling_slows_the_whole_worker_and_never_dead_letters() {
         "a 429 never dead-letters, even past RETRY_MAX_ELAPSED_MS"
     );
     assert_eq!(tally.lost(), 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_rate_limit_holds_over_a_minute() {
-    let queues = Queues::new("rate").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("rate")
+        .set("RATE_LIMIT_PER_MINUTE", "60")
+        .set("BATCH_SIZE", "20")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("rate", 80);
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.retain(|(k, _)| k != "RATE_LIMIT_PER_MINUTE");
-    env.push(("RATE_LIMIT_PER_MINUTE".into(), "60".into()));
-    env.push(("BATCH_SIZE".into(), "20".into()));
     let started = Instant::now();
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "the first minute's 60", || async {
-        closes(&sandbox, &ids).0 == 60
+        closes(sandbox, &ids).0 == 60
     })
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
-        closes(&sandbox, &ids).0,
+        closes(sandbox, &ids).0,
         60,
         "no more than 60 within the first minute"
     );
     eventually(
         Duration::from_secs(90),
         "the rest in the next minute",
-        || async { closes(&sandbox, &ids).0 == 80 },
+        || async { closes(sandbox, &ids).0 == 80 },
     )
     .await;
     let took = started.elapsed();
     worker.terminate(Duration::from_secs(20)).await;
     println!("rate limit: 80 elements at 60/minute took {took:?}");
     assert!(took >= Duration::from_secs(59), "{took:?}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
-    let queues = Queues::new("flood").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("flood").await;
+    let (queues, sandbox) = scenario.parts();
     let (valid, ids) = jobs("flood", 200);
     let mut malformed: Vec<Vec<u8>> = Vec::new();
     let mut seed = 0x2545F4914F6CDD1Du64;
@@ -445,10 +357,10 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
             queues.publish_raw(&queues.close, bad).await;
         }
     }
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     let expected_dead = malformed.len() as u32;
     eventually(SETTLE, "everything settled", || async {
-        closes(&sandbox, &ids).0 == 200 && queues.depth(&queues.dead).await == expected_dead
+        closes(sandbox, &ids).0 == 200 && queues.depth(&queues.dead).await == expected_dead
     })
     .await;
     assert!(
@@ -462,7 +374,7 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
     let dead = queues.drain(&queues.dead).await;
     let tally = Tally {
         published: 200 + malformed.len(),
-        closed: closes(&sandbox, &ids).0,
+        closed: closes(sandbox, &ids).0,
         dead: dead.len(),
         resent: 0,
     };
@@ -480,21 +392,18 @@ async fn a_poison_flood_is_dead_lettered_and_every_valid_request_closes() {
         );
     }
     assert!(!worker.log_text().contains("panicked"));
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_and_loses_nothing() {
-    let queues = Queues::new("twice").await;
-    queues.declare().await;
-    let slow = sandbox(SandboxConfig {
-        latency: Duration::from_secs(20),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("twice")
+        .latency(Duration::from_secs(20))
+        .await;
+    let (queues, slow) = scenario.parts();
     let (all, ids) = jobs("twice", 100);
     queues.publish_jobs(&all).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &slow));
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "requests in flight", || async {
         slow.stats().requests >= 1
     })
@@ -511,7 +420,7 @@ async fn a_second_signal_exits_at_once_and_loses_nothing() {
     assert!(started.elapsed() < Duration::from_secs(3));
 
     let fast = sandbox(SandboxConfig::default()).await;
-    let mut again = spawn_worker(&worker_env(&queues, &fast));
+    let mut again = spawn_worker(&scenario.env_for(&fast));
     eventually(SETTLE, "all closed by the next worker", || async {
         closes(&fast, &ids).0 == 100
     })
@@ -525,23 +434,19 @@ async fn a_second_signal_exits_at_once_and_loses_nothing() {
     };
     tally.print("second signal");
     assert_eq!(tally.lost(), 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_shutdown_timeout_bounds_the_wait_and_gives_everything_back() {
-    let queues = Queues::new("timeout").await;
-    queues.declare().await;
-    let slow = sandbox(SandboxConfig {
-        latency: Duration::from_secs(20),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("timeout")
+        .latency(Duration::from_secs(20))
+        .set("SHUTDOWN_TIMEOUT_MS", "1000")
+        .await;
+    let (queues, slow) = scenario.parts();
     let (all, ids) = jobs("timeout", 100);
     queues.publish_jobs(&all).await;
-    let mut env = worker_env(&queues, &slow);
-    env.push(("SHUTDOWN_TIMEOUT_MS".into(), "1000".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "requests in flight", || async {
         slow.stats().requests >= 1
     })
@@ -559,13 +464,13 @@ async fn the_shutdown_timeout_bounds_the_wait_and_gives_everything_back() {
     )
     .await;
     let fast = sandbox(SandboxConfig::default()).await;
-    let mut again = spawn_worker(&worker_env(&queues, &fast));
+    let mut again = spawn_worker(&scenario.env_for(&fast));
     eventually(SETTLE, "all closed", || async {
         closes(&fast, &ids).0 == 100
     })
     .await;
     again.terminate(Duration::from_secs(20)).await;
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 /// Peak resident memory of a process, from the kernel's high-water mark.
@@ -580,30 +485,13 @@ fn peak_rss_kib(pid: u32) -> u64 {
 }
 
 async fn drain_backlog(n: usize) {
-    let queues = Queues::new("backlog").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("backlog").await;
+    let (queues, sandbox) = scenario.parts();
     let body = job("backlog").to_string();
-    for i in 0..n {
-        let body = body.replace("\"backlog\"", &format!("\"backlog-{i}\""));
-        // Confirms pipelined in windows: a backlog of this size would take long one by one.
-        queues
-            .channel
-            .basic_publish(
-                "".into(),
-                queues.close.as_str().into(),
-                Default::default(),
-                body.as_bytes(),
-                lapin::BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        if i % 1000 == 999 {
-            queues.channel.wait_for_confirms().await.unwrap();
-        }
-    }
-    queues.channel.wait_for_confirms().await.unwrap();
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    queues
+        .publish_backlog((0..n).map(|i| body.replace("\"backlog\"", &format!("\"backlog-{i}\""))))
+        .await;
+    let mut worker = scenario.spawn_worker();
     let pid = worker.child.id();
     let started = Instant::now();
     eventually(Duration::from_secs(300), "backlog drained", || async {
@@ -620,7 +508,7 @@ async fn drain_backlog(n: usize) {
     assert!(peak > 0);
     assert!(peak < 96 * 1024, "peak RSS {peak} KiB");
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]

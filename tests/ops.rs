@@ -15,7 +15,6 @@ use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
 use lapin::options::{BasicGetOptions, BasicNackOptions};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::time::Duration;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -101,27 +100,6 @@ async fn close_connection_named(name: &str) -> bool {
     closed
 }
 
-/// `job-closer <args>` to completion, without blocking the runtime the sandbox answers on.
-async fn run_command(args: &[&str], env: &[(String, String)]) -> Output {
-    tokio::process::Command::new(binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .output()
-        .await
-        .unwrap()
-}
-
-fn set(env: &mut Vec<(String, String)>, name: &str, value: &str) {
-    env.retain(|(k, _)| k != name);
-    env.push((name.to_owned(), value.to_owned()));
-}
-
-fn without(env: &mut Vec<(String, String)>, name: &str) {
-    env.retain(|(k, _)| k != name);
-}
-
 async fn wait_ready(base: &str) {
     eventually(Duration::from_secs(15), "/readyz 200", || async {
         get(&format!("{base}/readyz")).await.0 == 200
@@ -163,27 +141,22 @@ fn lines_of(text: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
-    let queues = Queues::new("ops-check").await;
-    queues.declare().await;
+    let scenario = Scenario::builder("ops-check")
+        .sandbox(SandboxConfig {
+            client_secret: unique("ClientSecret"),
+            ..SandboxConfig::default()
+        })
+        .await;
+    let (queues, sandbox) = scenario.parts();
     queues
         .publish_jobs(&[job("c-1"), job("c-2"), job("c-3")])
         .await;
-    let sandbox = sandbox(SandboxConfig {
-        client_secret: unique("ClientSecret"),
-        ..SandboxConfig::default()
-    })
-    .await;
-    let env = worker_env(&queues, &sandbox);
+    let env = worker_env(queues, sandbox);
 
-    let output = run_command(&["check"], &env).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines = lines_of(&stdout);
+    let output = cli_run(&["check"], &env).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}\n{}", &output.stderr);
+    let lines = lines_of(stdout);
     for step in ["config", "broker", "close queue", "dlq", "token"] {
         let line = lines
             .iter()
@@ -199,13 +172,9 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     let wrong_secret = unique("WrongSecret");
     let mut wrong = env.clone();
     set(&mut wrong, "LINKEDIN_CLIENT_SECRET", &wrong_secret);
-    let output = run_command(&["check"], &wrong).await;
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{all}");
+    let output = cli_run(&["check"], &wrong).await;
+    let all = format!("{}{}", &output.stdout, &output.stderr);
+    assert_eq!(output.code, Some(1), "{all}");
     let token_line = lines_of(&all)
         .into_iter()
         .find(|l| l.starts_with("FAIL  token"))
@@ -223,15 +192,11 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     set(
         &mut wrong,
         "AMQP_URL",
-        &format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
+        format!("amqp://guest:{wrong_password}@127.0.0.1:5672/%2f"),
     );
-    let output = run_command(&["check"], &wrong).await;
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{all}");
+    let output = cli_run(&["check"], &wrong).await;
+    let all = format!("{}{}", &output.stdout, &output.stderr);
+    assert_eq!(output.code, Some(1), "{all}");
     assert!(all.contains("FAIL  broker"), "{all}");
     assert!(all.contains("amqp://guest:***@127.0.0.1"), "{all}");
     assert!(!all.contains(&wrong_password), "{all}");
@@ -241,10 +206,10 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     // Queues declared with other arguments: the step names the argument and the setting.
     let mut quorum = env.clone();
     set(&mut quorum, "QUEUE_TYPE", "quorum");
-    let output = run_command(&["check"], &quorum).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(1), "{stdout}");
-    let queue_line = lines_of(&stdout)
+    let output = cli_run(&["check"], &quorum).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(1), "{stdout}");
+    let queue_line = lines_of(stdout)
         .into_iter()
         .find(|l| l.starts_with("FAIL  close queue"))
         .unwrap_or_else(|| panic!("{stdout}"));
@@ -259,12 +224,12 @@ async fn check_passes_when_all_is_well_and_names_the_failing_step_otherwise() {
     // Missing credentials are a configuration failure: exit 2, and no token is asked for.
     let mut missing = env.clone();
     without(&mut missing, "LINKEDIN_CLIENT_SECRET");
-    let output = run_command(&["check"], &missing).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    let output = cli_run(&["check"], &missing).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(2), "{stdout}");
     assert!(stdout.contains("FAIL  config"), "{stdout}");
     assert!(stdout.contains("skip  token"), "{stdout}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -285,16 +250,12 @@ async fn neither_help_nor_a_settings_error_shows_a_secret() {
         &["run"],
         &["check"],
     ] {
-        let output = run_command(args, &env).await;
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output = cli_run(args, &env).await;
+        let all = format!("{}{}", &output.stdout, &output.stderr);
         assert!(!all.contains(&password), "{args:?}: {all}");
         assert!(!all.contains(&client_secret), "{args:?}: {all}");
         if !args.contains(&"--help") {
-            assert_eq!(output.status.code(), Some(2), "{args:?}: {all}");
+            assert_eq!(output.code, Some(2), "{args:?}: {all}");
             assert!(all.contains("invalid port number"), "{args:?}: {all}");
         }
     }
@@ -304,14 +265,15 @@ async fn neither_help_nor_a_settings_error_shows_a_secret() {
 
 #[tokio::test]
 async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
-    let queues = Queues::new("ops-run").await;
-    queues.declare().await;
+    let scenario = Scenario::builder("ops-run")
+        .sandbox(SandboxConfig {
+            client_secret: unique("ClientSecret"),
+            ..SandboxConfig::default()
+        })
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
-    let sandbox = sandbox(SandboxConfig {
-        client_secret: unique("ClientSecret"),
-        ..SandboxConfig::default()
-    })
-    .await;
     // The secret comes from a file, as a Docker or Kubernetes secret would (trailing newline too).
     let secret_dir = tempfile::tempdir().unwrap();
     let secret_file = secret_dir.path().join("linkedin_client_secret");
@@ -321,14 +283,13 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
     )
     .unwrap();
 
-    let mut env = worker_env(&queues, &sandbox);
     without(&mut env, "LINKEDIN_CLIENT_SECRET");
     set(
         &mut env,
         "LINKEDIN_CLIENT_SECRET_FILE",
         secret_file.to_str().unwrap(),
     );
-    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "AMQP_URL", user.url());
     set(&mut env, "LOG_FORMAT", "json");
     set(&mut env, "RUST_LOG", "trace");
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
@@ -353,7 +314,7 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
 
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
-    wait_settled(&queues, &sandbox, 40, 3, SETTLE).await;
+    scenario.settled(40, 3, SETTLE).await;
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200);
     assert_eq!(get(&format!("{base}/readyz")).await.0, 200);
 
@@ -503,18 +464,17 @@ async fn a_full_run_moves_the_metrics_and_its_trace_log_holds_no_secret() {
         log.contains(&format!("amqp://{}:***@127.0.0.1", user.name)),
         "the broker is logged with its password redacted"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
-    let queues = Queues::new("ops-ready").await;
-    queues.declare().await;
+    let scenario = Scenario::builder("ops-ready").await;
+    let queues = &scenario.queues;
+    let mut env = scenario.env.clone();
     let user = BrokerUser::new().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
     let connection_name = unique("job-closer ops-ready");
-    let mut env = worker_env(&queues, &sandbox);
-    set(&mut env, "AMQP_URL", &user.url());
+    set(&mut env, "AMQP_URL", user.url());
     set(&mut env, "AMQP_CONNECTION_NAME", &connection_name);
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     let mut worker = spawn_worker(&env);
@@ -549,7 +509,7 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     let text = metrics_of(&base).await;
     assert!(metric(&text, "job_closer_broker_reconnects_total").unwrap() >= 1.0);
     queues.publish_jobs(&[job("ready-1"), job("ready-2")]).await;
-    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    scenario.settled(2, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -563,16 +523,15 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
     );
     assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
     assert!(!log.contains(&user.password), "{log}");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 // --- queue arguments ---
 
 #[tokio::test]
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
-    let queues = Queues::new("ops-mismatch").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("ops-mismatch").await;
+    let queues = &scenario.queues;
     for (name, value, argument, setting) in [
         ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),
         (
@@ -582,7 +541,7 @@ async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_an
             "SINGLE_ACTIVE_CONSUMER",
         ),
     ] {
-        let mut env = worker_env(&queues, &sandbox);
+        let mut env = scenario.env.clone();
         set(&mut env, name, value);
         let mut worker = spawn_worker(&env);
         let status = worker.wait(Duration::from_secs(15)).await;
@@ -597,7 +556,7 @@ async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_an
         assert!(error.contains(setting), "{error}");
         assert!(error.contains("drain and delete"), "{error}");
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -678,7 +637,7 @@ fn replica_env(
     set(
         &mut env,
         "SINGLE_ACTIVE_CONSUMER",
-        &single_active_consumer.to_string(),
+        single_active_consumer.to_string(),
     );
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     set(&mut env, "BATCH_SIZE", "10");
@@ -758,9 +717,9 @@ async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
     }
     assert_eq!(sandbox.stats().token_requests, 2, "one token per replica");
     // The queues the replicas declared are exactly what `check` expects with the same settings.
-    let output = run_command(&["check"], &env).await;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    let output = cli_run(&["check"], &env).await;
+    let stdout = &output.stdout;
+    assert_eq!(output.code, Some(0), "{stdout}");
     assert!(
         stdout.contains("exists with matching arguments; 0 ready"),
         "{stdout}"

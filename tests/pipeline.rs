@@ -14,14 +14,13 @@ const SETTLE: Duration = Duration::from_secs(30);
 
 #[tokio::test]
 async fn closes_every_job_in_full_batches() {
-    let queues = Queues::new("happy").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("happy").await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..250).map(|i| job(&format!("happy-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
 
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 250, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(250, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -42,18 +41,18 @@ async fn closes_every_job_in_full_batches() {
     assert_eq!(stats.token_requests, 1, "one shared token");
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn documented_errors_are_dead_lettered_with_linkedins_message() {
-    let queues = Queues::new("errors").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("errors")
+        .sandbox(SandboxConfig {
+            allowed_contracts: Some(vec!["urn:li:contract:1".into()]),
+            ..SandboxConfig::default()
+        })
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let mut wrong_type = job("err-title-number");
     wrong_type["title"] = json!(42);
     let mut missing = job("err-missing");
@@ -76,8 +75,8 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
     queues.publish_jobs(&published).await;
     queues.publish_raw(&queues.close, b"\xff not json").await;
 
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 3, 7, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(3, 7, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
@@ -176,18 +175,17 @@ async fn documented_errors_are_dead_lettered_with_linkedins_message() {
             "original properties kept"
         );
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
-    let queues = Queues::new("bytes").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("bytes").await;
+    let queues = &scenario.queues;
     // Odd spacing and key order must survive: the dead letter is the original, not a re-serialisation.
     let body = br#"  { "title" : 7, "externalJobPostingId":"bytes-1","companyApplyUrl":"https://jobs.example.com/bytes-1","description":"We are hiring a backend engineer to build and run distributed systems. This position has been filled; thank you for applying.","listedAt":1700000000000,"location":"Berlin" }  "#;
     queues.publish_raw(&queues.close, body).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "dead letter", || async {
         queues.depth(&queues.dead).await == 1
     })
@@ -197,15 +195,14 @@ async fn dead_letters_keep_the_body_and_properties_byte_for_byte() {
     assert_eq!(dead[0].body, body.to_vec());
     assert_eq!(dead[0].header_int("x-attempts"), Some(1));
     assert_eq!(dead[0].properties.delivery_mode(), &Some(2));
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn duplicates_and_contracts_never_share_a_request() {
-    let queues = Queues::new("dups").await;
-    queues.declare().await;
+    let scenario = Scenario::builder("dups").await;
+    let (queues, sandbox) = scenario.parts();
     // The sandbox answers 400 to a request with duplicate ids, like LinkedIn; none may happen.
-    let sandbox = sandbox(SandboxConfig::default()).await;
     let mut jobs = Vec::new();
     for i in 0..30 {
         jobs.push(job(&format!("dup-{}", i % 10)));
@@ -213,7 +210,7 @@ async fn duplicates_and_contracts_never_share_a_request() {
         jobs.push(premium_job(&format!("c2-{i}"), "urn:li:contract:2"));
     }
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     // Each dup-N is closed three times: LinkedIn closes it once and answers the other two with a
     // 409 "already closed", which the worker settles as `already-closed` (or never sends at all,
     // knowing the job was closed a moment ago) — never as a dead letter.
@@ -235,30 +232,26 @@ async fn duplicates_and_contracts_never_share_a_request() {
         "{stats:?}"
     );
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() {
-    let queues = Queues::new("token").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(300),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("token")
+        .latency(Duration::from_millis(300))
+        .set("BATCH_SIZE", "10")
+        .set("MAX_IN_FLIGHT", "8")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..400).map(|i| job(&format!("tok-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "10".into()));
-    env.push(("MAX_IN_FLIGHT".into(), "8".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "several requests in flight", || async {
         sandbox.stats().max_concurrent_requests >= 4
     })
     .await;
     sandbox.expire_tokens();
-    wait_settled(&queues, &sandbox, 400, 0, SETTLE).await;
+    scenario.settled(400, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     let stats = sandbox.stats();
     assert_eq!(
@@ -271,23 +264,19 @@ async fn an_expired_token_is_renewed_once_however_many_requests_are_in_flight() 
         0,
         "a 401 never dead-letters"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn sigterm_settles_everything_in_hand_and_exits_zero() {
-    let queues = Queues::new("sigterm").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(400),
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("sigterm")
+        .latency(Duration::from_millis(400))
+        .set("BATCH_SIZE", "20")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..600).map(|i| job(&format!("term-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("BATCH_SIZE".into(), "20".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "work under way", || async {
         sandbox.stats().requests >= 2
     })
@@ -309,14 +298,15 @@ async fn sigterm_settles_everything_in_hand_and_exits_zero() {
         "lost = {}",
         600 - (closed + waiting) as i64
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn whole_request_failures_are_retried_then_given_up_on() {
-    let queues = Queues::new("exhaust").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("exhaust")
+        .set("RETRY_MAX_ELAPSED_MS", "1500")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_outage(Some(Fault::Status {
         status: 503,
         retry_after_secs: None,
@@ -325,9 +315,7 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
     queues
         .publish_jobs(&[job("exhaust-1"), job("exhaust-2")])
         .await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("RETRY_MAX_ELAPSED_MS".into(), "1500".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     eventually(SETTLE, "both dead-lettered", || async {
         queues.depth(&queues.dead).await == 2
     })
@@ -346,14 +334,13 @@ async fn whole_request_failures_are_retried_then_given_up_on() {
         );
         assert!(letter.header_int("x-attempts").unwrap() >= 2);
     }
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn transient_failures_that_recover_lose_nothing() {
-    let queues = Queues::new("recover").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("recover").await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.push_fault(
         Fault::Status {
             status: 500,
@@ -374,8 +361,8 @@ async fn transient_failures_that_recover_lose_nothing() {
     );
     let jobs: Vec<_> = (0..50).map(|i| job(&format!("rec-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 50, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(50, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     assert_eq!(queues.depth(&queues.dead).await, 0);
     let log = worker.log_text();
@@ -384,7 +371,7 @@ async fn transient_failures_that_recover_lose_nothing() {
         log.contains("rec-0"),
         "retries are logged with the external ids"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -394,46 +381,40 @@ async fn bad_settings_are_refused_with_a_clear_error() {
         ("BATCH_SIZE", "0", "0"),
         ("AMQP_URL", "http://nope", "amqp"),
     ] {
-        let output = std::process::Command::new(binary())
-            .arg("run")
+        let output = cli(&["run"])
             .env(name, value)
             .env("LINKEDIN_CLIENT_ID", "x")
             .env("LINKEDIN_CLIENT_SECRET", "y")
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{name}={value}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+            .run()
+            .await;
+        assert_eq!(output.code, Some(2), "{name}={value}");
+        let stderr = &output.stderr;
         assert!(stderr.contains(expect), "{stderr}");
     }
-    let output = std::process::Command::new(binary())
-        .arg("run")
-        .env_remove("LINKEDIN_CLIENT_ID")
-        .env_remove("LINKEDIN_CLIENT_SECRET")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("LINKEDIN_CLIENT_ID"));
+    // The environment is cleared: neither LINKEDIN_CLIENT_ID nor LINKEDIN_CLIENT_SECRET is set.
+    let output = cli(&["run"]).run().await;
+    assert_eq!(output.code, Some(2));
+    assert!(output.stderr.contains("LINKEDIN_CLIENT_ID"));
 }
 
 #[tokio::test]
 async fn the_versioned_rest_api_and_string_lifetimes_work() {
-    let queues = Queues::new("rest").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig {
-        expires_in_as_string: true,
-        ..SandboxConfig::default()
-    })
-    .await;
+    let scenario = Scenario::builder("rest")
+        .sandbox(SandboxConfig {
+            expires_in_as_string: true,
+            ..SandboxConfig::default()
+        })
+        .set("LINKEDIN_API_VERSION", "202504")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     queues.publish_jobs(&[job("rest-1"), job("rest-2")]).await;
-    let mut env = worker_env(&queues, &sandbox);
-    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
-    let mut worker = spawn_worker(&env);
-    wait_settled(&queues, &sandbox, 2, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(2, 0, SETTLE).await;
     worker.terminate(Duration::from_secs(20)).await;
     let stats = sandbox.stats();
     assert!(stats.linkedin_versions.contains("202504"), "{stats:?}");
     assert_eq!(stats.token_requests, 1);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
@@ -480,42 +461,29 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
         format!("{good}\n\n{{\"title\":\"x\"}}\n{}\n", job("pub-2")),
     )
     .unwrap();
-    let base = |cmd: &mut std::process::Command| {
-        cmd.env("AMQP_URL", amqp_url())
+    let publish = |args: &[&str]| {
+        cli(&["publish"])
+            .args(args)
+            .env("AMQP_URL", amqp_url())
             .env("CLOSE_QUEUE", &queues.close)
-            .env("DEAD_LETTER_QUEUE", &queues.dead);
+            .env("DEAD_LETTER_QUEUE", &queues.dead)
     };
-    let mut refused = std::process::Command::new(binary());
-    base(refused.arg("publish").arg(&file));
-    let output = refused.output().unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let file = file.to_str().unwrap();
+    let output = publish(&[file]).run().await;
+    assert_eq!(output.code, Some(2));
+    let stderr = &output.stderr;
     assert!(
         stderr.contains("line 3: ERROR :: /companyApplyUrl"),
         "{stderr}"
     );
     assert_eq!(queues.depth(&queues.close).await, 0, "nothing published");
 
-    let mut skipping = std::process::Command::new(binary());
-    base(skipping.arg("publish").arg("--skip-invalid").arg(&file));
-    let output = skipping.output().unwrap();
-    assert_eq!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("Published 2"));
+    let output = publish(&["--skip-invalid", file]).run().await;
+    assert_eq!(output.code, Some(0));
+    assert!(output.stdout.contains("Published 2"));
 
-    let mut from_stdin = std::process::Command::new(binary());
-    base(from_stdin.arg("publish").arg("-"));
-    from_stdin
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = from_stdin.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{good}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    let from_stdin = publish(&["-"]).stdin(format!("{good}\n")).run().await;
+    assert_eq!(from_stdin.code, Some(0), "{from_stdin:#?}");
 
     let published = queues.drain(&queues.close).await;
     assert_eq!(published.len(), 3);
@@ -542,7 +510,8 @@ async fn publish_validates_every_line_and_publishes_all_or_nothing() {
 #[tokio::test]
 async fn queues_declared_elsewhere_without_arguments_are_accepted() {
     // Producers often declare the queue themselves, plainly durable, before the worker ever runs.
-    let queues = Queues::new("plain").await;
+    let scenario = Scenario::builder("plain").undeclared().await;
+    let queues = &scenario.queues;
     for name in [&queues.close, &queues.dead] {
         queues
             .channel
@@ -554,13 +523,12 @@ async fn queues_declared_elsewhere_without_arguments_are_accepted() {
             .await
             .unwrap();
     }
-    let sandbox = sandbox(SandboxConfig::default()).await;
     queues.publish_jobs(&[job("plain-1")]).await;
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
-    wait_settled(&queues, &sandbox, 1, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(1, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

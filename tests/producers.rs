@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -185,9 +184,8 @@ async fn publish_with_python(queue: &str, external_id: &str) {
 
 #[tokio::test]
 async fn the_python_producer_publishes_what_the_worker_closes() {
-    let queues = Queues::new("producer-python").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("producer-python").await;
+    let (queues, sandbox) = scenario.parts();
 
     // First with no worker, to see the message exactly as the producer left it.
     let inspected = format!("PY-{}", uuid::Uuid::new_v4().simple());
@@ -222,7 +220,7 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
     );
 
     // Then with the worker running: the close reaches LinkedIn (the sandbox).
-    let mut worker = spawn_worker(&worker_env(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     let closed = format!("PY-{}", uuid::Uuid::new_v4().simple());
     publish_with_python(&queues.close, &closed).await;
     eventually(
@@ -242,7 +240,7 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
         "{}",
         worker.log_text()
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]

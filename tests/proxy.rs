@@ -10,24 +10,16 @@ mod common;
 
 use common::http_proxy::HttpProxy;
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use std::time::Duration;
-
-fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.as_ref().to_owned()));
-}
-
-async fn run(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
-    let mut process = spawn_command(args, env);
-    let status = process.wait(Duration::from_secs(60)).await;
-    (status.code(), process.log_text())
-}
 
 #[tokio::test]
 async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
-    let queues = Queues::new("proxy").await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("proxy")
+        .undeclared()
+        .set("LINKEDIN_API_URL", "http://linkedin.test")
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    let mut env = scenario.env.clone();
     let proxy = HttpProxy::start(Some(sandbox.addr())).await;
     let bad_gateway = HttpProxy::start(None).await;
     let proxy_password = format!("ProxyPw{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -36,8 +28,6 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
         proxy.addr.port()
     );
 
-    let mut env = worker_env(&queues, &sandbox);
-    set(&mut env, "LINKEDIN_API_URL", "http://linkedin.test");
     set(
         &mut env,
         "LINKEDIN_TOKEN_URL",
@@ -47,7 +37,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     set(&mut env, "TASK_CHECK", "off");
 
     // check: the token comes through the proxy, which is shown with its password masked.
-    let (code, output) = run(&["check"], &env).await;
+    let (code, output) = run_cli(&["check"], &env).await;
     assert_eq!(code, Some(0), "{output}");
     let proxy_line = output
         .lines()
@@ -99,7 +89,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let before = proxy.seen().len();
     let mut no_proxy = env.clone();
     set(&mut no_proxy, "NO_PROXY", "example.com,linkedin.test");
-    let (code, output) = run(&["check"], &no_proxy).await;
+    let (code, output) = run_cli(&["check"], &no_proxy).await;
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("FAIL  token"), "{output}");
     assert!(output.contains("direct (NO_PROXY)"), "{output}");
@@ -110,21 +100,21 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     );
 
     // Loopback is never proxied, even by a proxy that answers 502 to everything.
-    let mut broken = worker_env(&queues, &sandbox);
+    let mut broken = worker_env(queues, sandbox);
     for key in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy"] {
         set(&mut broken, key, bad_gateway.url());
     }
     let stats = format!("http://127.0.0.1:{}/_sandbox/stats", sandbox.addr().port());
-    let (code, output) = run(&["healthcheck", "--url", &stats], &broken).await;
+    let (code, output) = run_cli(&["healthcheck", "--url", &stats], &broken).await;
     assert_eq!(
         code,
         Some(0),
         "healthcheck against 127.0.0.1 bypasses the proxy: {output}"
     );
     let by_name = format!("http://localhost:{}/_sandbox/stats", sandbox.addr().port());
-    let (code, output) = run(&["healthcheck", "--url", &by_name], &broken).await;
+    let (code, output) = run_cli(&["healthcheck", "--url", &by_name], &broken).await;
     assert_eq!(code, Some(0), "and against localhost: {output}");
-    let (code, output) = run(&["check", "--sandbox"], &broken).await;
+    let (code, output) = run_cli(&["check", "--sandbox"], &broken).await;
     assert!(
         output.contains("ok    token"),
         "the in-process sandbox is not proxied: {output}"
@@ -133,7 +123,7 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     let _ = code;
     assert!(bad_gateway.seen().is_empty(), "{:?}", bad_gateway.seen());
     // The same proxy does take a non-loopback URL: the 502 is its answer.
-    let (code, output) = run(
+    let (code, output) = run_cli(
         &["healthcheck", "--url", "http://linkedin.test/readyz"],
         &broken,
     )
@@ -141,5 +131,5 @@ async fn linkedin_calls_take_the_proxy_and_loopback_never_does() {
     assert_eq!(code, Some(1), "{output}");
     assert!(output.contains("502"), "{output}");
     assert_eq!(bad_gateway.seen().len(), 1);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

@@ -152,14 +152,10 @@ fn the_schema_lists_the_workers_symbols_and_limits() {
 
 #[test]
 fn job_closer_schema_prints_the_file_byte_for_byte() {
-    let output = std::process::Command::new(common::binary())
-        .arg("schema")
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    let output = common::cli(&["schema"]).run_blocking();
+    assert_eq!(output.code, Some(0));
     assert_eq!(
-        String::from_utf8(output.stdout).unwrap(),
+        output.stdout,
         repo_file(SCHEMA_FILE),
         "`job-closer schema` must print {SCHEMA_FILE} as it is"
     );

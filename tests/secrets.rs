@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::SandboxConfig;
 use std::time::Duration;
 
 /// Passwords with characters that need percent-encoding, as an operator would write them.
@@ -27,17 +26,6 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.as_ref().to_owned()));
-}
-
-async fn run(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
-    let mut process = spawn_command(args, env);
-    let status = process.wait(Duration::from_secs(60)).await;
-    (status.code(), process.log_text())
-}
-
 fn assert_no_secret(output: &str, secrets: &[&str]) {
     for secret in secrets {
         assert!(!output.contains(secret), "{secret:?} printed in:\n{output}");
@@ -51,8 +39,9 @@ fn assert_no_secret(output: &str, secrets: &[&str]) {
 
 #[tokio::test]
 async fn no_password_of_a_node_list_appears_at_trace_level() {
-    let queues = Queues::new("secrets").await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = Scenario::builder("secrets").undeclared().await;
+    let sandbox = &scenario.sandbox;
+    let mut env = scenario.env.clone();
     let (first, second) = secrets();
     // The broker (its password is the public default) and two nodes that refuse connections.
     let closed_port = common::rabbit_nodes::free_port();
@@ -61,7 +50,6 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         encode(&first),
         encode(&second)
     );
-    let mut env = worker_env(&queues, &sandbox);
     set(&mut env, "AMQP_URL", &list);
     set(&mut env, "RUST_LOG", "trace");
     set(&mut env, "TASK_CHECK", "off");
@@ -70,11 +58,11 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
     let dir = tempfile::tempdir().unwrap();
     let jobs = dir.path().join("jobs.ndjson");
     std::fs::write(&jobs, format!("{}\n{}\n", job("sec-1"), job("sec-2"))).unwrap();
-    let (code, output) = run(&["publish", jobs.to_str().unwrap()], &env).await;
+    let (code, output) = run_cli(&["publish", jobs.to_str().unwrap()], &env).await;
     assert_eq!(code, Some(0), "{output}");
     assert_no_secret(&output, &secrets);
 
-    let (code, output) = run(&["check"], &env).await;
+    let (code, output) = run_cli(&["check"], &env).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(
         output.contains("nodes: amqp://guest:***@127.0.0.1"),
@@ -119,11 +107,11 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         "AMQP_PASSWORD_FILE",
         password_file.to_str().unwrap(),
     );
-    let (code, output) = run(&["check"], &from_files).await;
+    let (code, output) = run_cli(&["check"], &from_files).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("from AMQP_URL_FILE"), "{output}");
     assert_no_secret(&output, &secrets);
-    let (code, output) = run(&["dlq", "stats"], &from_files).await;
+    let (code, output) = run_cli(&["dlq", "stats"], &from_files).await;
     assert_eq!(code, Some(0), "{output}");
     assert_no_secret(&output, &secrets);
 
@@ -134,7 +122,7 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         "AMQP_PASSWORD_FILE",
         "/nonexistent/amqp-password",
     );
-    let (code, output) = run(&["publish", jobs.to_str().unwrap()], &missing).await;
+    let (code, output) = run_cli(&["publish", jobs.to_str().unwrap()], &missing).await;
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("AMQP_PASSWORD_FILE"), "{output}");
     std::fs::write(
@@ -142,16 +130,16 @@ async fn no_password_of_a_node_list_appears_at_trace_level() {
         format!("http://guest:{}@host/\n", encode(&first)),
     )
     .unwrap();
-    let (code, output) = run(&["run"], &from_files).await;
+    let (code, output) = run_cli(&["run"], &from_files).await;
     assert_eq!(code, Some(2), "{output}");
     assert!(output.contains("AMQP_URL_FILE"), "{output}");
     assert_no_secret(&output, &secrets);
-    let (code, output) = run(&["run", "--help"], &env).await;
+    let (code, output) = run_cli(&["run", "--help"], &env).await;
     assert_eq!(code, Some(0), "{output}");
     assert!(
         output.contains("AMQP_PASSWORD_FILE") && output.contains("AMQP_TLS_CA_FILE"),
         "{output}"
     );
     assert_no_secret(&output, &secrets);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }

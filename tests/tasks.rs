@@ -6,10 +6,9 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, SandboxConfig, TaskRule};
+use job_closer::sandbox::{Fault, TaskRule};
 use job_closer::tasks::pending;
 use lapin::BasicProperties;
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -25,25 +24,6 @@ fn verified_ids(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// Like `eventually`, but a timeout shows the worker's log: that is where the reason is.
-async fn wait_for<F, Fut>(workers: &[&WorkerProcess], what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + SETTLE;
-    while !condition().await {
-        if std::time::Instant::now() > deadline {
-            let logs: Vec<String> = workers.iter().map(|w| w.log_text()).collect();
-            panic!(
-                "timed out after {SETTLE:?} waiting for: {what}; worker log(s):\n{}",
-                logs.join("\n----\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
     TaskRule {
         status: status.into(),
@@ -54,49 +34,20 @@ fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
 
 /// Publishes `body` to `queue` with properties a producer might set, confirmed.
 async fn publish_with(queues: &Queues, queue: &str, body: &[u8], properties: BasicProperties) {
-    let confirm = queues
-        .channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            body,
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+    assert!(publish_confirmed(&queues.channel, queue, body, properties).await);
 }
 
-/// The worker's settings with a first check `delay_ms` after acceptance, logging JSON to parse.
-fn env_with_delay(
-    queues: &Queues,
-    sandbox: &job_closer::sandbox::Sandbox,
-    delay_ms: u64,
-) -> Vec<(String, String)> {
-    let mut env = worker_env(queues, sandbox);
-    env.push(queues.task_check_env(delay_ms));
-    env.push(("LOG_FORMAT".into(), "json".into()));
-    env
-}
-
-fn env_with_checks(
-    queues: &Queues,
-    sandbox: &job_closer::sandbox::Sandbox,
-) -> Vec<(String, String)> {
-    env_with_delay(queues, sandbox, 300)
+/// The scenario of these tests: a first check `delay_ms` after acceptance, JSON logs to parse.
+fn checked(label: &str, delay_ms: u64) -> ScenarioBuilder {
+    Scenario::builder(label)
+        .task_check_delay_ms(delay_ms)
+        .set("LOG_FORMAT", "json")
 }
 
 #[tokio::test]
 async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_behind() {
-    let queues = Queues::new("tasks-ok").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-ok", 300).await;
+    let (queues, sandbox) = scenario.parts();
     // Lookup trouble of every kind is waited out; none of it may dead-letter a close.
     sandbox.push_task_fault(
         Fault::Status {
@@ -119,8 +70,8 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     let jobs: Vec<_> = (0..40).map(|i| job(&format!("ok-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
 
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
-    wait_for(&[&worker], "every close verified", || async {
+    let mut worker = scenario.spawn_worker();
+    wait_for(&[&worker], SETTLE, "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 40
     })
     .await;
@@ -154,14 +105,13 @@ async fn succeeded_tasks_are_verified_despite_lookup_trouble_and_leave_nothing_b
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.task_depth().await, 0, "no check left pending");
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_failed_task_dead_letters_the_original_request() {
-    let queues = Queues::new("tasks-failed").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-failed", 300).await;
+    let (queues, sandbox) = scenario.parts();
     let message = "Job fail-1 was dropped: true (sandbox says no)";
     sandbox.set_task_rule("fail-", rule("FAILED", 0, Some(message)));
     // Odd spacing and key order must survive: the dead letter is the original, byte for byte.
@@ -169,7 +119,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
     let mut headers = FieldTable::default();
     headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
     publish_with(
-        &queues,
+        queues,
         &queues.close,
         body,
         BasicProperties::default()
@@ -181,9 +131,10 @@ async fn a_failed_task_dead_letters_the_original_request() {
     .await;
     queues.publish_jobs(&[job("ok-1")]).await;
 
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
+    let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
+        SETTLE,
         "the failure dead-lettered, the other verified",
         || async {
             queues.depth(&queues.dead).await >= 1 && !verified_ids(&worker.log_text()).is_empty()
@@ -245,14 +196,16 @@ async fn a_failed_task_dead_letters_the_original_request() {
     }
     assert_eq!(verified_ids(&worker.log_text()), ["ok-1"]);
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn tasks_in_progress_are_checked_again_until_they_end() {
-    let queues = Queues::new("tasks-slow").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-slow", 300)
+        // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
+        .set("LINKEDIN_API_VERSION", "202504")
+        .await;
+    let (queues, sandbox) = scenario.parts();
     // IN_PROGRESS for 1.5 s: seen at the 0.3 s and 0.9 s checks, SUCCEEDED at 2.1 s.
     sandbox.set_task_rule("slow-", rule("SUCCEEDED", 1500, None));
     // IN_PROGRESS for ever: checked again and again, never dead-lettered within the day.
@@ -262,12 +215,10 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     jobs.push(job("stuck-1"));
     queues.publish_jobs(&jobs).await;
 
-    let mut env = env_with_checks(&queues, &sandbox);
-    // The versioned API: tasks are looked up under /rest with LinkedIn-Version as well.
-    env.push(("LINKEDIN_API_VERSION".into(), "202504".into()));
-    let mut worker = spawn_worker(&env);
+    let mut worker = scenario.spawn_worker();
     wait_for(
         &[&worker],
+        SETTLE,
         "slow tasks verified, stuck one rechecked",
         || async {
             let log = worker.log_text();
@@ -314,24 +265,23 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
         1,
         "the unfinished check is kept by the broker across the shutdown"
     );
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
-    let queues = Queues::new("tasks-crash").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-crash", 3000).await;
+    let (queues, sandbox) = scenario.parts();
     sandbox.set_task_rule("crash-fail-", rule("FAILED", 0, Some("dropped")));
     let ok: BTreeSet<String> = (0..60).map(|i| format!("crash-ok-{i}")).collect();
     let failing: BTreeSet<String> = (0..20).map(|i| format!("crash-fail-{i}")).collect();
     let jobs: Vec<_> = ok.iter().chain(&failing).map(|id| job(id)).collect();
     queues.publish_jobs(&jobs).await;
 
-    let env = env_with_delay(&queues, &sandbox, 3000);
-    let mut first = spawn_worker(&env);
+    let mut first = scenario.spawn_worker();
     wait_for(
         &[&first],
+        SETTLE,
         "every close accepted and its check pending",
         || async { sandbox.stats().closed.len() == 80 && queues.task_depth().await >= 80 },
     )
@@ -345,7 +295,7 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
         "the pending checks are the broker's, not the dead worker's"
     );
 
-    let mut second = spawn_worker(&env);
+    let mut second = scenario.spawn_worker();
     let all_verified = |second: &WorkerProcess| {
         let mut verified: BTreeSet<String> = verified_ids(&first.log_text()).into_iter().collect();
         verified.extend(verified_ids(&second.log_text()));
@@ -353,6 +303,7 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
     };
     wait_for(
         &[&first, &second],
+        SETTLE,
         "every accepted job verified or dead-lettered",
         || async {
             all_verified(&second).is_superset(&ok)
@@ -389,18 +340,17 @@ async fn a_sigkill_while_checks_are_pending_loses_no_verification() {
         "every accepted job ends verified or dead-lettered"
     );
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn status_checks_are_batched() {
-    let queues = Queues::new("tasks-batch").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-batch", 300).await;
+    let (queues, sandbox) = scenario.parts();
     let jobs: Vec<_> = (0..300).map(|i| job(&format!("batch-{i}"))).collect();
     queues.publish_jobs(&jobs).await;
-    let mut worker = spawn_worker(&env_with_checks(&queues, &sandbox));
-    wait_for(&[&worker], "every close verified", || async {
+    let mut worker = scenario.spawn_worker();
+    wait_for(&[&worker], SETTLE, "every close verified", || async {
         verified_ids(&worker.log_text()).len() >= 300
     })
     .await;
@@ -423,20 +373,19 @@ async fn status_checks_are_batched() {
         "no lookup was refused (414 etc.): {log}"
     );
     assert_eq!(queues.task_depth().await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
-    let queues = Queues::new("tasks-expired").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
-    let env = env_with_checks(&queues, &sandbox);
-    let mut worker = spawn_worker(&env);
+    let scenario = checked("tasks-expired", 300).await;
+    let (queues, sandbox) = scenario.parts();
+    let mut worker = scenario.spawn_worker();
     let check_queue = queues.task_queues()[0].clone();
     assert!(check_queue.ends_with(".tasks.check"));
     wait_for(
         &[&worker],
+        SETTLE,
         "the worker declared its task queues",
         || async { queues.exists(&check_queue).await },
     )
@@ -466,7 +415,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     );
     put(&mut headers, pending::CHECKS, AMQPValue::LongInt(7));
     publish_with(
-        &queues,
+        queues,
         &check_queue,
         body.as_bytes(),
         BasicProperties::default()
@@ -475,7 +424,7 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     )
     .await;
 
-    wait_for(&[&worker], "dead-lettered", || async {
+    wait_for(&[&worker], SETTLE, "dead-lettered", || async {
         queues.depth(&queues.dead).await == 1
     })
     .await;
@@ -500,21 +449,18 @@ async fn a_task_id_past_its_lifetime_is_dead_lettered_as_task_unknown() {
     );
     assert!(!letter.headers.contains_key(pending::CHECKS));
     assert_eq!(sandbox.stats().task_statuses.get("NOT_FOUND"), Some(&1));
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn task_check_off_trusts_the_202() {
-    let queues = Queues::new("tasks-off").await;
-    queues.declare().await;
-    let sandbox = sandbox(SandboxConfig::default()).await;
+    let scenario = checked("tasks-off", 300).set("TASK_CHECK", "off").await;
+    let (queues, sandbox) = scenario.parts();
     queues
         .publish_jobs(&[job("off-1"), job("off-2"), job("off-3")])
         .await;
-    let mut env = env_with_checks(&queues, &sandbox);
-    env.push(("TASK_CHECK".into(), "off".into()));
-    let mut worker = spawn_worker(&env);
-    wait_settled(&queues, &sandbox, 3, 0, SETTLE).await;
+    let mut worker = scenario.spawn_worker();
+    scenario.settled(3, 0, SETTLE).await;
     // Time enough for a check that should not happen.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
@@ -526,16 +472,12 @@ async fn task_check_off_trusts_the_202() {
         assert!(!queues.exists(&queue).await, "{queue} declared");
     }
     assert_eq!(queues.depth(&queues.close).await, 0);
-    queues.cleanup().await;
+    scenario.cleanup().await;
 }
 
 #[tokio::test]
 async fn the_settings_are_documented_in_help() {
-    let output = std::process::Command::new(binary())
-        .args(["run", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = run_help();
     for setting in [
         "env: TASK_CHECK=",
         "env: TASK_CHECK_DELAY_MS=",
@@ -544,12 +486,11 @@ async fn the_settings_are_documented_in_help() {
     ] {
         assert!(help.contains(setting), "{setting} missing from:\n{help}");
     }
-    let output = std::process::Command::new(binary())
-        .arg("run")
+    let output = cli(&["run"])
         .env("TASK_CHECK", "sometimes")
         .env("LINKEDIN_CLIENT_ID", "x")
         .env("LINKEDIN_CLIENT_SECRET", "y")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+        .run()
+        .await;
+    assert_eq!(output.code, Some(2));
 }

@@ -29,25 +29,6 @@ fn tls_config(port: u16, certs: &Certs, require_client_certificate: bool) -> Str
     )
 }
 
-struct Run {
-    code: Option<i32>,
-    output: String,
-}
-
-async fn run(args: &[&str], env: &[(String, String)]) -> Run {
-    let mut process = spawn_command(args, env);
-    let status = process.wait(Duration::from_secs(60)).await;
-    Run {
-        code: status.code(),
-        output: process.log_text(),
-    }
-}
-
-fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
-    env.retain(|(k, _)| k != key);
-    env.push((key.to_owned(), value.as_ref().to_owned()));
-}
-
 fn path(p: &Path) -> String {
     p.display().to_string()
 }
@@ -114,8 +95,8 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
 
     // 1. verify_none: publish and close over TLS with the private CA.
     write_jobs(&format!("tls-{id}-a"));
-    let published = run(&["publish", &path(&jobs)], &base).await;
-    assert_eq!(published.code, Some(0), "{}", published.output);
+    let published = cli_run(&["publish", &path(&jobs)], &base).await;
+    assert_eq!(published.code, Some(0), "{}", published.output());
     let mut worker = spawn_worker(&base);
     eventually(Duration::from_secs(60), "three closes over TLS", || async {
         sandbox.stats().closed.len() >= 3
@@ -131,27 +112,31 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
     // 2. The wrong CA, and no CA at all: the issuer is named.
     let mut wrong_ca = base.clone();
     set(&mut wrong_ca, "AMQP_TLS_CA_FILE", path(&certs.other_ca));
-    let checked = run(&["check"], &wrong_ca).await;
-    assert_eq!(checked.code, Some(1), "{}", checked.output);
+    let checked = cli_run(&["check"], &wrong_ca).await;
+    assert_eq!(checked.code, Some(1), "{}", checked.output());
     assert!(
-        checked.output.contains("FAIL  broker"),
+        checked.output().contains("FAIL  broker"),
         "{}",
-        checked.output
+        checked.output()
     );
     assert!(
-        checked.output.contains("job-closer test CA"),
+        checked.output().contains("job-closer test CA"),
         "names the issuer:\n{}",
-        checked.output
+        checked.output()
     );
-    assert!(checked.output.contains("not trusted"), "{}", checked.output);
+    assert!(
+        checked.output().contains("not trusted"),
+        "{}",
+        checked.output()
+    );
     let mut no_ca = base.clone();
     no_ca.retain(|(k, _)| k != "AMQP_TLS_CA_FILE");
-    let published = run(&["publish", &path(&jobs)], &no_ca).await;
-    assert_eq!(published.code, Some(1), "{}", published.output);
+    let published = cli_run(&["publish", &path(&jobs)], &no_ca).await;
+    assert_eq!(published.code, Some(1), "{}", published.output());
     assert!(
-        published.output.contains("AMQP_TLS_CA_FILE"),
+        published.output().contains("AMQP_TLS_CA_FILE"),
         "says how to trust it:\n{}",
-        published.output
+        published.output()
     );
 
     // 3. The wrong host name: the certificate is for localhost only.
@@ -161,15 +146,15 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
         "AMQP_URL",
         format!("amqps://guest:guest@127.0.0.1:{open_port}/%2f"),
     );
-    let checked = run(&["check"], &wrong_host).await;
-    assert_eq!(checked.code, Some(1), "{}", checked.output);
+    let checked = cli_run(&["check"], &wrong_host).await;
+    assert_eq!(checked.code, Some(1), "{}", checked.output());
     assert!(
         checked
-            .output
+            .output()
             .contains("not valid for the host name \"127.0.0.1\"")
-            && checked.output.contains("localhost"),
+            && checked.output().contains("localhost"),
         "names the host and the certificate's names:\n{}",
-        checked.output
+        checked.output()
     );
 
     // 4. A broker that requires client certificates.
@@ -179,12 +164,12 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
         "AMQP_URL",
         format!("amqps://guest:guest@localhost:{mutual_port}/%2f"),
     );
-    let without = run(&["publish", &path(&jobs)], &mutual).await;
-    assert_eq!(without.code, Some(1), "{}", without.output);
+    let without = cli_run(&["publish", &path(&jobs)], &mutual).await;
+    assert_eq!(without.code, Some(1), "{}", without.output());
     assert!(
-        without.output.contains("AMQP_TLS_CERT_FILE"),
+        without.output().contains("AMQP_TLS_CERT_FILE"),
         "says a client certificate is needed:\n{}",
-        without.output
+        without.output()
     );
     let mut stranger = mutual.clone();
     set(
@@ -197,32 +182,32 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
         "AMQP_TLS_KEY_FILE",
         path(&certs.other_client_key),
     );
-    let refused = run(&["publish", &path(&jobs)], &stranger).await;
-    assert_eq!(refused.code, Some(1), "{}", refused.output);
+    let refused = cli_run(&["publish", &path(&jobs)], &stranger).await;
+    assert_eq!(refused.code, Some(1), "{}", refused.output());
     assert!(
-        refused.output.contains("client certificate") && refused.output.contains("CN=stranger"),
+        refused.output().contains("client certificate") && refused.output().contains("CN=stranger"),
         "names the refused client certificate:\n{}",
-        refused.output
+        refused.output()
     );
 
     set(&mut mutual, "AMQP_TLS_CERT_FILE", path(&certs.client_cert));
     set(&mut mutual, "AMQP_TLS_KEY_FILE", path(&certs.client_key));
     write_jobs(&format!("tls-{id}-b"));
-    let published = run(&["publish", &path(&jobs)], &mutual).await;
-    assert_eq!(published.code, Some(0), "{}", published.output);
-    let checked = run(&["check"], &mutual).await;
-    assert_eq!(checked.code, Some(0), "{}", checked.output);
-    let tls_line = checked
-        .output
+    let published = cli_run(&["publish", &path(&jobs)], &mutual).await;
+    assert_eq!(published.code, Some(0), "{}", published.output());
+    let checked = cli_run(&["check"], &mutual).await;
+    assert_eq!(checked.code, Some(0), "{}", checked.output());
+    let output = checked.output();
+    let tls_line = output
         .lines()
         .find(|l| l.starts_with("ok    tls"))
         .unwrap_or_default();
     assert!(
         tls_line.contains("CN=job-closer-test-client"),
         "{}",
-        checked.output
+        checked.output()
     );
-    assert!(tls_line.contains(&path(&certs.ca)), "{}", checked.output);
+    assert!(tls_line.contains(&path(&certs.ca)), "{}", checked.output());
     let mut worker = spawn_worker(&mutual);
     eventually(
         Duration::from_secs(60),
@@ -240,9 +225,9 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
         "LINKEDIN_TOKEN_URL",
         format!("https://localhost:{open_port}/oauth/v2/accessToken"),
     );
-    let checked = run(&["check"], &linkedin_on_private_ca).await;
+    let checked = cli_run(&["check"], &linkedin_on_private_ca).await;
     let token_line = checked
-        .output
+        .output()
         .lines()
         .find(|l| l.starts_with("FAIL  token"))
         .unwrap_or_default()
@@ -250,7 +235,7 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
     assert!(
         token_line.contains("certificate") || token_line.contains("unknownissuer"),
         "the token endpoint's certificate from the broker CA is refused:\n{}",
-        checked.output
+        checked.output()
     );
 
     // 6. Unusable files: exit 2, the setting named, the content never shown.
@@ -258,22 +243,22 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
     std::fs::write(&garbage, "not-a-pem-sekrit\n").unwrap();
     let mut bad = base.clone();
     set(&mut bad, "AMQP_TLS_CA_FILE", path(&garbage));
-    let refused = run(&["publish", &path(&jobs)], &bad).await;
-    assert_eq!(refused.code, Some(2), "{}", refused.output);
+    let refused = cli_run(&["publish", &path(&jobs)], &bad).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.output());
     assert!(
-        refused.output.contains("AMQP_TLS_CA_FILE"),
+        refused.output().contains("AMQP_TLS_CA_FILE"),
         "{}",
-        refused.output
+        refused.output()
     );
-    assert!(!refused.output.contains("sekrit"), "{}", refused.output);
+    assert!(!refused.output().contains("sekrit"), "{}", refused.output());
     let mut half = base.clone();
     set(&mut half, "AMQP_TLS_KEY_FILE", path(&certs.client_key));
-    let refused = run(&["dlq", "list"], &half).await;
-    assert_eq!(refused.code, Some(2), "{}", refused.output);
+    let refused = cli_run(&["dlq", "list"], &half).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.output());
     assert!(
-        refused.output.contains("AMQP_TLS_CERT_FILE"),
+        refused.output().contains("AMQP_TLS_CERT_FILE"),
         "{}",
-        refused.output
+        refused.output()
     );
     drop(nodes);
 }

@@ -1,6 +1,20 @@
-//! Shared harness for the end-to-end tests: the real RabbitMQ (from `AMQP_URL`), uniquely named queues
-//! that are deleted afterwards, the in-process LinkedIn sandbox, and the built `job-closer` binary run
-//! as a child process the way an operator runs it.
+//! The one harness of the end-to-end tests and the benchmark: the real RabbitMQ (from `AMQP_URL`),
+//! uniquely named queues that are deleted afterwards (on drop too, when a test fails), the in-process
+//! LinkedIn sandbox, and the built `job-closer` binary run as a child process the way an operator runs
+//! it.
+//!
+//! Two entry points carry almost every test:
+//! - [`Scenario`]: the prologue of a worker test in one builder call — queues (declared or not), a
+//!   sandbox, the fast worker settings with the test's overrides, then `spawn_worker`, `settled`,
+//!   `closes`/[`Tally`] and `cleanup`.
+//! - [`Cli`]: the one way to run the binary — a cleared environment (only `PATH` is kept, so no
+//!   setting leaks in from the developer's shell), arguments and settings, optional stdin; either to
+//!   its end within a timeout ([`Cli::run`], a [`Run`] with exit code, stdout and stderr) or in the
+//!   background with its output in a log file ([`Cli::spawn`], a [`WorkerProcess`]).
+//!
+//! Rejected: a harness per test file (tests/dlq.rs had one), which let the copies drift apart (one
+//! redacted the password in its "unreachable" message, one did not; one inherited the caller's
+//! environment, one cleared it).
 #![allow(dead_code)]
 
 pub mod certs;
@@ -30,13 +44,32 @@ pub fn amqp_url() -> String {
 
 /// Connects to the broker the tests run against, or fails the test saying how to point it elsewhere.
 pub async fn connect() -> Connection {
-    let url = amqp_url();
-    match Connection::connect(&url, ConnectionProperties::default()).await {
+    connect_to(&amqp_url()).await
+}
+
+/// Connects to the broker at `url`, or fails saying that it is unreachable (without its password).
+pub async fn connect_to(url: &str) -> Connection {
+    match Connection::connect(url, ConnectionProperties::default()).await {
         Ok(connection) => connection,
         Err(error) => panic!(
-            "RabbitMQ is unreachable at AMQP_URL={url} ({error}). Start it (rabbitmq-server -detached) or set AMQP_URL."
+            "RabbitMQ is unreachable at AMQP_URL={} ({error}). Start it (rabbitmq-server -detached) or set AMQP_URL.",
+            job_closer::config::redact_url_password(url)
         ),
     }
+}
+
+/// Declares a durable classic queue as the worker does (`x-queue-type: classic`), so that the worker's
+/// own declaration matches.
+pub async fn declare_classic(channel: &Channel, queue: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
 }
 
 /// The worker's default `TASK_CHECK_DELAY_MS`: its delay queues exist unless a test turns checks off.
@@ -51,6 +84,8 @@ pub struct Queues {
     pub channel: Channel,
     /// Every TASK_CHECK_DELAY_MS a worker was given, so cleanup finds every delay queue.
     task_delays_ms: Mutex<BTreeSet<u64>>,
+    /// Further queues a test made (see [`Queues::also_delete`]).
+    extra: Mutex<Vec<String>>,
     /// Set by `cleanup`; a test that fails before it still has its queues deleted on drop.
     cleaned: bool,
 }
@@ -70,8 +105,21 @@ impl Queues {
             connection,
             channel,
             task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
+            extra: Mutex::new(Vec::new()),
             cleaned: false,
         }
+    }
+
+    /// [`Queues::new`], both queues declared as the worker declares them.
+    pub async fn declared(label: &str) -> Queues {
+        let queues = Queues::new(label).await;
+        queues.declare().await;
+        queues
+    }
+
+    /// Deletes `queue` with the others when the test ends.
+    pub fn also_delete(&self, queue: &str) {
+        self.extra.lock().unwrap().push(queue.to_owned());
     }
 
     /// The setting for a worker whose first task check comes `delay_ms` after acceptance (noted for
@@ -120,38 +168,39 @@ impl Queues {
     /// Declares both queues as the worker would (classic), so publishes before the worker starts land.
     pub async fn declare(&self) {
         for name in [&self.close, &self.dead] {
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("classic".into()),
-            );
-            self.channel
-                .queue_declare(name.as_str().into(), QueueDeclareOptions::durable(), args)
-                .await
-                .unwrap();
+            declare_classic(&self.channel, name).await;
         }
     }
 
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
-        let confirm = self
-            .channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..Default::default()
-                },
-                body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(uuid::Uuid::new_v4().to_string().into()),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        assert!(confirm.is_ack(), "broker did not confirm the test message");
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+        assert!(
+            publish_confirmed(&self.channel, queue, body, properties).await,
+            "broker did not confirm the test message"
+        );
+    }
+
+    /// Persistent messages into the close queue, confirms awaited a thousand at a time: a backlog
+    /// this size would take long one by one.
+    pub async fn publish_backlog(&self, bodies: impl IntoIterator<Item = String>) {
+        for (i, body) in bodies.into_iter().enumerate() {
+            self.channel
+                .basic_publish(
+                    "".into(),
+                    self.close.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            if i % 1000 == 999 {
+                self.channel.wait_for_confirms().await.unwrap();
+            }
+        }
+        self.channel.wait_for_confirms().await.unwrap();
     }
 
     pub async fn publish_jobs(&self, jobs: &[Value]) {
@@ -201,6 +250,7 @@ impl Queues {
     fn all_queues(&self) -> Vec<String> {
         let mut names = vec![self.close.clone(), self.dead.clone()];
         names.extend(self.task_queues());
+        names.extend(self.extra.lock().unwrap().iter().cloned());
         names
     }
 
@@ -249,6 +299,7 @@ impl Drop for Queues {
     }
 }
 
+#[derive(Debug)]
 pub struct Drained {
     pub body: Vec<u8>,
     pub headers: BTreeMap<String, AMQPValue>,
@@ -271,6 +322,10 @@ impl Drained {
             AMQPValue::ShortInt(v) => Some(i64::from(*v)),
             _ => None,
         }
+    }
+
+    pub fn body_text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
 
     pub fn json(&self) -> Option<Value> {
@@ -340,16 +395,17 @@ pub fn binary() -> &'static str {
 
 /// Settings that make tests fast; each test may override any of them.
 pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
-    worker_env_for(&queues.close, &queues.dead, sandbox)
+    let mut env = fast_worker_env(sandbox);
+    set(&mut env, "AMQP_URL", amqp_url());
+    set(&mut env, "CLOSE_QUEUE", &queues.close);
+    set(&mut env, "DEAD_LETTER_QUEUE", &queues.dead);
+    env
 }
 
-/// [`worker_env`] for queues named by a test's own harness.
-pub fn worker_env_for(close: &str, dead: &str, sandbox: &Sandbox) -> Vec<(String, String)> {
+/// [`worker_env`] without a broker or queues: for a test with brokers of its own (a cluster).
+pub fn fast_worker_env(sandbox: &Sandbox) -> Vec<(String, String)> {
     let config = sandbox.config();
     [
-        ("AMQP_URL", amqp_url()),
-        ("CLOSE_QUEUE", close.to_owned()),
-        ("DEAD_LETTER_QUEUE", dead.to_owned()),
         ("LINKEDIN_API_URL", sandbox.api_url()),
         ("LINKEDIN_TOKEN_URL", sandbox.token_url()),
         ("LINKEDIN_CLIENT_ID", config.client_id),
@@ -366,14 +422,20 @@ pub fn worker_env_for(close: &str, dead: &str, sandbox: &Sandbox) -> Vec<(String
     .collect()
 }
 
+/// Sets `key` in a child's environment, replacing any value it had.
+pub fn set(env: &mut Vec<(String, String)>, key: &str, value: impl AsRef<str>) {
+    env.retain(|(k, _)| k != key);
+    env.push((key.to_owned(), value.as_ref().to_owned()));
+}
+
+/// Removes `key` from a child's environment.
+pub fn without(env: &mut Vec<(String, String)>, key: &str) {
+    env.retain(|(k, _)| k != key);
+}
+
 /// `job-closer run --help`, with an empty environment (so that defaults show as defaults).
 pub fn run_help() -> String {
-    let output = Command::new(binary())
-        .args(["run", "--help"])
-        .env_clear()
-        .output()
-        .expect("job-closer run --help");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    cli(&["run", "--help"]).run_blocking().stdout
 }
 
 pub fn spawn_worker(env: &[(String, String)]) -> WorkerProcess {
@@ -381,24 +443,217 @@ pub fn spawn_worker(env: &[(String, String)]) -> WorkerProcess {
 }
 
 pub fn spawn_command(args: &[&str], env: &[(String, String)]) -> WorkerProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("worker.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = Command::new(binary())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .spawn()
-        .expect("job-closer starts");
-    WorkerProcess {
-        child,
-        log,
-        _dir: dir,
+    cli(args).envs(env).spawn()
+}
+
+/// How long a [`Cli::run`] may take unless the test says otherwise: generous, the machine is shared.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One invocation of the built binary, set up before it runs: see the module documentation.
+pub struct Cli {
+    program: Vec<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: Option<Vec<u8>>,
+    within: Duration,
+}
+
+/// `job-closer <args>` with a cleared environment (only `PATH`), stdin closed.
+pub fn cli(args: &[&str]) -> Cli {
+    cli_of(binary(), args)
+}
+
+/// [`cli`] for another build of the binary (the benchmark's release build).
+pub fn cli_of(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Cli {
+    Cli {
+        program: vec![program.as_ref().to_string_lossy().into_owned()],
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        env: Vec::new(),
+        stdin: None,
+        within: CLI_TIMEOUT,
     }
+}
+
+/// A finished command: exit code (None when a signal ended it) and what it printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The run, after asserting that it exited 0.
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, Some(0), "expected exit 0: {self:#?}");
+        self
+    }
+
+    /// Both streams, stdout first: for what may be said on either.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Each line of stdout, parsed as JSON (fails the test on a line that is not).
+    pub fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect()
+    }
+}
+
+impl Cli {
+    pub fn arg(mut self, arg: impl AsRef<str>) -> Cli {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Cli {
+        self.args
+            .extend(args.into_iter().map(|arg| arg.as_ref().to_owned()));
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: impl AsRef<str>) -> Cli {
+        set(&mut self.env, key, value);
+        self
+    }
+
+    pub fn envs(mut self, env: &[(String, String)]) -> Cli {
+        for (key, value) in env {
+            set(&mut self.env, key, value);
+        }
+        self
+    }
+
+    /// What the command reads on stdin (closed otherwise).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Cli {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    /// How long [`Cli::run`] waits before it kills the command and fails the test.
+    pub fn within(mut self, within: Duration) -> Cli {
+        self.within = within;
+        self
+    }
+
+    /// Runs the binary under another program (e.g. `/usr/bin/time -f ...`).
+    pub fn wrapped_in(mut self, program: &[&str]) -> Cli {
+        let mut wrapped: Vec<String> = program.iter().map(|part| part.to_string()).collect();
+        wrapped.append(&mut self.program);
+        self.program = wrapped;
+        self
+    }
+
+    fn std_command(&self) -> Command {
+        let mut command = Command::new(&self.program[0]);
+        command
+            .args(&self.program[1..])
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(if self.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        command
+    }
+
+    /// The command for a test that handles the child itself (kills it mid-way): output piped, killed
+    /// when dropped.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut command = tokio::process::Command::from(self.std_command());
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs the command to its end, without blocking the runtime a test's sandbox answers on.
+    pub async fn run(self) -> Run {
+        match tokio::task::spawn_blocking(move || self.run_blocking()).await {
+            Ok(run) => run,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+
+    /// Runs the command to its end (for tests without a runtime); kills it and fails the test when it
+    /// takes longer than its timeout.
+    pub fn run_blocking(mut self) -> Run {
+        let mut child = self
+            .std_command()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{:?} does not start: {e}", self.program));
+        if let (Some(bytes), Some(mut pipe)) = (self.stdin.take(), child.stdin.take()) {
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = pipe.write_all(&bytes);
+            });
+        }
+        let stdout = read_to_end(child.stdout.take());
+        let stderr = read_to_end(child.stderr.take());
+        let deadline = Instant::now() + self.within;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{:?} {:?} did not exit within {:?}; stderr:\n{}",
+                    self.program,
+                    self.args,
+                    self.within,
+                    stderr.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Run {
+            code: status.code(),
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        }
+    }
+
+    /// Starts the command in the background, stdout and stderr into one log file.
+    pub fn spawn(self) -> WorkerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("worker.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = self
+            .std_command()
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{:?} does not start: {e}", self.program));
+        WorkerProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+/// A pipe read to its end on a thread of its own, so that a chatty child never blocks on a full pipe.
+fn read_to_end(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
 }
 
 impl WorkerProcess {
@@ -560,4 +815,260 @@ pub fn log_events(log: &str, message: &str) -> Vec<serde_json::Value> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|event| event["message"] == message)
         .collect()
+}
+
+/// Close requests for `{prefix}-0` .. `{prefix}-{n-1}`, and their ids.
+pub fn jobs(prefix: &str, n: usize) -> (Vec<Value>, BTreeSet<String>) {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    (
+        ids.iter().map(|id| job(id)).collect(),
+        ids.into_iter().collect(),
+    )
+}
+
+/// Of `ids`, how many the sandbox closed (distinct), and how many closes it was sent more than once.
+pub fn closes(sandbox: &Sandbox, ids: &BTreeSet<String>) -> (usize, u64) {
+    let stats = sandbox.stats();
+    let closed = ids
+        .iter()
+        .filter(|id| stats.closed.contains_key(*id))
+        .count();
+    // A job is closed once; LinkedIn (and the sandbox) refuses a close it receives again with a
+    // 409, counted in `refused_closes`: those are the re-sent closes.
+    let resent = stats
+        .closed
+        .values()
+        .map(|n| n.saturating_sub(1))
+        .sum::<u64>()
+        + stats.refused_closes.values().sum::<u64>();
+    (closed, resent)
+}
+
+/// The figures a test that breaks things reports: published, closed, dead-lettered, re-sent, lost.
+pub struct Tally {
+    pub published: usize,
+    pub closed: usize,
+    pub dead: usize,
+    pub resent: u64,
+}
+
+impl Tally {
+    pub fn lost(&self) -> i64 {
+        self.published as i64 - (self.closed + self.dead) as i64
+    }
+
+    pub fn print(&self, test: &str) {
+        println!(
+            "{test}: published {}, closed {}, dead-lettered {}, re-sent {}, lost {}",
+            self.published,
+            self.closed,
+            self.dead,
+            self.resent,
+            self.lost()
+        );
+    }
+}
+
+/// What a worker test sets up before it starts the worker; see [`Scenario::builder`].
+pub struct ScenarioBuilder {
+    label: String,
+    sandbox: SandboxConfig,
+    declare: bool,
+    settings: Vec<(String, String)>,
+    task_check_delay_ms: Option<u64>,
+}
+
+impl ScenarioBuilder {
+    /// The sandbox's configuration (the default otherwise).
+    pub fn sandbox(mut self, config: SandboxConfig) -> ScenarioBuilder {
+        self.sandbox = config;
+        self
+    }
+
+    /// A sandbox that takes `latency` to answer (otherwise the default sandbox).
+    pub fn latency(mut self, latency: Duration) -> ScenarioBuilder {
+        self.sandbox.latency = latency;
+        self
+    }
+
+    /// Leaves the queues for the test (or the worker) to declare.
+    pub fn undeclared(mut self) -> ScenarioBuilder {
+        self.declare = false;
+        self
+    }
+
+    /// A worker setting over [`worker_env`]'s.
+    pub fn set(mut self, key: &str, value: impl AsRef<str>) -> ScenarioBuilder {
+        set(&mut self.settings, key, value);
+        self
+    }
+
+    /// `TASK_CHECK_DELAY_MS`, noted so that cleanup finds its delay queues.
+    pub fn task_check_delay_ms(mut self, delay_ms: u64) -> ScenarioBuilder {
+        self.task_check_delay_ms = Some(delay_ms);
+        self
+    }
+
+    pub async fn build(self) -> Scenario {
+        let queues = if self.declare {
+            Queues::declared(&self.label).await
+        } else {
+            Queues::new(&self.label).await
+        };
+        let sandbox = sandbox(self.sandbox).await;
+        let mut env = worker_env(&queues, &sandbox);
+        for (key, value) in &self.settings {
+            set(&mut env, key, value);
+        }
+        if let Some(delay_ms) = self.task_check_delay_ms {
+            let (key, value) = queues.task_check_env(delay_ms);
+            set(&mut env, &key, value);
+        }
+        Scenario {
+            queues,
+            sandbox,
+            env,
+        }
+    }
+}
+
+/// `Scenario::builder(label)...await` builds the scenario.
+impl std::future::IntoFuture for ScenarioBuilder {
+    type Output = Scenario;
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Scenario> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.build())
+    }
+}
+
+/// A worker test's world: its queues, its sandbox and the worker's settings.
+pub struct Scenario {
+    pub queues: Queues,
+    pub sandbox: Sandbox,
+    pub env: Vec<(String, String)>,
+}
+
+impl Scenario {
+    /// Queues `test.<label>.<uuid>` (declared unless told otherwise), a default sandbox, the fast
+    /// worker settings; awaiting the builder makes them.
+    pub fn builder(label: &str) -> ScenarioBuilder {
+        ScenarioBuilder {
+            label: label.to_owned(),
+            sandbox: SandboxConfig::default(),
+            declare: true,
+            settings: Vec::new(),
+            task_check_delay_ms: None,
+        }
+    }
+
+    /// The queues and the sandbox, for a test to use by name.
+    pub fn parts(&self) -> (&Queues, &Sandbox) {
+        (&self.queues, &self.sandbox)
+    }
+
+    /// `job-closer run` with the scenario's settings.
+    pub fn spawn_worker(&self) -> WorkerProcess {
+        spawn_worker(&self.env)
+    }
+
+    /// The scenario's settings, pointed at another sandbox (a second LinkedIn for a second worker).
+    pub fn env_for(&self, other: &Sandbox) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        for (key, value) in worker_env(&self.queues, other) {
+            if key.starts_with("LINKEDIN_") {
+                set(&mut env, &key, value);
+            }
+        }
+        env
+    }
+
+    /// Waits until the sandbox closed `closed` jobs and `dead` messages are in the dead-letter queue.
+    pub async fn settled(&self, closed: usize, dead: u32, within: Duration) {
+        wait_settled(&self.queues, &self.sandbox, closed, dead, within).await;
+    }
+
+    /// The tally of `ids`, published `published`: closed and re-sent as the sandbox saw them, dead
+    /// as the dead-letter queue holds them now.
+    pub async fn tally(&self, published: usize, ids: &BTreeSet<String>) -> Tally {
+        let (closed, resent) = closes(&self.sandbox, ids);
+        Tally {
+            published,
+            closed,
+            dead: self.queues.depth(&self.queues.dead).await as usize,
+            resent,
+        }
+    }
+
+    pub async fn cleanup(self) {
+        self.queues.cleanup().await;
+    }
+}
+
+/// `job-closer <args>` with the settings `env`, to its end: its exit code and all it printed (stdout,
+/// then stderr).
+pub async fn run_cli(args: &[&str], env: &[(String, String)]) -> (Option<i32>, String) {
+    let run = cli(args).envs(env).run().await;
+    (run.code, run.output())
+}
+
+/// `job-closer <args>` with the settings `env`, to its end.
+pub async fn cli_run(args: &[&str], env: &[(String, String)]) -> Run {
+    cli(args).envs(env).run().await
+}
+
+/// Like [`eventually`], but a timeout shows the end of each worker's log: that is where the reason is.
+pub async fn wait_for<F, Fut>(
+    workers: &[&WorkerProcess],
+    within: Duration,
+    what: &str,
+    mut condition: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        if Instant::now() > deadline {
+            let logs: Vec<String> = workers.iter().map(|worker| log_tail(worker, 200)).collect();
+            panic!(
+                "timed out after {within:?} waiting for: {what}; worker log(s):\n{}",
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last `lines` lines of a worker's log.
+fn log_tail(worker: &WorkerProcess, lines: usize) -> String {
+    let log = worker.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+/// Publishes `body` to `queue` through a channel in confirm mode, `mandatory`: whether the broker
+/// confirmed it.
+pub async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    properties: BasicProperties,
+) -> bool {
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .is_ack()
 }
