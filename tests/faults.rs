@@ -121,7 +121,8 @@ async fn a_cut_broker_connection_is_survived_and_nothing_is_lost() {
     // they return to the queue, and the reconnected worker sends them again.
     proxy.cut();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    eventually(
+    wait_for(
+        &[&worker],
         SETTLE,
         "what was in hand at the cut is settled again",
         || async { ready_and_unacked(&queues.close).await == 0 },

@@ -408,6 +408,7 @@ impl Worker {
         error!(error = %why, "Lost the broker session; in-hand deliveries will be redelivered.");
         // Waiting tasks give their items back (harmlessly failing on a dead channel) and end.
         senders.stop.cancel();
+        self.shared.recent.session_ended();
         tracker.close();
     }
 
@@ -509,10 +510,11 @@ impl Worker {
             }
         };
         let external_id = IdKey::of(&request.external_id);
-        let (in_hand, suspect) = self
-            .shared
-            .recent
-            .hold(&request.external_id, delivery.redelivered);
+        let (in_hand, suspect) = self.shared.recent.hold(
+            &request.external_id,
+            delivery.redelivered,
+            &session.senders.stop,
+        );
         let key = BatchKey {
             contract: request.contract.clone(),
             suspect,

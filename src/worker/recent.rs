@@ -9,6 +9,11 @@
 //! whose task ended `FAILED` (forgotten then), which are always sent. A delivery whose id is in hand
 //! elsewhere, like a redelivery, goes into batches of its own.
 //!
+//! A delivery is in hand for as long as its session lives: when the broker session is lost, the
+//! broker takes every unacked delivery back and redelivers it, so a first delivery of a lost session
+//! no longer counts — even if the task holding it is still winding down against a dead channel. A
+//! redelivered copy waiting for it would otherwise wait for a task that may never finish.
+//!
 //! Memory is bounded twice: entries expire after [`TTL`], and beyond [`CAPACITY`] the oldest go first
 //! (LinkedIn's 2,000 records a minute are 120,000 an hour). Forgetting only costs a 409, never a lost
 //! close. Rejected: persisting the set (in the broker or on disk) — a restart then costs a few 409s,
@@ -20,6 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// How long an accepted id is remembered.
 pub const TTL: Duration = Duration::from_secs(60 * 60);
@@ -33,6 +39,8 @@ struct Inner {
     accepted: HashMap<Arc<str>, (Instant, u64)>,
     order: VecDeque<(Instant, u64, Arc<str>)>,
     sequence: u64,
+    /// Numbers the guards of first deliveries.
+    guards: u64,
     /// Deliveries in hand per id: all of them, and the first deliveries among them.
     in_hand: HashMap<Arc<str>, Holders>,
 }
@@ -40,7 +48,19 @@ struct Inner {
 #[derive(Default)]
 struct Holders {
     all: u32,
-    fresh: u32,
+    /// The first deliveries among them, each with its session's stop token (cancelled once the
+    /// session is over) and the number that tells its guard apart.
+    fresh: Vec<(u64, CancellationToken)>,
+}
+
+impl Holders {
+    /// First deliveries whose session still lives.
+    fn live_fresh(&self) -> usize {
+        self.fresh
+            .iter()
+            .filter(|(_, session)| !session.is_cancelled())
+            .count()
+    }
 }
 
 /// Recent closes of one worker (shared by its sessions).
@@ -140,26 +160,40 @@ impl Recent {
         }
     }
 
-    /// A delivery for `id` is in hand until the returned guard is dropped. Returns whether it is
-    /// suspect: `redelivered`, or a duplicate of an id already in hand. A suspect delivery is not a
-    /// first delivery: it waits for those (see [`Recent::until_no_first_delivery`]).
-    pub fn hold(self: &Arc<Self>, id: &str, redelivered: bool) -> (InHand, bool) {
+    /// A delivery for `id`, of the session whose stop token is `session`, is in hand until the
+    /// returned guard is dropped or the session ends. Returns whether it is suspect: `redelivered`,
+    /// or a duplicate of an id already in hand. A suspect delivery is not a first delivery: it
+    /// waits for those (see [`Recent::until_no_first_delivery`]).
+    pub fn hold(
+        self: &Arc<Self>,
+        id: &str,
+        redelivered: bool,
+        session: &CancellationToken,
+    ) -> (InHand, bool) {
         let key: Arc<str> = Arc::from(id);
         let mut inner = self.lock();
+        inner.guards += 1;
+        let guard = inner.guards;
         let holders = inner.in_hand.entry(key.clone()).or_default();
         let suspect = redelivered || holders.all > 0;
         holders.all += 1;
         if !suspect {
-            holders.fresh += 1;
+            holders.fresh.push((guard, session.clone()));
         }
         (
             InHand {
                 recent: self.clone(),
                 id: key,
-                fresh: !suspect,
+                fresh: (!suspect).then_some(guard),
             },
             suspect,
         )
+    }
+
+    /// A session ended: its first deliveries are the broker's again, so whoever waits for them
+    /// looks again (their session's stop token is cancelled by now).
+    pub fn session_ended(&self) {
+        self.released.notify_waiters();
     }
 
     /// Waits until no first delivery of `id` is in hand: a duplicate goes after its original, so
@@ -169,7 +203,7 @@ impl Recent {
             let released = self.released.notified();
             tokio::pin!(released);
             released.as_mut().enable();
-            let fresh = self.lock().in_hand.get(id).map_or(0, |h| h.fresh);
+            let fresh = self.lock().in_hand.get(id).map_or(0, Holders::live_fresh);
             if fresh == 0 {
                 return;
             }
@@ -182,7 +216,8 @@ impl Recent {
 pub struct InHand {
     recent: Arc<Recent>,
     id: Arc<str>,
-    fresh: bool,
+    /// The guard's number, for a first delivery.
+    fresh: Option<u64>,
 }
 
 impl Drop for InHand {
@@ -191,8 +226,8 @@ impl Drop for InHand {
             let mut inner = self.recent.lock();
             if let Some(holders) = inner.in_hand.get_mut(&self.id) {
                 holders.all = holders.all.saturating_sub(1);
-                if self.fresh {
-                    holders.fresh = holders.fresh.saturating_sub(1);
+                if let Some(guard) = self.fresh {
+                    holders.fresh.retain(|(number, _)| *number != guard);
                 }
                 if holders.all == 0 {
                     inner.in_hand.remove(&self.id);
@@ -259,24 +294,26 @@ mod tests {
     #[test]
     fn ids_in_hand_are_counted_until_released() {
         let recent = Arc::new(Recent::default());
-        let (first, suspect) = recent.hold("J-1", false);
+        let session = CancellationToken::new();
+        let (first, suspect) = recent.hold("J-1", false, &session);
         assert!(!suspect);
-        let (second, suspect) = recent.hold("J-1", false);
+        let (second, suspect) = recent.hold("J-1", false, &session);
         assert!(suspect, "a duplicate of an id in hand");
         drop(first);
         drop(second);
-        let (_third, suspect) = recent.hold("J-1", false);
+        let (_third, suspect) = recent.hold("J-1", false, &session);
         assert!(!suspect, "released when both were dropped");
-        let (_redelivered, suspect) = recent.hold("J-2", true);
+        let (_redelivered, suspect) = recent.hold("J-2", true, &session);
         assert!(suspect);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_duplicate_waits_for_its_first_delivery_only() {
         let recent = Arc::new(Recent::default());
-        let (first, _) = recent.hold("J-1", false);
-        let (_duplicate, _) = recent.hold("J-1", false);
-        let (_other_duplicate, _) = recent.hold("J-1", true);
+        let session = CancellationToken::new();
+        let (first, _) = recent.hold("J-1", false, &session);
+        let (_duplicate, _) = recent.hold("J-1", false, &session);
+        let (_other_duplicate, _) = recent.hold("J-1", true, &session);
         let waiting = tokio::spawn({
             let recent = recent.clone();
             async move { recent.until_no_first_delivery("J-1").await }
@@ -289,7 +326,30 @@ mod tests {
             .expect("released with the original, not with the other duplicates")
             .unwrap();
         // A redelivered id alone never waits.
-        let (_alone, _) = recent.hold("J-2", true);
+        let (_alone, _) = recent.hold("J-2", true, &session);
         recent.until_no_first_delivery("J-2").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_delivery_of_a_lost_session_is_not_waited_for() {
+        let recent = Arc::new(Recent::default());
+        let lost = CancellationToken::new();
+        // The lost session's task still holds its delivery (winding down on a dead channel).
+        let (_wedged, _) = recent.hold("J-1", false, &lost);
+        let next = CancellationToken::new();
+        let (_redelivered, suspect) = recent.hold("J-1", true, &next);
+        assert!(suspect);
+        let waiting = tokio::spawn({
+            let recent = recent.clone();
+            async move { recent.until_no_first_delivery("J-1").await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished(), "its session still lives");
+        lost.cancel();
+        recent.session_ended();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("released when its session ended")
+            .unwrap();
     }
 }
