@@ -18,11 +18,9 @@
 //! printed comes from a secret: URLs are shown with their password redacted and the client secret
 //! only by where it came from.
 
+use crate::amqp::settings::{BrokerSettings, UrlSource};
 use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
-use crate::cli::{CliError, RunArgs};
-use crate::config::{
-    AmqpArgs, BrokerSettings, Credentials, QueueType, Secret, UrlSource, redact_url_password,
-};
+use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, Secret, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -95,8 +93,18 @@ impl std::fmt::Display for StepResult {
     }
 }
 
+/// Which kind of step failed: the configuration (exit 2), or the broker, a queue or the token
+/// endpoint (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckFailed {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Steps(String),
+}
+
 /// Runs every step, printing each line as soon as it is known, and maps the verdicts to an exit.
-pub async fn check(mut args: RunArgs) -> Result<(), CliError> {
+pub async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
     let mut results = Vec::new();
     let mut report = |result: StepResult| {
         println!("{result}");
@@ -206,9 +214,9 @@ pub async fn check(mut args: RunArgs) -> Result<(), CliError> {
     }
     let message = format!("check failed: {}", failed.join(", "));
     if failed.contains(&"config") {
-        Err(CliError::Usage(message))
+        Err(CheckFailed::Config(message))
     } else {
-        Err(CliError::Failed(message))
+        Err(CheckFailed::Steps(message))
     }
 }
 

@@ -3,18 +3,17 @@
 //! Exit codes: 0 done; 1 a broker, queue or runtime failure (with a clear message); 2 bad arguments or
 //! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
 
-use crate::config::{
-    AmqpArgs, AnswerArgs, BatchArgs, ConfigError, Credentials, LinkedInArgs, RetryArgs, Secret,
-    TaskCheckArgs,
-};
+use crate::check::CheckFailed;
+use crate::config::{ConfigError, Credentials, RunArgs, Secret, expand_connection_name};
 use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
+use crate::logging::LogFormat;
 use crate::metrics::{self, Metrics};
 use crate::publish::{self, PublishArgs, PublishError};
 use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
 use crate::tasks::Schedule;
 use crate::worker::{Worker, WorkerConfig, WorkerError};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,12 +40,6 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the worker: consume close requests and close the jobs on LinkedIn.
@@ -69,65 +62,6 @@ pub enum Command {
 /// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
 /// that is published and tested: one source of truth.
 pub const CLOSE_REQUEST_SCHEMA: &str = include_str!("../schema/close-request.schema.json");
-
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub amqp: AmqpArgs,
-    #[command(flatten)]
-    pub linkedin: LinkedInArgs,
-    #[command(flatten)]
-    pub batch: BatchArgs,
-    #[command(flatten)]
-    pub retry: RetryArgs,
-    #[command(flatten)]
-    pub tasks: TaskCheckArgs,
-    #[command(flatten)]
-    pub answers: AnswerArgs,
-    /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
-    #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub sandbox: bool,
-    /// With --sandbox: the in-process sandbox also enforces the spec's lengths (description
-    /// 100-25,000, title <= 200) and a company field, which LinkedIn does not document for CLOSE.
-    #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub sandbox_strict: bool,
-    /// On SIGTERM/SIGINT, how long to wait for requests in flight before closing anyway.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
-    pub shutdown_timeout_ms: u64,
-    /// Address for /healthz, /readyz and /metrics; empty disables the listener.
-    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: String,
-    /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
-    /// list_connections`; `{hostname}` is replaced by this machine's host name (a pod's name in
-    /// Kubernetes), so that replicas can be told apart.
-    #[arg(
-        long,
-        env = "AMQP_CONNECTION_NAME",
-        default_value = DEFAULT_CONNECTION_NAME
-    )]
-    pub amqp_connection_name: String,
-}
-
-/// The worker's connection name unless `AMQP_CONNECTION_NAME` says otherwise.
-pub const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
-
-/// Replaces `{hostname}` with the host name (the kernel's, else `HOSTNAME`, else `unknown-host`).
-pub fn expand_connection_name(template: &str) -> String {
-    if !template.contains("{hostname}") {
-        return template.to_owned();
-    }
-    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| {
-            std::env::var("HOSTNAME")
-                .ok()
-                .filter(|name| !name.is_empty())
-        })
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    template.replace("{hostname}", &hostname)
-}
 
 /// The broker settings of a command that talks to the broker.
 fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
@@ -180,6 +114,15 @@ impl From<ConfigError> for CliError {
     }
 }
 
+impl From<CheckFailed> for CliError {
+    fn from(failed: CheckFailed) -> Self {
+        match failed {
+            CheckFailed::Config(message) => CliError::Usage(message),
+            CheckFailed::Steps(message) => CliError::Failed(message),
+        }
+    }
+}
+
 impl From<DlqError> for CliError {
     fn from(error: DlqError) -> Self {
         if error.is_usage() {
@@ -206,7 +149,7 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
         Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
-        Command::Check(args) => crate::check::check(*args).await,
+        Command::Check(args) => crate::check::check(*args).await.map_err(CliError::from),
         Command::Schema => print_schema(),
     }
 }

@@ -172,6 +172,10 @@ impl AmqpUrls {
         &self.0
     }
 
+    pub fn into_nodes(self) -> Vec<AmqpUrl> {
+        self.0
+    }
+
     /// Every node with its password redacted, comma-separated.
     pub fn redacted(&self) -> String {
         self.0
@@ -286,7 +290,10 @@ pub struct AmqpFileArgs {
 }
 
 /// Reads a one-line secret file; the trailing newline is not part of it.
-fn read_secret_file(setting: &'static str, path: &std::path::Path) -> Result<String, ConfigError> {
+pub fn read_secret_file(
+    setting: &'static str,
+    path: &std::path::Path,
+) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::AmqpFile {
         setting,
         path: path.to_path_buf(),
@@ -340,60 +347,6 @@ pub struct AmqpArgs {
     /// keeps crashing consumers).
     #[arg(long, env = "DELIVERY_LIMIT", default_value_t = 20)]
     pub delivery_limit: u32,
-}
-
-/// Where `AMQP_URL` came from, for `check`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UrlSource {
-    Env,
-    File,
-}
-
-/// The broker settings, resolved: the nodes (with `AMQP_PASSWORD_FILE` applied) and TLS.
-#[derive(Clone, Debug)]
-pub struct BrokerSettings {
-    pub nodes: Vec<AmqpUrl>,
-    pub url_source: UrlSource,
-    pub password_from_file: bool,
-    pub tls: crate::amqp::tls::BrokerTls,
-}
-
-impl AmqpArgs {
-    /// Reads the files and checks them, before anything connects: every problem is a configuration
-    /// error naming its setting (exit 2), never quoting a file.
-    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
-        let files = &self.files;
-        let (urls, url_source) = match &files.amqp_url_file {
-            Some(path) => {
-                let text = read_secret_file("AMQP_URL_FILE", path)?;
-                let urls: AmqpUrls = text.parse().map_err(|why| ConfigError::AmqpUrl {
-                    setting: "AMQP_URL_FILE",
-                    why,
-                })?;
-                (urls, UrlSource::File)
-            }
-            None => (self.amqp_url.clone(), UrlSource::Env),
-        };
-        let mut nodes = urls.0;
-        if let Some(path) = &files.amqp_password_file {
-            let password = Secret::new(read_secret_file("AMQP_PASSWORD_FILE", path)?);
-            nodes = nodes
-                .iter()
-                .map(|node| node.with_password(password.expose()))
-                .collect();
-        }
-        let tls = crate::amqp::tls::BrokerTls::load(
-            files.amqp_tls_ca_file.as_deref(),
-            files.amqp_tls_cert_file.as_deref(),
-            files.amqp_tls_key_file.as_deref(),
-        )?;
-        Ok(BrokerSettings {
-            nodes,
-            url_source,
-            password_from_file: files.amqp_password_file.is_some(),
-            tls,
-        })
-    }
 }
 
 /// How to reach LinkedIn.
@@ -463,8 +416,9 @@ pub enum ConfigError {
         setting: &'static str,
         path: PathBuf,
     },
-    #[error(transparent)]
-    Tls(#[from] crate::amqp::tls::TlsFileError),
+    /// A TLS file (`AMQP_TLS_*`) that cannot be used, in `amqp::tls`'s words.
+    #[error("{0}")]
+    Tls(String),
     #[error("{name} must be a URL: {value}")]
     BadUrl { name: &'static str, value: String },
     #[error("{0}")]
@@ -691,6 +645,66 @@ impl RetryArgs {
     }
 }
 
+/// The settings of `run` (and of `check`, which checks what `run` would use).
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub amqp: AmqpArgs,
+    #[command(flatten)]
+    pub linkedin: LinkedInArgs,
+    #[command(flatten)]
+    pub batch: BatchArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
+    #[command(flatten)]
+    pub tasks: TaskCheckArgs,
+    #[command(flatten)]
+    pub answers: AnswerArgs,
+    /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
+    #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sandbox: bool,
+    /// With --sandbox: the in-process sandbox also enforces the spec's lengths (description
+    /// 100-25,000, title <= 200) and a company field, which LinkedIn does not document for CLOSE.
+    #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub sandbox_strict: bool,
+    /// On SIGTERM/SIGINT, how long to wait for requests in flight before closing anyway.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Address for /healthz, /readyz and /metrics; empty disables the listener.
+    #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: String,
+    /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
+    /// list_connections`; `{hostname}` is replaced by this machine's host name (a pod's name in
+    /// Kubernetes), so that replicas can be told apart.
+    #[arg(
+        long,
+        env = "AMQP_CONNECTION_NAME",
+        default_value = DEFAULT_CONNECTION_NAME
+    )]
+    pub amqp_connection_name: String,
+}
+
+/// The worker's connection name unless `AMQP_CONNECTION_NAME` says otherwise.
+pub const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
+
+/// Replaces `{hostname}` with the host name (the kernel's, else `HOSTNAME`, else `unknown-host`).
+pub fn expand_connection_name(template: &str) -> String {
+    if !template.contains("{hostname}") {
+        return template.to_owned();
+    }
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|name| !name.is_empty())
+        })
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    template.replace("{hostname}", &hostname)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,77 +757,6 @@ mod tests {
             let error = raw.parse::<AmqpUrls>().unwrap_err();
             assert!(!error.contains("ab@") && !error.contains("y@"), "{error}");
         }
-    }
-
-    #[test]
-    fn the_password_file_replaces_every_password_and_the_url_file_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let password = dir.path().join("password");
-        std::fs::write(&password, "p@ss:w/o%rd#?,\n").unwrap();
-        let url_file = dir.path().join("url");
-        std::fs::write(
-            &url_file,
-            "amqp://app:old@n1:5672/%2f,amqp://app@n2:5672/%2f\n",
-        )
-        .unwrap();
-        let args = AmqpArgs {
-            amqp_url: "amqp://env:envpw@elsewhere/%2f".parse().unwrap(),
-            files: AmqpFileArgs {
-                amqp_url_file: Some(url_file.clone()),
-                amqp_password_file: Some(password.clone()),
-                ..AmqpFileArgs::default()
-            },
-            close_queue: "c".into(),
-            dead_letter_queue: "d".into(),
-            queue_type: QueueType::Classic,
-            single_active_consumer: false,
-            delivery_limit: 20,
-        };
-        let broker = args.broker().unwrap();
-        assert_eq!(broker.url_source, UrlSource::File);
-        assert_eq!(broker.nodes.len(), 2);
-        for node in &broker.nodes {
-            let parsed: lapin::uri::AMQPUri = node.expose().parse().unwrap();
-            assert_eq!(parsed.authority.userinfo.username, "app");
-            assert_eq!(parsed.authority.userinfo.password, "p@ss:w/o%rd#?,");
-            assert!(!node.to_string().contains("p@ss"), "{node}");
-        }
-        let shown = format!("{broker:?}");
-        assert!(!shown.contains("ss:w"), "{shown}");
-
-        std::fs::write(&password, "\n").unwrap();
-        let error = args.broker().unwrap_err().to_string();
-        assert!(
-            error.contains("AMQP_PASSWORD_FILE") && error.contains("empty"),
-            "{error}"
-        );
-        let missing = AmqpArgs {
-            files: AmqpFileArgs {
-                amqp_url_file: Some(dir.path().join("absent")),
-                ..AmqpFileArgs::default()
-            },
-            ..args.clone()
-        };
-        let error = missing.broker().unwrap_err().to_string();
-        assert!(
-            error.contains("AMQP_URL_FILE") && error.contains("absent"),
-            "{error}"
-        );
-        std::fs::write(&url_file, "http://app:filepw@n1\n").unwrap();
-        let error = AmqpArgs {
-            files: AmqpFileArgs {
-                amqp_url_file: Some(url_file),
-                ..AmqpFileArgs::default()
-            },
-            ..args
-        }
-        .broker()
-        .unwrap_err()
-        .to_string();
-        assert!(
-            error.contains("AMQP_URL_FILE") && !error.contains("filepw"),
-            "{error}"
-        );
     }
 
     mod redaction {

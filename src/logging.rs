@@ -6,13 +6,19 @@
 //! response, i.e. the broker password; amq-protocol-tcp logs the whole AMQP URI. The caps sit beside
 //! `RUST_LOG` rather than inside it, so no `RUST_LOG` value can lift them.
 
-use crate::cli::LogFormat;
 use std::io::IsTerminal;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// How log lines are written: text for people, JSON for log shippers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Dependencies whose logs are capped, and the most verbose level each may log at.
 pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[

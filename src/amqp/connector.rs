@@ -16,7 +16,8 @@
 //! certificate, and refusals that name the certificate — rather than lapin's defaults.
 
 use super::AmqpError;
-use crate::config::{AmqpArgs, AmqpUrl, BrokerSettings, ConfigError};
+use super::settings::BrokerSettings;
+use crate::config::{AmqpArgs, AmqpUrl, ConfigError};
 use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};

@@ -16,6 +16,7 @@
 pub mod confirm;
 pub mod connector;
 pub mod probe;
+pub mod settings;
 pub mod tls;
 
 pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
