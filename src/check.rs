@@ -20,7 +20,7 @@
 
 use crate::amqp::settings::{BrokerSettings, UrlSource};
 use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
-use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, Secret, redact_url_password};
+use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -112,27 +112,12 @@ pub async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
     };
 
     // Kept alive until the token step has used it.
-    let _sandbox = if args.sandbox {
-        match Sandbox::start(([127, 0, 0, 1], 0).into(), SandboxConfig::default()).await {
-            Ok(sandbox) => {
-                let config = sandbox.config();
-                args.linkedin.linkedin_api_url = sandbox.api_url();
-                args.linkedin.linkedin_token_url = sandbox.token_url();
-                args.linkedin.linkedin_client_id = Some(config.client_id);
-                args.linkedin.linkedin_client_secret = Some(Secret::new(config.client_secret));
-                args.linkedin.linkedin_client_secret_file = None;
-                Some(sandbox)
-            }
-            Err(error) => {
-                report(StepResult::fail(
-                    "config",
-                    format!("cannot start the sandbox: {error}"),
-                ));
-                None
-            }
+    let _sandbox = match sandbox_for(&mut args).await {
+        Ok(sandbox) => sandbox,
+        Err(failed) => {
+            report(failed);
+            None
         }
-    } else {
-        None
     };
 
     let credentials = match check_config(&args) {
@@ -148,50 +133,8 @@ pub async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
         }
     };
 
-    match args.amqp.broker() {
-        Ok(settings) => {
-            let connector = Connector::new(settings.clone(), CONNECTION_NAME);
-            match connector.connect().await {
-                Ok(Connected {
-                    connection,
-                    node,
-                    index,
-                }) => {
-                    report(StepResult::ok(
-                        "broker",
-                        format!(
-                            "connected to {node} (node {} of {}); nodes: {}",
-                            index + 1,
-                            settings.nodes.len(),
-                            node_list(&settings)
-                        ),
-                    ));
-                    report(StepResult::ok("tls", describe_tls(&settings)));
-                    for (step, name, role) in [
-                        ("close queue", &args.amqp.close_queue, QueueRole::Close),
-                        ("dlq", &args.amqp.dead_letter_queue, QueueRole::DeadLetter),
-                    ] {
-                        report(check_queue(&connection, &args.amqp, step, name, role).await);
-                    }
-                    let _ = connection.close(200, "check done".into()).await;
-                }
-                Err(error) => {
-                    report(StepResult::fail(
-                        "broker",
-                        format!("{error}; nodes: {}", node_list(&settings)),
-                    ));
-                    report(StepResult::ok("tls", describe_tls(&settings)));
-                    report(StepResult::skip("close queue", "needs the broker"));
-                    report(StepResult::skip("dlq", "needs the broker"));
-                }
-            }
-        }
-        Err(_) => {
-            // Already reported by the config step.
-            report(StepResult::skip("broker", "needs valid broker settings"));
-            report(StepResult::skip("close queue", "needs the broker"));
-            report(StepResult::skip("dlq", "needs the broker"));
-        }
+    for result in check_broker(&args).await {
+        report(result);
     }
 
     report(StepResult::ok(
@@ -203,7 +146,90 @@ pub async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
         Some(credentials) => report(check_token(&args, credentials).await),
         None => report(StepResult::skip("token", "needs a valid configuration")),
     }
+    verdict(&results)
+}
 
+/// With `--sandbox`: the in-process stand-in, with the LinkedIn settings pointed at it.
+async fn sandbox_for(args: &mut RunArgs) -> Result<Option<Sandbox>, StepResult> {
+    if !args.sandbox {
+        return Ok(None);
+    }
+    match Sandbox::start(([127, 0, 0, 1], 0).into(), SandboxConfig::default()).await {
+        Ok(sandbox) => {
+            let config = sandbox.config();
+            args.linkedin.use_stand_in(
+                sandbox.api_url(),
+                sandbox.token_url(),
+                config.client_id,
+                config.client_secret,
+            );
+            Ok(Some(sandbox))
+        }
+        Err(error) => Err(StepResult::fail(
+            "config",
+            format!("cannot start the sandbox: {error}"),
+        )),
+    }
+}
+
+/// The broker, TLS and queue steps: each queue is looked at only once a node answered.
+async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
+    let needs_broker = || {
+        vec![
+            StepResult::skip("close queue", "needs the broker"),
+            StepResult::skip("dlq", "needs the broker"),
+        ]
+    };
+    let Ok(settings) = args.amqp.broker() else {
+        // Already reported by the config step.
+        let mut results = vec![StepResult::skip("broker", "needs valid broker settings")];
+        results.extend(needs_broker());
+        return results;
+    };
+    let connector = Connector::new(settings.clone(), CONNECTION_NAME);
+    match connector.connect().await {
+        Ok(Connected {
+            connection,
+            node,
+            index,
+        }) => {
+            let mut results = vec![
+                StepResult::ok(
+                    "broker",
+                    format!(
+                        "connected to {node} (node {} of {}); nodes: {}",
+                        index + 1,
+                        settings.nodes.len(),
+                        node_list(&settings)
+                    ),
+                ),
+                StepResult::ok("tls", describe_tls(&settings)),
+            ];
+            for (step, name, role) in [
+                ("close queue", &args.amqp.close_queue, QueueRole::Close),
+                ("dlq", &args.amqp.dead_letter_queue, QueueRole::DeadLetter),
+            ] {
+                results.push(check_queue(&connection, &args.amqp, step, name, role).await);
+            }
+            let _ = connection.close(200, "check done".into()).await;
+            results
+        }
+        Err(error) => {
+            let mut results = vec![
+                StepResult::fail(
+                    "broker",
+                    format!("{error}; nodes: {}", node_list(&settings)),
+                ),
+                StepResult::ok("tls", describe_tls(&settings)),
+            ];
+            results.extend(needs_broker());
+            results
+        }
+    }
+}
+
+/// Exit 0 when every step passed; a failed config step is a usage error (exit 2).
+fn verdict(results: &[(&'static str, Verdict)]) -> Result<(), CheckFailed> {
     let failed: Vec<&str> = results
         .iter()
         .filter(|(_, verdict)| *verdict == Verdict::Fail)

@@ -4,7 +4,7 @@
 //! bad input. `main.rs` only parses, sets up logging and signals, and maps [`CliError`] to a code.
 
 use crate::check::CheckFailed;
-use crate::config::{ConfigError, Credentials, RunArgs, Secret, expand_connection_name};
+use crate::config::{ConfigError, Credentials, RunArgs, expand_connection_name};
 use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::logging::LogFormat;
@@ -177,11 +177,12 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
             .map_err(|e| CliError::Failed(format!("cannot start the sandbox: {e}")))?;
         let config = sandbox.config();
         info!(api_url = %sandbox.api_url(), "Sandbox mode: sending to the in-process LinkedIn stand-in.");
-        args.linkedin.linkedin_api_url = sandbox.api_url();
-        args.linkedin.linkedin_token_url = sandbox.token_url();
-        args.linkedin.linkedin_client_id = Some(config.client_id);
-        args.linkedin.linkedin_client_secret = Some(Secret::new(config.client_secret));
-        args.linkedin.linkedin_client_secret_file = None;
+        args.linkedin.use_stand_in(
+            sandbox.api_url(),
+            sandbox.token_url(),
+            config.client_id,
+            config.client_secret,
+        );
         Some(sandbox)
     } else {
         None

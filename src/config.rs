@@ -426,6 +426,21 @@ pub enum ConfigError {
 }
 
 impl LinkedInArgs {
+    /// Sends to a LinkedIn stand-in (the sandbox) instead: its URLs and its client, no secret file.
+    pub fn use_stand_in(
+        &mut self,
+        api_url: String,
+        token_url: String,
+        client_id: String,
+        client_secret: String,
+    ) {
+        self.linkedin_api_url = api_url;
+        self.linkedin_token_url = token_url;
+        self.linkedin_client_id = Some(client_id);
+        self.linkedin_client_secret = Some(Secret::new(client_secret));
+        self.linkedin_client_secret_file = None;
+    }
+
     pub fn credentials(&self) -> Result<Credentials, ConfigError> {
         let client_id = self
             .linkedin_client_id

@@ -742,8 +742,10 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
     let label = "ops-sac";
     let queues = Queues::new(label).await;
     declare_like_run(&queues, &amqp_args(&queues, QueueType::Classic, true)).await;
+    // 28 requests of 10, one at a time: at 200 ms each the active replica is still mid-way (about
+    // 4 s of work left) when the test has seen 60 closes, even on a loaded machine.
     let sandbox = sandbox(SandboxConfig {
-        latency: Duration::from_millis(50),
+        latency: Duration::from_millis(200),
         ..SandboxConfig::default()
     })
     .await;
