@@ -207,36 +207,24 @@ pub fn queue_type_name(queue_type: QueueType) -> &'static str {
 
 /// A table holding only `x-queue-type`: every queue job-closer declares says its type.
 pub fn queue_type_argument(queue_type: QueueType) -> FieldTable {
-    let mut table = FieldTable::default();
-    table.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(queue_type_name(queue_type).into()),
-    );
-    table
+    field_table([("x-queue-type", long_string(queue_type_name(queue_type)))])
 }
 
 /// Makes a queue dead-letter into `target` through the default exchange. For quorum queues, at least
 /// once: without it the broker may drop a message it dead-letters, and RabbitMQ only allows that
 /// strategy together with the reject-publish overflow.
 pub fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueType) {
-    table.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    table.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(target.into()),
-    );
+    let mut entries = vec![
+        ("x-dead-letter-exchange", long_string("")),
+        ("x-dead-letter-routing-key", long_string(target)),
+    ];
     if queue_type == QueueType::Quorum {
-        table.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString("at-least-once".into()),
-        );
-        table.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
+        entries.extend([
+            ("x-dead-letter-strategy", long_string("at-least-once")),
+            ("x-overflow", long_string("reject-publish")),
+        ]);
     }
+    insert_entries(table, entries);
 }
 
 /// Declares one queue (durable) with its arguments, on a throwaway channel since a clash closes
@@ -267,6 +255,30 @@ pub async fn declare_queues(
     declare_queue(connection, &args.dead_letter_queue, dead_letter).await?;
     let close = queue_arguments(args, QueueRole::Close);
     declare_queue(connection, &args.close_queue, close).await
+}
+
+/// Sets each `(key, value)` in `table`. Queue arguments and headers are written a few entries at a
+/// time; a list of pairs reads as the table it builds, where an `insert` each did not.
+pub fn insert_entries<'a>(
+    table: &mut FieldTable,
+    entries: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+) {
+    for (key, value) in entries {
+        table.insert(ShortString::from(key), value);
+    }
+}
+
+/// A table holding `entries`.
+pub fn field_table<'a>(entries: impl IntoIterator<Item = (&'a str, AMQPValue)>) -> FieldTable {
+    let mut table = FieldTable::default();
+    insert_entries(&mut table, entries);
+    table
+}
+
+/// Text as job-closer writes it into arguments and headers: an AMQP long string (what
+/// [`header_text`] reads back, along with the short strings other publishers may use).
+pub fn long_string(text: &str) -> AMQPValue {
+    AMQPValue::LongString(text.into())
 }
 
 /// Reads a header as text, whatever string type the publisher used.

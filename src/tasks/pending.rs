@@ -7,10 +7,10 @@
 //! strips this bookkeeping and the broker's own `x-death` records of the delay queues again.
 
 use super::queues::Schedule;
-use crate::amqp::{header_int, header_text};
+use crate::amqp::{header_int, header_text, insert_entries, long_string};
 use crate::dead_letter;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The task id LinkedIn gave the close (shared with the dead-letter format).
@@ -104,23 +104,22 @@ impl PendingCheck {
     /// persistent, and without an `expiration` (parked in a header instead).
     pub fn properties(&self, original: &BasicProperties) -> BasicProperties {
         let mut headers = original.headers().clone().unwrap_or_default();
-        let mut put = |key: &str, value: AMQPValue| {
-            headers.insert(ShortString::from(key), value);
-        };
-        put(TASK_ID, AMQPValue::LongString(self.task_id.as_str().into()));
-        put(
-            EXTERNAL_ID,
-            AMQPValue::LongString(self.external_id.as_str().into()),
-        );
-        put(ACCEPTED_AT, AMQPValue::LongLongInt(self.accepted_at_ms));
-        put(
-            CHECKS,
-            AMQPValue::LongInt(i32::try_from(self.checks).unwrap_or(i32::MAX)),
+        insert_entries(
+            &mut headers,
+            [
+                (TASK_ID, long_string(&self.task_id)),
+                (EXTERNAL_ID, long_string(&self.external_id)),
+                (ACCEPTED_AT, AMQPValue::LongLongInt(self.accepted_at_ms)),
+                (
+                    CHECKS,
+                    AMQPValue::LongInt(i32::try_from(self.checks).unwrap_or(i32::MAX)),
+                ),
+            ],
         );
         if let Some(expiration) = original.expiration() {
-            put(
-                ORIGINAL_EXPIRATION,
-                AMQPValue::LongString(expiration.as_str().into()),
+            insert_entries(
+                &mut headers,
+                [(ORIGINAL_EXPIRATION, long_string(expiration.as_str()))],
             );
         }
         without_expiration(original)
@@ -155,76 +154,82 @@ pub fn original_properties(check: &BasicProperties, schedule: &Schedule) -> Basi
     properties.with_headers(kept)
 }
 
-/// A copy of `original` without `expiration`: the properties type can set a field but not clear it.
+/// A copy of `original` without `expiration`: the properties type can set a field but not clear it,
+/// so every other field is carried over, one line each.
 fn without_expiration(original: &BasicProperties) -> BasicProperties {
-    let mut copy = BasicProperties::default();
-    if let Some(v) = original.content_type() {
-        copy = copy.with_content_type(v.clone());
+    Carried(BasicProperties::default())
+        .keep(original.content_type(), BasicProperties::with_content_type)
+        .keep(
+            original.content_encoding(),
+            BasicProperties::with_content_encoding,
+        )
+        .keep(original.headers(), BasicProperties::with_headers)
+        .keep(
+            original.delivery_mode(),
+            BasicProperties::with_delivery_mode,
+        )
+        .keep(original.priority(), BasicProperties::with_priority)
+        .keep(
+            original.correlation_id(),
+            BasicProperties::with_correlation_id,
+        )
+        .keep(original.reply_to(), BasicProperties::with_reply_to)
+        .keep(original.message_id(), BasicProperties::with_message_id)
+        .keep(original.timestamp(), BasicProperties::with_timestamp)
+        .keep(original.kind(), BasicProperties::with_type)
+        .keep(original.user_id(), BasicProperties::with_user_id)
+        .keep(original.app_id(), BasicProperties::with_app_id)
+        .keep(original.cluster_id(), BasicProperties::with_cluster_id)
+        .0
+}
+
+/// Properties being copied field by field.
+struct Carried(BasicProperties);
+
+impl Carried {
+    /// Sets the field `with` sets to `value`, when the original has one.
+    fn keep<T: Clone>(
+        self,
+        value: &Option<T>,
+        with: fn(BasicProperties, T) -> BasicProperties,
+    ) -> Carried {
+        match value {
+            Some(value) => Carried(with(self.0, value.clone())),
+            None => self,
+        }
     }
-    if let Some(v) = original.content_encoding() {
-        copy = copy.with_content_encoding(v.clone());
-    }
-    if let Some(v) = original.headers() {
-        copy = copy.with_headers(v.clone());
-    }
-    if let Some(v) = original.delivery_mode() {
-        copy = copy.with_delivery_mode(*v);
-    }
-    if let Some(v) = original.priority() {
-        copy = copy.with_priority(*v);
-    }
-    if let Some(v) = original.correlation_id() {
-        copy = copy.with_correlation_id(v.clone());
-    }
-    if let Some(v) = original.reply_to() {
-        copy = copy.with_reply_to(v.clone());
-    }
-    if let Some(v) = original.message_id() {
-        copy = copy.with_message_id(v.clone());
-    }
-    if let Some(v) = original.timestamp() {
-        copy = copy.with_timestamp(*v);
-    }
-    if let Some(v) = original.kind() {
-        copy = copy.with_type(v.clone());
-    }
-    if let Some(v) = original.user_id() {
-        copy = copy.with_user_id(v.clone());
-    }
-    if let Some(v) = original.app_id() {
-        copy = copy.with_app_id(v.clone());
-    }
-    if let Some(v) = original.cluster_id() {
-        copy = copy.with_cluster_id(v.clone());
-    }
-    copy
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::amqp::field_table;
 
     fn schedule() -> Schedule {
         Schedule::new("close", Duration::from_millis(300))
     }
 
     fn original() -> BasicProperties {
-        let mut headers = FieldTable::default();
-        headers.insert("tenant".into(), AMQPValue::LongString("acme".into()));
         BasicProperties::default()
             .with_message_id("m-1".into())
             .with_content_type("application/json".into())
             .with_expiration("60000".into())
             .with_priority(3)
-            .with_headers(headers)
+            .with_headers(field_table([("tenant", long_string("acme"))]))
     }
 
     fn death(queue: &str) -> AMQPValue {
-        let mut table = FieldTable::default();
-        table.insert("queue".into(), AMQPValue::LongString(queue.into()));
-        table.insert("reason".into(), AMQPValue::LongString("expired".into()));
-        table.insert("count".into(), AMQPValue::LongLongInt(1));
-        AMQPValue::FieldTable(table)
+        AMQPValue::FieldTable(field_table([
+            ("queue", long_string(queue)),
+            ("reason", long_string("expired")),
+            ("count", AMQPValue::LongLongInt(1)),
+        ]))
+    }
+
+    /// An `x-death` header: the broker's records of the queues the message died in, newest first.
+    fn x_death(queues: &[&str]) -> AMQPValue {
+        let records: Vec<AMQPValue> = queues.iter().map(|queue| death(queue)).collect();
+        AMQPValue::FieldArray(records.into())
     }
 
     #[test]
@@ -266,8 +271,7 @@ mod tests {
             PendingCheck::read(None, now),
             Err(MalformedCheck::MissingTaskId)
         );
-        let mut headers = FieldTable::default();
-        headers.insert(TASK_ID.into(), AMQPValue::LongString("t".into()));
+        let headers = field_table([(TASK_ID, long_string("t"))]);
         let read = PendingCheck::read(Some(&headers), now).unwrap();
         assert_eq!(read.accepted_at_ms, 1_000_000);
         assert_eq!(read.checks, 0);
@@ -278,25 +282,15 @@ mod tests {
     fn the_original_comes_back_without_bookkeeping_or_our_x_death() {
         let check = PendingCheck::accepted("t", "j", SystemTime::now());
         let mut headers = check.properties(&original()).headers().clone().unwrap();
-        headers.insert(
-            "x-death".into(),
-            AMQPValue::FieldArray(vec![death("close.tasks.wait.600"), death("upstream")].into()),
-        );
-        headers.insert(
-            "x-first-death-queue".into(),
-            AMQPValue::LongString("upstream".into()),
-        );
-        headers.insert(
-            "x-first-death-reason".into(),
-            AMQPValue::LongString("rejected".into()),
-        );
-        headers.insert(
-            "x-last-death-queue".into(),
-            AMQPValue::LongString("close.tasks.wait.600".into()),
-        );
-        headers.insert(
-            "x-last-death-reason".into(),
-            AMQPValue::LongString("expired".into()),
+        insert_entries(
+            &mut headers,
+            [
+                ("x-death", x_death(&["close.tasks.wait.600", "upstream"])),
+                ("x-first-death-queue", long_string("upstream")),
+                ("x-first-death-reason", long_string("rejected")),
+                ("x-last-death-queue", long_string("close.tasks.wait.600")),
+                ("x-last-death-reason", long_string("expired")),
+            ],
         );
         let properties = check.properties(&original()).with_headers(headers);
         let back = original_properties(&properties, &schedule());
@@ -331,17 +325,13 @@ mod tests {
             .headers()
             .clone()
             .unwrap();
-        headers.insert(
-            "x-death".into(),
-            AMQPValue::FieldArray(vec![death("close.tasks.wait.300")].into()),
-        );
-        headers.insert(
-            "x-first-death-queue".into(),
-            AMQPValue::LongString("close.tasks.wait.300".into()),
-        );
-        headers.insert(
-            "x-first-death-exchange".into(),
-            AMQPValue::LongString("".into()),
+        insert_entries(
+            &mut headers,
+            [
+                ("x-death", x_death(&["close.tasks.wait.300"])),
+                ("x-first-death-queue", long_string("close.tasks.wait.300")),
+                ("x-first-death-exchange", long_string("")),
+            ],
         );
         let back = original_properties(
             &BasicProperties::default().with_headers(headers),
