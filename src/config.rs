@@ -61,20 +61,27 @@ impl AmqpUrl {
             return self.clone();
         };
         // `url` leaves `%` as it is in a password, which would then be decoded; encode it all.
-        let encoded: String = password
-            .bytes()
-            .map(|byte| match byte {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    char::from(byte).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect();
-        if parsed.set_password(Some(&encoded)).is_err() {
+        if parsed
+            .set_password(Some(&percent_encode(password)))
+            .is_err()
+        {
             return self.clone();
         }
         AmqpUrl(parsed.to_string())
     }
+}
+
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`: text that survives the trip
+/// through any part of a URL.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
 }
 
 /// Replaces the password in any URL-shaped text; text that does not parse is shown only by scheme.
@@ -289,24 +296,53 @@ pub struct AmqpFileArgs {
     pub amqp_tls_key_file: Option<PathBuf>,
 }
 
-/// Reads a one-line secret file; the trailing newline is not part of it.
+/// Reads a one-line secret file of the broker settings; the trailing newline is not part of it.
 pub fn read_secret_file(
     setting: &'static str,
     path: &std::path::Path,
 ) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::AmqpFile {
-        setting,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let value = text.trim_end_matches(['\r', '\n']);
-    if value.is_empty() {
-        return Err(ConfigError::EmptyAmqpFile {
+    read_one_line(path)
+        .map_err(|source| ConfigError::AmqpFile {
             setting,
             path: path.to_path_buf(),
-        });
+            source,
+        })?
+        .ok_or_else(|| ConfigError::EmptyAmqpFile {
+            setting,
+            path: path.to_path_buf(),
+        })
+}
+
+/// A one-line file's text without its trailing newline (secret files usually end with one that is
+/// not part of the secret); `None` when nothing else is left.
+fn read_one_line(path: &std::path::Path) -> std::io::Result<Option<String>> {
+    let text = std::fs::read_to_string(path)?;
+    let value = text.trim_end_matches(['\r', '\n']);
+    Ok((!value.is_empty()).then(|| value.to_owned()))
+}
+
+/// Setting files for unit tests (secrets, URL lists, PEM files), written into a temporary directory
+/// that lives as long as this value.
+#[cfg(test)]
+pub(crate) struct SettingFiles(tempfile::TempDir);
+
+#[cfg(test)]
+impl SettingFiles {
+    pub(crate) fn new() -> SettingFiles {
+        SettingFiles(tempfile::tempdir().unwrap())
     }
-    Ok(value.to_owned())
+
+    /// Where the file `name` is, or would be: a test may want one that does not exist.
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// Writes `contents` into the file `name`, replacing what it held, and returns its path.
+    pub(crate) fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
 }
 
 /// What kind of queue to declare.
@@ -452,16 +488,12 @@ impl LinkedInArgs {
             &self.linkedin_client_secret_file,
         ) {
             (_, Some(path)) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                let secret = read_one_line(path)
+                    .map_err(|source| ConfigError::SecretFile {
                         path: path.clone(),
                         source,
-                    })?;
-                // Secret files usually end with a newline that is not part of the secret.
-                let secret = text.trim_end_matches(['\r', '\n']);
-                if secret.is_empty() {
-                    return Err(ConfigError::EmptySecretFile(path.clone()));
-                }
+                    })?
+                    .ok_or_else(|| ConfigError::EmptySecretFile(path.clone()))?;
                 Secret::new(secret)
             }
             (Some(secret), None) if !secret.expose().is_empty() => secret.clone(),
@@ -781,17 +813,6 @@ mod tests {
         use super::super::*;
         use proptest::prelude::*;
 
-        fn encode(text: &str) -> String {
-            text.bytes()
-                .map(|byte| match byte {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        char::from(byte).to_string()
-                    }
-                    other => format!("%{other:02X}"),
-                })
-                .collect()
-        }
-
         fn password() -> impl Strategy<Value = String> {
             // At least 6 characters and one that is not a letter, so that it is not a substring of
             // the fixed text around it by chance.
@@ -814,14 +835,14 @@ mod tests {
                             // An unencoded password: the URL may not parse at all.
                             format!("{scheme}://user{i}:{pw}@node{i}.example:5672/%2f")
                         } else {
-                            format!("{scheme}://user{i}:{}@node{i}.example:5672/%2f", encode(pw))
+                            format!("{scheme}://user{i}:{}@node{i}.example:5672/%2f", percent_encode(pw))
                         }
                     })
                     .collect();
                 let text = entries.join(",");
                 let secrets: Vec<String> = passwords
                     .iter()
-                    .flat_map(|pw| [pw.clone(), encode(pw)])
+                    .flat_map(|pw| [pw.clone(), percent_encode(pw)])
                     .collect();
                 let mut renderings = Vec::new();
                 match text.parse::<AmqpUrls>() {
@@ -876,9 +897,8 @@ mod tests {
 
     #[test]
     fn secret_file_wins_and_loses_its_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("secret");
-        std::fs::write(&path, "from-file/+=\n").unwrap();
+        let files = SettingFiles::new();
+        let path = files.write("secret", "from-file/+=\n");
         let args = LinkedInArgs {
             linkedin_api_url: "https://api.linkedin.com".into(),
             linkedin_api_version: Some("202504".into()),
@@ -896,7 +916,7 @@ mod tests {
             args.postings_url(),
             "https://api.linkedin.com/rest/simpleJobPostings"
         );
-        std::fs::write(&path, "\n").unwrap();
+        files.write("secret", "\n");
         assert!(matches!(
             args.credentials(),
             Err(ConfigError::EmptySecretFile(_))

@@ -247,7 +247,8 @@ pub fn describe_route(route: &Route) -> String {
 mod tests {
     use super::*;
 
-    fn rules(vars: &[(&str, &str)]) -> ProxyRules {
+    /// The rules for an environment holding just `vars`.
+    fn rules_from(vars: &[(&str, &str)]) -> ProxyRules {
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -263,9 +264,14 @@ mod tests {
         Url::parse(text).unwrap()
     }
 
+    /// Asserts that a request to `target` goes through `proxy`.
+    fn assert_proxied(rules: &ProxyRules, target: &str, proxy: &str) {
+        assert_eq!(rules.proxy_for(&url(target)), Some(url(proxy)), "{target}");
+    }
+
     #[test]
     fn loopback_never_goes_through_a_proxy() {
-        let rules = rules(&[
+        let rules = rules_from(&[
             ("HTTP_PROXY", "http://proxy.corp:3128"),
             ("HTTPS_PROXY", "http://proxy.corp:3128"),
             ("ALL_PROXY", "http://proxy.corp:3128"),
@@ -280,15 +286,16 @@ mod tests {
         ] {
             assert_eq!(rules.route(&url(target)), Route::Loopback, "{target}");
         }
-        assert_eq!(
-            rules.proxy_for(&url("https://api.linkedin.com/v2/simpleJobPostings")),
-            Some(url("http://proxy.corp:3128"))
+        assert_proxied(
+            &rules,
+            "https://api.linkedin.com/v2/simpleJobPostings",
+            "http://proxy.corp:3128",
         );
     }
 
     #[test]
     fn each_scheme_takes_its_own_variable_then_all_proxy() {
-        let rules = rules(&[
+        let rules = rules_from(&[
             ("HTTPS_PROXY", "secure:8443"),
             ("ALL_PROXY", "http://all:1"),
         ]);
@@ -299,27 +306,21 @@ mod tests {
                 setting: "HTTPS_PROXY"
             }
         );
+        assert_proxied(&rules, "http://linkedin.test/", "http://all:1");
         assert_eq!(
-            rules.proxy_for(&url("http://linkedin.test/")),
-            Some(url("http://all:1"))
-        );
-        assert_eq!(
-            super::tests::rules(&[]).route(&url("https://api.linkedin.com/")),
+            rules_from(&[]).route(&url("https://api.linkedin.com/")),
             Route::Direct
         );
-        let lower_wins = super::tests::rules(&[
+        let lower_wins = rules_from(&[
             ("https_proxy", "http://lower:1"),
             ("HTTPS_PROXY", "http://upper:1"),
         ]);
-        assert_eq!(
-            lower_wins.proxy_for(&url("https://x.example/")),
-            Some(url("http://lower:1"))
-        );
+        assert_proxied(&lower_wins, "https://x.example/", "http://lower:1");
     }
 
     #[test]
     fn no_proxy_matches_domains_addresses_and_ranges() {
-        let rules = rules(&[
+        let rules = rules_from(&[
             ("HTTPS_PROXY", "http://proxy:3128"),
             ("HTTP_PROXY", "http://proxy:3128"),
             (
@@ -345,7 +346,7 @@ mod tests {
         ] {
             assert!(rules.proxy_for(&url(proxied)).is_some(), "{proxied}");
         }
-        let everything = super::tests::rules(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]);
+        let everything = rules_from(&[("HTTPS_PROXY", "http://p:1"), ("no_proxy", "*")]);
         assert_eq!(
             everything.route(&url("https://api.linkedin.com/")),
             Route::NoProxy
@@ -354,7 +355,7 @@ mod tests {
 
     #[test]
     fn credentials_are_masked_when_shown() {
-        let rules = rules(&[("HTTPS_PROXY", "http://alice:s3cr3t%40x@proxy:3128")]);
+        let rules = rules_from(&[("HTTPS_PROXY", "http://alice:s3cr3t%40x@proxy:3128")]);
         let route = rules.route(&url("https://api.linkedin.com/"));
         let shown = describe_route(&route);
         assert!(shown.contains("alice:***@proxy:3128"), "{shown}");

@@ -66,19 +66,13 @@ impl AmqpArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AmqpFileArgs, QueueType};
+    use crate::config::{AmqpFileArgs, QueueType, SettingFiles};
 
     #[test]
     fn the_password_file_replaces_every_password_and_the_url_file_wins() {
-        let dir = tempfile::tempdir().unwrap();
-        let password = dir.path().join("password");
-        std::fs::write(&password, "p@ss:w/o%rd#?,\n").unwrap();
-        let url_file = dir.path().join("url");
-        std::fs::write(
-            &url_file,
-            "amqp://app:old@n1:5672/%2f,amqp://app@n2:5672/%2f\n",
-        )
-        .unwrap();
+        let files = SettingFiles::new();
+        let password = files.write("password", "p@ss:w/o%rd#?,\n");
+        let url_file = files.write("url", "amqp://app:old@n1:5672/%2f,amqp://app@n2:5672/%2f\n");
         let args = AmqpArgs {
             amqp_url: "amqp://env:envpw@elsewhere/%2f".parse().unwrap(),
             files: AmqpFileArgs {
@@ -104,7 +98,7 @@ mod tests {
         let shown = format!("{broker:?}");
         assert!(!shown.contains("ss:w"), "{shown}");
 
-        std::fs::write(&password, "\n").unwrap();
+        files.write("password", "\n");
         let error = args.broker().unwrap_err().to_string();
         assert!(
             error.contains("AMQP_PASSWORD_FILE") && error.contains("empty"),
@@ -112,7 +106,7 @@ mod tests {
         );
         let missing = AmqpArgs {
             files: AmqpFileArgs {
-                amqp_url_file: Some(dir.path().join("absent")),
+                amqp_url_file: Some(files.path("absent")),
                 ..AmqpFileArgs::default()
             },
             ..args.clone()
@@ -122,7 +116,7 @@ mod tests {
             error.contains("AMQP_URL_FILE") && error.contains("absent"),
             "{error}"
         );
-        std::fs::write(&url_file, "http://app:filepw@n1\n").unwrap();
+        files.write("url", "http://app:filepw@n1\n");
         let error = AmqpArgs {
             files: AmqpFileArgs {
                 amqp_url_file: Some(url_file),

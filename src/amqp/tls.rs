@@ -408,26 +408,25 @@ impl ServerCertVerifier for NamingVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SettingFiles;
 
     #[test]
     fn missing_and_malformed_files_name_the_setting_never_the_content() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("nope.pem");
+        let files = SettingFiles::new();
+        let missing = files.path("nope.pem");
         let error = BrokerTls::load(Some(&missing), None, None).unwrap_err();
         let text = error.to_string();
         assert!(text.contains("AMQP_TLS_CA_FILE"), "{text}");
         assert!(text.contains("nope.pem"), "{text}");
 
-        let garbage = dir.path().join("ca.pem");
-        std::fs::write(&garbage, "sekrit-garbage-line\n").unwrap();
+        let garbage = files.write("ca.pem", "sekrit-garbage-line\n");
         let text = BrokerTls::load(Some(&garbage), None, None)
             .unwrap_err()
             .to_string();
         assert!(text.contains("AMQP_TLS_CA_FILE"), "{text}");
         assert!(!text.contains("sekrit"), "{text}");
 
-        let broken = dir.path().join("key.pem");
-        std::fs::write(&broken, "-----BEGIN PRIVATE KEY-----\nc2Vrcml0LWtleQ==\n").unwrap();
+        let broken = files.write("key.pem", "-----BEGIN PRIVATE KEY-----\nc2Vrcml0LWtleQ==\n");
         let text = BrokerTls::load(None, Some(&garbage), Some(&broken))
             .unwrap_err()
             .to_string();
