@@ -395,7 +395,7 @@ mod tests {
         }
     }
 
-    /// How a job LinkedIn faulted settles, by the row's status.
+    /// How the job at fault settles: dead-lettered as rejected, or (a 409) as already closed.
     #[derive(Clone, Copy, Debug)]
     enum Settled {
         Rejected,
