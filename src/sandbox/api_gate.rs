@@ -1,7 +1,14 @@
 //! What every LinkedIn API call (`/v2/...` and `/rest/...`) passes before its handler does its own
 //! work: the configured latency, the `LinkedIn-Version` header of `/rest` calls and the bearer
-//! token; plus LinkedIn's JSON error body, which all of them answer with.
+//! token; plus LinkedIn's JSON error body, which all of them answer with. [`ApiCall`] is how a
+//! handler sees a call, so each endpoint has one handler for both URL families and one way of
+//! answering and logging.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -20,6 +27,61 @@ pub(crate) enum ApiFamily {
     V2,
     /// `/rest/...`: requires a `LinkedIn-Version: YYYYMM` (or `YYYYMM.NN`) header.
     Rest,
+}
+
+impl ApiFamily {
+    /// The family of a request path; the router only sends `/v2/...` and `/rest/...` here.
+    fn of_path(path: &str) -> ApiFamily {
+        if path.starts_with("/rest/") {
+            ApiFamily::Rest
+        } else {
+            ApiFamily::V2
+        }
+    }
+}
+
+/// One call to LinkedIn's API as its handler sees it: the sandbox, the URL family the call came in
+/// on, and its headers.
+pub(crate) struct ApiCall {
+    pub state: Arc<SandboxState>,
+    pub family: ApiFamily,
+    pub headers: HeaderMap,
+}
+
+impl FromRequestParts<Arc<SandboxState>> for ApiCall {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<SandboxState>,
+    ) -> Result<ApiCall, Infallible> {
+        Ok(ApiCall {
+            state: Arc::clone(state),
+            family: ApiFamily::of_path(parts.uri.path()),
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+impl ApiCall {
+    /// The `LinkedIn-Version` header (on `/rest`), then the bearer token: the checks every call
+    /// passes after the latency, in LinkedIn's order.
+    pub fn check_version_and_token(&self) -> Result<(), LinkedInError> {
+        check_version_header(&self.state, self.family, &self.headers, utc_now())?;
+        check_bearer_token(&self.state, &self.headers)
+    }
+
+    /// The response to send for `answer` (a refusal becomes LinkedIn's error body), logged as
+    /// `endpoint`'s.
+    pub fn respond(&self, endpoint: &str, answer: Result<Response, LinkedInError>) -> Response {
+        let response = answer.unwrap_or_else(IntoResponse::into_response);
+        tracing::debug!(
+            status = response.status().as_u16(),
+            family = ?self.family,
+            "{endpoint} answered"
+        );
+        response
+    }
 }
 
 /// A JSON answer with the given status.
@@ -118,7 +180,7 @@ pub(crate) fn utc_now() -> UtcNow {
 
 /// Checks (and records) the `LinkedIn-Version` header that `/rest` calls must carry: `YYYYMM` or
 /// `YYYYMM.NN`, a month LinkedIn still serves (from the configured oldest to the current one).
-pub(crate) fn check_version_header(
+fn check_version_header(
     state: &SandboxState,
     family: ApiFamily,
     headers: &HeaderMap,
@@ -184,10 +246,7 @@ fn version_month(version: &str) -> Option<u32> {
 }
 
 /// Checks the `Authorization: Bearer ...` header against the tokens this sandbox issued.
-pub(crate) fn check_bearer_token(
-    state: &SandboxState,
-    headers: &HeaderMap,
-) -> Result<(), LinkedInError> {
+fn check_bearer_token(state: &SandboxState, headers: &HeaderMap) -> Result<(), LinkedInError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -294,6 +353,15 @@ mod tests {
             .as_secs();
         assert!(now.day_number.abs_diff(seconds / 86_400) <= 1);
         assert!(now.year_month > 202_500 && now.year_month % 100 <= 12);
+    }
+
+    #[test]
+    fn the_family_is_the_first_path_segment() {
+        assert_eq!(
+            ApiFamily::of_path("/rest/simpleJobPostings"),
+            ApiFamily::Rest
+        );
+        assert_eq!(ApiFamily::of_path("/v2/simpleJobPostings"), ApiFamily::V2);
     }
 
     #[test]

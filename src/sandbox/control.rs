@@ -1,14 +1,21 @@
 //! The `/_sandbox/...` control API: the HTTP face of [`super::Sandbox`]'s scripting methods, for
 //! tests that run the sandbox out of process (`job-closer sandbox`). Unauthenticated, like the
 //! rest of a sandbox meant for localhost.
+//!
+//! [`routes`] is the whole API as a table: each route's path, its JSON body and the state method
+//! it calls. Every route with a body is handled the same way ([`with_body`]: parse, check, carry
+//! out, 204), so a new knob is a body type, its check if it has one, and a row.
 
+use std::fmt::Debug;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::api_gate::LinkedInError;
 use super::judge::RecloseAnswer;
@@ -17,57 +24,157 @@ use super::state::{SandboxState, Stats};
 
 type SharedState = State<Arc<SandboxState>>;
 
-#[derive(Deserialize)]
-pub(crate) struct FaultsRequest {
+/// Every `/_sandbox` route.
+pub(crate) fn routes() -> Router<Arc<SandboxState>> {
+    Router::new()
+        .route("/_sandbox/stats", get(stats))
+        .route(
+            "/_sandbox/faults",
+            with_body(|state, faults: FaultsRequest| state.push_fault(faults.fault, faults.times)),
+        )
+        .route(
+            "/_sandbox/task-faults",
+            with_body(|state, faults: FaultsRequest| {
+                state.push_task_fault(faults.fault, faults.times);
+            }),
+        )
+        .route(
+            "/_sandbox/outage",
+            with_body(|state, outage: OutageRequest| state.set_outage(outage.fault)),
+        )
+        .route(
+            "/_sandbox/token-outage",
+            with_body(|state, outage: TokenOutageRequest| state.set_token_outage(outage.status)),
+        )
+        .route(
+            "/_sandbox/expire-tokens",
+            without_body(SandboxState::expire_tokens),
+        )
+        .route(
+            "/_sandbox/task-rules",
+            with_body(|state, rule: TaskRuleRequest| state.set_task_rule(&rule.prefix, rule.rule)),
+        )
+        .route(
+            "/_sandbox/absent",
+            with_body(|state, absent: AbsentRequest| state.mark_absent(absent.ids)),
+        )
+        .route(
+            "/_sandbox/reclose-answer",
+            with_body(|state, reclose: RecloseAnswerRequest| {
+                state.set_reclose_answer(reclose.answer);
+            }),
+        )
+        .route(
+            "/_sandbox/string-statuses",
+            with_body(|state, statuses: StringStatusesRequest| {
+                state.set_string_statuses(statuses.enabled);
+            }),
+        )
+        .route(
+            "/_sandbox/daily-element-limit",
+            with_body(|state, limit: DailyElementLimitRequest| {
+                state.set_daily_element_limit(limit.limit);
+            }),
+        )
+        .route("/_sandbox/reset", without_body(SandboxState::reset))
+}
+
+/// The JSON body of a control route, and what must hold before it is carried out.
+trait ControlRequest: DeserializeOwned + Debug + Send + 'static {
+    /// The 400 for a request the sandbox cannot carry out; most can always be.
+    fn check(&self) -> Result<(), LinkedInError> {
+        Ok(())
+    }
+}
+
+/// `{"fault":{"Status":{"status":429}},"times":2}`, for `faults` and `task-faults`.
+#[derive(Debug, Deserialize)]
+struct FaultsRequest {
     fault: Fault,
     times: u32,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct OutageRequest {
+/// `{"fault":"Hang"}` or `{"fault":null}`.
+#[derive(Debug, Deserialize)]
+struct OutageRequest {
     fault: Option<Fault>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct TokenOutageRequest {
+/// `{"status":503}` or `{"status":null}`.
+#[derive(Debug, Deserialize)]
+struct TokenOutageRequest {
     status: Option<u16>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct TaskRuleRequest {
+/// `{"prefix":"JOB-","rule":{"status":"FAILED","after_ms":0}}`.
+#[derive(Debug, Deserialize)]
+struct TaskRuleRequest {
     prefix: String,
     rule: TaskRule,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct AbsentRequest {
+/// `{"ids":["JOB-1",..]}`.
+#[derive(Debug, Deserialize)]
+struct AbsentRequest {
     ids: Vec<String>,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct RecloseAnswerRequest {
+/// `{"answer":"Request"}` or `{"answer":"Element"}`.
+#[derive(Debug, Deserialize)]
+struct RecloseAnswerRequest {
     answer: RecloseAnswer,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct StringStatusesRequest {
+/// `{"enabled":true}`.
+#[derive(Debug, Deserialize)]
+struct StringStatusesRequest {
     enabled: bool,
 }
 
-#[derive(Deserialize)]
-pub(crate) struct DailyElementLimitRequest {
+/// `{"limit":100}` or `{"limit":null}`.
+#[derive(Debug, Deserialize)]
+struct DailyElementLimitRequest {
     limit: Option<u64>,
 }
+
+impl ControlRequest for FaultsRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        check_fault(&self.fault)
+    }
+}
+
+impl ControlRequest for OutageRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        self.fault.as_ref().map_or(Ok(()), check_fault)
+    }
+}
+
+impl ControlRequest for TokenOutageRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        self.status.map_or(Ok(()), check_http_status)
+    }
+}
+
+impl ControlRequest for TaskRuleRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        if TASK_STATUSES.contains(&self.rule.status.as_str()) {
+            return Ok(());
+        }
+        Err(bad_control_request(format!(
+            "Unknown task status {:?}; expected one of {TASK_STATUSES:?}",
+            self.rule.status
+        )))
+    }
+}
+
+impl ControlRequest for AbsentRequest {}
+impl ControlRequest for RecloseAnswerRequest {}
+impl ControlRequest for StringStatusesRequest {}
+impl ControlRequest for DailyElementLimitRequest {}
 
 /// A control request that cannot be carried out.
 fn bad_control_request(message: impl Into<String>) -> LinkedInError {
     LinkedInError::new(StatusCode::BAD_REQUEST, message)
-}
-
-/// The body of a control request, or the 400 explaining what is wrong with it.
-fn control_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, LinkedInError> {
-    body.map(|Json(request)| request)
-        .map_err(|rejection| bad_control_request(rejection.body_text()))
 }
 
 /// Refuses statuses that cannot be put on the wire as an HTTP status code.
@@ -87,131 +194,32 @@ fn check_fault(fault: &Fault) -> Result<(), LinkedInError> {
     }
 }
 
-/// What a control request that changed something answers.
-type ControlResult = Result<StatusCode, LinkedInError>;
+/// The handler of a control route with a body: a body that does not parse or does not pass
+/// [`ControlRequest::check`] is a 400 and changes nothing; otherwise `apply` carries it out, 204.
+fn with_body<R: ControlRequest>(apply: fn(&SandboxState, R)) -> MethodRouter<Arc<SandboxState>> {
+    post(
+        move |State(state): SharedState, uri: Uri, body: Result<Json<R>, JsonRejection>| async move {
+            let Json(request) =
+                body.map_err(|rejection| bad_control_request(rejection.body_text()))?;
+            request.check()?;
+            tracing::debug!(path = uri.path(), ?request, "control request carried out");
+            apply(&state, request);
+            Ok::<_, LinkedInError>(StatusCode::NO_CONTENT)
+        },
+    )
+}
 
-pub(crate) async fn stats(State(state): SharedState) -> Json<Stats> {
+/// The handler of a control route without a body: `apply`, 204.
+fn without_body(apply: fn(&SandboxState)) -> MethodRouter<Arc<SandboxState>> {
+    post(move |State(state): SharedState, uri: Uri| async move {
+        tracing::debug!(path = uri.path(), "control request carried out");
+        apply(&state);
+        StatusCode::NO_CONTENT
+    })
+}
+
+async fn stats(State(state): SharedState) -> Json<Stats> {
     Json(state.stats())
-}
-
-pub(crate) async fn push_faults(
-    State(state): SharedState,
-    body: Result<Json<FaultsRequest>, JsonRejection>,
-) -> ControlResult {
-    let FaultsRequest { fault, times } = control_body(body)?;
-    check_fault(&fault)?;
-    tracing::debug!(?fault, times, "control: faults pushed");
-    state.push_fault(fault, times);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn push_task_faults(
-    State(state): SharedState,
-    body: Result<Json<FaultsRequest>, JsonRejection>,
-) -> ControlResult {
-    let FaultsRequest { fault, times } = control_body(body)?;
-    check_fault(&fault)?;
-    tracing::debug!(?fault, times, "control: task faults pushed");
-    state.push_task_fault(fault, times);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn set_outage(
-    State(state): SharedState,
-    body: Result<Json<OutageRequest>, JsonRejection>,
-) -> ControlResult {
-    let OutageRequest { fault } = control_body(body)?;
-    if let Some(fault) = &fault {
-        check_fault(fault)?;
-    }
-    tracing::debug!(?fault, "control: outage set");
-    state.set_outage(fault);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn set_token_outage(
-    State(state): SharedState,
-    body: Result<Json<TokenOutageRequest>, JsonRejection>,
-) -> ControlResult {
-    let TokenOutageRequest { status } = control_body(body)?;
-    if let Some(status) = status {
-        check_http_status(status)?;
-    }
-    tracing::debug!(?status, "control: token outage set");
-    state.set_token_outage(status);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn expire_tokens(State(state): SharedState) -> StatusCode {
-    tracing::debug!("control: tokens expired");
-    state.expire_tokens();
-    StatusCode::NO_CONTENT
-}
-
-pub(crate) async fn set_task_rule(
-    State(state): SharedState,
-    body: Result<Json<TaskRuleRequest>, JsonRejection>,
-) -> ControlResult {
-    let TaskRuleRequest { prefix, rule } = control_body(body)?;
-    if !TASK_STATUSES.contains(&rule.status.as_str()) {
-        return Err(bad_control_request(format!(
-            "Unknown task status {:?}; expected one of {TASK_STATUSES:?}",
-            rule.status
-        )));
-    }
-    tracing::debug!(%prefix, ?rule, "control: task rule set");
-    state.set_task_rule(&prefix, rule);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /_sandbox/absent` `{"ids":["JOB-1",..]}`.
-pub(crate) async fn mark_absent(
-    State(state): SharedState,
-    body: Result<Json<AbsentRequest>, JsonRejection>,
-) -> ControlResult {
-    let AbsentRequest { ids } = control_body(body)?;
-    tracing::debug!(jobs = ids.len(), "control: jobs marked absent");
-    state.mark_absent(ids);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /_sandbox/reclose-answer` `{"answer":"Request"}` or `{"answer":"Element"}`.
-pub(crate) async fn set_reclose_answer(
-    State(state): SharedState,
-    body: Result<Json<RecloseAnswerRequest>, JsonRejection>,
-) -> ControlResult {
-    let RecloseAnswerRequest { answer } = control_body(body)?;
-    tracing::debug!(?answer, "control: re-close answer set");
-    state.set_reclose_answer(answer);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /_sandbox/string-statuses` `{"enabled":true}`.
-pub(crate) async fn set_string_statuses(
-    State(state): SharedState,
-    body: Result<Json<StringStatusesRequest>, JsonRejection>,
-) -> ControlResult {
-    let StringStatusesRequest { enabled } = control_body(body)?;
-    tracing::debug!(enabled, "control: string statuses set");
-    state.set_string_statuses(enabled);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `POST /_sandbox/daily-element-limit` `{"limit":100}` or `{"limit":null}`.
-pub(crate) async fn set_daily_element_limit(
-    State(state): SharedState,
-    body: Result<Json<DailyElementLimitRequest>, JsonRejection>,
-) -> ControlResult {
-    let DailyElementLimitRequest { limit } = control_body(body)?;
-    tracing::debug!(?limit, "control: daily element limit set");
-    state.set_daily_element_limit(limit);
-    Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn reset(State(state): SharedState) -> StatusCode {
-    tracing::debug!("control: reset");
-    state.reset();
-    StatusCode::NO_CONTENT
 }
 
 #[cfg(test)]
@@ -221,17 +229,9 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::sandbox::test_support::{
-        access_token, close_element, http_client, post_batch, start_default,
+        GOOD_TOKEN_FIELDS, SignedInSandbox, access_token, http_client, post_token_form,
     };
     use crate::sandbox::{Fault, Sandbox, Stats, TaskRule};
-
-    async fn control(sandbox: &Sandbox, path: &str, body: Option<Value>) -> u16 {
-        let mut request = http_client().post(format!("{}/_sandbox/{path}", sandbox.api_url()));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request.send().await.unwrap().status().as_u16()
-    }
 
     async fn remote_stats(sandbox: &Sandbox) -> Stats {
         http_client()
@@ -244,151 +244,99 @@ mod tests {
             .unwrap()
     }
 
+    /// Control requests that must each be refused with a 400, as `(path, body)`.
+    async fn assert_all_refused(sandbox: &SignedInSandbox, requests: &[(&str, Value)]) {
+        for (path, body) in requests {
+            assert_eq!(
+                sandbox.control(path, body.clone()).await,
+                400,
+                "{path} {body}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn stats_endpoint_matches_the_snapshot() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        let sandbox = SignedInSandbox::start().await;
+        sandbox.close(&["A"]).await;
         assert_eq!(remote_stats(&sandbox).await, sandbox.stats());
         assert_eq!(remote_stats(&sandbox).await.closed.get("A"), Some(&1));
     }
 
     #[tokio::test]
     async fn faults_and_outages_over_http() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         let fault = json!({"Status": {"status": 502}});
-        assert_eq!(
-            control(
-                &sandbox,
-                "faults",
-                Some(json!({"fault": fault, "times": 1}))
-            )
-            .await,
-            204
-        );
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 502);
+        let pushed = sandbox
+            .control("faults", json!({"fault": fault, "times": 1}))
+            .await;
+        assert_eq!(pushed, 204);
+        assert_eq!(sandbox.close(&["A"]).await.status, 502);
 
-        assert_eq!(
-            control(&sandbox, "outage", Some(json!({"fault": "WrongCount200"}))).await,
-            204
-        );
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("A"), close_element("B")],
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"].as_array().unwrap().len(), 1);
-        assert_eq!(
-            control(&sandbox, "outage", Some(json!({"fault": null}))).await,
-            204
-        );
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"][0]["status"], 202);
+        let outage = json!({"fault": "WrongCount200"});
+        assert_eq!(sandbox.control("outage", outage).await, 204);
+        let answer = sandbox.close(&["A", "B"]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"].as_array().unwrap().len(), 1);
+        assert_eq!(sandbox.control("outage", json!({"fault": null})).await, 204);
+        let answer = sandbox.close(&["A"]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"][0]["status"], 202);
     }
 
     #[tokio::test]
     async fn token_outage_and_expiry_over_http() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        assert_eq!(control(&sandbox, "expire-tokens", None).await, 204);
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 401);
+        let sandbox = SignedInSandbox::start().await;
+        assert_eq!(sandbox.control_without_body("expire-tokens").await, 204);
+        assert_eq!(sandbox.close(&["A"]).await.status, 401);
 
-        assert_eq!(
-            control(&sandbox, "token-outage", Some(json!({"status": 503}))).await,
-            204
-        );
-        let response = http_client()
-            .post(sandbox.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "sandbox-client"),
-                ("client_secret", "sandbox-secret"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 503);
-        assert_eq!(
-            control(&sandbox, "token-outage", Some(json!({"status": null}))).await,
-            204
-        );
+        let outage = json!({"status": 503});
+        assert_eq!(sandbox.control("token-outage", outage).await, 204);
+        let (status, _) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
+        assert_eq!(status, 503);
+        let lifted = json!({"status": null});
+        assert_eq!(sandbox.control("token-outage", lifted).await, 204);
         access_token(&sandbox).await;
     }
 
     #[tokio::test]
     async fn task_rules_over_http() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         let rule = json!({"status": "FAILED", "after_ms": 0, "error_message": "nope"});
-        assert_eq!(
-            control(
-                &sandbox,
-                "task-rules",
-                Some(json!({"prefix": "A", "rule": rule}))
-            )
-            .await,
-            204
-        );
-        let (_, answer, _) = post_batch(&sandbox, &token, vec![close_element("A1")]).await;
-        let task_id = answer["elements"][0]["id"].as_str().unwrap();
-        let tasks: Value = http_client()
-            .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
-            .bearer_auth(&token)
-            .query(&[("ids", task_id)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(tasks["results"][task_id]["status"], "FAILED");
-        assert_eq!(tasks["results"][task_id]["errorMessage"], "nope");
+        let set = sandbox
+            .control("task-rules", json!({"prefix": "A", "rule": rule}))
+            .await;
+        assert_eq!(set, 204);
+        let task_ids = sandbox.accepted_tasks(&["A1"]).await;
+        let (_, tasks) = sandbox.query_tasks(&task_ids).await;
+        assert_eq!(tasks["results"][&task_ids[0]]["status"], "FAILED");
+        assert_eq!(tasks["results"][&task_ids[0]]["errorMessage"], "nope");
     }
 
     #[tokio::test]
     async fn task_faults_over_http() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         let fault = json!({"Status": {"status": 429, "retry_after_secs": 2}});
-        assert_eq!(
-            control(
-                &sandbox,
-                "task-faults",
-                Some(json!({"fault": fault, "times": 1}))
-            )
-            .await,
-            204
-        );
+        let pushed = sandbox
+            .control("task-faults", json!({"fault": fault, "times": 1}))
+            .await;
+        assert_eq!(pushed, 204);
         let response = http_client()
-            .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
-            .bearer_auth(&token)
+            .get(sandbox.url("/v2/simpleJobPostingTasks"))
+            .bearer_auth(&sandbox.token)
             .query(&[("ids", "urn:li:simpleJobPostingTask:x")])
             .send()
             .await
             .unwrap();
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()["retry-after"], "2");
-        assert_eq!(
-            control(
-                &sandbox,
-                "task-faults",
-                Some(json!({"fault": {"Status": {"status": 1}}, "times": 1}))
-            )
-            .await,
-            400
-        );
+        let not_a_status = json!({"fault": {"Status": {"status": 1}}, "times": 1});
+        assert_all_refused(&sandbox, &[("task-faults", not_a_status)]).await;
     }
 
     #[tokio::test]
     async fn reset_clears_stats_faults_and_rules_but_keeps_tokens() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.push_fault(Fault::Garbage200, 3);
         sandbox.set_task_rule(
             "",
@@ -398,29 +346,23 @@ mod tests {
                 error_message: None,
             },
         );
-        post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(control(&sandbox, "reset", None).await, 204);
+        sandbox.close(&["A"]).await;
+        assert_eq!(sandbox.control_without_body("reset").await, 204);
         assert_eq!(sandbox.stats(), Stats::default());
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 200, "the token survives and the faults are gone");
-        let task_id = answer["elements"][0]["id"].as_str().unwrap();
-        let tasks: Value = http_client()
-            .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
-            .bearer_auth(&token)
-            .query(&[("ids", task_id)])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer = sandbox.close(&["A"]).await;
+        assert_eq!(
+            answer.status, 200,
+            "the token survives and the faults are gone"
+        );
+        let task_id = answer.body["elements"][0]["id"].as_str().unwrap();
+        let (_, tasks) = sandbox.query_tasks(&[task_id.to_owned()]).await;
         assert_eq!(tasks["results"][task_id]["status"], "SUCCEEDED");
     }
 
     #[tokio::test]
     async fn malformed_control_requests_are_refused() {
-        let sandbox = start_default().await;
-        for (path, body) in [
+        let sandbox = SignedInSandbox::start().await;
+        let requests = [
             ("faults", json!({"fault": "Sometimes", "times": 1})),
             (
                 "faults",
@@ -432,91 +374,52 @@ mod tests {
                 "task-rules",
                 json!({"prefix": "A", "rule": {"status": "DONE", "after_ms": 0}}),
             ),
-        ] {
-            assert_eq!(
-                control(&sandbox, path, Some(body.clone())).await,
-                400,
-                "{path} {body}"
-            );
-        }
+        ];
+        assert_all_refused(&sandbox, &requests).await;
     }
 
     #[tokio::test]
     async fn linkedin_state_knobs_over_http() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        assert_eq!(
-            control(&sandbox, "absent", Some(json!({"ids": ["GONE"]}))).await,
-            204
-        );
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
-        assert_eq!(status, 409);
-        assert_eq!(
-            control(
-                &sandbox,
-                "reclose-answer",
-                Some(json!({"answer": "Element"}))
-            )
-            .await,
-            204
-        );
-        assert_eq!(
-            control(&sandbox, "string-statuses", Some(json!({"enabled": true}))).await,
-            204
-        );
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("GONE"), close_element("A")],
-        )
-        .await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"][0]["status"], "409");
-        assert_eq!(answer["elements"][1]["status"], "202");
-        assert_eq!(
-            control(&sandbox, "daily-element-limit", Some(json!({"limit": 1}))).await,
-            204
-        );
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
-        assert_eq!(status, 429);
-        assert_eq!(
-            control(
-                &sandbox,
-                "daily-element-limit",
-                Some(json!({"limit": null}))
-            )
-            .await,
-            204
-        );
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("B")]).await;
-        assert_eq!(status, 200);
+        let sandbox = SignedInSandbox::start().await;
+        let absent = json!({"ids": ["GONE"]});
+        assert_eq!(sandbox.control("absent", absent).await, 204);
+        assert_eq!(sandbox.close(&["GONE"]).await.status, 409);
+        let per_element = json!({"answer": "Element"});
+        assert_eq!(sandbox.control("reclose-answer", per_element).await, 204);
+        let as_strings = json!({"enabled": true});
+        assert_eq!(sandbox.control("string-statuses", as_strings).await, 204);
+        let answer = sandbox.close(&["GONE", "A"]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"][0]["status"], "409");
+        assert_eq!(answer.body["elements"][1]["status"], "202");
+        let limit = json!({"limit": 1});
+        assert_eq!(sandbox.control("daily-element-limit", limit).await, 204);
+        assert_eq!(sandbox.close(&["B"]).await.status, 429);
+        let no_limit = json!({"limit": null});
+        assert_eq!(sandbox.control("daily-element-limit", no_limit).await, 204);
+        assert_eq!(sandbox.close(&["B"]).await.status, 200);
         assert_eq!(
             remote_stats(&sandbox).await.refused_closes.get("GONE"),
             Some(&2)
         );
 
-        assert_eq!(control(&sandbox, "reset", None).await, 204);
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("C")]).await;
+        assert_eq!(sandbox.control_without_body("reset").await, 204);
+        let answer = sandbox.close(&["C"]).await;
         assert_eq!(
-            (status, &answer["elements"][0]["status"]),
+            (answer.status, &answer.body["elements"][0]["status"]),
             (200, &json!(202))
         );
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("GONE")]).await;
-        assert_eq!(status, 200, "reset lifts the absent marks");
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 409, "reset keeps the jobs LinkedIn closed");
+        let gone = sandbox.close(&["GONE"]).await;
+        assert_eq!(gone.status, 200, "reset lifts the absent marks");
+        let closed = sandbox.close(&["A"]).await;
+        assert_eq!(closed.status, 409, "reset keeps the jobs LinkedIn closed");
 
-        for (path, body) in [
+        let requests = [
             ("absent", json!({"ids": "GONE"})),
             ("reclose-answer", json!({"answer": "Sometimes"})),
             ("string-statuses", json!({"enabled": "yes"})),
             ("daily-element-limit", json!({"limit": -1})),
-        ] {
-            assert_eq!(
-                control(&sandbox, path, Some(body.clone())).await,
-                400,
-                "{path} {body}"
-            );
-        }
+        ];
+        assert_all_refused(&sandbox, &requests).await;
     }
 }

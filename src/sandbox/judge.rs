@@ -29,6 +29,9 @@ use crate::close_request::{
     is_absolute_http_url,
 };
 
+/// One element of a batch_create request: a JSON object, whatever fields it holds.
+pub(crate) type Element = Map<String, Value>;
+
 /// LinkedIn's limit on elements in one batch_create request.
 pub(crate) const MAX_ELEMENTS_PER_REQUEST: usize = 100;
 
@@ -164,7 +167,7 @@ pub(crate) enum Verdict<'e> {
 }
 
 /// Decides the answer to a request whose body parsed into `elements`.
-pub(crate) fn judge<'e>(elements: &'e [Map<String, Value>], situation: &Situation) -> Verdict<'e> {
+pub(crate) fn judge<'e>(elements: &'e [Element], situation: &Situation) -> Verdict<'e> {
     match refuse_whole_request(elements, situation) {
         Some((error, refused_closes)) => Verdict::Refused {
             error,
@@ -179,11 +182,11 @@ pub(crate) fn judge<'e>(elements: &'e [Map<String, Value>], situation: &Situatio
     }
 }
 
-fn external_id(element: &Map<String, Value>) -> Option<&str> {
+fn external_id(element: &Element) -> Option<&str> {
     element.get("externalJobPostingId").and_then(Value::as_str)
 }
 
-fn is_close(element: &Map<String, Value>) -> bool {
+fn is_close(element: &Element) -> bool {
     element
         .get("jobPostingOperationType")
         .and_then(Value::as_str)
@@ -191,7 +194,7 @@ fn is_close(element: &Map<String, Value>) -> bool {
 }
 
 /// The re-closes among `elements`: CLOSEs of jobs closed already or absent.
-fn reclose_ids<'e>(elements: &'e [Map<String, Value>], situation: &Situation) -> Vec<&'e str> {
+fn reclose_ids<'e>(elements: &'e [Element], situation: &Situation) -> Vec<&'e str> {
     elements
         .iter()
         .filter(|element| is_close(element))
@@ -202,118 +205,154 @@ fn reclose_ids<'e>(elements: &'e [Map<String, Value>], situation: &Situation) ->
 
 type Refusal<'e> = (LinkedInError, Vec<&'e str>);
 
-fn refusal<'e>(status: StatusCode, message: impl Into<String>) -> Option<Refusal<'e>> {
-    Some((LinkedInError::new(status, message), Vec::new()))
+/// A whole-request check that refuses with an error alone: the error it gives `elements`, if any.
+type RequestCheck = fn(&[Element], &Situation) -> Option<LinkedInError>;
+
+/// The whole-request checks in the order LinkedIn applies them (see the module doc), but for the
+/// re-close check, which comes last: a request with several faults is refused for the first.
+const REQUEST_CHECKS: [RequestCheck; 8] = [
+    too_many_elements,
+    poisoned,
+    forbidden_contract,
+    duplicate_external_id,
+    bad_apply_url,
+    company_missing,
+    bad_enum,
+    too_many_locations,
+];
+
+/// The first whole-request refusal that applies.
+fn refuse_whole_request<'e>(elements: &'e [Element], situation: &Situation) -> Option<Refusal<'e>> {
+    match REQUEST_CHECKS
+        .iter()
+        .find_map(|check| check(elements, situation))
+    {
+        Some(error) => Some((error, Vec::new())),
+        None => reclose_refused_for_the_request(elements, situation),
+    }
 }
 
-/// The first whole-request refusal that applies, in the documented order (see the module doc).
-fn refuse_whole_request<'e>(
-    elements: &'e [Map<String, Value>],
-    situation: &Situation,
-) -> Option<Refusal<'e>> {
-    if elements.len() > MAX_ELEMENTS_PER_REQUEST {
-        return refusal(
+fn too_many_elements(elements: &[Element], _: &Situation) -> Option<LinkedInError> {
+    (elements.len() > MAX_ELEMENTS_PER_REQUEST).then(|| {
+        LinkedInError::new(
             StatusCode::BAD_REQUEST,
             format!(
                 "Too many elements: {}. A batch_create request may hold at most {MAX_ELEMENTS_PER_REQUEST} elements.",
                 elements.len()
             ),
-        );
-    }
+        )
+    })
+}
 
-    // Documented: a wrongly typed externalJobPostingId (e.g. a number) poisons the whole
-    // request with a 500 rather than a per-element 422.
-    let poisoned = elements.iter().any(|element| {
-        let id = element.get("externalJobPostingId");
-        id.is_some_and(|id| !id.is_string())
-            || situation.poison_prefix.is_some_and(|prefix| {
-                id.and_then(Value::as_str)
-                    .is_some_and(|id| id.starts_with(prefix))
-            })
-    });
-    if poisoned {
-        return refusal(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
-    }
+/// Documented: a wrongly typed externalJobPostingId (e.g. a number) poisons the whole request with
+/// a 500 rather than a per-element 422. Scripted poison looks the same.
+fn poisoned(elements: &[Element], situation: &Situation) -> Option<LinkedInError> {
+    let is_poison = |id: &Value| {
+        !id.is_string()
+            || situation
+                .poison_prefix
+                .is_some_and(|prefix| id.as_str().is_some_and(|id| id.starts_with(prefix)))
+    };
+    elements
+        .iter()
+        .filter_map(|element| element.get("externalJobPostingId"))
+        .any(is_poison)
+        .then(|| LinkedInError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error"))
+}
 
-    let forbidden_contract = elements
+fn forbidden_contract(elements: &[Element], situation: &Situation) -> Option<LinkedInError> {
+    let contract = elements
         .iter()
         .filter_map(|element| element.get("contract").and_then(Value::as_str))
-        .find(|contract| !situation.config.allows_contract(contract));
-    if let Some(contract) = forbidden_contract {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            format!("Caller is not authorized to access the jobs for contract: {contract}"),
-        );
-    }
+        .find(|contract| !situation.config.allows_contract(contract))?;
+    Some(LinkedInError::new(
+        StatusCode::FORBIDDEN,
+        format!("Caller is not authorized to access the jobs for contract: {contract}"),
+    ))
+}
 
+fn duplicate_external_id(elements: &[Element], _: &Situation) -> Option<LinkedInError> {
     let mut seen_ids = HashSet::new();
-    if let Some(id) = elements
+    let id = elements
         .iter()
         .filter_map(external_id)
-        .find(|id| !seen_ids.insert(*id))
-    {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            format!("Duplicate externalJobPostingId in one request: {id}"),
-        );
-    }
+        .find(|id| !seen_ids.insert(*id))?;
+    Some(LinkedInError::new(
+        StatusCode::BAD_REQUEST,
+        format!("Duplicate externalJobPostingId in one request: {id}"),
+    ))
+}
 
-    // A non-string URL is a type error LinkedIn reports for the element alone (a 422).
-    let bad_apply_url = elements.iter().find(|element| {
+/// A URL that is a string but not an absolute http(s) URL; a non-string one is a type error
+/// LinkedIn reports for the element alone (a 422).
+fn bad_apply_url(elements: &[Element], situation: &Situation) -> Option<LinkedInError> {
+    let is_bad = |element: &&Element| {
         element
             .get("companyApplyUrl")
             .and_then(Value::as_str)
             .is_some_and(|url| !is_absolute_http_url(url))
-    });
-    if let Some(element) = bad_apply_url {
-        return refusal(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Invalid company apply url for job with externalPartnerId {}, taskUrn {}",
-                external_id(element).unwrap_or_default(),
-                situation.refused_task_urn
-            ),
-        );
-    }
+    };
+    let element = elements.iter().find(is_bad)?;
+    let message = format!(
+        "Invalid company apply url for job with externalPartnerId {}, taskUrn {}",
+        external_id(element).unwrap_or_default(),
+        situation.refused_task_urn
+    );
+    Some(LinkedInError::new(StatusCode::BAD_REQUEST, message))
+}
 
-    if situation.config.strict
-        && elements.iter().any(|element| {
-            !COMPANY_FIELDS
-                .iter()
-                .any(|field| element.contains_key(*field))
-        })
-    {
-        return refusal(StatusCode::BAD_REQUEST, COMPANY_MISSING_MESSAGE);
-    }
+/// Strict mode only: a job without any field naming its company.
+fn company_missing(elements: &[Element], situation: &Situation) -> Option<LinkedInError> {
+    let names_company = |element: &Element| {
+        COMPANY_FIELDS
+            .iter()
+            .any(|field| element.contains_key(*field))
+    };
+    (situation.config.strict && !elements.iter().all(names_company))
+        .then(|| LinkedInError::new(StatusCode::BAD_REQUEST, COMPANY_MISSING_MESSAGE))
+}
 
-    if let Some(message) = elements.iter().find_map(enum_fault) {
-        return refusal(StatusCode::UNPROCESSABLE_ENTITY, message);
-    }
+fn bad_enum(elements: &[Element], _: &Situation) -> Option<LinkedInError> {
+    let message = elements.iter().find_map(enum_fault)?;
+    Some(LinkedInError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        message,
+    ))
+}
 
-    let too_many_locations = elements.iter().any(|element| {
+fn too_many_locations(elements: &[Element], _: &Situation) -> Option<LinkedInError> {
+    let location_count = |element: &Element| {
         element
             .get("alternateLocations")
             .and_then(Value::as_array)
-            .is_some_and(|locations| locations.len() > MAX_ALTERNATE_LOCATIONS)
-    });
-    if too_many_locations {
-        return refusal(StatusCode::UNPROCESSABLE_ENTITY, TOO_MANY_LOCATIONS_MESSAGE);
-    }
+            .map_or(0, Vec::len)
+    };
+    elements
+        .iter()
+        .any(|element| location_count(element) > MAX_ALTERNATE_LOCATIONS)
+        .then(|| LinkedInError::new(StatusCode::UNPROCESSABLE_ENTITY, TOO_MANY_LOCATIONS_MESSAGE))
+}
 
-    if situation.reclose_answer == RecloseAnswer::Request {
-        let refused_closes = reclose_ids(elements, situation);
-        if !refused_closes.is_empty() {
-            return Some((
-                LinkedInError::new(StatusCode::CONFLICT, ALREADY_CLOSED_MESSAGE),
-                refused_closes,
-            ));
-        }
+/// Re-closes, when they are answered for the whole request; the refusal names them for the stats.
+fn reclose_refused_for_the_request<'e>(
+    elements: &'e [Element],
+    situation: &Situation,
+) -> Option<Refusal<'e>> {
+    if situation.reclose_answer != RecloseAnswer::Request {
+        return None;
     }
-    None
+    let refused_closes = reclose_ids(elements, situation);
+    if refused_closes.is_empty() {
+        return None;
+    }
+    Some((
+        LinkedInError::new(StatusCode::CONFLICT, ALREADY_CLOSED_MESSAGE),
+        refused_closes,
+    ))
 }
 
 /// The 422 message of an enum outside LinkedIn's lists, or of one that is not a string.
-fn enum_fault(element: &Map<String, Value>) -> Option<String> {
+fn enum_fault(element: &Element) -> Option<String> {
     let single = REQUEST_LEVEL_ENUMS
         .iter()
         .filter_map(|(field, symbols)| Some((*field, *symbols, element.get(*field)?)));
@@ -338,7 +377,7 @@ fn enum_fault(element: &Map<String, Value>) -> Option<String> {
 }
 
 /// The entry for one element of a request that was not refused as a whole.
-fn judge_element<'e>(element: &'e Map<String, Value>, situation: &Situation) -> Entry<'e> {
+fn judge_element<'e>(element: &'e Element, situation: &Situation) -> Entry<'e> {
     let failed = |status: u16, message: String| Entry::Failed {
         status,
         message,
@@ -381,7 +420,7 @@ fn judge_element<'e>(element: &'e Map<String, Value>, situation: &Situation) -> 
 }
 
 /// Checks one element like LinkedIn's schema validation; `Err` is the 422 message.
-fn schema_fault(element: &Map<String, Value>) -> Result<Operation, String> {
+fn schema_fault(element: &Element) -> Result<Operation, String> {
     let is_premium = element.get("listingType").and_then(Value::as_str) == Some("PREMIUM");
     let premium_fields = is_premium.then_some("contract");
     if let Some(missing) = REQUIRED_FIELDS
@@ -421,7 +460,7 @@ fn schema_fault(element: &Map<String, Value>) -> Result<Operation, String> {
 }
 
 /// The spec's lengths (strict mode): description 100–25,000 characters, title at most 200.
-fn length_fault(element: &Map<String, Value>) -> Option<String> {
+fn length_fault(element: &Element) -> Option<String> {
     let chars = |field: &str| {
         element
             .get(field)
@@ -483,7 +522,7 @@ mod tests {
             }
         }
 
-        fn judge<'e>(&self, elements: &'e [Map<String, Value>]) -> Verdict<'e> {
+        fn judge<'e>(&self, elements: &'e [Element]) -> Verdict<'e> {
             judge(
                 elements,
                 &Situation {
@@ -498,7 +537,7 @@ mod tests {
         }
 
         /// The whole-request refusal `elements` get: status and message.
-        fn refusal(&self, elements: &[Map<String, Value>]) -> (u16, String) {
+        fn refusal(&self, elements: &[Element]) -> (u16, String) {
             match self.judge(elements) {
                 Verdict::Refused { error, .. } => {
                     (error.status().as_u16(), error.message().to_owned())
@@ -507,7 +546,7 @@ mod tests {
             }
         }
 
-        fn entries<'e>(&self, elements: &'e [Map<String, Value>]) -> Vec<Entry<'e>> {
+        fn entries<'e>(&self, elements: &'e [Element]) -> Vec<Entry<'e>> {
             match self.judge(elements) {
                 Verdict::Answered(entries) => entries,
                 Verdict::Refused { error, .. } => panic!("refused: {error:?}"),
@@ -515,7 +554,7 @@ mod tests {
         }
     }
 
-    fn element(id: &str, change: impl FnOnce(&mut Value)) -> Map<String, Value> {
+    fn element(id: &str, change: impl FnOnce(&mut Value)) -> Element {
         let mut element = close_element(id);
         change(&mut element);
         match element {
@@ -524,7 +563,7 @@ mod tests {
         }
     }
 
-    fn good(id: &str) -> Map<String, Value> {
+    fn good(id: &str) -> Element {
         element(id, |_| {})
     }
 

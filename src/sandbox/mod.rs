@@ -261,34 +261,11 @@ impl Drop for Sandbox {
 fn router(state: Arc<SandboxState>) -> Router {
     Router::new()
         .route(TOKEN_PATH, post(token::issue_access_token))
-        .route("/v2/simpleJobPostings", post(postings::batch_create_v2))
-        .route("/rest/simpleJobPostings", post(postings::batch_create_rest))
-        .route("/v2/simpleJobPostingTasks", get(tasks::task_statuses_v2))
-        .route(
-            "/rest/simpleJobPostingTasks",
-            get(tasks::task_statuses_rest),
-        )
-        .route("/_sandbox/stats", get(control::stats))
-        .route("/_sandbox/faults", post(control::push_faults))
-        .route("/_sandbox/outage", post(control::set_outage))
-        .route("/_sandbox/token-outage", post(control::set_token_outage))
-        .route("/_sandbox/expire-tokens", post(control::expire_tokens))
-        .route("/_sandbox/task-rules", post(control::set_task_rule))
-        .route("/_sandbox/task-faults", post(control::push_task_faults))
-        .route("/_sandbox/absent", post(control::mark_absent))
-        .route(
-            "/_sandbox/reclose-answer",
-            post(control::set_reclose_answer),
-        )
-        .route(
-            "/_sandbox/string-statuses",
-            post(control::set_string_statuses),
-        )
-        .route(
-            "/_sandbox/daily-element-limit",
-            post(control::set_daily_element_limit),
-        )
-        .route("/_sandbox/reset", post(control::reset))
+        .route("/v2/simpleJobPostings", post(postings::batch_create))
+        .route("/rest/simpleJobPostings", post(postings::batch_create))
+        .route("/v2/simpleJobPostingTasks", get(tasks::task_statuses))
+        .route("/rest/simpleJobPostingTasks", get(tasks::task_statuses))
+        .merge(control::routes())
         .fallback(unknown_resource)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY_BYTES))
         .with_state(state)

@@ -3,18 +3,16 @@
 //! `x-restli-method`), scripted faults, parsing the body — and the per-element answers (202 with a
 //! task URN, or LinkedIn's error entry) in request order. What to answer is decided in `judge.rs`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::api_gate::{
-    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response,
-    linkedin_error, shutting_down, utc_now, wait_latency, with_retry_after,
+    ApiCall, LinkedInError, json_response, linkedin_error, shutting_down, utc_now, wait_latency,
+    with_retry_after,
 };
 use super::scripting::Fault;
 use super::state::{SandboxState, accepted_entry};
@@ -30,54 +28,24 @@ pub const NOT_ENOUGH_PERMISSIONS_MESSAGE: &str =
 /// the body as one entity, whose `elements` field is not one it knows.
 pub const UNPERMITTED_FIELDS_MESSAGE: &str = "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]";
 
-pub(crate) async fn batch_create_v2(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    batch_create(&state, ApiFamily::V2, &headers, &body).await
-}
-
-pub(crate) async fn batch_create_rest(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    batch_create(&state, ApiFamily::Rest, &headers, &body).await
-}
-
-async fn batch_create(
-    state: &SandboxState,
-    family: ApiFamily,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
+/// `POST /v2/simpleJobPostings` and `POST /rest/simpleJobPostings`.
+pub(crate) async fn batch_create(call: ApiCall, body: Bytes) -> Response {
+    let state = &call.state;
     let in_flight = state.enter_posting_request();
-    let response = answer_batch_create(state, family, headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let answer = answer_batch_create(&call, &body).await;
     drop(in_flight);
+    let response = call.respond("simpleJobPostings", answer);
     state.record_posting_response(response.status().as_u16());
-    tracing::debug!(
-        status = response.status().as_u16(),
-        ?family,
-        "simpleJobPostings answered"
-    );
     response
 }
 
 /// The answer to one batch_create request; `Err` holds a whole-request refusal. The decision is
 /// [`super::judge::judge`]'s; this only puts the gate, faults and parsing in front of it.
-async fn answer_batch_create(
-    state: &SandboxState,
-    family: ApiFamily,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, LinkedInError> {
+async fn answer_batch_create(call: &ApiCall, body: &[u8]) -> Result<Response, LinkedInError> {
+    let state = &*call.state;
     wait_latency(state).await?;
-    check_version_header(state, family, headers, utc_now())?;
-    check_bearer_token(state, headers)?;
-    check_restli_method(headers)?;
+    call.check_version_and_token()?;
+    check_restli_method(&call.headers)?;
 
     let elements = parse_elements(body);
     if let Ok(elements) = &elements {
@@ -197,25 +165,55 @@ pub(crate) async fn answer_with_fault(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::Fault;
     use crate::sandbox::judge::MAX_ELEMENTS_PER_REQUEST;
     use crate::sandbox::test_support::{
-        access_token, close_element, http_client, post_batch, post_batch_with, start_default,
-        start_with,
+        Answer, SignedInSandbox, access_token, close_element, close_elements,
     };
-    use crate::sandbox::{Fault, SandboxConfig};
+
+    /// A [`close_element`] changed by `change`.
+    fn changed(external_id: &str, change: impl FnOnce(&mut Value)) -> Value {
+        let mut element = close_element(external_id);
+        change(&mut element);
+        element
+    }
+
+    /// A [`close_element`] without `field`.
+    fn without(external_id: &str, field: &str) -> Value {
+        changed(external_id, |element| {
+            element.as_object_mut().unwrap().remove(field);
+        })
+    }
+
+    /// POSTs a batch_create of job A to `/v2/simpleJobPostings` with `token`, if any, and
+    /// exactly `headers`: for the requests job-closer never sends.
+    async fn post_a_with(
+        sandbox: &SignedInSandbox,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = sandbox.postings_request();
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.json(&json!({"elements": [close_element("A")]}));
+        Answer::read(request.send().await.unwrap()).await
+    }
+
+    /// The answer's `message`, which must be a string.
+    fn message_of(body: &Value) -> &str {
+        body["message"].as_str().unwrap()
+    }
 
     #[tokio::test]
     async fn valid_close_batch_gets_one_task_per_element() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("A"), close_element("B")],
-        )
-        .await;
-        assert_eq!(status, 200);
-        let entries = answer["elements"].as_array().unwrap();
+        let sandbox = SignedInSandbox::start().await;
+        let answer = sandbox.close(&["A", "B"]).await;
+        assert_eq!(answer.status, 200);
+        let entries = answer.body["elements"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
         for entry in entries {
             assert_eq!(entry["status"], 202);
@@ -237,40 +235,21 @@ mod tests {
 
     #[tokio::test]
     async fn mixed_batch_answers_each_element_in_order() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let mut missing_title = close_element("missing-title");
-        missing_title.as_object_mut().unwrap().remove("title");
-        let mut string_listed_at = close_element("string-listed-at");
-        string_listed_at["listedAt"] = json!("0123456789");
-        let mut numeric_title = close_element("numeric-title");
-        numeric_title["title"] = json!(42);
-        let mut bad_operation = close_element("bad-operation");
-        bad_operation["jobPostingOperationType"] = json!("UPDATED");
-        let mut premium_without_contract = close_element("premium");
-        premium_without_contract
-            .as_object_mut()
-            .unwrap()
-            .remove("contract");
-        let mut create = close_element("create");
-        create["jobPostingOperationType"] = json!("CREATE");
-
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![
-                close_element("ok"),
-                missing_title,
-                string_listed_at,
-                numeric_title,
-                bad_operation,
-                premium_without_contract,
-                create,
-            ],
-        )
-        .await;
-        assert_eq!(status, 200);
-        let entries = answer["elements"].as_array().unwrap();
+        let sandbox = SignedInSandbox::start().await;
+        let elements = vec![
+            close_element("ok"),
+            without("missing-title", "title"),
+            changed("string-listed-at", |e| e["listedAt"] = json!("0123456789")),
+            changed("numeric-title", |e| e["title"] = json!(42)),
+            changed("bad-operation", |e| {
+                e["jobPostingOperationType"] = json!("UPDATED");
+            }),
+            without("premium", "contract"),
+            changed("create", |e| e["jobPostingOperationType"] = json!("CREATE")),
+        ];
+        let answer = sandbox.post(elements).await;
+        assert_eq!(answer.status, 200);
+        let entries = answer.body["elements"].as_array().unwrap();
         let messages: Vec<Option<&str>> = entries
             .iter()
             .map(|entry| entry["error"]["message"].as_str())
@@ -306,23 +285,18 @@ mod tests {
 
     #[tokio::test]
     async fn missing_or_unknown_token_is_invalid() {
-        let sandbox = start_default().await;
-        let client = http_client();
-        let without_token = client
-            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-            .header("x-restli-method", "batch_create")
-            .json(&json!({"elements": [close_element("A")]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(without_token.status(), 401);
-        let (status, answer, _) = post_batch(&sandbox, "made-up", vec![close_element("A")]).await;
-        assert_eq!(status, 401);
+        let sandbox = SignedInSandbox::start().await;
+        let without_token =
+            post_a_with(&sandbox, None, &[("x-restli-method", "batch_create")]).await;
+        assert_eq!(without_token.status, 401);
+        let made_up = sandbox.with_token("made-up");
+        let answer = made_up.close(&["A"]).await;
+        assert_eq!(answer.status, 401);
         assert_eq!(
-            answer,
+            answer.body,
             json!({"message": "Invalid access token", "serviceErrorCode": 65600, "status": 401})
         );
-        let stats = sandbox.stats();
+        let stats = made_up.stats();
         assert_eq!(stats.requests, 2);
         assert!(stats.request_sizes.is_empty());
         assert_eq!(stats.responses_by_status.get(&401), Some(&2));
@@ -330,72 +304,51 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_expire_by_lifetime_and_on_demand() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.expire_tokens();
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 401);
+        let answer = sandbox.close(&["A"]).await;
+        assert_eq!(answer.status, 401);
         assert_eq!(
-            answer,
+            answer.body,
             json!({"message": "The token used in the request has expired", "serviceErrorCode": 65602, "status": 401})
         );
-        let fresh = access_token(&sandbox).await;
-        let (status, _, _) = post_batch(&sandbox, &fresh, vec![close_element("A")]).await;
-        assert_eq!(status, 200);
+        let token = access_token(&sandbox).await;
+        let fresh = sandbox.with_token(token);
+        assert_eq!(fresh.close(&["A"]).await.status, 200);
 
-        let short_lived = start_with(SandboxConfig {
-            token_lifetime: Duration::ZERO,
-            ..SandboxConfig::default()
-        })
-        .await;
-        let token = access_token(&short_lived).await;
-        let (status, answer, _) = post_batch(&short_lived, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 401);
-        assert_eq!(answer["serviceErrorCode"], 65602);
+        let short_lived =
+            SignedInSandbox::configured(|config| config.token_lifetime = Duration::ZERO).await;
+        let answer = short_lived.close(&["A"]).await;
+        assert_eq!(answer.status, 401);
+        assert_eq!(answer.body["serviceErrorCode"], 65602);
     }
 
     #[tokio::test]
     async fn missing_restli_method_is_a_permission_error() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let response = http_client()
-            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-            .bearer_auth(&token)
-            .json(&json!({"elements": [close_element("A")]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 403);
+        let sandbox = SignedInSandbox::start().await;
+        let token = Some(sandbox.token.as_str());
+        let answer = post_a_with(&sandbox, token, &[]).await;
+        assert_eq!(answer.status, 403);
         assert_eq!(
-            response.json::<Value>().await.unwrap(),
+            answer.body,
             json!({"message": "Not enough permissions to access: POST /simpleJobPostings", "status": 403})
         );
-        let uppercase_header_name = http_client()
-            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-            .bearer_auth(&token)
-            .header("X-RestLi-Method", "batch_create")
-            .json(&json!({"elements": [close_element("A")]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(uppercase_header_name.status(), 200);
+        let uppercase_header_name =
+            post_a_with(&sandbox, token, &[("X-RestLi-Method", "batch_create")]).await;
+        assert_eq!(uppercase_header_name.status, 200);
     }
 
     #[tokio::test]
     async fn contract_not_on_the_allow_list_fails_the_whole_request() {
-        let sandbox = start_with(SandboxConfig {
-            allowed_contracts: Some(vec!["urn:li:contract:1".to_owned()]),
-            ..SandboxConfig::default()
+        let sandbox = SignedInSandbox::configured(|config| {
+            config.allowed_contracts = Some(vec!["urn:li:contract:1".to_owned()])
         })
         .await;
-        let token = access_token(&sandbox).await;
-        let mut other_contract = close_element("B");
-        other_contract["contract"] = json!("urn:li:contract:2");
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), other_contract]).await;
-        assert_eq!(status, 403);
+        let other_contract = changed("B", |e| e["contract"] = json!("urn:li:contract:2"));
+        let answer = sandbox.post(vec![close_element("A"), other_contract]).await;
+        assert_eq!(answer.status, 403);
         assert_eq!(
-            answer,
+            answer.body,
             json!({"message": "Caller is not authorized to access the jobs for contract: urn:li:contract:2", "status": 403})
         );
         assert!(sandbox.stats().closed.is_empty());
@@ -403,15 +356,12 @@ mod tests {
 
     #[tokio::test]
     async fn non_string_external_id_poisons_the_whole_request() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let mut numeric_id = close_element("x");
-        numeric_id["externalJobPostingId"] = json!(150421);
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), numeric_id]).await;
-        assert_eq!(status, 500);
+        let sandbox = SignedInSandbox::start().await;
+        let numeric_id = changed("x", |e| e["externalJobPostingId"] = json!(150421));
+        let answer = sandbox.post(vec![close_element("A"), numeric_id]).await;
+        assert_eq!(answer.status, 500);
         assert_eq!(
-            answer,
+            answer.body,
             json!({"message": "Internal Server Error", "status": 500})
         );
         let stats = sandbox.stats();
@@ -421,37 +371,31 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_requests_are_bad_requests() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let too_many: Vec<Value> = (0..=MAX_ELEMENTS_PER_REQUEST)
-            .map(|index| close_element(&format!("job-{index}")))
-            .collect();
-        let (status, answer, _) = post_batch(&sandbox, &token, too_many).await;
-        assert_eq!(status, 400);
+        let sandbox = SignedInSandbox::start().await;
+        let jobs = |count: usize| {
+            (0..count)
+                .map(|index| close_element(&format!("job-{index}")))
+                .collect::<Vec<Value>>()
+        };
+        let answer = sandbox.post(jobs(MAX_ELEMENTS_PER_REQUEST + 1)).await;
+        assert_eq!(answer.status, 400);
         assert!(
-            answer["message"].as_str().unwrap().contains("at most 100"),
-            "{answer}"
+            message_of(&answer.body).contains("at most 100"),
+            "{}",
+            answer.body
         );
 
-        let exactly_the_limit: Vec<Value> = (0..MAX_ELEMENTS_PER_REQUEST)
-            .map(|index| close_element(&format!("job-{index}")))
-            .collect();
-        let (status, _, _) = post_batch(&sandbox, &token, exactly_the_limit).await;
-        assert_eq!(status, 200);
+        let exactly_the_limit = sandbox.post(jobs(MAX_ELEMENTS_PER_REQUEST)).await;
+        assert_eq!(exactly_the_limit.status, 200);
 
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("A"), close_element("A")],
-        )
-        .await;
-        assert_eq!(status, 400);
-        assert_eq!(answer["status"], 400);
+        let answer = sandbox.close(&["A", "A"]).await;
+        assert_eq!(answer.status, 400);
+        assert_eq!(answer.body["status"], 400);
 
         for body in ["not json", "{\"items\": []}", "{\"elements\": [1]}"] {
-            let response = http_client()
-                .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-                .bearer_auth(&token)
+            let response = sandbox
+                .postings_request()
+                .bearer_auth(&sandbox.token)
                 .header("x-restli-method", "batch_create")
                 .header("content-type", "application/json")
                 .body(body)
@@ -465,14 +409,11 @@ mod tests {
 
     #[tokio::test]
     async fn rest_variant_requires_and_records_the_version_header() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
-        let (status, _, _) = post_batch_with(&url, &token, None, vec![close_element("A")]).await;
-        assert_eq!(status, 400);
-        let (status, _, _) =
-            post_batch_with(&url, &token, Some("202405"), vec![close_element("A")]).await;
-        assert_eq!(status, 200);
+        let sandbox = SignedInSandbox::start().await;
+        let elements = || vec![close_element("A")];
+        assert_eq!(sandbox.post_rest(None, elements()).await.status, 400);
+        let versioned = sandbox.post_rest(Some("202405"), elements()).await;
+        assert_eq!(versioned.status, 200);
         let stats = sandbox.stats();
         assert_eq!(
             stats.linkedin_versions.into_iter().collect::<Vec<_>>(),
@@ -483,8 +424,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_fault_carries_retry_after_and_is_used_up() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.push_fault(
             Fault::Status {
                 status: 429,
@@ -494,17 +434,15 @@ mod tests {
             2,
         );
         for _ in 0..2 {
-            let (status, answer, headers) =
-                post_batch(&sandbox, &token, vec![close_element("A")]).await;
-            assert_eq!(status, 429);
-            assert_eq!(headers["retry-after"], "7");
+            let answer = sandbox.close(&["A"]).await;
+            assert_eq!(answer.status, 429);
+            assert_eq!(answer.headers["retry-after"], "7");
             assert_eq!(
-                answer,
+                answer.body,
                 json!({"message": "Resource level throttle limit", "status": 429})
             );
         }
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 200);
+        assert_eq!(sandbox.close(&["A"]).await.status, 200);
         let stats = sandbox.stats();
         assert_eq!(stats.responses_by_status.get(&429), Some(&2));
         assert_eq!(
@@ -517,23 +455,15 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_count_and_garbage_answers() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.push_fault(Fault::WrongCount200, 1);
         sandbox.push_fault(Fault::Garbage200, 1);
-        let elements = vec![close_element("A"), close_element("B"), close_element("C")];
-        let (status, answer, _) = post_batch(&sandbox, &token, elements.clone()).await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"].as_array().unwrap().len(), 2);
+        let elements = close_elements(&["A", "B", "C"]);
+        let answer = sandbox.post(elements.clone()).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"].as_array().unwrap().len(), 2);
 
-        let response = http_client()
-            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-            .bearer_auth(&token)
-            .header("x-restli-method", "batch_create")
-            .json(&json!({"elements": elements}))
-            .send()
-            .await
-            .unwrap();
+        let response = sandbox.batch_request(elements).send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert!(response.json::<Value>().await.is_err());
         assert!(sandbox.stats().closed.is_empty());
@@ -541,46 +471,35 @@ mod tests {
 
     #[tokio::test]
     async fn outage_lasts_until_lifted() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.set_outage(Some(Fault::Status {
             status: 504,
             retry_after_secs: None,
             message: None,
         }));
         for _ in 0..3 {
-            let (status, answer, headers) =
-                post_batch(&sandbox, &token, vec![close_element("A")]).await;
-            assert_eq!(status, 504);
-            assert_eq!(answer["message"], "Gateway Timeout");
-            assert!(headers.get("retry-after").is_none());
+            let answer = sandbox.close(&["A"]).await;
+            assert_eq!(answer.status, 504);
+            assert_eq!(answer.body["message"], "Gateway Timeout");
+            assert!(answer.headers.get("retry-after").is_none());
         }
         sandbox.set_outage(None);
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 200);
+        assert_eq!(sandbox.close(&["A"]).await.status, 200);
     }
 
     #[tokio::test]
     async fn hang_outlasts_the_client_timeout_and_ends_on_shutdown() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.push_fault(Fault::Hang, 2);
-        let url = format!("{}/v2/simpleJobPostings", sandbox.api_url());
-        let request = |timeout: Option<Duration>| {
-            let mut request = http_client()
-                .post(&url)
-                .bearer_auth(&token)
-                .header("x-restli-method", "batch_create")
-                .json(&json!({"elements": [close_element("A")]}));
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            request.send()
-        };
-        let error = request(Some(Duration::from_millis(100))).await.unwrap_err();
+        let request = || sandbox.batch_request(vec![close_element("A")]);
+        let error = request()
+            .timeout(Duration::from_millis(100))
+            .send()
+            .await
+            .unwrap_err();
         assert!(error.is_timeout());
 
-        let held = tokio::spawn(request(None));
+        let held = tokio::spawn(request().send());
         tokio::time::sleep(Duration::from_millis(50)).await;
         tokio::time::timeout(Duration::from_secs(5), sandbox.shutdown())
             .await
@@ -596,41 +515,28 @@ mod tests {
 
     #[tokio::test]
     async fn latency_shows_as_concurrency() {
-        let sandbox = start_with(SandboxConfig {
-            latency: Duration::from_millis(100),
-            ..SandboxConfig::default()
-        })
-        .await;
-        let token = access_token(&sandbox).await;
+        let sandbox =
+            SignedInSandbox::configured(|config| config.latency = Duration::from_millis(100)).await;
         let started = std::time::Instant::now();
-        let (first, second) = tokio::join!(
-            post_batch(&sandbox, &token, vec![close_element("A")]),
-            post_batch(&sandbox, &token, vec![close_element("B")]),
-        );
-        assert_eq!((first.0, second.0), (200, 200));
+        let (first, second) = tokio::join!(sandbox.close(&["A"]), sandbox.close(&["B"]));
+        assert_eq!((first.status, second.status), (200, 200));
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(sandbox.stats().max_concurrent_requests, 2);
     }
 
     #[tokio::test]
     async fn a_job_closed_once_and_reclosed_twice_is_one_close_and_two_refusals() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        let sandbox = SignedInSandbox::start().await;
+        let answer = sandbox.close(&["A"]).await;
         assert_eq!(
-            (status, &answer["elements"][0]["status"]),
+            (answer.status, &answer.body["elements"][0]["status"]),
             (200, &json!(202))
         );
         for _ in 0..2 {
-            let (status, answer, _) = post_batch(
-                &sandbox,
-                &token,
-                vec![close_element("B"), close_element("A")],
-            )
-            .await;
-            assert_eq!(status, 409);
+            let answer = sandbox.close(&["B", "A"]).await;
+            assert_eq!(answer.status, 409);
             assert_eq!(
-                answer,
+                answer.body,
                 json!({"message": "Cannot close job which is already closed or does not exist", "status": 409})
             );
         }
@@ -647,27 +553,17 @@ mod tests {
 
     #[tokio::test]
     async fn reclose_per_element_string_statuses_and_absent_jobs() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        post_batch(&sandbox, &token, vec![close_element("A")]).await;
+        let sandbox = SignedInSandbox::start().await;
+        sandbox.close(&["A"]).await;
         sandbox.mark_absent(&["GONE"]);
         sandbox.set_reclose_answer(crate::sandbox::RecloseAnswer::Element);
         sandbox.set_string_statuses(true);
-        let (status, answer, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![
-                close_element("A"),
-                close_element("B"),
-                close_element("GONE"),
-            ],
-        )
-        .await;
-        assert_eq!(status, 200);
+        let answer = sandbox.close(&["A", "B", "GONE"]).await;
+        assert_eq!(answer.status, 200);
         let refused = json!({"error": {"message": "Cannot close job which is already closed or does not exist", "status": "409"}, "status": "409"});
-        assert_eq!(answer["elements"][0], refused);
-        assert_eq!(answer["elements"][1]["status"], "202");
-        assert_eq!(answer["elements"][2], refused);
+        assert_eq!(answer.body["elements"][0], refused);
+        assert_eq!(answer.body["elements"][1]["status"], "202");
+        assert_eq!(answer.body["elements"][2], refused);
         let stats = sandbox.stats();
         assert_eq!(stats.closed.get("B"), Some(&1));
         assert_eq!(stats.refused_closes.get("A"), Some(&1));
@@ -677,43 +573,43 @@ mod tests {
 
     #[tokio::test]
     async fn one_jobs_documented_faults_answer_the_whole_request() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let mut bad_url = close_element("bad-url");
-        bad_url["companyApplyUrl"] = json!("jobs.example.com/apply");
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), bad_url]).await;
-        assert_eq!(status, 400);
-        let message = answer["message"].as_str().unwrap();
+        let sandbox = SignedInSandbox::start().await;
+        let bad_url = changed("bad-url", |e| {
+            e["companyApplyUrl"] = json!("jobs.example.com/apply");
+        });
+        let answer = sandbox.post(vec![close_element("A"), bad_url]).await;
+        assert_eq!(answer.status, 400);
+        let message = message_of(&answer.body);
         assert!(
             message.starts_with("Invalid company apply url for job with externalPartnerId bad-url, taskUrn urn:li:simpleJobPostingTask:"),
             "{message}"
         );
-        let mut eight = close_element("eight");
-        eight["alternateLocations"] = json!(vec!["Berlin"; 8]);
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![eight]).await;
+        let eight = changed("eight", |e| {
+            e["alternateLocations"] = json!(vec!["Berlin"; 8])
+        });
+        let answer = sandbox.post(vec![eight]).await;
         assert_eq!(
-            (status, answer),
+            (answer.status, answer.body),
             (
                 422,
                 json!({"message": "The job contains more than seven locations. Please ensure maximum seven locations per job", "status": 422})
             )
         );
-        let mut bad_enum = close_element("enum");
-        bad_enum["employmentStatus"] = json!("FULLTIME");
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![bad_enum]).await;
-        assert_eq!(status, 422);
+        let bad_enum = changed("enum", |e| e["employmentStatus"] = json!("FULLTIME"));
+        let answer = sandbox.post(vec![bad_enum]).await;
+        assert_eq!(answer.status, 422);
         assert_eq!(
-            answer["message"],
+            answer.body["message"],
             "ERROR :: /employmentStatus :: \"FULLTIME\" is not an enum symbol"
         );
-        let mut two_types = close_element("two");
-        two_types["workplaceTypes"] = json!(["Remote", "On-site"]);
-        let (status, answer, _) = post_batch(&sandbox, &token, vec![two_types]).await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"][0]["status"], 400);
+        let two_types = changed("two", |e| {
+            e["workplaceTypes"] = json!(["Remote", "On-site"])
+        });
+        let answer = sandbox.post(vec![two_types]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"][0]["status"], 400);
         assert_eq!(
-            answer["elements"][0]["error"]["message"],
+            answer.body["elements"][0]["error"]["message"],
             "The workplaceTypes field cannot have more than one value provided. Provided values [Remote, On-site]"
         );
         assert!(!sandbox.stats().closed.contains_key("A"));
@@ -721,56 +617,35 @@ mod tests {
 
     #[tokio::test]
     async fn the_daily_limit_answers_429_without_retry_after_once_reached() {
-        let sandbox = start_with(SandboxConfig {
-            daily_element_limit: Some(3),
-            ..SandboxConfig::default()
-        })
-        .await;
-        let token = access_token(&sandbox).await;
-        let (status, _, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("A"), close_element("B")],
-        )
-        .await;
-        assert_eq!(status, 200);
-        let (status, _, _) = post_batch(
-            &sandbox,
-            &token,
-            vec![close_element("C"), close_element("D")],
-        )
-        .await;
-        assert_eq!(status, 200, "under the limit when it arrived");
+        let sandbox =
+            SignedInSandbox::configured(|config| config.daily_element_limit = Some(3)).await;
+        assert_eq!(sandbox.close(&["A", "B"]).await.status, 200);
+        assert_eq!(
+            sandbox.close(&["C", "D"]).await.status,
+            200,
+            "under the limit when it arrived"
+        );
         for _ in 0..2 {
-            let (status, answer, headers) =
-                post_batch(&sandbox, &token, vec![close_element("E")]).await;
-            assert_eq!(status, 429);
-            assert_eq!(answer["status"], 429);
-            assert!(headers.get("retry-after").is_none());
+            let answer = sandbox.close(&["E"]).await;
+            assert_eq!(answer.status, 429);
+            assert_eq!(answer.body["status"], 429);
+            assert!(answer.headers.get("retry-after").is_none());
         }
         sandbox.set_daily_element_limit(None);
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("E")]).await;
-        assert_eq!(status, 200);
+        assert_eq!(sandbox.close(&["E"]).await.status, 200);
         assert_eq!(sandbox.stats().closed.len(), 5);
     }
 
     #[tokio::test]
     async fn strict_mode_refuses_short_descriptions_per_element() {
-        let sandbox = start_with(SandboxConfig {
-            strict: true,
-            ..SandboxConfig::default()
-        })
-        .await;
-        let token = access_token(&sandbox).await;
-        let mut short = close_element("short");
-        short["description"] = json!("Filled.");
-        let (status, answer, _) =
-            post_batch(&sandbox, &token, vec![close_element("A"), short]).await;
-        assert_eq!(status, 200);
-        assert_eq!(answer["elements"][0]["status"], 202);
-        assert_eq!(answer["elements"][1]["status"], 422);
+        let sandbox = SignedInSandbox::configured(|config| config.strict = true).await;
+        let short = changed("short", |e| e["description"] = json!("Filled."));
+        let answer = sandbox.post(vec![close_element("A"), short]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body["elements"][0]["status"], 202);
+        assert_eq!(answer.body["elements"][1]["status"], 422);
         assert!(
-            answer["elements"][1]["error"]["message"]
+            answer.body["elements"][1]["error"]["message"]
                 .as_str()
                 .unwrap()
                 .starts_with("ERROR :: /description :: ")
@@ -779,8 +654,7 @@ mod tests {
 
     #[tokio::test]
     async fn outages_carry_linkedins_integration_and_contract_errors() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         for (fault, status, message) in [
             (
                 Fault::not_enough_permissions(),
@@ -815,66 +689,45 @@ mod tests {
         ] {
             sandbox.set_outage(Some(fault));
             for _ in 0..2 {
-                let (got, answer, headers) =
-                    post_batch(&sandbox, &token, vec![close_element("A")]).await;
+                let answer = sandbox.close(&["A"]).await;
                 assert_eq!(
-                    (got, answer),
+                    (answer.status, answer.body),
                     (status, json!({"message": message, "status": status}))
                 );
-                assert!(headers.get("retry-after").is_none());
+                assert!(answer.headers.get("retry-after").is_none());
             }
         }
         sandbox.set_outage(None);
-        let (status, _, _) = post_batch(&sandbox, &token, vec![close_element("A")]).await;
-        assert_eq!(status, 200);
+        assert_eq!(sandbox.close(&["A"]).await.status, 200);
         assert_eq!(sandbox.stats().closed.get("A"), Some(&1));
     }
 
     #[tokio::test]
     async fn another_restli_method_is_an_unpermitted_fields_403() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let response = http_client()
-            .post(format!("{}/v2/simpleJobPostings", sandbox.api_url()))
-            .bearer_auth(&token)
-            .header("x-restli-method", "create")
-            .json(&json!({"elements": [close_element("A")]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 403);
-        assert_eq!(
-            response.json::<Value>().await.unwrap()["message"],
-            UNPERMITTED_FIELDS_MESSAGE
-        );
+        let sandbox = SignedInSandbox::start().await;
+        let token = Some(sandbox.token.as_str());
+        let answer = post_a_with(&sandbox, token, &[("x-restli-method", "create")]).await;
+        assert_eq!(answer.status, 403);
+        assert_eq!(answer.body["message"], UNPERMITTED_FIELDS_MESSAGE);
     }
 
     #[tokio::test]
     async fn rest_versions_yyyymm_dot_nn_are_served_and_stale_ones_are_426() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let url = format!("{}/rest/simpleJobPostings", sandbox.api_url());
-        let (status, _, _) =
-            post_batch_with(&url, &token, Some("202508.02"), vec![close_element("A")]).await;
-        assert_eq!(status, 200);
-        let (status, answer, _) =
-            post_batch_with(&url, &token, Some("202312"), vec![close_element("B")]).await;
-        assert_eq!(status, 426);
-        assert!(
-            answer["message"]
-                .as_str()
-                .unwrap()
-                .contains("LinkedIn-Version")
-        );
-        let (status, answer, _) =
-            post_batch_with(&url, &token, Some("2025-04"), vec![close_element("B")]).await;
-        assert_eq!(status, 400);
-        assert!(
-            answer["message"]
-                .as_str()
-                .unwrap()
-                .contains("LinkedIn-Version")
-        );
+        let sandbox = SignedInSandbox::start().await;
+        let served = sandbox
+            .post_rest(Some("202508.02"), vec![close_element("A")])
+            .await;
+        assert_eq!(served.status, 200);
+        for (version, status) in [("202312", 426), ("2025-04", 400)] {
+            let answer = sandbox
+                .post_rest(Some(version), vec![close_element("B")])
+                .await;
+            assert_eq!(answer.status, status, "{version}");
+            assert!(
+                message_of(&answer.body).contains("LinkedIn-Version"),
+                "{version}"
+            );
+        }
         assert_eq!(sandbox.stats().closed.len(), 1);
     }
 }

@@ -2,21 +2,17 @@
 //! accepted postings became, following the task rule each task was given when it was accepted, or a
 //! scripted fault instead.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Query;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::api_gate::{
-    ApiFamily, LinkedInError, check_bearer_token, check_version_header, json_response, utc_now,
-    wait_latency,
-};
+use super::api_gate::{ApiCall, LinkedInError, json_response, wait_latency};
 use super::postings::answer_with_fault;
 use super::scripting::Fault;
-use super::state::{PostingTask, SandboxState};
+use super::state::PostingTask;
 
 /// LinkedIn's documented limit on the query string of a task lookup.
 const MAX_QUERY_BYTES: usize = 4096;
@@ -27,39 +23,13 @@ const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
 /// LinkedIn's answer to a lookup holding an id that is not a task URN: the whole lookup is refused.
 pub const BAD_BATCH_KEY_MESSAGE: &str = "Batch key parameter value is invalid";
 
-pub(crate) async fn task_statuses_v2(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    task_statuses(&state, ApiFamily::V2, &headers, &uri).await
-}
-
-pub(crate) async fn task_statuses_rest(
-    State(state): State<Arc<SandboxState>>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    task_statuses(&state, ApiFamily::Rest, &headers, &uri).await
-}
-
-async fn task_statuses(
-    state: &SandboxState,
-    family: ApiFamily,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Response {
-    let task_ids = requested_task_ids(uri);
-    state.count_task_query(task_ids.as_ref().map_or(0, Vec::len));
-    let response = answer_task_statuses(state, family, headers, uri, task_ids)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    tracing::debug!(
-        status = response.status().as_u16(),
-        ?family,
-        "simpleJobPostingTasks answered"
-    );
-    response
+/// `GET /v2/simpleJobPostingTasks` and `GET /rest/simpleJobPostingTasks`.
+pub(crate) async fn task_statuses(call: ApiCall, uri: Uri) -> Response {
+    let task_ids = requested_task_ids(&uri);
+    call.state
+        .count_task_query(task_ids.as_ref().map_or(0, Vec::len));
+    let answer = answer_task_statuses(&call, &uri, task_ids).await;
+    call.respond("simpleJobPostingTasks", answer)
 }
 
 /// The `ids` query parameters, or `None` if the query string cannot be parsed.
@@ -75,12 +45,11 @@ fn requested_task_ids(uri: &Uri) -> Option<Vec<String>> {
 }
 
 async fn answer_task_statuses(
-    state: &SandboxState,
-    family: ApiFamily,
-    headers: &HeaderMap,
+    call: &ApiCall,
     uri: &Uri,
     task_ids: Option<Vec<String>>,
 ) -> Result<Response, LinkedInError> {
+    let state = &*call.state;
     wait_latency(state).await?;
     let query_bytes = uri.query().map_or(0, str::len);
     if query_bytes > MAX_QUERY_BYTES {
@@ -91,8 +60,7 @@ async fn answer_task_statuses(
             ),
         ));
     }
-    check_version_header(state, family, headers, utc_now())?;
-    check_bearer_token(state, headers)?;
+    call.check_version_and_token()?;
     let mut task_ids = task_ids.filter(|ids| !ids.is_empty()).ok_or_else(|| {
         LinkedInError::new(
             StatusCode::BAD_REQUEST,
@@ -181,44 +149,31 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::sandbox::test_support::{
-        access_token, close_element, http_client, post_batch, start_default, start_with,
-    };
-    use crate::sandbox::{Sandbox, SandboxConfig, TaskRule};
+    use crate::sandbox::TaskRule;
+    use crate::sandbox::test_support::{SignedInSandbox, http_client};
 
-    /// Posts CLOSE elements for `external_ids` and returns their task URNs.
-    async fn accepted_tasks(sandbox: &Sandbox, token: &str, external_ids: &[&str]) -> Vec<String> {
-        let elements = external_ids.iter().map(|id| close_element(id)).collect();
-        let (status, answer, _) = post_batch(sandbox, token, elements).await;
-        assert_eq!(status, 200);
-        answer["elements"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|entry| entry["id"].as_str().unwrap().to_owned())
-            .collect()
+    /// The answers to looking `task_ids` up now and again 200 ms later.
+    async fn lookups_now_and_later(
+        sandbox: &SignedInSandbox,
+        task_ids: &[String],
+    ) -> (Value, Value) {
+        let (_, now) = sandbox.query_tasks(task_ids).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, later) = sandbox.query_tasks(task_ids).await;
+        (now, later)
     }
 
-    async fn query_tasks(sandbox: &Sandbox, token: &str, task_ids: &[String]) -> (u16, Value) {
-        let query: Vec<(&str, &str)> = task_ids.iter().map(|id| ("ids", id.as_str())).collect();
-        let response = http_client()
-            .get(format!("{}/v2/simpleJobPostingTasks", sandbox.api_url()))
-            .bearer_auth(token)
-            .query(&query)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+    /// The status the answer gives `task_id`.
+    fn status_of<'a>(answer: &'a Value, task_id: &str) -> &'a Value {
+        &answer["results"][task_id]["status"]
     }
 
     #[tokio::test]
     async fn accepted_tasks_succeed_and_unknown_ids_are_errors() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let mut task_ids = accepted_tasks(&sandbox, &token, &["A", "B"]).await;
+        let sandbox = SignedInSandbox::start().await;
+        let mut task_ids = sandbox.accepted_tasks(&["A", "B"]).await;
         task_ids.push("urn:li:simpleJobPostingTask:unknown".to_owned());
-        let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        let (status, answer) = sandbox.query_tasks(&task_ids).await;
         assert_eq!(status, 200);
         assert_eq!(answer["statuses"], json!({}));
         let result = &answer["results"][&task_ids[0]];
@@ -231,7 +186,7 @@ mod tests {
                 .unwrap()
                 .starts_with("urn:li:jobPosting:")
         );
-        assert_eq!(answer["results"][&task_ids[1]]["status"], "SUCCEEDED");
+        assert_eq!(status_of(&answer, &task_ids[1]), "SUCCEEDED");
         assert_eq!(answer["errors"][&task_ids[2]]["status"], 404);
         let stats = sandbox.stats();
         assert_eq!(stats.task_queries, 1);
@@ -240,24 +195,18 @@ mod tests {
 
     #[tokio::test]
     async fn task_delay_keeps_tasks_in_progress_for_a_while() {
-        let sandbox = start_with(SandboxConfig {
-            task_delay: Duration::from_millis(150),
-            ..SandboxConfig::default()
-        })
-        .await;
-        let token = access_token(&sandbox).await;
-        let task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
-        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
-        assert_eq!(answer["results"][&task_ids[0]]["status"], "IN_PROGRESS");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
-        assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
+        let sandbox =
+            SignedInSandbox::configured(|config| config.task_delay = Duration::from_millis(150))
+                .await;
+        let task_ids = sandbox.accepted_tasks(&["A"]).await;
+        let (now, later) = lookups_now_and_later(&sandbox, &task_ids).await;
+        assert_eq!(status_of(&now, &task_ids[0]), "IN_PROGRESS");
+        assert_eq!(status_of(&later, &task_ids[0]), "SUCCEEDED");
     }
 
     #[tokio::test]
     async fn task_rules_decide_how_tasks_end() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.set_task_rule(
             "fail-",
             TaskRule {
@@ -266,36 +215,26 @@ mod tests {
                 error_message: Some("Job fail-1 was dropped: true".to_owned()),
             },
         );
-        sandbox.set_task_rule(
-            "slow-",
-            TaskRule {
-                status: "PROCESSED".to_owned(),
-                after: Duration::from_millis(150),
-                error_message: None,
-            },
-        );
-        let task_ids = accepted_tasks(&sandbox, &token, &["fail-1", "slow-1", "other"]).await;
-        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        sandbox.set_task_rule("slow-", TaskRule::processed(Duration::from_millis(150)));
+        let task_ids = sandbox.accepted_tasks(&["fail-1", "slow-1", "other"]).await;
+        let (answer, later) = lookups_now_and_later(&sandbox, &task_ids).await;
         let failed = &answer["results"][&task_ids[0]];
         assert_eq!(failed["status"], "FAILED");
         assert_eq!(failed["errorMessage"], "Job fail-1 was dropped: true");
-        assert_eq!(answer["results"][&task_ids[1]]["status"], "IN_PROGRESS");
+        assert_eq!(status_of(&answer, &task_ids[1]), "IN_PROGRESS");
         assert!(
             answer["results"][&task_ids[1]]
                 .get("errorMessage")
                 .is_none()
         );
-        assert_eq!(answer["results"][&task_ids[2]]["status"], "SUCCEEDED");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
-        assert_eq!(answer["results"][&task_ids[1]]["status"], "PROCESSED");
+        assert_eq!(status_of(&answer, &task_ids[2]), "SUCCEEDED");
+        assert_eq!(status_of(&later, &task_ids[1]), "PROCESSED");
     }
 
     #[tokio::test]
     async fn task_faults_are_used_up_in_order_and_statuses_are_counted() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let task_ids = accepted_tasks(&sandbox, &token, &["A", "B"]).await;
+        let sandbox = SignedInSandbox::start().await;
+        let task_ids = sandbox.accepted_tasks(&["A", "B"]).await;
         sandbox.push_task_fault(
             crate::sandbox::Fault::Status {
                 status: 503,
@@ -305,11 +244,11 @@ mod tests {
             1,
         );
         sandbox.push_task_fault(crate::sandbox::Fault::WrongCount200, 1);
-        let (status, _) = query_tasks(&sandbox, &token, &task_ids).await;
+        let (status, _) = sandbox.query_tasks(&task_ids).await;
         assert_eq!(status, 503);
-        let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        let (status, answer) = sandbox.query_tasks(&task_ids).await;
         assert_eq!(status, 200);
-        assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
+        assert_eq!(status_of(&answer, &task_ids[0]), "SUCCEEDED");
         assert!(
             answer["results"].get(&task_ids[1]).is_none(),
             "the last id is left out"
@@ -317,7 +256,7 @@ mod tests {
         assert!(answer["errors"].get(&task_ids[1]).is_none());
         let mut unknown = task_ids.clone();
         unknown.push("urn:li:simpleJobPostingTask:unknown".to_owned());
-        let (status, _) = query_tasks(&sandbox, &token, &unknown).await;
+        let (status, _) = sandbox.query_tasks(&unknown).await;
         assert_eq!(status, 200);
         let stats = sandbox.stats();
         assert_eq!(stats.task_queries, 3);
@@ -331,62 +270,54 @@ mod tests {
 
     #[tokio::test]
     async fn lookups_need_a_token_and_a_short_query() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
-        let (status, _) = query_tasks(&sandbox, "made-up", &task_ids).await;
+        let sandbox = SignedInSandbox::start().await;
+        let task_ids = sandbox.accepted_tasks(&["A"]).await;
+        let (status, _) = sandbox.query_tasks_as("made-up", &task_ids).await;
         assert_eq!(status, 401);
 
         let too_many: Vec<String> = (0..100).map(|_| task_ids[0].clone()).collect();
-        let (status, answer) = query_tasks(&sandbox, &token, &too_many).await;
+        let (status, answer) = sandbox.query_tasks(&too_many).await;
         assert_eq!(status, 414);
         assert_eq!(answer["status"], 414);
 
-        let (status, _) = query_tasks(&sandbox, &token, &[]).await;
+        let (status, _) = sandbox.query_tasks(&[]).await;
         assert_eq!(status, 400);
         assert_eq!(sandbox.stats().task_queries, 3);
     }
 
     #[tokio::test]
     async fn rest_variant_needs_the_version_header() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
-        let url = format!("{}/rest/simpleJobPostingTasks", sandbox.api_url());
-        let client = http_client();
-        let without_version = client
-            .get(&url)
-            .bearer_auth(&token)
-            .query(&[("ids", &task_ids[0])])
-            .send()
-            .await
-            .unwrap();
+        let sandbox = SignedInSandbox::start().await;
+        let task_ids = sandbox.accepted_tasks(&["A"]).await;
+        let lookup = || {
+            http_client()
+                .get(sandbox.url("/rest/simpleJobPostingTasks"))
+                .bearer_auth(&sandbox.token)
+                .query(&[("ids", &task_ids[0])])
+        };
+        let without_version = lookup().send().await.unwrap();
         assert_eq!(without_version.status(), 400);
-        let with_version = client
-            .get(&url)
-            .bearer_auth(&token)
+        let with_version = lookup()
             .header("LinkedIn-Version", "202501")
-            .query(&[("ids", &task_ids[0])])
             .send()
             .await
             .unwrap();
         assert_eq!(with_version.status(), 200);
         let answer: Value = with_version.json().await.unwrap();
-        assert_eq!(answer["results"][&task_ids[0]]["status"], "SUCCEEDED");
+        assert_eq!(status_of(&answer, &task_ids[0]), "SUCCEEDED");
     }
 
     #[tokio::test]
     async fn a_lookup_holding_an_id_that_is_not_a_task_urn_is_a_400() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
-        let mut task_ids = accepted_tasks(&sandbox, &token, &["A"]).await;
+        let sandbox = SignedInSandbox::start().await;
+        let mut task_ids = sandbox.accepted_tasks(&["A"]).await;
         for bad in [
             "JOB-1",
             "urn:li:jobPosting:1",
             "urn:li:simpleJobPostingTask:",
         ] {
             task_ids.push(bad.to_owned());
-            let (status, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+            let (status, answer) = sandbox.query_tasks(&task_ids).await;
             assert_eq!(
                 (status, answer),
                 (
@@ -397,14 +328,13 @@ mod tests {
             );
             task_ids.pop();
         }
-        let (status, _) = query_tasks(&sandbox, &token, &task_ids).await;
+        let (status, _) = sandbox.query_tasks(&task_ids).await;
         assert_eq!(status, 200);
     }
 
     #[tokio::test]
     async fn processed_tasks_with_and_without_an_error_message() {
-        let sandbox = start_default().await;
-        let token = access_token(&sandbox).await;
+        let sandbox = SignedInSandbox::start().await;
         sandbox.set_task_rule("ok-", TaskRule::processed(Duration::ZERO));
         sandbox.set_task_rule(
             "bad-",
@@ -413,8 +343,8 @@ mod tests {
                 "The description length should be at least 100 characters",
             ),
         );
-        let task_ids = accepted_tasks(&sandbox, &token, &["ok-1", "bad-1"]).await;
-        let (_, answer) = query_tasks(&sandbox, &token, &task_ids).await;
+        let task_ids = sandbox.accepted_tasks(&["ok-1", "bad-1"]).await;
+        let (_, answer) = sandbox.query_tasks(&task_ids).await;
         let processed = &answer["results"][&task_ids[0]];
         assert_eq!(processed["status"], "PROCESSED");
         assert!(processed.get("errorMessage").is_none(), "{processed}");

@@ -1,6 +1,10 @@
 //! Helpers the sandbox's own unit tests share: starting a sandbox on a free port, getting a token
-//! and posting batches the way job-closer does.
+//! and talking to each endpoint the way job-closer does. Most tests start from a
+//! [`SignedInSandbox`] (a sandbox and a token from it) and post with [`SignedInSandbox::close`].
 
+use std::ops::Deref;
+
+use reqwest::RequestBuilder;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
@@ -25,21 +29,41 @@ pub(crate) async fn start_default() -> Sandbox {
     start_with(SandboxConfig::default()).await
 }
 
+/// The form fields of a token request: `grant_type`, `client_id` and `client_secret`.
+pub(crate) const fn token_form<'a>(
+    grant_type: &'a str,
+    client_id: &'a str,
+    client_secret: &'a str,
+) -> [(&'static str, &'a str); 3] {
+    [
+        ("grant_type", grant_type),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+    ]
+}
+
+/// The form fields of a good token request to a sandbox with the default configuration.
+pub(crate) const GOOD_TOKEN_FIELDS: [(&str, &str); 3] =
+    token_form("client_credentials", "sandbox-client", "sandbox-secret");
+
+/// POSTs `fields` form-encoded to `url` (a token endpoint); returns the status and the JSON body
+/// every answer of the token endpoint has.
+pub(crate) async fn post_token_form(url: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+    let response = http_client().post(url).form(fields).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// A token from the sandbox's token endpoint, using its configured credentials.
 pub(crate) async fn access_token(sandbox: &Sandbox) -> String {
     let config = sandbox.config();
-    let response = http_client()
-        .post(sandbox.token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", config.client_id.as_str()),
-            ("client_secret", config.client_secret.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let fields = token_form(
+        "client_credentials",
+        &config.client_id,
+        &config.client_secret,
+    );
+    let (status, answer) = post_token_form(&sandbox.token_url(), &fields).await;
+    assert_eq!(status, 200);
     answer["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -64,35 +88,165 @@ pub(crate) fn close_element(external_job_posting_id: &str) -> Value {
     })
 }
 
-/// POSTs `elements` to `/v2/simpleJobPostings` as a proper batch_create; returns the status, the
-/// JSON body (`Null` when it is not JSON) and the headers.
-pub(crate) async fn post_batch(
-    sandbox: &Sandbox,
-    token: &str,
-    elements: Vec<Value>,
-) -> (u16, Value, HeaderMap) {
-    let url = format!("{}/v2/simpleJobPostings", sandbox.api_url());
-    post_batch_with(&url, token, None, elements).await
+/// [`close_element`]s for `external_job_posting_ids`, in order.
+pub(crate) fn close_elements(external_job_posting_ids: &[&str]) -> Vec<Value> {
+    external_job_posting_ids
+        .iter()
+        .map(|id| close_element(id))
+        .collect()
 }
 
-/// Like [`post_batch`], to any URL and with an optional `LinkedIn-Version` header.
-pub(crate) async fn post_batch_with(
-    url: &str,
+/// `request` made a batch_create of `elements` with `token`, as job-closer sends one.
+fn authorized_batch_create(
+    request: RequestBuilder,
     token: &str,
-    linkedin_version: Option<&str>,
     elements: Vec<Value>,
-) -> (u16, Value, HeaderMap) {
-    let mut request = http_client()
-        .post(url)
+) -> RequestBuilder {
+    request
         .bearer_auth(token)
         .header("x-restli-method", "batch_create")
-        .json(&json!({"elements": elements}));
-    if let Some(version) = linkedin_version {
-        request = request.header("LinkedIn-Version", version);
+        .json(&json!({"elements": elements}))
+}
+
+/// A sandbox's answer to a batch_create: the status, the JSON body (`Null` when it is not JSON)
+/// and the headers.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: HeaderMap,
+}
+
+impl Answer {
+    pub async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Answer {
+            status,
+            body,
+            headers,
+        }
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body, headers)
+}
+
+/// A running sandbox (default configuration unless [`SignedInSandbox::configured`] otherwise)
+/// and a token from its token endpoint: where most tests start. Derefs to the [`Sandbox`], for
+/// its knobs and stats.
+pub(crate) struct SignedInSandbox {
+    pub sandbox: Sandbox,
+    pub token: String,
+}
+
+impl Deref for SignedInSandbox {
+    type Target = Sandbox;
+
+    fn deref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+}
+
+impl SignedInSandbox {
+    pub async fn start() -> SignedInSandbox {
+        SignedInSandbox::configured(|_| {}).await
+    }
+
+    /// A sandbox whose configuration is the default one after `change`.
+    pub async fn configured(change: impl FnOnce(&mut SandboxConfig)) -> SignedInSandbox {
+        let mut config = SandboxConfig::default();
+        change(&mut config);
+        let sandbox = start_with(config).await;
+        let token = access_token(&sandbox).await;
+        SignedInSandbox { sandbox, token }
+    }
+
+    /// The same sandbox, signed in with `token` instead.
+    pub fn with_token(self, token: impl Into<String>) -> SignedInSandbox {
+        SignedInSandbox {
+            token: token.into(),
+            ..self
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sandbox.api_url())
+    }
+
+    /// A bare POST to `/v2/simpleJobPostings`, for tests of what [`Self::batch_request`] sets.
+    pub fn postings_request(&self) -> RequestBuilder {
+        http_client().post(self.url("/v2/simpleJobPostings"))
+    }
+
+    /// A proper batch_create of `elements` to `/v2/simpleJobPostings`, not sent yet.
+    pub fn batch_request(&self, elements: Vec<Value>) -> RequestBuilder {
+        authorized_batch_create(self.postings_request(), &self.token, elements)
+    }
+
+    /// POSTs `elements` to `/v2/simpleJobPostings` as a proper batch_create.
+    pub async fn post(&self, elements: Vec<Value>) -> Answer {
+        Answer::read(self.batch_request(elements).send().await.unwrap()).await
+    }
+
+    /// POSTs a [`close_element`] for each of `external_job_posting_ids`.
+    pub async fn close(&self, external_job_posting_ids: &[&str]) -> Answer {
+        self.post(close_elements(external_job_posting_ids)).await
+    }
+
+    /// Like [`Self::post`], to `/rest/simpleJobPostings` and with an optional `LinkedIn-Version`.
+    pub async fn post_rest(&self, linkedin_version: Option<&str>, elements: Vec<Value>) -> Answer {
+        let request = http_client().post(self.url("/rest/simpleJobPostings"));
+        let mut request = authorized_batch_create(request, &self.token, elements);
+        if let Some(version) = linkedin_version {
+            request = request.header("LinkedIn-Version", version);
+        }
+        Answer::read(request.send().await.unwrap()).await
+    }
+
+    /// The task URNs of the answer to CLOSEs of `external_job_posting_ids`, which must be a 200.
+    pub async fn accepted_tasks(&self, external_job_posting_ids: &[&str]) -> Vec<String> {
+        let answer = self.close(external_job_posting_ids).await;
+        assert_eq!(answer.status, 200);
+        answer.body["elements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| entry["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Looks `task_ids` up at `/v2/simpleJobPostingTasks` with `token`; returns the status and the
+    /// JSON body every answer of the endpoint has.
+    pub async fn query_tasks_as(&self, token: &str, task_ids: &[String]) -> (u16, Value) {
+        let query: Vec<(&str, &str)> = task_ids.iter().map(|id| ("ids", id.as_str())).collect();
+        let response = http_client()
+            .get(self.url("/v2/simpleJobPostingTasks"))
+            .bearer_auth(token)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// [`Self::query_tasks_as`] with the sandbox's token.
+    pub async fn query_tasks(&self, task_ids: &[String]) -> (u16, Value) {
+        self.query_tasks_as(&self.token, task_ids).await
+    }
+
+    /// POSTs `body` to the control route `/_sandbox/{path}`; returns the status.
+    pub async fn control(&self, path: &str, body: Value) -> u16 {
+        let request = http_client().post(self.url(&format!("/_sandbox/{path}")));
+        request.json(&body).send().await.unwrap().status().as_u16()
+    }
+
+    /// POSTs to the control route `/_sandbox/{path}` without a body; returns the status.
+    pub async fn control_without_body(&self, path: &str) -> u16 {
+        let request = http_client().post(self.url(&format!("/_sandbox/{path}")));
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    pub async fn shutdown(self) {
+        self.sandbox.shutdown().await;
+    }
 }

@@ -8,91 +8,136 @@ use std::sync::Arc;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, Query, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::api_gate::json_response;
 use super::state::SandboxState;
 
-/// An OAuth error answer: `{"error":..,"error_description":..}`.
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
-    tracing::debug!(status = status.as_u16(), error, "token request refused");
-    json_response(
-        status,
-        json!({"error": error, "error_description": description}),
-    )
+type TokenForm = Result<Form<HashMap<String, String>>, FormRejection>;
+
+/// A refused token request, answered as OAuth does: `{"error":..,"error_description":..}`.
+struct OAuthRefusal {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+}
+
+impl OAuthRefusal {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthRefusal {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        OAuthRefusal::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl IntoResponse for OAuthRefusal {
+    fn into_response(self) -> Response {
+        tracing::debug!(
+            status = self.status.as_u16(),
+            error = self.error,
+            "token request refused"
+        );
+        json_response(
+            self.status,
+            json!({"error": self.error, "error_description": self.description}),
+        )
+    }
 }
 
 pub(crate) async fn issue_access_token(
     State(state): State<Arc<SandboxState>>,
     uri: Uri,
-    form: Result<Form<HashMap<String, String>>, FormRejection>,
+    form: TokenForm,
 ) -> Response {
     state.count_token_request();
-
-    if let Some(status) = state.token_outage() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return oauth_error(
-            status,
-            "temporarily_unavailable",
-            "The authorization server is temporarily unavailable (sandbox token outage)",
-        );
+    match check_token_request(&state, &uri, form) {
+        Ok(()) => access_token_answer(&state),
+        Err(refusal) => refusal.into_response(),
     }
+}
 
-    // URLs end up in proxy and server logs, so LinkedIn refuses a secret there even if correct.
-    let query_names_secret = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+/// LinkedIn's checks, in its order: outage, a secret in the URL, the form, the grant type, the
+/// client's credentials.
+fn check_token_request(
+    state: &SandboxState,
+    uri: &Uri,
+    form: TokenForm,
+) -> Result<(), OAuthRefusal> {
+    check_token_outage(state)?;
+    check_secret_not_in_url(uri)?;
+    let Form(fields) = form.map_err(|rejection| {
+        OAuthRefusal::invalid_request(format!(
+            "Expected an application/x-www-form-urlencoded body: {}",
+            rejection.body_text()
+        ))
+    })?;
+    check_grant_type(&fields)?;
+    check_client_credentials(state, &fields)
+}
+
+fn check_token_outage(state: &SandboxState) -> Result<(), OAuthRefusal> {
+    let Some(status) = state.token_outage() else {
+        return Ok(());
+    };
+    Err(OAuthRefusal::new(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        "temporarily_unavailable",
+        "The authorization server is temporarily unavailable (sandbox token outage)",
+    ))
+}
+
+/// URLs end up in proxy and server logs, so LinkedIn refuses a secret there even if correct.
+fn check_secret_not_in_url(uri: &Uri) -> Result<(), OAuthRefusal> {
+    let query_names_secret = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map(|Query(pairs)| pairs.iter().any(|(name, _)| name == "client_secret"))
         .unwrap_or(false);
-    if query_names_secret {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "client_secret must be sent in the request body, never in the URL",
-        );
+    if !query_names_secret {
+        return Ok(());
     }
+    Err(OAuthRefusal::invalid_request(
+        "client_secret must be sent in the request body, never in the URL",
+    ))
+}
 
-    let Form(fields) = match form {
-        Ok(form) => form,
-        Err(rejection) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                &format!(
-                    "Expected an application/x-www-form-urlencoded body: {}",
-                    rejection.body_text()
-                ),
-            );
-        }
-    };
-
+fn check_grant_type(fields: &HashMap<String, String>) -> Result<(), OAuthRefusal> {
     match fields.get("grant_type").map(String::as_str) {
-        Some("client_credentials") => {}
-        Some(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "Only grant_type=client_credentials is supported",
-            );
-        }
-        None => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "A required parameter \"grant_type\" is missing",
-            );
-        }
+        Some("client_credentials") => Ok(()),
+        Some(_) => Err(OAuthRefusal::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "Only grant_type=client_credentials is supported",
+        )),
+        None => Err(OAuthRefusal::invalid_request(
+            "A required parameter \"grant_type\" is missing",
+        )),
     }
+}
 
+fn check_client_credentials(
+    state: &SandboxState,
+    fields: &HashMap<String, String>,
+) -> Result<(), OAuthRefusal> {
     let credentials_match = fields.get("client_id") == Some(&state.config.client_id)
         && fields.get("client_secret") == Some(&state.config.client_secret);
-    if !credentials_match {
-        return oauth_error(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            "Client authentication failed",
-        );
+    if credentials_match {
+        return Ok(());
     }
+    Err(OAuthRefusal::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Client authentication failed",
+    ))
+}
 
+/// A new token and its lifetime, as a number or (configured) as LinkedIn's sample string.
+fn access_token_answer(state: &SandboxState) -> Response {
     let access_token = state.issue_token();
     let lifetime_secs = state.config.token_lifetime.as_secs();
     tracing::debug!(lifetime_secs, "access token issued");
@@ -110,25 +155,15 @@ pub(crate) async fn issue_access_token(
 #[cfg(test)]
 mod tests {
     use crate::sandbox::SandboxConfig;
-    use crate::sandbox::test_support::{http_client, start_default, start_with};
-    use serde_json::{Value, json};
-
-    const GOOD_FIELDS: [(&str, &str); 3] = [
-        ("grant_type", "client_credentials"),
-        ("client_id", "sandbox-client"),
-        ("client_secret", "sandbox-secret"),
-    ];
-
-    async fn post_form(url: &str, fields: &[(&str, &str)]) -> (u16, Value) {
-        let response = http_client().post(url).form(fields).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
-    }
+    use crate::sandbox::test_support::{
+        GOOD_TOKEN_FIELDS, http_client, post_token_form, start_default, start_with, token_form,
+    };
+    use serde_json::json;
 
     #[tokio::test]
     async fn good_credentials_get_a_token_with_numeric_lifetime() {
         let sandbox = start_default().await;
-        let (status, answer) = post_form(&sandbox.token_url(), &GOOD_FIELDS).await;
+        let (status, answer) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
         assert_eq!(status, 200);
         assert_eq!(answer["expires_in"], json!(1800));
         assert!(answer["access_token"].as_str().unwrap().len() >= 32);
@@ -144,33 +179,19 @@ mod tests {
             ..SandboxConfig::default()
         })
         .await;
-        let response = http_client()
-            .post(sandbox.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", "sandbox-client"),
-                ("client_secret", "a/b=c+d&e"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let answer: Value = response.json().await.unwrap();
+        let fields = token_form("client_credentials", "sandbox-client", "a/b=c+d&e");
+        let (status, answer) = post_token_form(&sandbox.token_url(), &fields).await;
+        assert_eq!(status, 200);
         assert_eq!(answer["expires_in"], json!("60"));
     }
 
     #[tokio::test]
     async fn wrong_or_missing_credentials_are_invalid_client() {
         let sandbox = start_default().await;
-        for body in [
-            Vec::from([
-                ("grant_type", "client_credentials"),
-                ("client_id", "sandbox-client"),
-                ("client_secret", "wrong"),
-            ]),
-            Vec::from([("grant_type", "client_credentials")]),
-        ] {
-            let (status, answer) = post_form(&sandbox.token_url(), &body).await;
+        let wrong_secret = token_form("client_credentials", "sandbox-client", "wrong");
+        let grant_type_only = [("grant_type", "client_credentials")];
+        for body in [&wrong_secret[..], &grant_type_only[..]] {
+            let (status, answer) = post_token_form(&sandbox.token_url(), body).await;
             assert_eq!(status, 401);
             assert_eq!(
                 answer,
@@ -185,12 +206,8 @@ mod tests {
     #[tokio::test]
     async fn wrong_grant_type_is_unsupported() {
         let sandbox = start_default().await;
-        let body = Vec::from([
-            ("grant_type", "password"),
-            ("client_id", "sandbox-client"),
-            ("client_secret", "sandbox-secret"),
-        ]);
-        let (status, answer) = post_form(&sandbox.token_url(), &body).await;
+        let password_grant = token_form("password", "sandbox-client", "sandbox-secret");
+        let (status, answer) = post_token_form(&sandbox.token_url(), &password_grant).await;
         assert_eq!(status, 400);
         assert_eq!(answer["error"], "unsupported_grant_type");
     }
@@ -202,7 +219,7 @@ mod tests {
             "{}?grant_type=client_credentials&client_id=sandbox-client&client_secret=sandbox-secret",
             sandbox.token_url()
         );
-        let (status, answer) = post_form(&url, &GOOD_FIELDS).await;
+        let (status, answer) = post_token_form(&url, &GOOD_TOKEN_FIELDS).await;
         assert_eq!(status, 400);
         assert_eq!(answer["error"], "invalid_request");
         assert_eq!(sandbox.stats().tokens_issued, 0);
@@ -224,11 +241,11 @@ mod tests {
     async fn token_outage_answers_its_status_until_lifted() {
         let sandbox = start_default().await;
         sandbox.set_token_outage(Some(503));
-        let (status, answer) = post_form(&sandbox.token_url(), &GOOD_FIELDS).await;
+        let (status, answer) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
         assert_eq!(status, 503);
         assert_eq!(answer["error"], "temporarily_unavailable");
         sandbox.set_token_outage(None);
-        let (status, _) = post_form(&sandbox.token_url(), &GOOD_FIELDS).await;
+        let (status, _) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
         assert_eq!(status, 200);
         let stats = sandbox.stats();
         assert_eq!(stats.token_requests, 2);
