@@ -91,15 +91,7 @@ mod tests {
     use serde_json::json;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
-        DeadLetter {
-            position: 3,
-            held: super::super::scan::Held {
-                window: 0,
-                delivery_tag: 7,
-            },
-            body: body.to_vec(),
-            properties,
-        }
+        DeadLetter::at(3, body, properties)
     }
 
     fn rejected_403() -> BasicProperties {
