@@ -6,7 +6,7 @@
 //! arrays nested; it loses what the broker holds (each value's AMQP type, bytes that are not UTF-8).
 //! The *typed* view (`amqp.headers`, see [`super::archive`]) keeps every value with its type,
 //! `{"i32":403}`, so that `import` restores it exactly. Both views walk a table the one way
-//! ([`table_json`] out, [`table_from`] back in) and differ only in how they write and read a single
+//! (`table_json` out, `table_from` back in) and differ only in how they write and read a single
 //! value, so the archive format and the `list --json` output cannot drift apart in how they treat a
 //! table. The properties need one view (each is a string or a small number and loses nothing), and
 //! one table of the string properties serves both directions, so a property written is a property
