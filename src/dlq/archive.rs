@@ -7,7 +7,8 @@
 //! string, that `x-death` times are AMQP timestamps. So each record also carries `amqp`: the body's
 //! exact bytes (as text when UTF-8, else base64) and every header with its AMQP type, as
 //! `{"i32":403}`, `{"longstr":"..."}`, `{"timestamp":1700000000}`, `{"table":{...}}`. The properties
-//! view loses nothing and is read back as it is.
+//! view loses nothing and is read back as it is. How each header view and the properties are written
+//! and read is [`super::amqp_json`]'s; this file puts a record together and takes it apart.
 //!
 //! Rejected: serde's own encoding of lapin's `AMQPValue` (a string becomes an array of byte numbers,
 //! four times the size, and the format would change with lapin's); a second, binary file (an archive
@@ -15,10 +16,11 @@
 //! it had one) are still read: the body from `body` as written in the file, the header types
 //! inferred (whole numbers as 32-bit when they fit, else 64-bit; text as long strings).
 
+use super::amqp_json::{read_plain_headers, read_properties, read_typed_headers, typed_headers};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use lapin::BasicProperties;
-use lapin::types::{AMQPValue, DecimalValue, FieldArray, FieldTable, LongString, ShortString};
+use lapin::types::FieldTable;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -30,149 +32,8 @@ pub fn exact_json(body: &[u8], headers: Option<&FieldTable>) -> Value {
         Ok(text) => exact.insert("body".into(), json!(text)),
         Err(_) => exact.insert("body_base64".into(), json!(BASE64.encode(body))),
     };
-    let headers = headers.map_or_else(|| Value::Object(Map::new()), typed_table);
-    exact.insert("headers".into(), headers);
+    exact.insert("headers".into(), typed_headers(headers));
     Value::Object(exact)
-}
-
-fn typed_table(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .inner()
-            .iter()
-            .map(|(key, value)| (key.to_string(), typed(value)))
-            .collect(),
-    )
-}
-
-/// One header value with its AMQP type: `{"i32":403}`.
-fn typed(value: &AMQPValue) -> Value {
-    let (tag, inner) = match value {
-        AMQPValue::Boolean(v) => ("bool", json!(v)),
-        AMQPValue::ShortShortInt(v) => ("i8", json!(v)),
-        AMQPValue::ShortShortUInt(v) => ("u8", json!(v)),
-        AMQPValue::ShortInt(v) => ("i16", json!(v)),
-        AMQPValue::ShortUInt(v) => ("u16", json!(v)),
-        AMQPValue::LongInt(v) => ("i32", json!(v)),
-        AMQPValue::LongUInt(v) => ("u32", json!(v)),
-        AMQPValue::LongLongInt(v) => ("i64", json!(v)),
-        AMQPValue::Float(v) => ("f32", json!(v)),
-        AMQPValue::Double(v) => ("f64", json!(v)),
-        AMQPValue::DecimalValue(d) => ("decimal", json!({"scale": d.scale, "value": d.value})),
-        AMQPValue::ShortString(s) => ("shortstr", json!(s.as_str())),
-        AMQPValue::LongString(s) => match std::str::from_utf8(s.as_bytes()) {
-            Ok(text) => ("longstr", json!(text)),
-            Err(_) => ("longstr_base64", json!(BASE64.encode(s.as_bytes()))),
-        },
-        AMQPValue::FieldArray(items) => (
-            "array",
-            Value::Array(items.as_slice().iter().map(typed).collect()),
-        ),
-        AMQPValue::Timestamp(t) => ("timestamp", json!(t)),
-        AMQPValue::FieldTable(table) => ("table", typed_table(table)),
-        AMQPValue::ByteArray(bytes) => ("bytes_base64", json!(BASE64.encode(bytes.as_slice()))),
-        AMQPValue::Void => ("void", Value::Null),
-    };
-    json!({ tag: inner })
-}
-
-/// Reads a typed header value back.
-fn untyped(value: &Value) -> Result<AMQPValue, String> {
-    let Some((tag, inner)) = value
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.iter().next())
-    else {
-        return Err(format!(
-            "a typed header value is {{\"TYPE\": value}}, got {value}"
-        ));
-    };
-    let bad = || format!("{inner} is not a valid {tag}");
-    let int = |min: i64, max: i64| {
-        inner
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(bad)
-    };
-    let text = || inner.as_str().ok_or_else(bad);
-    let base64 = || BASE64.decode(text()?).map_err(|_| bad());
-    Ok(match tag.as_str() {
-        "bool" => AMQPValue::Boolean(inner.as_bool().ok_or_else(bad)?),
-        "i8" => AMQPValue::ShortShortInt(int(i8::MIN.into(), i8::MAX.into())? as i8),
-        "u8" => AMQPValue::ShortShortUInt(int(0, u8::MAX.into())? as u8),
-        "i16" => AMQPValue::ShortInt(int(i16::MIN.into(), i16::MAX.into())? as i16),
-        "u16" => AMQPValue::ShortUInt(int(0, u16::MAX.into())? as u16),
-        "i32" => AMQPValue::LongInt(int(i32::MIN.into(), i32::MAX.into())? as i32),
-        "u32" => AMQPValue::LongUInt(int(0, u32::MAX.into())? as u32),
-        "i64" => AMQPValue::LongLongInt(inner.as_i64().ok_or_else(bad)?),
-        "f32" => AMQPValue::Float(inner.as_f64().ok_or_else(bad)? as f32),
-        "f64" => AMQPValue::Double(inner.as_f64().ok_or_else(bad)?),
-        "decimal" => {
-            let part = |name: &str| inner.get(name).and_then(Value::as_u64).ok_or_else(bad);
-            AMQPValue::DecimalValue(DecimalValue {
-                scale: u8::try_from(part("scale")?).map_err(|_| bad())?,
-                value: u32::try_from(part("value")?).map_err(|_| bad())?,
-            })
-        }
-        "shortstr" => AMQPValue::ShortString(ShortString::try_new(text()?).map_err(|_| bad())?),
-        "longstr" => AMQPValue::LongString(text()?.into()),
-        "longstr_base64" => AMQPValue::LongString(LongString::from(base64()?)),
-        "array" => AMQPValue::FieldArray(FieldArray::from(
-            inner
-                .as_array()
-                .ok_or_else(bad)?
-                .iter()
-                .map(untyped)
-                .collect::<Result<Vec<_>, _>>()?,
-        )),
-        "timestamp" => AMQPValue::Timestamp(inner.as_u64().ok_or_else(bad)?),
-        "table" => AMQPValue::FieldTable(untyped_table(inner)?),
-        "bytes_base64" => AMQPValue::ByteArray(base64()?.into()),
-        "void" => AMQPValue::Void,
-        other => return Err(format!("unknown header type {other:?}")),
-    })
-}
-
-fn untyped_table(value: &Value) -> Result<FieldTable, String> {
-    table_from(value, untyped)
-}
-
-fn table_from(
-    value: &Value,
-    read: impl Fn(&Value) -> Result<AMQPValue, String> + Copy,
-) -> Result<FieldTable, String> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| format!("headers must be an object, got {value}"))?;
-    let mut table = FieldTable::default();
-    for (key, value) in object {
-        let name = ShortString::try_new(key.as_str())
-            .map_err(|_| format!("header name {key:?} is too long"))?;
-        let value = read(value).map_err(|why| format!("header {key:?}: {why}"))?;
-        table.insert(name, value);
-    }
-    Ok(table)
-}
-
-/// A plain JSON header value (a record without `amqp`), with the type inferred.
-fn inferred(value: &Value) -> Result<AMQPValue, String> {
-    Ok(match value {
-        Value::Null => AMQPValue::Void,
-        Value::Bool(b) => AMQPValue::Boolean(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(whole), _) => match i32::try_from(whole) {
-                Ok(small) => AMQPValue::LongInt(small),
-                Err(_) => AMQPValue::LongLongInt(whole),
-            },
-            (None, Some(float)) => AMQPValue::Double(float),
-            _ => return Err(format!("{n} does not fit an AMQP number")),
-        },
-        Value::String(text) => AMQPValue::LongString(text.as_str().into()),
-        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
-            items.iter().map(inferred).collect::<Result<Vec<_>, _>>()?,
-        )),
-        Value::Object(_) => AMQPValue::FieldTable(table_from(value, inferred)?),
-    })
 }
 
 /// A dead letter read back from a record: what `import` publishes.
@@ -218,12 +79,12 @@ pub fn restore(line: &str) -> Result<Restored, String> {
         (None, None) => body_as_written(record.body)?,
     };
     let headers = match (exact.and_then(|e| e.headers.as_ref()), &record.headers) {
-        (Some(typed), _) => Some(untyped_table(typed)?),
-        (None, Some(plain)) => Some(table_from(plain, inferred)?),
+        (Some(typed), _) => Some(read_typed_headers(typed)?),
+        (None, Some(plain)) => Some(read_plain_headers(plain)?),
         (None, None) => None,
     };
     let mut properties = match &record.properties {
-        Some(value) => properties_from(value)?,
+        Some(value) => read_properties(value)?,
         None => BasicProperties::default(),
     };
     if let Some(headers) = headers.filter(|h| !h.inner().is_empty()) {
@@ -243,50 +104,10 @@ fn body_as_written(body: Option<&RawValue>) -> Result<Vec<u8>, String> {
     }
 }
 
-/// The properties of [`super::record::properties_json`], read back.
-fn properties_from(value: &Value) -> Result<BasicProperties, String> {
-    let object = value
-        .as_object()
-        .ok_or_else(|| format!("properties must be an object, got {value}"))?;
-    let mut properties = BasicProperties::default();
-    for (name, value) in object {
-        let text = || -> Result<ShortString, String> {
-            let text = value
-                .as_str()
-                .ok_or_else(|| format!("property {name} must be a string, got {value}"))?;
-            ShortString::try_new(text).map_err(|_| format!("property {name} is too long"))
-        };
-        let small = || -> Result<u8, String> {
-            value
-                .as_u64()
-                .and_then(|n| u8::try_from(n).ok())
-                .ok_or_else(|| format!("property {name} must be 0-255, got {value}"))
-        };
-        properties = match name.as_str() {
-            "content_type" => properties.with_content_type(text()?),
-            "content_encoding" => properties.with_content_encoding(text()?),
-            "correlation_id" => properties.with_correlation_id(text()?),
-            "reply_to" => properties.with_reply_to(text()?),
-            "expiration" => properties.with_expiration(text()?),
-            "message_id" => properties.with_message_id(text()?),
-            "type" => properties.with_type(text()?),
-            "user_id" => properties.with_user_id(text()?),
-            "app_id" => properties.with_app_id(text()?),
-            "cluster_id" => properties.with_cluster_id(text()?),
-            "delivery_mode" => properties.with_delivery_mode(small()?),
-            "priority" => properties.with_priority(small()?),
-            "timestamp" => properties.with_timestamp(value.as_u64().ok_or_else(|| {
-                format!("property timestamp must be a whole number, got {value}")
-            })?),
-            other => return Err(format!("unknown property {other:?}")),
-        };
-    }
-    Ok(properties)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lapin::types::{AMQPValue, DecimalValue, LongString};
 
     fn every_type() -> FieldTable {
         let mut nested = FieldTable::default();
@@ -327,7 +148,7 @@ mod tests {
             "position": 1,
             "body": "ignored when amqp is there",
             "headers": {},
-            "properties": super::super::record::properties_json(properties),
+            "properties": super::super::amqp_json::properties_json(properties),
             "group": "00000000",
             "amqp": exact_json(body, properties.headers().as_ref()),
         });

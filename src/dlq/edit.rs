@@ -215,51 +215,42 @@ fn write_object(fields: &[(String, String)]) -> Vec<u8> {
 }
 
 #[cfg(test)]
+impl Edit {
+    /// The edit of `--set` and `--unset` arguments, as the tests here and in [`super::replay`] write
+    /// one.
+    pub fn of(sets: &[&str], unsets: &[&str]) -> Edit {
+        let sets = sets.iter().map(|s| parse_set(s).unwrap()).collect();
+        let unsets = unsets.iter().map(|s| parse_unset(s).unwrap()).collect();
+        Edit::new(sets, unsets).unwrap()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn edit(sets: &[&str], unsets: &[&str]) -> Edit {
-        Edit::new(
-            sets.iter().map(|s| parse_set(s).unwrap()).collect(),
-            unsets.iter().map(|s| parse_unset(s).unwrap()).collect(),
-        )
-        .unwrap()
-    }
-
     #[test]
     fn values_are_json_when_they_parse_as_json_else_strings() {
-        assert_eq!(
-            parse_set("title=Night Nurse"),
-            Ok(FieldEdit::Set("title".into(), "\"Night Nurse\"".into()))
-        );
-        assert_eq!(
-            parse_set("listedAt=1700000000000"),
-            Ok(FieldEdit::Set("listedAt".into(), "1700000000000".into()))
-        );
-        assert_eq!(
-            parse_set("title=\"123\""),
-            Ok(FieldEdit::Set("title".into(), "\"123\"".into()))
-        );
-        assert_eq!(
-            parse_set("x= { \"a\" : [1, true] }"),
-            Ok(FieldEdit::Set("x".into(), "{\"a\":[1,true]}".into()))
-        );
-        assert_eq!(
-            parse_set("x=null"),
-            Ok(FieldEdit::Set("x".into(), "null".into()))
-        );
-        assert_eq!(
-            parse_set("x="),
-            Ok(FieldEdit::Set("x".into(), "\"\"".into()))
-        );
-        assert_eq!(
-            parse_set("url=https://a.example/?q=1"),
-            Ok(FieldEdit::Set(
-                "url".into(),
-                "\"https://a.example/?q=1\"".into()
-            ))
-        );
+        for (given, field, json) in [
+            ("title=Night Nurse", "title", "\"Night Nurse\""),
+            ("listedAt=1700000000000", "listedAt", "1700000000000"),
+            ("title=\"123\"", "title", "\"123\""),
+            ("x= { \"a\" : [1, true] }", "x", "{\"a\":[1,true]}"),
+            ("x=null", "x", "null"),
+            ("x=", "x", "\"\""),
+            (
+                "url=https://a.example/?q=1",
+                "url",
+                "\"https://a.example/?q=1\"",
+            ),
+        ] {
+            assert_eq!(
+                parse_set(given),
+                Ok(FieldEdit::Set(field.into(), json.into())),
+                "{given:?}"
+            );
+        }
         assert!(parse_set("title").is_err());
         assert!(parse_set("=x").is_err());
         assert!(parse_unset(" ").is_err());
@@ -273,7 +264,7 @@ mod tests {
     #[test]
     fn edits_keep_the_other_fields_in_order_and_as_written() {
         let body = br#"{"externalJobPostingId":"J-1", "listedAt":1700000000000,"description":"caf\u00e9","location":"Paris"}"#;
-        let edited = edit(&["title=Night Nurse", "location=Lyon"], &["description"])
+        let edited = Edit::of(&["title=Night Nurse", "location=Lyon"], &["description"])
             .apply(body)
             .unwrap();
         assert_eq!(
@@ -289,18 +280,22 @@ mod tests {
                 r#"description: "caf\u00e9" -> (absent)"#,
             ]
         );
-        let unchanged = edit(&["location=Paris"], &["missing"]).apply(body).unwrap();
+        let unchanged = Edit::of(&["location=Paris"], &["missing"])
+            .apply(body)
+            .unwrap();
         assert!(unchanged.changes.is_empty());
-        assert_eq!(edit(&["title=t"], &[]).fields(), ["title"]);
+        assert_eq!(Edit::of(&["title=t"], &[]).fields(), ["title"]);
     }
 
     #[test]
     fn repeated_keys_collapse_and_only_objects_can_be_edited() {
-        let edited = edit(&["a=3"], &[])
+        let edited = Edit::of(&["a=3"], &[])
             .apply(br#"{"a":1,"b":2,"a":9}"#)
             .unwrap();
         assert_eq!(edited.body, br#"{"a":3,"b":2}"#);
-        let unset = edit(&[], &["a"]).apply(br#"{"a":1,"b":2,"a":9}"#).unwrap();
+        let unset = Edit::of(&[], &["a"])
+            .apply(br#"{"a":1,"b":2,"a":9}"#)
+            .unwrap();
         assert_eq!(unset.body, br#"{"b":2}"#);
         for bad in [
             &b"[1]"[..],
@@ -310,7 +305,7 @@ mod tests {
             b"{} {}",
             b"\xff",
         ] {
-            let error = edit(&["a=1"], &[]).apply(bad).unwrap_err();
+            let error = Edit::of(&["a=1"], &[]).apply(bad).unwrap_err();
             assert!(
                 error.contains("only JSON-object bodies can be edited"),
                 "{error}"

@@ -219,35 +219,21 @@ mod tests {
 
     #[test]
     fn times_are_rfc_3339_or_ages_before_now() {
-        assert_eq!(
-            parse_time("2026-11-30T08:00:00Z", NOW),
-            Ok(datetime!(2026-11-30 08:00:00 UTC))
-        );
-        assert_eq!(
-            parse_time("2026-11-30T10:00:00+02:00", NOW),
-            Ok(datetime!(2026-11-30 08:00:00 UTC))
-        );
-        assert_eq!(
-            parse_time("90m", NOW),
-            Ok(datetime!(2026-12-01 12:30:00 UTC))
-        );
-        assert_eq!(
-            parse_time("12h", NOW),
-            Ok(datetime!(2026-12-01 02:00:00 UTC))
-        );
-        assert_eq!(
-            parse_time(" 7d ", NOW),
-            Ok(datetime!(2026-11-24 14:00:00 UTC))
-        );
-        assert_eq!(
-            parse_time("1w", NOW),
-            Ok(datetime!(2026-11-24 14:00:00 UTC))
-        );
-        assert_eq!(
-            parse_time("30s", NOW),
-            Ok(datetime!(2026-12-01 13:59:30 UTC))
-        );
-        assert_eq!(parse_time("0m", NOW), Ok(NOW));
+        for (text, expected) in [
+            ("2026-11-30T08:00:00Z", datetime!(2026-11-30 08:00:00 UTC)),
+            (
+                "2026-11-30T10:00:00+02:00",
+                datetime!(2026-11-30 08:00:00 UTC),
+            ),
+            ("90m", datetime!(2026-12-01 12:30:00 UTC)),
+            ("12h", datetime!(2026-12-01 02:00:00 UTC)),
+            (" 7d ", datetime!(2026-11-24 14:00:00 UTC)),
+            ("1w", datetime!(2026-11-24 14:00:00 UTC)),
+            ("30s", datetime!(2026-12-01 13:59:30 UTC)),
+            ("0m", NOW),
+        ] {
+            assert_eq!(parse_time(text, NOW), Ok(expected), "{text:?}");
+        }
         for bad in [
             "",
             "7",
@@ -323,49 +309,32 @@ mod tests {
             Some("2026-12-01T12:00:00Z"),
             Some(2),
         );
-        let only = |filter: Filter| selects(&filter, &letter);
-        assert!(only(Filter {
-            contract: Some("urn:li:contract:7".into()),
+        let bare = dead_letter("{}", None, None);
+        let by_contract = |urn: &str| Filter {
+            contract: Some(urn.into()),
             ..Filter::default()
-        }));
-        assert!(!only(Filter {
-            contract: Some("urn:li:contract:9".into()),
+        };
+        let by_grep = |text: &str| Filter {
+            grep: Some(text.into()),
             ..Filter::default()
-        }));
-        assert!(only(Filter {
-            grep: Some("NIGHT nurse".into()),
+        };
+        let at_least_replayed = |count| Filter {
+            min_replays: Some(count),
             ..Filter::default()
-        }));
-        assert!(only(Filter {
-            grep: Some("not AUTHORIZED".into()),
-            ..Filter::default()
-        }));
-        assert!(!only(Filter {
-            grep: Some("day nurse".into()),
-            ..Filter::default()
-        }));
-        assert!(only(Filter {
-            min_replays: Some(2),
-            ..Filter::default()
-        }));
-        assert!(!only(Filter {
-            min_replays: Some(3),
-            ..Filter::default()
-        }));
-        assert!(selects(
-            &Filter {
-                min_replays: Some(0),
-                ..Filter::default()
-            },
-            &dead_letter("{}", None, None)
-        ));
-        assert!(!selects(
-            &Filter {
-                min_replays: Some(1),
-                ..Filter::default()
-            },
-            &dead_letter("{}", None, None)
-        ));
+        };
+        for (filter, candidate, selected) in [
+            (by_contract("urn:li:contract:7"), &letter, true),
+            (by_contract("urn:li:contract:9"), &letter, false),
+            (by_grep("NIGHT nurse"), &letter, true),
+            (by_grep("not AUTHORIZED"), &letter, true),
+            (by_grep("day nurse"), &letter, false),
+            (at_least_replayed(2), &letter, true),
+            (at_least_replayed(3), &letter, false),
+            (at_least_replayed(0), &bare, true),
+            (at_least_replayed(1), &bare, false),
+        ] {
+            assert_eq!(selects(&filter, candidate), selected, "{filter:?}");
+        }
         assert_eq!(contract(br#"["contract"]"#), None);
         assert_eq!(contract(br#"{"contract":7}"#), None);
         let all = Filter {
@@ -376,7 +345,7 @@ mod tests {
             since: Some(datetime!(2026-12-01 00:00:00 UTC)),
             ..Filter::default()
         };
-        assert!(only(all.clone()));
+        assert!(selects(&all, &letter));
         assert_eq!(
             all.summary(),
             "status 403, since 2026-12-01T00:00:00.000Z, contract urn:li:contract:7, grep \"nurse\", min-replays 1"

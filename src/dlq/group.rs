@@ -337,6 +337,17 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 }
 
 #[cfg(test)]
+impl GroupKey {
+    /// A key with a status, as the tests here and in [`super::stats`] write one.
+    pub fn new(status: i64, message: &str) -> GroupKey {
+        GroupKey {
+            status: Some(status),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -420,10 +431,7 @@ mod tests {
 
     #[test]
     fn group_ids_are_stable_and_parse_back() {
-        let key = GroupKey {
-            status: Some(422),
-            message: "ERROR :: /title :: field is required".into(),
-        };
+        let key = GroupKey::new(422, "ERROR :: /title :: field is required");
         // Pinned: a group id printed yesterday must still select the same group today.
         assert_eq!(key.id(), "951905d7");
         assert_eq!(parse_group_id(" 951905D7 ").unwrap(), "951905d7");
@@ -434,14 +442,8 @@ mod tests {
     #[test]
     fn stats_count_and_track_oldest_and_newest() {
         let mut stats = Stats::default();
-        let a = GroupKey {
-            status: Some(403),
-            message: "a".into(),
-        };
-        let b = GroupKey {
-            status: Some(422),
-            message: "b".into(),
-        };
+        let a = GroupKey::new(403, "a");
+        let b = GroupKey::new(422, "b");
         let member = |reason, at, position, replays, contract| Member {
             reason,
             dead_lettered_at: at,
@@ -494,10 +496,7 @@ mod tests {
     #[test]
     fn a_group_keeps_a_bounded_number_of_contracts() {
         let mut stats = Stats::default();
-        let key = GroupKey {
-            status: Some(403),
-            message: "m".into(),
-        };
+        let key = GroupKey::new(403, "m");
         let urns: Vec<String> = (0..40).map(|n| format!("urn:li:contract:{n}")).collect();
         for (position, urn) in urns.iter().enumerate() {
             stats.add(

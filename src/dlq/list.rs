@@ -114,19 +114,10 @@ pub async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), Dlq
 mod tests {
     use super::*;
     use crate::dead_letter::{self, Failure, Reason};
-    use crate::dlq::scan::Held;
     use lapin::BasicProperties;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
-        DeadLetter {
-            position: 12,
-            held: Held {
-                window: 0,
-                delivery_tag: 1,
-            },
-            body: body.to_vec(),
-            properties,
-        }
+        DeadLetter::at(12, body, properties)
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! interrupted); 2 bad arguments or bad input (an edit that would make a dead letter invalid, a bad
 //! line in an import).
 
+pub mod amqp_json;
 pub mod archive;
 pub mod edit;
 mod export;

@@ -1,19 +1,19 @@
 //! What one dead letter says, read once: its failure record, its `externalJobPostingId`, when it died
 //! and its failure group; and the JSON record that `list --json` and `export` print (whose exact part,
-//! read back by `import`, is [`super::archive`]'s).
+//! read back by `import`, is [`super::archive`]'s; its header and property views,
+//! [`super::amqp_json`]'s).
 //!
 //! Nothing here assumes job-closer wrote the message: a body that is not JSON is shown as text, a
 //! message without `x-error-*` headers falls back to RabbitMQ's `x-death`, and one with neither still
 //! gets a group, a row and a record.
 
+use super::amqp_json::{plain_headers, properties_json};
 use super::archive::exact_json;
 use super::group::GroupKey;
 use super::scan::DeadLetter;
 use crate::dead_letter::{self, Recorded};
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 /// A dead letter with everything the commands look at worked out once.
 #[derive(Debug)]
@@ -68,88 +68,17 @@ pub fn json_record(letter: &DeadLetter, described: &Described) -> String {
         Some(json) => json.clone(),
         None => Value::String(String::from_utf8_lossy(&letter.body).into_owned()),
     };
-    let headers = letter
-        .properties
-        .headers()
-        .as_ref()
-        .map_or_else(|| Value::Object(Map::new()), table_json);
+    let headers = letter.properties.headers().as_ref();
     let record = JsonRecord {
         position: letter.position,
         body,
-        headers,
+        headers: plain_headers(headers),
         properties: properties_json(&letter.properties),
         group: described.group_id.clone(),
-        amqp: exact_json(&letter.body, letter.properties.headers().as_ref()),
+        amqp: exact_json(&letter.body, headers),
     };
     // Serialising plain values into a string cannot fail.
     serde_json::to_string(&record).unwrap_or_default()
-}
-
-/// The properties that are set, by their AMQP names.
-pub fn properties_json(properties: &BasicProperties) -> Value {
-    let mut object = Map::new();
-    let mut text = |name: &str, value: &Option<lapin::types::ShortString>| {
-        if let Some(value) = value {
-            object.insert(name.to_owned(), Value::String(value.to_string()));
-        }
-    };
-    text("content_type", properties.content_type());
-    text("content_encoding", properties.content_encoding());
-    text("correlation_id", properties.correlation_id());
-    text("reply_to", properties.reply_to());
-    text("expiration", properties.expiration());
-    text("message_id", properties.message_id());
-    text("type", properties.kind());
-    text("user_id", properties.user_id());
-    text("app_id", properties.app_id());
-    text("cluster_id", properties.cluster_id());
-    if let Some(mode) = properties.delivery_mode() {
-        object.insert("delivery_mode".into(), json!(mode));
-    }
-    if let Some(priority) = properties.priority() {
-        object.insert("priority".into(), json!(priority));
-    }
-    if let Some(timestamp) = properties.timestamp() {
-        object.insert("timestamp".into(), json!(timestamp));
-    }
-    Value::Object(object)
-}
-
-fn table_json(table: &FieldTable) -> Value {
-    Value::Object(
-        table
-            .inner()
-            .iter()
-            .map(|(key, value)| (key.to_string(), amqp_json(value)))
-            .collect(),
-    )
-}
-
-/// An AMQP header value as JSON: strings as strings (lossy for bytes that are not UTF-8), numbers as
-/// numbers, tables and arrays nested.
-pub fn amqp_json(value: &AMQPValue) -> Value {
-    match value {
-        AMQPValue::Boolean(b) => json!(b),
-        AMQPValue::ShortShortInt(v) => json!(v),
-        AMQPValue::ShortShortUInt(v) => json!(v),
-        AMQPValue::ShortInt(v) => json!(v),
-        AMQPValue::ShortUInt(v) => json!(v),
-        AMQPValue::LongInt(v) => json!(v),
-        AMQPValue::LongUInt(v) => json!(v),
-        AMQPValue::LongLongInt(v) => json!(v),
-        AMQPValue::Float(v) => json!(v),
-        AMQPValue::Double(v) => json!(v),
-        AMQPValue::DecimalValue(d) => json!(f64::from(d.value) / 10f64.powi(i32::from(d.scale))),
-        AMQPValue::ShortString(s) => json!(s.as_str()),
-        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::FieldArray(items) => {
-            Value::Array(items.as_slice().iter().map(amqp_json).collect())
-        }
-        AMQPValue::Timestamp(t) => json!(t),
-        AMQPValue::FieldTable(table) => table_json(table),
-        AMQPValue::ByteArray(bytes) => json!(String::from_utf8_lossy(bytes.as_slice())),
-        AMQPValue::Void => Value::Null,
-    }
 }
 
 #[cfg(test)]
@@ -157,17 +86,12 @@ mod tests {
     use super::*;
     use crate::dead_letter::external_id;
     use crate::dlq::filter::Filter;
+    use lapin::BasicProperties;
+    use lapin::types::{AMQPValue, FieldTable};
+    use serde_json::json;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
-        DeadLetter {
-            position: 3,
-            held: super::super::scan::Held {
-                window: 0,
-                delivery_tag: 7,
-            },
-            body: body.to_vec(),
-            properties,
-        }
+        DeadLetter::at(3, body, properties)
     }
 
     fn rejected_403() -> BasicProperties {

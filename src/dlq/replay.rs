@@ -367,27 +367,12 @@ fn print_bound(seen: &Seen, filter: &Filter) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dlq::scan::Held;
     use lapin::BasicProperties;
 
     const VALID: &str = r#"{"companyApplyUrl":"https://jobs.example.com/1","externalJobPostingId":"J-1","description":"d","title":"t","listedAt":1700000000000,"location":"l"}"#;
 
     fn letter(body: &str) -> DeadLetter {
-        DeadLetter {
-            position: 3,
-            held: Held {
-                window: 0,
-                delivery_tag: 1,
-            },
-            body: body.as_bytes().to_vec(),
-            properties: BasicProperties::default(),
-        }
-    }
-
-    fn edit(sets: &[&str], unsets: &[&str]) -> Edit {
-        let sets = sets.iter().map(|s| parse_set(s).unwrap()).collect();
-        let unsets = unsets.iter().map(|s| parse_unset(s).unwrap()).collect();
-        Edit::new(sets, unsets).unwrap()
+        DeadLetter::at(3, body.as_bytes(), BasicProperties::default())
     }
 
     #[test]
@@ -395,20 +380,20 @@ mod tests {
         let dead = letter(VALID);
         let (body, changes) = prepare(&dead, &Edit::default()).unwrap();
         assert!(matches!(body, Cow::Borrowed(_)) && changes.is_empty());
-        let (body, changes) = prepare(&dead, &edit(&["title=Night Nurse"], &[])).unwrap();
+        let (body, changes) = prepare(&dead, &Edit::of(&["title=Night Nurse"], &[])).unwrap();
         assert!(String::from_utf8_lossy(&body).contains(r#""title":"Night Nurse""#));
         assert_eq!(changes.len(), 1);
-        let why = prepare(&dead, &edit(&[], &["title"])).unwrap_err();
+        let why = prepare(&dead, &Edit::of(&[], &["title"])).unwrap_err();
         assert!(why.contains("/title"), "{why}");
         assert_eq!(
             invalid_line(&dead, "ERROR :: /title :: missing\n"),
             "position 3 (J-1): ERROR :: /title :: missing"
         );
         assert!(invalid_line(&letter("[1]"), "x").starts_with("position 3 (-): "));
-        let lines = edit_lines(&dead, &edit(&["title=t"], &[]), &mut Seen::default());
+        let lines = edit_lines(&dead, &Edit::of(&["title=t"], &[]), &mut Seen::default());
         assert_eq!(lines, ["    3  J-1  (no change)"]);
         let mut seen = Seen::default();
-        let lines = edit_lines(&dead, &edit(&[], &["title"]), &mut seen);
+        let lines = edit_lines(&dead, &Edit::of(&[], &["title"]), &mut seen);
         assert!(
             lines[0].starts_with("    3  J-1  invalid after the edit: "),
             "{lines:?}"

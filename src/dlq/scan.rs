@@ -102,6 +102,22 @@ impl DeadLetter {
     }
 }
 
+#[cfg(test)]
+impl DeadLetter {
+    /// A dead letter at `position`, held nowhere in particular: what the commands' tests look at.
+    pub fn at(position: u64, body: &[u8], properties: BasicProperties) -> DeadLetter {
+        DeadLetter {
+            position,
+            held: Held {
+                window: 0,
+                delivery_tag: 1,
+            },
+            body: body.to_vec(),
+            properties,
+        }
+    }
+}
+
 /// How many messages a queue holds ready, without creating it: a missing queue is an error naming the
 /// setting that names it.
 pub async fn ready_count(

@@ -176,10 +176,7 @@ mod tests {
     #[test]
     fn groups_over_several_contracts_name_them() {
         let mut stats = Stats::default();
-        let key = GroupKey {
-            status: Some(422),
-            message: "ERROR :: /title :: field is required".into(),
-        };
+        let key = GroupKey::new(422, "ERROR :: /title :: field is required");
         for (position, contract) in [
             Some("urn:li:contract:7"),
             Some("urn:li:contract:9"),
@@ -197,10 +194,7 @@ mod tests {
             };
             stats.add(key.clone(), member);
         }
-        let one = GroupKey {
-            status: Some(403),
-            message: "one contract".into(),
-        };
+        let one = GroupKey::new(403, "one contract");
         stats.add(
             one,
             Member {
