@@ -39,7 +39,7 @@ use axum::serve::ListenerExt;
 use clap::Parser;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use job_closer::config::BatchArgs;
+use job_closer::BatchArgs;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -163,7 +163,7 @@ async fn run(options: Options, queues: BenchQueues) {
         "job-closer throughput: {} persistent messages per drain, {} round(s), RabbitMQ at {}",
         options.messages,
         options.rounds,
-        job_closer::config::redact_url_password(&options.amqp_url)
+        job_closer::redact_url_password(&options.amqp_url)
     );
     println!(
         "worker: {} (BATCH_SIZE={} MAX_IN_FLIGHT={} PREFETCH={} BATCH_LINGER_MS={} RATE_LIMIT_PER_MINUTE=0)",

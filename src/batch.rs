@@ -19,10 +19,10 @@ use tokio::time::Instant;
 
 /// An `externalJobPostingId` as the batcher tells ids apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdKey(u64);
+pub(crate) struct IdKey(u64);
 
 impl IdKey {
-    pub fn of(external_id: &str) -> Self {
+    pub(crate) fn of(external_id: &str) -> Self {
         // Keyed per process, so ids crafted to collide cannot split every batch.
         static KEYS: OnceLock<RandomState> = OnceLock::new();
         IdKey(KEYS.get_or_init(RandomState::new).hash_one(external_id))
@@ -36,14 +36,14 @@ impl From<&str> for IdKey {
 }
 
 /// What a batch is grouped by by default: the contract's raw JSON text, or none.
-pub type ContractKey = Option<String>;
+pub(crate) type ContractKey = Option<String>;
 
 /// Elements that may go out in one request.
 #[derive(Debug)]
-pub struct Batch<T, K = ContractKey> {
+pub(crate) struct Batch<T, K = ContractKey> {
     /// What every element of the batch shares.
-    pub key: K,
-    pub items: Vec<T>,
+    pub(crate) key: K,
+    pub(crate) items: Vec<T>,
     ids: Vec<IdKey>,
     first_arrival: Instant,
 }
@@ -58,47 +58,32 @@ impl<T, K> Batch<T, K> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
     }
 }
 
 /// Collects elements into batches per key.
 #[derive(Debug)]
-pub struct Batcher<T, K = ContractKey> {
+pub(crate) struct Batcher<T, K = ContractKey> {
     max_size: usize,
     linger: Duration,
     /// Per contract, the open batches oldest first; a duplicate id spills into a later one.
     open: HashMap<K, Vec<Batch<T, K>>>,
-    pending: usize,
 }
 
 impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
-    pub fn new(max_size: usize, linger: Duration) -> Self {
+    pub(crate) fn new(max_size: usize, linger: Duration) -> Self {
         assert!(max_size > 0, "a batch holds at least one element");
         Batcher {
             max_size,
             linger,
             open: HashMap::new(),
-            pending: 0,
         }
     }
 
-    /// Elements held, not yet handed out.
-    pub fn len(&self) -> usize {
-        self.pending
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending == 0
-    }
-
     /// Adds an element; returns the batch it filled, if it filled one.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         item: T,
         external_id: impl Into<IdKey>,
@@ -122,7 +107,6 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
         let batch = &mut batches[index];
         batch.ids.push(id);
         batch.items.push(item);
-        self.pending += 1;
         if batch.len() < max_size {
             return None;
         }
@@ -130,12 +114,11 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
         if batches.is_empty() {
             self.open.remove(&contract);
         }
-        self.pending -= full.len();
         Some(full)
     }
 
     /// When the oldest open batch is due, if any is open.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.open
             .values()
             .flatten()
@@ -144,13 +127,13 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
     }
 
     /// Hands out every batch whose linger has run out by `now`.
-    pub fn take_due(&mut self, now: Instant) -> Vec<Batch<T, K>> {
+    pub(crate) fn take_due(&mut self, now: Instant) -> Vec<Batch<T, K>> {
         let linger = self.linger;
         self.take_where(|b| b.first_arrival + linger <= now)
     }
 
     /// Hands out everything, due or not (shutdown).
-    pub fn take_all(&mut self) -> Vec<Batch<T, K>> {
+    pub(crate) fn take_all(&mut self) -> Vec<Batch<T, K>> {
         self.take_where(|_| true)
     }
 
@@ -167,7 +150,6 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
             }
             !batches.is_empty()
         });
-        self.pending -= out.iter().map(Batch::len).sum::<usize>();
         out.sort_by_key(|b| b.first_arrival);
         out
     }
@@ -176,6 +158,17 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl<T, K> Batcher<T, K> {
+        /// Elements held, not yet handed out.
+        fn len(&self) -> usize {
+            self.open.values().flatten().map(Batch::len).sum()
+        }
+
+        fn is_empty(&self) -> bool {
+            self.len() == 0
+        }
+    }
 
     fn ids<T: Clone>(b: &Batch<T>) -> Vec<T> {
         b.items.clone()

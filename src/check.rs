@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 const CONNECTION_NAME: &str = "job-closer check";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Ok,
     Fail,
     Skip,
@@ -49,10 +49,10 @@ impl Verdict {
 
 /// One printed line: a step and what came of it.
 #[derive(Debug)]
-pub struct StepResult {
-    pub step: &'static str,
-    pub verdict: Verdict,
-    pub detail: String,
+pub(crate) struct StepResult {
+    pub(crate) step: &'static str,
+    pub(crate) verdict: Verdict,
+    pub(crate) detail: String,
 }
 
 impl StepResult {
@@ -96,7 +96,7 @@ impl std::fmt::Display for StepResult {
 /// Which kind of step failed: the configuration (exit 2), or the broker, a queue or the token
 /// endpoint (exit 1).
 #[derive(Debug, thiserror::Error)]
-pub enum CheckFailed {
+pub(crate) enum CheckFailed {
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -104,7 +104,7 @@ pub enum CheckFailed {
 }
 
 /// Runs every step, printing each line as soon as it is known, and maps the verdicts to an exit.
-pub async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
+pub(crate) async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
     let mut results = Vec::new();
     let mut report = |result: StepResult| {
         println!("{result}");

@@ -85,7 +85,7 @@ fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
 pub struct HealthcheckArgs {
     /// URL to check.
     #[arg(long, default_value = "http://127.0.0.1:9464/readyz")]
-    pub url: String,
+    pub(crate) url: String,
 }
 
 /// A failed command, by exit code.

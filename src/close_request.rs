@@ -67,10 +67,10 @@ pub const WORKPLACE_TYPES: [&str; 3] = ["On-site", "Hybrid", "Remote"];
 pub struct CloseRequest {
     pub external_id: String,
     /// The raw `contract` value (JSON text) when present: requests never mix contracts.
-    pub contract: Option<String>,
+    pub(crate) contract: Option<String>,
     /// The element as it goes into `elements`: the original bytes, with `"jobPostingOperationType":"CLOSE"`
     /// spliced in when the message left it out.
-    pub element: Bytes,
+    pub(crate) element: Bytes,
 }
 
 /// Why a message cannot be sent. `Display` is the message that goes into `x-error-message`.
@@ -256,7 +256,7 @@ pub fn validate(body: &[u8]) -> Result<CloseRequest, Invalid> {
 /// Whether `text` is what LinkedIn takes as a `companyApplyUrl` ("must be a valid URL and cannot
 /// be blank"): an absolute `http` or `https` URL with a host. Shared with the sandbox, which must
 /// refuse exactly what the worker refuses to send.
-pub fn is_absolute_http_url(text: &str) -> bool {
+pub(crate) fn is_absolute_http_url(text: &str) -> bool {
     url::Url::parse(text).is_ok_and(|url| {
         matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty())
     })

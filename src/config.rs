@@ -6,18 +6,18 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// A secret string: `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -37,26 +37,26 @@ impl std::str::FromStr for Secret {
 
 /// An AMQP URL whose password never reaches a log or an error message.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AmqpUrl(String);
+pub(crate) struct AmqpUrl(String);
 
 impl AmqpUrl {
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// The URL with its password replaced, for logs and errors.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         redact_url_password(&self.0)
     }
 
     /// `amqps://`: the connection is TLS.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.0.starts_with("amqps://")
     }
 
     /// The same URL with another password (`AMQP_PASSWORD_FILE`), percent-encoded so that any
     /// character survives the trip through the URL.
-    pub fn with_password(&self, password: &str) -> AmqpUrl {
+    pub(crate) fn with_password(&self, password: &str) -> AmqpUrl {
         let Ok(mut parsed) = url::Url::parse(&self.0) else {
             return self.clone();
         };
@@ -175,16 +175,17 @@ impl std::str::FromStr for AmqpUrl {
 pub struct AmqpUrls(Vec<AmqpUrl>);
 
 impl AmqpUrls {
-    pub fn nodes(&self) -> &[AmqpUrl] {
+    #[cfg(test)]
+    fn nodes(&self) -> &[AmqpUrl] {
         &self.0
     }
 
-    pub fn into_nodes(self) -> Vec<AmqpUrl> {
+    pub(crate) fn into_nodes(self) -> Vec<AmqpUrl> {
         self.0
     }
 
     /// Every node with its password redacted, comma-separated.
-    pub fn redacted(&self) -> String {
+    pub(crate) fn redacted(&self) -> String {
         self.0
             .iter()
             .map(AmqpUrl::redacted)
@@ -248,7 +249,7 @@ impl std::str::FromStr for AmqpUrls {
 /// Parses `--amqp-url` / `AMQP_URL` without echoing it: clap's own "invalid value '...'" error would
 /// print the password.
 #[derive(Clone, Copy, Debug)]
-pub struct AmqpUrlParser;
+pub(crate) struct AmqpUrlParser;
 
 impl clap::builder::TypedValueParser for AmqpUrlParser {
     type Value = AmqpUrls;
@@ -280,24 +281,24 @@ impl clap::builder::TypedValueParser for AmqpUrlParser {
 pub struct AmqpFileArgs {
     /// File holding AMQP_URL (one URL or a comma-separated list); wins over AMQP_URL.
     #[arg(long, env = "AMQP_URL_FILE")]
-    pub amqp_url_file: Option<PathBuf>,
+    pub(crate) amqp_url_file: Option<PathBuf>,
     /// File holding the broker password; replaces the password of every AMQP_URL node.
     #[arg(long, env = "AMQP_PASSWORD_FILE")]
-    pub amqp_password_file: Option<PathBuf>,
+    pub(crate) amqp_password_file: Option<PathBuf>,
     /// PEM CA certificate(s) trusted for amqps:// in addition to the system roots (the broker only;
     /// LinkedIn calls keep the system roots).
     #[arg(long, env = "AMQP_TLS_CA_FILE")]
-    pub amqp_tls_ca_file: Option<PathBuf>,
+    pub(crate) amqp_tls_ca_file: Option<PathBuf>,
     /// PEM client certificate for amqps:// (mutual TLS); needs AMQP_TLS_KEY_FILE.
     #[arg(long, env = "AMQP_TLS_CERT_FILE")]
-    pub amqp_tls_cert_file: Option<PathBuf>,
+    pub(crate) amqp_tls_cert_file: Option<PathBuf>,
     /// PEM private key of AMQP_TLS_CERT_FILE.
     #[arg(long, env = "AMQP_TLS_KEY_FILE")]
-    pub amqp_tls_key_file: Option<PathBuf>,
+    pub(crate) amqp_tls_key_file: Option<PathBuf>,
 }
 
 /// Reads a one-line secret file of the broker settings; the trailing newline is not part of it.
-pub fn read_secret_file(
+pub(crate) fn read_secret_file(
     setting: &'static str,
     path: &std::path::Path,
 ) -> Result<String, ConfigError> {
@@ -387,43 +388,43 @@ pub struct AmqpArgs {
 
 /// How to reach LinkedIn.
 #[derive(Args, Clone, Debug)]
-pub struct LinkedInArgs {
+pub(crate) struct LinkedInArgs {
     /// LinkedIn API base URL; requests go to {url}/v2/simpleJobPostings.
     #[arg(
         long,
         env = "LINKEDIN_API_URL",
         default_value = "https://api.linkedin.com"
     )]
-    pub linkedin_api_url: String,
+    pub(crate) linkedin_api_url: String,
     /// When set (e.g. 202504): use {url}/rest/simpleJobPostings with a LinkedIn-Version header.
     #[arg(long, env = "LINKEDIN_API_VERSION")]
-    pub linkedin_api_version: Option<String>,
+    pub(crate) linkedin_api_version: Option<String>,
     /// OAuth client-credentials token endpoint.
     #[arg(
         long,
         env = "LINKEDIN_TOKEN_URL",
         default_value = "https://www.linkedin.com/oauth/v2/accessToken"
     )]
-    pub linkedin_token_url: String,
+    pub(crate) linkedin_token_url: String,
     /// OAuth client id.
     #[arg(long, env = "LINKEDIN_CLIENT_ID")]
-    pub linkedin_client_id: Option<String>,
+    pub(crate) linkedin_client_id: Option<String>,
     /// OAuth client secret (prefer LINKEDIN_CLIENT_SECRET_FILE).
     #[arg(long, env = "LINKEDIN_CLIENT_SECRET", hide_env_values = true)]
-    pub linkedin_client_secret: Option<Secret>,
+    pub(crate) linkedin_client_secret: Option<Secret>,
     /// File holding the OAuth client secret (Docker and Kubernetes secrets).
     #[arg(long, env = "LINKEDIN_CLIENT_SECRET_FILE")]
-    pub linkedin_client_secret_file: Option<PathBuf>,
+    pub(crate) linkedin_client_secret_file: Option<PathBuf>,
     /// Timeout of one HTTP request to LinkedIn.
     #[arg(long, env = "HTTP_TIMEOUT_MS", default_value_t = 30_000)]
-    pub http_timeout_ms: u64,
+    pub(crate) http_timeout_ms: u64,
 }
 
 /// The client id and secret, once resolved.
 #[derive(Clone, Debug)]
-pub struct Credentials {
-    pub client_id: String,
-    pub client_secret: Secret,
+pub(crate) struct Credentials {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Secret,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -463,7 +464,7 @@ pub enum ConfigError {
 
 impl LinkedInArgs {
     /// Sends to a LinkedIn stand-in (the sandbox) instead: its URLs and its client, no secret file.
-    pub fn use_stand_in(
+    pub(crate) fn use_stand_in(
         &mut self,
         api_url: String,
         token_url: String,
@@ -477,7 +478,7 @@ impl LinkedInArgs {
         self.linkedin_client_secret_file = None;
     }
 
-    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+    pub(crate) fn credentials(&self) -> Result<Credentials, ConfigError> {
         let client_id = self
             .linkedin_client_id
             .clone()
@@ -506,7 +507,7 @@ impl LinkedInArgs {
     }
 
     /// Checks both URLs parse, before anything is sent.
-    pub fn check_urls(&self) -> Result<(), ConfigError> {
+    pub(crate) fn check_urls(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("LINKEDIN_API_URL", &self.linkedin_api_url),
             ("LINKEDIN_TOKEN_URL", &self.linkedin_token_url),
@@ -524,7 +525,7 @@ impl LinkedInArgs {
     }
 
     /// `{url}/v2/simpleJobPostings`, or the versioned `/rest` path when a version is set.
-    pub fn postings_url(&self) -> String {
+    pub(crate) fn postings_url(&self) -> String {
         let base = self.linkedin_api_url.trim_end_matches('/');
         match self.linkedin_api_version {
             Some(_) => format!("{base}/rest/simpleJobPostings"),
@@ -532,7 +533,7 @@ impl LinkedInArgs {
         }
     }
 
-    pub fn tasks_url(&self) -> String {
+    pub(crate) fn tasks_url(&self) -> String {
         let base = self.linkedin_api_url.trim_end_matches('/');
         match self.linkedin_api_version {
             Some(_) => format!("{base}/rest/simpleJobPostingTasks"),
@@ -540,7 +541,7 @@ impl LinkedInArgs {
         }
     }
 
-    pub fn http_timeout(&self) -> Duration {
+    pub(crate) fn http_timeout(&self) -> Duration {
         Duration::from_millis(self.http_timeout_ms)
     }
 }
@@ -550,10 +551,10 @@ impl LinkedInArgs {
 pub struct BatchArgs {
     /// Elements per request (LinkedIn takes at most 100).
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
-    pub batch_size: u16,
+    pub(crate) batch_size: u16,
     /// A partial batch is sent this long after its first element arrived.
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 500)]
-    pub batch_linger_ms: u64,
+    pub(crate) batch_linger_ms: u64,
     /// Requests to LinkedIn in flight at once.
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub max_in_flight: u16,
@@ -563,11 +564,11 @@ pub struct BatchArgs {
     /// Elements per UTC day sent to LinkedIn (its documented premium limit); when reached, sending
     /// pauses until 00:00 UTC. 0 = unlimited. Counted in memory: a restart forgets the day's count.
     #[arg(long, env = "RATE_LIMIT_PER_DAY", default_value_t = 60_000)]
-    pub rate_limit_per_day: u64,
+    pub(crate) rate_limit_per_day: u64,
     /// Deliveries the broker may hand over unacknowledged; default: enough to fill every in-flight
     /// request plus the batch being filled.
     #[arg(long, env = "PREFETCH")]
-    pub prefetch: Option<u16>,
+    pub(crate) prefetch: Option<u16>,
 }
 
 impl BatchArgs {
@@ -598,7 +599,7 @@ impl BatchArgs {
 /// What to do with a close LinkedIn says is already closed (409 "Cannot close job which is already
 /// closed or does not exist").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum AlreadyClosed {
+pub(crate) enum AlreadyClosed {
     /// Settle it as done: acked, not dead-lettered, no task check.
     #[default]
     Ack,
@@ -608,7 +609,7 @@ pub enum AlreadyClosed {
 
 /// How the worker treats particular answers from LinkedIn.
 #[derive(Args, Clone, Debug)]
-pub struct AnswerArgs {
+pub(crate) struct AnswerArgs {
     /// A close LinkedIn answers with 409 "already closed or does not exist" (or that LinkedIn
     /// accepted from this worker within the last hour): ack it, or dead-letter it as rejected/409.
     #[arg(
@@ -618,12 +619,12 @@ pub struct AnswerArgs {
         default_value = "ack",
         ignore_case = true
     )]
-    pub already_closed: AlreadyClosed,
+    pub(crate) already_closed: AlreadyClosed,
 }
 
 /// On or off, for switches that read better as words than as booleans.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
+pub(crate) enum Switch {
     #[value(alias = "true")]
     On,
     #[value(alias = "false")]
@@ -631,11 +632,11 @@ pub enum Switch {
 }
 
 /// Longest first-check delay: a task id lives 24 hours, so a later first check could never succeed.
-pub const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Verifying that the close tasks LinkedIn accepted actually succeeded.
 #[derive(Args, Clone, Debug)]
-pub struct TaskCheckArgs {
+pub(crate) struct TaskCheckArgs {
     /// Verify every accepted close with simpleJobPostingTasks and dead-letter the ones whose task
     /// FAILED (on), or trust LinkedIn's 202 (off).
     #[arg(
@@ -645,39 +646,39 @@ pub struct TaskCheckArgs {
         default_value = "on",
         ignore_case = true
     )]
-    pub task_check: Switch,
+    pub(crate) task_check: Switch,
     /// How long after LinkedIn accepted a close its task is first checked (LinkedIn advises five
     /// minutes); later checks back off from there, doubling up to an hour.
     #[arg(long, env = "TASK_CHECK_DELAY_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(0..=MAX_TASK_CHECK_DELAY_MS))]
-    pub task_check_delay_ms: u64,
+    pub(crate) task_check_delay_ms: u64,
 }
 
 impl TaskCheckArgs {
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.task_check == Switch::On
     }
 
-    pub fn first_delay(&self) -> Duration {
+    pub(crate) fn first_delay(&self) -> Duration {
         Duration::from_millis(self.task_check_delay_ms)
     }
 }
 
 /// Backoff for transient failures.
 #[derive(Args, Clone, Debug)]
-pub struct RetryArgs {
+pub(crate) struct RetryArgs {
     /// First retry delay.
     #[arg(long, env = "RETRY_INITIAL_MS", default_value_t = 500)]
-    pub retry_initial_ms: u64,
+    pub(crate) retry_initial_ms: u64,
     /// Longest delay between retries.
     #[arg(long, env = "RETRY_MAX_MS", default_value_t = 30_000)]
-    pub retry_max_ms: u64,
+    pub(crate) retry_max_ms: u64,
     /// A transient failure that lasts longer is dead-lettered as retries-exhausted.
     #[arg(long, env = "RETRY_MAX_ELAPSED_MS", default_value_t = 900_000)]
-    pub retry_max_elapsed_ms: u64,
+    pub(crate) retry_max_elapsed_ms: u64,
 }
 
 impl RetryArgs {
-    pub fn policy(&self) -> Result<RetryPolicy, ConfigError> {
+    pub(crate) fn policy(&self) -> Result<RetryPolicy, ConfigError> {
         if self.retry_initial_ms == 0 || self.retry_initial_ms > self.retry_max_ms {
             return Err(ConfigError::Invalid(format!(
                 "RETRY_INITIAL_MS ({}) must be at least 1 and at most RETRY_MAX_MS ({})",
@@ -696,30 +697,30 @@ impl RetryArgs {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     #[command(flatten)]
-    pub linkedin: LinkedInArgs,
+    pub(crate) linkedin: LinkedInArgs,
     #[command(flatten)]
-    pub batch: BatchArgs,
+    pub(crate) batch: BatchArgs,
     #[command(flatten)]
-    pub retry: RetryArgs,
+    pub(crate) retry: RetryArgs,
     #[command(flatten)]
-    pub tasks: TaskCheckArgs,
+    pub(crate) tasks: TaskCheckArgs,
     #[command(flatten)]
-    pub answers: AnswerArgs,
+    pub(crate) answers: AnswerArgs,
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub sandbox: bool,
+    pub(crate) sandbox: bool,
     /// With --sandbox: the in-process sandbox also enforces the spec's lengths (description
     /// 100-25,000, title <= 200) and a company field, which LinkedIn does not document for CLOSE.
     #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub sandbox_strict: bool,
+    pub(crate) sandbox_strict: bool,
     /// On SIGTERM/SIGINT, how long to wait for requests in flight before closing anyway.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 30_000)]
-    pub shutdown_timeout_ms: u64,
+    pub(crate) shutdown_timeout_ms: u64,
     /// Address for /healthz, /readyz and /metrics; empty disables the listener.
     #[arg(long, env = "METRICS_ADDR", default_value = "127.0.0.1:9464")]
-    pub metrics_addr: String,
+    pub(crate) metrics_addr: String,
     /// Name of the worker's broker connection in RabbitMQ's management UI and `rabbitmqctl
     /// list_connections`; `{hostname}` is replaced by this machine's host name (a pod's name in
     /// Kubernetes), so that replicas can be told apart.
@@ -728,14 +729,14 @@ pub struct RunArgs {
         env = "AMQP_CONNECTION_NAME",
         default_value = DEFAULT_CONNECTION_NAME
     )]
-    pub amqp_connection_name: String,
+    pub(crate) amqp_connection_name: String,
 }
 
 /// The worker's connection name unless `AMQP_CONNECTION_NAME` says otherwise.
-pub const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
+pub(crate) const DEFAULT_CONNECTION_NAME: &str = "job-closer worker@{hostname}";
 
 /// Replaces `{hostname}` with the host name (the kernel's, else `HOSTNAME`, else `unknown-host`).
-pub fn expand_connection_name(template: &str) -> String {
+pub(crate) fn expand_connection_name(template: &str) -> String {
     if !template.contains("{hostname}") {
         return template.to_owned();
     }

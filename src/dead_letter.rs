@@ -104,34 +104,34 @@ pub struct Failure {
 /// it records and how its attempts count are decided here, not at each caller.
 impl Failure {
     /// A message that failed local validation: never sent, recorded as LinkedIn would answer (422).
-    pub fn invalid(message: impl Into<String>) -> Failure {
+    pub(crate) fn invalid(message: impl Into<String>) -> Failure {
         Failure::of(Reason::Invalid, 422, message, 0)
     }
 
     /// LinkedIn refused the close with `status` after `attempts` requests.
-    pub fn rejected(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
+    pub(crate) fn rejected(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
         Failure::of(Reason::Rejected, status, message, attempts)
     }
 
     /// A transient failure (the last one seen: `status`, `message`) outlived the retry budget.
-    pub fn exhausted(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
+    pub(crate) fn exhausted(status: u16, message: impl Into<String>, attempts: u32) -> Failure {
         Failure::of(Reason::RetriesExhausted, status, message, attempts)
     }
 
     /// LinkedIn accepted the close, and its task then ended failed (the lookup answered 200);
     /// `checks` counts the lookups made.
-    pub fn task_failed(message: impl Into<String>, checks: u32, task_id: &str) -> Failure {
+    pub(crate) fn task_failed(message: impl Into<String>, checks: u32, task_id: &str) -> Failure {
         Failure::of(Reason::TaskFailed, 200, message, checks).with_task_id(task_id)
     }
 
     /// The close task's fate could not be learnt; `status` is the last HTTP status seen, `checks`
     /// the lookups made. Add the task id with [`Failure::with_task_id`] where there is a usable one.
-    pub fn task_unknown(status: u16, message: impl Into<String>, checks: u32) -> Failure {
+    pub(crate) fn task_unknown(status: u16, message: impl Into<String>, checks: u32) -> Failure {
         Failure::of(Reason::TaskUnknown, status, message, checks)
     }
 
     /// The failure, naming the close task it concerns (`x-task-id`).
-    pub fn with_task_id(mut self, task_id: &str) -> Failure {
+    pub(crate) fn with_task_id(mut self, task_id: &str) -> Failure {
         self.task_id = Some(task_id.to_owned());
         self
     }
@@ -148,7 +148,7 @@ impl Failure {
 }
 
 /// Cuts text to at most `max` bytes without splitting a character.
-pub fn truncate_utf8(text: &str, max: usize) -> &str {
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
@@ -164,14 +164,14 @@ const MILLISECONDS_UTC: &[BorrowedFormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 
 /// A time as dead letters record it (and `dlq` shows it): UTC, to the millisecond.
-pub fn format_time(at: OffsetDateTime) -> String {
+pub(crate) fn format_time(at: OffsetDateTime) -> String {
     at.to_offset(UtcOffset::UTC)
         .format(MILLISECONDS_UTC)
         .unwrap_or_default()
 }
 
 /// Now, as [`format_time`] writes it.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     format_time(OffsetDateTime::now_utc())
 }
 
@@ -213,20 +213,20 @@ pub fn properties(
 /// What a message in the dead-letter queue says about its failure, as far as it says anything:
 /// messages published by hand or dead-lettered by RabbitMQ itself (`x-death`) carry less.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Recorded {
-    pub status: Option<i64>,
-    pub message: Option<String>,
-    pub reason: Option<String>,
-    pub attempts: Option<i64>,
-    pub original_queue: Option<String>,
+pub(crate) struct Recorded {
+    pub(crate) status: Option<i64>,
+    pub(crate) message: Option<String>,
+    pub(crate) reason: Option<String>,
+    pub(crate) attempts: Option<i64>,
+    pub(crate) original_queue: Option<String>,
     /// `x-dead-lettered-at`, or the time of RabbitMQ's newest `x-death` record.
-    pub dead_lettered_at: Option<String>,
-    pub task_id: Option<String>,
-    pub replay_count: Option<i64>,
+    pub(crate) dead_lettered_at: Option<String>,
+    pub(crate) task_id: Option<String>,
+    pub(crate) replay_count: Option<i64>,
 }
 
 impl Recorded {
-    pub fn read(headers: Option<&FieldTable>) -> Recorded {
+    pub(crate) fn read(headers: Option<&FieldTable>) -> Recorded {
         let Some(headers) = headers else {
             return Recorded::default();
         };
@@ -261,7 +261,7 @@ impl Recorded {
 /// One record of RabbitMQ's `x-death` header: where, why and when the broker dead-lettered the
 /// message.
 #[derive(Clone, Copy, Debug)]
-pub struct Death<'a> {
+pub(crate) struct Death<'a> {
     table: &'a BTreeMap<ShortString, AMQPValue>,
 }
 
@@ -280,12 +280,12 @@ impl Death<'_> {
     }
 
     /// The queue the message died in.
-    pub fn queue(&self) -> Option<String> {
+    pub(crate) fn queue(&self) -> Option<String> {
         self.text("queue")
     }
 
     /// When, as RFC 3339 (RabbitMQ sends an AMQP timestamp, in seconds).
-    pub fn time(&self) -> Option<String> {
+    pub(crate) fn time(&self) -> Option<String> {
         match self.table.get("time")? {
             AMQPValue::Timestamp(seconds) => {
                 OffsetDateTime::from_unix_timestamp(i64::try_from(*seconds).ok()?)
@@ -299,7 +299,7 @@ impl Death<'_> {
 }
 
 /// The `x-death` records of a message, newest first; none when it has no (readable) `x-death`.
-pub fn deaths(headers: &FieldTable) -> impl Iterator<Item = Death<'_>> {
+pub(crate) fn deaths(headers: &FieldTable) -> impl Iterator<Item = Death<'_>> {
     let records = match headers.inner().get(X_DEATH) {
         Some(AMQPValue::FieldArray(records)) => records.as_slice(),
         _ => &[],
@@ -311,7 +311,7 @@ pub fn deaths(headers: &FieldTable) -> impl Iterator<Item = Death<'_>> {
 /// `x-death` entries (the header goes when none is left), and each `x-first-death-*` /
 /// `x-last-death-*` group whose queue is one of them. Records of other queues stay: the original
 /// may have been dead-lettered upstream before it reached us.
-pub fn without_deaths_in(headers: &FieldTable, ours: impl Fn(&str) -> bool) -> FieldTable {
+pub(crate) fn without_deaths_in(headers: &FieldTable, ours: impl Fn(&str) -> bool) -> FieldTable {
     let inner = headers.inner();
     let group_is_ours = |name: &str| {
         let group = if name.starts_with("x-first-death-") {
@@ -376,7 +376,7 @@ fn named(body: &[u8]) -> Option<Named> {
 }
 
 /// `externalJobPostingId` as text, when the body is a JSON object that has one (string or number).
-pub fn external_id(body: &[u8]) -> Option<String> {
+pub(crate) fn external_id(body: &[u8]) -> Option<String> {
     match named(body)?.external_id? {
         Value::String(text) => Some(text),
         Value::Number(number) => Some(number.to_string()),
@@ -385,7 +385,7 @@ pub fn external_id(body: &[u8]) -> Option<String> {
 }
 
 /// The body's `contract` (`urn:li:contract:7`), when it is a JSON object that names one.
-pub fn contract(body: &[u8]) -> Option<String> {
+pub(crate) fn contract(body: &[u8]) -> Option<String> {
     match named(body)?.contract? {
         Value::String(urn) => Some(urn),
         _ => None,
@@ -395,7 +395,10 @@ pub fn contract(body: &[u8]) -> Option<String> {
 /// The properties a replayed message goes back to the close queue with: the original ones, without
 /// job-closer's failure record, with `x-replay-count` one higher, and — when the replay edited the
 /// body — `x-edited-fields` naming the fields it set or unset.
-pub fn replay_properties(original: &BasicProperties, edited_fields: &[String]) -> BasicProperties {
+pub(crate) fn replay_properties(
+    original: &BasicProperties,
+    edited_fields: &[String],
+) -> BasicProperties {
     let headers = original.headers().as_ref();
     let replays = Recorded::read(headers).replay_count.unwrap_or(0);
     let mut kept = headers.map(strip_failure).unwrap_or_default();
@@ -413,7 +416,7 @@ pub fn replay_properties(original: &BasicProperties, edited_fields: &[String]) -
 }
 
 /// Headers without job-closer's failure record, for sending a message back to the close queue.
-pub fn strip_failure(headers: &FieldTable) -> FieldTable {
+pub(crate) fn strip_failure(headers: &FieldTable) -> FieldTable {
     let mut kept = FieldTable::default();
     for (key, value) in headers.inner() {
         let name = key.as_str();

@@ -18,7 +18,7 @@ use url::Url;
 
 /// The proxy settings read from the environment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProxyRules {
+pub(crate) struct ProxyRules {
     https: Option<Setting>,
     http: Option<Setting>,
     all: Option<Setting>,
@@ -34,7 +34,7 @@ struct Setting {
 
 /// A proxy URL; `Debug` and `Display` mask its password.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ProxyUrl(pub Url);
+pub(crate) struct ProxyUrl(pub(crate) Url);
 
 impl std::fmt::Debug for ProxyUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -50,7 +50,7 @@ impl std::fmt::Display for ProxyUrl {
 
 /// The proxy for one target, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// Through this proxy, chosen by this variable.
     Proxy {
         proxy: ProxyUrl,
@@ -66,12 +66,12 @@ pub enum Route {
 
 impl ProxyRules {
     /// From the process environment; lower-case names win over upper-case ones, as in curl.
-    pub fn from_env() -> ProxyRules {
+    pub(crate) fn from_env() -> ProxyRules {
         ProxyRules::from_lookup(|name| std::env::var(name).ok())
     }
 
     /// From any variable lookup (tests give their own).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ProxyRules {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> ProxyRules {
         let read = |lower: &'static str, upper: &'static str| {
             [lower, upper].into_iter().find_map(|name| {
                 let value = lookup(name)?;
@@ -110,7 +110,7 @@ impl ProxyRules {
     }
 
     /// Where a request to `target` goes.
-    pub fn route(&self, target: &Url) -> Route {
+    pub(crate) fn route(&self, target: &Url) -> Route {
         if is_loopback(target) {
             return Route::Loopback;
         }
@@ -132,7 +132,7 @@ impl ProxyRules {
     }
 
     /// The proxy for `target`, or `None` to connect directly.
-    pub fn proxy_for(&self, target: &Url) -> Option<Url> {
+    pub(crate) fn proxy_for(&self, target: &Url) -> Option<Url> {
         match self.route(target) {
             Route::Proxy { proxy, .. } => Some(proxy.0),
             _ => None,
@@ -140,7 +140,7 @@ impl ProxyRules {
     }
 
     /// Installs these rules in a client builder, replacing reqwest's own environment proxies.
-    pub fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    pub(crate) fn apply(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         let rules = self.clone();
         builder
             .no_proxy()
@@ -150,7 +150,7 @@ impl ProxyRules {
     }
 
     /// `NO_PROXY` as given, for `check`.
-    pub fn no_proxy(&self) -> Option<String> {
+    pub(crate) fn no_proxy(&self) -> Option<String> {
         (!self.no_proxy.is_empty()).then(|| self.no_proxy.join(","))
     }
 
@@ -210,7 +210,7 @@ fn ip_matches(entry: &str, address: IpAddr) -> bool {
 }
 
 /// `localhost`, `*.localhost`, `127.0.0.0/8` and `::1` (also IPv4-mapped): never proxied.
-pub fn is_loopback(target: &Url) -> bool {
+pub(crate) fn is_loopback(target: &Url) -> bool {
     match target.host() {
         Some(url::Host::Domain(domain)) => {
             let domain = domain.trim_end_matches('.').to_ascii_lowercase();
@@ -225,7 +225,7 @@ pub fn is_loopback(target: &Url) -> bool {
 }
 
 /// A proxy URL with its password masked (and a user name kept, to tell accounts apart).
-pub fn masked(proxy: &Url) -> String {
+pub(crate) fn masked(proxy: &Url) -> String {
     let mut shown = proxy.clone();
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
@@ -234,7 +234,7 @@ pub fn masked(proxy: &Url) -> String {
 }
 
 /// What `check` prints for one target: the route in words, credentials masked.
-pub fn describe_route(route: &Route) -> String {
+pub(crate) fn describe_route(route: &Route) -> String {
     match route {
         Route::Proxy { proxy, setting } => format!("through {proxy} ({setting})"),
         Route::Loopback => "direct (loopback is never proxied)".into(),

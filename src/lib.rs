@@ -32,22 +32,48 @@
 //!
 //! Beside them, depending on nothing of the worker: [`sandbox`], the project's own LinkedIn
 //! stand-in, for tests and local trials (it shares only `close_request`'s URL rule).
+//!
+//! The public surface is small and declared here, at the bottom of this file: what `main.rs`, the
+//! end-to-end tests and the benchmark use, re-exported from the private modules, plus three formats
+//! kept as public modules because other programs speak them ([`close_request`], [`dead_letter`],
+//! [`tasks`]'s pending-check headers). Everything else is `pub(crate)`, so `dead_code` names any item
+//! nothing uses. These docs are for the crate's developers: build them with
+//! `cargo doc --document-private-items` (CI does, with warnings as errors), which is why links to
+//! private modules are allowed.
 
-pub mod amqp;
-pub mod batch;
-pub mod check;
-pub mod cli;
+#![allow(rustdoc::private_intra_doc_links)]
+
+mod amqp;
+mod batch;
+mod check;
+mod cli;
 pub mod close_request;
-pub mod config;
+mod config;
 pub mod dead_letter;
-pub mod dlq;
-pub mod http_proxy;
-pub mod linkedin;
-pub mod logging;
-pub mod metrics;
-pub mod publish;
-pub mod rate_limit;
-pub mod retry;
-pub mod sandbox;
+mod dlq;
+mod http_proxy;
+mod linkedin;
+mod logging;
+mod metrics;
+mod publish;
+mod rate_limit;
+mod retry;
+mod sandbox;
 pub mod tasks;
-pub mod worker;
+mod worker;
+
+// The public surface (see the crate doc): nothing here is for a library user, only for this
+// crate's binary, tests and benchmark.
+
+/// Broker plumbing the tests set queues up and publish with, as the worker does.
+pub use amqp::{
+    check_confirmation, confirm_channel, declare_queues, header_int, header_text, publish_confirmed,
+};
+/// The command line, as `main.rs` runs it.
+pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, execute};
+/// Settings the tests and the benchmark build a worker's environment from.
+pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
+/// Logging set up once per process.
+pub use logging::{LogFormat, init as init_logging};
+/// The LinkedIn stand-in the tests and local trials run against.
+pub use sandbox::{ALREADY_CLOSED_MESSAGE, Fault, RecloseAnswer, Sandbox, SandboxConfig, TaskRule};

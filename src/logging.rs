@@ -21,7 +21,7 @@ pub enum LogFormat {
 }
 
 /// Dependencies whose logs are capped, and the most verbose level each may log at.
-pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
+pub(crate) const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
     // Trace logs every frame, the StartOk frame with the password among them.
     ("lapin", LevelFilter::DEBUG),
     // Trace logs the AMQP URI, password included.
@@ -31,7 +31,7 @@ pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
 ];
 
 /// The targets filter that enforces [`SECRET_SAFE_CAPS`]; everything else passes.
-pub fn secret_safe_caps() -> Targets {
+pub(crate) fn secret_safe_caps() -> Targets {
     SECRET_SAFE_CAPS.iter().fold(
         Targets::new().with_default(LevelFilter::TRACE),
         |targets, (target, level)| targets.with_target(*target, *level),
@@ -39,7 +39,7 @@ pub fn secret_safe_caps() -> Targets {
 }
 
 /// `RUST_LOG` when it is set and valid, `default` otherwise.
-pub fn env_filter(default: &str) -> EnvFilter {
+pub(crate) fn env_filter(default: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
 }
 

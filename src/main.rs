@@ -1,7 +1,7 @@
 //! The `job-closer` binary: parse, set up logging and signals, run the command, exit with its code.
 
 use clap::Parser;
-use job_closer::cli::{self, Cli};
+use job_closer::{Cli, Command};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -39,16 +39,16 @@ async fn main() -> ExitCode {
     // `check` probes queues that may not exist; lapin logs each expected refusal as an error,
     // which would read as a failure next to check's own verdicts.
     let default_directives = match cli.command {
-        cli::Command::Check(_) => "info,lapin=off",
+        Command::Check(_) => "info,lapin=off",
         _ => "info",
     };
-    job_closer::logging::init(cli.log_format, default_directives);
+    job_closer::init_logging(cli.log_format, default_directives);
     let shutdown = CancellationToken::new();
     if let Err(error) = watch_signals(shutdown.clone()) {
         eprintln!("error: cannot install signal handlers: {error:#}");
         return ExitCode::from(1);
     }
-    match cli::execute(cli.command, shutdown).await {
+    match job_closer::execute(cli.command, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

@@ -19,28 +19,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeadLetterLabels {
-    pub reason: String,
-    pub status: String,
+pub(crate) struct DeadLetterLabels {
+    pub(crate) reason: String,
+    pub(crate) status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
+pub(crate) struct OutcomeLabels {
+    pub(crate) outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabels {
-    pub queue: String,
+pub(crate) struct QueueLabels {
+    pub(crate) queue: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    pub status: String,
+pub(crate) struct TaskLabels {
+    pub(crate) status: String,
 }
 
 /// The `outcome` label values of `job_closer_requests_total`.
-pub const REQUEST_OUTCOMES: &[&str] = &[
+pub(crate) const REQUEST_OUTCOMES: &[&str] = &[
     "answered",
     "unauthorized",
     "throttled",
@@ -52,28 +52,28 @@ pub const REQUEST_OUTCOMES: &[&str] = &[
 /// A heartbeat older than this means the worker's loops have stopped turning.
 const WEDGED_AFTER: Duration = Duration::from_secs(120);
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub consumed: Counter,
-    pub closed: Counter,
-    pub dead_lettered: Family<DeadLetterLabels, Counter>,
-    pub retried: Counter,
-    pub requests: Family<OutcomeLabels, Counter>,
-    pub token_requests: Counter,
-    pub batch_size: Histogram,
-    pub request_seconds: Histogram,
-    pub in_flight: Gauge,
-    pub queue_messages: Family<QueueLabels, Gauge>,
-    pub tasks: Family<TaskLabels, Counter>,
-    pub reconnects: Counter,
+    pub(crate) consumed: Counter,
+    pub(crate) closed: Counter,
+    pub(crate) dead_lettered: Family<DeadLetterLabels, Counter>,
+    pub(crate) retried: Counter,
+    pub(crate) requests: Family<OutcomeLabels, Counter>,
+    pub(crate) token_requests: Counter,
+    pub(crate) batch_size: Histogram,
+    pub(crate) request_seconds: Histogram,
+    pub(crate) in_flight: Gauge,
+    pub(crate) queue_messages: Family<QueueLabels, Gauge>,
+    pub(crate) tasks: Family<TaskLabels, Counter>,
+    pub(crate) reconnects: Counter,
     /// Closes LinkedIn (or this worker's memory of it) says were already closed.
-    pub already_closed: Counter,
+    pub(crate) already_closed: Counter,
     /// Elements sent to simpleJobPostings, every attempt counted.
-    pub elements_sent: Counter,
+    pub(crate) elements_sent: Counter,
     /// 1 while an integration fault holds the worker.
-    pub linkedin_blocked: Gauge,
+    pub(crate) linkedin_blocked: Gauge,
     /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
-    pub throttled_until: Gauge,
+    pub(crate) throttled_until: Gauge,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -92,7 +92,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("job_closer");
         let consumed = Counter::default();
         let closed = Counter::default();
@@ -237,7 +237,7 @@ impl Metrics {
         }
     }
 
-    pub fn dead_letter(&self, reason: &str, status: u16) {
+    pub(crate) fn dead_letter(&self, reason: &str, status: u16) {
         self.dead_lettered
             .get_or_create(&DeadLetterLabels {
                 reason: reason.to_owned(),
@@ -246,7 +246,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn request(&self, outcome: &str) {
+    pub(crate) fn request(&self, outcome: &str) {
         self.requests
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.to_owned(),
@@ -255,7 +255,7 @@ impl Metrics {
     }
 
     /// A close task's final status was learnt (SUCCEEDED, FAILED, or UNKNOWN once its id expired).
-    pub fn task(&self, status: &str) {
+    pub(crate) fn task(&self, status: &str) {
         self.tasks
             .get_or_create(&TaskLabels {
                 status: status.to_owned(),
@@ -263,7 +263,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn queue_depth(&self, queue: &str, messages: u32) {
+    pub(crate) fn queue_depth(&self, queue: &str, messages: u32) {
         self.queue_messages
             .get_or_create(&QueueLabels {
                 queue: queue.to_owned(),
@@ -271,25 +271,25 @@ impl Metrics {
             .set(i64::from(messages));
     }
 
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 
     /// Called by the worker's loops as they turn.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         now_ms().saturating_sub(self.heartbeat_ms.load(Ordering::Relaxed))
             < WEDGED_AFTER.as_millis() as u64
     }
 
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -298,7 +298,7 @@ impl Metrics {
 }
 
 /// Serves the three endpoints until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,

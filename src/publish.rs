@@ -21,16 +21,16 @@ const PROGRESS_FROM: usize = 2_000;
 #[derive(Args, Clone, Debug)]
 pub struct PublishArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// Newline-delimited JSON close requests; `-` or nothing reads standard input.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Publish the valid lines and report the invalid ones, instead of publishing nothing.
     #[arg(long)]
-    pub skip_invalid: bool,
+    pub(crate) skip_invalid: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PublishError {
+pub(crate) enum PublishError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -48,16 +48,16 @@ pub enum PublishError {
 
 /// What a publish did.
 #[derive(Debug, Default)]
-pub struct PublishReport {
-    pub published: usize,
-    pub skipped: Vec<(usize, Invalid)>,
+pub(crate) struct PublishReport {
+    pub(crate) published: usize,
+    pub(crate) skipped: Vec<(usize, Invalid)>,
 }
 
 /// Lines of the input by line number: the valid bodies, and why the others are invalid.
-pub type ReadRequests = (Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>);
+pub(crate) type ReadRequests = (Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>);
 
 /// Reads and validates every line; returns the valid bodies with their line numbers.
-pub fn read_requests(input: impl BufRead, path: &str) -> Result<ReadRequests, PublishError> {
+pub(crate) fn read_requests(input: impl BufRead, path: &str) -> Result<ReadRequests, PublishError> {
     let mut valid = Vec::new();
     let mut invalid = Vec::new();
     for (index, line) in input.split(b'\n').enumerate() {
@@ -80,7 +80,7 @@ pub fn read_requests(input: impl BufRead, path: &str) -> Result<ReadRequests, Pu
     Ok((valid, invalid))
 }
 
-pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> {
+pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> {
     let (path, input): (String, Box<dyn BufRead>) = match &args.file {
         None => ("standard input".into(), Box::new(std::io::stdin().lock())),
         Some(p) if p.as_os_str() == "-" => {
@@ -150,7 +150,7 @@ pub async fn publish(args: &PublishArgs) -> Result<PublishReport, PublishError> 
 }
 
 /// A bar on a terminal for large inputs; a hidden one otherwise, so pipes and logs stay clean.
-pub fn progress_bar(total: usize) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: usize) -> indicatif::ProgressBar {
     if total < PROGRESS_FROM || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

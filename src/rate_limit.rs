@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     /// Elements per minute; 0 = unlimited.
     per_minute: u32,
     /// Elements per UTC day; 0 = unlimited.
@@ -47,12 +47,14 @@ fn unix_seconds(at: SystemTime) -> i64 {
 }
 
 impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
+    /// A limiter per minute only, without a gauge (the tests' shorthand).
+    #[cfg(test)]
+    fn new(per_minute: u32) -> Self {
         RateLimiter::with_daily_limit(per_minute, 0, Gauge::default())
     }
 
     /// A limiter counting `per_day` elements per UTC day too, showing its pauses in `throttled_until`.
-    pub fn with_daily_limit(per_minute: u32, per_day: u64, throttled_until: Gauge) -> Self {
+    pub(crate) fn with_daily_limit(per_minute: u32, per_day: u64, throttled_until: Gauge) -> Self {
         RateLimiter {
             per_minute,
             per_day,
@@ -66,7 +68,7 @@ impl RateLimiter {
     }
 
     /// Waits until `elements` may be sent, and counts them as sent.
-    pub async fn acquire(&self, elements: u32) {
+    pub(crate) async fn acquire(&self, elements: u32) {
         loop {
             let pause = *lock(&self.paused_until);
             if let Some(until) = pause
@@ -127,7 +129,7 @@ impl RateLimiter {
 
     /// A 429 came back (`with_retry_after` when it said how long): the count of 429s without it in
     /// a row, this one included.
-    pub fn throttled(&self, with_retry_after: bool) -> u32 {
+    pub(crate) fn throttled(&self, with_retry_after: bool) -> u32 {
         if with_retry_after {
             self.throttles_in_a_row.store(0, Ordering::Relaxed);
             0
@@ -137,7 +139,7 @@ impl RateLimiter {
     }
 
     /// LinkedIn answered something other than a 429: the throttle is over.
-    pub fn not_throttled(&self) {
+    pub(crate) fn not_throttled(&self) {
         if self.throttles_in_a_row.swap(0, Ordering::Relaxed) > 0 || self.throttled_until.get() > 0
         {
             let paused = lock(&self.paused_until).is_some_and(|until| until > Instant::now());
@@ -176,7 +178,7 @@ impl RateLimiter {
     }
 
     /// LinkedIn throttled us: nobody sends before `until`.
-    pub fn pause_until(&self, until: Instant) {
+    pub(crate) fn pause_until(&self, until: Instant) {
         let mut paused = lock(&self.paused_until);
         if paused.is_none_or(|current| current < until) {
             *paused = Some(until);
@@ -186,7 +188,7 @@ impl RateLimiter {
         }
     }
 
-    pub fn pause_for(&self, delay: Duration) {
+    pub(crate) fn pause_for(&self, delay: Duration) {
         self.pause_until(Instant::now() + delay);
     }
 }

@@ -17,17 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
 /// 429s without `Retry-After` in a row after which the pause grows beyond `RETRY_MAX_MS`.
-pub const THROTTLES_BEFORE_ESCALATION: u32 = 3;
+pub(crate) const THROTTLES_BEFORE_ESCALATION: u32 = 3;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The UTC day `at` falls in, counted from the Unix epoch.
-pub fn utc_day(at: SystemTime) -> u64 {
+pub(crate) fn utc_day(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / DAY.as_secs()
 }
 
 /// How long from `at` until the next 00:00 UTC (a full day at midnight itself).
-pub fn until_next_utc_midnight(at: SystemTime) -> Duration {
+pub(crate) fn until_next_utc_midnight(at: SystemTime) -> Duration {
     let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let into_day = Duration::from_nanos((since_epoch.as_nanos() % DAY.as_nanos()) as u64);
     DAY - into_day
@@ -35,16 +35,16 @@ pub fn until_next_utc_midnight(at: SystemTime) -> Duration {
 
 /// Settings for retrying transient failures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RetryPolicy {
-    pub initial: Duration,
-    pub max: Duration,
+pub(crate) struct RetryPolicy {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
     /// A transient failure that outlives this is given up on (`retries-exhausted`).
-    pub max_elapsed: Duration,
+    pub(crate) max_elapsed: Duration,
 }
 
 /// What the policy says about one more failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     RetryIn(Duration),
     GiveUp,
 }
@@ -52,19 +52,19 @@ pub enum Verdict {
 /// The retry history of one group of elements; cloned when a failing batch is split so the halves
 /// keep the budget already spent.
 #[derive(Clone, Debug)]
-pub struct RetryState {
+pub(crate) struct RetryState {
     backoff: ExponentialBackoff,
     first_failure: Option<Instant>,
     /// Requests made for these elements so far.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Whole-request transient failures in a row (5xx, timeouts): the trigger for splitting.
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// 401s in a row: the first only refreshes the token; after that, back off.
-    pub unauthorized_in_a_row: u32,
+    pub(crate) unauthorized_in_a_row: u32,
 }
 
 impl RetryPolicy {
-    pub fn new_state(&self) -> RetryState {
+    pub(crate) fn new_state(&self) -> RetryState {
         RetryState {
             backoff: ExponentialBackoff {
                 current_interval: self.initial,
@@ -84,7 +84,7 @@ impl RetryPolicy {
     }
 
     /// A transient failure (5xx, 408, timeout, connection error, unmatched answer) happened at `now`.
-    pub fn on_transient(
+    pub(crate) fn on_transient(
         &self,
         state: &mut RetryState,
         now: Instant,
@@ -100,17 +100,21 @@ impl RetryPolicy {
     }
 
     /// Throttled (429) or unauthorised (401): wait, never give up.
-    pub fn on_wait(&self, state: &mut RetryState, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn on_wait(
+        &self,
+        state: &mut RetryState,
+        retry_after: Option<Duration>,
+    ) -> Duration {
         retry_after.unwrap_or_else(|| next_delay(state, self.max))
     }
 
     /// A request got an answer that was not a transient failure: the next failure starts a new run.
-    pub fn on_answer(&self, state: &mut RetryState) {
+    pub(crate) fn on_answer(&self, state: &mut RetryState) {
         state.consecutive_failures = 0;
     }
 
     /// A 401: resend at once the first time (the token was refreshed), back off after that.
-    pub fn on_unauthorized(&self, state: &mut RetryState) -> Duration {
+    pub(crate) fn on_unauthorized(&self, state: &mut RetryState) -> Duration {
         state.unauthorized_in_a_row += 1;
         if state.unauthorized_in_a_row > 1 {
             self.on_wait(state, None)
@@ -123,7 +127,7 @@ impl RetryPolicy {
     /// it had one), at `now`: LinkedIn's `Retry-After` when given; the backoff for the first few;
     /// then `RETRY_MAX_MS` doubling with each further 429, but never past the next 00:00 UTC, when
     /// LinkedIn's daily limits reset.
-    pub fn throttle_pause(
+    pub(crate) fn throttle_pause(
         &self,
         state: &mut RetryState,
         retry_after: Option<Duration>,
@@ -143,7 +147,7 @@ impl RetryPolicy {
     }
 
     /// The wait before the next probe of a blocked integration: the backoff, never the budget.
-    pub fn probe_delay(&self, state: &mut RetryState) -> Duration {
+    pub(crate) fn probe_delay(&self, state: &mut RetryState) -> Duration {
         self.on_wait(state, None)
     }
 }

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, RecloseAnswer, Sandbox, TaskRule};
+use job_closer::{Fault, RecloseAnswer, Sandbox, TaskRule};
 use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
@@ -127,7 +127,7 @@ async fn a_batch_with_a_bad_apply_url_and_a_re_close_closes_every_other_job() {
     assert_eq!(reclose["externalJobPostingId"], "onejob-7", "{reclose}");
     assert_eq!(
         reclose["error_message"],
-        job_closer::sandbox::ALREADY_CLOSED_MESSAGE,
+        job_closer::ALREADY_CLOSED_MESSAGE,
         "{reclose}"
     );
     assert_eq!(

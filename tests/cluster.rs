@@ -9,7 +9,7 @@ mod common;
 
 use common::rabbit_nodes::{RabbitNodes, free_port};
 use common::*;
-use job_closer::sandbox::SandboxConfig;
+use job_closer::SandboxConfig;
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -96,7 +96,7 @@ struct Watch<'a> {
     nodes: &'a RabbitNodes,
     name: &'a str,
     worker: &'a WorkerProcess,
-    sandbox: &'a job_closer::sandbox::Sandbox,
+    sandbox: &'a job_closer::Sandbox,
 }
 
 impl Watch<'_> {
@@ -203,7 +203,7 @@ async fn stopping_then_killing_the_connected_node_loses_nothing() {
     let mut published: Vec<String> = Vec::new();
     let batch: Vec<String> = (0..120).map(|n| format!("cl-{id}-a{n}")).collect();
     published.extend(publish(&nodes, &all, &close, &batch).await);
-    let closed = |sandbox: &job_closer::sandbox::Sandbox| sandbox.stats().closed.len();
+    let closed = |sandbox: &job_closer::Sandbox| sandbox.stats().closed.len();
     eventually(Duration::from_secs(60), "the first closes", || async {
         closed(&sandbox) >= 20
     })

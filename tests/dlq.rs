@@ -11,9 +11,11 @@ mod common;
 
 use common::*;
 use futures_util::StreamExt;
-use job_closer::amqp::{self, header_int, header_text};
-use job_closer::config::{AmqpArgs, QueueType};
 use job_closer::dead_letter::{self, Failure, Reason};
+use job_closer::{AmqpArgs, QueueType};
+use job_closer::{
+    check_confirmation, confirm_channel, declare_queues, header_int, header_text, publish_confirmed,
+};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
     QueueDeclareOptions,
@@ -115,7 +117,7 @@ async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, Bas
     for (body, properties) in messages {
         if pending.len() == 512 {
             let confirmation = pending.pop_front().unwrap().await.expect("confirm");
-            amqp::check_confirmation(queue, confirmation).expect("confirmed");
+            check_confirmation(queue, confirmation).expect("confirmed");
         }
         let confirm = channel
             .basic_publish(
@@ -133,7 +135,7 @@ async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, Bas
         pending.push_back(confirm);
     }
     for confirm in pending {
-        amqp::check_confirmation(queue, confirm.await.expect("confirm")).expect("confirmed");
+        check_confirmation(queue, confirm.await.expect("confirm")).expect("confirmed");
     }
 }
 
@@ -143,7 +145,7 @@ async fn broker_dead_letter(queues: &Queues, body: &[u8]) {
     let connection = &queues.connection;
     let source = format!("{}.source", queues.close);
     queues.also_delete(&source);
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-dead-letter-exchange".into(),
@@ -215,7 +217,7 @@ fn bodies(messages: &[Drained]) -> Vec<String> {
 /// message published by hand without any header, and one dead-lettered by RabbitMQ itself.
 /// Returns the bodies in queue order.
 async fn seed_mixed(queues: &Queues) -> Vec<String> {
-    let channel = amqp::confirm_channel(&queues.connection).await.unwrap();
+    let channel = confirm_channel(&queues.connection).await.unwrap();
     let mut replayed_before = dead_letter_props(
         queues,
         &failure(Reason::RetriesExhausted, 503, "HTTP 503 with an empty body"),
@@ -288,13 +290,13 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
         bulk.iter()
             .map(|(b, _)| String::from_utf8_lossy(b).into_owned()),
     );
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, bulk).await;
 
     // A stand-in worker: consumes the close queue and dead-letters each message, appending new dead
     // letters to the tail while the commands walk the queue.
     let worker_connection = connect().await;
-    let worker_channel = amqp::confirm_channel(&worker_connection).await.unwrap();
+    let worker_channel = confirm_channel(&worker_connection).await.unwrap();
     let mut consumer = worker_channel
         .basic_consume(
             queues.close.as_str().into(),
@@ -305,7 +307,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
         .await
         .unwrap();
     let feeder = {
-        let channel = amqp::confirm_channel(&worker_connection).await.unwrap();
+        let channel = confirm_channel(&worker_connection).await.unwrap();
         let close = queues.close.clone();
         tokio::spawn(async move {
             for i in 0..200 {
@@ -328,7 +330,7 @@ async fn list_stats_and_export_leave_the_queue_as_it_was_while_a_worker_runs() {
                     .expect("delivery");
                 let failure = failure(Reason::Rejected, 400, "late failure");
                 let properties = dead_letter::properties(&delivery.properties, &close, &failure);
-                amqp::publish_confirmed(&worker_channel, &dead, &delivery.data, properties)
+                publish_confirmed(&worker_channel, &dead, &delivery.data, properties)
                     .await
                     .expect("dead-letter");
                 delivery
@@ -437,7 +439,7 @@ async fn stats_group_by_status_and_folded_message() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
     seed_mixed(&queues).await;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let busy: Vec<_> = [7, 12]
         .iter()
         .map(|attempts| {
@@ -668,7 +670,7 @@ async fn replay_without_filters_moves_everything_and_counts_replays() {
 
 /// Publishes `n` dead letters in job-closer's format; returns their ids.
 async fn seed_bulk(connection: &Connection, queues: &Queues, n: usize) -> Vec<String> {
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let ids: Vec<String> = (0..n).map(|i| format!("bulk-{i}")).collect();
     let failure = failure(Reason::Rejected, 403, &contract_403(7));
     let messages = ids
@@ -890,7 +892,7 @@ async fn quorum_dead_letter_queues_keep_their_order_too() {
     let queues = Queues::new("dlq").await;
     let mut args = queues.amqp_args();
     args.queue_type = QueueType::Quorum;
-    amqp::declare_queues(&connection, &args)
+    declare_queues(&connection, &args)
         .await
         .expect("declare quorum queues");
     // Several windows' worth, so that several channels give messages back. QUEUE_TYPE tells the
@@ -1075,7 +1077,7 @@ fn lines_of(path: &std::path::Path) -> Vec<Value> {
 async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let ids = ["untitled-1", "untitled-2", "untitled-3"];
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut seeded: Vec<(Vec<u8>, BasicProperties)> = ids
@@ -1152,7 +1154,7 @@ async fn an_edited_replay_fixes_the_untitled_jobs_and_the_worker_closes_them() {
 async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let mut no_location = serde_json::from_slice::<Value>(&untitled("no-location")).unwrap();
     no_location.as_object_mut().unwrap().remove("location");
@@ -1236,7 +1238,7 @@ async fn an_edit_that_leaves_any_dead_letter_invalid_moves_nothing() {
 async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let body = br#"{"externalJobPostingId":"e-1","companyApplyUrl":"https://example.com/e-1","description":"d","listedAt":1700000000000,"location":"Paris","x-note":"drop me"}"#;
     let mut properties = dead_letter_props(&queues, &failure(Reason::Invalid, 422, TITLE_MISSING));
     let mut headers = properties.headers().clone().unwrap();
@@ -1292,7 +1294,7 @@ async fn an_edited_copy_keeps_its_fields_in_order_and_names_the_edit() {
 async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let rejected = failure(Reason::Rejected, 403, &contract_403(9));
     let (three_days, two_hours, ten_minutes) = (ago(3 * 86_400), ago(2 * 3_600), ago(600));
     publish_all(
@@ -1406,7 +1408,7 @@ async fn time_filters_pick_by_dead_letter_time_and_a_dry_run_bounds_the_real_one
 async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let with_contract = |id: &str, contract: &str| {
         let mut body: Value = serde_json::from_slice(&untitled(id)).unwrap();
         body["contract"] = Value::from(contract);
@@ -1530,7 +1532,7 @@ async fn contract_grep_and_min_replays_filters_and_the_replays_columns() {
 /// The seeded queue as the broker holds it: taken out with every property, then put back exactly.
 async fn ground_truth(connection: &Connection, queues: &Queues) -> Vec<(Vec<u8>, BasicProperties)> {
     let messages = drain_full(connection, &queues.dead).await;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, messages.clone()).await;
     messages
 }
@@ -1607,7 +1609,7 @@ async fn export_delete_then_import_restores_every_dead_letter_exactly() {
     assert_eq!(count(connection, &queues.dead).await, 0);
 
     // --delete with a filter archives only what it selects, and the rest keeps its order.
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     publish_all(&channel, &queues.dead, original.clone()).await;
     let partial = dir.path().join("forbidden.jsonl");
     queues
@@ -1761,7 +1763,7 @@ async fn a_killed_export_delete_loses_nothing() {
 async fn a_killed_edited_replay_loses_nothing() {
     let queues = Queues::declared("dlq").await;
     let connection = &queues.connection;
-    let channel = amqp::confirm_channel(connection).await.unwrap();
+    let channel = confirm_channel(connection).await.unwrap();
     let title_missing = failure(Reason::Invalid, 422, TITLE_MISSING);
     let ids: Vec<String> = (0..20_000).map(|i| format!("bulk-{i}")).collect();
     let messages = ids

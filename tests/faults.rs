@@ -6,7 +6,7 @@ mod common;
 
 use common::proxy::{Proxy, upstream_of};
 use common::*;
-use job_closer::sandbox::{Fault, SandboxConfig};
+use job_closer::{Fault, SandboxConfig};
 use nix::sys::signal::Signal;
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -9,9 +9,9 @@
 mod common;
 
 use common::*;
-use job_closer::amqp;
-use job_closer::config::{AmqpArgs, QueueType};
-use job_closer::sandbox::{Fault, Sandbox, SandboxConfig};
+use job_closer::declare_queues;
+use job_closer::{AmqpArgs, QueueType};
+use job_closer::{Fault, Sandbox, SandboxConfig};
 use lapin::options::{BasicGetOptions, BasicNackOptions};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -121,7 +121,7 @@ fn amqp_args(queues: &Queues, queue_type: QueueType, single_active_consumer: boo
 
 /// Declares both queues exactly as `run` would with these settings.
 async fn declare_like_run(queues: &Queues, args: &AmqpArgs) {
-    amqp::declare_queues(&queues.connection, args)
+    declare_queues(&queues.connection, args)
         .await
         .expect("the broker accepts the queue arguments");
 }
@@ -792,7 +792,7 @@ async fn a_taken_metrics_port_does_not_stop_the_worker() {
     let addr = taken.local_addr().unwrap().to_string();
     let queues = common::Queues::new("portclash").await;
     queues.declare().await;
-    let sandbox = common::sandbox(job_closer::sandbox::SandboxConfig::default()).await;
+    let sandbox = common::sandbox(job_closer::SandboxConfig::default()).await;
     queues.publish_jobs(&[common::job("clash-1")]).await;
     let mut env = common::worker_env(&queues, &sandbox);
     env.retain(|(k, _)| k != "METRICS_ADDR");

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, SandboxConfig};
+use job_closer::{Fault, SandboxConfig};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;

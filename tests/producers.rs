@@ -211,8 +211,7 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
     let request = job_closer::close_request::validate(&message.body)
         .unwrap_or_else(|e| panic!("the worker would dead-letter the producer's body: {e}"));
     assert_eq!(request.external_id, inspected);
-    let schema: serde_json::Value =
-        serde_json::from_str(job_closer::cli::CLOSE_REQUEST_SCHEMA).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(job_closer::CLOSE_REQUEST_SCHEMA).unwrap();
     let body: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
     assert!(
         jsonschema::draft202012::is_valid(&schema, &body),

@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use job_closer::sandbox::{Fault, TaskRule};
 use job_closer::tasks::pending;
+use job_closer::{Fault, TaskRule};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use std::collections::BTreeSet;

@@ -10,7 +10,7 @@ mod common;
 use common::certs::Certs;
 use common::rabbit_nodes::{RabbitNodes, free_port};
 use common::*;
-use job_closer::sandbox::SandboxConfig;
+use job_closer::SandboxConfig;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;

@@ -62,7 +62,7 @@ pub fn check_confirmation(queue: &str, confirmation: Confirmation) -> Result<(),
 }
 
 /// Publishes awaiting their confirm, oldest first, with what each one settles.
-pub struct ConfirmWindow<T> {
+pub(crate) struct ConfirmWindow<T> {
     queue: String,
     routing_key: ShortString,
     capacity: usize,
@@ -70,11 +70,11 @@ pub struct ConfirmWindow<T> {
 }
 
 /// A confirm that came back: the tag, and whether the broker took the message and routed it.
-pub type Settled<T> = (T, Result<(), AmqpError>);
+pub(crate) type Settled<T> = (T, Result<(), AmqpError>);
 
 impl<T> ConfirmWindow<T> {
     /// A window for publishes to `queue` (named in errors), at most `capacity` outstanding.
-    pub fn new(queue: &str, capacity: usize) -> Result<ConfirmWindow<T>, AmqpError> {
+    pub(crate) fn new(queue: &str, capacity: usize) -> Result<ConfirmWindow<T>, AmqpError> {
         let capacity = capacity.max(1);
         Ok(ConfirmWindow {
             queue: queue.to_owned(),
@@ -87,7 +87,7 @@ impl<T> ConfirmWindow<T> {
     /// Publishes to the queue through the default exchange with `mandatory` (an unroutable message
     /// is an error, not a silent drop) on a channel in confirm mode. Callers settle what
     /// [`ConfirmWindow::make_room`] returns first, so the window stays bounded.
-    pub async fn publish(
+    pub(crate) async fn publish(
         &mut self,
         channel: &Channel,
         body: &[u8],
@@ -100,25 +100,17 @@ impl<T> ConfirmWindow<T> {
         Ok(())
     }
 
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         self.pending.len() >= self.capacity
     }
 
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
-    }
-
     /// Adds a publish made elsewhere; settle [`ConfirmWindow::make_room`] first.
-    pub fn push(&mut self, confirm: PublisherConfirm, tag: T) {
+    pub(crate) fn push(&mut self, confirm: PublisherConfirm, tag: T) {
         self.pending.push_back((confirm, tag));
     }
 
     /// Awaits the oldest outstanding confirm; `None` when nothing is outstanding.
-    pub async fn oldest(&mut self) -> Option<Settled<T>> {
+    pub(crate) async fn oldest(&mut self) -> Option<Settled<T>> {
         let (confirm, tag) = self.pending.pop_front()?;
         let outcome = match confirm.await {
             Ok(confirmation) => check_confirmation(&self.queue, confirmation),
@@ -128,7 +120,7 @@ impl<T> ConfirmWindow<T> {
     }
 
     /// Makes room for one more publish: awaits the oldest confirm when the window is full.
-    pub async fn make_room(&mut self) -> Option<Settled<T>> {
+    pub(crate) async fn make_room(&mut self) -> Option<Settled<T>> {
         if self.is_full() {
             self.oldest().await
         } else {
@@ -139,7 +131,7 @@ impl<T> ConfirmWindow<T> {
 
 /// Publishes through the default exchange with `mandatory`: a message no queue takes comes back as
 /// an error instead of vanishing. The confirm is the caller's to await.
-pub async fn publish_mandatory(
+pub(crate) async fn publish_mandatory(
     channel: &Channel,
     routing_key: ShortString,
     body: &[u8],

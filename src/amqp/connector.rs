@@ -28,18 +28,18 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 /// A node that accepts TCP but never completes the handshake must not hold up the others.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection and the node it went to.
-pub struct Connected {
-    pub connection: Connection,
-    pub node: AmqpUrl,
+pub(crate) struct Connected {
+    pub(crate) connection: Connection,
+    pub(crate) node: AmqpUrl,
     /// Position of the node in the list, from 0.
-    pub index: usize,
+    pub(crate) index: usize,
 }
 
 /// Opens connections to the nodes of one cluster, one node at a time, in rotation.
-pub struct Connector {
+pub(crate) struct Connector {
     settings: BrokerSettings,
     connection_name: String,
     /// The node the next attempt starts with.
@@ -50,7 +50,7 @@ pub struct Connector {
 }
 
 impl Connector {
-    pub fn new(settings: BrokerSettings, connection_name: impl Into<String>) -> Connector {
+    pub(crate) fn new(settings: BrokerSettings, connection_name: impl Into<String>) -> Connector {
         let start = match settings.nodes.len() {
             0 | 1 => 0,
             count => rand::random_range(0..count),
@@ -66,7 +66,7 @@ impl Connector {
     }
 
     /// Reads the broker settings (files included) and makes a connector of them.
-    pub fn from_args(
+    pub(crate) fn from_args(
         args: &AmqpArgs,
         connection_name: impl Into<String>,
     ) -> Result<Connector, ConfigError> {
@@ -74,18 +74,14 @@ impl Connector {
     }
 
     /// Counts every connection attempt after the first (`job_closer_broker_reconnects_total`).
-    pub fn count_reconnects(mut self, counter: Counter) -> Connector {
+    pub(crate) fn count_reconnects(mut self, counter: Counter) -> Connector {
         self.reconnects = Some(counter);
         self
     }
 
-    pub fn settings(&self) -> &BrokerSettings {
-        &self.settings
-    }
-
     /// Tries every node once, starting with the one after the node used last; the first that
     /// completes the AMQP handshake wins. Fails only when none did, with each node's reason.
-    pub async fn connect(&self) -> Result<Connected, AmqpError> {
+    pub(crate) async fn connect(&self) -> Result<Connected, AmqpError> {
         let nodes = &self.settings.nodes;
         let count = nodes.len();
         if count == 0 {

@@ -13,15 +13,15 @@
 //! to 4.x and the defaults moved between them. A declaration that clashes with an existing queue is
 //! turned into an error that names the argument and the way out.
 
-pub mod confirm;
-pub mod connector;
-pub mod probe;
-pub mod settings;
-pub mod tls;
+pub(crate) mod confirm;
+pub(crate) mod connector;
+pub(crate) mod probe;
+pub(crate) mod settings;
+pub(crate) mod tls;
 
 pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
-pub use connector::{Connected, Connector};
-pub use probe::{Probed, probe_queue, probe_queue_on};
+pub(crate) use connector::{Connected, Connector};
+pub(crate) use probe::{probe_queue, probe_queue_on};
 
 use crate::config::{AmqpArgs, QueueType};
 use lapin::Connection;
@@ -67,7 +67,7 @@ impl AmqpError {
     /// Classifies a failed operation on `queue` (a declare, a probe, a consume) by what the broker
     /// said: NOT_FOUND is a missing queue, PRECONDITION_FAILED a queue that exists with other
     /// arguments, anything else a channel or connection that broke.
-    pub fn from_lapin(error: lapin::Error, queue: &str) -> AmqpError {
+    pub(crate) fn from_lapin(error: lapin::Error, queue: &str) -> AmqpError {
         let lapin::ErrorKind::ProtocolError(said) = error.kind() else {
             return AmqpError::Broker(error);
         };
@@ -85,7 +85,7 @@ impl AmqpError {
     }
 
     /// Names the setting behind a missing queue, so that the message says what to check.
-    pub fn named_by(self, setting: &'static str) -> AmqpError {
+    pub(crate) fn named_by(self, setting: &'static str) -> AmqpError {
         match self {
             AmqpError::MissingQueue { queue, .. } => AmqpError::MissingQueue {
                 queue,
@@ -96,7 +96,7 @@ impl AmqpError {
     }
 
     /// A mismatch or a bad name will not go away by reconnecting.
-    pub fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         matches!(
             self,
             AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_) | AmqpError::Config(_)
@@ -115,7 +115,7 @@ fn check_setting(setting: Option<&'static str>) -> String {
 /// The broker checks the arguments in its own order, and for a classic queue redeclared as quorum it
 /// names a dead-letter argument before `x-queue-type`. Since job-closer sets those only on quorum
 /// queues, one that is present on one side only means the queue types differ, and the hint says so.
-pub fn mismatch_hint(detail: &str) -> String {
+pub(crate) fn mismatch_hint(detail: &str) -> String {
     const WAY_OUT: &str = "or drain and delete the queue so that job-closer declares it anew (see \"Upgrading\" in the operations guide)";
     let Some(argument) = detail
         .split_once("inequivalent arg '")
@@ -152,12 +152,15 @@ pub fn mismatch_hint(detail: &str) -> String {
     format!("The argument that differs is '{argument}': {fix}, {WAY_OUT}")
 }
 
-pub fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
+pub(crate) fn queue_name(name: &str) -> Result<ShortString, AmqpError> {
     ShortString::try_new(name).map_err(|_| AmqpError::BadQueueName(name.to_owned()))
 }
 
 /// One connection for a command that connects once: each node of `AMQP_URL` is tried in turn.
-pub async fn connect(args: &AmqpArgs, connection_name: &str) -> Result<Connection, AmqpError> {
+pub(crate) async fn connect(
+    args: &AmqpArgs,
+    connection_name: &str,
+) -> Result<Connection, AmqpError> {
     Ok(Connector::from_args(args, connection_name)
         .map_err(|error| AmqpError::Config(Box::new(error)))?
         .connect()
@@ -167,13 +170,13 @@ pub async fn connect(args: &AmqpArgs, connection_name: &str) -> Result<Connectio
 
 /// Which of the two queues an argument table is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueRole {
+pub(crate) enum QueueRole {
     Close,
     DeadLetter,
 }
 
 /// The arguments each queue is declared with.
-pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
+pub(crate) fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
     let mut table = queue_type_argument(args.queue_type);
     if role == QueueRole::Close {
         if args.queue_type == QueueType::Quorum {
@@ -198,7 +201,7 @@ pub fn queue_arguments(args: &AmqpArgs, role: QueueRole) -> FieldTable {
 }
 
 /// `QUEUE_TYPE` as RabbitMQ (`x-queue-type`) and job-closer's messages spell it.
-pub fn queue_type_name(queue_type: QueueType) -> &'static str {
+pub(crate) fn queue_type_name(queue_type: QueueType) -> &'static str {
     match queue_type {
         QueueType::Classic => "classic",
         QueueType::Quorum => "quorum",
@@ -206,14 +209,14 @@ pub fn queue_type_name(queue_type: QueueType) -> &'static str {
 }
 
 /// A table holding only `x-queue-type`: every queue job-closer declares says its type.
-pub fn queue_type_argument(queue_type: QueueType) -> FieldTable {
+pub(crate) fn queue_type_argument(queue_type: QueueType) -> FieldTable {
     field_table([("x-queue-type", long_string(queue_type_name(queue_type)))])
 }
 
 /// Makes a queue dead-letter into `target` through the default exchange. For quorum queues, at least
 /// once: without it the broker may drop a message it dead-letters, and RabbitMQ only allows that
 /// strategy together with the reject-publish overflow.
-pub fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueType) {
+pub(crate) fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueType) {
     let mut entries = vec![
         ("x-dead-letter-exchange", long_string("")),
         ("x-dead-letter-routing-key", long_string(target)),
@@ -230,7 +233,7 @@ pub fn dead_letter_into(table: &mut FieldTable, target: &str, queue_type: QueueT
 /// Declares one queue (durable) with its arguments, on a throwaway channel since a clash closes
 /// it; a clash becomes [`AmqpError::QueueMismatch`]. A no-op for a queue that exists with the same
 /// arguments, which is how `check` tests compatibility.
-pub async fn declare_queue(
+pub(crate) async fn declare_queue(
     connection: &Connection,
     name: &str,
     arguments: FieldTable,
@@ -259,7 +262,7 @@ pub async fn declare_queues(
 
 /// Sets each `(key, value)` in `table`. Queue arguments and headers are written a few entries at a
 /// time; a list of pairs reads as the table it builds, where an `insert` each did not.
-pub fn insert_entries<'a>(
+pub(crate) fn insert_entries<'a>(
     table: &mut FieldTable,
     entries: impl IntoIterator<Item = (&'a str, AMQPValue)>,
 ) {
@@ -269,7 +272,9 @@ pub fn insert_entries<'a>(
 }
 
 /// A table holding `entries`.
-pub fn field_table<'a>(entries: impl IntoIterator<Item = (&'a str, AMQPValue)>) -> FieldTable {
+pub(crate) fn field_table<'a>(
+    entries: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+) -> FieldTable {
     let mut table = FieldTable::default();
     insert_entries(&mut table, entries);
     table
@@ -277,7 +282,7 @@ pub fn field_table<'a>(entries: impl IntoIterator<Item = (&'a str, AMQPValue)>) 
 
 /// Text as job-closer writes it into arguments and headers: an AMQP long string (what
 /// [`header_text`] reads back, along with the short strings other publishers may use).
-pub fn long_string(text: &str) -> AMQPValue {
+pub(crate) fn long_string(text: &str) -> AMQPValue {
     AMQPValue::LongString(text.into())
 }
 

@@ -16,15 +16,15 @@ use lapin::{Channel, Connection};
 
 /// What a passive declare says about a queue that exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Probed {
+pub(crate) struct Probed {
     /// Messages ready for delivery (not those delivered and not yet acked).
-    pub ready: u32,
-    pub consumers: u32,
+    pub(crate) ready: u32,
+    pub(crate) consumers: u32,
 }
 
 /// Probes `queue` on `channel` (passive declare); the channel is closed by the broker if the queue
 /// is missing.
-pub async fn probe_queue_on(channel: &Channel, queue: &str) -> Result<Probed, AmqpError> {
+pub(crate) async fn probe_queue_on(channel: &Channel, queue: &str) -> Result<Probed, AmqpError> {
     let options = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
@@ -40,7 +40,7 @@ pub async fn probe_queue_on(channel: &Channel, queue: &str) -> Result<Probed, Am
 }
 
 /// Probes `queue` on a channel of its own, closed afterwards.
-pub async fn probe_queue(connection: &Connection, queue: &str) -> Result<Probed, AmqpError> {
+pub(crate) async fn probe_queue(connection: &Connection, queue: &str) -> Result<Probed, AmqpError> {
     let channel = connection.create_channel().await?;
     let probed = probe_queue_on(&channel, queue).await;
     if probed.is_ok() {

@@ -10,24 +10,23 @@ use crate::config::{AmqpArgs, AmqpUrl, AmqpUrls, ConfigError, Secret, read_secre
 
 /// Where `AMQP_URL` came from, for `check`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UrlSource {
+pub(crate) enum UrlSource {
     Env,
     File,
 }
 
 /// The broker settings, resolved: the nodes (with `AMQP_PASSWORD_FILE` applied) and TLS.
 #[derive(Clone, Debug)]
-pub struct BrokerSettings {
-    pub nodes: Vec<AmqpUrl>,
-    pub url_source: UrlSource,
-    pub password_from_file: bool,
-    pub tls: BrokerTls,
+pub(crate) struct BrokerSettings {
+    pub(crate) nodes: Vec<AmqpUrl>,
+    pub(crate) url_source: UrlSource,
+    pub(crate) tls: BrokerTls,
 }
 
 impl AmqpArgs {
     /// Reads the files and checks them, before anything connects: every problem is a configuration
     /// error naming its setting (exit 2), never quoting a file.
-    pub fn broker(&self) -> Result<BrokerSettings, ConfigError> {
+    pub(crate) fn broker(&self) -> Result<BrokerSettings, ConfigError> {
         let files = &self.files;
         let (urls, url_source) = match &files.amqp_url_file {
             Some(path) => {
@@ -57,7 +56,6 @@ impl AmqpArgs {
         Ok(BrokerSettings {
             nodes,
             url_source,
-            password_from_file: files.amqp_password_file.is_some(),
             tls,
         })
     }

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 /// A TLS file that cannot be used, by the setting that named it.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsFileError {
+pub(crate) enum TlsFileError {
     #[error("cannot read {setting} {path}: {source}")]
     Unreadable {
         setting: &'static str,
@@ -49,15 +49,15 @@ pub enum TlsFileError {
 
 /// What a certificate says about itself, for `check` and for certificate errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CertificateSummary {
-    pub subject: String,
-    pub issuer: String,
+pub(crate) struct CertificateSummary {
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
     /// DNS names and IP addresses of its subjectAltName extension.
-    pub names: Vec<String>,
+    pub(crate) names: Vec<String>,
 }
 
 impl CertificateSummary {
-    pub fn of(der: &[u8]) -> Option<CertificateSummary> {
+    pub(crate) fn of(der: &[u8]) -> Option<CertificateSummary> {
         let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
         let mut names = Vec::new();
         if let Ok(Some(extension)) = certificate.subject_alternative_name() {
@@ -97,10 +97,10 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
 
 /// The client certificate for mutual TLS.
 #[derive(Clone)]
-pub struct ClientIdentity {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    pub summary: Option<CertificateSummary>,
+pub(crate) struct ClientIdentity {
+    pub(crate) cert_file: PathBuf,
+    pub(crate) key_file: PathBuf,
+    pub(crate) summary: Option<CertificateSummary>,
 }
 
 impl std::fmt::Debug for ClientIdentity {
@@ -115,11 +115,11 @@ impl std::fmt::Debug for ClientIdentity {
 
 /// The broker's TLS settings, read and checked: used for every `amqps://` node.
 #[derive(Clone)]
-pub struct BrokerTls {
-    pub ca_file: Option<PathBuf>,
+pub(crate) struct BrokerTls {
+    pub(crate) ca_file: Option<PathBuf>,
     /// How many CA certificates `AMQP_TLS_CA_FILE` holds.
-    pub extra_roots: usize,
-    pub client: Option<ClientIdentity>,
+    pub(crate) extra_roots: usize,
+    pub(crate) client: Option<ClientIdentity>,
     config: Arc<ClientConfig>,
 }
 
@@ -135,7 +135,7 @@ impl std::fmt::Debug for BrokerTls {
 
 impl BrokerTls {
     /// Reads the files and builds the rustls configuration; every problem names its setting.
-    pub fn load(
+    pub(crate) fn load(
         ca_file: Option<&Path>,
         cert_file: Option<&Path>,
         key_file: Option<&Path>,
@@ -200,7 +200,7 @@ impl BrokerTls {
         })
     }
 
-    pub fn client_config(&self) -> Arc<ClientConfig> {
+    pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
         self.config.clone()
     }
 }

@@ -24,22 +24,22 @@ type WriteValue = fn(&AMQPValue) -> Value;
 type ReadValue = fn(&Value) -> Result<AMQPValue, String>;
 
 /// The header table as a record's `headers`: plain JSON values; no table is `{}`.
-pub fn plain_headers(headers: Option<&FieldTable>) -> Value {
+pub(crate) fn plain_headers(headers: Option<&FieldTable>) -> Value {
     table_json(headers, plain)
 }
 
 /// The header table as a record's `amqp.headers`: each value with its AMQP type; no table is `{}`.
-pub fn typed_headers(headers: Option<&FieldTable>) -> Value {
+pub(crate) fn typed_headers(headers: Option<&FieldTable>) -> Value {
     table_json(headers, typed)
 }
 
 /// Reads a record's `headers` back (a record without `amqp`), the types inferred.
-pub fn read_plain_headers(value: &Value) -> Result<FieldTable, String> {
+pub(crate) fn read_plain_headers(value: &Value) -> Result<FieldTable, String> {
     table_from(value, inferred)
 }
 
 /// Reads a record's `amqp.headers` back, exactly.
-pub fn read_typed_headers(value: &Value) -> Result<FieldTable, String> {
+pub(crate) fn read_typed_headers(value: &Value) -> Result<FieldTable, String> {
     table_from(value, untyped)
 }
 
@@ -224,7 +224,7 @@ const TEXT_PROPERTIES: [TextProperty; 10] = [
 ];
 
 /// The properties that are set, by their AMQP names.
-pub fn properties_json(properties: &BasicProperties) -> Value {
+pub(crate) fn properties_json(properties: &BasicProperties) -> Value {
     let mut object = Map::new();
     for (name, get, _) in TEXT_PROPERTIES {
         if let Some(value) = get(properties) {
@@ -244,7 +244,7 @@ pub fn properties_json(properties: &BasicProperties) -> Value {
 }
 
 /// The properties of [`properties_json`], read back.
-pub fn read_properties(value: &Value) -> Result<BasicProperties, String> {
+pub(crate) fn read_properties(value: &Value) -> Result<BasicProperties, String> {
     let object = value
         .as_object()
         .ok_or_else(|| format!("properties must be an object, got {value}"))?;

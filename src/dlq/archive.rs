@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 /// The `amqp` part of a record: the exact body and the typed headers.
-pub fn exact_json(body: &[u8], headers: Option<&FieldTable>) -> Value {
+pub(crate) fn exact_json(body: &[u8], headers: Option<&FieldTable>) -> Value {
     let mut exact = Map::new();
     match std::str::from_utf8(body) {
         Ok(text) => exact.insert("body".into(), json!(text)),
@@ -38,9 +38,9 @@ pub fn exact_json(body: &[u8], headers: Option<&FieldTable>) -> Value {
 
 /// A dead letter read back from a record: what `import` publishes.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Restored {
-    pub body: Vec<u8>,
-    pub properties: BasicProperties,
+pub(crate) struct Restored {
+    pub(crate) body: Vec<u8>,
+    pub(crate) properties: BasicProperties,
 }
 
 /// The parts of a record `import` reads; `position` and `group` are derived, and ignored.
@@ -61,7 +61,7 @@ struct ExactIn {
 }
 
 /// Reads one line of `export`: the body, properties and headers as they were.
-pub fn restore(line: &str) -> Result<Restored, String> {
+pub(crate) fn restore(line: &str) -> Result<Restored, String> {
     if !line.trim_start().starts_with('{') {
         return Err("not a record: a record is a JSON object, as `dlq export` writes".into());
     }

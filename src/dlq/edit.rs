@@ -19,14 +19,14 @@ use std::fmt;
 
 /// One field change, as the command line gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FieldEdit {
+pub(crate) enum FieldEdit {
     /// The field and its new value, as JSON text.
     Set(String, String),
     Unset(String),
 }
 
 impl FieldEdit {
-    pub fn field(&self) -> &str {
+    pub(crate) fn field(&self) -> &str {
         match self {
             FieldEdit::Set(field, _) | FieldEdit::Unset(field) => field,
         }
@@ -34,7 +34,7 @@ impl FieldEdit {
 }
 
 /// Reads a `--set FIELD=VALUE`.
-pub fn parse_set(text: &str) -> Result<FieldEdit, String> {
+pub(crate) fn parse_set(text: &str) -> Result<FieldEdit, String> {
     let (field, value) = text
         .split_once('=')
         .ok_or_else(|| format!("--set takes FIELD=VALUE, got {text:?}"))?;
@@ -47,7 +47,7 @@ pub fn parse_set(text: &str) -> Result<FieldEdit, String> {
 }
 
 /// Reads an `--unset FIELD`.
-pub fn parse_unset(text: &str) -> Result<FieldEdit, String> {
+pub(crate) fn parse_unset(text: &str) -> Result<FieldEdit, String> {
     Ok(FieldEdit::Unset(parse_field(text)?))
 }
 
@@ -61,13 +61,13 @@ fn parse_field(text: &str) -> Result<String, String> {
 
 /// The edits of one replay, in the order given; each field at most once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Edit {
+pub(crate) struct Edit {
     edits: Vec<FieldEdit>,
 }
 
 impl Edit {
     /// The edits, refusing a field named twice (`--set title=a --unset title` says two things).
-    pub fn new(sets: Vec<FieldEdit>, unsets: Vec<FieldEdit>) -> Result<Edit, String> {
+    pub(crate) fn new(sets: Vec<FieldEdit>, unsets: Vec<FieldEdit>) -> Result<Edit, String> {
         let edits: Vec<FieldEdit> = sets.into_iter().chain(unsets).collect();
         for (index, edit) in edits.iter().enumerate() {
             if edits[..index].iter().any(|e| e.field() == edit.field()) {
@@ -80,17 +80,17 @@ impl Edit {
         Ok(Edit { edits })
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.edits.is_empty()
     }
 
     /// The fields set or unset, in order: what `x-edited-fields` lists.
-    pub fn fields(&self) -> Vec<String> {
+    pub(crate) fn fields(&self) -> Vec<String> {
         self.edits.iter().map(|e| e.field().to_owned()).collect()
     }
 
     /// Applies the edit to a body; only JSON objects can be edited.
-    pub fn apply(&self, body: &[u8]) -> Result<Edited, String> {
+    pub(crate) fn apply(&self, body: &[u8]) -> Result<Edited, String> {
         let mut fields = parse_object(body)?;
         let mut changes = Vec::new();
         for edit in &self.edits {
@@ -121,17 +121,17 @@ impl Edit {
 
 /// A body after the edit, and what the edit changed in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edited {
-    pub body: Vec<u8>,
-    pub changes: Vec<Change>,
+pub(crate) struct Edited {
+    pub(crate) body: Vec<u8>,
+    pub(crate) changes: Vec<Change>,
 }
 
 /// One changed field: its JSON text before and after (`None`: absent).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub field: String,
-    pub before: Option<String>,
-    pub after: Option<String>,
+pub(crate) struct Change {
+    pub(crate) field: String,
+    pub(crate) before: Option<String>,
+    pub(crate) after: Option<String>,
 }
 
 impl fmt::Display for Change {
@@ -218,7 +218,7 @@ fn write_object(fields: &[(String, String)]) -> Vec<u8> {
 impl Edit {
     /// The edit of `--set` and `--unset` arguments, as the tests here and in [`super::replay`] write
     /// one.
-    pub fn of(sets: &[&str], unsets: &[&str]) -> Edit {
+    pub(crate) fn of(sets: &[&str], unsets: &[&str]) -> Edit {
         let sets = sets.iter().map(|s| parse_set(s).unwrap()).collect();
         let unsets = unsets.iter().map(|s| parse_unset(s).unwrap()).collect();
         Edit::new(sets, unsets).unwrap()

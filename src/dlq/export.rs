@@ -22,23 +22,23 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 /// Records written between two fsyncs (and their acks) with `--delete`.
-pub const SYNC_EVERY: usize = 500;
+pub(crate) const SYNC_EVERY: usize = 500;
 
 #[derive(Args, Debug)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// Where to write; `-` or nothing writes to standard output.
     #[arg(value_name = "FILE|-")]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Remove each exported dead letter from the queue once its record is on disk (needs FILE).
     #[arg(long)]
-    pub delete: bool,
+    pub(crate) delete: bool,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
 }
 
-pub async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn export(args: ExportArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     let queue = &args.amqp.dead_letter_queue;
     let file = args.file.as_ref().filter(|file| file.as_os_str() != "-");
     if args.delete && file.is_none() {

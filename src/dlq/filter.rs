@@ -21,45 +21,46 @@ use time::{Duration, OffsetDateTime};
 
 /// Which dead letters a command acts on; every given filter must match.
 #[derive(Args, Clone, Debug, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Only dead letters with this x-error-status (HTTP status, e.g. 403).
     #[arg(long, value_name = "S")]
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// Only dead letters with this reason (invalid, rejected, retries-exhausted, task-failed,
-    /// task-unknown, or broker-<reason> for RabbitMQ's own dead letters).
+    /// task-unknown; broker-rejected, broker-expired, broker-maxlen or broker-delivery_limit for
+    /// RabbitMQ's own dead letters).
     #[arg(long, value_name = "R")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Only the dead letter(s) with this externalJobPostingId.
     #[arg(long = "id", value_name = "EXTERNAL_ID")]
-    pub external_id: Option<String>,
+    pub(crate) external_id: Option<String>,
     /// Only the dead letters of this failure group (the id `dlq stats` prints).
     #[arg(long, value_name = "G", value_parser = parse_group_id)]
-    pub group: Option<String>,
+    pub(crate) group: Option<String>,
     /// Only dead letters dead-lettered at or after T: RFC 3339 (2026-12-01T14:00:00Z) or an age
     /// (90m, 12h, 7d ago).
     #[arg(long, value_name = "T", value_parser = parse_time_arg)]
-    pub since: Option<OffsetDateTime>,
+    pub(crate) since: Option<OffsetDateTime>,
     /// Only dead letters dead-lettered at or before T: RFC 3339 or an age (7d: older than 7 days).
     #[arg(long, value_name = "T", value_parser = parse_time_arg)]
-    pub until: Option<OffsetDateTime>,
+    pub(crate) until: Option<OffsetDateTime>,
     /// Only dead letters whose body names this contract (`"contract":"urn:li:contract:7"`).
     #[arg(long, value_name = "URN")]
-    pub contract: Option<String>,
+    pub(crate) contract: Option<String>,
     /// Only dead letters whose error message or body contains TEXT (case-insensitive).
     #[arg(long, value_name = "TEXT")]
-    pub grep: Option<String>,
+    pub(crate) grep: Option<String>,
     /// Only dead letters replayed at least N times before (x-replay-count).
     #[arg(long, value_name = "N")]
-    pub min_replays: Option<u32>,
+    pub(crate) min_replays: Option<u32>,
 }
 
 /// An RFC 3339 time or an age, as the command line gives it, resolved against the clock now.
-pub fn parse_time_arg(text: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time_arg(text: &str) -> Result<OffsetDateTime, String> {
     parse_time(text, OffsetDateTime::now_utc())
 }
 
 /// An RFC 3339 time, or an age before `now`: a whole number with a unit, `s`, `m`, `h`, `d` or `w`.
-pub fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
     let text = text.trim();
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(at);
@@ -74,7 +75,7 @@ pub fn parse_time(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, Str
 }
 
 /// `90m`, `12h`, `7d`, `2w`, `30s`.
-pub fn parse_age(text: &str) -> Option<Duration> {
+pub(crate) fn parse_age(text: &str) -> Option<Duration> {
     let unit_at = text.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = text.split_at(unit_at);
     let count: i64 = number.parse().ok()?;
@@ -91,13 +92,13 @@ pub fn parse_age(text: &str) -> Option<Duration> {
 
 /// A message as the filters see it: the body and the properties (headers) it came with.
 #[derive(Clone, Copy)]
-pub struct Candidate<'a> {
-    pub body: &'a [u8],
-    pub properties: &'a BasicProperties,
+pub(crate) struct Candidate<'a> {
+    pub(crate) body: &'a [u8],
+    pub(crate) properties: &'a BasicProperties,
 }
 
 impl Filter {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.status.is_none()
             && self.reason.is_none()
             && self.external_id.is_none()
@@ -110,7 +111,7 @@ impl Filter {
     }
 
     /// Whether a dead letter is selected.
-    pub fn matches(&self, candidate: Candidate<'_>) -> bool {
+    pub(crate) fn matches(&self, candidate: Candidate<'_>) -> bool {
         if self.is_empty() {
             return true;
         }
@@ -187,7 +188,7 @@ impl Filter {
     }
 
     /// The filters in words, for prompts and summaries: `status 403, reason rejected`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let time = |at: &OffsetDateTime| format_time(*at);
         let mut parts = Vec::new();
         let mut part = |name: &str, value: Option<String>| {

@@ -17,19 +17,19 @@ use time::format_description::well_known::Rfc3339;
 /// bound.
 const MAX_REASONS_PER_GROUP: usize = 8;
 /// And at most this many distinct contracts (the count of the others is kept as a whole).
-pub const MAX_CONTRACTS_PER_GROUP: usize = 16;
+pub(crate) const MAX_CONTRACTS_PER_GROUP: usize = 16;
 
 /// What dead letters of one group share.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GroupKey {
+pub(crate) struct GroupKey {
     /// `x-error-status`, when the message carries one.
-    pub status: Option<i64>,
+    pub(crate) status: Option<i64>,
     /// The folded error message, or a stand-in saying why there is none.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl GroupKey {
-    pub fn of(recorded: &Recorded) -> GroupKey {
+    pub(crate) fn of(recorded: &Recorded) -> GroupKey {
         let message = match (&recorded.message, &recorded.reason) {
             (Some(message), _) => fold_message(message),
             // RabbitMQ's own dead letters (`x-death`) and hand-made messages have no message; the
@@ -45,7 +45,7 @@ impl GroupKey {
 
     /// A short id that stays the same across runs, machines and versions (FNV-1a, not `Hash`, whose
     /// output Rust does not promise to keep), so `stats` today and `replay --group` tomorrow agree.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         let mut hash: u32 = 0x811c_9dc5;
         let status = self
             .status
@@ -63,7 +63,7 @@ impl GroupKey {
 }
 
 /// Checks a `--group` value: the 8 hex digits `stats` prints.
-pub fn parse_group_id(text: &str) -> Result<String, String> {
+pub(crate) fn parse_group_id(text: &str) -> Result<String, String> {
     let id = text.trim().to_ascii_lowercase();
     if id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(id)
@@ -75,7 +75,7 @@ pub fn parse_group_id(text: &str) -> Result<String, String> {
 }
 
 /// Folds the variable parts of an error message into placeholders (see the module doc).
-pub fn fold_message(message: &str) -> String {
+pub(crate) fn fold_message(message: &str) -> String {
     let text = message.split_whitespace().collect::<Vec<_>>().join(" ");
     let mut folded = String::with_capacity(text.len());
     let mut rest = text.as_str();
@@ -221,44 +221,44 @@ fn uuid_len(text: &str) -> Option<usize> {
 
 /// One failure group as `stats` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Group {
-    pub id: String,
-    pub key: GroupKey,
-    pub count: u64,
+pub(crate) struct Group {
+    pub(crate) id: String,
+    pub(crate) key: GroupKey,
+    pub(crate) count: u64,
     /// The distinct `x-error-reason`s seen (at most a few).
-    pub reasons: BTreeSet<String>,
-    pub oldest: Option<String>,
-    pub newest: Option<String>,
+    pub(crate) reasons: BTreeSet<String>,
+    pub(crate) oldest: Option<String>,
+    pub(crate) newest: Option<String>,
     /// Queue position of the group's first dead letter: ties in count are shown in queue order.
-    pub first_position: u64,
+    pub(crate) first_position: u64,
     /// The most times any dead letter of the group was replayed before (`x-replay-count`).
-    pub max_replays: i64,
+    pub(crate) max_replays: i64,
     /// How many dead letters name each contract in their body (at most
     /// [`MAX_CONTRACTS_PER_GROUP`] contracts; the rest are counted in `other_contracts`).
-    pub contracts: BTreeMap<String, u64>,
-    pub other_contracts: u64,
+    pub(crate) contracts: BTreeMap<String, u64>,
+    pub(crate) other_contracts: u64,
 }
 
 /// What [`Stats::add`] needs to know of one dead letter.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Member<'a> {
-    pub reason: Option<&'a str>,
-    pub dead_lettered_at: Option<&'a str>,
-    pub position: u64,
-    pub replays: i64,
-    pub contract: Option<&'a str>,
+pub(crate) struct Member<'a> {
+    pub(crate) reason: Option<&'a str>,
+    pub(crate) dead_lettered_at: Option<&'a str>,
+    pub(crate) position: u64,
+    pub(crate) replays: i64,
+    pub(crate) contract: Option<&'a str>,
 }
 
 /// Counts dead letters into groups as the walk goes; memory grows with the number of groups, not
 /// with the number of messages.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     groups: HashMap<GroupKey, Group>,
     total: u64,
 }
 
 impl Stats {
-    pub fn add(&mut self, key: GroupKey, member: Member<'_>) {
+    pub(crate) fn add(&mut self, key: GroupKey, member: Member<'_>) {
         let Member {
             reason,
             dead_lettered_at,
@@ -316,12 +316,12 @@ impl Stats {
         }
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// The groups, largest first; equal counts in queue order.
-    pub fn into_groups(self) -> Vec<Group> {
+    pub(crate) fn into_groups(self) -> Vec<Group> {
         let mut groups: Vec<Group> = self.groups.into_values().collect();
         groups.sort_by(|a, b| {
             b.count
@@ -339,7 +339,7 @@ fn parse_time(text: &str) -> Option<OffsetDateTime> {
 #[cfg(test)]
 impl GroupKey {
     /// A key with a status, as the tests here and in [`super::stats`] write one.
-    pub fn new(status: i64, message: &str) -> GroupKey {
+    pub(crate) fn new(status: i64, message: &str) -> GroupKey {
         GroupKey {
             status: Some(status),
             message: message.into(),

@@ -28,21 +28,21 @@ use tokio_util::sync::CancellationToken;
 const IMPORT_CONFIRM_WINDOW: usize = 1024;
 
 #[derive(Args, Debug)]
-pub struct ImportArgs {
+pub(crate) struct ImportArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// Records written by `dlq export`; `-` reads standard input.
     #[arg(value_name = "FILE|-")]
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// Replay the records to the close queue (failure headers removed, x-replay-count incremented)
     /// instead of restoring them to the dead-letter queue.
     #[arg(long)]
-    pub to_close_queue: bool,
+    pub(crate) to_close_queue: bool,
     /// Publish the valid records and report the bad lines, instead of publishing nothing.
     #[arg(long)]
-    pub skip_invalid: bool,
+    pub(crate) skip_invalid: bool,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
 }
 
 /// A numbered line of the input, read back into a dead letter or with why it cannot be.
@@ -105,7 +105,7 @@ impl Input {
     }
 }
 
-pub async fn import(args: ImportArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn import(args: ImportArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     if args.to_close_queue {
         distinct_queues(&args.amqp, "import --to-close-queue")?;
     }

@@ -14,22 +14,22 @@ use std::io::IsTerminal;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// Show at most this many (the first ones in the queue).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
     /// One JSON object per message per line: position, body, headers, properties, group, and the
     /// exact copy (`amqp`) that `import` restores.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
 }
 
 /// The `list` table: position, externalJobPostingId, status, reason, attempts, replays, when, message.
-pub fn list_printer() -> Printer {
+pub(crate) fn list_printer() -> Printer {
     Printer::new(
         vec![
             Column::new("POS", 7, 3).right(),
@@ -45,7 +45,7 @@ pub fn list_printer() -> Printer {
     )
 }
 
-pub fn list_row(letter: &DeadLetter, described: &Described) -> Row {
+pub(crate) fn list_row(letter: &DeadLetter, described: &Described) -> Row {
     let dash = || "-".to_owned();
     let recorded = &described.recorded;
     (
@@ -80,7 +80,7 @@ fn row_message(letter: &DeadLetter, described: &Described) -> String {
     format!("{stand_in} body: {preview}")
 }
 
-pub async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     let queue = &args.amqp.dead_letter_queue;
     let connection = connect(&args.amqp, "list").await?;
     let selection = Selection::new(&args.filter, args.limit);

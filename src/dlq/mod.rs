@@ -15,22 +15,22 @@
 //! interrupted); 2 bad arguments or bad input (an edit that would make a dead letter invalid, a bad
 //! line in an import).
 
-pub mod amqp_json;
-pub mod archive;
-pub mod edit;
+pub(crate) mod amqp_json;
+pub(crate) mod archive;
+pub(crate) mod edit;
 mod export;
-pub mod filter;
-pub mod group;
+pub(crate) mod filter;
+pub(crate) mod group;
 mod import;
 mod list;
 mod output;
 mod purge;
-pub mod record;
+pub(crate) mod record;
 mod replay;
-pub mod scan;
+pub(crate) mod scan;
 mod stats;
 mod table;
-pub mod walk;
+pub(crate) mod walk;
 
 use self::scan::ready_count;
 use crate::amqp::{self, AmqpError, QueueRole};
@@ -40,22 +40,22 @@ use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-pub use self::export::ExportArgs;
-pub use self::import::ImportArgs;
-pub use self::list::ListArgs;
-pub use self::purge::PurgeArgs;
-pub use self::replay::ReplayArgs;
-pub use self::stats::StatsArgs;
+pub(crate) use self::export::ExportArgs;
+pub(crate) use self::import::ImportArgs;
+pub(crate) use self::list::ListArgs;
+pub(crate) use self::purge::PurgeArgs;
+pub(crate) use self::replay::ReplayArgs;
+pub(crate) use self::stats::StatsArgs;
 
 #[derive(Args, Debug)]
 pub struct DlqArgs {
     #[command(subcommand)]
-    pub command: DlqCommand,
+    pub(crate) command: DlqCommand,
 }
 
 /// Each command's settings are boxed: with the broker settings and the filters, they are large.
 #[derive(Subcommand, Debug)]
-pub enum DlqCommand {
+pub(crate) enum DlqCommand {
     /// Show the dead letters without removing or reordering them.
     List(Box<ListArgs>),
     /// Group the dead letters by failure (status + folded message), with counts, oldest and newest.
@@ -75,7 +75,7 @@ pub enum DlqCommand {
 
 /// How a `dlq` command failed, by what the operator does next.
 #[derive(Debug, thiserror::Error)]
-pub enum DlqError {
+pub(crate) enum DlqError {
     /// Bad arguments or input: fix the command line or the file (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -100,12 +100,12 @@ impl From<lapin::Error> for DlqError {
 }
 
 impl DlqError {
-    pub fn is_usage(&self) -> bool {
+    pub(crate) fn is_usage(&self) -> bool {
         matches!(self, DlqError::Usage(_))
     }
 }
 
-pub async fn execute(args: DlqArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn execute(args: DlqArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     match args.command {
         DlqCommand::List(args) => list::list(*args, shutdown).await,
         DlqCommand::Stats(args) => stats::stats(*args, shutdown).await,

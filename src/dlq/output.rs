@@ -13,14 +13,14 @@ enum Sink {
     File(BufWriter<File>),
 }
 
-pub struct Output {
+pub(crate) struct Output {
     sink: Sink,
-    pub target: String,
+    pub(crate) target: String,
     reader_gone: bool,
 }
 
 impl Output {
-    pub fn stdout() -> Output {
+    pub(crate) fn stdout() -> Output {
         Output {
             sink: Sink::Stdout(BufWriter::new(std::io::stdout())),
             target: "standard output".into(),
@@ -29,7 +29,7 @@ impl Output {
     }
 
     /// Creates (or truncates) a file.
-    pub fn create(path: &Path) -> Result<Output, DlqError> {
+    pub(crate) fn create(path: &Path) -> Result<Output, DlqError> {
         let file = File::create(path).map_err(|source| {
             DlqError::Usage(format!("cannot create {}: {source}", path.display()))
         })?;
@@ -38,7 +38,7 @@ impl Output {
 
     /// Creates a file for an archive whose dead letters are deleted: refuses to overwrite a file
     /// that holds anything, since that could be the only copy of an earlier archive.
-    pub fn create_archive(path: &Path) -> Result<Output, DlqError> {
+    pub(crate) fn create_archive(path: &Path) -> Result<Output, DlqError> {
         if std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0) {
             return Err(DlqError::Usage(format!(
                 "{} already exists and is not empty; export --delete does not overwrite an archive (choose a new file)",
@@ -64,7 +64,7 @@ impl Output {
     }
 
     /// Writes one line; `false` when nobody reads any more.
-    pub fn line(&mut self, text: &str) -> Result<bool, DlqError> {
+    pub(crate) fn line(&mut self, text: &str) -> Result<bool, DlqError> {
         match writeln!(self.writer(), "{text}") {
             Ok(()) => Ok(true),
             Err(error) => self.failed(error),
@@ -72,7 +72,7 @@ impl Output {
     }
 
     /// Writes several lines; `false` when nobody reads any more.
-    pub fn lines(&mut self, lines: &[String]) -> Result<bool, DlqError> {
+    pub(crate) fn lines(&mut self, lines: &[String]) -> Result<bool, DlqError> {
         for line in lines {
             if !self.line(line)? {
                 return Ok(false);
@@ -82,14 +82,14 @@ impl Output {
     }
 
     /// Ends a table (the rows a [`Printer`] still holds back, or its header alone) and flushes.
-    pub fn finish(&mut self, printer: Option<&mut Printer>) -> Result<bool, DlqError> {
+    pub(crate) fn finish(&mut self, printer: Option<&mut Printer>) -> Result<bool, DlqError> {
         if let Some(printer) = printer {
             self.lines(&printer.finish())?;
         }
         self.flush()
     }
 
-    pub fn flush(&mut self) -> Result<bool, DlqError> {
+    pub(crate) fn flush(&mut self) -> Result<bool, DlqError> {
         match self.writer().flush() {
             Ok(()) => Ok(!self.reader_gone),
             Err(error) => self.failed(error),
@@ -97,7 +97,7 @@ impl Output {
     }
 
     /// Flushes and, for a file, waits until what was written is on disk (fsync).
-    pub fn sync(&mut self) -> Result<(), DlqError> {
+    pub(crate) fn sync(&mut self) -> Result<(), DlqError> {
         self.flush()?;
         if let Sink::File(writer) = &mut self.sink {
             writer

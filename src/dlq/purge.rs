@@ -16,21 +16,24 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
-pub struct PurgeArgs {
+pub(crate) struct PurgeArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
     /// Only dead letters older than AGE (30d, 12h) or dead-lettered before an RFC 3339 time: the same
     /// as --until.
     #[arg(long, value_name = "AGE", value_parser = parse_time_arg, conflicts_with = "until")]
-    pub older_than: Option<OffsetDateTime>,
+    pub(crate) older_than: Option<OffsetDateTime>,
     /// Delete without asking (required when standard input is not a terminal).
     #[arg(long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
 }
 
-pub async fn purge(mut args: PurgeArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn purge(
+    mut args: PurgeArgs,
+    shutdown: CancellationToken,
+) -> Result<(), DlqError> {
     if args.older_than.is_some() {
         args.filter.until = args.older_than;
     }

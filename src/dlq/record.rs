@@ -17,20 +17,20 @@ use serde_json::Value;
 
 /// A dead letter with everything the commands look at worked out once.
 #[derive(Debug)]
-pub struct Described {
-    pub recorded: Recorded,
+pub(crate) struct Described {
+    pub(crate) recorded: Recorded,
     /// The body as JSON, when it is JSON.
-    pub body_json: Option<Value>,
-    pub external_id: Option<String>,
+    pub(crate) body_json: Option<Value>,
+    pub(crate) external_id: Option<String>,
     /// The body's `contract` URN, when it names one.
-    pub contract: Option<String>,
+    pub(crate) contract: Option<String>,
     /// `x-dead-lettered-at`, or the time in RabbitMQ's `x-death` record.
-    pub dead_lettered_at: Option<String>,
-    pub group: GroupKey,
-    pub group_id: String,
+    pub(crate) dead_lettered_at: Option<String>,
+    pub(crate) group: GroupKey,
+    pub(crate) group_id: String,
 }
 
-pub fn describe(letter: &DeadLetter) -> Described {
+pub(crate) fn describe(letter: &DeadLetter) -> Described {
     let headers = letter.properties.headers().as_ref();
     let recorded = Recorded::read(headers);
     let body_json: Option<Value> = serde_json::from_slice(&letter.body).ok();
@@ -63,7 +63,7 @@ struct JsonRecord {
 }
 
 /// One line of JSON (fields in the order above).
-pub fn json_record(letter: &DeadLetter, described: &Described) -> String {
+pub(crate) fn json_record(letter: &DeadLetter, described: &Described) -> String {
     let body = match &described.body_json {
         Some(json) => json.clone(),
         None => Value::String(String::from_utf8_lossy(&letter.body).into_owned()),

@@ -47,30 +47,30 @@ use tracing::{info, warn};
 
 /// Replayed messages awaiting their confirm at most: pipelined, but bounded. Well below the walk's
 /// window, so that copies awaiting a confirm never fill it and force a new channel.
-pub const REPLAY_CONFIRM_WINDOW: usize = 256;
+pub(crate) const REPLAY_CONFIRM_WINDOW: usize = 256;
 
 #[derive(Args, Debug)]
-pub struct ReplayArgs {
+pub(crate) struct ReplayArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// Move at most this many matching dead letters (the first ones in the queue).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
     /// Show what would move (and, with --set/--unset, each change), and move nothing.
     #[arg(long)]
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Set a top-level body field on the way back (repeatable); VALUE is read as JSON when it parses
     /// as JSON, else as a string: --set title="Night Nurse" --set listedAt=1700000000000.
     #[arg(long = "set", value_name = "FIELD=VALUE", value_parser = parse_set)]
-    pub set: Vec<FieldEdit>,
+    pub(crate) set: Vec<FieldEdit>,
     /// Remove a top-level body field on the way back (repeatable).
     #[arg(long = "unset", value_name = "FIELD", value_parser = parse_unset)]
-    pub unset: Vec<FieldEdit>,
+    pub(crate) unset: Vec<FieldEdit>,
 }
 
-pub async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn replay(args: ReplayArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     distinct_queues(&args.amqp, "replay")?;
     let edit = Edit::new(args.set.clone(), args.unset.clone()).map_err(DlqError::Usage)?;
     let connection = connect(&args.amqp, "replay").await?;

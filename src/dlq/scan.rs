@@ -56,18 +56,18 @@ use tracing::{debug, warn};
 
 /// Messages one window (one channel's consumer) holds at most, for queues of up to
 /// [`MIN_WINDOW`] × [`MAX_HOLDING_WINDOWS`] messages: the client buffers no more than one window.
-pub const MIN_WINDOW: u16 = 1000;
+pub(crate) const MIN_WINDOW: u16 = 1000;
 /// Larger queues get larger windows, so that the channels holding messages stay well below
 /// RabbitMQ's default limit of 2,047 channels per connection.
-pub const MAX_HOLDING_WINDOWS: u64 = 500;
+pub(crate) const MAX_HOLDING_WINDOWS: u64 = 500;
 
 /// The prefetch of each window for a queue of `total` messages.
-pub fn window_size(total: u64) -> u16 {
+pub(crate) fn window_size(total: u64) -> u16 {
     let needed = total.div_ceil(MAX_HOLDING_WINDOWS);
     u16::try_from(needed.max(u64::from(MIN_WINDOW))).unwrap_or(u16::MAX)
 }
 /// The setting that names the queue the walk reads, for error messages.
-pub const DEAD_LETTER_SETTING: &str = "DEAD_LETTER_QUEUE";
+pub(crate) const DEAD_LETTER_SETTING: &str = "DEAD_LETTER_QUEUE";
 /// How often the walk looks whether the broker has put everything back.
 const GIVE_BACK_POLL: Duration = Duration::from_millis(20);
 /// If the ready count stops growing for this long, someone else is reading the queue: stop waiting.
@@ -77,24 +77,24 @@ const IDLE_CHECK: Duration = Duration::from_millis(200);
 
 /// Where the walk holds a message: the channel (window) it came on and its delivery tag there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Held {
-    pub window: usize,
-    pub delivery_tag: u64,
+pub(crate) struct Held {
+    pub(crate) window: usize,
+    pub(crate) delivery_tag: u64,
 }
 
 /// A message read from the dead-letter queue and still held by the walk.
 #[derive(Clone, Debug)]
-pub struct DeadLetter {
+pub(crate) struct DeadLetter {
     /// 1-based position in the queue when the walk started.
-    pub position: u64,
-    pub held: Held,
-    pub body: Vec<u8>,
-    pub properties: BasicProperties,
+    pub(crate) position: u64,
+    pub(crate) held: Held,
+    pub(crate) body: Vec<u8>,
+    pub(crate) properties: BasicProperties,
 }
 
 impl DeadLetter {
     /// What the filters look at.
-    pub fn candidate(&self) -> Candidate<'_> {
+    pub(crate) fn candidate(&self) -> Candidate<'_> {
         Candidate {
             body: &self.body,
             properties: &self.properties,
@@ -105,7 +105,7 @@ impl DeadLetter {
 #[cfg(test)]
 impl DeadLetter {
     /// A dead letter at `position`, held nowhere in particular: what the commands' tests look at.
-    pub fn at(position: u64, body: &[u8], properties: BasicProperties) -> DeadLetter {
+    pub(crate) fn at(position: u64, body: &[u8], properties: BasicProperties) -> DeadLetter {
         DeadLetter {
             position,
             held: Held {
@@ -120,7 +120,7 @@ impl DeadLetter {
 
 /// How many messages a queue holds ready, without creating it: a missing queue is an error naming the
 /// setting that names it.
-pub async fn ready_count(
+pub(crate) async fn ready_count(
     connection: &Connection,
     queue: &str,
     setting: &'static str,
@@ -141,7 +141,7 @@ struct Window {
 }
 
 /// An in-order, non-destructive walk over one queue, on channels of its own.
-pub struct Scan<'a> {
+pub(crate) struct Scan<'a> {
     connection: &'a Connection,
     queue: String,
     setting: &'static str,
@@ -161,7 +161,7 @@ pub struct Scan<'a> {
 impl<'a> Scan<'a> {
     /// Starts a walk over the dead-letter queue named by `amqp_args`, yielding at most `limit`
     /// messages when given.
-    pub async fn dead_letters(
+    pub(crate) async fn dead_letters(
         connection: &'a Connection,
         amqp_args: &AmqpArgs,
         limit: Option<u64>,
@@ -184,17 +184,17 @@ impl<'a> Scan<'a> {
     }
 
     /// Messages that were ready when the walk started.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Messages the walk will yield at most.
-    pub fn cap(&self) -> u64 {
+    pub(crate) fn cap(&self) -> u64 {
         self.cap
     }
 
     /// The next message in queue order, held until [`Scan::finish`] unless acked; `None` at the end.
-    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
         while self.delivered < self.cap {
             let window = self.active_window().await?;
             let active = &mut self.windows[window];
@@ -238,13 +238,8 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Yield nothing more; [`Scan::finish`] gives back whatever was delivered meanwhile.
-    pub fn stop(&mut self) {
-        self.cap = self.delivered;
-    }
-
     /// Removes a held message from the queue for good.
-    pub async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
+    pub(crate) async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         let window = &mut self.windows[held.window];
         let Some(channel) = &window.channel else {
             unreachable!("a window is closed only once it holds nothing");
@@ -258,7 +253,7 @@ impl<'a> Scan<'a> {
 
     /// Ends the walk: every message still held goes back to where it was. Callers must have sent
     /// every ack they mean to send first — a message not acked by now stays in the queue.
-    pub async fn finish(mut self) -> Result<(), AmqpError> {
+    pub(crate) async fn finish(mut self) -> Result<(), AmqpError> {
         if self.returns_to_tail && self.delivered < self.total {
             // Hold the rest too, so that everything goes back, in order, behind nothing.
             self.cap = self.total;

@@ -17,14 +17,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Args, Debug)]
-pub struct StatsArgs {
+pub(crate) struct StatsArgs {
     #[command(flatten)]
-    pub amqp: AmqpArgs,
+    pub(crate) amqp: AmqpArgs,
     /// One JSON object per group per line.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     #[command(flatten)]
-    pub filter: Filter,
+    pub(crate) filter: Filter,
 }
 
 /// A line of `stats --json`, fields in this order.
@@ -45,7 +45,7 @@ struct GroupRecord<'a> {
     other_contracts: u64,
 }
 
-pub async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
+pub(crate) async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
     let queue = &args.amqp.dead_letter_queue;
     let connection = connect(&args.amqp, "stats").await?;
     let selection = Selection::new(&args.filter, None);

@@ -11,7 +11,7 @@
 use std::io::IsTerminal;
 
 /// Rows looked at before the widths are fixed.
-pub const SAMPLE_ROWS: usize = 200;
+pub(crate) const SAMPLE_ROWS: usize = 200;
 /// Below this, the last column is too narrow to read: the other columns shrink to their minimum.
 const COMFORTABLE_LAST: usize = 50;
 /// Narrower than this, the last column goes on a line of its own under each row.
@@ -21,7 +21,7 @@ const WRAP_INDENT: &str = "    ";
 const GAP: &str = "  ";
 
 /// The width to fit: the terminal's when standard output is one, else `COLUMNS` when set.
-pub fn output_width() -> Option<usize> {
+pub(crate) fn output_width() -> Option<usize> {
     if std::io::stdout().is_terminal()
         && let Some((_, columns)) = console::Term::stdout().size_checked()
     {
@@ -31,17 +31,17 @@ pub fn output_width() -> Option<usize> {
 }
 
 #[derive(Clone, Copy, Debug)]
-pub struct Column {
-    pub title: &'static str,
+pub(crate) struct Column {
+    pub(crate) title: &'static str,
     /// Widest the column gets, however long its content.
-    pub max: usize,
+    pub(crate) max: usize,
     /// Narrowest it gets on a narrow terminal.
-    pub min: usize,
-    pub align_right: bool,
+    pub(crate) min: usize,
+    pub(crate) align_right: bool,
 }
 
 impl Column {
-    pub const fn new(title: &'static str, max: usize, min: usize) -> Column {
+    pub(crate) const fn new(title: &'static str, max: usize, min: usize) -> Column {
         Column {
             title,
             max,
@@ -50,17 +50,17 @@ impl Column {
         }
     }
 
-    pub const fn right(mut self) -> Column {
+    pub(crate) const fn right(mut self) -> Column {
         self.align_right = true;
         self
     }
 }
 
 /// A row: the cells of the short columns, and the last column's text.
-pub type Row = (Vec<String>, String);
+pub(crate) type Row = (Vec<String>, String);
 
 #[derive(Debug)]
-pub struct Table {
+pub(crate) struct Table {
     columns: Vec<Column>,
     widths: Vec<usize>,
     last_title: &'static str,
@@ -73,7 +73,7 @@ pub struct Table {
 impl Table {
     /// Widths from the sample rows' content (between the title's width and each column's `max`),
     /// shrunk towards each column's `min` when `fit` leaves the last column too little.
-    pub fn new(
+    pub(crate) fn new(
         columns: Vec<Column>,
         last_title: &'static str,
         sample: &[Row],
@@ -117,12 +117,12 @@ impl Table {
         }
     }
 
-    pub fn header(&self) -> String {
+    pub(crate) fn header(&self) -> String {
         let titles: Vec<String> = self.columns.iter().map(|c| c.title.to_owned()).collect();
         self.row(&titles, self.last_title)
     }
 
-    pub fn row(&self, cells: &[String], last: &str) -> String {
+    pub(crate) fn row(&self, cells: &[String], last: &str) -> String {
         let mut line = String::new();
         for ((column, width), cell) in self.columns.iter().zip(&self.widths).zip(cells) {
             let cell = one_line(cell);
@@ -155,7 +155,7 @@ impl Table {
 }
 
 /// Holds rows back until the widths can be decided, then prints as they come.
-pub struct Printer {
+pub(crate) struct Printer {
     columns: Vec<Column>,
     last_title: &'static str,
     fit: Option<usize>,
@@ -164,7 +164,11 @@ pub struct Printer {
 }
 
 impl Printer {
-    pub fn new(columns: Vec<Column>, last_title: &'static str, fit: Option<usize>) -> Printer {
+    pub(crate) fn new(
+        columns: Vec<Column>,
+        last_title: &'static str,
+        fit: Option<usize>,
+    ) -> Printer {
         Printer {
             columns,
             last_title,
@@ -175,7 +179,7 @@ impl Printer {
     }
 
     /// Takes a row; returns the lines now ready to print (none while the sample is being gathered).
-    pub fn push(&mut self, row: Row) -> Vec<String> {
+    pub(crate) fn push(&mut self, row: Row) -> Vec<String> {
         match &self.table {
             Some(table) => vec![table.row(&row.0, &row.1)],
             None => {
@@ -190,7 +194,7 @@ impl Printer {
     }
 
     /// The lines still held back (with the header, if nothing was printed yet).
-    pub fn finish(&mut self) -> Vec<String> {
+    pub(crate) fn finish(&mut self) -> Vec<String> {
         match self.table {
             Some(_) => Vec::new(),
             None => self.release(),
@@ -244,7 +248,7 @@ fn cut_middle(text: &str, width: usize) -> String {
 }
 
 /// An RFC 3339 time as the table shows it: `2025-01-02 03:04:05` (UTC when the input says `Z`).
-pub fn short_time(rfc3339: &str) -> String {
+pub(crate) fn short_time(rfc3339: &str) -> String {
     rfc3339
         .replacen('T', " ", 1)
         .trim_end_matches('Z')

@@ -21,16 +21,16 @@ use tokio_util::sync::CancellationToken;
 
 /// What a walk selects.
 #[derive(Clone, Copy)]
-pub struct Selection<'f> {
-    pub filter: &'f Filter,
+pub(crate) struct Selection<'f> {
+    pub(crate) filter: &'f Filter,
     /// Selected dead letters at most.
-    pub limit: Option<u64>,
+    pub(crate) limit: Option<u64>,
     /// Queue messages read at most (from the head).
-    pub within: Option<u64>,
+    pub(crate) within: Option<u64>,
 }
 
 impl<'f> Selection<'f> {
-    pub fn new(filter: &'f Filter, limit: Option<u64>) -> Selection<'f> {
+    pub(crate) fn new(filter: &'f Filter, limit: Option<u64>) -> Selection<'f> {
         Selection {
             filter,
             limit,
@@ -39,7 +39,7 @@ impl<'f> Selection<'f> {
     }
 
     /// How many messages the scan needs to read at most.
-    pub fn fetch_limit(&self) -> Option<u64> {
+    pub(crate) fn fetch_limit(&self) -> Option<u64> {
         let by_limit = if self.filter.is_empty() {
             self.limit
         } else {
@@ -50,30 +50,33 @@ impl<'f> Selection<'f> {
             (a, b) => a.or(b),
         }
     }
+}
 
-    /// Whether `selected` dead letters are all this selection wants.
-    pub fn is_complete(&self, selected: u64) -> bool {
-        self.limit.is_some_and(|limit| selected >= limit)
-    }
+/// Whether `selected` dead letters are all a selection with this `limit` wants.
+fn limit_reached(limit: Option<u64>, selected: u64) -> bool {
+    limit.is_some_and(|limit| selected >= limit)
 }
 
 /// How a walk ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Walked {
+pub(crate) struct Walked {
     /// Messages in the queue when the walk started.
-    pub total: u64,
+    pub(crate) total: u64,
     /// Messages the walk read.
-    pub read: u64,
+    pub(crate) read: u64,
     /// Dead letters it selected.
-    pub selected: u64,
+    pub(crate) selected: u64,
     /// Stopped by SIGTERM/SIGINT before the end.
-    pub interrupted: bool,
+    pub(crate) interrupted: bool,
 }
 
 impl Walked {
     /// The walk as it ended, or — when SIGTERM/SIGINT stopped it — [`DlqError::Interrupted`] with
     /// what `done` says was done.
-    pub fn completed(self, done: impl FnOnce(&Walked) -> String) -> Result<Walked, DlqError> {
+    pub(crate) fn completed(
+        self,
+        done: impl FnOnce(&Walked) -> String,
+    ) -> Result<Walked, DlqError> {
         if self.interrupted {
             Err(DlqError::Interrupted(done(&self)))
         } else {
@@ -82,7 +85,7 @@ impl Walked {
     }
 }
 
-pub struct Walk<'a> {
+pub(crate) struct Walk<'a> {
     scan: Scan<'a>,
     filter: Filter,
     limit: Option<u64>,
@@ -96,7 +99,7 @@ pub struct Walk<'a> {
 impl<'a> Walk<'a> {
     /// Starts a walk over the dead-letter queue. `output_on_terminal`: the command prints to the
     /// terminal the progress bar would draw on, so there is no bar.
-    pub async fn start(
+    pub(crate) async fn start(
         connection: &'a Connection,
         amqp_args: &AmqpArgs,
         selection: Selection<'_>,
@@ -121,16 +124,11 @@ impl<'a> Walk<'a> {
         })
     }
 
-    /// Messages in the queue when the walk started.
-    pub fn total(&self) -> u64 {
-        self.scan.total()
-    }
-
     /// The next selected dead letter, held until acked or until the walk finishes; `None` at the end
     /// of the queue, at the limit, or when a shutdown was asked for.
-    pub async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
         loop {
-            if self.limit.is_some_and(|limit| self.selected >= limit) {
+            if limit_reached(self.limit, self.selected) {
                 return Ok(None);
             }
             if self.shutdown.is_cancelled() {
@@ -150,12 +148,12 @@ impl<'a> Walk<'a> {
     }
 
     /// Removes a held dead letter from the queue for good.
-    pub async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
+    pub(crate) async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         self.scan.ack(held).await
     }
 
     /// Ends the walk: everything not acked goes back where it was.
-    pub async fn finish(self) -> Result<Walked, AmqpError> {
+    pub(crate) async fn finish(self) -> Result<Walked, AmqpError> {
         self.progress.finish_and_clear();
         let walked = Walked {
             total: self.scan.total(),
@@ -194,9 +192,9 @@ mod tests {
         assert_eq!(within(&none, Some(30), 10), Some(10));
         assert_eq!(within(&some, Some(3), 10), Some(10));
         assert_eq!(within(&some, None, 10), Some(10));
-        assert!(Selection::new(&some, Some(2)).is_complete(2));
-        assert!(!Selection::new(&some, Some(2)).is_complete(1));
-        assert!(!Selection::new(&some, None).is_complete(u64::MAX));
+        assert!(limit_reached(Some(2), 2));
+        assert!(!limit_reached(Some(2), 1));
+        assert!(!limit_reached(None, u64::MAX));
     }
 
     #[test]

@@ -16,13 +16,13 @@ use std::time::{Duration, SystemTime};
 
 /// Why a request or an element failed, as it goes into a dead letter.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub status: u16,
-    pub message: String,
+pub(crate) struct Failure {
+    pub(crate) status: u16,
+    pub(crate) message: String,
 }
 
 impl Failure {
-    pub fn new(status: u16, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
         Failure {
             status,
             message: message.into(),
@@ -32,7 +32,7 @@ impl Failure {
 
 /// The verdict for one element of a 2xx answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ElementOutcome {
+pub(crate) enum ElementOutcome {
     /// LinkedIn took the close (202): the task id says where to check it.
     Accepted { task_id: Option<String> },
     /// 409: the job is already closed (or does not exist) — a re-close, not a failure.
@@ -48,7 +48,7 @@ pub enum ElementOutcome {
 impl ElementOutcome {
     /// What a request-level fault of one job means when that job is known: 409 is a re-close,
     /// anything else a rejection.
-    pub fn of_fault(failure: Failure) -> ElementOutcome {
+    pub(crate) fn of_fault(failure: Failure) -> ElementOutcome {
         if failure.status == 409 {
             ElementOutcome::AlreadyClosed(failure)
         } else {
@@ -60,7 +60,7 @@ impl ElementOutcome {
 /// The verdict for a whole request, whatever was asked: `A` is the answer for every element (a
 /// close's entries; a task lookup's statuses).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome<A> {
+pub(crate) enum Outcome<A> {
     /// Every element has its own verdict.
     Answered(A),
     /// 401: get a new token and resend; never the message's fault.
@@ -87,15 +87,15 @@ pub enum Outcome<A> {
 }
 
 /// The verdict for a `batch_create`: entries in request order.
-pub type RequestOutcome = Outcome<Vec<ElementOutcome>>;
+pub(crate) type RequestOutcome = Outcome<Vec<ElementOutcome>>;
 
 /// An HTTP answer as far as classification cares.
 #[derive(Clone, Copy, Debug)]
-pub struct Answer<'a> {
-    pub status: u16,
+pub(crate) struct Answer<'a> {
+    pub(crate) status: u16,
     /// The raw `Retry-After` header, if any.
-    pub retry_after: Option<&'a str>,
-    pub body: &'a [u8],
+    pub(crate) retry_after: Option<&'a str>,
+    pub(crate) body: &'a [u8],
 }
 
 #[derive(Deserialize)]
@@ -131,7 +131,7 @@ fn lenient_status<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u
 }
 
 /// Classifies the answer to a `batch_create` of `sent` elements, received at `now`.
-pub fn classify(answer: Answer<'_>, sent: usize, now: SystemTime) -> RequestOutcome {
+pub(crate) fn classify(answer: Answer<'_>, sent: usize, now: SystemTime) -> RequestOutcome {
     let status = answer.status;
     let failure = || failure_from_body(status, answer.body);
     match status {
@@ -165,7 +165,7 @@ pub fn classify(answer: Answer<'_>, sent: usize, now: SystemTime) -> RequestOutc
 
 /// Whether a request-level 4xx says the integration (headers, URL, permissions, version) is wrong,
 /// so that every request would get it, whatever it carries.
-pub fn is_integration_fault(failure: &Failure) -> bool {
+pub(crate) fn is_integration_fault(failure: &Failure) -> bool {
     let message = failure.message.as_str();
     match failure.status {
         403 => {
@@ -181,7 +181,7 @@ pub fn is_integration_fault(failure: &Failure) -> bool {
 /// The position of the element a request-level message names, if it names one of `ids`: LinkedIn's
 /// 400 says `... for job with externalPartnerId {externalJobPostingId}, taskUrn ...`. When several
 /// ids match (one a prefix of another), the longest wins; a bare substring never counts.
-pub fn named_element(message: &str, ids: &[&str]) -> Option<usize> {
+pub(crate) fn named_element(message: &str, ids: &[&str]) -> Option<usize> {
     const LABELS: [&str; 4] = [
         "externalPartnerId ",
         "externalPartnerId: ",
@@ -256,7 +256,7 @@ fn classify_entry(status: u16, entry: Entry) -> ElementOutcome {
 
 /// LinkedIn's error bodies carry `message`; OAuth errors carry `error_description`; anything else is
 /// quoted as it came, so an operator sees what LinkedIn (or a proxy in front of it) said.
-pub fn failure_from_body(status: u16, body: &[u8]) -> Failure {
+pub(crate) fn failure_from_body(status: u16, body: &[u8]) -> Failure {
     if let Ok(error) = serde_json::from_slice::<ErrorBody>(body)
         && let Some(message) = error.message.or(error.error_description)
     {
@@ -272,7 +272,7 @@ pub fn failure_from_body(status: u16, body: &[u8]) -> Failure {
 }
 
 /// `Retry-After` is either delay-seconds or an HTTP-date (RFC 9110).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -21,13 +21,13 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 /// LinkedIn wants the query string under 4 KB; this leaves room for whatever a proxy adds.
-pub const MAX_QUERY_BYTES: usize = 4000;
+pub(crate) const MAX_QUERY_BYTES: usize = 4000;
 /// Ids per lookup, whatever their length: keeps answers and retries small.
-pub const MAX_IDS_PER_QUERY: usize = 100;
+pub(crate) const MAX_IDS_PER_QUERY: usize = 100;
 
 /// A task lookup's query string being filled: one URL-encoded `ids=` parameter per distinct id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TaskQuery {
+pub(crate) struct TaskQuery {
     query: String,
     ids: Vec<String>,
 }
@@ -40,12 +40,12 @@ fn ids_parameter(task_id: &str) -> String {
 
 impl TaskQuery {
     /// Whether a query holding only `task_id` would be short enough.
-    pub fn fits_alone(task_id: &str) -> bool {
+    pub(crate) fn fits_alone(task_id: &str) -> bool {
         ids_parameter(task_id).len() <= MAX_QUERY_BYTES
     }
 
     /// Adds `task_id` unless the query would grow too long; an id already in it is asked once.
-    pub fn try_add(&mut self, task_id: &str) -> bool {
+    pub(crate) fn try_add(&mut self, task_id: &str) -> bool {
         if self.ids.iter().any(|id| id == task_id) {
             return true;
         }
@@ -65,24 +65,24 @@ impl TaskQuery {
         true
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.query
     }
 
-    pub fn ids(&self) -> &[String] {
+    pub(crate) fn ids(&self) -> &[String] {
         &self.ids
     }
 }
 
 /// The prefix every task id LinkedIn hands out carries; anything else cannot be looked up.
-pub const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
+pub(crate) const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
 
 /// LinkedIn's answer to a lookup holding an id that is not a task URN.
-pub const BAD_BATCH_KEY: &str = "Batch key parameter value is invalid";
+pub(crate) const BAD_BATCH_KEY: &str = "Batch key parameter value is invalid";
 
 /// What LinkedIn says about one task.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TaskStatus {
+pub(crate) enum TaskStatus {
     /// The close happened: `SUCCEEDED`, or `PROCESSED` without an `errorMessage` (`status` says
     /// which).
     Succeeded {
@@ -98,10 +98,10 @@ pub enum TaskStatus {
 
 /// The statuses of one answer, by task id.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TaskStatuses(HashMap<String, TaskStatus>);
+pub(crate) struct TaskStatuses(HashMap<String, TaskStatus>);
 
 impl TaskStatuses {
-    pub fn status_of(&self, task_id: &str) -> TaskStatus {
+    pub(crate) fn status_of(&self, task_id: &str) -> TaskStatus {
         self.0
             .get(task_id)
             .cloned()
@@ -113,7 +113,7 @@ impl TaskStatuses {
 
 /// The verdict for a whole lookup: `Answered`, `RefreshToken` (401), `Throttled` (429),
 /// `ElementFault` (400 "Batch key parameter value is invalid"), or `Retry` for anything else.
-pub type LookupOutcome = Outcome<TaskStatuses>;
+pub(crate) type LookupOutcome = Outcome<TaskStatuses>;
 
 #[derive(Deserialize)]
 struct TasksBody {
@@ -133,7 +133,7 @@ struct TaskResult {
 }
 
 /// Classifies an answer from the task endpoint received at `now`.
-pub fn classify(
+pub(crate) fn classify(
     status: u16,
     retry_after: Option<&str>,
     body: &[u8],
@@ -212,7 +212,7 @@ fn statuses(body: TasksBody) -> TaskStatuses {
 }
 
 /// Looks up the tasks in `query` with `token`; a transport failure is a retry.
-pub async fn lookup(
+pub(crate) async fn lookup(
     client: &LinkedInClient,
     token: &AccessToken,
     query: &TaskQuery,

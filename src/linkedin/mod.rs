@@ -7,9 +7,9 @@
 //! lookup used to live with the pending checks in `tasks/`; it is a LinkedIn request like the close,
 //! with the same transport failures, so it sits beside it.)
 
-pub mod classify;
-pub mod lookup;
-pub mod token;
+pub(crate) mod classify;
+pub(crate) mod lookup;
+pub(crate) mod token;
 
 use crate::config::{Credentials, LinkedInArgs};
 use bytes::Bytes;
@@ -18,16 +18,16 @@ use std::time::{Duration, SystemTime};
 use token::{AccessToken, HttpTokenSource, TokenCache, describe_transport_error};
 
 /// The HTTP client, endpoints and shared token for one worker.
-pub struct LinkedInClient {
+pub(crate) struct LinkedInClient {
     http: reqwest::Client,
     postings_url: String,
     tasks_url: String,
     api_version: Option<String>,
-    pub tokens: TokenCache<HttpTokenSource>,
+    pub(crate) tokens: TokenCache<HttpTokenSource>,
 }
 
 impl LinkedInClient {
-    pub fn new(args: &LinkedInArgs, credentials: Credentials) -> reqwest::Result<Self> {
+    pub(crate) fn new(args: &LinkedInArgs, credentials: Credentials) -> reqwest::Result<Self> {
         let http = http_client(args.http_timeout())?;
         let source = HttpTokenSource::new(
             http.clone(),
@@ -44,21 +44,21 @@ impl LinkedInClient {
         })
     }
 
-    pub fn http(&self) -> &reqwest::Client {
+    pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
     /// `{url}/v2/simpleJobPostingTasks`, or the versioned `/rest` path.
-    pub fn tasks_url(&self) -> &str {
+    pub(crate) fn tasks_url(&self) -> &str {
         &self.tasks_url
     }
 
-    pub fn api_version(&self) -> Option<&str> {
+    pub(crate) fn api_version(&self) -> Option<&str> {
         self.api_version.as_deref()
     }
 
     /// Posts one `batch_create` and classifies the answer; a transport failure is a retry.
-    pub async fn close_batch<'a>(
+    pub(crate) async fn close_batch<'a>(
         &self,
         token: &AccessToken,
         elements: impl ExactSizeIterator<Item = &'a Bytes>,
@@ -92,15 +92,15 @@ impl LinkedInClient {
 }
 
 /// An HTTP answer, read whole.
-pub struct RawAnswer {
-    pub status: u16,
+pub(crate) struct RawAnswer {
+    pub(crate) status: u16,
     /// The raw `Retry-After` header, if any.
-    pub retry_after: Option<String>,
-    pub body: bytes::Bytes,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: bytes::Bytes,
 }
 
 /// Sends a request and reads its answer; an error is a transport failure (timeout, connection).
-pub async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswer> {
+pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswer> {
     let response = request.send().await?;
     let status = response.status().as_u16();
     let retry_after = response
@@ -119,7 +119,7 @@ pub async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswe
 /// One client for the worker's lifetime: connections are kept alive between requests. Proxies follow
 /// [`crate::http_proxy`]: `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, never for loopback. TLS keeps the
 /// platform's roots: the broker's `AMQP_TLS_CA_FILE` is never added here.
-pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
     crate::http_proxy::ProxyRules::from_env()
         .apply(reqwest::Client::builder())
         .timeout(timeout)
@@ -133,7 +133,7 @@ pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
 
 /// A timeout reads as 408 and a connection failure as 503 in dead letters: HTTP-style statuses for
 /// what never got an HTTP answer.
-pub fn transport_failure<A>(error: &reqwest::Error) -> classify::Outcome<A> {
+pub(crate) fn transport_failure<A>(error: &reqwest::Error) -> classify::Outcome<A> {
     let status = if error.is_timeout() { 408 } else { 503 };
     classify::Outcome::Retry {
         retry_after: None,
@@ -142,7 +142,7 @@ pub fn transport_failure<A>(error: &reqwest::Error) -> classify::Outcome<A> {
 }
 
 /// `{"elements":[e1,e2,...]}` from the validated raw elements, without re-serialising them.
-pub fn request_body<'a>(elements: impl Iterator<Item = &'a Bytes>) -> Vec<u8> {
+pub(crate) fn request_body<'a>(elements: impl Iterator<Item = &'a Bytes>) -> Vec<u8> {
     let elements: Vec<&Bytes> = elements.collect();
     let size = 16 + elements.iter().map(|e| e.len() + 1).sum::<usize>();
     let mut body = Vec::with_capacity(size);

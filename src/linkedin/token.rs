@@ -16,14 +16,14 @@ use tokio::time::Instant;
 
 /// A bearer token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AccessToken(Arc<str>);
+pub(crate) struct AccessToken(Arc<str>);
 
 impl AccessToken {
-    pub fn new(value: impl Into<Arc<str>>) -> Self {
+    pub(crate) fn new(value: impl Into<Arc<str>>) -> Self {
         AccessToken(value.into())
     }
 
-    pub fn bearer(&self) -> String {
+    pub(crate) fn bearer(&self) -> String {
         format!("Bearer {}", self.0)
     }
 }
@@ -36,14 +36,14 @@ impl std::fmt::Debug for AccessToken {
 
 /// A token as the token endpoint hands it out.
 #[derive(Clone, Debug)]
-pub struct FreshToken {
-    pub token: AccessToken,
-    pub lifetime: Duration,
+pub(crate) struct FreshToken {
+    pub(crate) token: AccessToken,
+    pub(crate) lifetime: Duration,
 }
 
 /// Why no token could be had. Either way the worker waits and tries again: messages are never blamed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The endpoint refused the credentials (400/401): an operator must fix the configuration.
     #[error("the token endpoint refused the client credentials (HTTP {status}): {message}")]
     Refused { status: u16, message: String },
@@ -53,13 +53,13 @@ pub enum TokenError {
 }
 
 /// Where tokens come from.
-pub trait TokenSource: Send + Sync {
+pub(crate) trait TokenSource: Send + Sync {
     fn fetch(&self) -> impl Future<Output = Result<FreshToken, TokenError>> + Send;
 }
 
 /// Renew this long before expiry: a minute for LinkedIn's 30-minute tokens, a tenth of the lifetime for
 /// short ones, so a 10-second token is not considered stale from the moment it arrives.
-pub fn renewal_margin(lifetime: Duration) -> Duration {
+pub(crate) fn renewal_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(Duration::from_secs(60))
 }
 
@@ -69,14 +69,14 @@ struct Cached {
 }
 
 /// The shared token.
-pub struct TokenCache<S> {
+pub(crate) struct TokenCache<S> {
     source: S,
     current: Mutex<Option<Cached>>,
     fetches: AtomicU64,
 }
 
 impl<S: TokenSource> TokenCache<S> {
-    pub fn new(source: S) -> Self {
+    pub(crate) fn new(source: S) -> Self {
         TokenCache {
             source,
             current: Mutex::new(None),
@@ -85,7 +85,7 @@ impl<S: TokenSource> TokenCache<S> {
     }
 
     /// The current token, fetching one if there is none or it is due for renewal.
-    pub async fn get(&self) -> Result<AccessToken, TokenError> {
+    pub(crate) async fn get(&self) -> Result<AccessToken, TokenError> {
         let mut current = self.current.lock().await;
         if let Some(cached) = current.as_ref()
             && Instant::now() < cached.renew_at
@@ -104,7 +104,7 @@ impl<S: TokenSource> TokenCache<S> {
 
     /// LinkedIn refused `used` (401). Forget it — unless another request already replaced it, so that
     /// a burst of 401s for one stale token leads to one fetch, not one per request.
-    pub async fn invalidate(&self, used: &AccessToken) {
+    pub(crate) async fn invalidate(&self, used: &AccessToken) {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|c| &c.token == used) {
             *current = None;
@@ -112,13 +112,13 @@ impl<S: TokenSource> TokenCache<S> {
     }
 
     /// Token fetches made so far (for metrics and tests).
-    pub fn fetches(&self) -> u64 {
+    pub(crate) fn fetches(&self) -> u64 {
         self.fetches.load(Ordering::Relaxed)
     }
 }
 
 /// The OAuth 2.0 client-credentials flow over HTTP.
-pub struct HttpTokenSource {
+pub(crate) struct HttpTokenSource {
     http: reqwest::Client,
     url: String,
     client_id: String,
@@ -126,7 +126,7 @@ pub struct HttpTokenSource {
 }
 
 impl HttpTokenSource {
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         url: String,
         client_id: String,
@@ -211,7 +211,7 @@ fn parse_token_body(body: &[u8]) -> Result<FreshToken, TokenError> {
 
 /// reqwest's `Display` can include the URL; ours never carries a secret, but say what kind of failure
 /// it was, which is what an operator needs.
-pub fn describe_transport_error(error: &reqwest::Error) -> String {
+pub(crate) fn describe_transport_error(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

@@ -43,9 +43,9 @@ impl ApiFamily {
 /// One call to LinkedIn's API as its handler sees it: the sandbox, the URL family the call came in
 /// on, and its headers.
 pub(crate) struct ApiCall {
-    pub state: Arc<SandboxState>,
-    pub family: ApiFamily,
-    pub headers: HeaderMap,
+    pub(crate) state: Arc<SandboxState>,
+    pub(crate) family: ApiFamily,
+    pub(crate) headers: HeaderMap,
 }
 
 impl FromRequestParts<Arc<SandboxState>> for ApiCall {
@@ -66,14 +66,18 @@ impl FromRequestParts<Arc<SandboxState>> for ApiCall {
 impl ApiCall {
     /// The `LinkedIn-Version` header (on `/rest`), then the bearer token: the checks every call
     /// passes after the latency, in LinkedIn's order.
-    pub fn check_version_and_token(&self) -> Result<(), LinkedInError> {
+    pub(crate) fn check_version_and_token(&self) -> Result<(), LinkedInError> {
         check_version_header(&self.state, self.family, &self.headers, utc_now())?;
         check_bearer_token(&self.state, &self.headers)
     }
 
     /// The response to send for `answer` (a refusal becomes LinkedIn's error body), logged as
     /// `endpoint`'s.
-    pub fn respond(&self, endpoint: &str, answer: Result<Response, LinkedInError>) -> Response {
+    pub(crate) fn respond(
+        &self,
+        endpoint: &str,
+        answer: Result<Response, LinkedInError>,
+    ) -> Response {
         let response = answer.unwrap_or_else(IntoResponse::into_response);
         tracing::debug!(
             status = response.status().as_u16(),
@@ -100,7 +104,7 @@ pub(crate) struct LinkedInError {
 }
 
 impl LinkedInError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> LinkedInError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> LinkedInError {
         LinkedInError {
             status,
             message: message.into(),
@@ -109,12 +113,12 @@ impl LinkedInError {
     }
 
     #[cfg(test)]
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         self.status
     }
 
     #[cfg(test)]
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
@@ -164,9 +168,9 @@ pub(crate) fn shutting_down() -> LinkedInError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct UtcNow {
     /// Days since the Unix epoch; the daily limit resets when it changes, at 00:00 UTC.
-    pub day_number: u64,
+    pub(crate) day_number: u64,
     /// The current month as `YYYYMM`.
-    pub year_month: u32,
+    pub(crate) year_month: u32,
 }
 
 pub(crate) fn utc_now() -> UtcNow {

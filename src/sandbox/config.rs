@@ -42,7 +42,7 @@ pub struct SandboxConfig {
 /// The default oldest `LinkedIn-Version` served: January 2024. LinkedIn serves a version for about
 /// a year; this is older, so that the versions job-closer's docs and LinkedIn's SDK use (`202504`)
 /// work, while a stale one is still refused the way LinkedIn refuses it.
-pub const DEFAULT_OLDEST_LINKEDIN_VERSION: u32 = 202_401;
+pub(crate) const DEFAULT_OLDEST_LINKEDIN_VERSION: u32 = 202_401;
 
 impl Default for SandboxConfig {
     fn default() -> Self {
@@ -76,11 +76,11 @@ impl SandboxConfig {
 pub struct SandboxArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "SANDBOX_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// The client id the token endpoint accepts.
     #[arg(long, env = "SANDBOX_CLIENT_ID", default_value = "sandbox-client")]
-    pub client_id: String,
+    pub(crate) client_id: String,
 
     /// The client secret the token endpoint accepts.
     #[arg(
@@ -89,11 +89,11 @@ pub struct SandboxArgs {
         default_value = "sandbox-secret",
         hide_env_values = true
     )]
-    pub client_secret: String,
+    pub(crate) client_secret: String,
 
     /// Lifetime of issued access tokens, in seconds.
     #[arg(long, env = "SANDBOX_TOKEN_LIFETIME_SECS", default_value_t = 1800)]
-    pub token_lifetime_secs: u64,
+    pub(crate) token_lifetime_secs: u64,
 
     /// A contract the application may post for (`urn:li:contract:ID` or just `ID`); repeatable,
     /// comma separated in the environment. Without any, every contract is allowed.
@@ -102,33 +102,33 @@ pub struct SandboxArgs {
         env = "SANDBOX_ALLOWED_CONTRACTS",
         value_delimiter = ','
     )]
-    pub allow_contract: Vec<String>,
+    pub(crate) allow_contract: Vec<String>,
 
     /// Delay added before answering each job posting or task request, in milliseconds.
     #[arg(long, env = "SANDBOX_LATENCY_MS", default_value_t = 0)]
-    pub latency_ms: u64,
+    pub(crate) latency_ms: u64,
 
     /// How long a task stays IN_PROGRESS before it SUCCEEDED, in milliseconds.
     #[arg(long, env = "SANDBOX_TASK_DELAY_MS", default_value_t = 0)]
-    pub task_delay_ms: u64,
+    pub(crate) task_delay_ms: u64,
 
     /// Also enforce the spec's lengths (description 100-25,000, title <= 200) and a company field,
     /// which LinkedIn does not document for CLOSE.
     #[arg(long, env = "SANDBOX_STRICT", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
-    pub strict: bool,
+    pub(crate) strict: bool,
 
     /// Elements accepted per UTC day before every posting request is a 429 (unset: no limit).
     #[arg(long, env = "SANDBOX_DAILY_ELEMENT_LIMIT")]
-    pub daily_element_limit: Option<u64>,
+    pub(crate) daily_element_limit: Option<u64>,
 
     /// Oldest LinkedIn-Version (YYYYMM) served on /rest; older ones get a 426.
     #[arg(long, env = "SANDBOX_OLDEST_LINKEDIN_VERSION", default_value_t = DEFAULT_OLDEST_LINKEDIN_VERSION)]
-    pub oldest_linkedin_version: u32,
+    pub(crate) oldest_linkedin_version: u32,
 }
 
 impl SandboxArgs {
     /// The configuration these flags describe.
-    pub fn config(&self) -> SandboxConfig {
+    pub(crate) fn config(&self) -> SandboxConfig {
         let allowed_contracts: Vec<String> = self
             .allow_contract
             .iter()

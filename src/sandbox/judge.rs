@@ -40,17 +40,17 @@ pub const ALREADY_CLOSED_MESSAGE: &str =
     "Cannot close job which is already closed or does not exist";
 
 /// LinkedIn's answer to a job without any of the fields naming its company (strict mode).
-pub const COMPANY_MISSING_MESSAGE: &str =
+pub(crate) const COMPANY_MISSING_MESSAGE: &str =
     "Either context or company or companyPageUrl or companyName must be provided";
 
 /// LinkedIn's answer to more than seven `alternateLocations`.
-pub const TOO_MANY_LOCATIONS_MESSAGE: &str =
+pub(crate) const TOO_MANY_LOCATIONS_MESSAGE: &str =
     "The job contains more than seven locations. Please ensure maximum seven locations per job";
 
 /// The spec's description length, enforced in strict mode only (undocumented on CLOSE).
-pub const DESCRIPTION_CHARS: std::ops::RangeInclusive<usize> = 100..=25_000;
+pub(crate) const DESCRIPTION_CHARS: std::ops::RangeInclusive<usize> = 100..=25_000;
 /// The spec's longest title, enforced in strict mode only.
-pub const MAX_TITLE_CHARS: usize = 200;
+pub(crate) const MAX_TITLE_CHARS: usize = 200;
 
 /// Fields every element must carry (LinkedIn's OpenAPI spec), in the order they are checked.
 const REQUIRED_FIELDS: [&str; 7] = [
@@ -123,15 +123,15 @@ impl Operation {
 
 /// What LinkedIn knows when a request arrives.
 pub(crate) struct Situation<'a> {
-    pub config: &'a SandboxConfig,
-    pub poison_prefix: Option<&'a str>,
-    pub reclose_answer: RecloseAnswer,
+    pub(crate) config: &'a SandboxConfig,
+    pub(crate) poison_prefix: Option<&'a str>,
+    pub(crate) reclose_answer: RecloseAnswer,
     /// Jobs the sandbox has closed.
-    pub closed: &'a HashSet<String>,
+    pub(crate) closed: &'a HashSet<String>,
     /// Jobs marked as not existing.
-    pub absent: &'a HashSet<String>,
+    pub(crate) absent: &'a HashSet<String>,
     /// The task URN a request-level apply-URL refusal quotes (LinkedIn names one).
-    pub refused_task_urn: &'a str,
+    pub(crate) refused_task_urn: &'a str,
 }
 
 impl Situation<'_> {

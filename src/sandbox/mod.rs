@@ -35,8 +35,8 @@
 //! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
 //! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
 //! (`daily-element-limit`), plus the older faults, outages (with [`Fault`]'s constructors for
-//! LinkedIn's integration and contract errors), token outages and task rules
-//! ([`TaskRule::processed`], [`TaskRule::processed_with_error`]). [`SandboxConfig::strict`]
+//! LinkedIn's integration and contract errors), token outages and task rules ([`TaskRule`]: a
+//! status after a delay, `PROCESSED` with or without an `errorMessage`). [`SandboxConfig::strict`]
 //! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
 mod api_gate;
@@ -63,10 +63,10 @@ use axum::routing::{get, post};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{DEFAULT_OLDEST_LINKEDIN_VERSION, SandboxArgs, SandboxConfig};
+pub use config::{SandboxArgs, SandboxConfig};
 pub use judge::{ALREADY_CLOSED_MESSAGE, RecloseAnswer};
 pub use scripting::{Fault, TaskRule};
-pub use state::Stats;
+pub(crate) use state::Stats;
 
 use api_gate::linkedin_error;
 use state::SandboxState;
@@ -288,7 +288,7 @@ async fn unknown_resource(uri: Uri) -> Response {
 
 /// Runs `job-closer sandbox`: starts a sandbox from `args`, prints where it listens, and runs
 /// until `shutdown` is cancelled.
-pub async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::Result<()> {
+pub(crate) async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::Result<()> {
     let sandbox = Sandbox::start(args.listen, args.config()).await?;
     println!(
         "LinkedIn sandbox listening on http://{} (client id: {}, token url: {})",
@@ -303,6 +303,7 @@ pub async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::R
 
 #[cfg(test)]
 mod tests {
+    use super::config::DEFAULT_OLDEST_LINKEDIN_VERSION;
     use super::test_support::{access_token, http_client, start_default};
     use super::*;
 

@@ -21,12 +21,12 @@ use super::state::{SandboxState, accepted_entry};
 const HANG_DURATION: Duration = Duration::from_secs(600);
 
 /// LinkedIn's answer when `x-restli-method` is missing: without it the POST is not a batch_create.
-pub const NOT_ENOUGH_PERMISSIONS_MESSAGE: &str =
+pub(crate) const NOT_ENOUGH_PERMISSIONS_MESSAGE: &str =
     "Not enough permissions to access: POST /simpleJobPostings";
 
 /// LinkedIn's answer to a POST whose `x-restli-method` names another method: Rest.li then reads
 /// the body as one entity, whose `elements` field is not one it knows.
-pub const UNPERMITTED_FIELDS_MESSAGE: &str = "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]";
+pub(crate) const UNPERMITTED_FIELDS_MESSAGE: &str = "Unpermitted fields present in REQUEST_BODY: Data Processing Exception while processing fields [/elements]";
 
 /// `POST /v2/simpleJobPostings` and `POST /rest/simpleJobPostings`.
 pub(crate) async fn batch_create(call: ApiCall, body: Bytes) -> Response {

@@ -53,7 +53,8 @@ impl Fault {
 
     /// 403 `Unpermitted fields present in REQUEST_BODY: ... [/elements]` (the integration sends
     /// the wrong Rest.li method).
-    pub fn unpermitted_fields() -> Fault {
+    #[cfg(test)]
+    pub(crate) fn unpermitted_fields() -> Fault {
         Fault::linkedin(403, super::postings::UNPERMITTED_FIELDS_MESSAGE)
     }
 
@@ -63,7 +64,8 @@ impl Fault {
     }
 
     /// 402 `Insufficient job slots for contract = {contract} for purchase flow`.
-    pub fn insufficient_job_slots(contract: &str) -> Fault {
+    #[cfg(test)]
+    pub(crate) fn insufficient_job_slots(contract: &str) -> Fault {
         Fault::linkedin(
             402,
             format!("Insufficient job slots for contract = {contract} for purchase flow"),
@@ -71,7 +73,8 @@ impl Fault {
     }
 
     /// 402 `Insufficient lifetime budget for contract: {contract}`.
-    pub fn insufficient_budget(contract: &str) -> Fault {
+    #[cfg(test)]
+    pub(crate) fn insufficient_budget(contract: &str) -> Fault {
         Fault::linkedin(
             402,
             format!("Insufficient lifetime budget for contract: {contract}"),
@@ -79,7 +82,8 @@ impl Fault {
     }
 
     /// 403 `Caller is not authorized to access the jobs for contract: {contract}`.
-    pub fn contract_not_authorized(contract: &str) -> Fault {
+    #[cfg(test)]
+    pub(crate) fn contract_not_authorized(contract: &str) -> Fault {
         Fault::linkedin(
             403,
             format!("Caller is not authorized to access the jobs for contract: {contract}"),
@@ -109,7 +113,8 @@ pub struct TaskRule {
 
 impl TaskRule {
     /// `PROCESSED` after `after`, without `errorMessage`: processed successfully.
-    pub fn processed(after: Duration) -> TaskRule {
+    #[cfg(test)]
+    pub(crate) fn processed(after: Duration) -> TaskRule {
         TaskRule {
             status: "PROCESSED".to_owned(),
             after,
@@ -118,7 +123,11 @@ impl TaskRule {
     }
 
     /// `PROCESSED` after `after`, with `errorMessage`: processed, but failed payload validation.
-    pub fn processed_with_error(after: Duration, error_message: impl Into<String>) -> TaskRule {
+    #[cfg(test)]
+    pub(crate) fn processed_with_error(
+        after: Duration,
+        error_message: impl Into<String>,
+    ) -> TaskRule {
         TaskRule {
             error_message: Some(error_message.into()),
             ..TaskRule::processed(after)
@@ -141,12 +150,17 @@ mod duration_as_millis {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         serializer.serialize_u64(millis)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
         u64::deserialize(deserializer).map(Duration::from_millis)
     }
 }

@@ -46,7 +46,7 @@ pub struct Stats {
     pub refused_closes: BTreeMap<String, u64>,
     /// Per-element statuses returned inside HTTP 200 answers (202, 422, ...), including the
     /// entries of a [`super::Fault::WrongCount200`] answer.
-    pub element_statuses: BTreeMap<u16, u64>,
+    pub(crate) element_statuses: BTreeMap<u16, u64>,
     /// Highest number of simpleJobPostings requests in the handler at once. A request counts
     /// from arrival, through the configured latency, until it is answered.
     pub max_concurrent_requests: usize,
@@ -75,18 +75,18 @@ pub(crate) enum TokenValidity {
 /// A posting the sandbox accepted (per-element 202): the asynchronous task LinkedIn would run.
 #[derive(Clone, Debug)]
 pub(crate) struct PostingTask {
-    pub external_job_posting_id: String,
-    pub job_posting_urn: String,
-    pub accepted_at: Instant,
+    pub(crate) external_job_posting_id: String,
+    pub(crate) job_posting_urn: String,
+    pub(crate) accepted_at: Instant,
     /// Decided when the posting is accepted, so a rule set later does not rewrite history.
-    pub rule: TaskRule,
+    pub(crate) rule: TaskRule,
 }
 
 /// State shared by all handlers of one sandbox.
 pub(crate) struct SandboxState {
-    pub config: SandboxConfig,
+    pub(crate) config: SandboxConfig,
     /// Cancelled when the sandbox stops, so held requests (latency, hangs) let go at once.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     postings_in_flight: AtomicUsize,
     memory: Mutex<Memory>,
 }
@@ -138,7 +138,7 @@ impl Drop for InFlightPosting<'_> {
 }
 
 impl SandboxState {
-    pub fn new(config: SandboxConfig) -> SandboxState {
+    pub(crate) fn new(config: SandboxConfig) -> SandboxState {
         let memory = Memory {
             daily_element_limit: config.daily_element_limit,
             ..Memory::default()
@@ -158,13 +158,13 @@ impl SandboxState {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.memory().stats.clone()
     }
 
     /// Clears statistics, scripted faults, outages and task rules. Issued tokens and accepted
     /// tasks stay: a client mid-run must not see its token or task ids vanish.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut memory = self.memory();
         memory.stats = Stats::default();
         memory.scripted_faults.clear();
@@ -181,19 +181,19 @@ impl SandboxState {
 
     // --- token endpoint ---
 
-    pub fn count_token_request(&self) {
+    pub(crate) fn count_token_request(&self) {
         self.memory().stats.token_requests += 1;
     }
 
-    pub fn token_outage(&self) -> Option<u16> {
+    pub(crate) fn token_outage(&self) -> Option<u16> {
         self.memory().token_outage
     }
 
-    pub fn set_token_outage(&self, status: Option<u16>) {
+    pub(crate) fn set_token_outage(&self, status: Option<u16>) {
         self.memory().token_outage = status;
     }
 
-    pub fn issue_token(&self) -> String {
+    pub(crate) fn issue_token(&self) -> String {
         let token: String = rand::rng()
             .sample_iter(rand::distr::Alphanumeric)
             .take(ACCESS_TOKEN_LENGTH)
@@ -206,7 +206,7 @@ impl SandboxState {
         token
     }
 
-    pub fn token_validity(&self, token: &str) -> TokenValidity {
+    pub(crate) fn token_validity(&self, token: &str) -> TokenValidity {
         match self.memory().token_expiry.get(token) {
             None => TokenValidity::Unknown,
             Some(expires_at) if Instant::now() >= *expires_at => TokenValidity::Expired,
@@ -215,11 +215,11 @@ impl SandboxState {
     }
 
     /// Every access token issued so far (tests look for them in logs, where they must not be).
-    pub fn issued_tokens(&self) -> Vec<String> {
+    pub(crate) fn issued_tokens(&self) -> Vec<String> {
         self.memory().token_expiry.keys().cloned().collect()
     }
 
-    pub fn expire_tokens(&self) {
+    pub(crate) fn expire_tokens(&self) {
         let now = Instant::now();
         for expires_at in self.memory().token_expiry.values_mut() {
             *expires_at = (*expires_at).min(now);
@@ -230,7 +230,7 @@ impl SandboxState {
 
     /// Counts a request arriving at the simpleJobPostings handler; it stays "in the handler"
     /// until the returned guard is dropped.
-    pub fn enter_posting_request(&self) -> InFlightPosting<'_> {
+    pub(crate) fn enter_posting_request(&self) -> InFlightPosting<'_> {
         let in_flight = self.postings_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         let mut memory = self.memory();
         memory.stats.requests += 1;
@@ -238,18 +238,18 @@ impl SandboxState {
         InFlightPosting { state: self }
     }
 
-    pub fn record_linkedin_version(&self, version: &str) {
+    pub(crate) fn record_linkedin_version(&self, version: &str) {
         self.memory()
             .stats
             .linkedin_versions
             .insert(version.to_owned());
     }
 
-    pub fn record_request_size(&self, elements: usize) {
+    pub(crate) fn record_request_size(&self, elements: usize) {
         self.memory().stats.request_sizes.push(elements);
     }
 
-    pub fn record_posting_response(&self, status: u16) {
+    pub(crate) fn record_posting_response(&self, status: u16) {
         *self
             .memory()
             .stats
@@ -258,7 +258,7 @@ impl SandboxState {
             .or_default() += 1;
     }
 
-    pub fn record_element_status(&self, status: u16) {
+    pub(crate) fn record_element_status(&self, status: u16) {
         *self
             .memory()
             .stats
@@ -267,23 +267,23 @@ impl SandboxState {
             .or_default() += 1;
     }
 
-    pub fn push_fault(&self, fault: Fault, times: u32) {
+    pub(crate) fn push_fault(&self, fault: Fault, times: u32) {
         let mut memory = self.memory();
         for _ in 0..times {
             memory.scripted_faults.push_back(fault.clone());
         }
     }
 
-    pub fn set_outage(&self, fault: Option<Fault>) {
+    pub(crate) fn set_outage(&self, fault: Option<Fault>) {
         self.memory().outage = fault;
     }
 
-    pub fn set_poison_prefix(&self, prefix: Option<String>) {
+    pub(crate) fn set_poison_prefix(&self, prefix: Option<String>) {
         self.memory().poison_prefix = prefix;
     }
 
     /// The fault this request gets: the next scripted one (used up), else the outage, if any.
-    pub fn take_fault(&self) -> Option<Fault> {
+    pub(crate) fn take_fault(&self) -> Option<Fault> {
         let mut memory = self.memory();
         memory
             .scripted_faults
@@ -293,7 +293,7 @@ impl SandboxState {
 
     /// Records an accepted posting (a per-element 202) and returns its task URN.
     #[cfg(test)]
-    pub fn accept_posting(&self, external_job_posting_id: &str, is_close: bool) -> String {
+    pub(crate) fn accept_posting(&self, external_job_posting_id: &str, is_close: bool) -> String {
         let operation = if is_close {
             Operation::Close
         } else {
@@ -303,23 +303,23 @@ impl SandboxState {
             .accept_posting(&self.config, external_job_posting_id, operation)
     }
 
-    pub fn mark_absent(&self, external_job_posting_ids: impl IntoIterator<Item = String>) {
+    pub(crate) fn mark_absent(&self, external_job_posting_ids: impl IntoIterator<Item = String>) {
         self.memory().absent_jobs.extend(external_job_posting_ids);
     }
 
-    pub fn set_reclose_answer(&self, answer: RecloseAnswer) {
+    pub(crate) fn set_reclose_answer(&self, answer: RecloseAnswer) {
         self.memory().reclose_answer = answer;
     }
 
-    pub fn set_string_statuses(&self, as_strings: bool) {
+    pub(crate) fn set_string_statuses(&self, as_strings: bool) {
         self.memory().string_statuses = as_strings;
     }
 
-    pub fn string_statuses(&self) -> bool {
+    pub(crate) fn string_statuses(&self) -> bool {
         self.memory().string_statuses
     }
 
-    pub fn set_daily_element_limit(&self, limit: Option<u64>) {
+    pub(crate) fn set_daily_element_limit(&self, limit: Option<u64>) {
         self.memory().daily_element_limit = limit;
     }
 
@@ -327,7 +327,7 @@ impl SandboxState {
     /// the daily limit, then [`judge`], then what the verdict changes (tasks, closed jobs, stats).
     /// One lock for all of it, so two requests closing the same job cannot both be accepted.
     /// `Ok` holds the response entries in request order; `Err` refuses the whole request.
-    pub fn answer_elements(
+    pub(crate) fn answer_elements(
         &self,
         elements: &[Map<String, Value>],
         utc_day: u64,
@@ -374,19 +374,19 @@ impl SandboxState {
 
     // --- simpleJobPostingTasks ---
 
-    pub fn set_task_rule(&self, external_id_prefix: &str, rule: TaskRule) {
+    pub(crate) fn set_task_rule(&self, external_id_prefix: &str, rule: TaskRule) {
         self.memory()
             .task_rules
             .insert(external_id_prefix.to_owned(), rule);
     }
 
-    pub fn count_task_query(&self, task_ids: usize) {
+    pub(crate) fn count_task_query(&self, task_ids: usize) {
         let mut memory = self.memory();
         memory.stats.task_queries += 1;
         memory.stats.task_ids_queried += task_ids as u64;
     }
 
-    pub fn push_task_fault(&self, fault: Fault, times: u32) {
+    pub(crate) fn push_task_fault(&self, fault: Fault, times: u32) {
         let mut memory = self.memory();
         for _ in 0..times {
             memory.task_faults.push_back(fault.clone());
@@ -394,12 +394,12 @@ impl SandboxState {
     }
 
     /// The fault this task lookup gets, if any (used up).
-    pub fn take_task_fault(&self) -> Option<Fault> {
+    pub(crate) fn take_task_fault(&self) -> Option<Fault> {
         self.memory().task_faults.pop_front()
     }
 
     /// Records the status a task lookup answered for one id (of a known posting, if any).
-    pub fn record_task_status(&self, external_job_posting_id: Option<&str>, status: &str) {
+    pub(crate) fn record_task_status(&self, external_job_posting_id: Option<&str>, status: &str) {
         let mut memory = self.memory();
         *memory
             .stats
@@ -414,7 +414,7 @@ impl SandboxState {
         }
     }
 
-    pub fn task(&self, task_urn: &str) -> Option<PostingTask> {
+    pub(crate) fn task(&self, task_urn: &str) -> Option<PostingTask> {
         self.memory().tasks.get(task_urn).cloned()
     }
 }
@@ -541,7 +541,7 @@ impl Memory {
 
 impl PostingTask {
     /// The task's status `elapsed` after its posting was accepted.
-    pub fn status_after(&self, elapsed: Duration) -> &str {
+    pub(crate) fn status_after(&self, elapsed: Duration) -> &str {
         if elapsed < self.rule.after {
             "IN_PROGRESS"
         } else {

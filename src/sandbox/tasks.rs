@@ -21,7 +21,7 @@ const MAX_QUERY_BYTES: usize = 4096;
 const TASK_URN_PREFIX: &str = "urn:li:simpleJobPostingTask:";
 
 /// LinkedIn's answer to a lookup holding an id that is not a task URN: the whole lookup is refused.
-pub const BAD_BATCH_KEY_MESSAGE: &str = "Batch key parameter value is invalid";
+pub(crate) const BAD_BATCH_KEY_MESSAGE: &str = "Batch key parameter value is invalid";
 
 /// `GET /v2/simpleJobPostingTasks` and `GET /rest/simpleJobPostingTasks`.
 pub(crate) async fn task_statuses(call: ApiCall, uri: Uri) -> Response {

@@ -112,13 +112,13 @@ fn authorized_batch_create(
 /// and the headers.
 #[derive(Debug)]
 pub(crate) struct Answer {
-    pub status: u16,
-    pub body: Value,
-    pub headers: HeaderMap,
+    pub(crate) status: u16,
+    pub(crate) body: Value,
+    pub(crate) headers: HeaderMap,
 }
 
 impl Answer {
-    pub async fn read(response: reqwest::Response) -> Answer {
+    pub(crate) async fn read(response: reqwest::Response) -> Answer {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.json().await.unwrap_or(Value::Null);
@@ -134,8 +134,8 @@ impl Answer {
 /// and a token from its token endpoint: where most tests start. Derefs to the [`Sandbox`], for
 /// its knobs and stats.
 pub(crate) struct SignedInSandbox {
-    pub sandbox: Sandbox,
-    pub token: String,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) token: String,
 }
 
 impl Deref for SignedInSandbox {
@@ -147,12 +147,12 @@ impl Deref for SignedInSandbox {
 }
 
 impl SignedInSandbox {
-    pub async fn start() -> SignedInSandbox {
+    pub(crate) async fn start() -> SignedInSandbox {
         SignedInSandbox::configured(|_| {}).await
     }
 
     /// A sandbox whose configuration is the default one after `change`.
-    pub async fn configured(change: impl FnOnce(&mut SandboxConfig)) -> SignedInSandbox {
+    pub(crate) async fn configured(change: impl FnOnce(&mut SandboxConfig)) -> SignedInSandbox {
         let mut config = SandboxConfig::default();
         change(&mut config);
         let sandbox = start_with(config).await;
@@ -161,39 +161,43 @@ impl SignedInSandbox {
     }
 
     /// The same sandbox, signed in with `token` instead.
-    pub fn with_token(self, token: impl Into<String>) -> SignedInSandbox {
+    pub(crate) fn with_token(self, token: impl Into<String>) -> SignedInSandbox {
         SignedInSandbox {
             token: token.into(),
             ..self
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.sandbox.api_url())
     }
 
     /// A bare POST to `/v2/simpleJobPostings`, for tests of what [`Self::batch_request`] sets.
-    pub fn postings_request(&self) -> RequestBuilder {
+    pub(crate) fn postings_request(&self) -> RequestBuilder {
         http_client().post(self.url("/v2/simpleJobPostings"))
     }
 
     /// A proper batch_create of `elements` to `/v2/simpleJobPostings`, not sent yet.
-    pub fn batch_request(&self, elements: Vec<Value>) -> RequestBuilder {
+    pub(crate) fn batch_request(&self, elements: Vec<Value>) -> RequestBuilder {
         authorized_batch_create(self.postings_request(), &self.token, elements)
     }
 
     /// POSTs `elements` to `/v2/simpleJobPostings` as a proper batch_create.
-    pub async fn post(&self, elements: Vec<Value>) -> Answer {
+    pub(crate) async fn post(&self, elements: Vec<Value>) -> Answer {
         Answer::read(self.batch_request(elements).send().await.unwrap()).await
     }
 
     /// POSTs a [`close_element`] for each of `external_job_posting_ids`.
-    pub async fn close(&self, external_job_posting_ids: &[&str]) -> Answer {
+    pub(crate) async fn close(&self, external_job_posting_ids: &[&str]) -> Answer {
         self.post(close_elements(external_job_posting_ids)).await
     }
 
     /// Like [`Self::post`], to `/rest/simpleJobPostings` and with an optional `LinkedIn-Version`.
-    pub async fn post_rest(&self, linkedin_version: Option<&str>, elements: Vec<Value>) -> Answer {
+    pub(crate) async fn post_rest(
+        &self,
+        linkedin_version: Option<&str>,
+        elements: Vec<Value>,
+    ) -> Answer {
         let request = http_client().post(self.url("/rest/simpleJobPostings"));
         let mut request = authorized_batch_create(request, &self.token, elements);
         if let Some(version) = linkedin_version {
@@ -203,7 +207,7 @@ impl SignedInSandbox {
     }
 
     /// The task URNs of the answer to CLOSEs of `external_job_posting_ids`, which must be a 200.
-    pub async fn accepted_tasks(&self, external_job_posting_ids: &[&str]) -> Vec<String> {
+    pub(crate) async fn accepted_tasks(&self, external_job_posting_ids: &[&str]) -> Vec<String> {
         let answer = self.close(external_job_posting_ids).await;
         assert_eq!(answer.status, 200);
         answer.body["elements"]
@@ -216,7 +220,7 @@ impl SignedInSandbox {
 
     /// Looks `task_ids` up at `/v2/simpleJobPostingTasks` with `token`; returns the status and the
     /// JSON body every answer of the endpoint has.
-    pub async fn query_tasks_as(&self, token: &str, task_ids: &[String]) -> (u16, Value) {
+    pub(crate) async fn query_tasks_as(&self, token: &str, task_ids: &[String]) -> (u16, Value) {
         let query: Vec<(&str, &str)> = task_ids.iter().map(|id| ("ids", id.as_str())).collect();
         let response = http_client()
             .get(self.url("/v2/simpleJobPostingTasks"))
@@ -230,23 +234,23 @@ impl SignedInSandbox {
     }
 
     /// [`Self::query_tasks_as`] with the sandbox's token.
-    pub async fn query_tasks(&self, task_ids: &[String]) -> (u16, Value) {
+    pub(crate) async fn query_tasks(&self, task_ids: &[String]) -> (u16, Value) {
         self.query_tasks_as(&self.token, task_ids).await
     }
 
     /// POSTs `body` to the control route `/_sandbox/{path}`; returns the status.
-    pub async fn control(&self, path: &str, body: Value) -> u16 {
+    pub(crate) async fn control(&self, path: &str, body: Value) -> u16 {
         let request = http_client().post(self.url(&format!("/_sandbox/{path}")));
         request.json(&body).send().await.unwrap().status().as_u16()
     }
 
     /// POSTs to the control route `/_sandbox/{path}` without a body; returns the status.
-    pub async fn control_without_body(&self, path: &str) -> u16 {
+    pub(crate) async fn control_without_body(&self, path: &str) -> u16 {
         let request = http_client().post(self.url(&format!("/_sandbox/{path}")));
         request.send().await.unwrap().status().as_u16()
     }
 
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         self.sandbox.shutdown().await;
     }
 }

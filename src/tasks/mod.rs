@@ -17,7 +17,7 @@
 //! back into the worker's settler while the worker called into `tasks`: a loop in the module graph.)
 
 pub mod pending;
-pub mod queues;
+pub(crate) mod queues;
 
-pub use pending::PendingCheck;
+pub(crate) use pending::PendingCheck;
 pub use queues::Schedule;

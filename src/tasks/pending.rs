@@ -30,21 +30,21 @@ pub const TASK_ID_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A message in the verification queue that cannot be checked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MalformedCheck {
+pub(crate) enum MalformedCheck {
     #[error("the pending check has no {TASK_ID} header, so its task cannot be looked up")]
     MissingTaskId,
 }
 
 /// What a pending check says about its task.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PendingCheck {
-    pub task_id: String,
-    pub external_id: String,
-    pub accepted_at_ms: i64,
-    pub checks: u32,
+pub(crate) struct PendingCheck {
+    pub(crate) task_id: String,
+    pub(crate) external_id: String,
+    pub(crate) accepted_at_ms: i64,
+    pub(crate) checks: u32,
 }
 
-pub fn epoch_millis(at: SystemTime) -> i64 {
+pub(crate) fn epoch_millis(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
@@ -52,7 +52,7 @@ pub fn epoch_millis(at: SystemTime) -> i64 {
 
 impl PendingCheck {
     /// The check for a close LinkedIn accepted at `now`, before any status check.
-    pub fn accepted(task_id: &str, external_id: &str, now: SystemTime) -> PendingCheck {
+    pub(crate) fn accepted(task_id: &str, external_id: &str, now: SystemTime) -> PendingCheck {
         PendingCheck {
             task_id: task_id.to_owned(),
             external_id: external_id.to_owned(),
@@ -63,7 +63,7 @@ impl PendingCheck {
 
     /// Reads a pending check's headers. A check without an acceptance time (published by hand) is
     /// taken as accepted `now`, so it still expires one day on.
-    pub fn read(
+    pub(crate) fn read(
         headers: Option<&FieldTable>,
         now: SystemTime,
     ) -> Result<PendingCheck, MalformedCheck> {
@@ -82,7 +82,7 @@ impl PendingCheck {
     }
 
     /// The same check, one status check later.
-    pub fn checked(&self) -> PendingCheck {
+    pub(crate) fn checked(&self) -> PendingCheck {
         PendingCheck {
             checks: self.checks.saturating_add(1),
             ..self.clone()
@@ -90,19 +90,19 @@ impl PendingCheck {
     }
 
     /// How long ago LinkedIn accepted the close.
-    pub fn age(&self, now: SystemTime) -> Duration {
+    pub(crate) fn age(&self, now: SystemTime) -> Duration {
         let elapsed = epoch_millis(now).saturating_sub(self.accepted_at_ms);
         Duration::from_millis(u64::try_from(elapsed).unwrap_or(0))
     }
 
     /// Whether the task id has outlived LinkedIn's memory of it.
-    pub fn is_expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn is_expired(&self, now: SystemTime) -> bool {
         self.age(now) >= TASK_ID_LIFETIME
     }
 
     /// The properties of the pending-check message: the original's, with this check's headers,
     /// persistent, and without an `expiration` (parked in a header instead).
-    pub fn properties(&self, original: &BasicProperties) -> BasicProperties {
+    pub(crate) fn properties(&self, original: &BasicProperties) -> BasicProperties {
         let mut headers = original.headers().clone().unwrap_or_default();
         insert_entries(
             &mut headers,
@@ -131,7 +131,7 @@ impl PendingCheck {
 /// The original request's properties from a pending check's: the bookkeeping headers removed, the
 /// broker's `x-death` records of the delay queues removed (records from before the close queue stay,
 /// see [`dead_letter::without_deaths_in`]), and a parked `expiration` restored.
-pub fn original_properties(check: &BasicProperties, schedule: &Schedule) -> BasicProperties {
+pub(crate) fn original_properties(check: &BasicProperties, schedule: &Schedule) -> BasicProperties {
     let Some(headers) = check.headers() else {
         return check.clone();
     };

@@ -15,18 +15,18 @@ use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 
 /// Rechecks back off up to this (unless the first check is set even later).
-pub const MAX_RECHECK_DELAY: Duration = Duration::from_secs(60 * 60);
+pub(crate) const MAX_RECHECK_DELAY: Duration = Duration::from_secs(60 * 60);
 /// At most this many delay queues per close queue.
-pub const MAX_TIERS: usize = 6;
+pub(crate) const MAX_TIERS: usize = 6;
 /// Rechecks never come faster than this, even when the first check is immediate
 /// (`TASK_CHECK_DELAY_MS=0`): doubling nothing would poll LinkedIn in a tight loop.
-pub const MIN_RECHECK_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const MIN_RECHECK_DELAY: Duration = Duration::from_millis(100);
 
 /// One delay queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Tier {
-    pub delay: Duration,
-    pub queue: String,
+pub(crate) struct Tier {
+    pub(crate) delay: Duration,
+    pub(crate) queue: String,
 }
 
 /// The queues of one close queue's task checks, and which tier a check waits in.
@@ -56,23 +56,23 @@ impl Schedule {
     }
 
     /// The queue the verifier consumes: checks whose wait is over.
-    pub fn check_queue(&self) -> &str {
+    pub(crate) fn check_queue(&self) -> &str {
         &self.check_queue
     }
 
-    pub fn tiers(&self) -> &[Tier] {
+    pub(crate) fn tiers(&self) -> &[Tier] {
         &self.tiers
     }
 
     /// Where a check waits after `checks_done` status checks (0: waiting for the first one).
-    pub fn tier_after(&self, checks_done: u32) -> &Tier {
+    pub(crate) fn tier_after(&self, checks_done: u32) -> &Tier {
         &self.tiers[tier_index(checks_done, self.tiers.len())]
     }
 
     /// Whether `queue` is one of this close queue's delay queues, under any delay setting: a
     /// restart with another `TASK_CHECK_DELAY_MS` leaves the old tiers draining into the same
     /// verification queue.
-    pub fn is_wait_queue(&self, queue: &str) -> bool {
+    pub(crate) fn is_wait_queue(&self, queue: &str) -> bool {
         queue
             .strip_prefix(&self.wait_prefix)
             .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
@@ -88,7 +88,7 @@ impl Schedule {
 
 /// The tier delays: `first`, then doubling from it (from [`MIN_RECHECK_DELAY`] at least) up to
 /// [`MAX_RECHECK_DELAY`], at most [`MAX_TIERS`] in all. A first delay beyond the cap is its own cap.
-pub fn tier_delays(first: Duration) -> Vec<Duration> {
+pub(crate) fn tier_delays(first: Duration) -> Vec<Duration> {
     let cap = MAX_RECHECK_DELAY.max(first);
     let base = first.max(MIN_RECHECK_DELAY);
     let mut delays = vec![first];
@@ -101,7 +101,7 @@ pub fn tier_delays(first: Duration) -> Vec<Duration> {
 }
 
 /// The tier index after `checks_done` checks: one tier further per check, staying on the last.
-pub fn tier_index(checks_done: u32, tiers: usize) -> usize {
+pub(crate) fn tier_index(checks_done: u32, tiers: usize) -> usize {
     usize::try_from(checks_done)
         .unwrap_or(usize::MAX)
         .min(tiers.saturating_sub(1))
@@ -115,7 +115,7 @@ fn ttl_millis(delay: Duration) -> i32 {
 /// The verification queue is declared like the close queue (a quorum queue dead-letters a message
 /// that keeps crashing consumers into the dead-letter queue), but without single active consumer:
 /// checks need no order, and every worker may verify.
-pub fn check_queue_arguments(args: &AmqpArgs) -> FieldTable {
+pub(crate) fn check_queue_arguments(args: &AmqpArgs) -> FieldTable {
     let mut table = FieldTable::default();
     for (key, value) in amqp::queue_arguments(args, QueueRole::Close).inner() {
         if key.as_str() != "x-single-active-consumer" {
@@ -126,7 +126,11 @@ pub fn check_queue_arguments(args: &AmqpArgs) -> FieldTable {
 }
 
 /// A delay queue: its messages expire after `delay` into `check_queue`.
-pub fn wait_queue_arguments(args: &AmqpArgs, delay: Duration, check_queue: &str) -> FieldTable {
+pub(crate) fn wait_queue_arguments(
+    args: &AmqpArgs,
+    delay: Duration,
+    check_queue: &str,
+) -> FieldTable {
     let mut table = amqp::queue_type_argument(args.queue_type);
     table.insert(
         "x-message-ttl".into(),
@@ -138,7 +142,7 @@ pub fn wait_queue_arguments(args: &AmqpArgs, delay: Duration, check_queue: &str)
 }
 
 /// Declares the verification queue and every tier (durable, explicit arguments).
-pub async fn declare(
+pub(crate) async fn declare(
     connection: &Connection,
     args: &AmqpArgs,
     schedule: &Schedule,

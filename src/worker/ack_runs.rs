@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 
 /// The longest an ack waits above a gap before it is sent on its own. A gap normally closes within
 /// one request to LinkedIn; one that lasts longer is a retry, and its neighbours should not wait.
-pub const HOLD: Duration = Duration::from_millis(250);
+pub(crate) const HOLD: Duration = Duration::from_millis(250);
 
 /// Settled tags tracked above an open gap before giving up on runs for the session (the bitmap is
 /// then 2 MiB). Only a delivery left unsettled while millions of others pass gets here — a bug, or a
@@ -48,7 +48,7 @@ tokio::task_local! {
 
 /// The acks of one consumer channel.
 #[derive(Clone)]
-pub struct AckRuns {
+pub(crate) struct AckRuns {
     state: Arc<Mutex<State<Acker>>>,
 }
 
@@ -194,14 +194,14 @@ impl Default for AckRuns {
 }
 
 impl AckRuns {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         AckRuns {
             state: Arc::new(Mutex::new(State::new())),
         }
     }
 
     /// The delivery is settled and may be acked: at once, or with its run.
-    pub async fn ack(&self, delivery: &Delivery) {
+    pub(crate) async fn ack(&self, delivery: &Delivery) {
         let mut state = self.state.lock().await;
         let recorded = state.record(
             delivery.delivery_tag,
@@ -213,7 +213,7 @@ impl AckRuns {
     }
 
     /// The delivery was settled another way (given back) and that frame is sent: runs may pass it.
-    pub async fn settled_elsewhere(&self, delivery: &Delivery) {
+    pub(crate) async fn settled_elsewhere(&self, delivery: &Delivery) {
         let mut state = self.state.lock().await;
         let recorded = state.record(delivery.delivery_tag, None, Instant::now());
         self.after_record(&mut state, recorded, delivery.delivery_tag)
@@ -235,14 +235,14 @@ impl AckRuns {
     }
 
     /// Runs `settling` with its acks recorded only, then sends them in as few frames as possible.
-    pub async fn together<F: Future>(&self, settling: F) -> F::Output {
+    pub(crate) async fn together<F: Future>(&self, settling: F) -> F::Output {
         let output = SETTLING_TOGETHER.scope((), settling).await;
         self.flush().await;
         output
     }
 
     /// Sends the ack for the run the floor can now pass, if any.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let mut state = self.state.lock().await;
         self.flush_locked(&mut state).await;
     }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How an attempt went.
-pub enum Attempted<T> {
+pub(crate) enum Attempted<T> {
     /// LinkedIn was asked with `token`; this is its classified answer.
     Answered { token: AccessToken, answer: T },
     /// No token could be had (the token endpoint failed): nothing was sent.
@@ -28,7 +28,7 @@ pub enum Attempted<T> {
 
 /// What is being asked, for the rate limit and the metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// A `batch_create` of this many elements.
     Close { elements: u32 },
     /// A task status lookup.
@@ -36,7 +36,7 @@ pub enum Request {
 }
 
 /// Makes one attempt: rate limit, token, permit, request. `attempts` counts the requests made.
-pub async fn attempt<T, F, Fut>(
+pub(crate) async fn attempt<T, F, Fut>(
     shared: &Shared,
     stop: &CancellationToken,
     request: Request,
@@ -61,7 +61,7 @@ where
 }
 
 /// Why an attempt could not be made.
-pub enum NotReady {
+pub(crate) enum NotReady {
     NoToken(String),
     Stopped,
 }
@@ -69,13 +69,13 @@ pub enum NotReady {
 /// Everything a request needs, held: the token and an in-flight permit. The sender looks at its
 /// elements once more between [`prepare`] and [`Ready::send`]: waiting for the limit and a permit
 /// can take long, and a duplicate's original may have been accepted meanwhile.
-pub struct Ready<'a> {
-    pub token: AccessToken,
+pub(crate) struct Ready<'a> {
+    pub(crate) token: AccessToken,
     _permit: SemaphorePermit<'a>,
 }
 
 /// The first half of an attempt: rate limit (closes only), token, permit.
-pub async fn prepare<'a>(
+pub(crate) async fn prepare<'a>(
     shared: &'a Shared,
     stop: &CancellationToken,
     request: Request,
@@ -115,7 +115,7 @@ pub async fn prepare<'a>(
 
 impl Ready<'_> {
     /// The second half: the request itself, counted (`request` says how many elements go).
-    pub async fn send<T, F, Fut>(
+    pub(crate) async fn send<T, F, Fut>(
         &self,
         shared: &Shared,
         request: Request,
@@ -146,7 +146,7 @@ impl Ready<'_> {
 }
 
 /// Sleeps, unless told to stop first. Returns false when stopped.
-pub async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
+pub(crate) async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
     if delay.is_zero() {
         return !stop.is_cancelled();
     }
@@ -160,7 +160,11 @@ pub async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
 /// LinkedIn refused `token` (401): drop it, so that the next attempt fetches a fresh one. Returns
 /// whether fresh tokens keep being refused — the policy waits `after` before the next attempt
 /// then — which the caller reports: the client credentials need a look.
-pub async fn drop_refused_token(shared: &Shared, token: &AccessToken, after: Duration) -> bool {
+pub(crate) async fn drop_refused_token(
+    shared: &Shared,
+    token: &AccessToken,
+    after: Duration,
+) -> bool {
     shared.linkedin.tokens.invalidate(token).await;
     !after.is_zero()
 }

@@ -20,13 +20,13 @@ use tokio::time::Instant;
 
 /// Whole-request transient failures in a row before a group is halved (a poison element earns its
 /// request a 500).
-pub const SPLIT_AFTER: u32 = 2;
+pub(crate) const SPLIT_AFTER: u32 = 2;
 
-pub use crate::linkedin::classify::Outcome;
+pub(crate) use crate::linkedin::classify::Outcome;
 
 /// What happens next to a group of `n` elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step<S> {
+pub(crate) enum Step<S> {
     /// Send every element again after `after` (after refreshing the token, if asked).
     ResendAll {
         after: Duration,
@@ -61,17 +61,17 @@ pub enum Step<S> {
 }
 
 /// What [`decide`] reads besides the answer.
-pub struct State<'a> {
-    pub policy: &'a RetryPolicy,
-    pub retry: &'a mut RetryState,
-    pub now: Instant,
+pub(crate) struct State<'a> {
+    pub(crate) policy: &'a RetryPolicy,
+    pub(crate) retry: &'a mut RetryState,
+    pub(crate) now: Instant,
     /// The ids sent, in request order (a message may name one).
-    pub ids: &'a [&'a str],
+    pub(crate) ids: &'a [&'a str],
 }
 
 /// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
 /// (or contract-wide) request-level fault means for an element.
-pub fn decide<A, S>(
+pub(crate) fn decide<A, S>(
     outcome: Outcome<A>,
     state: State<'_>,
     answered: impl FnOnce(A, State<'_>) -> Step<S>,
@@ -174,11 +174,11 @@ fn one_jobs_fault<S>(failure: Failure, ids: &[&str], of_fault: impl Fn(Failure) 
 }
 
 /// What `ALREADY_CLOSED` asks for a close LinkedIn says is already closed.
-pub use crate::config::AlreadyClosed as AlreadyClosedPolicy;
+pub(crate) use crate::config::AlreadyClosed as AlreadyClosedPolicy;
 
 /// How one close ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Settlement {
+pub(crate) enum Settlement {
     /// LinkedIn took it; the task id says where to check it.
     Closed { task_id: Option<String> },
     /// LinkedIn already had it closed (409): done, nothing to check.
@@ -188,7 +188,7 @@ pub enum Settlement {
 }
 
 /// The step after an answer to a close request.
-pub fn decide_close(
+pub(crate) fn decide_close(
     outcome: RequestOutcome,
     state: State<'_>,
     already_closed: AlreadyClosedPolicy,

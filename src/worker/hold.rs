@@ -22,9 +22,9 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 /// The ERROR for a continuing fault is repeated at most this often.
-pub const LOG_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(60);
 
-pub struct Hold {
+pub(crate) struct Hold {
     blocked: watch::Sender<bool>,
     probing: AtomicBool,
     /// When the ERROR was last logged, and for which fault.
@@ -33,7 +33,7 @@ pub struct Hold {
 }
 
 impl Hold {
-    pub fn new(gauge: Gauge) -> Hold {
+    pub(crate) fn new(gauge: Gauge) -> Hold {
         Hold {
             blocked: watch::Sender::new(false),
             probing: AtomicBool::new(false),
@@ -42,18 +42,18 @@ impl Hold {
         }
     }
 
-    pub fn is_blocked(&self) -> bool {
+    pub(crate) fn is_blocked(&self) -> bool {
         *self.blocked.borrow()
     }
 
     /// Changes of the hold, for the session loop.
-    pub fn watch(&self) -> watch::Receiver<bool> {
+    pub(crate) fn watch(&self) -> watch::Receiver<bool> {
         self.blocked.subscribe()
     }
 
     /// A sender met an integration fault. Returns whether it is the prober from now on (the first
     /// one while nobody probes); any other sender gives its elements back.
-    pub fn block(&self, failure: &Failure) -> bool {
+    pub(crate) fn block(&self, failure: &Failure) -> bool {
         self.gauge.set(1);
         self.blocked
             .send_if_modified(|blocked| !std::mem::replace(blocked, true));
@@ -64,14 +64,14 @@ impl Hold {
     }
 
     /// The probe met the fault again.
-    pub fn still_blocked(&self, failure: &Failure) {
+    pub(crate) fn still_blocked(&self, failure: &Failure) {
         self.log(failure);
     }
 
     /// The prober stopped without a verdict (shutdown, a lost session, or its element settled
     /// otherwise): the hold opens quietly, so that consuming resumes and the next request finds out
     /// whether the fault lasts — never a hold with nobody probing.
-    pub fn stop_probing(&self) {
+    pub(crate) fn stop_probing(&self) {
         self.probing.store(false, Ordering::SeqCst);
         self.gauge.set(0);
         self.blocked
@@ -79,7 +79,7 @@ impl Hold {
     }
 
     /// LinkedIn answered the probe as a request again.
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.probing.store(false, Ordering::SeqCst);
         self.gauge.set(0);
         if self
@@ -120,7 +120,7 @@ impl Hold {
 }
 
 /// What an operator should change for this integration fault.
-pub fn fix_for(failure: &Failure) -> &'static str {
+pub(crate) fn fix_for(failure: &Failure) -> &'static str {
     let message = failure.message.as_str();
     if message.to_ascii_lowercase().contains("linkedin-version") || failure.status == 426 {
         "set LINKEDIN_API_VERSION to a version LinkedIn lists as active (YYYYMM or YYYYMM.NN), or unset it for /v2"

@@ -21,13 +21,13 @@
 //! broker returns whatever is still unacked.
 
 mod ack_runs;
-pub mod attempt;
-pub mod decide;
-pub mod hold;
-pub mod recent;
+pub(crate) mod attempt;
+pub(crate) mod decide;
+pub(crate) mod hold;
+pub(crate) mod recent;
 mod send;
-pub mod settle;
-pub mod verify;
+pub(crate) mod settle;
+pub(crate) mod verify;
 
 use crate::amqp::{self, AmqpError, Connected, Connector};
 use crate::batch::{Batch, Batcher, IdKey};
@@ -58,57 +58,57 @@ use tracing::{debug, error, info, warn};
 use verify::Verifier;
 
 /// Everything `run` needs, resolved from the settings.
-pub struct WorkerConfig {
-    pub amqp: AmqpArgs,
+pub(crate) struct WorkerConfig {
+    pub(crate) amqp: AmqpArgs,
     /// What the broker shows for this worker's connection (`AMQP_CONNECTION_NAME`).
-    pub connection_name: String,
-    pub batch_size: usize,
-    pub linger: Duration,
-    pub prefetch: u16,
-    pub max_in_flight: usize,
-    pub rate_limit_per_minute: u32,
+    pub(crate) connection_name: String,
+    pub(crate) batch_size: usize,
+    pub(crate) linger: Duration,
+    pub(crate) prefetch: u16,
+    pub(crate) max_in_flight: usize,
+    pub(crate) rate_limit_per_minute: u32,
     /// Elements per UTC day (`RATE_LIMIT_PER_DAY`); 0 = unlimited.
-    pub rate_limit_per_day: u64,
+    pub(crate) rate_limit_per_day: u64,
     /// What a close LinkedIn says is already closed becomes (`ALREADY_CLOSED`).
-    pub already_closed: AlreadyClosed,
-    pub retry: RetryPolicy,
-    pub shutdown_timeout: Duration,
+    pub(crate) already_closed: AlreadyClosed,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) shutdown_timeout: Duration,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
-    pub task_checks: Option<Arc<Schedule>>,
+    pub(crate) task_checks: Option<Arc<Schedule>>,
 }
 
 /// State shared by every session and send task of one worker.
-pub struct Shared {
-    pub linkedin: LinkedInClient,
-    pub limiter: RateLimiter,
-    pub in_flight: Semaphore,
-    pub metrics: Arc<Metrics>,
-    pub retry: RetryPolicy,
+pub(crate) struct Shared {
+    pub(crate) linkedin: LinkedInClient,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) in_flight: Semaphore,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) retry: RetryPolicy,
     /// Set while an integration fault holds the worker.
-    pub hold: Hold,
+    pub(crate) hold: Hold,
     /// Ids accepted within the hour, and ids in hand.
-    pub recent: Arc<Recent>,
-    pub already_closed: AlreadyClosed,
+    pub(crate) recent: Arc<Recent>,
+    pub(crate) already_closed: AlreadyClosed,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
-    pub task_checks: Option<Arc<Schedule>>,
+    pub(crate) task_checks: Option<Arc<Schedule>>,
 }
 
 /// A delivery that passed validation, on its way to LinkedIn.
-pub struct Item {
-    pub delivery: Delivery,
-    pub request: CloseRequest,
+pub(crate) struct Item {
+    pub(crate) delivery: Delivery,
+    pub(crate) request: CloseRequest,
     /// Replayed from the dead-letter queue: always sent, whatever this worker remembers.
-    pub replayed: bool,
-    /// Keeps the id counted as in hand until the item is dropped.
-    pub in_hand: InHand,
+    pub(crate) replayed: bool,
+    /// Never read: held so that the id counts as in hand until the item is dropped.
+    pub(crate) _in_hand: InHand,
 }
 
 /// What a batch shares: the contract, and whether its deliveries are suspected re-closes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct BatchKey {
-    pub contract: Option<String>,
+pub(crate) struct BatchKey {
+    pub(crate) contract: Option<String>,
     /// Redelivered by the broker, or a duplicate of an id already in hand.
-    pub suspect: bool,
+    pub(crate) suspect: bool,
 }
 
 /// Whether a delivery was sent back from the dead-letter queue by `dlq replay`.
@@ -122,7 +122,7 @@ fn is_replayed(delivery: &Delivery) -> bool {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
+pub(crate) enum WorkerError {
     /// The broker refuses the configuration (e.g. queue arguments differ): an operator must act.
     #[error(transparent)]
     Fatal(AmqpError),
@@ -155,13 +155,17 @@ struct Session {
     verifier_down: CancellationToken,
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     config: WorkerConfig,
     shared: Arc<Shared>,
 }
 
 impl Worker {
-    pub fn new(config: WorkerConfig, linkedin: LinkedInClient, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(
+        config: WorkerConfig,
+        linkedin: LinkedInClient,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let shared = Arc::new(Shared {
             linkedin,
             limiter: RateLimiter::with_daily_limit(
@@ -181,7 +185,7 @@ impl Worker {
     }
 
     /// Runs until `shutdown` is cancelled (Ok) or the broker refuses the configuration (Err).
-    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    pub(crate) async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         // Reconnecting has no budget: the broker is the only place work comes from.
         let policy = RetryPolicy {
             initial: Duration::from_millis(500),
@@ -523,7 +527,7 @@ impl Worker {
             replayed: is_replayed(&delivery),
             delivery,
             request,
-            in_hand,
+            _in_hand: in_hand,
         };
         session.batcher.push(item, external_id, key, Instant::now())
     }

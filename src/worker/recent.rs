@@ -28,9 +28,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// How long an accepted id is remembered.
-pub const TTL: Duration = Duration::from_secs(60 * 60);
+pub(crate) const TTL: Duration = Duration::from_secs(60 * 60);
 /// Most ids remembered at once.
-pub const CAPACITY: usize = 120_000;
+pub(crate) const CAPACITY: usize = 120_000;
 
 #[derive(Default)]
 struct Inner {
@@ -64,7 +64,7 @@ impl Holders {
 }
 
 /// Recent closes of one worker (shared by its sessions).
-pub struct Recent {
+pub(crate) struct Recent {
     ttl: Duration,
     capacity: usize,
     inner: Mutex<Inner>,
@@ -79,7 +79,7 @@ impl Default for Recent {
 }
 
 impl Recent {
-    pub fn new(ttl: Duration, capacity: usize) -> Recent {
+    pub(crate) fn new(ttl: Duration, capacity: usize) -> Recent {
         Recent {
             ttl,
             capacity: capacity.max(1),
@@ -96,7 +96,7 @@ impl Recent {
     }
 
     /// LinkedIn accepted a close for `id` (or said it is already closed).
-    pub fn accepted(&self, id: &str) {
+    pub(crate) fn accepted(&self, id: &str) {
         let now = Instant::now();
         let mut inner = self.lock();
         let key: Arc<str> = Arc::from(id);
@@ -108,7 +108,7 @@ impl Recent {
     }
 
     /// Whether LinkedIn accepted a close for `id` within the TTL.
-    pub fn was_accepted(&self, id: &str) -> bool {
+    pub(crate) fn was_accepted(&self, id: &str) -> bool {
         let now = Instant::now();
         let mut inner = self.lock();
         self.expire(&mut inner, now);
@@ -119,16 +119,18 @@ impl Recent {
     }
 
     /// The id's close task FAILED: the job is still open, so the next close must be sent.
-    pub fn forget(&self, id: &str) {
+    pub(crate) fn forget(&self, id: &str) {
         self.lock().accepted.remove(id);
     }
 
-    /// Ids remembered as accepted (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Ids remembered as accepted.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().accepted.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -164,7 +166,7 @@ impl Recent {
     /// returned guard is dropped or the session ends. Returns whether it is suspect: `redelivered`,
     /// or a duplicate of an id already in hand. A suspect delivery is not a first delivery: it
     /// waits for those (see [`Recent::until_no_first_delivery`]).
-    pub fn hold(
+    pub(crate) fn hold(
         self: &Arc<Self>,
         id: &str,
         redelivered: bool,
@@ -192,13 +194,13 @@ impl Recent {
 
     /// A session ended: its first deliveries are the broker's again, so whoever waits for them
     /// looks again (their session's stop token is cancelled by now).
-    pub fn session_ended(&self) {
+    pub(crate) fn session_ended(&self) {
         self.released.notify_waiters();
     }
 
     /// Waits until no first delivery of `id` is in hand: a duplicate goes after its original, so
     /// that the original's acceptance settles it without a request.
-    pub async fn until_no_first_delivery(&self, id: &str) {
+    pub(crate) async fn until_no_first_delivery(&self, id: &str) {
         loop {
             let released = self.released.notified();
             tokio::pin!(released);
@@ -213,7 +215,7 @@ impl Recent {
 }
 
 /// A delivery in hand; dropping it (settled or given back) releases the id.
-pub struct InHand {
+pub(crate) struct InHand {
     recent: Arc<Recent>,
     id: Arc<str>,
     /// The guard's number, for a first delivery.

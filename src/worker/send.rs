@@ -26,19 +26,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 /// Elements that travel together, and their shared retry history.
-pub struct Group {
-    pub items: Vec<Item>,
-    pub retry: RetryState,
+pub(crate) struct Group {
+    pub(crate) items: Vec<Item>,
+    pub(crate) retry: RetryState,
     /// Redeliveries (or duplicates of an id in hand): kept apart from first deliveries.
-    pub suspect: bool,
+    pub(crate) suspect: bool,
 }
 
 /// Everything one batch task needs from its broker session.
 #[derive(Clone)]
-pub struct SessionHandle {
-    pub settler: Arc<Settler>,
+pub(crate) struct SessionHandle {
+    pub(crate) settler: Arc<Settler>,
     /// Cancelled on shutdown or when the session's connection is lost: stop waiting, give back.
-    pub stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
 }
 
 async fn give_back_all(session: &SessionHandle, items: &[Item]) {
@@ -101,7 +101,7 @@ enum Next {
 }
 
 /// Sends a group until all its elements are settled.
-pub fn process(
+pub(crate) fn process(
     shared: Arc<Shared>,
     session: SessionHandle,
     group: Group,

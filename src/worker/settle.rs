@@ -41,14 +41,14 @@ struct Outbox {
 }
 
 /// Settles the deliveries of one consumer channel.
-pub struct Settler {
+pub(crate) struct Settler {
     outbox: Arc<Outbox>,
     acks: AckRuns,
 }
 
 impl Settler {
     /// A settler publishing on `confirm_channel` (in confirm mode), for one consumer channel.
-    pub fn new(
+    pub(crate) fn new(
         confirm_channel: Channel,
         close_queue: String,
         dead_letter_queue: String,
@@ -68,7 +68,7 @@ impl Settler {
 
     /// A settler for another consumer channel of the same session: same confirm channel, its own
     /// ack runs.
-    pub fn for_another_channel(&self) -> Settler {
+    pub(crate) fn for_another_channel(&self) -> Settler {
         Settler {
             outbox: self.outbox.clone(),
             acks: AckRuns::new(),
@@ -76,22 +76,22 @@ impl Settler {
     }
 
     /// The session's confirm channel, to close on shutdown.
-    pub fn confirm_channel(&self) -> &Channel {
+    pub(crate) fn confirm_channel(&self) -> &Channel {
         &self.outbox.confirm_channel
     }
 
     /// Acks a settled delivery, with the run it belongs to.
-    pub async fn ack(&self, delivery: &Delivery) {
+    pub(crate) async fn ack(&self, delivery: &Delivery) {
         self.acks.ack(delivery).await;
     }
 
     /// Settles deliveries inside `settling`, and acks them together at its end.
-    pub async fn together<F: Future>(&self, settling: F) -> F::Output {
+    pub(crate) async fn together<F: Future>(&self, settling: F) -> F::Output {
         self.acks.together(settling).await
     }
 
     /// Returns a delivery to its queue for another consumer or a later attempt.
-    pub async fn give_back(&self, delivery: &Delivery) {
+    pub(crate) async fn give_back(&self, delivery: &Delivery) {
         let options = BasicNackOptions {
             multiple: false,
             requeue: true,
@@ -104,14 +104,14 @@ impl Settler {
     }
 
     /// Gives a delivery back after a pause, for failures that would repeat at once.
-    pub async fn give_back_after_pause(&self, delivery: &Delivery) {
+    pub(crate) async fn give_back_after_pause(&self, delivery: &Delivery) {
         tokio::time::sleep(GIVE_BACK_PAUSE).await;
         self.give_back(delivery).await;
     }
 
     /// Publishes `delivery`'s body with `properties` to `queue`, and acks the delivery only once the
     /// broker confirmed the copy. On failure nothing is settled; the caller decides what to do.
-    pub async fn hand_on(
+    pub(crate) async fn hand_on(
         &self,
         delivery: &Delivery,
         queue: &str,
@@ -125,7 +125,7 @@ impl Settler {
     /// Publishes the dead letter of `delivery`'s body with the `original` request's properties (a
     /// pending check carries the request's body but not its properties), and acks the delivery once
     /// the broker confirmed it; if that fails, gives the delivery back after a pause.
-    pub async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         delivery: &Delivery,
         original: &BasicProperties,

@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
 /// Checks the verifier may hold unacknowledged: a few full lookups' worth.
-pub const CHECK_PREFETCH: u16 = 250;
+pub(crate) const CHECK_PREFETCH: u16 = 250;
 
 /// A delivery from the verification queue and what it says.
 struct Check {
@@ -83,7 +83,7 @@ impl Lookup {
 }
 
 /// Verifies accepted closes for one broker session.
-pub struct Verifier {
+pub(crate) struct Verifier {
     shared: Arc<Shared>,
     schedule: Arc<Schedule>,
     /// The verification channel's own settler (see [`Settler::for_another_channel`]).
@@ -93,7 +93,7 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         schedule: Arc<Schedule>,
         settler: Settler,
@@ -110,7 +110,7 @@ impl Verifier {
     /// Starts consuming the verification queue; the consuming loop and its lookups run on `tracker`
     /// until `stop`. The returned token is cancelled if the consumer dies on its own (the session
     /// is broken then).
-    pub async fn start(
+    pub(crate) async fn start(
         self,
         connection: &Connection,
         stop: CancellationToken,

@@ -23,8 +23,8 @@ pub mod proxy;
 pub mod rabbit_nodes;
 
 use futures_util::StreamExt;
-use job_closer::sandbox::{Sandbox, SandboxConfig};
 use job_closer::tasks::Schedule;
+use job_closer::{Sandbox, SandboxConfig};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions, QueueDeleteOptions,
@@ -53,7 +53,7 @@ pub async fn connect_to(url: &str) -> Connection {
         Ok(connection) => connection,
         Err(error) => panic!(
             "RabbitMQ is unreachable at AMQP_URL={} ({error}). Start it (rabbitmq-server -detached) or set AMQP_URL.",
-            job_closer::config::redact_url_password(url)
+            job_closer::redact_url_password(url)
         ),
     }
 }
