@@ -170,7 +170,7 @@ impl std::str::FromStr for AmqpUrl {
 }
 
 /// `AMQP_URL`: one URL, or a comma-separated list of the nodes of one cluster. Connections go to one
-/// node at a time; see [`crate::amqp::connector`].
+/// node at a time; see `amqp/connector.rs`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AmqpUrls(Vec<AmqpUrl>);
 

@@ -11,9 +11,9 @@
 //! neither. Messages a command does not select stay put, in order. Two commands at once cannot take
 //! the same message twice, since a held message is invisible to the other walk.
 //!
-//! Exit codes follow [`crate::cli`]: 0 done; 1 the broker or a queue failed (or the command was
-//! interrupted); 2 bad arguments or bad input (an edit that would make a dead letter invalid, a bad
-//! line in an import).
+//! Exit codes are the command line's (`cli.rs`): 0 done; 1 the broker or a queue failed (or the
+//! command was interrupted); 2 bad arguments or bad input (an edit that would make a dead letter
+//! invalid, a bad line in an import).
 
 pub(crate) mod amqp_json;
 pub(crate) mod archive;
