@@ -771,9 +771,19 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
     );
     active.process.signal(nix::sys::signal::Signal::SIGKILL);
     active.process.wait(Duration::from_secs(5)).await;
+    let requests_before_takeover = sandbox.stats().requests;
 
     assert_nothing_lost(&queues, &sandbox, &good, &invalid).await;
     assert!(standby.consumed().await > 0.0, "the standby took over");
+    // What the killed replica held comes back redelivered and goes one element per request (at
+    // most a prefetch of 20); the rest goes in full batches of 10, also while those singles still
+    // take the one request slot, instead of staying as small as the acks that made room for it.
+    let remaining = good.len() - 60;
+    let takeover_requests = sandbox.stats().requests - requests_before_takeover;
+    assert!(
+        takeover_requests <= 20 + remaining.div_ceil(10) as u64 + 5,
+        "the standby sent {takeover_requests} requests for at most {remaining} closes"
+    );
     assert_eq!(
         standby
             .process

@@ -328,6 +328,12 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = session.batcher.next_deadline();
+            // A batch whose linger has run out goes when a request slot is free, not before: while
+            // every slot is taken it keeps filling (a full batch goes at once, as always). Cut at
+            // its linger instead, it would queue behind the busy slots at whatever size it had,
+            // and after a burst of one-element requests (redeliveries after a failover) every
+            // later batch would stay as small as the few acks that made room for it.
+            let due_now = deadline.is_some_and(|deadline| deadline <= Instant::now());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -352,7 +358,10 @@ impl Worker {
                 _ = session.verifier_down.cancelled() => {
                     return SessionEnd::Lost("the task-check consumer stopped".into());
                 }
-                _ = sleep_until_deadline(deadline) => {
+                _ = sleep_until_deadline(deadline), if !due_now => {}
+                // The semaphore is fair: this waits behind every send already waiting for a slot.
+                slot = self.shared.in_flight.acquire(), if due_now => {
+                    drop(slot);
                     for batch in session.batcher.take_due(Instant::now()) {
                         self.dispatch(batch, session);
                     }
