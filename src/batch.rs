@@ -4,7 +4,8 @@
 //! forbids it) and never two keys: the worker keys by contract (a contract's 403 must only touch that
 //! contract's jobs) and by whether the delivery is a redelivery (likely a re-close LinkedIn answers
 //! with a request-level 409, which must not cost fresh closes a split). A batch
-//! is due when full, or `linger` after its first element arrived. The batcher knows nothing of queues
+//! is due when full, or `linger` after its first element arrived (the worker takes a due partial batch
+//! only once a request slot is free, so it may grow meanwhile). The batcher knows nothing of queues
 //! or HTTP: the worker feeds it and sends what comes out, and tests drive it with made-up instants.
 //!
 //! Ids are compared by a keyed 64-bit hash ([`IdKey`]) rather than stored as strings: a push costs no

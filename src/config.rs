@@ -552,7 +552,8 @@ pub struct BatchArgs {
     /// Elements per request (LinkedIn takes at most 100).
     #[arg(long, env = "BATCH_SIZE", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=100))]
     pub(crate) batch_size: u16,
-    /// A partial batch is sent this long after its first element arrived.
+    /// A partial batch is sent this long after its first element arrived, or, if every request slot
+    /// is busy then, as soon as one frees (it keeps filling meanwhile).
     #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 500)]
     pub(crate) batch_linger_ms: u64,
     /// Requests to LinkedIn in flight at once.
