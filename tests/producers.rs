@@ -182,7 +182,13 @@ impl Producer {
         let output = tokio::time::timeout(Duration::from_secs(60), command.output())
             .await
             .unwrap_or_else(|_| panic!("the {} producer ran for a minute", self.language))
-            .unwrap_or_else(|e| panic!("cannot run {} ({e})", self.program));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): tests/producers.rs's doc says where the {} \
+                     toolchain comes from",
+                    self.program, self.language
+                )
+            });
         if let Some((symptom, fix)) = &self.missing_library {
             assert!(!text(&output.stderr).contains(symptom), "{fix}");
         }
@@ -192,7 +198,7 @@ impl Producer {
 
 /// Runs a toolchain command to its end, and fails the test saying what to install when the tool
 /// is missing or the command fails (a program of the page that does not build is a failure).
-fn toolchain(command: &mut Command, install: &str) -> Output {
+fn toolchain(command: &mut Command, install: &str) {
     let shown = format!("{command:?}");
     let output = command
         .output()
@@ -203,7 +209,6 @@ fn toolchain(command: &mut Command, install: &str) -> Output {
         text(&output.stdout),
         text(&output.stderr)
     );
-    output
 }
 
 fn env_or(name: &str, fallback: &str) -> String {
