@@ -1,19 +1,37 @@
 //! The producer programs of `docs/producers.md`: the page quotes the files in `docs/producers/`
-//! verbatim, and the Python one, run as a producer would run it against the real RabbitMQ, publishes
-//! a close request that the worker closes — persistent, confirmed, mandatory, with a content type and
-//! a message id, and with a body the published schema accepts.
+//! verbatim, and each of them — Python, Node, Java and Go — built with its own toolchain and run as a
+//! producer would run it against the real RabbitMQ, publishes a close request that the worker closes:
+//! persistent, confirmed, mandatory, with a content type and a message id, and with a body the
+//! published schema accepts. The checks are one pair of functions over a [`Producer`], so the four
+//! languages are held to the same ones.
 //!
-//! The Python interpreter is `PRODUCER_PYTHON` (`.ci/run` points it at a virtualenv with pika), or
-//! `python3`. Without pika the test fails saying how to install it: it never passes silently.
+//! Where each toolchain comes from (`.ci/run` installs them and sets the variables):
+//! - Python: `PRODUCER_PYTHON` (a virtualenv with pika), else `target/ci-python`, else `python3`.
+//! - Node: `PRODUCER_NODE` (default `node`) with `NODE_PATH` set to `PRODUCER_NODE_MODULES`, a
+//!   `node_modules` directory holding amqplib (default `target/ci-node/node_modules`).
+//! - Java: `javac` and `java` on `PATH` (Debian's `default-jdk-headless`) with the class path
+//!   `PRODUCER_JAVA_CLASSPATH` (default the jars of Debian's `librabbitmq-client-java` and
+//!   `libslf4j-java`: `/usr/share/java/amqp-client.jar:/usr/share/java/slf4j-api.jar`).
+//! - Go: `PRODUCER_GO` (default `go`) in GOPATH mode (`GO111MODULE=off`) with `GOPATH` set to
+//!   `PRODUCER_GOPATH` (default `/usr/share/gocode`, where Debian's
+//!   `golang-github-rabbitmq-amqp091-go-dev` puts amqp091-go).
+//!
+//! Java is compiled with `javac -Xlint:all -Werror`, Go vetted and built, once per test run, into
+//! this test's `CARGO_TARGET_TMPDIR`. A missing toolchain or library fails the test naming what to
+//! install: it never passes silently.
 
 mod common;
 
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const PYTHON_PRODUCER: &str = "docs/producers/publish_close_request.py";
+const NODE_PRODUCER: &str = "docs/producers/publish_close_request.js";
+const JAVA_PRODUCER: &str = "docs/producers/PublishCloseRequest.java";
+const GO_PRODUCER: &str = "docs/producers/publish_close_request.go";
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -84,7 +102,7 @@ fn the_page_quotes_every_producer_program_verbatim() {
     // Python, Node, Java and Go, each setting what the page says a producer must set.
     for (path, must_mention) in [
         (
-            "docs/producers/publish_close_request.py",
+            PYTHON_PRODUCER,
             &[
                 "confirm_delivery",
                 "mandatory=True",
@@ -94,7 +112,7 @@ fn the_page_quotes_every_producer_program_verbatim() {
             ][..],
         ),
         (
-            "docs/producers/publish_close_request.js",
+            NODE_PRODUCER,
             &[
                 "createConfirmChannel",
                 "mandatory: true",
@@ -104,7 +122,7 @@ fn the_page_quotes_every_producer_program_verbatim() {
             ][..],
         ),
         (
-            "docs/producers/PublishCloseRequest.java",
+            JAVA_PRODUCER,
             &[
                 "confirmSelect",
                 "waitForConfirmsOrDie",
@@ -112,13 +130,16 @@ fn the_page_quotes_every_producer_program_verbatim() {
                 "contentType",
                 "messageId",
                 "addReturnListener",
+                "basicPublish(\"\", queue, true,",
             ][..],
         ),
         (
-            "docs/producers/publish_close_request.go",
+            GO_PRODUCER,
             &[
                 "Confirm(false)",
+                "NotifyPublish",
                 "NotifyReturn",
+                "queue, true, false",
                 "amqp.Persistent",
                 "ContentType",
                 "MessageId",
@@ -132,64 +153,254 @@ fn the_page_quotes_every_producer_program_verbatim() {
     }
 }
 
-/// `PRODUCER_PYTHON`, else the virtualenv `.ci/run` leaves in `target/ci-python` (so the README's
-/// test command works after one CI run), else `python3`.
-fn python() -> String {
-    if let Ok(python) = std::env::var("PRODUCER_PYTHON") {
-        return python;
-    }
-    let venv = repo_path("target/ci-python/bin/python");
-    if venv.exists() {
-        return venv.display().to_string();
-    }
-    "python3".into()
+/// One producer program, ready to run: the command that runs it (the external id is appended),
+/// the environment it needs besides `AMQP_URL` and `CLOSE_QUEUE`, and how its output reads when
+/// its client library is missing.
+struct Producer {
+    /// The language, as the messages name it; its lower case labels the test's queues.
+    language: &'static str,
+    /// A prefix for the external ids it publishes, so a close in the sandbox names its producer.
+    id_prefix: &'static str,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(&'static str, String)>,
+    /// A line of stderr meaning "the client library is not installed", and what to do about it.
+    missing_library: Option<(&'static str, String)>,
 }
 
-/// Runs the Python producer as a producer would: its own process, settings from the environment.
-async fn run_python_producer(queue: &str, external_id: &str) -> Output {
-    let output = tokio::process::Command::new(python())
-        .arg(repo_path(PYTHON_PRODUCER))
-        .arg(external_id)
-        .env("AMQP_URL", amqp_url())
-        .env("CLOSE_QUEUE", queue)
+impl Producer {
+    /// Runs the program as a producer would: its own process, settings from the environment.
+    async fn run(&self, queue: &str, external_id: &str) -> Output {
+        let mut command = tokio::process::Command::new(&self.program);
+        command
+            .args(&self.args)
+            .arg(external_id)
+            .env("AMQP_URL", amqp_url())
+            .env("CLOSE_QUEUE", queue)
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .unwrap_or_else(|_| panic!("the {} producer ran for a minute", self.language))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {} ({e}): tests/producers.rs's doc says where the {} \
+                     toolchain comes from",
+                    self.program, self.language
+                )
+            });
+        if let Some((symptom, fix)) = &self.missing_library {
+            assert!(!text(&output.stderr).contains(symptom), "{fix}");
+        }
+        output
+    }
+}
+
+/// Runs a toolchain command to its end, and fails the test saying what to install when the tool
+/// is missing or the command fails (a program of the page that does not build is a failure).
+fn toolchain(command: &mut Command, install: &str) {
+    let shown = format!("{command:?}");
+    let output = command
         .output()
-        .await
-        .unwrap_or_else(|e| panic!("cannot run {} ({e}); set PRODUCER_PYTHON", python()));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        .unwrap_or_else(|e| panic!("cannot run {shown} ({e}): {install}"));
     assert!(
-        !stderr.contains("No module named 'pika'"),
-        "pika is not installed for {}: `pip install pika` (in a virtualenv), or run .ci/run, which \
-         sets PRODUCER_PYTHON to one that has it",
-        python()
+        output.status.success(),
+        "{shown} failed:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
     );
-    output
+}
+
+fn env_or(name: &str, fallback: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| fallback.to_owned())
+}
+
+/// A directory for compiled programs, under this test binary's scratch directory.
+fn build_dir(language: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("producers")
+        .join(language);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+    dir
+}
+
+/// `PRODUCER_PYTHON`, else the virtualenv `.ci/run` leaves in `target/ci-python` (so the README's
+/// test command works after one CI run), else `python3`.
+fn python() -> &'static Producer {
+    static PRODUCER: OnceLock<Producer> = OnceLock::new();
+    PRODUCER.get_or_init(|| {
+        let venv = repo_path("target/ci-python/bin/python");
+        let python = std::env::var("PRODUCER_PYTHON").unwrap_or_else(|_| {
+            if venv.exists() {
+                venv.display().to_string()
+            } else {
+                "python3".into()
+            }
+        });
+        Producer {
+            language: "Python",
+            id_prefix: "PY",
+            missing_library: Some((
+                "No module named 'pika'",
+                format!(
+                    "pika is not installed for {python}: `pip install pika` (in a virtualenv), or \
+                     run .ci/run, which sets PRODUCER_PYTHON to one that has it"
+                ),
+            )),
+            program: python,
+            args: vec![repo_path(PYTHON_PRODUCER).display().to_string()],
+            env: Vec::new(),
+        }
+    })
+}
+
+/// `PRODUCER_NODE` (default `node`), finding amqplib through `NODE_PATH` in
+/// `PRODUCER_NODE_MODULES`, else in the `target/ci-node/node_modules` that `.ci/run` fills.
+fn node() -> &'static Producer {
+    static PRODUCER: OnceLock<Producer> = OnceLock::new();
+    PRODUCER.get_or_init(|| {
+        let node = env_or("PRODUCER_NODE", "node");
+        toolchain(
+            Command::new(&node).arg("--version"),
+            "install Node.js (apt-get install nodejs), or set PRODUCER_NODE",
+        );
+        let modules = std::env::var("PRODUCER_NODE_MODULES").unwrap_or_else(|_| {
+            repo_path("target/ci-node/node_modules")
+                .display()
+                .to_string()
+        });
+        let install = format!(
+            "amqplib is not in {modules}: run .ci/run (it installs the pinned amqplib into \
+             target/ci-node with npm), or set PRODUCER_NODE_MODULES to a node_modules directory \
+             that has amqplib"
+        );
+        assert!(Path::new(&modules).join("amqplib").is_dir(), "{install}");
+        Producer {
+            language: "Node",
+            id_prefix: "JS",
+            program: node,
+            args: vec![repo_path(NODE_PRODUCER).display().to_string()],
+            env: vec![("NODE_PATH", modules)],
+            missing_library: Some(("Cannot find module 'amqplib'", install)),
+        }
+    })
+}
+
+/// `PublishCloseRequest.java` compiled by `javac` (warnings as errors) against
+/// `PRODUCER_JAVA_CLASSPATH`, run by `java` with the same class path.
+fn java() -> &'static Producer {
+    static PRODUCER: OnceLock<Producer> = OnceLock::new();
+    PRODUCER.get_or_init(|| {
+        let install_jdk = "install a JDK (apt-get install default-jdk-headless)";
+        let classpath = env_or(
+            "PRODUCER_JAVA_CLASSPATH",
+            "/usr/share/java/amqp-client.jar:/usr/share/java/slf4j-api.jar",
+        );
+        for jar in classpath.split(':') {
+            assert!(
+                Path::new(jar).exists(),
+                "{jar} (of the Java producer's class path) does not exist: apt-get install \
+                 librabbitmq-client-java, or set PRODUCER_JAVA_CLASSPATH to the amqp-client 5.x \
+                 and slf4j-api jars"
+            );
+        }
+        let classes = build_dir("java");
+        toolchain(
+            Command::new("javac")
+                .args(["-Xlint:all", "-Werror", "-cp", &classpath, "-d"])
+                .arg(&classes)
+                .arg(repo_path(JAVA_PRODUCER)),
+            install_jdk,
+        );
+        toolchain(Command::new("java").arg("-version"), install_jdk);
+        Producer {
+            language: "Java",
+            id_prefix: "JAVA",
+            program: "java".into(),
+            args: vec![
+                "-cp".into(),
+                format!("{}:{classpath}", classes.display()),
+                "PublishCloseRequest".into(),
+            ],
+            env: Vec::new(),
+            missing_library: None,
+        }
+    })
+}
+
+/// `publish_close_request.go` vetted and built by `PRODUCER_GO` in GOPATH mode, against the
+/// amqp091-go sources under `PRODUCER_GOPATH`.
+fn go() -> &'static Producer {
+    static PRODUCER: OnceLock<Producer> = OnceLock::new();
+    PRODUCER.get_or_init(|| {
+        let go = env_or("PRODUCER_GO", "go");
+        let gopath = env_or("PRODUCER_GOPATH", "/usr/share/gocode");
+        assert!(
+            Path::new(&gopath)
+                .join("src/github.com/rabbitmq/amqp091-go")
+                .is_dir(),
+            "no amqp091-go under {gopath}/src: apt-get install \
+             golang-github-rabbitmq-amqp091-go-dev, or set PRODUCER_GOPATH to a GOPATH that has \
+             github.com/rabbitmq/amqp091-go"
+        );
+        let dir = build_dir("go");
+        let binary = dir.join("publish_close_request");
+        let go_command = |args: &[&str]| {
+            let mut command = Command::new(&go);
+            command
+                .args(args)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", &gopath)
+                .env("GOCACHE", dir.join("cache"));
+            command
+        };
+        let install = "install Go (apt-get install golang-go), or set PRODUCER_GO";
+        let source = repo_path(GO_PRODUCER).display().to_string();
+        toolchain(&mut go_command(&["vet", &source]), install);
+        toolchain(
+            go_command(&["build", "-o"]).arg(&binary).arg(&source),
+            install,
+        );
+        Producer {
+            language: "Go",
+            id_prefix: "GO",
+            program: binary.display().to_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            missing_library: None,
+        }
+    })
 }
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The Python producer publishes a close request for `external_id`, and says so.
-async fn publish_with_python(queue: &str, external_id: &str) {
-    let output = run_python_producer(queue, external_id).await;
+/// The producer publishes a close request for `external_id`, and says so.
+async fn publish(producer: &Producer, queue: &str, external_id: &str) {
+    let output = producer.run(queue, external_id).await;
     assert_eq!(
         output.status.code(),
         Some(0),
-        "the producer failed:\n{}{}",
+        "the {} producer failed:\n{}{}",
+        producer.language,
         text(&output.stdout),
         text(&output.stderr)
     );
     assert!(text(&output.stdout).contains(external_id));
 }
 
-#[tokio::test]
-async fn the_python_producer_publishes_what_the_worker_closes() {
-    let scenario = Scenario::builder("producer-python").await;
+/// What the page promises of every producer: its message, seen as it left it, is persistent,
+/// JSON with a UUID message id and a body the worker and the schema accept; and with a worker
+/// running, the worker closes it and dead-letters nothing.
+async fn publishes_what_the_worker_closes(producer: &Producer) {
+    let label = format!("producer-{}", producer.language.to_lowercase());
+    let scenario = Scenario::builder(&label).await;
     let (queues, sandbox) = scenario.parts();
 
     // First with no worker, to see the message exactly as the producer left it.
-    let inspected = format!("PY-{}", uuid::Uuid::new_v4().simple());
-    publish_with_python(&queues.close, &inspected).await;
+    let inspected = format!("{}-{}", producer.id_prefix, uuid::Uuid::new_v4().simple());
+    publish(producer, &queues.close, &inspected).await;
     let drained = queues.drain(&queues.close).await;
     assert_eq!(drained.len(), 1, "one message published");
     let message = &drained[0];
@@ -220,8 +431,8 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
 
     // Then with the worker running: the close reaches LinkedIn (the sandbox).
     let mut worker = scenario.spawn_worker();
-    let closed = format!("PY-{}", uuid::Uuid::new_v4().simple());
-    publish_with_python(&queues.close, &closed).await;
+    let closed = format!("{}-{}", producer.id_prefix, uuid::Uuid::new_v4().simple());
+    publish(producer, &queues.close, &closed).await;
     eventually(
         Duration::from_secs(30),
         "the worker closed the producer's job",
@@ -242,18 +453,21 @@ async fn the_python_producer_publishes_what_the_worker_closes() {
     scenario.cleanup().await;
 }
 
-#[tokio::test]
-async fn the_python_producer_fails_when_no_queue_takes_the_message() {
-    // Mandatory: a queue that does not exist is an error, not a silently dropped message.
+/// Mandatory: a queue that does not exist is an error (exit code 1, saying so), not a silently
+/// dropped message.
+async fn fails_when_no_queue_takes_the_message(producer: &Producer) {
     let missing = format!(
-        "test.producer-python.{}.missing",
+        "test.producer-{}.{}.missing",
+        producer.language.to_lowercase(),
         uuid::Uuid::new_v4().simple()
     );
-    let output = run_python_producer(&missing, "PY-UNROUTED").await;
+    let unrouted = format!("{}-UNROUTED", producer.id_prefix);
+    let output = producer.run(&missing, &unrouted).await;
     assert_eq!(
         output.status.code(),
         Some(1),
-        "publishing to a queue that does not exist must fail:\n{}{}",
+        "the {} producer publishing to a queue that does not exist must fail:\n{}{}",
+        producer.language,
         text(&output.stdout),
         text(&output.stderr)
     );
@@ -262,4 +476,44 @@ async fn the_python_producer_fails_when_no_queue_takes_the_message() {
         "{}",
         text(&output.stderr)
     );
+}
+
+#[tokio::test]
+async fn the_python_producer_publishes_what_the_worker_closes() {
+    publishes_what_the_worker_closes(python()).await;
+}
+
+#[tokio::test]
+async fn the_python_producer_fails_when_no_queue_takes_the_message() {
+    fails_when_no_queue_takes_the_message(python()).await;
+}
+
+#[tokio::test]
+async fn the_node_producer_publishes_what_the_worker_closes() {
+    publishes_what_the_worker_closes(node()).await;
+}
+
+#[tokio::test]
+async fn the_node_producer_fails_when_no_queue_takes_the_message() {
+    fails_when_no_queue_takes_the_message(node()).await;
+}
+
+#[tokio::test]
+async fn the_java_producer_publishes_what_the_worker_closes() {
+    publishes_what_the_worker_closes(java()).await;
+}
+
+#[tokio::test]
+async fn the_java_producer_fails_when_no_queue_takes_the_message() {
+    fails_when_no_queue_takes_the_message(java()).await;
+}
+
+#[tokio::test]
+async fn the_go_producer_publishes_what_the_worker_closes() {
+    publishes_what_the_worker_closes(go()).await;
+}
+
+#[tokio::test]
+async fn the_go_producer_fails_when_no_queue_takes_the_message() {
+    fails_when_no_queue_takes_the_message(go()).await;
 }

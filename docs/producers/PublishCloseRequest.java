@@ -9,17 +9,26 @@ import com.rabbitmq.client.AMQP;
 import com.rabbitmq.client.Channel;
 import com.rabbitmq.client.Connection;
 import com.rabbitmq.client.ConnectionFactory;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.UUID;
 import java.util.concurrent.atomic.AtomicBoolean;
 
 public final class PublishCloseRequest {
-    public static void main(String[] args) throws Exception {
+    public static void main(String[] args) {
         String amqpUrl = env("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         String queue = env("CLOSE_QUEUE", "linkedin.jobs.close");
         String externalId = args.length > 0 ? args[0] : "JOB-1";
-        byte[] body = closeRequest(externalId).getBytes(StandardCharsets.UTF_8);
+        try {
+            publish(amqpUrl, queue, closeRequest(externalId).getBytes(StandardCharsets.UTF_8));
+        } catch (Exception e) {
+            System.err.println("error: " + e.getMessage());
+            System.exit(1);
+        }
+        System.out.println("Published the close request for " + externalId + " to '" + queue + "'.");
+    }
 
+    static void publish(String amqpUrl, String queue, byte[] body) throws Exception {
         ConnectionFactory factory = new ConnectionFactory();
         factory.setUri(amqpUrl);
         try (Connection connection = factory.newConnection("close-request producer");
@@ -39,11 +48,9 @@ public final class PublishCloseRequest {
             // Throws when the broker refused the message or did not confirm it in time.
             channel.waitForConfirmsOrDie(10_000);
             if (returned.get()) {
-                System.err.println("error: no queue '" + queue + "' took the message; is job-closer's queue declared?");
-                System.exit(1);
+                throw new IOException("no queue '" + queue + "' took the message; is job-closer's queue declared?");
             }
         }
-        System.out.println("Published the close request for " + externalId + " to '" + queue + "'.");
     }
 
     /** One LinkedIn job element; see schema/close-request.schema.json for every rule. */

@@ -1,6 +1,6 @@
 // Publish one close request to job-closer's close queue, the way the worker expects it.
 //
-//	go get github.com/rabbitmq/amqp091-go@v1.10.0
+//	go mod init producer && go get github.com/rabbitmq/amqp091-go
 //	AMQP_URL=amqp://user:pass@rabbitmq:5672/%2f CLOSE_QUEUE=linkedin.jobs.close \
 //	    go run publish_close_request.go JOB-150421
 //
@@ -68,13 +68,14 @@ func run() error {
 	if err := ch.Confirm(false); err != nil {
 		return err
 	}
-	// With mandatory, a message no queue took comes back (before its confirm) instead of being
-	// dropped; the buffered channel receives it before the confirm is reported.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1))
+	// With mandatory, a message no queue took comes back before its confirm instead of being
+	// dropped: the buffered channel holds it by the time the confirm arrives.
 	returns := ch.NotifyReturn(make(chan amqp.Return, 1))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	confirmation, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", queue, true, false, amqp.Publishing{
+	err = ch.PublishWithContext(ctx, "", queue, true, false, amqp.Publishing{
 		ContentType:  "application/json",
 		DeliveryMode: amqp.Persistent, // survives a broker restart
 		MessageId:    messageID,
@@ -83,12 +84,16 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	acked, err := confirmation.WaitContext(ctx)
-	if err != nil {
-		return fmt.Errorf("no confirm from the broker: %w", err)
-	}
-	if !acked {
-		return errors.New("the broker refused the message")
+	select {
+	case confirmed, open := <-confirms:
+		if !open {
+			return errors.New("the channel closed before the broker confirmed the message")
+		}
+		if !confirmed.Ack {
+			return errors.New("the broker refused the message")
+		}
+	case <-ctx.Done():
+		return errors.New("no confirm from the broker within 10 s")
 	}
 	select {
 	case returned := <-returns:

@@ -26,6 +26,11 @@ function closeRequest(externalId) {
   };
 }
 
+// A promise that rejects after `ms` (without keeping the process alive).
+function timeout(ms, message) {
+  return new Promise((_, reject) => setTimeout(() => reject(new Error(message)), ms).unref());
+}
+
 async function main() {
   const externalId = process.argv[2] || 'JOB-1';
   const body = Buffer.from(JSON.stringify(closeRequest(externalId)), 'utf8');
@@ -45,7 +50,9 @@ async function main() {
       contentType: 'application/json',
       messageId: randomUUID(),
     });
-    await channel.waitForConfirms(); // rejects when the broker refused the message
+    // Rejects when the broker refused the message; a confirm that does not come is a failure too.
+    const late = timeout(10_000, 'no confirm from the broker within 10 s');
+    await Promise.race([channel.waitForConfirms(), late]);
     if (returned) {
       throw new Error(`no queue '${CLOSE_QUEUE}' took the message; is job-closer's queue declared?`);
     }
