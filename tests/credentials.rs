@@ -11,6 +11,7 @@ mod common;
 
 use common::rabbitmqctl::{BrokerUser, close_connection_named, unique};
 use common::*;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -87,14 +88,56 @@ impl SecretMount {
 }
 
 /// Publishes a close for each of `{prefix}-0` .. `{prefix}-{n-1}`; returns their ids.
-async fn publish(queues: &Queues, prefix: &str, n: usize) -> std::collections::BTreeSet<String> {
+async fn publish(queues: &Queues, prefix: &str, n: usize) -> BTreeSet<String> {
     let (all, ids) = jobs(prefix, n);
     queues.publish_jobs(&all).await;
     ids
 }
 
+/// Publishes `n` more closes under `prefix`, adds them to `all`, and waits until the sandbox has
+/// closed every one of `all`.
+async fn close_more(
+    worker: &WorkerProcess,
+    scenario: &Scenario,
+    all: &mut BTreeSet<String>,
+    prefix: &str,
+    n: usize,
+) {
+    all.extend(publish(&scenario.queues, prefix, n).await);
+    let what = format!("every close, {prefix} included");
+    wait_for(&[worker], SETTLE, &what, || async {
+        closes(&scenario.sandbox, all).0 == all.len()
+    })
+    .await;
+}
+
+/// The scenario's settings with the client secret in a file of `mount` instead of
+/// `LINKEDIN_CLIENT_SECRET`.
+fn with_secret_file(scenario: &Scenario, mount: Mount) -> (SecretMount, Vec<(String, String)>) {
+    let secret = SecretMount::new(mount, &scenario.sandbox.config().client_secret);
+    let mut env = scenario.env.clone();
+    without(&mut env, "LINKEDIN_CLIENT_SECRET");
+    set(
+        &mut env,
+        "LINKEDIN_CLIENT_SECRET_FILE",
+        secret.path().display().to_string(),
+    );
+    (secret, env)
+}
+
 fn count_lines(log: &str, needle: &str) -> usize {
     log.lines().filter(|line| line.contains(needle)).count()
+}
+
+/// Waits until the worker has said `times` times what is wrong with the file of `setting` at
+/// `path` (the ERROR names both).
+async fn said_of_file(worker: &WorkerProcess, setting: &str, path: &str, times: usize) {
+    let said = format!("{setting} {path}: it ");
+    let what = format!("the ERROR naming {setting} and {path}");
+    wait_for(&[worker], SETTLE, &what, || async {
+        count_lines(&worker.log_text(), &said) >= times
+    })
+    .await;
 }
 
 /// A rotation in the sandbox while the worker runs: held, a handful of token requests, then the
@@ -110,21 +153,16 @@ async fn rotation_is_a_file_change(label: &str, mount: Mount) {
         .task_check_delay_ms(300)
         .await;
     let (queues, sandbox) = scenario.parts();
-    let mut secret = SecretMount::new(mount, &sandbox.config().client_secret);
-    let mut env = scenario.env.clone();
-    without(&mut env, "LINKEDIN_CLIENT_SECRET");
-    set(
-        &mut env,
-        "LINKEDIN_CLIENT_SECRET_FILE",
-        secret.path().display().to_string(),
-    );
+    let (mut secret, env) = with_secret_file(&scenario, mount);
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
-
-    let first = publish(queues, &format!("{label}-a"), 60).await;
-    wait_for(&[&worker], SETTLE, "the first closes", || async {
-        closes(sandbox, &first).0 == 60
-    })
+    close_more(
+        &worker,
+        &scenario,
+        &mut BTreeSet::new(),
+        &format!("{label}-a"),
+        60,
+    )
     .await;
 
     // The secret is rotated in LinkedIn's portal: the old one is refused, its tokens expire.
@@ -245,44 +283,26 @@ async fn a_client_secret_file_gone_bad_keeps_the_last_good_secret() {
         .set("TASK_CHECK", "off")
         .await;
     let (queues, sandbox) = scenario.parts();
-    let mut secret = SecretMount::new(Mount::Kubernetes, &sandbox.config().client_secret);
-    let mut env = scenario.env.clone();
-    without(&mut env, "LINKEDIN_CLIENT_SECRET");
-    set(
-        &mut env,
-        "LINKEDIN_CLIENT_SECRET_FILE",
-        secret.path().display().to_string(),
-    );
+    let (mut secret, env) = with_secret_file(&scenario, Mount::Kubernetes);
     let mut worker = spawn_worker(&env);
     let path = secret.path().display().to_string();
-
-    let mut all = publish(queues, "gone-bad-a", 40).await;
-    wait_for(&[&worker], SETTLE, "the first closes", || async {
-        closes(sandbox, &all).0 == 40
-    })
-    .await;
+    let mut all = BTreeSet::new();
+    close_more(&worker, &scenario, &mut all, "gone-bad-a", 40).await;
     for (step, spoil) in ["empty", "unreadable"].into_iter().enumerate() {
         match spoil {
             "empty" => secret.write(""),
             _ => secret.break_it(),
         }
-        let said = format!("LINKEDIN_CLIENT_SECRET_FILE {path}: it ");
-        wait_for(
-            &[&worker],
-            SETTLE,
-            "the ERROR naming the setting and the path",
-            || async { count_lines(&worker.log_text(), &said) > step },
-        )
-        .await;
+        said_of_file(&worker, "LINKEDIN_CLIENT_SECRET_FILE", &path, step + 1).await;
         let tokens_before = sandbox.stats().tokens_issued;
         sandbox.expire_tokens();
-        let more = publish(queues, &format!("gone-bad-{spoil}"), 40).await;
-        all.extend(more);
-        wait_for(
-            &[&worker],
-            SETTLE,
-            "closes with the last good secret",
-            || async { closes(sandbox, &all).0 == all.len() },
+        // Closed with new tokens, had with the last good secret.
+        close_more(
+            &worker,
+            &scenario,
+            &mut all,
+            &format!("gone-bad-{spoil}"),
+            40,
         )
         .await;
         assert!(
@@ -352,14 +372,8 @@ async fn a_rotated_broker_password_is_read_again_at_the_reconnect() {
     let mut worker = spawn_worker(&env);
     let base = metrics_base(&worker).await;
 
-    let mut all = publish(queues, "amqp-pw-a", 30).await;
-    wait_for(
-        &[&worker],
-        SETTLE,
-        "closes with the first password",
-        || async { closes(sandbox, &all).0 == 30 },
-    )
-    .await;
+    let mut all = BTreeSet::new();
+    close_more(&worker, &scenario, &mut all, "amqp-pw-a", 30).await;
     let old_password = user.password.clone();
     let new_password = unique("RotatedAmqpPw");
     user.change_password(&new_password).await;
@@ -368,14 +382,8 @@ async fn a_rotated_broker_password_is_read_again_at_the_reconnect() {
         close_connection_named(&connection_name).await,
         "the worker's connection is listed under its AMQP_CONNECTION_NAME"
     );
-    all.extend(publish(queues, "amqp-pw-b", 30).await);
-    wait_for(
-        &[&worker],
-        SETTLE,
-        "closes after reconnecting with the new password",
-        || async { closes(sandbox, &all).0 == 60 },
-    )
-    .await;
+    // Closed after reconnecting with the new password.
+    close_more(&worker, &scenario, &mut all, "amqp-pw-b", 30).await;
 
     // Emptied, then removed: the last good password reconnects each time.
     let path = password_file.display().to_string();
@@ -388,20 +396,14 @@ async fn a_rotated_broker_password_is_read_again_at_the_reconnect() {
             close_connection_named(&connection_name).await
         })
         .await;
-        let said = format!("AMQP_PASSWORD_FILE {path}: it ");
-        wait_for(
-            &[&worker],
-            SETTLE,
-            "the ERROR naming the setting and the path",
-            || async { count_lines(&worker.log_text(), &said) > step },
-        )
-        .await;
-        all.extend(publish(queues, &format!("amqp-pw-{spoil}"), 30).await);
-        wait_for(
-            &[&worker],
-            SETTLE,
-            "closes with the last good password",
-            || async { closes(sandbox, &all).0 == all.len() },
+        said_of_file(&worker, "AMQP_PASSWORD_FILE", &path, step + 1).await;
+        // Closed after reconnecting with the last good password.
+        close_more(
+            &worker,
+            &scenario,
+            &mut all,
+            &format!("amqp-pw-{spoil}"),
+            30,
         )
         .await;
     }

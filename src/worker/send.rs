@@ -309,40 +309,21 @@ impl Sending {
     /// The integration is broken: the first group to see it probes with one element and gives the
     /// rest back; a probe that is still refused probes again; any other group gives back all.
     async fn hold(&mut self, failure: &classify::Failure) -> Next {
-        let shared = &self.shared;
-        let fault = Fault::Integration(failure.clone());
-        if self.probing {
-            shared.hold.still_blocked(&fault);
-        } else if shared.hold.block(&fault) {
-            self.probing = true;
-            // One element probes; the rest waits in the broker.
-            let rest = self.items.split_off(1);
-            give_back_all(&self.session, &rest).await;
-        } else {
-            self.give_back().await;
+        if !self.hold_on(Fault::Integration(failure.clone())).await {
             return Next::Done;
         }
-        Next::Again(shared.retry.probe_delay(&mut self.retry))
+        Next::Again(self.shared.retry.probe_delay(&mut self.retry))
     }
 
-    /// No token. Refused credentials hold the worker like an integration fault: the first group to
-    /// see it probes with one element and gives the rest back, any other group gives back all.
-    /// Trouble at the token endpoint is waited out. Either way the token cache times the next
-    /// token request, once for the whole worker, and the hold's ERROR (or the WARN of the one
-    /// group whose request failed) is all that is logged.
+    /// No token. Refused credentials hold the worker like an integration fault ([`Self::hold_on`]);
+    /// trouble at the token endpoint is waited out. Either way the token cache times the next token
+    /// request, once for the whole worker, and the hold's ERROR (or the WARN of the one group whose
+    /// request failed) is all that is logged.
     async fn no_token(&mut self, no_token: NoToken) -> Next {
-        let shared = &self.shared;
         match &no_token.error {
             TokenError::Refused { status, message } => {
                 let fault = Fault::Credentials(classify::Failure::new(*status, message.clone()));
-                if self.probing {
-                    shared.hold.still_blocked(&fault);
-                } else if shared.hold.block(&fault) {
-                    self.probing = true;
-                    let rest = self.items.split_off(1);
-                    give_back_all(&self.session, &rest).await;
-                } else {
-                    self.give_back().await;
+                if !self.hold_on(fault).await {
                     return Next::Done;
                 }
             }
@@ -354,6 +335,25 @@ impl Sending {
             TokenError::Unavailable(_) => {}
         }
         Next::AfterToken(no_token)
+    }
+
+    /// A fault holds the worker: the first group to meet it becomes the prober, keeping one element
+    /// and giving the rest back; the prober meeting it again probes on; any other group gives back
+    /// all. Returns whether this group goes on (as the prober).
+    async fn hold_on(&mut self, fault: Fault) -> bool {
+        let hold = &self.shared.hold;
+        if self.probing {
+            hold.still_blocked(&fault);
+        } else if hold.block(&fault) {
+            self.probing = true;
+            // One element probes; the rest waits in the broker.
+            let rest = self.items.split_off(1);
+            give_back_all(&self.session, &rest).await;
+        } else {
+            self.give_back().await;
+            return false;
+        }
+        true
     }
 
     /// LinkedIn throttles the application: every sender pauses, not only this group.

@@ -74,26 +74,38 @@ fn make_leaf(dir: &Path, ca: &str, name: &str, subject: &str, extensions: &str) 
             subject,
         ],
     );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{name}.pem"),
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
+    sign(dir, ca, name, name, true);
+}
+
+/// Signs `{name}.csr` with the CA `ca` into `{out}.pem` the plain way (`openssl x509 -req`), with
+/// the extensions of `{name}.ext` — or without them, which makes an X.509 v1 certificate.
+fn sign(dir: &Path, ca: &str, name: &str, out: &str, extensions: bool) {
+    let (csr, ca_cert, ca_key, out) = (
+        format!("{name}.csr"),
+        format!("{ca}.pem"),
+        format!("{ca}.key"),
+        format!("{out}.pem"),
     );
+    let mut args = vec![
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_cert,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &out,
+    ];
+    let ext = format!("{name}.ext");
+    if extensions {
+        args.extend(["-extfile", &ext]);
+    }
+    openssl(dir, &args);
 }
 
 /// Certificates with the usual mistakes, for the keys of [`Certs`]' client and broker certificates.
@@ -148,33 +160,11 @@ fn sign_dated(dir: &Path, name: &str, out: &str, start: &str, end: &str) {
     );
 }
 
-/// Signs `{name}.csr` with the CA the plain way, without an extension file: an X.509 v1 certificate.
-fn sign_v1(dir: &Path, name: &str, out: &str) {
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &format!("{out}.pem"),
-        ],
-    );
-}
-
 impl Certs {
     /// Makes the mistaken certificates beside the good ones.
     pub fn mistakes(&self) -> Mistakes {
         let dir = &self.dir;
-        sign_v1(dir, "client", "client-v1");
+        sign(dir, "ca", "client", "client-v1", false);
         sign_dated(
             dir,
             "client",
@@ -189,7 +179,7 @@ impl Certs {
             "20990101000000Z",
             "20990201000000Z",
         );
-        sign_v1(dir, "server", "server-v1");
+        sign(dir, "ca", "server", "server-v1", false);
         sign_dated(
             dir,
             "server",
