@@ -350,7 +350,7 @@ async fn a_rotated_broker_password_is_read_again_at_the_reconnect() {
         .set("TASK_CHECK", "off")
         .set("METRICS_ADDR", "127.0.0.1:0")
         .await;
-    let (queues, sandbox) = scenario.parts();
+    let queues = &scenario.queues;
     let mut user = BrokerUser::new().await;
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("amqp-password");
