@@ -22,7 +22,7 @@ use crate::amqp::settings::{BrokerSettings, UrlSource};
 use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
 use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
-use crate::linkedin::token::{HttpTokenSource, TokenSource};
+use crate::linkedin::token::{ClientSecret, HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
 use std::net::SocketAddr;
@@ -444,7 +444,7 @@ async fn check_token(args: &RunArgs, credentials: Credentials) -> StepResult {
         http,
         url.clone(),
         credentials.client_id,
-        credentials.client_secret,
+        ClientSecret::Fixed(credentials.client_secret),
     );
     match source.fetch().await {
         Ok(fresh) => StepResult::ok(

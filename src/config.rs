@@ -316,7 +316,7 @@ pub(crate) fn read_secret_file(
 
 /// A one-line file's text without its trailing newline (secret files usually end with one that is
 /// not part of the secret); `None` when nothing else is left.
-fn read_one_line(path: &std::path::Path) -> std::io::Result<Option<String>> {
+pub(crate) fn read_one_line(path: &std::path::Path) -> std::io::Result<Option<String>> {
     let text = std::fs::read_to_string(path)?;
     let value = text.trim_end_matches(['\r', '\n']);
     Ok((!value.is_empty()).then(|| value.to_owned()))
@@ -425,6 +425,9 @@ pub(crate) struct LinkedInArgs {
 pub(crate) struct Credentials {
     pub(crate) client_id: String,
     pub(crate) client_secret: Secret,
+    /// `LINKEDIN_CLIENT_SECRET_FILE`, which `client_secret` was read from: read again while the
+    /// worker runs.
+    pub(crate) secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -503,6 +506,7 @@ impl LinkedInArgs {
         Ok(Credentials {
             client_id,
             client_secret,
+            secret_file: self.linkedin_client_secret_file.clone(),
         })
     }
 

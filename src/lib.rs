@@ -25,7 +25,9 @@
 //!   carry a secret; [`http_proxy`]: which proxy an HTTP request takes (never one for loopback).
 //!
 //! The pure core:
-//! - [`config`]: settings — flags with environment fallbacks, secrets that never print.
+//! - [`config`]: settings — flags with environment fallbacks, secrets that never print;
+//!   [`secret_file`]: the settings kept in files, read again while running (a rotated secret is a
+//!   file change), the last good value kept when a file goes bad.
 //! - [`close_request`]: what a close request is and whether it may be sent.
 //! - [`batch`]: which elements may share a request, and when a request is due.
 //! - [`retry`] and [`rate_limit`]: when to try again, and how fast the worker may send.
@@ -59,6 +61,7 @@ mod publish;
 mod rate_limit;
 mod retry;
 mod sandbox;
+mod secret_file;
 pub mod tasks;
 mod worker;
 

@@ -1,5 +1,8 @@
 //! What the worker counts, and the small HTTP listener that shows it: `/metrics` in Prometheus text
 //! format, `/healthz` (alive and not wedged) and `/readyz` (connected to the broker and consuming).
+//!
+//! `/readyz` answers 503 with one line per cause, in words an operator acts on; the causes are
+//! listed in one place, [`Metrics::not_ready_because`], so that a new one is one more line there.
 
 use axum::Router;
 use axum::extract::State;
@@ -14,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +52,43 @@ pub(crate) const REQUEST_OUTCOMES: &[&str] = &[
     "blocked",
 ];
 
+/// What holds the worker off LinkedIn (`job_closer_linkedin_blocked` 1), for `/readyz`'s words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LinkedInHold {
+    /// LinkedIn refuses the integration itself (403 permissions, 404, a refused `LinkedIn-Version`).
+    Integration,
+    /// The token endpoint refuses the client credentials (400/401).
+    Credentials,
+}
+
+impl LinkedInHold {
+    fn code(hold: Option<LinkedInHold>) -> u8 {
+        match hold {
+            None => 0,
+            Some(LinkedInHold::Integration) => 1,
+            Some(LinkedInHold::Credentials) => 2,
+        }
+    }
+
+    fn of(code: u8) -> Option<LinkedInHold> {
+        match code {
+            1 => Some(LinkedInHold::Integration),
+            2 => Some(LinkedInHold::Credentials),
+            _ => None,
+        }
+    }
+
+    /// `/readyz`'s line for it.
+    fn cause(self) -> &'static str {
+        match self {
+            LinkedInHold::Integration => "holding: LinkedIn refuses the integration (see the logs)",
+            LinkedInHold::Credentials => {
+                "holding: LinkedIn's token endpoint refuses the client credentials; check LINKEDIN_CLIENT_ID and LINKEDIN_CLIENT_SECRET / LINKEDIN_CLIENT_SECRET_FILE (see the logs)"
+            }
+        }
+    }
+}
+
 /// A heartbeat older than this means the worker's loops have stopped turning.
 const WEDGED_AFTER: Duration = Duration::from_secs(120);
 
@@ -60,6 +100,8 @@ pub(crate) struct Metrics {
     pub(crate) retried: Counter,
     pub(crate) requests: Family<OutcomeLabels, Counter>,
     pub(crate) token_requests: Counter,
+    /// Token requests the endpoint refused (the client credentials).
+    pub(crate) token_refusals: Counter,
     pub(crate) batch_size: Histogram,
     pub(crate) request_seconds: Histogram,
     pub(crate) in_flight: Gauge,
@@ -74,6 +116,8 @@ pub(crate) struct Metrics {
     pub(crate) linkedin_blocked: Gauge,
     /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
     pub(crate) throttled_until: Gauge,
+    /// What holds the worker off LinkedIn ([`LinkedInHold::code`]); 0 when nothing does.
+    linkedin_hold: AtomicU8,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -100,6 +144,7 @@ impl Metrics {
         let retried = Counter::default();
         let requests = Family::<OutcomeLabels, Counter>::default();
         let token_requests = Counter::default();
+        let token_refusals = Counter::default();
         let batch_size = Histogram::new([1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 99.0, 100.0]);
         let request_seconds = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.005, 2.0, 14),
@@ -124,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "linkedin_blocked",
-            "1 while an integration fault (403 permissions, 404, LinkedIn-Version refused) holds the worker",
+            "1 while an integration fault (403 permissions, 404, LinkedIn-Version refused) or refused client credentials hold the worker",
             linkedin_blocked.clone(),
         );
         registry.register(
@@ -161,6 +206,11 @@ impl Metrics {
             "token_requests",
             "Requests to the OAuth token endpoint",
             token_requests.clone(),
+        );
+        registry.register(
+            "token_refusals",
+            "Token requests the OAuth token endpoint refused (400/401): the client credentials need a look",
+            token_refusals.clone(),
         );
         registry.register("batch_size", "Elements per request", batch_size.clone());
         registry.register(
@@ -222,6 +272,7 @@ impl Metrics {
             retried,
             requests,
             token_requests,
+            token_refusals,
             batch_size,
             request_seconds,
             in_flight,
@@ -232,6 +283,7 @@ impl Metrics {
             elements_sent,
             linkedin_blocked,
             throttled_until,
+            linkedin_hold: AtomicU8::new(0),
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -269,6 +321,28 @@ impl Metrics {
                 queue: queue.to_owned(),
             })
             .set(i64::from(messages));
+    }
+
+    /// What holds the worker off LinkedIn now, if anything: `job_closer_linkedin_blocked` and
+    /// `/readyz` follow.
+    pub(crate) fn set_linkedin_hold(&self, hold: Option<LinkedInHold>) {
+        self.linkedin_hold
+            .store(LinkedInHold::code(hold), Ordering::SeqCst);
+        self.linkedin_blocked.set(i64::from(hold.is_some()));
+    }
+
+    /// Why the worker is not ready, one line per cause in `/readyz`'s words; empty when it is. The
+    /// one place the readiness causes are listed.
+    pub(crate) fn not_ready_because(&self) -> Vec<&'static str> {
+        let mut causes = Vec::new();
+        if let Some(hold) = LinkedInHold::of(self.linkedin_hold.load(Ordering::SeqCst)) {
+            causes.push(hold.cause());
+        }
+        // A cause above already says why nothing is consumed.
+        if causes.is_empty() && !self.is_ready() {
+            causes.push("not consuming");
+        }
+        causes
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
@@ -337,16 +411,18 @@ async fn healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.linkedin_blocked.get() > 0 {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "holding: LinkedIn refuses the integration (see the logs)\n",
-        )
-    } else if metrics.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
+    readiness(&metrics)
+}
+
+/// `/readyz`'s answer: 200 "ready", or 503 with every cause on a line of its own.
+fn readiness(metrics: &Metrics) -> (StatusCode, String) {
+    let causes = metrics.not_ready_because();
+    if causes.is_empty() {
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let mut text = causes.join("\n");
+    text.push('\n');
+    (StatusCode::SERVICE_UNAVAILABLE, text)
 }
 
 #[cfg(test)]
@@ -374,6 +450,32 @@ mod tests {
     }
 
     #[test]
+    fn readyz_names_each_cause() {
+        let metrics = Metrics::new();
+        assert_eq!(
+            readiness(&metrics),
+            (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n".into())
+        );
+        metrics.set_ready(true);
+        assert_eq!(readiness(&metrics), (StatusCode::OK, "ready\n".into()));
+        metrics.set_linkedin_hold(Some(LinkedInHold::Credentials));
+        metrics.set_ready(false);
+        let (status, text) = readiness(&metrics);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            text.contains("client credentials") && text.contains("LINKEDIN_CLIENT_SECRET_FILE"),
+            "{text}"
+        );
+        assert!(!text.contains("not consuming"), "{text}");
+        assert_eq!(metrics.linkedin_blocked.get(), 1);
+        metrics.set_linkedin_hold(Some(LinkedInHold::Integration));
+        assert!(readiness(&metrics).1.contains("refuses the integration"));
+        metrics.set_linkedin_hold(None);
+        assert_eq!(metrics.linkedin_blocked.get(), 0);
+        assert_eq!(readiness(&metrics).1, "not consuming\n");
+    }
+
+    #[test]
     fn exposition_has_type_lines_for_every_family() {
         let metrics = Metrics::new();
         metrics.consumed.inc();
@@ -387,6 +489,7 @@ mod tests {
             "job_closer_elements_dead_lettered",
             "job_closer_requests",
             "job_closer_token_requests",
+            "job_closer_token_refusals",
             "job_closer_batch_size",
             "job_closer_request_duration_seconds",
             "job_closer_requests_in_flight",

@@ -9,7 +9,8 @@
 //! `Retry-After`. Backing off at most `RETRY_MAX_MS` would spend two requests a minute all day on
 //! them; so after [`THROTTLES_BEFORE_ESCALATION`] such 429s in a row the pause doubles beyond it,
 //! toward the next midnight UTC ([`RetryPolicy::throttle_pause`]). The timing of every wait — the
-//! transient backoff, the throttle pause, the integration-fault probe — is decided here.
+//! transient backoff, the throttle pause, the integration-fault probe, the next token request after
+//! a failed one ([`TOKEN_RETRY`]) — is decided here.
 
 use backoff::ExponentialBackoff;
 use backoff::backoff::Backoff;
@@ -20,6 +21,16 @@ use tokio::time::Instant;
 pub(crate) const THROTTLES_BEFORE_ESCALATION: u32 = 3;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Token requests after a failed one (the credentials refused, or the endpoint in trouble): one per
+/// step for the whole worker, a few seconds at first, doubling (with jitter) to a minute, and never
+/// given up. LinkedIn throttles token requests like any other call; a refused secret is fixed by an
+/// operator, so a storm of requests would only burn the quota.
+pub(crate) const TOKEN_RETRY: RetryPolicy = RetryPolicy {
+    initial: Duration::from_secs(2),
+    max: Duration::from_secs(60),
+    max_elapsed: Duration::MAX,
+};
 
 /// The UTC day `at` falls in, counted from the Unix epoch.
 pub(crate) fn utc_day(at: SystemTime) -> u64 {

@@ -3,11 +3,12 @@
 //! or an error (even at `RUST_LOG=trace`), queue arguments that clash, quorum queues' delivery limit,
 //! and two replicas on one queue — classic, quorum, and single active consumer with fail-over.
 //!
-//! Tests that need their own broker user or must cut one connection use `rabbitmqctl`, and touch only
-//! the users and connections they made.
+//! Tests that need their own broker user or must cut one connection use `rabbitmqctl`
+//! (`common::rabbitmqctl`), and touch only the users and connections they made.
 
 mod common;
 
+use common::rabbitmqctl::{BrokerUser, close_connection_named, unique};
 use common::*;
 use job_closer::declare_queues;
 use job_closer::{AmqpArgs, QueueType};
@@ -20,85 +21,6 @@ use std::time::Duration;
 const SETTLE: Duration = Duration::from_secs(30);
 
 // --- helpers ---
-
-fn unique(label: &str) -> String {
-    format!("{label}-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn rabbitmqctl(args: &[&str]) -> String {
-    let output = tokio::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("rabbitmqctl cannot run ({e}); these tests need it on PATH"));
-    assert!(
-        output.status.success(),
-        "rabbitmqctl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A broker user of this test's own, with a password no other string in the run resembles, so a
-/// leaked password is found by a plain search. Deleted when dropped.
-struct BrokerUser {
-    name: String,
-    password: String,
-}
-
-impl BrokerUser {
-    async fn new() -> BrokerUser {
-        let user = BrokerUser {
-            name: unique("ops-user"),
-            password: unique("AmqpPw"),
-        };
-        rabbitmqctl(&["add_user", &user.name, &user.password]).await;
-        user.grant().await;
-        user
-    }
-
-    async fn grant(&self) {
-        rabbitmqctl(&["set_permissions", "-p", "/", &self.name, ".*", ".*", ".*"]).await;
-    }
-
-    async fn revoke(&self) {
-        rabbitmqctl(&["clear_permissions", "-p", "/", &self.name]).await;
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
-    }
-}
-
-/// Deleted even when the test panics; blocking here needs no runtime.
-impl Drop for BrokerUser {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["delete_user", "--quiet", &self.name])
-            .output();
-    }
-}
-
-/// Closes the one broker connection whose client-given name is `name` (never anyone else's).
-async fn close_connection_named(name: &str) -> bool {
-    let listing = rabbitmqctl(&[
-        "list_connections",
-        "pid",
-        "client_properties",
-        "--quiet",
-        "--no-table-headers",
-    ])
-    .await;
-    // Lines are `<pid>\t[{"capabilities",...},{"connection_name","NAME"},...]`.
-    let property = format!("{{\"connection_name\",\"{name}\"}}");
-    let mut closed = false;
-    for line in listing.lines().filter(|line| line.contains(&property)) {
-        let pid = line.split('\t').next().unwrap();
-        rabbitmqctl(&["close_connection", pid, "ops test: simulated broker loss"]).await;
-        closed = true;
-    }
-    closed
-}
 
 async fn wait_ready(base: &str) {
     eventually(Duration::from_secs(15), "/readyz 200", || async {

@@ -262,3 +262,178 @@ async fn a_private_ca_and_client_certificates_work_and_mistakes_say_what_failed(
     );
     drop(nodes);
 }
+
+/// `openssl s_server` presenting a certificate: how the broker's certificate is judged shows at the
+/// TLS handshake, before any AMQP, so no broker node is needed for it. Killed when dropped.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsServer {
+    fn start(cert: &Path, key: &Path) -> TlsServer {
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            // Kept open: s_server ends at the end of its input.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the openssl CLI is installed (.ci/run installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        TlsServer { child, port }
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The line of `check`'s output for `step`.
+fn step_line(output: &str, verdict_and_step: &str) -> String {
+    output
+        .lines()
+        .find(|line| line.starts_with(verdict_and_step))
+        .unwrap_or_else(|| panic!("no {verdict_and_step:?} line in:\n{output}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn each_certificate_mistake_says_what_to_do_and_names_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = Certs::make(dir.path());
+    let mistakes = certs.mistakes();
+    let jobs = dir.path().join("jobs.ndjson");
+    std::fs::write(&jobs, format!("{}\n", job("cert-mistake"))).unwrap();
+    let base: Vec<(String, String)> = [
+        ("AMQP_URL", "amqps://guest:guest@localhost:1/%2f".to_owned()),
+        ("LINKEDIN_CLIENT_ID", "id".into()),
+        ("LINKEDIN_CLIENT_SECRET", "not-used".into()),
+        ("TASK_CHECK", "off".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+
+    // The client certificate: a configuration error (exit 2), in the same words from `check` and
+    // from any other command.
+    let client_mistakes = [
+        (
+            &mistakes.v1_client_cert,
+            &certs.client_key,
+            "AMQP_TLS_CERT_FILE",
+            &mistakes.v1_client_cert,
+            "is an X.509 v1 certificate, as plain `openssl x509 -req` makes without an extension file, and TLS here takes only X.509 v3: re-issue it as X.509 v3, e.g. with an extension file",
+        ),
+        (
+            &mistakes.expired_client_cert,
+            &certs.client_key,
+            "AMQP_TLS_CERT_FILE",
+            &mistakes.expired_client_cert,
+            "expired on 2020-02-01 00:00:00 UTC (valid from 2020-01-01 00:00:00 UTC to 2020-02-01 00:00:00 UTC): renew it",
+        ),
+        (
+            &mistakes.future_client_cert,
+            &certs.client_key,
+            "AMQP_TLS_CERT_FILE",
+            &mistakes.future_client_cert,
+            "is not valid before 2099-01-01 00:00:00 UTC (valid from 2099-01-01 00:00:00 UTC to 2099-02-01 00:00:00 UTC",
+        ),
+        (
+            &certs.client_cert,
+            &certs.other_client_key,
+            "AMQP_TLS_KEY_FILE",
+            &certs.other_client_key,
+            "is not the key of the certificate in AMQP_TLS_CERT_FILE",
+        ),
+    ];
+    for (cert, key, setting, named, words) in client_mistakes {
+        let mut env = base.clone();
+        set(&mut env, "AMQP_TLS_CERT_FILE", path(cert));
+        set(&mut env, "AMQP_TLS_KEY_FILE", path(key));
+        let checked = cli_run(&["check"], &env).await;
+        assert_eq!(checked.code, Some(2), "{}", checked.output());
+        let line = step_line(&checked.output(), "FAIL  config");
+        let expected = format!("{setting} {} is not usable: ", path(named));
+        assert!(
+            line.contains(&expected) && line.contains(words),
+            "{expected}…{words} missing in:\n{line}"
+        );
+        assert!(!line.contains("does not go with"), "{line}");
+        let published = cli_run(&["publish", &path(&jobs)], &env).await;
+        assert_eq!(published.code, Some(2), "{}", published.output());
+        assert!(
+            published.output().contains(&expected) && published.output().contains(words),
+            "publish says it otherwise:\n{}",
+            published.output()
+        );
+    }
+
+    // The broker's certificate, as presented at the handshake.
+    let broker_mistakes = [
+        (
+            &mistakes.expired_server_cert,
+            "expired on 2020-02-01 00:00:00 UTC (valid from 2020-01-01 00:00:00 UTC to 2020-02-01 00:00:00 UTC): renew it (the broker's ssl_options.certfile",
+        ),
+        (
+            &mistakes.v1_server_cert,
+            "is an X.509 v1 certificate, as plain `openssl x509 -req` makes without an extension file, and TLS here takes only X.509 v3: re-issue it as X.509 v3",
+        ),
+    ];
+    for (cert, words) in broker_mistakes {
+        let server = TlsServer::start(cert, &certs.server_key);
+        let mut env = base.clone();
+        set(
+            &mut env,
+            "AMQP_URL",
+            format!("amqps://guest:guest@localhost:{}/%2f", server.port),
+        );
+        set(&mut env, "AMQP_TLS_CA_FILE", path(&certs.ca));
+        let checked = cli_run(&["check"], &env).await;
+        assert_eq!(checked.code, Some(1), "{}", checked.output());
+        let line = step_line(&checked.output(), "FAIL  broker");
+        assert!(
+            line.contains("the broker's certificate for \"localhost\"") && line.contains(words),
+            "{words} missing in:\n{line}"
+        );
+        assert!(
+            line.contains(&format!("AMQP_TLS_CA_FILE {}", path(&certs.ca))),
+            "{line}"
+        );
+    }
+
+    // An issuer that is not trusted: the CA file that was read, and what it holds.
+    let server = TlsServer::start(&certs.server_cert, &certs.server_key);
+    let mut env = base.clone();
+    set(
+        &mut env,
+        "AMQP_URL",
+        format!("amqps://guest:guest@localhost:{}/%2f", server.port),
+    );
+    set(&mut env, "AMQP_TLS_CA_FILE", path(&certs.other_ca));
+    let checked = cli_run(&["check"], &env).await;
+    assert_eq!(checked.code, Some(1), "{}", checked.output());
+    let line = step_line(&checked.output(), "FAIL  broker");
+    let expected = format!(
+        "was issued by \"CN=job-closer test CA, O=job-closer tests\", which is not trusted: it is not among the system roots and AMQP_TLS_CA_FILE {} (which holds \"CN=some other CA\")",
+        path(&certs.other_ca)
+    );
+    assert!(line.contains(&expected), "{expected} missing in:\n{line}");
+    drop(server);
+}

@@ -1,7 +1,9 @@
 //! Connecting to one node of a cluster: the node list of `AMQP_URL`, tried in turn from a random
 //! start, over plain TCP or the broker's own TLS configuration.
 //!
-//! Every command goes through a [`Connector`]. One connection attempt tries each node once, starting
+//! Every command goes through a [`Connector`]. Each connection attempt first reads `AMQP_URL_FILE`
+//! and `AMQP_PASSWORD_FILE` again ([`BrokerSettings::current_nodes`]), so that a worker whose broker
+//! password was rotated reconnects with the new one. One connection attempt tries each node once, starting
 //! with the node after the one used last: a node that died costs the next node's connect, not an
 //! outage, and only when every node refused does the caller back off. The first start is random so
 //! that replicas given the same list spread over the cluster instead of all landing on the first
@@ -82,7 +84,8 @@ impl Connector {
     /// Tries every node once, starting with the one after the node used last; the first that
     /// completes the AMQP handshake wins. Fails only when none did, with each node's reason.
     pub(crate) async fn connect(&self) -> Result<Connected, AmqpError> {
-        let nodes = &self.settings.nodes;
+        // AMQP_URL_FILE and AMQP_PASSWORD_FILE as they are now: a rotated password is taken here.
+        let nodes = &self.settings.current_nodes();
         let count = nodes.len();
         if count == 0 {
             return Err(AmqpError::Unreachable {
@@ -114,7 +117,7 @@ impl Connector {
                 }
                 Ok(Err(error)) => {
                     // The certificate errors of `super::tls`, in words.
-                    let why = explain(&error.to_string(), node, &self.settings);
+                    let why = explain(&error.to_string(), node, nodes, &self.settings);
                     if count > 1 {
                         warn!(node = %node, error = %why, "RabbitMQ node unreachable; trying the next one.");
                     }
@@ -189,9 +192,9 @@ async fn open_stream(
 }
 
 /// A failure in words, with what to do about the usual TLS ones.
-fn explain(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
+fn explain(error: &str, node: &AmqpUrl, nodes: &[AmqpUrl], settings: &BrokerSettings) -> String {
     let error = &certificate_problem_in_words(error);
-    let hint = tls_hint(error, node, settings);
+    let hint = tls_hint(error, node, nodes, settings);
     if hint.is_empty() {
         error.to_owned()
     } else {
@@ -223,7 +226,7 @@ fn certificate_problem_in_words(error: &str) -> String {
 }
 
 /// The broker's alerts say little; this says what probably caused them.
-fn tls_hint(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
+fn tls_hint(error: &str, node: &AmqpUrl, nodes: &[AmqpUrl], settings: &BrokerSettings) -> String {
     let client = settings.tls.client.as_ref();
     if error.contains("CertificateRequired")
         || (error.contains("HandshakeFailure") && client.is_none() && node.is_tls())
@@ -272,7 +275,7 @@ fn tls_hint(error: &str, node: &AmqpUrl, settings: &BrokerSettings) -> String {
             }
         };
     }
-    if !node.is_tls() && closed_on_us && settings.nodes.iter().any(AmqpUrl::is_tls) {
+    if !node.is_tls() && closed_on_us && nodes.iter().any(AmqpUrl::is_tls) {
         return "is this a TLS port? use amqps://".into();
     }
     String::new()

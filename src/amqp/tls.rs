@@ -14,6 +14,14 @@
 //! issuer. Here the verifier is wrapped so that a refusal names the broker certificate's subject,
 //! issuer and names, and where the trusted roots came from.
 //!
+//! Certificate mistakes are told in words that say what to do, each naming its setting
+//! ([`certificate_problem`], a pure function of what a certificate says and the time): an X.509 v1
+//! certificate, as plain `openssl x509 -req` makes without an extension file (rustls takes only v3;
+//! its own error for a client certificate reads like a key mismatch), an expired or not yet valid
+//! one with its dates, a key that really does not match its certificate, and an unknown issuer with
+//! the CA file that was read and what it holds. The client certificate is checked when the settings
+//! are read (exit 2, the same words in `job-closer check`); the broker's when it is presented.
+//!
 //! Nothing read from a file is ever printed: errors name the setting and the path, and describe a
 //! PEM problem without quoting the text (a key file must not reach a log because it was malformed).
 
@@ -54,6 +62,11 @@ pub(crate) struct CertificateSummary {
     pub(crate) issuer: String,
     /// DNS names and IP addresses of its subjectAltName extension.
     pub(crate) names: Vec<String>,
+    /// The X.509 version: 1, 2 or 3.
+    pub(crate) version: u32,
+    /// Valid from and until, in Unix seconds.
+    pub(crate) not_before: i64,
+    pub(crate) not_after: i64,
 }
 
 impl CertificateSummary {
@@ -75,12 +88,75 @@ impl CertificateSummary {
                 }
             }
         }
+        let validity = certificate.validity();
         Some(CertificateSummary {
             subject: certificate.subject().to_string(),
             issuer: certificate.issuer().to_string(),
             names,
+            version: certificate.version().0 + 1,
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
         })
     }
+
+    /// "valid from … to …".
+    fn validity(&self) -> String {
+        format!(
+            "valid from {} to {}",
+            date_text(self.not_before),
+            date_text(self.not_after)
+        )
+    }
+}
+
+/// A Unix time as `2026-01-31 23:59:59 UTC`.
+fn date_text(unix: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|at| at.format(&format).ok())
+        .unwrap_or_else(|| format!("{unix} (Unix time)"))
+}
+
+/// Unix seconds now, by this machine's clock.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|since| since.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// What is wrong with a certificate by itself at `now` (Unix seconds), in words that say what to
+/// do; `None` when nothing is. `whose` says what it is ("it" for a file's, "the broker's
+/// certificate" …).
+pub(crate) fn certificate_problem(
+    summary: &CertificateSummary,
+    now: i64,
+    whose: &str,
+) -> Option<String> {
+    if summary.version < 3 {
+        return Some(format!(
+            "{whose} is an X.509 v{} certificate, as plain `openssl x509 -req` makes without an extension file, and TLS here takes only X.509 v3: re-issue it as X.509 v3, e.g. with an extension file (`openssl x509 -req ... -extfile cert.ext`, the file holding e.g. `basicConstraints=CA:FALSE`)",
+            summary.version
+        ));
+    }
+    if now > summary.not_after {
+        return Some(format!(
+            "{whose} expired on {} ({}): renew it",
+            date_text(summary.not_after),
+            summary.validity()
+        ));
+    }
+    if now < summary.not_before {
+        return Some(format!(
+            "{whose} is not valid before {} ({}; this machine's clock says {}): check the clock, or re-issue it",
+            date_text(summary.not_before),
+            summary.validity(),
+            date_text(now)
+        ));
+    }
+    None
 }
 
 fn ip_text(bytes: &[u8]) -> Option<String> {
@@ -161,6 +237,11 @@ impl BrokerTls {
         let verifier = NamingVerifier {
             inner: verifier,
             ca_file: ca_file.map(Path::to_path_buf),
+            ca_subjects: extra_roots
+                .iter()
+                .filter_map(|der| CertificateSummary::of(der))
+                .map(|summary| summary.subject)
+                .collect(),
         };
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -173,15 +254,10 @@ impl BrokerTls {
             None => (builder.with_no_client_auth(), None),
             Some((cert_file, key_file, chain, key)) => {
                 let summary = chain.first().and_then(|der| CertificateSummary::of(der));
-                let config = builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|error| TlsFileError::BadPem {
-                        setting: "AMQP_TLS_KEY_FILE",
-                        path: key_file.clone(),
-                        why: format!(
-                            "the key does not go with the certificate in AMQP_TLS_CERT_FILE ({error})"
-                        ),
-                    })?;
+                check_client_chain(&cert_file, &chain, unix_now())?;
+                let config = builder.with_client_auth_cert(chain, key).map_err(|error| {
+                    key_refused(&cert_file, &key_file, summary.as_ref(), &error)
+                })?;
                 (
                     config,
                     Some(ClientIdentity {
@@ -202,6 +278,60 @@ impl BrokerTls {
 
     pub(crate) fn client_config(&self) -> Arc<ClientConfig> {
         self.config.clone()
+    }
+}
+
+/// The client certificate chain of AMQP_TLS_CERT_FILE, each certificate by itself: rustls would
+/// refuse a v1 one in words about the key, and the broker an expired one in words about nothing.
+fn check_client_chain(
+    cert_file: &Path,
+    chain: &[CertificateDer<'static>],
+    now: i64,
+) -> Result<(), TlsFileError> {
+    for (index, der) in chain.iter().enumerate() {
+        let whose = if chain.len() == 1 {
+            "it".to_owned()
+        } else {
+            format!("its certificate {} of {}", index + 1, chain.len())
+        };
+        let problem = CertificateSummary::of(der)
+            .and_then(|summary| certificate_problem(&summary, now, &whose));
+        if let Some(why) = problem {
+            return Err(TlsFileError::BadPem {
+                setting: "AMQP_TLS_CERT_FILE",
+                path: cert_file.to_path_buf(),
+                why,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// rustls refused the client certificate with its key: a key that really does not match, or
+/// something about the pair it names.
+fn key_refused(
+    cert_file: &Path,
+    key_file: &Path,
+    summary: Option<&CertificateSummary>,
+    error: &rustls::Error,
+) -> TlsFileError {
+    let subject = summary
+        .map(|s| format!(" (subject \"{}\")", s.subject))
+        .unwrap_or_default();
+    let why = match error {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+            "it is not the key of the certificate in AMQP_TLS_CERT_FILE {}{subject}: give the key that certificate was issued for (or the certificate of this key)",
+            cert_file.display()
+        ),
+        other => format!(
+            "it cannot be used with the certificate in AMQP_TLS_CERT_FILE {}{subject} ({other})",
+            cert_file.display()
+        ),
+    };
+    TlsFileError::BadPem {
+        setting: "AMQP_TLS_KEY_FILE",
+        path: key_file.to_path_buf(),
+        why,
     }
 }
 
@@ -306,6 +436,8 @@ fn describe_pem_error(error: &rustls_pki_types::pem::Error) -> String {
 struct NamingVerifier {
     inner: rustls_platform_verifier::Verifier,
     ca_file: Option<PathBuf>,
+    /// The subjects of the certificates AMQP_TLS_CA_FILE holds.
+    ca_subjects: Vec<String>,
 }
 
 /// A certificate refusal in words; carried inside rustls's error so it reaches the caller.
@@ -323,7 +455,15 @@ impl std::error::Error for CertificateProblem {}
 impl NamingVerifier {
     fn roots(&self) -> String {
         match &self.ca_file {
-            Some(path) => format!("the system roots and AMQP_TLS_CA_FILE {}", path.display()),
+            Some(path) => format!(
+                "the system roots and AMQP_TLS_CA_FILE {} (which holds {})",
+                path.display(),
+                self.ca_subjects
+                    .iter()
+                    .map(|subject| format!("\"{subject}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             None => "the system roots (set AMQP_TLS_CA_FILE to add a private CA)".into(),
         }
     }
@@ -333,6 +473,7 @@ impl NamingVerifier {
         error: rustls::Error,
         end_entity: &CertificateDer<'_>,
         server_name: &ServerName<'_>,
+        now: UnixTime,
     ) -> rustls::Error {
         let rustls::Error::InvalidCertificate(problem) = &error else {
             return error;
@@ -343,12 +484,29 @@ impl NamingVerifier {
             None => ("(unreadable)", "(unreadable)", String::new()),
         };
         let host = server_name.to_str();
-        let text = match problem {
-            CertificateError::UnknownIssuer => format!(
+        let whose = format!(
+            "the broker's certificate for \"{host}\" (subject \"{subject}\", issuer \"{issuer}\")"
+        );
+        // By itself wrong (v1, out of its dates): that is what to fix, whatever rustls named first.
+        let by_itself = summary.as_ref().and_then(|summary| {
+            let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            certificate_problem(summary, now, &whose).map(|why| {
+                format!(
+                    "{why} (the broker's ssl_options.certfile; job-closer checks it against {})",
+                    self.roots()
+                )
+            })
+        });
+        let text = match (by_itself, problem) {
+            (Some(text), _) => text,
+            (None, CertificateError::UnknownIssuer) => format!(
                 "the broker's certificate (subject \"{subject}\") was issued by \"{issuer}\", which is not trusted: it is not among {}",
                 self.roots()
             ),
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            (
+                None,
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => {
                 format!(
                     "the broker's certificate is not valid for the host name \"{host}\" of AMQP_URL: it is for {} (subject \"{subject}\", issuer \"{issuer}\"); connect by one of those names",
                     if names.is_empty() {
@@ -358,9 +516,7 @@ impl NamingVerifier {
                     }
                 )
             }
-            other => format!(
-                "the broker's certificate for \"{host}\" (subject \"{subject}\", issuer \"{issuer}\") was refused: {other}"
-            ),
+            (None, other) => format!("{whose} was refused: {other}"),
         };
         rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(
             CertificateProblem(text),
@@ -379,7 +535,7 @@ impl ServerCertVerifier for NamingVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .map_err(|error| self.explain(error, end_entity, server_name))
+            .map_err(|error| self.explain(error, end_entity, server_name, now))
     }
 
     fn verify_tls12_signature(
@@ -439,6 +595,55 @@ mod tests {
         assert!(
             text.contains("AMQP_TLS_CERT_FILE and AMQP_TLS_KEY_FILE go together"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_by_itself_is_told_what_to_do() {
+        let day = 86_400;
+        let summary = CertificateSummary {
+            subject: "CN=client".into(),
+            issuer: "CN=CA".into(),
+            names: Vec::new(),
+            version: 3,
+            not_before: 1_767_225_600, // 2026-01-01
+            not_after: 1_767_225_600 + 30 * day,
+        };
+        assert_eq!(
+            certificate_problem(&summary, summary.not_before + day, "it"),
+            None
+        );
+        let v1 = CertificateSummary {
+            version: 1,
+            ..summary.clone()
+        };
+        let text = certificate_problem(&v1, summary.not_before + day, "it").unwrap();
+        assert!(text.starts_with("it is an X.509 v1 certificate"), "{text}");
+        assert!(
+            text.contains("re-issue it as X.509 v3, e.g. with an extension file"),
+            "{text}"
+        );
+        let text = certificate_problem(&summary, summary.not_after + 1, "it").unwrap();
+        assert!(
+            text.contains("expired on 2026-01-31 00:00:00 UTC")
+                && text.contains("valid from 2026-01-01 00:00:00 UTC to 2026-01-31 00:00:00 UTC"),
+            "{text}"
+        );
+        let text = certificate_problem(&summary, summary.not_before - day, "it").unwrap();
+        assert!(
+            text.contains("not valid before 2026-01-01 00:00:00 UTC")
+                && text.contains("clock says 2025-12-31 00:00:00 UTC"),
+            "{text}"
+        );
+        // v1 first: re-issuing fixes the dates too.
+        let old_v1 = CertificateSummary {
+            version: 1,
+            ..summary.clone()
+        };
+        assert!(
+            certificate_problem(&old_v1, summary.not_after + 1, "it")
+                .unwrap()
+                .contains("v1")
         );
     }
 

@@ -15,7 +15,7 @@ use crate::config::{Credentials, LinkedInArgs};
 use bytes::Bytes;
 use classify::{Answer, Failure, RequestOutcome};
 use std::time::{Duration, SystemTime};
-use token::{AccessToken, HttpTokenSource, TokenCache, describe_transport_error};
+use token::{AccessToken, ClientSecret, HttpTokenSource, TokenCache, describe_transport_error};
 
 /// The HTTP client, endpoints and shared token for one worker.
 pub(crate) struct LinkedInClient {
@@ -33,7 +33,7 @@ impl LinkedInClient {
             http.clone(),
             args.linkedin_token_url.clone(),
             credentials.client_id,
-            credentials.client_secret,
+            ClientSecret::of(credentials.client_secret, credentials.secret_file),
         );
         Ok(LinkedInClient {
             http,

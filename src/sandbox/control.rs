@@ -47,6 +47,12 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
             with_body(|state, outage: TokenOutageRequest| state.set_token_outage(outage.status)),
         )
         .route(
+            "/_sandbox/client-secret",
+            with_body(|state, rotate: ClientSecretRequest| {
+                state.rotate_client_secret(rotate.client_secret);
+            }),
+        )
+        .route(
             "/_sandbox/expire-tokens",
             without_body(SandboxState::expire_tokens),
         )
@@ -106,6 +112,19 @@ struct TokenOutageRequest {
     status: Option<u16>,
 }
 
+/// `{"client_secret":"new-secret"}`: rotates the client secret.
+#[derive(Deserialize)]
+struct ClientSecretRequest {
+    client_secret: String,
+}
+
+/// Never shows the secret (the control requests are logged at debug level).
+impl Debug for ClientSecretRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecretRequest([redacted])")
+    }
+}
+
 /// `{"prefix":"JOB-","rule":{"status":"FAILED","after_ms":0}}`.
 #[derive(Debug, Deserialize)]
 struct TaskRuleRequest {
@@ -152,6 +171,15 @@ impl ControlRequest for OutageRequest {
 impl ControlRequest for TokenOutageRequest {
     fn check(&self) -> Result<(), LinkedInError> {
         self.status.map_or(Ok(()), check_http_status)
+    }
+}
+
+impl ControlRequest for ClientSecretRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        if self.client_secret.is_empty() {
+            return Err(bad_control_request("client_secret must not be empty"));
+        }
+        Ok(())
     }
 }
 
@@ -297,6 +325,13 @@ mod tests {
         let lifted = json!({"status": null});
         assert_eq!(sandbox.control("token-outage", lifted).await, 204);
         access_token(&sandbox).await;
+
+        let rotated = json!({"client_secret": "rotated"});
+        assert_eq!(sandbox.control("client-secret", rotated).await, 204);
+        let (status, _) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
+        assert_eq!(status, 401);
+        assert_eq!(remote_stats(&sandbox).await.tokens_issued, 2);
+        assert_eq!(sandbox.config().client_secret, "rotated");
     }
 
     #[tokio::test]
@@ -370,6 +405,7 @@ mod tests {
             ),
             ("outage", json!({"fault": 7})),
             ("token-outage", json!({"status": 5000})),
+            ("client-secret", json!({"client_secret": ""})),
             (
                 "task-rules",
                 json!({"prefix": "A", "rule": {"status": "DONE", "after_ms": 0}}),

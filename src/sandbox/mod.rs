@@ -35,7 +35,8 @@
 //! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
 //! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
 //! (`daily-element-limit`), plus the older faults, outages (with [`Fault`]'s constructors for
-//! LinkedIn's integration and contract errors), token outages and task rules ([`TaskRule`]: a
+//! LinkedIn's integration and contract errors), token outages, a rotated client secret
+//! ([`Sandbox::rotate_client_secret`], `client-secret`) and task rules ([`TaskRule`]: a
 //! status after a delay, `PROCESSED` with or without an `errorMessage`). [`SandboxConfig::strict`]
 //! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
@@ -133,8 +134,12 @@ impl Sandbox {
         format!("{}{TOKEN_PATH}", self.api_url())
     }
 
+    /// The configuration, with the client secret the token endpoint takes now.
     pub fn config(&self) -> SandboxConfig {
-        self.state.config.clone()
+        SandboxConfig {
+            client_secret: self.state.client_secret(),
+            ..self.state.config.clone()
+        }
     }
 
     /// A snapshot of what the sandbox has seen.
@@ -199,6 +204,14 @@ impl Sandbox {
     /// The token endpoint answers `status` while set.
     pub fn set_token_outage(&self, status: Option<u16>) {
         self.state.set_token_outage(status);
+    }
+
+    /// Rotates the client secret, as LinkedIn's developer portal does: from now on the token
+    /// endpoint answers the old one with 401 `invalid_client` "Client authentication failed", and
+    /// every token issued so far is expired (LinkedIn does not document that tokens outlive the
+    /// secret that got them, so the sandbox assumes the less friendly case).
+    pub fn rotate_client_secret(&self, secret: &str) {
+        self.state.rotate_client_secret(secret.to_owned());
     }
 
     /// Every access token issued so far, for tests that make sure none was logged.

@@ -99,6 +99,8 @@ struct Memory {
     task_faults: VecDeque<Fault>,
     outage: Option<Fault>,
     token_outage: Option<u16>,
+    /// The client secret the token endpoint takes now: the configuration's until rotated.
+    client_secret: String,
     /// externalJobPostingId prefix whose elements make the whole request fail with a 500.
     poison_prefix: Option<String>,
     /// Access token -> when it stops being valid.
@@ -141,6 +143,7 @@ impl SandboxState {
     pub(crate) fn new(config: SandboxConfig) -> SandboxState {
         let memory = Memory {
             daily_element_limit: config.daily_element_limit,
+            client_secret: config.client_secret.clone(),
             ..Memory::default()
         };
         SandboxState {
@@ -191,6 +194,18 @@ impl SandboxState {
 
     pub(crate) fn set_token_outage(&self, status: Option<u16>) {
         self.memory().token_outage = status;
+    }
+
+    /// The client secret the token endpoint takes now.
+    pub(crate) fn client_secret(&self) -> String {
+        self.memory().client_secret.clone()
+    }
+
+    /// A new client secret, as LinkedIn's developer portal makes one: from now on the token endpoint
+    /// refuses the old one, and the tokens issued so far are expired.
+    pub(crate) fn rotate_client_secret(&self, secret: String) {
+        self.memory().client_secret = secret;
+        self.expire_tokens();
     }
 
     pub(crate) fn issue_token(&self) -> String {

@@ -125,7 +125,7 @@ fn check_client_credentials(
     fields: &HashMap<String, String>,
 ) -> Result<(), OAuthRefusal> {
     let credentials_match = fields.get("client_id") == Some(&state.config.client_id)
-        && fields.get("client_secret") == Some(&state.config.client_secret);
+        && fields.get("client_secret") == Some(&state.client_secret());
     if credentials_match {
         return Ok(());
     }
@@ -201,6 +201,29 @@ mod tests {
         let stats = sandbox.stats();
         assert_eq!(stats.token_requests, 2);
         assert_eq!(stats.tokens_issued, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rotated_secret_refuses_the_old_one_and_expires_its_tokens() {
+        let sandbox = start_default().await;
+        let (status, answer) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
+        assert_eq!(status, 200);
+        let old_token = answer["access_token"].as_str().unwrap().to_owned();
+        sandbox.rotate_client_secret("rotated/+=");
+        let (status, answer) = post_token_form(&sandbox.token_url(), &GOOD_TOKEN_FIELDS).await;
+        assert_eq!(status, 401);
+        assert_eq!(
+            answer,
+            json!({"error": "invalid_client", "error_description": "Client authentication failed"})
+        );
+        let rotated = token_form("client_credentials", "sandbox-client", "rotated/+=");
+        let (status, _) = post_token_form(&sandbox.token_url(), &rotated).await;
+        assert_eq!(status, 200);
+        assert_eq!(sandbox.config().client_secret, "rotated/+=");
+        assert_eq!(
+            sandbox.state.token_validity(&old_token),
+            crate::sandbox::state::TokenValidity::Expired
+        );
     }
 
     #[tokio::test]

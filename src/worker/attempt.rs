@@ -2,13 +2,15 @@
 //! halves [`prepare`] and [`Ready::send`]): wait for the rate limit
 //! (per minute and per UTC day; closes only — status lookups are not records), get the shared token,
 //! take an in-flight permit, make the request and hand back its classified answer. What to do with
-//! the answer is [`super::decide`]'s business; waiting before the next attempt is the caller's.
+//! the answer is [`super::decide`]'s business; waiting before the next attempt is the caller's —
+//! after no token, until the token cache's next step ([`wait_for_token`]), which is the same for
+//! every caller.
 //!
 //! Before, the sender and the verifier each inlined this sequence with their own variations; one
 //! function keeps the accounting (attempts, elements sent, token requests, latency) in one place.
 
 use super::Shared;
-use crate::linkedin::token::AccessToken;
+use crate::linkedin::token::{AccessToken, NoToken};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -20,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub(crate) enum Attempted<T> {
     /// LinkedIn was asked with `token`; this is its classified answer.
     Answered { token: AccessToken, answer: T },
-    /// No token could be had (the token endpoint failed): nothing was sent.
-    NoToken(String),
+    /// No token could be had (the token endpoint failed, now or at its last step): nothing was sent.
+    NoToken(NoToken),
     /// Stopped (shutdown or a lost session) while waiting: nothing was sent.
     Stopped,
 }
@@ -62,7 +64,7 @@ where
 
 /// Why an attempt could not be made.
 pub(crate) enum NotReady {
-    NoToken(String),
+    NoToken(NoToken),
     Stopped,
 }
 
@@ -87,16 +89,21 @@ pub(crate) async fn prepare<'a>(
             _ = stop.cancelled() => return Err(NotReady::Stopped),
         }
     }
-    let token = shared.linkedin.tokens.get().await;
+    let tokens = &shared.linkedin.tokens;
+    let token = tokens.get().await;
     // Failed fetches count too: a refused secret shows as token requests without closes.
-    shared
-        .metrics
+    let metrics = &shared.metrics;
+    metrics
         .token_requests
         .inner()
-        .store(shared.linkedin.tokens.fetches(), Ordering::Relaxed);
+        .store(tokens.fetches(), Ordering::Relaxed);
+    metrics
+        .token_refusals
+        .inner()
+        .store(tokens.refusals(), Ordering::Relaxed);
     let token = match token {
         Ok(token) => token,
-        Err(error) => return Err(NotReady::NoToken(error.to_string())),
+        Err(no_token) => return Err(NotReady::NoToken(no_token)),
     };
     let permit = tokio::select! {
         biased;
@@ -154,6 +161,17 @@ pub(crate) async fn wait(stop: &CancellationToken, delay: Duration) -> bool {
         biased;
         _ = tokio::time::sleep(delay) => true,
         _ = stop.cancelled() => false,
+    }
+}
+
+/// Waits for the token cache's next step after a failed token request — or less, when the
+/// credentials change meanwhile (a secret file reloaded). Returns false when stopped.
+pub(crate) async fn wait_for_token(stop: &CancellationToken, no_token: &mut NoToken) -> bool {
+    tokio::select! {
+        biased;
+        _ = stop.cancelled() => false,
+        Ok(()) = no_token.credentials.changed() => true,
+        _ = tokio::time::sleep_until(no_token.retry_at) => true,
     }
 }
 

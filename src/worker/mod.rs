@@ -174,7 +174,7 @@ impl Worker {
                 metrics.throttled_until.clone(),
             ),
             in_flight: Semaphore::new(config.max_in_flight),
-            hold: Hold::new(metrics.linkedin_blocked.clone()),
+            hold: Hold::new(metrics.clone()),
             metrics,
             retry: config.retry,
             recent: Arc::new(Recent::default()),
@@ -199,6 +199,12 @@ impl Worker {
         let connector = Connector::from_args(&self.config.amqp, &self.config.connection_name)
             .map_err(|error| WorkerError::Fatal(AmqpError::Config(Box::new(error))))?
             .count_reconnects(self.shared.metrics.reconnects.clone());
+        // Stopped however `run` ends.
+        let _polling = self.shared.linkedin.tokens.follows_a_file().then(|| {
+            let stop = shutdown.child_token();
+            tokio::spawn(follow_client_secret(self.shared.clone(), stop.clone()));
+            stop.drop_guard()
+        });
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -590,6 +596,22 @@ impl Worker {
             // A queue that is missing (or a channel the broker closed) shows no depth this time.
             if let Ok(probed) = amqp::probe_queue_on(channel, queue).await {
                 self.shared.metrics.queue_depth(queue, probed.ready);
+            }
+        }
+    }
+}
+
+/// Reads `LINKEDIN_CLIENT_SECRET_FILE` again every few seconds: a rotated secret (rewritten, renamed
+/// into place, or a Kubernetes Secret's `..data` swap) is picked up without a restart, and a hold for
+/// refused credentials asks for a token at once with it.
+async fn follow_client_secret(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(crate::secret_file::POLL_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {
+                shared.linkedin.tokens.reread_credentials().await;
             }
         }
     }

@@ -9,13 +9,14 @@
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
 
-use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait};
+use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{Settlement, State, Step, decide_close};
+use super::hold::Fault;
 use super::settle::Settler;
 use super::{Item, Shared};
 use crate::dead_letter::Failure;
 use crate::linkedin::classify::{self, RequestOutcome};
-use crate::linkedin::token::AccessToken;
+use crate::linkedin::token::{AccessToken, NoToken, TokenError};
 use crate::retry::RetryState;
 use crate::tasks::PendingCheck;
 use futures_util::future::BoxFuture;
@@ -86,8 +87,8 @@ enum Tried {
         token: AccessToken,
         outcome: RequestOutcome,
     },
-    /// Nothing sent; try again after this long.
-    Wait(Duration),
+    /// Nothing sent: no token until the token cache's next step.
+    NoToken(NoToken),
     /// Nothing left to send.
     Settled,
     /// Stopped: give back what is left.
@@ -97,6 +98,8 @@ enum Tried {
 /// What the loop does after a step.
 enum Next {
     Again(Duration),
+    /// Again once the token cache may ask for a token again.
+    AfterToken(NoToken),
     Done,
 }
 
@@ -124,14 +127,19 @@ pub(crate) fn process(
                     let step = sending.decide(outcome);
                     sending.carry_out(step, &token).await
                 }
-                Tried::Wait(delay) => Next::Again(delay),
+                Tried::NoToken(no_token) => sending.no_token(no_token).await,
                 Tried::Settled => Next::Done,
                 Tried::Stopped => return sending.give_back().await,
             };
-            match next {
+            let go_on = match next {
                 Next::Done => return sending.finish(),
-                Next::Again(delay) if wait(&sending.session.stop, delay).await => {}
-                Next::Again(_) => return sending.give_back().await,
+                Next::Again(delay) => wait(&sending.session.stop, delay).await,
+                Next::AfterToken(mut no_token) => {
+                    wait_for_token(&sending.session.stop, &mut no_token).await
+                }
+            };
+            if !go_on {
+                return sending.give_back().await;
             }
         }
     })
@@ -171,12 +179,12 @@ impl Sending {
         let ready = match prepare(shared, &session.stop, request).await {
             Ok(ready) => ready,
             Err(NotReady::Stopped) => return Tried::Stopped,
-            Err(NotReady::NoToken(error)) => {
-                let delay = shared.retry.on_wait(&mut self.retry, None);
-                error!(%error, delay_ms = delay.as_millis() as u64, external_ids = ?ids(&self.items), "No LinkedIn token; retrying.");
-                return Tried::Wait(delay);
-            }
+            Err(NotReady::NoToken(no_token)) => return Tried::NoToken(no_token),
         };
+        // A token had ends a hold for refused credentials; this group sends as any other then.
+        if self.probing && shared.hold.token_had() {
+            self.probing = false;
+        }
         self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
         if self.items.is_empty() {
             return Tried::Settled;
@@ -301,19 +309,51 @@ impl Sending {
     /// The integration is broken: the first group to see it probes with one element and gives the
     /// rest back; a probe that is still refused probes again; any other group gives back all.
     async fn hold(&mut self, failure: &classify::Failure) -> Next {
-        let shared = &self.shared;
+        if !self.hold_on(Fault::Integration(failure.clone())).await {
+            return Next::Done;
+        }
+        Next::Again(self.shared.retry.probe_delay(&mut self.retry))
+    }
+
+    /// No token. Refused credentials hold the worker like an integration fault ([`Self::hold_on`]);
+    /// trouble at the token endpoint is waited out. Either way the token cache times the next token
+    /// request, once for the whole worker, and the hold's ERROR (or the WARN of the one group whose
+    /// request failed) is all that is logged.
+    async fn no_token(&mut self, no_token: NoToken) -> Next {
+        match &no_token.error {
+            TokenError::Refused { status, message } => {
+                let fault = Fault::Credentials(classify::Failure::new(*status, message.clone()));
+                if !self.hold_on(fault).await {
+                    return Next::Done;
+                }
+            }
+            TokenError::Unavailable(_) if no_token.asked => {
+                let retry_in = no_token.retry_at.saturating_duration_since(Instant::now());
+                warn!(error = %no_token.error, retry_in_ms = retry_in.as_millis() as u64, elements = self.items.len(),
+                    "No LinkedIn token; waiting for the next token request.");
+            }
+            TokenError::Unavailable(_) => {}
+        }
+        Next::AfterToken(no_token)
+    }
+
+    /// A fault holds the worker: the first group to meet it becomes the prober, keeping one element
+    /// and giving the rest back; the prober meeting it again probes on; any other group gives back
+    /// all. Returns whether this group goes on (as the prober).
+    async fn hold_on(&mut self, fault: Fault) -> bool {
+        let hold = &self.shared.hold;
         if self.probing {
-            shared.hold.still_blocked(failure);
-        } else if shared.hold.block(failure) {
+            hold.still_blocked(&fault);
+        } else if hold.block(&fault) {
             self.probing = true;
             // One element probes; the rest waits in the broker.
             let rest = self.items.split_off(1);
             give_back_all(&self.session, &rest).await;
         } else {
             self.give_back().await;
-            return Next::Done;
+            return false;
         }
-        Next::Again(shared.retry.probe_delay(&mut self.retry))
+        true
     }
 
     /// LinkedIn throttles the application: every sender pauses, not only this group.

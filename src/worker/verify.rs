@@ -12,15 +12,16 @@
 //! [`crate::linkedin::lookup`]'s, which know nothing of the worker. (It used to live in `tasks/`,
 //! calling back into the worker's settler: a loop in the module graph.)
 
-use super::attempt::{Attempted, Request, attempt, drop_refused_token, wait};
+use super::attempt::{Attempted, Request, attempt, drop_refused_token, wait, wait_for_token};
 use super::decide::{State, Step, decide};
+use super::hold::Fault;
 use super::settle::Settler;
 use super::{Shared, sleep_until_deadline};
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{Failure, truncate_utf8};
 use crate::linkedin::classify;
 use crate::linkedin::lookup::{self, LookupOutcome, TASK_URN_PREFIX, TaskQuery, TaskStatus};
-use crate::linkedin::token::AccessToken;
+use crate::linkedin::token::{AccessToken, NoToken, TokenError};
 use crate::retry::RetryState;
 use crate::tasks::Schedule;
 use crate::tasks::pending::{self, PendingCheck};
@@ -250,6 +251,7 @@ impl Verifier {
             query: lookup.query,
             retry,
             stop,
+            probing: false,
         };
         Box::pin(verifying.run())
     }
@@ -420,11 +422,15 @@ struct Verifying {
     query: TaskQuery,
     retry: RetryState,
     stop: CancellationToken,
+    /// This lookup met refused credentials first: it is the hold's prober (see [`super::hold`]).
+    probing: bool,
 }
 
 /// What the loop does after a step.
 enum Next {
     Again(Duration),
+    /// Again once the token cache may ask for a token again.
+    AfterToken(NoToken),
     Done,
 }
 
@@ -433,20 +439,56 @@ impl Verifying {
         loop {
             let next = match self.attempt().await {
                 Attempted::Answered { token, answer } => {
+                    self.token_had();
                     let step = self.decide(answer);
                     self.carry_out(step, &token).await
                 }
-                Attempted::NoToken(error) => {
-                    let delay = self.verifier.shared.retry.on_wait(&mut self.retry, None);
-                    error!(%error, task_ids = self.query.ids().len(), delay_ms = delay.as_millis() as u64, "No LinkedIn token for the task check; retrying.");
-                    Next::Again(delay)
-                }
+                Attempted::NoToken(no_token) => self.no_token(no_token),
                 Attempted::Stopped => return self.give_back().await,
             };
-            match next {
+            let go_on = match next {
                 Next::Done => return,
-                Next::Again(delay) if wait(&self.stop, delay).await => {}
-                Next::Again(_) => return self.give_back().await,
+                Next::Again(delay) => wait(&self.stop, delay).await,
+                Next::AfterToken(mut no_token) => wait_for_token(&self.stop, &mut no_token).await,
+            };
+            if !go_on {
+                return self.give_back().await;
+            }
+        }
+    }
+
+    /// No token. Refused credentials hold the worker: the first lookup to meet them is the prober
+    /// (the session stops consuming closes meanwhile). Every lookup keeps its checks and waits for
+    /// the token cache's next step, which asks once for the whole worker: given back, the checks
+    /// would come straight back from the broker.
+    fn no_token(&mut self, no_token: NoToken) -> Next {
+        let hold = &self.verifier.shared.hold;
+        match &no_token.error {
+            TokenError::Refused { status, message } => {
+                let fault = Fault::Credentials(classify::Failure::new(*status, message.clone()));
+                if self.probing {
+                    hold.still_blocked(&fault);
+                } else if hold.block(&fault) {
+                    self.probing = true;
+                }
+            }
+            TokenError::Unavailable(_) if no_token.asked => {
+                let retry_in = no_token.retry_at.saturating_duration_since(Instant::now());
+                warn!(error = %no_token.error, retry_in_ms = retry_in.as_millis() as u64, task_ids = self.query.ids().len(),
+                    "No LinkedIn token for the task check; waiting for the next token request.");
+            }
+            TokenError::Unavailable(_) => {}
+        }
+        Next::AfterToken(no_token)
+    }
+
+    /// A token was had: a prober's hold for refused credentials is over; a hold for anything else
+    /// is not this lookup's to probe, so it opens quietly (never a hold with nobody probing).
+    fn token_had(&mut self) {
+        if std::mem::take(&mut self.probing) {
+            let hold = &self.verifier.shared.hold;
+            if !hold.token_had() {
+                hold.stop_probing();
             }
         }
     }
@@ -559,6 +601,9 @@ impl Verifying {
     }
 
     async fn give_back(&mut self) {
+        if std::mem::take(&mut self.probing) {
+            self.verifier.shared.hold.stop_probing();
+        }
         self.verifier.give_back_all(&self.checks).await;
     }
 }

@@ -21,6 +21,7 @@ pub mod certs;
 pub mod http_proxy;
 pub mod proxy;
 pub mod rabbit_nodes;
+pub mod rabbitmqctl;
 
 use futures_util::StreamExt;
 use job_closer::tasks::Schedule;
