@@ -49,6 +49,7 @@ mod check;
 mod cli;
 pub mod close_request;
 mod config;
+mod console;
 pub mod dead_letter;
 mod dlq;
 mod http_proxy;
@@ -70,7 +71,7 @@ pub use amqp::{
     check_confirmation, confirm_channel, declare_queues, header_int, header_text, publish_confirmed,
 };
 /// The command line, as `main.rs` runs it.
-pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, execute};
+pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, default_log_directives, execute};
 /// Settings the tests and the benchmark build a worker's environment from.
 pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
 /// Logging set up once per process.
