@@ -220,7 +220,7 @@ fn filter_form(context: &Context<'_>, action: &str) -> Markup {
                 legend { "Select" }
                 (field("since", "Since", "12h, 7d or 2026-12-01T14:00:00Z"))
                 (field("until", "Until", "90m, or an RFC 3339 time"))
-                (field("contract", "Contract", "urn:li:contract:7"))
+                (field("contract", "Contract", "urn:li:contract:…"))
                 (field("reason", "Reason", "rejected, invalid, …"))
                 (field("status", "Status", "403"))
                 (field("grep", "Text", "in the message or the body"))
