@@ -881,7 +881,7 @@ async fn a_real_browser_shows_the_overview_a_group_and_a_message() {
     assert!(overview.contains(&format!("href=\"/groups/{c9}\"")));
     assert!(overview.contains("urn:li:contract:9"));
     assert!(group.contains("C9-1") && group.contains("C9-3"), "{group}");
-    assert!(message.contains("C9-1") && message.contains("job-closer dlq replay --group"));
+    assert!(message.contains("C9-1") && message.contains("job-closer dlq replay --dead-letter-queue"));
     assert!(message.contains("x-error-reason"));
     // The title's script did not run (it would have renamed the page) and shows as text.
     assert!(hostile.contains("&lt;script&gt;document.title='owned'&lt;/script&gt;Night Nurse"), "{hostile}");
