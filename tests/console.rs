@@ -56,7 +56,9 @@ fn with_header(properties: BasicProperties, name: &str, value: &str) -> BasicPro
     properties.with_headers(headers)
 }
 
+/// A time as the worker stamps it: RFC 3339, UTC, to the millisecond.
 fn rfc3339(at: time::OffsetDateTime) -> String {
+    let at = at.replace_millisecond(at.millisecond()).unwrap();
     at.format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 

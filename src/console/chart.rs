@@ -96,8 +96,8 @@ pub(crate) fn hour_label(hour: i64) -> String {
 }
 
 // The drawing, in the units of its viewBox; CSS scales it to the page's width.
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 170.0;
+const WIDTH: f64 = 1000.0;
+const HEIGHT: f64 = 150.0;
 const LEFT: f64 = 44.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 10.0;
@@ -198,7 +198,7 @@ mod tests {
     fn the_drawing_is_plain_svg_with_a_caption() {
         let hours: Hours = [(hour_of(1_764_597_600_000), 2)].into();
         let svg = render(&hours, 1, "dead letter").into_string();
-        assert!(svg.contains("<svg viewBox=\"0 0 720 170\""), "{svg}");
+        assert!(svg.contains("<svg viewBox=\"0 0 1000 150\""), "{svg}");
         assert!(svg.contains("class=\"bar\""), "{svg}");
         assert!(svg.contains("2025-12-01 14:00 UTC: 2 dead letter(s)"), "{svg}");
         assert!(svg.contains("1 record no time"), "{svg}");

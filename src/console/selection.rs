@@ -87,6 +87,15 @@ impl Selection {
         }
     }
 
+    /// The parameters in words, as given: `since 12h, contract urn:li:contract:9`.
+    pub(crate) fn describe(&self) -> String {
+        FILTER_PARAMS
+            .iter()
+            .filter_map(|name| Some(format!("{name} {}", self.params.get(name)?)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// A parameter as given, for the filter form.
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.params.get(name).map(String::as_str)
@@ -238,6 +247,10 @@ mod tests {
         assert_eq!(filter.reason.as_deref(), Some("Rejected"));
         assert_eq!(filter.min_replays, Some(1));
         assert_eq!(filter.status, Some(403));
+        assert_eq!(
+            selection.describe(),
+            "since 12h, contract urn:li:contract:9, grep nurse, reason Rejected, min-replays 1, status 403"
+        );
         assert_eq!(Selection::default().suffix(), "");
         assert_eq!(
             Selection::default().with("id", "J 1").suffix(),

@@ -214,10 +214,17 @@ fn filter_form(context: &Context<'_>, action: &str) -> Markup {
             }
         }
     };
+    let summary = if context.selection.is_empty() {
+        "Select: since, until, contract, reason, status, text, job id, replays".to_owned()
+    } else {
+        format!("Selected: {}", context.selection.describe())
+    };
     html! {
-        form.filters method="get" action=(action) {
+        details.filters open[!context.selection.is_empty()] {
+            summary { (summary) }
+            form.filters method="get" action=(action) {
             fieldset {
-                legend { "Select" }
+                legend { "Select dead letters" }
                 (field("since", "Since", "12h, 7d or 2026-12-01T14:00:00Z"))
                 (field("until", "Until", "90m, or an RFC 3339 time"))
                 (field("contract", "Contract", "urn:li:contract:…"))
@@ -232,6 +239,7 @@ fn filter_form(context: &Context<'_>, action: &str) -> Markup {
                         a href=(action) { "Clear" }
                     }
                 }
+            }
             }
         }
     }
@@ -318,10 +326,10 @@ pub(crate) fn overview(context: &Context<'_>, snapshot: &Snapshot, freshness: &F
             (thousands(snapshot.selected())) " dead letter" @if snapshot.selected() != 1 { "s" }
             " in " (groups.len()) " group" @if groups.len() != 1 { "s" }
         }
-        @if !summary.is_empty() {
-            p.selection { "Selected: " (summary) }
-        }
         (filter_form(context, "/"))
+        @if !summary.is_empty() && context.selection.is_empty() {
+            p.selection { "This console shows only: " (summary) }
+        }
         section aria-labelledby="when" {
             h2 id="when" { "When they failed" }
             (chart::render(&snapshot.hours, snapshot.untimed, "dead letter"))
@@ -576,7 +584,7 @@ pub(crate) fn message_page(
             h2 id="send-back" { "Send it back" }
             p { "Once the cause is fixed, this command moves this dead letter back to "
                 code { (context.amqp.close_queue) } " (add " code { "--dry-run" } " to see it first):" }
-            pre { code { (command) } }
+            pre.command { code { (command) } }
             @if !exact {
                 p.note { "It records no job id or no dead-letter time, so the command may also select other dead letters of its group: run it with --dry-run first." }
             }
