@@ -333,3 +333,34 @@ async fn healthcheck(args: &HealthcheckArgs) -> Result<(), CliError> {
         Err(error) => Err(CliError::Failed(format!("{}: {error}", args.url))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_daemons_log_at_info_and_the_one_shot_commands_only_warn() {
+        let directives = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("job-closer").chain(args.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            default_log_directives(&cli.command)
+        };
+        assert_eq!(directives(&["run"]), "info");
+        assert_eq!(directives(&["sandbox"]), "info");
+        assert_eq!(directives(&["dlq", "serve"]), "info");
+        assert_eq!(directives(&["check"]), "warn,lapin=off");
+        for one_shot in [
+            &["publish"][..],
+            &["schema"],
+            &["healthcheck"],
+            &["dlq", "list"],
+            &["dlq", "stats", "--json"],
+            &["dlq", "replay", "--dry-run"],
+            &["dlq", "purge", "--yes"],
+        ] {
+            assert_eq!(directives(one_shot), "warn", "{one_shot:?}");
+        }
+    }
+}

@@ -12,6 +12,8 @@
 //!   decision after each answer, the task verifier, holds, recent closes, settling every delivery.
 //! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay (with edits),
 //!   export (and archive), import, purge, one walk they all drive.
+//! - [`console`]: `dlq serve`, the dead-letter console — `dlq`'s walk, groups and records as web
+//!   pages and JSON, and its replay, export and purge behind a token (built on [`dlq`]).
 //! - [`publish`]: putting close requests onto the queue.
 //!
 //! What they speak:

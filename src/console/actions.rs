@@ -302,10 +302,17 @@ pub(crate) async fn execute(cache: &Cache, plan: Plan, shutdown: &CancellationTo
                     let problem = moved
                         .failure
                         .map(|failure| failure.to_string())
-                        .or_else(|| walked.interrupted.then(|| "interrupted: the console is shutting down".to_owned()));
+                        .or_else(|| {
+                            walked
+                                .interrupted
+                                .then(|| "interrupted: the console is shutting down".to_owned())
+                        });
                     Ok((
                         moved.moved,
-                        vec![format!("Moved {} dead letter(s) to '{close}'.", moved.moved)],
+                        vec![format!(
+                            "Moved {} dead letter(s) to '{close}'.",
+                            moved.moved
+                        )],
                         problem,
                     ))
                 }
@@ -323,7 +330,10 @@ pub(crate) async fn execute(cache: &Cache, plan: Plan, shutdown: &CancellationTo
                             "Archived {} dead letter(s) to {}; removed them from '{dead}'.",
                             exported.written, exported.target
                         ),
-                        format!("Put them back with: job-closer dlq import {}", exported.target),
+                        format!(
+                            "Put them back with: job-closer dlq import {}",
+                            exported.target
+                        ),
                     ],
                     exported
                         .walked
@@ -333,16 +343,21 @@ pub(crate) async fn execute(cache: &Cache, plan: Plan, shutdown: &CancellationTo
                 Err(error) => Err(error.to_string()),
             }
         }
-        Action::Purge => match delete_selected(connection, &amqp, selection, shutdown, true).await {
-            Ok(walked) => Ok((
-                walked.selected,
-                vec![format!("Deleted {} dead letter(s) from '{dead}'.", walked.selected)],
-                walked
-                    .interrupted
-                    .then(|| "interrupted: the console is shutting down".to_owned()),
-            )),
-            Err(error) => Err(error.to_string()),
-        },
+        Action::Purge => {
+            match delete_selected(connection, &amqp, selection, shutdown, true).await {
+                Ok(walked) => Ok((
+                    walked.selected,
+                    vec![format!(
+                        "Deleted {} dead letter(s) from '{dead}'.",
+                        walked.selected
+                    )],
+                    walked
+                        .interrupted
+                        .then(|| "interrupted: the console is shutting down".to_owned()),
+                )),
+                Err(error) => Err(error.to_string()),
+            }
+        }
     };
     let left = ready_count(connection, dead, DEAD_LETTER_SETTING)
         .await
@@ -377,10 +392,7 @@ pub(crate) async fn execute(cache: &Cache, plan: Plan, shutdown: &CancellationTo
                 ));
             }
             Done {
-                headline: format!(
-                    "{} {moved} dead letter(s)",
-                    capitalised(plan.action.past())
-                ),
+                headline: format!("{} {moved} dead letter(s)", capitalised(plan.action.past())),
                 lines,
                 problem,
                 back: plan.back,
@@ -439,7 +451,10 @@ mod tests {
         let replay = plan(Action::Replay);
         let (id, csrf) = (replay.id.clone(), replay.csrf.clone());
         plans.keep(replay);
-        assert_eq!(plans.take(Action::Replay, &id, None).err(), Some(PlanRefused::Csrf));
+        assert_eq!(
+            plans.take(Action::Replay, &id, None).err(),
+            Some(PlanRefused::Csrf)
+        );
         assert_eq!(
             plans.take(Action::Replay, &id, Some("forged")).err(),
             Some(PlanRefused::Csrf)
@@ -456,7 +471,9 @@ mod tests {
             "used up"
         );
         assert_eq!(
-            plans.take(Action::Replay, "never-served", Some(&csrf)).err(),
+            plans
+                .take(Action::Replay, "never-served", Some(&csrf))
+                .err(),
             Some(PlanRefused::Unknown)
         );
         for _ in 0..MAX_PLANS + 5 {

@@ -143,7 +143,8 @@ impl Auth {
         if let Some(token) = bearer(headers) {
             return self.is_token(token);
         }
-        cookie(headers, COOKIE_NAME).is_some_and(|session| lock(&self.sessions).check(session, false))
+        cookie(headers, COOKIE_NAME)
+            .is_some_and(|session| lock(&self.sessions).check(session, false))
     }
 
     /// A new session (after a sign-in with the token).
@@ -197,7 +198,9 @@ mod tests {
     fn the_token_is_checked_as_a_bearer_or_through_a_session() {
         let auth = Auth::new("s3cret-token");
         assert!(auth.is_token("s3cret-token"));
-        assert!(!auth.is_token("s3cret-toke") && !auth.is_token("") && !auth.is_token("s3cret-token "));
+        assert!(
+            !auth.is_token("s3cret-toke") && !auth.is_token("") && !auth.is_token("s3cret-token ")
+        );
         assert!(auth.allows(&headers(&[("authorization", "Bearer s3cret-token")])));
         assert!(auth.allows(&headers(&[("authorization", "bearer  s3cret-token ")])));
         assert!(!auth.allows(&headers(&[("authorization", "Bearer wrong")])));

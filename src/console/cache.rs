@@ -214,6 +214,12 @@ impl Snapshot {
         Some(self.letter(index as usize))
     }
 
+    /// The `dlq list --json` record of the dead letter a fingerprint names.
+    pub(crate) fn record_of(&self, fingerprint: u64) -> Option<Result<String, ReadError>> {
+        let index = *self.by_fingerprint.get(&fingerprint)?;
+        Some(self.record(index as usize))
+    }
+
     fn member_indices<'s>(
         &'s self,
         group: &'s GroupView,
@@ -624,7 +630,7 @@ async fn read_snapshot(
             break;
         }
         builder.add(letter.position, &described, &record);
-        if builder.entries.len() as u64 % PROGRESS_EVERY == 0 {
+        if (builder.entries.len() as u64).is_multiple_of(PROGRESS_EVERY) {
             let (read, total) = walk.progress();
             progress.send_replace(Walking::Reading { read, total });
         }

@@ -200,9 +200,15 @@ mod tests {
         let svg = render(&hours, 1, "dead letter").into_string();
         assert!(svg.contains("<svg viewBox=\"0 0 1000 150\""), "{svg}");
         assert!(svg.contains("class=\"bar\""), "{svg}");
-        assert!(svg.contains("2025-12-01 14:00 UTC: 2 dead letter(s)"), "{svg}");
+        assert!(
+            svg.contains("2025-12-01 14:00 UTC: 2 dead letter(s)"),
+            "{svg}"
+        );
         assert!(svg.contains("1 record no time"), "{svg}");
-        assert!(!svg.contains("style="), "the CSP forbids inline styles: {svg}");
+        assert!(
+            !svg.contains("style="),
+            "the CSP forbids inline styles: {svg}"
+        );
         let nothing = render(&Hours::new(), 3, "dead letter").into_string();
         assert!(nothing.contains("nothing to chart"), "{nothing}");
     }

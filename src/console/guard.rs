@@ -11,6 +11,8 @@
 //!   rebinding) and read the console as if it were its own site; refusing foreign names stops it.
 //! - **Read-only** ([`refused_method`]): without `--actions` every method but GET and HEAD is
 //!   refused, whatever the path.
+//! - **Signed in**: with `--actions`, every POST but the sign-in form's needs the token (checked
+//!   by the router's guard with [`super::auth::Auth::allows`]) before any handler reads its form.
 //! - **Cross-site** ([`cross_site`]): a POST another site's page sends is refused before anything
 //!   else looks at it, on top of the `SameSite=Strict` cookie and the per-form CSRF token.
 
@@ -122,7 +124,11 @@ mod tests {
         ] {
             assert!(host_allowed(&with(&[("host", host)]), &allowed), "{host}");
         }
-        for host in ["evil.example", "127.0.0.1.evil.example:8025", "localhost.evil"] {
+        for host in [
+            "evil.example",
+            "127.0.0.1.evil.example:8025",
+            "localhost.evil",
+        ] {
             assert!(!host_allowed(&with(&[("host", host)]), &allowed), "{host}");
         }
         assert!(host_allowed(&HeaderMap::new(), &[]));
@@ -141,17 +147,34 @@ mod tests {
     fn posts_from_other_sites_are_recognised() {
         let host = ("host", "127.0.0.1:8025");
         assert!(!cross_site(&with(&[host])));
-        assert!(!cross_site(&with(&[host, ("origin", "http://127.0.0.1:8025")])));
-        assert!(cross_site(&with(&[host, ("origin", "https://evil.example")])));
+        assert!(!cross_site(&with(&[
+            host,
+            ("origin", "http://127.0.0.1:8025")
+        ])));
+        assert!(cross_site(&with(&[
+            host,
+            ("origin", "https://evil.example")
+        ])));
         assert!(cross_site(&with(&[host, ("origin", "null")])));
         assert!(cross_site(&with(&[host, ("sec-fetch-site", "cross-site")])));
-        assert!(!cross_site(&with(&[host, ("sec-fetch-site", "same-origin")])));
+        assert!(!cross_site(&with(&[
+            host,
+            ("sec-fetch-site", "same-origin")
+        ])));
     }
 
     #[test]
     fn a_sign_in_goes_back_only_to_a_page_of_the_console() {
-        assert_eq!(safe_next(Some("/groups/3925736f?since=1h")), "/groups/3925736f?since=1h");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil", "groups"] {
+        assert_eq!(
+            safe_next(Some("/groups/3925736f?since=1h")),
+            "/groups/3925736f?since=1h"
+        );
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil",
+            "groups",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

@@ -315,7 +315,10 @@ mod tests {
         let words = |name: &str, value: Value| explain(name, &value, now).unwrap_or_default();
         assert!(words("x-error-status", json!(403)).starts_with("HTTP 403: LinkedIn refused"));
         assert!(words("x-error-reason", json!("invalid")).contains("never sent"));
-        assert_eq!(words("x-attempts", json!(0)), "It was never sent to LinkedIn.");
+        assert_eq!(
+            words("x-attempts", json!(0)),
+            "It was never sent to LinkedIn."
+        );
         assert_eq!(
             words("x-dead-lettered-at", json!("2026-12-01T10:55:00.000Z")),
             "Dead-lettered 3 h 5 min ago."
@@ -362,7 +365,9 @@ mod tests {
         amqp.dead_letter_queue = "other.dead".into();
         let bare = describe_parts(b"hand-made", &BasicProperties::default());
         let (command, exact) = replay_command(&bare, &amqp);
-        assert!(command.starts_with("job-closer dlq replay --dead-letter-queue other.dead --group "));
+        assert!(
+            command.starts_with("job-closer dlq replay --dead-letter-queue other.dead --group ")
+        );
         assert!(!exact);
     }
 
@@ -382,7 +387,7 @@ mod tests {
         #[test]
         fn cuts_keep_utf8_whole(text in "\\PC{0,200}", max in 0usize..300) {
             let end = utf8_cut(text.as_bytes(), max);
-            prop_assert!(end <= max.max(0) || end == text.len());
+            prop_assert!(end <= max || end == text.len());
             prop_assert!(text.is_char_boundary(end));
         }
     }

@@ -71,7 +71,12 @@ pub(crate) struct ServeArgs {
     pub(crate) max_age: Duration,
     /// A host name the console answers to besides localhost and IP addresses (repeatable or
     /// comma-separated: the name a proxy in front of it forwards).
-    #[arg(long = "allow-host", env = "DLQ_CONSOLE_ALLOW_HOSTS", value_name = "HOST", value_delimiter = ',')]
+    #[arg(
+        long = "allow-host",
+        env = "DLQ_CONSOLE_ALLOW_HOSTS",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
     pub(crate) allow_hosts: Vec<String>,
     /// What the console shows at most: links narrow it, never widen it.
     #[command(flatten)]
@@ -116,7 +121,10 @@ impl ConsoleError {
 
 /// Serves the console until `shutdown`; the settings are checked, and the dead-letter queue looked
 /// at, before anything listens.
-pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Result<(), ConsoleError> {
+pub(crate) async fn serve(
+    args: ServeArgs,
+    shutdown: CancellationToken,
+) -> Result<(), ConsoleError> {
     let auth = match (args.actions, &args.token_file) {
         (false, _) => None,
         (true, None) => {
@@ -147,7 +155,12 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
     {
         let mut broker = cache.broker().await;
         let connection = broker.connection().await?;
-        ready_count(connection, &args.amqp.dead_letter_queue, DEAD_LETTER_SETTING).await?;
+        ready_count(
+            connection,
+            &args.amqp.dead_letter_queue,
+            DEAD_LETTER_SETTING,
+        )
+        .await?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -155,10 +168,12 @@ pub(crate) async fn serve(args: ServeArgs, shutdown: CancellationToken) -> Resul
             addr: args.listen,
             source,
         })?;
-    let bound = listener.local_addr().map_err(|source| ConsoleError::Listen {
-        addr: args.listen,
-        source,
-    })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ConsoleError::Listen {
+            addr: args.listen,
+            source,
+        })?;
     let mode = if auth.is_some() {
         "actions on: sign in with the token"
     } else {

@@ -8,6 +8,7 @@
 //! | `GET /messages/ID` | one dead letter (ID: its fingerprint, the same from one walk to the next) |
 //! | `GET /api/groups` | `{"groups": [...]}`: the lines of `dlq stats --json` |
 //! | `GET /api/groups/GROUP/messages` | `{"messages": [...]}`: the records of `dlq list --json` |
+//! | `GET /api/messages/ID` | one dead letter's record, whole (a message page cuts a long body) |
 //! | `GET /style.css` | the stylesheet |
 //! | `GET`, `POST /signin`; `POST /signout` | the token, for the buttons |
 //! | `GET /actions/ACTION`, `POST /actions/ACTION` | a button's confirmation, and doing it |
@@ -15,7 +16,7 @@
 //! Every page and API call takes the selection's query parameters ([`super::selection`]).
 //! [`guard`] runs before each handler and adds the security headers after it.
 
-use super::actions::{self, Action, Plans, PlanRefused};
+use super::actions::{self, Action, PlanRefused, Plans};
 use super::auth::{Auth, cleared_cookie, session_cookie};
 use super::cache::{Cache, Looked, Patience, Snapshot};
 use super::guard::{SECURITY_HEADERS, cross_site, host_allowed, refused_method, safe_next};
@@ -67,6 +68,7 @@ pub(crate) fn router(console: Shared) -> Router {
         .route("/messages/{id}", get(message_page))
         .route("/api/groups", get(api_groups))
         .route("/api/groups/{group}/messages", get(api_messages))
+        .route("/api/messages/{id}", get(api_message))
         .route("/style.css", get(style))
         .route("/signin", get(signin_form).post(signin))
         .route("/signout", post(signout))
@@ -93,6 +95,17 @@ async fn guard(State(console): State<Shared>, request: Request, next: Next) -> R
         plain(
             StatusCode::FORBIDDEN,
             "Refused: this form was sent from another site.",
+        )
+    } else if request.method() == axum::http::Method::POST
+        && request.uri().path() != "/signin"
+        && !console
+            .auth
+            .as_ref()
+            .is_some_and(|auth| auth.allows(headers))
+    {
+        plain(
+            StatusCode::UNAUTHORIZED,
+            "Sign in first: an action needs the console's token (the sign-in form, or Authorization: Bearer TOKEN).",
         )
     } else {
         next.run(request).await
@@ -201,9 +214,10 @@ async fn overview(
     let selection = Selection::from_query(&query);
     let context = context(&console, &selection, &headers);
     match snapshot_for(&console, &context).await {
-        Ok((snapshot, freshness)) => {
-            page(StatusCode::OK, views::overview(&context, &snapshot, &freshness))
-        }
+        Ok((snapshot, freshness)) => page(
+            StatusCode::OK,
+            views::overview(&context, &snapshot, &freshness),
+        ),
         Err(response) => response,
     }
 }
@@ -223,7 +237,11 @@ async fn group_page(
     let Ok(group) = parse_group_id(&group) else {
         return page(
             StatusCode::NOT_FOUND,
-            views::error_page(&context, "No such group", "A group id is the 8 hex digits the overview shows."),
+            views::error_page(
+                &context,
+                "No such group",
+                "A group id is the 8 hex digits the overview shows.",
+            ),
         );
     };
     let page_asked = match Page::from_query(&query, PAGE) {
@@ -245,7 +263,9 @@ async fn group_page(
             views::error_page(
                 &context,
                 "No such group here",
-                &format!("No selected dead letter is in group {group} (now): it may have been replayed, archived or purged."),
+                &format!(
+                    "No selected dead letter is in group {group} (now): it may have been replayed, archived or purged."
+                ),
             ),
         );
     };
@@ -311,8 +331,12 @@ async fn message_page(
                 body: &letter.body,
                 properties: &letter.properties,
                 described: &letter.described,
+                fingerprint: letter.fingerprint,
             };
-            page(StatusCode::OK, views::message_page(&context, &view, &freshness))
+            page(
+                StatusCode::OK,
+                views::message_page(&context, &view, &freshness),
+            )
         }
     }
 }
@@ -322,10 +346,7 @@ fn json(status: StatusCode, body: String) -> Response {
 }
 
 fn json_error(status: StatusCode, error: &str) -> Response {
-    json(
-        status,
-        serde_json::json!({ "error": error }).to_string(),
-    )
+    json(status, serde_json::json!({ "error": error }).to_string())
 }
 
 /// The snapshot an API call answers from: it waits for the walk (a script wants the data).
@@ -363,12 +384,19 @@ async fn api_groups(State(console): State<Shared>, Query(query): Params) -> Resp
         read_at: String,
     }
     let answer = Groups {
-        groups: snapshot.groups.iter().filter_map(|view| raw(&view.json)).collect(),
+        groups: snapshot
+            .groups
+            .iter()
+            .filter_map(|view| raw(&view.json))
+            .collect(),
         selected: snapshot.selected(),
         total: snapshot.total,
         read_at: crate::dead_letter::format_time(snapshot.taken),
     };
-    json(StatusCode::OK, serde_json::to_string(&answer).unwrap_or_default())
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&answer).unwrap_or_default(),
+    )
 }
 
 async fn api_messages(
@@ -416,7 +444,36 @@ async fn api_messages(
         next: asked.next(total).map(|next| next.offset),
         messages: records.iter().filter_map(|record| raw(record)).collect(),
     };
-    json(StatusCode::OK, serde_json::to_string(&answer).unwrap_or_default())
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&answer).unwrap_or_default(),
+    )
+}
+
+async fn api_message(
+    State(console): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Params,
+) -> Response {
+    let missing = || {
+        json_error(
+            StatusCode::NOT_FOUND,
+            "no such dead letter among those selected (now)",
+        )
+    };
+    let Ok(fingerprint) = u64::from_str_radix(id.trim(), 16) else {
+        return missing();
+    };
+    let selection = Selection::from_query(&query);
+    let snapshot = match snapshot_for_script(&console, &selection).await {
+        Ok(snapshot) => snapshot,
+        Err(response) => return response,
+    };
+    match snapshot.record_of(fingerprint) {
+        None => missing(),
+        Some(Ok(record)) => json(StatusCode::OK, record),
+        Some(Err(error)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
+    }
 }
 
 async fn style() -> Response {
@@ -532,7 +589,11 @@ async fn confirm(
     let Some(action) = Action::parse(&action) else {
         return page(
             StatusCode::NOT_FOUND,
-            views::error_page(&context, "No such action", "The console can replay, export (archive) and purge."),
+            views::error_page(
+                &context,
+                "No such action",
+                "The console can replay, export (archive) and purge.",
+            ),
         );
     };
     if context.access != Access::SignedIn {
@@ -594,7 +655,11 @@ async fn act(
     let Some(action) = Action::parse(&action) else {
         return page(
             StatusCode::NOT_FOUND,
-            views::error_page(&context, "No such action", "The console can replay, export (archive) and purge."),
+            views::error_page(
+                &context,
+                "No such action",
+                "The console can replay, export (archive) and purge.",
+            ),
         );
     };
     if context.access != Access::SignedIn {
@@ -612,7 +677,10 @@ async fn act(
     let plan = match console.plans.take(action, plan_id, csrf) {
         Ok(plan) => plan,
         Err(PlanRefused::Csrf) => {
-            warn!(action = action.name(), "Console action refused: missing or wrong CSRF token.");
+            warn!(
+                action = action.name(),
+                "Console action refused: missing or wrong CSRF token."
+            );
             return page(
                 StatusCode::FORBIDDEN,
                 views::error_page(

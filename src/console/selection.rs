@@ -119,9 +119,9 @@ impl Selection {
                 "reason" => narrow(&mut filter.reason, "reason", text.clone())?,
                 "id" => narrow(&mut filter.external_id, "id", text.clone())?,
                 "min-replays" => {
-                    let min: u32 = text.parse().map_err(|_| {
-                        format!("min-replays must be a whole number, got {text:?}")
-                    })?;
+                    let min: u32 = text
+                        .parse()
+                        .map_err(|_| format!("min-replays must be a whole number, got {text:?}"))?;
                     filter.min_replays = Some(filter.min_replays.map_or(min, |base| base.max(min)));
                 }
                 "status" => {
@@ -302,16 +302,39 @@ mod tests {
     #[test]
     fn pages_default_to_a_hundred_and_stay_bounded() {
         let page = Page::from_query(&query(&[]), PAGE).unwrap();
-        assert_eq!(page, Page { offset: 0, limit: 100 });
+        assert_eq!(
+            page,
+            Page {
+                offset: 0,
+                limit: 100
+            }
+        );
         assert_eq!(page.range(30), 0..30);
         assert_eq!(page.previous(), None);
         assert_eq!(page.next(100), None);
-        assert_eq!(page.next(101), Some(Page { offset: 100, limit: 100 }));
+        assert_eq!(
+            page.next(101),
+            Some(Page {
+                offset: 100,
+                limit: 100
+            })
+        );
         let second = Page::from_query(&query(&[("offset", "150"), ("limit", "50")]), PAGE).unwrap();
         assert_eq!(second.range(180), 150..180);
         assert_eq!(second.range(10), 10..10);
-        assert_eq!(second.previous(), Some(Page { offset: 100, limit: 50 }));
-        for bad in [("limit", "0"), ("limit", "1001"), ("offset", "-1"), ("limit", "x")] {
+        assert_eq!(
+            second.previous(),
+            Some(Page {
+                offset: 100,
+                limit: 50
+            })
+        );
+        for bad in [
+            ("limit", "0"),
+            ("limit", "1001"),
+            ("offset", "-1"),
+            ("limit", "x"),
+        ] {
             assert!(Page::from_query(&query(&[bad]), PAGE).is_err(), "{bad:?}");
         }
     }

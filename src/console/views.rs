@@ -11,7 +11,9 @@
 use super::actions::{Action, Done, Plan};
 use super::cache::{GroupView, Snapshot};
 use super::chart;
-use super::message::{BodyView, age_words, explain, replay_command, shell_quote, size_text, value_text};
+use super::message::{
+    BodyView, age_words, explain, replay_command, shell_quote, size_text, value_text,
+};
 use super::selection::{FILTER_PARAMS, Page, Selection};
 use crate::config::AmqpArgs;
 use crate::dlq::amqp_json::{plain_headers, properties_json, typed_headers};
@@ -72,7 +74,7 @@ pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (index, digit) in digits.chars().enumerate() {
-        if index > 0 && (digits.len() - index) % 3 == 0 {
+        if index > 0 && (digits.len() - index).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);
@@ -260,7 +262,11 @@ fn action_buttons(context: &Context<'_>, group: Option<&str>, count: u64) -> Mar
         query.append_pair("group", group);
     }
     let query = query.finish();
-    let what = if group.is_some() { "this group" } else { "all selected" };
+    let what = if group.is_some() {
+        "this group"
+    } else {
+        "all selected"
+    };
     html! {
         div.actions {
             @for action in [Action::Replay, Action::Export, Action::Purge] {
@@ -318,7 +324,11 @@ fn status_text(status: Option<i64>) -> String {
 }
 
 /// `/`: every group, newest first, and the chart.
-pub(crate) fn overview(context: &Context<'_>, snapshot: &Snapshot, freshness: &Freshness) -> Markup {
+pub(crate) fn overview(
+    context: &Context<'_>,
+    snapshot: &Snapshot,
+    freshness: &Freshness,
+) -> Markup {
     let groups = snapshot.newest_first();
     let summary = snapshot.filter.summary();
     let content = html! {
@@ -420,7 +430,11 @@ pub(crate) fn group_page(
         "/api/groups/{}/messages?{}{}offset={}&limit={}",
         group.id,
         context.selection.query_string(),
-        if context.selection.is_empty() { "" } else { "&" },
+        if context.selection.is_empty() {
+            ""
+        } else {
+            "&"
+        },
         page.offset,
         page.limit
     );
@@ -499,12 +513,22 @@ pub(crate) fn group_page(
             } }
         }
     };
-    layout(context, &format!("Group {}", group.id), Some(freshness), None, content)
+    layout(
+        context,
+        &format!("Group {}", group.id),
+        Some(freshness),
+        None,
+        content,
+    )
 }
 
 fn letter_row(context: &Context<'_>, message: &MessageRow) -> Markup {
     let (cells, text) = &message.row;
-    let link = format!("/messages/{:016x}{}", message.fingerprint, context.selection.suffix());
+    let link = format!(
+        "/messages/{:016x}{}",
+        message.fingerprint,
+        context.selection.suffix()
+    );
     let cell = |index: usize| cells.get(index).map(String::as_str).unwrap_or("-");
     html! {
         tr {
@@ -526,6 +550,7 @@ pub(crate) struct MessageView<'a> {
     pub(crate) body: &'a [u8],
     pub(crate) properties: &'a lapin::BasicProperties,
     pub(crate) described: &'a crate::dlq::record::Described,
+    pub(crate) fingerprint: u64,
 }
 
 /// A message page: what it says in words, the command that sends it back, its body, every header
@@ -542,7 +567,11 @@ pub(crate) fn message_page(
     let properties = properties_json(message.properties);
     let body = BodyView::of(message.body);
     let (command, exact) = replay_command(described, context.amqp);
-    let group_link = format!("/groups/{}{}", described.group_id, context.selection.suffix());
+    let group_link = format!(
+        "/groups/{}{}",
+        described.group_id,
+        context.selection.suffix()
+    );
     let title = match &described.external_id {
         Some(id) => format!("Dead letter {id}"),
         None => format!("Dead letter at position {}", message.position),
@@ -599,7 +628,7 @@ pub(crate) fn message_page(
                 }
             }
             @if body.is_cut() {
-                p.note { "Showing the first " (size_text(body.shown)) " of " (size_text(body.size)) "; the whole body is in the record (" a href=(format!("/api/groups/{}/messages{}", described.group_id, context.selection.suffix())) { "JSON" } ")." }
+                p.note { "Showing the first " (size_text(body.shown)) " of " (size_text(body.size)) "; the whole body is in " a href=(format!("/api/messages/{:016x}{}", message.fingerprint, context.selection.suffix())) { "its record" } " (JSON)." }
             }
             pre.body { code { (body.text) } }
         }
@@ -779,7 +808,13 @@ pub(crate) fn confirm(context: &Context<'_>, plan: &Plan) -> Markup {
             }
         }
     };
-    layout(context, &format!("{} dead letters", action.verb()), None, None, content)
+    layout(
+        context,
+        &format!("{} dead letters", action.verb()),
+        None,
+        None,
+        content,
+    )
 }
 
 /// What an action did.

@@ -371,9 +371,7 @@ async fn dry_run(
         on_terminal,
         |letter, described| {
             let lines = match &mut printer {
-                Some(printer) => {
-                    printer.push(list_row(letter.position, &letter.body, described))
-                }
+                Some(printer) => printer.push(list_row(letter.position, &letter.body, described)),
                 None => edit_lines(letter, edit, &mut invalid),
             };
             output.lines(&lines)
@@ -486,10 +484,7 @@ mod tests {
             Some("2026-12-01T14:00:05.121Z")
         );
         assert_eq!(seen.until_bound(&Filter::default()), None, "untimed ones");
-        let timed = Seen {
-            untimed: 0,
-            ..seen
-        };
+        let timed = Seen { untimed: 0, ..seen };
         assert_eq!(
             timed.until_bound(&Filter::default()),
             Some("2026-12-01T14:00:05.121Z")
