@@ -10,36 +10,17 @@
 mod common;
 
 use common::*;
-use job_closer::check_confirmation;
 use job_closer::dead_letter::{self, Failure, Reason};
-use lapin::options::BasicPublishOptions;
+use lapin::BasicProperties;
 use lapin::types::AMQPValue;
-use lapin::{BasicProperties, Channel, PublisherConfirm};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::Value;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------------
 // Dead letters
-
-const TITLE_MISSING: &str =
-    "ERROR :: /title :: field is required but not found and has no default value\n";
-
-fn contract_403(contract: u32) -> String {
-    format!("Caller is not authorized to access the jobs for contract: urn:li:contract:{contract}")
-}
-
-fn failure(reason: Reason, status: u16, message: &str) -> Failure {
-    Failure {
-        reason,
-        status,
-        message: message.to_owned(),
-        attempts: 1,
-        task_id: None,
-    }
-}
 
 /// A dead letter as the worker writes it.
 fn dead(queues: &Queues, failure: &Failure) -> BasicProperties {
@@ -71,28 +52,6 @@ fn untitled(id: &str) -> Vec<u8> {
     let mut job = job(id);
     job.as_object_mut().unwrap().remove("title");
     body(&job)
-}
-
-async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, BasicProperties)>) {
-    let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
-    for (body, properties) in messages {
-        if pending.len() == 512 {
-            let confirmation = pending.pop_front().unwrap().await.expect("confirm");
-            check_confirmation(queue, confirmation).expect("confirmed");
-        }
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = channel
-            .basic_publish("".into(), queue.into(), options, &body, properties)
-            .await
-            .expect("publish");
-        pending.push_back(confirm);
-    }
-    for confirm in pending {
-        check_confirmation(queue, confirm.await.expect("confirm")).expect("confirmed");
-    }
 }
 
 /// What [`seed`] put in the dead-letter queue.
@@ -266,6 +225,20 @@ impl Console {
         }
     }
 
+    /// A console with its buttons on: `token` in its token file, archives in the directory
+    /// returned beside it.
+    async fn with_actions(queues: &Queues, token: &str) -> (Console, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = token_file(dir.path(), token);
+        let console = Console::start(
+            queues,
+            &["--actions", "--archive-dir", dir.path().to_str().unwrap()],
+            &[("DLQ_CONSOLE_TOKEN_FILE", path.to_str().unwrap())],
+        )
+        .await;
+        (console, dir)
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -295,6 +268,14 @@ impl Console {
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"));
         Answer::of(response).await
+    }
+
+    /// Presses a confirmation page's button: POSTs its plan and CSRF token to `path`.
+    async fn press(&self, confirmation: &Answer, path: &str, headers: HeaderMap) -> Answer {
+        let plan = confirmation.field("plan").expect("a plan");
+        let csrf = confirmation.field("csrf_token").expect("a CSRF token");
+        self.post(path, headers, &[("plan", &plan), ("csrf_token", &csrf)])
+            .await
     }
 
     async fn json(&self, path: &str) -> Value {
@@ -395,6 +376,12 @@ fn group_of<'v>(groups: &'v [Value], message_part: &str) -> &'v Value {
                 .is_some_and(|m| m.contains(message_part))
         })
         .unwrap_or_else(|| panic!("no group with {message_part:?} in {groups:#?}"))
+}
+
+/// The bodies left in the dead-letter queue, in order (taken out).
+async fn dead_bodies(queues: &Queues) -> Vec<Vec<u8>> {
+    let drained = queues.drain(&queues.dead).await;
+    drained.into_iter().map(|message| message.body).collect()
 }
 
 fn external_ids(records: &[Value]) -> Vec<String> {
@@ -567,12 +554,7 @@ async fn every_route_shows_what_the_cli_shows_and_leaves_the_queue_as_it_was() {
 
     // The ground truth: every dead letter still there, in order, none twice.
     drop(console);
-    let after: Vec<Vec<u8>> = queues
-        .drain(&queues.dead)
-        .await
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
+    let after = dead_bodies(&queues).await;
     assert_eq!(after, seeded.bodies);
     queues.cleanup().await;
 }
@@ -653,12 +635,7 @@ async fn group_pages_come_a_hundred_at_a_time_and_browsing_beside_a_worker_loses
     let late = worker.await.unwrap();
     drop(console);
     expected.extend(late);
-    let after: Vec<Vec<u8>> = queues
-        .drain(&queues.dead)
-        .await
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
+    let after = dead_bodies(&queues).await;
     assert_eq!(after.len(), expected.len(), "none lost, none doubled");
     assert_eq!(after, expected, "none moved");
     queues.cleanup().await;
@@ -801,15 +778,8 @@ async fn posts_are_refused_without_actions_without_the_token_and_without_the_csr
     );
     drop(read_only);
 
-    let dir = tempfile::tempdir().unwrap();
     let token = "console-test-token-7f3a";
-    let path = token_file(dir.path(), token);
-    let console = Console::start(
-        &queues,
-        &["--actions", "--archive-dir", dir.path().to_str().unwrap()],
-        &[("DLQ_CONSOLE_TOKEN_FILE", path.to_str().unwrap())],
-    )
-    .await;
+    let (console, _dir) = Console::with_actions(&queues, token).await;
     let confirm_path = format!("/actions/replay?group={group}");
     let unsigned = console.get(&confirm_path).await;
     assert_eq!(unsigned.status, 401, "the confirmation needs the token");
@@ -876,15 +846,8 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
     let queues = Queues::declared("console").await;
     let seeded = seed(&queues).await;
     let before = queues.depth(&queues.dead).await;
-    let dir = tempfile::tempdir().unwrap();
     let token = "another-console-token";
-    let path = token_file(dir.path(), token);
-    let console = Console::start(
-        &queues,
-        &["--actions", "--archive-dir", dir.path().to_str().unwrap()],
-        &[("DLQ_CONSOLE_TOKEN_FILE", path.to_str().unwrap())],
-    )
-    .await;
+    let (console, dir) = Console::with_actions(&queues, token).await;
     let groups = console.json("/api/groups").await;
     let groups = groups["groups"].as_array().unwrap();
     let c9 = group_of(groups, "urn:li:contract:9")["group"]
@@ -988,13 +951,8 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
         .collect();
     publish_all(&channel, &queues.dead, later).await;
 
-    let form = [
-        ("plan", confirmation.field("plan").unwrap()),
-        ("csrf_token", confirmation.field("csrf_token").unwrap()),
-    ];
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let done = console
-        .post("/actions/replay", session.clone(), &form)
+        .press(&confirmation, "/actions/replay", session.clone())
         .await;
     assert_eq!(done.status, 200, "{}", done.text);
     assert!(
@@ -1003,7 +961,7 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
         done.text
     );
     let again = console
-        .post("/actions/replay", session.clone(), &form)
+        .press(&confirmation, "/actions/replay", session.clone())
         .await;
     assert_eq!(again.status, 409, "a confirmation is used once");
 
@@ -1043,12 +1001,9 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
         "{}",
         archive.text
     );
-    let form = [
-        ("plan", archive.field("plan").unwrap()),
-        ("csrf_token", archive.field("csrf_token").unwrap()),
-    ];
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let archived = console.post("/actions/export", bearer(token), &form).await;
+    let archived = console
+        .press(&archive, "/actions/export", bearer(token))
+        .await;
     assert!(
         archived.text.contains("Archived 2 dead letter(s)"),
         "{}",
@@ -1081,12 +1036,7 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
         "{}",
         purge.text
     );
-    let form = [
-        ("plan", purge.field("plan").unwrap()),
-        ("csrf_token", purge.field("csrf_token").unwrap()),
-    ];
-    let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let purged = console.post("/actions/purge", bearer(token), &form).await;
+    let purged = console.press(&purge, "/actions/purge", bearer(token)).await;
     assert!(
         purged.text.contains("Deleted 2 dead letter(s)"),
         "{}",
@@ -1259,12 +1209,7 @@ async fn a_real_browser_shows_the_overview_a_group_and_a_message() {
         println!("screenshot: {}", png.display());
     }
     drop(console);
-    let after: Vec<Vec<u8>> = queues
-        .drain(&queues.dead)
-        .await
-        .into_iter()
-        .map(|m| m.body)
-        .collect();
+    let after = dead_bodies(&queues).await;
     assert_eq!(after, seeded.bodies, "browsing moved nothing");
     queues.cleanup().await;
 }

@@ -103,10 +103,7 @@ async fn guard(State(console): State<Shared>, request: Request, next: Next) -> R
             .as_ref()
             .is_some_and(|auth| auth.allows(headers))
     {
-        plain(
-            StatusCode::UNAUTHORIZED,
-            "Sign in first: an action needs the console's token (the sign-in form, or Authorization: Bearer TOKEN).",
-        )
+        plain(StatusCode::UNAUTHORIZED, SIGN_IN_FIRST)
     } else {
         next.run(request).await
     };
@@ -489,6 +486,19 @@ async fn not_found(State(console): State<Shared>, headers: HeaderMap) -> Respons
     )
 }
 
+const SIGN_IN_FIRST: &str = "Sign in first: an action needs the console's token (the sign-in form, or Authorization: Bearer TOKEN).";
+
+fn no_such_action(context: &Context<'_>) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        views::error_page(
+            context,
+            "No such action",
+            "The console can replay, export (archive) and purge.",
+        ),
+    )
+}
+
 fn read_only(context: &Context<'_>) -> Response {
     page(
         StatusCode::FORBIDDEN,
@@ -587,14 +597,7 @@ async fn confirm(
         return read_only(&context);
     };
     let Some(action) = Action::parse(&action) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            views::error_page(
-                &context,
-                "No such action",
-                "The console can replay, export (archive) and purge.",
-            ),
-        );
+        return no_such_action(&context);
     };
     if context.access != Access::SignedIn {
         let next = uri
@@ -653,24 +656,11 @@ async fn act(
         return read_only(&context);
     }
     let Some(action) = Action::parse(&action) else {
-        return page(
-            StatusCode::NOT_FOUND,
-            views::error_page(
-                &context,
-                "No such action",
-                "The console can replay, export (archive) and purge.",
-            ),
-        );
+        return no_such_action(&context);
     };
+    // The guard let no POST without the token through; this handler does not rely on it alone.
     if context.access != Access::SignedIn {
-        return page(
-            StatusCode::UNAUTHORIZED,
-            views::error_page(
-                &context,
-                "Sign in first",
-                "An action needs the console's token: sign in, or send Authorization: Bearer TOKEN.",
-            ),
-        );
+        return plain(StatusCode::UNAUTHORIZED, SIGN_IN_FIRST);
     }
     let plan_id = form.get("plan").map(String::as_str).unwrap_or_default();
     let csrf = form.get("csrf_token").map(String::as_str);
