@@ -903,11 +903,15 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
     let group_page = console
         .get_with(&format!("/groups/{c9}"), session.clone())
         .await;
+    for action in ["replay", "export", "purge"] {
+        let form = format!("<form method=\"get\" action=\"/actions/{action}\"");
+        assert!(group_page.text.contains(&form), "a {action} button");
+    }
     assert!(
         group_page
             .text
-            .contains(&format!("/actions/replay?group={c9}")),
-        "the buttons show"
+            .contains(&format!("name=\"group\" value=\"{c9}\"")),
+        "the buttons name the group"
     );
 
     // The confirmation is the dry run, with its bound.
@@ -988,7 +992,7 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
     );
     assert!(!log.contains(token), "the token is never logged");
 
-    // Archive and purge go through the same two steps.
+    // Export (an archive) and purge go through the same two steps.
     let c7 = group_of(groups, "urn:li:contract:7")["group"]
         .as_str()
         .unwrap()
@@ -1005,7 +1009,7 @@ async fn a_replay_moves_exactly_what_its_confirmation_showed() {
         .press(&archive, "/actions/export", bearer(token))
         .await;
     assert!(
-        archived.text.contains("Archived 2 dead letter(s)"),
+        archived.text.contains("Exported 2 dead letter(s)"),
         "{}",
         archived.text
     );

@@ -69,7 +69,7 @@ impl Action {
     pub(crate) fn verb(self) -> &'static str {
         match self {
             Action::Replay => "Replay",
-            Action::Export => "Archive",
+            Action::Export => "Export",
             Action::Purge => "Purge",
         }
     }
@@ -77,7 +77,7 @@ impl Action {
     pub(crate) fn past(self) -> &'static str {
         match self {
             Action::Replay => "moved",
-            Action::Export => "archived",
+            Action::Export => "exported",
             Action::Purge => "deleted",
         }
     }
@@ -327,7 +327,7 @@ pub(crate) async fn execute(cache: &Cache, plan: Plan, shutdown: &CancellationTo
                     exported.written,
                     vec![
                         format!(
-                            "Archived {} dead letter(s) to {}; removed them from '{dead}'.",
+                            "Exported {} dead letter(s) to {}; removed them from '{dead}'.",
                             exported.written, exported.target
                         ),
                         format!(

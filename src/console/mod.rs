@@ -55,7 +55,7 @@ pub(crate) struct ServeArgs {
     /// Address to serve the console on (host:port; 127.0.0.1:0 picks a free port).
     #[arg(long, env = "DLQ_CONSOLE_LISTEN", default_value = "127.0.0.1:8025")]
     pub(crate) listen: SocketAddr,
-    /// Show replay, archive and purge buttons (needs DLQ_CONSOLE_TOKEN_FILE); without it every
+    /// Show replay, export and purge buttons (needs DLQ_CONSOLE_TOKEN_FILE); without it every
     /// POST is refused.
     #[arg(long, env = "DLQ_CONSOLE_ACTIONS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) actions: bool,
@@ -63,7 +63,7 @@ pub(crate) struct ServeArgs {
     /// Bearer`).
     #[arg(long, env = TOKEN_FILE_SETTING)]
     pub(crate) token_file: Option<PathBuf>,
-    /// Where the archive button writes its files (`export --delete`).
+    /// Where the export button writes its archives (`export --delete`).
     #[arg(long, env = "DLQ_CONSOLE_ARCHIVE_DIR", default_value = ".")]
     pub(crate) archive_dir: PathBuf,
     /// A page older than this reads the queue again (30s, 5m).
@@ -129,7 +129,7 @@ pub(crate) async fn serve(
         (false, _) => None,
         (true, None) => {
             return Err(ConsoleError::Usage(format!(
-                "--actions needs {TOKEN_FILE_SETTING} (or --token-file): the buttons replay, archive and purge dead letters, so they need a token"
+                "--actions needs {TOKEN_FILE_SETTING} (or --token-file): the buttons replay, export and purge dead letters, so they need a token"
             )));
         }
         (true, Some(path)) => Some(auth::Auth::new(&read_secret_file(
@@ -139,7 +139,7 @@ pub(crate) async fn serve(
     };
     if args.actions && !args.archive_dir.is_dir() {
         return Err(ConsoleError::Usage(format!(
-            "DLQ_CONSOLE_ARCHIVE_DIR {} is not a directory: the archive button writes its files there",
+            "DLQ_CONSOLE_ARCHIVE_DIR {} is not a directory: the export button writes its archives there",
             args.archive_dir.display()
         )));
     }

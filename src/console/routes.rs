@@ -89,7 +89,7 @@ async fn guard(State(console): State<Shared>, request: Request, next: Next) -> R
     } else if refused_method(request.method(), console.auth.is_some()) {
         plain(
             StatusCode::FORBIDDEN,
-            "This console is read-only: start it with --actions and DLQ_CONSOLE_TOKEN_FILE to replay, archive or purge.",
+            "This console is read-only: start it with --actions and DLQ_CONSOLE_TOKEN_FILE to replay, export or purge.",
         )
     } else if request.method() == axum::http::Method::POST && cross_site(headers) {
         plain(
@@ -505,7 +505,7 @@ fn read_only(context: &Context<'_>) -> Response {
         views::error_page(
             context,
             "This console is read-only",
-            "Start it with --actions and DLQ_CONSOLE_TOKEN_FILE to replay, archive or purge.",
+            "Start it with --actions and DLQ_CONSOLE_TOKEN_FILE to replay, export or purge.",
         ),
     )
 }

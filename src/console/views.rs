@@ -247,32 +247,36 @@ fn filter_form(context: &Context<'_>, action: &str) -> Markup {
     }
 }
 
-/// The action buttons for a selection (a group, or all of it): each opens its confirmation page.
+/// The action buttons for a selection (a group, or all of it): each a form that opens its
+/// confirmation page (a GET: nothing moves until that page's own form is sent).
 fn action_buttons(context: &Context<'_>, group: Option<&str>, count: u64) -> Markup {
     if context.access == Access::ReadOnly || count == 0 {
         return html! {};
     }
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    for name in FILTER_PARAMS {
-        if let Some(value) = context.selection.get(name) {
-            query.append_pair(name, value);
-        }
-    }
-    if let Some(group) = group {
-        query.append_pair("group", group);
-    }
-    let query = query.finish();
     let what = if group.is_some() {
         "this group"
     } else {
         "all selected"
     };
+    let params: Vec<(&str, &str)> = FILTER_PARAMS
+        .iter()
+        .filter_map(|name| Some((*name, context.selection.get(name)?)))
+        .chain(group.map(|group| ("group", group)))
+        .collect();
     html! {
         div.actions {
             @for action in [Action::Replay, Action::Export, Action::Purge] {
-                a.button.(action.name()) href=(format!("/actions/{}?{query}", action.name())) {
-                    (action.verb()) " " (what) "…"
+                form method="get" action=(format!("/actions/{}", action.name())) {
+                    @for (name, value) in &params {
+                        input type="hidden" name=(name) value=(value);
+                    }
+                    button.(action.name()) type="submit" {
+                        (action.verb()) " " (what) "…"
+                    }
                 }
+            }
+            @if context.access == Access::SignedOut {
+                span.note { "(sign in first)" }
             }
         }
     }
