@@ -552,8 +552,10 @@ async fn every_route_shows_what_the_cli_shows_and_leaves_the_queue_as_it_was() {
     };
     assert_eq!(foreign.status, 421, "DNS rebinding is refused");
 
-    // The ground truth: every dead letter still there, in order, none twice.
-    drop(console);
+    // SIGTERM stops it, exit 0; the ground truth: every dead letter still there, in order, none twice.
+    let mut console = console;
+    let status = console.process.terminate(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", console.process.log_text());
     let after = dead_bodies(&queues).await;
     assert_eq!(after, seeded.bodies);
     queues.cleanup().await;
@@ -638,6 +640,45 @@ async fn group_pages_come_a_hundred_at_a_time_and_browsing_beside_a_worker_loses
     let after = dead_bodies(&queues).await;
     assert_eq!(after.len(), expected.len(), "none lost, none doubled");
     assert_eq!(after, expected, "none moved");
+    queues.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_started_with_filters_shows_only_what_they_select() {
+    let queues = Queues::declared("console").await;
+    seed(&queues).await;
+    let expected = dlq(
+        &queues,
+        &["stats", "--json", "--contract", "urn:li:contract:7"],
+    )
+    .await
+    .ok()
+    .json_lines();
+    let console = Console::start(&queues, &["--contract", "urn:li:contract:7"], &[]).await;
+    let api = console.json("/api/groups").await;
+    assert_eq!(api["groups"].as_array().unwrap(), &expected);
+    assert_eq!(api["selected"], 2);
+    let overview = console.get("/").await;
+    assert!(
+        overview
+            .text
+            .contains("This console shows only: contract urn:li:contract:7")
+    );
+    let wider = console.get("/?contract=urn%3Ali%3Acontract%3A9").await;
+    assert_eq!(
+        wider.status, 400,
+        "a link cannot widen the console's own filters"
+    );
+    assert!(wider.text.contains("--contract"), "{}", wider.text);
+    let same = console
+        .json("/api/groups?contract=urn%3Ali%3Acontract%3A7&since=2d")
+        .await;
+    assert_eq!(
+        same["groups"].as_array().unwrap(),
+        &expected,
+        "narrowing is fine"
+    );
+    drop(console);
     queues.cleanup().await;
 }
 
