@@ -5,7 +5,8 @@
 
 use crate::check::CheckFailed;
 use crate::config::{ConfigError, Credentials, RunArgs, expand_connection_name};
-use crate::dlq::{self, DlqArgs, DlqError};
+use crate::console::{self, ConsoleError, ServeArgs};
+use crate::dlq::{self, DlqCommand, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::logging::LogFormat;
 use crate::metrics::{self, Metrics};
@@ -59,23 +60,56 @@ pub enum Command {
     Schema,
 }
 
+/// `job-closer dlq ...`: the dead-letter tools, and the console that serves them as web pages. The
+/// console is wired in here, not in `dlq`, because it is built on `dlq` (the module graph stays
+/// acyclic).
+#[derive(Args, Debug)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub(crate) command: DlqSubcommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DlqSubcommand {
+    #[command(flatten)]
+    Tools(DlqCommand),
+    /// Serve the failure groups and the dead letters as web pages (read-only unless --actions).
+    Serve(Box<ServeArgs>),
+}
+
+/// The logging a command starts with when `RUST_LOG` is unset: the daemons (`run`, `sandbox`, the
+/// console) log what they do at `info`; the operator's one-shot commands print their results and
+/// only warnings beside them, so that no "Connected to RabbitMQ" line lands between their output.
+/// `check` probes queues that may not exist, and lapin logs each expected refusal as an error,
+/// which would read as a failure next to check's own verdicts.
+pub fn default_log_directives(command: &Command) -> &'static str {
+    match command {
+        Command::Run(_) | Command::Sandbox(_) => "info",
+        Command::Dlq(DlqArgs {
+            command: DlqSubcommand::Serve(_),
+        }) => "info",
+        Command::Check(_) => "warn,lapin=off",
+        Command::Publish(_) | Command::Dlq(_) | Command::Healthcheck(_) | Command::Schema => "warn",
+    }
+}
+
 /// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
 /// that is published and tested: one source of truth.
 pub const CLOSE_REQUEST_SCHEMA: &str = include_str!("../schema/close-request.schema.json");
 
 /// The broker settings of a command that talks to the broker.
 fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
-    use crate::dlq::DlqCommand;
     match command {
         Command::Run(args) | Command::Check(args) => Some(&args.amqp),
         Command::Publish(args) => Some(&args.amqp),
         Command::Dlq(args) => Some(match &args.command {
-            DlqCommand::List(args) => &args.amqp,
-            DlqCommand::Stats(args) => &args.amqp,
-            DlqCommand::Replay(args) => &args.amqp,
-            DlqCommand::Export(args) => &args.amqp,
-            DlqCommand::Import(args) => &args.amqp,
-            DlqCommand::Purge(args) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::List(args)) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::Stats(args)) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::Replay(args)) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::Export(args)) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::Import(args)) => &args.amqp,
+            DlqSubcommand::Tools(DlqCommand::Purge(args)) => &args.amqp,
+            DlqSubcommand::Serve(args) => &args.amqp,
         }),
         Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,
     }
@@ -123,6 +157,16 @@ impl From<CheckFailed> for CliError {
     }
 }
 
+impl From<ConsoleError> for CliError {
+    fn from(error: ConsoleError) -> Self {
+        if error.is_usage() {
+            CliError::Usage(error.to_string())
+        } else {
+            CliError::Failed(error.to_string())
+        }
+    }
+}
+
 impl From<DlqError> for CliError {
     fn from(error: DlqError) -> Self {
         if error.is_usage() {
@@ -147,7 +191,16 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Sandbox(args) => sandbox::serve(args, shutdown)
             .await
             .map_err(|e| CliError::Failed(format!("sandbox: {e}"))),
-        Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
+        Command::Dlq(DlqArgs {
+            command: DlqSubcommand::Tools(command),
+        }) => dlq::execute(command, shutdown)
+            .await
+            .map_err(CliError::from),
+        Command::Dlq(DlqArgs {
+            command: DlqSubcommand::Serve(args),
+        }) => console::serve(*args, shutdown)
+            .await
+            .map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await.map_err(CliError::from),
         Command::Schema => print_schema(),
@@ -278,5 +331,36 @@ async fn healthcheck(args: &HealthcheckArgs) -> Result<(), CliError> {
             response.status()
         ))),
         Err(error) => Err(CliError::Failed(format!("{}: {error}", args.url))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_daemons_log_at_info_and_the_one_shot_commands_only_warn() {
+        let directives = |args: &[&str]| {
+            let cli =
+                Cli::try_parse_from(std::iter::once("job-closer").chain(args.iter().copied()))
+                    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            default_log_directives(&cli.command)
+        };
+        assert_eq!(directives(&["run"]), "info");
+        assert_eq!(directives(&["sandbox"]), "info");
+        assert_eq!(directives(&["dlq", "serve"]), "info");
+        assert_eq!(directives(&["check"]), "warn,lapin=off");
+        for one_shot in [
+            &["publish"][..],
+            &["schema"],
+            &["healthcheck"],
+            &["dlq", "list"],
+            &["dlq", "stats", "--json"],
+            &["dlq", "replay", "--dry-run"],
+            &["dlq", "purge", "--yes"],
+        ] {
+            assert_eq!(directives(one_shot), "warn", "{one_shot:?}");
+        }
     }
 }

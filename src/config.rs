@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub(crate) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const DEFAULT_CLOSE_QUEUE: &str = "linkedin.jobs.close";
+pub(crate) const DEFAULT_DEAD_LETTER_QUEUE: &str = "linkedin.jobs.close.dead";
 
 /// A secret string: `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -365,13 +367,13 @@ pub struct AmqpArgs {
     #[command(flatten)]
     pub files: AmqpFileArgs,
     /// Queue the close requests wait in.
-    #[arg(long, env = "CLOSE_QUEUE", default_value = "linkedin.jobs.close")]
+    #[arg(long, env = "CLOSE_QUEUE", default_value = DEFAULT_CLOSE_QUEUE)]
     pub close_queue: String,
     /// Queue failed close requests go to.
     #[arg(
         long,
         env = "DEAD_LETTER_QUEUE",
-        default_value = "linkedin.jobs.close.dead"
+        default_value = DEFAULT_DEAD_LETTER_QUEUE
     )]
     pub dead_letter_queue: String,
     /// Queue type to declare: classic, or quorum for replicated queues in a cluster.

@@ -12,6 +12,8 @@
 //!   decision after each answer, the task verifier, holds, recent closes, settling every delivery.
 //! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay (with edits),
 //!   export (and archive), import, purge, one walk they all drive.
+//! - [`console`]: `dlq serve`, the dead-letter console — `dlq`'s walk, groups and records as web
+//!   pages and JSON, and its replay, export and purge behind a token (built on [`dlq`]).
 //! - [`publish`]: putting close requests onto the queue.
 //!
 //! What they speak:
@@ -51,6 +53,7 @@ mod check;
 mod cli;
 pub mod close_request;
 mod config;
+mod console;
 pub mod dead_letter;
 mod dlq;
 mod http_proxy;
@@ -73,7 +76,7 @@ pub use amqp::{
     check_confirmation, confirm_channel, declare_queues, header_int, header_text, publish_confirmed,
 };
 /// The command line, as `main.rs` runs it.
-pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, execute};
+pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, default_log_directives, execute};
 /// Settings the tests and the benchmark build a worker's environment from.
 pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
 /// Logging set up once per process.

@@ -1,7 +1,7 @@
 //! The `job-closer` binary: parse, set up logging and signals, run the command, exit with its code.
 
 use clap::Parser;
-use job_closer::{Cli, Command};
+use job_closer::Cli;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -36,12 +36,7 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // `check` probes queues that may not exist; lapin logs each expected refusal as an error,
-    // which would read as a failure next to check's own verdicts.
-    let default_directives = match cli.command {
-        Command::Check(_) => "info,lapin=off",
-        _ => "info",
-    };
+    let default_directives = job_closer::default_log_directives(&cli.command);
     job_closer::init_logging(cli.log_format, default_directives);
     let shutdown = CancellationToken::new();
     if let Err(error) = watch_signals(shutdown.clone()) {

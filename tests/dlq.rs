@@ -13,17 +13,14 @@ use common::*;
 use futures_util::StreamExt;
 use job_closer::dead_letter::{self, Failure, Reason};
 use job_closer::{AmqpArgs, QueueType};
-use job_closer::{
-    check_confirmation, confirm_channel, declare_queues, header_int, header_text, publish_confirmed,
-};
+use job_closer::{confirm_channel, declare_queues, header_int, header_text, publish_confirmed};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, BasicRejectOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicRejectOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Connection};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// `job-closer dlq <args> --close-queue <close> --dead-letter-queue <dead>`, the way an operator runs
@@ -86,23 +83,6 @@ fn job(id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn failure(reason: Reason, status: u16, message: &str) -> Failure {
-    Failure {
-        reason,
-        status,
-        message: message.to_owned(),
-        attempts: 3,
-        task_id: None,
-    }
-}
-
-const TITLE_MISSING: &str =
-    "ERROR :: /title :: field is required but not found and has no default value\n";
-
-fn contract_403(contract: u32) -> String {
-    format!("Caller is not authorized to access the jobs for contract: urn:li:contract:{contract}")
-}
-
 /// A dead letter in job-closer's own format, the way the worker writes it.
 fn dead_letter_props(queues: &Queues, failure: &Failure) -> BasicProperties {
     let original = BasicProperties::default()
@@ -110,33 +90,6 @@ fn dead_letter_props(queues: &Queues, failure: &Failure) -> BasicProperties {
         .with_message_id(uuid::Uuid::new_v4().to_string().into())
         .with_delivery_mode(2);
     dead_letter::properties(&original, &queues.close, failure)
-}
-
-async fn publish_all(channel: &Channel, queue: &str, messages: Vec<(Vec<u8>, BasicProperties)>) {
-    let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
-    for (body, properties) in messages {
-        if pending.len() == 512 {
-            let confirmation = pending.pop_front().unwrap().await.expect("confirm");
-            check_confirmation(queue, confirmation).expect("confirmed");
-        }
-        let confirm = channel
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &body,
-                properties,
-            )
-            .await
-            .expect("publish");
-        pending.push_back(confirm);
-    }
-    for confirm in pending {
-        check_confirmation(queue, confirm.await.expect("confirm")).expect("confirmed");
-    }
 }
 
 /// Makes RabbitMQ itself dead-letter a message into the dead-letter queue (with a real `x-death`):

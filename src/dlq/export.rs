@@ -13,10 +13,11 @@ use super::filter::Filter;
 use super::output::Output;
 use super::record::{describe, json_record};
 use super::scan::Held;
-use super::walk::{Selection, Walk};
+use super::walk::{Selection, Walk, Walked};
 use super::{DlqError, connect, disconnect, matching};
 use crate::config::AmqpArgs;
 use clap::Args;
+use lapin::Connection;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
@@ -49,18 +50,28 @@ pub(crate) async fn export(args: ExportArgs, shutdown: CancellationToken) -> Res
     let connection = connect(&args.amqp, "export").await?;
     let selection = Selection::new(&args.filter, None);
     let on_terminal = file.is_none() && std::io::stdout().is_terminal();
-    let mut walk = Walk::start(&connection, &args.amqp, selection, &shutdown, on_terminal).await?;
-    // Created once the queue is known to exist, so a broker failure leaves no empty file behind.
-    let mut output = match file {
-        Some(file) if args.delete => Output::create_archive(file)?,
-        Some(file) => Output::create(file)?,
-        None => Output::stdout(),
+    let open = || match file {
+        Some(file) if args.delete => Output::create_archive(file),
+        Some(file) => Output::create(file),
+        None => Ok(Output::stdout()),
     };
-    let written = write_records(&mut walk, &mut output, args.delete).await;
-    let walked = walk.finish().await?;
+    let exported = export_to(
+        &connection,
+        &args.amqp,
+        selection,
+        &shutdown,
+        on_terminal,
+        open,
+        args.delete,
+    )
+    .await;
     disconnect(connection, "exported").await;
-    let written = written?;
-    let (target, total) = (&output.target, walked.total);
+    let Exported {
+        written,
+        walked,
+        target,
+    } = exported?;
+    let total = walked.total;
     let removed = if args.delete {
         format!("removed them from '{queue}'")
     } else {
@@ -76,6 +87,50 @@ pub(crate) async fn export(args: ExportArgs, shutdown: CancellationToken) -> Res
         matching(&args.filter)
     );
     Ok(())
+}
+
+/// What an export wrote, and where.
+pub(crate) struct Exported {
+    /// Records written (with `delete`, also removed from the queue).
+    pub(crate) written: u64,
+    pub(crate) walked: Walked,
+    /// The file's path, or "standard output".
+    pub(crate) target: String,
+}
+
+/// Walks the selection and writes its records to what `open` creates — once the queue is known to
+/// exist, so a broker failure leaves no empty file behind; with `delete`, each dead letter goes
+/// once its record is on disk. The one export of `dlq export` and of the console's export button.
+pub(crate) async fn export_to(
+    connection: &Connection,
+    amqp_args: &AmqpArgs,
+    selection: Selection<'_>,
+    shutdown: &CancellationToken,
+    without_progress_bar: bool,
+    open: impl FnOnce() -> Result<Output, DlqError>,
+    delete: bool,
+) -> Result<Exported, DlqError> {
+    let mut walk = Walk::start(
+        connection,
+        amqp_args,
+        selection,
+        shutdown,
+        without_progress_bar,
+    )
+    .await?;
+    let written = match open() {
+        Ok(mut output) => write_records(&mut walk, &mut output, delete)
+            .await
+            .map(|written| (written, output.target)),
+        Err(error) => Err(error),
+    };
+    let walked = walk.finish().await?;
+    let (written, target) = written?;
+    Ok(Exported {
+        written,
+        walked,
+        target,
+    })
 }
 
 /// Writes every selected record; with `delete`, syncs and acks them in batches. Returns how many

@@ -187,6 +187,27 @@ impl Filter {
         true
     }
 
+    /// The filters as the command line writes them, in the order `--help` lists them: what a
+    /// page prints as the command that selects the same dead letters (times as RFC 3339).
+    pub(crate) fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut flags = Vec::new();
+        let mut flag = |name: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push((name, value));
+            }
+        };
+        flag("status", self.status.map(|s| s.to_string()));
+        flag("reason", self.reason.clone());
+        flag("id", self.external_id.clone());
+        flag("group", self.group.clone());
+        flag("since", self.since.map(format_time));
+        flag("until", self.until.map(format_time));
+        flag("contract", self.contract.clone());
+        flag("grep", self.grep.clone());
+        flag("min-replays", self.min_replays.map(|n| n.to_string()));
+        flags
+    }
+
     /// The filters in words, for prompts and summaries: `status 403, reason rejected`.
     pub(crate) fn summary(&self) -> String {
         let time = |at: &OffsetDateTime| format_time(*at);
@@ -347,6 +368,16 @@ mod tests {
             ..Filter::default()
         };
         assert!(selects(&all, &letter));
+        assert_eq!(
+            all.flags(),
+            [
+                ("status", "403".to_owned()),
+                ("since", "2026-12-01T00:00:00.000Z".to_owned()),
+                ("contract", "urn:li:contract:7".to_owned()),
+                ("grep", "nurse".to_owned()),
+                ("min-replays", "1".to_owned()),
+            ]
+        );
         assert_eq!(
             all.summary(),
             "status 403, since 2026-12-01T00:00:00.000Z, contract urn:li:contract:7, grep \"nurse\", min-replays 1"

@@ -4,7 +4,6 @@
 use super::filter::Filter;
 use super::output::Output;
 use super::record::{Described, describe, json_record};
-use super::scan::DeadLetter;
 use super::table::{Column, Printer, Row, output_width, short_time};
 use super::walk::{Selection, Walk};
 use super::{DlqError, connect, disconnect, matching};
@@ -45,12 +44,13 @@ pub(crate) fn list_printer() -> Printer {
     )
 }
 
-pub(crate) fn list_row(letter: &DeadLetter, described: &Described) -> Row {
+/// A dead letter's row: its queue position, its body and what [`describe`] made of it.
+pub(crate) fn list_row(position: u64, body: &[u8], described: &Described) -> Row {
     let dash = || "-".to_owned();
     let recorded = &described.recorded;
     (
         vec![
-            letter.position.to_string(),
+            position.to_string(),
             described.external_id.clone().unwrap_or_else(dash),
             recorded.status.map_or_else(dash, |s| s.to_string()),
             recorded.reason.clone().unwrap_or_else(dash),
@@ -61,13 +61,13 @@ pub(crate) fn list_row(letter: &DeadLetter, described: &Described) -> Row {
                 .as_deref()
                 .map_or_else(dash, short_time),
         ],
-        row_message(letter, described),
+        row_message(body, described),
     )
 }
 
 /// The error message; for messages that carry none, what is known instead, and the start of a body
 /// that has no `externalJobPostingId` to recognise it by.
-fn row_message(letter: &DeadLetter, described: &Described) -> String {
+fn row_message(body: &[u8], described: &Described) -> String {
     if let Some(message) = &described.recorded.message {
         return message.clone();
     }
@@ -75,7 +75,7 @@ fn row_message(letter: &DeadLetter, described: &Described) -> String {
     if described.external_id.is_some() {
         return stand_in.clone();
     }
-    let body = String::from_utf8_lossy(&letter.body);
+    let body = String::from_utf8_lossy(body);
     let preview: String = body.chars().take(200).collect();
     format!("{stand_in} body: {preview}")
 }
@@ -91,7 +91,7 @@ pub(crate) async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<
     while let Some(letter) = walk.next().await? {
         let described = describe(&letter);
         let lines = match &mut printer {
-            Some(printer) => printer.push(list_row(&letter, &described)),
+            Some(printer) => printer.push(list_row(letter.position, &letter.body, &described)),
             None => vec![json_record(&letter, &described)],
         };
         if !output.lines(&lines)? {
@@ -114,6 +114,7 @@ pub(crate) async fn list(args: ListArgs, shutdown: CancellationToken) -> Result<
 mod tests {
     use super::*;
     use crate::dead_letter::{self, Failure, Reason};
+    use crate::dlq::scan::DeadLetter;
     use lapin::BasicProperties;
 
     fn letter(body: &[u8], properties: BasicProperties) -> DeadLetter {
@@ -131,7 +132,7 @@ mod tests {
         };
         let properties = dead_letter::properties(&BasicProperties::default(), "close", &failure);
         let dead = letter(br#"{"externalJobPostingId":"J-7"}"#, properties);
-        let (cells, message) = list_row(&dead, &describe(&dead));
+        let (cells, message) = list_row(dead.position, &dead.body, &describe(&dead));
         assert_eq!(
             cells[..6],
             ["12", "J-7", "503", "retries-exhausted", "9", "0"]
@@ -144,7 +145,7 @@ mod tests {
         assert_eq!(message, "HTTP 503 with an empty body");
 
         let bare = letter(b"hand-made \xff", BasicProperties::default());
-        let (cells, message) = list_row(&bare, &describe(&bare));
+        let (cells, message) = list_row(bare.position, &bare.body, &describe(&bare));
         assert_eq!(cells, ["12", "-", "-", "-", "-", "0", "-"]);
         assert_eq!(message, "(no failure recorded) body: hand-made \u{fffd}");
         let named = letter(
@@ -152,11 +153,11 @@ mod tests {
             BasicProperties::default(),
         );
         assert_eq!(
-            row_message(&named, &describe(&named)),
+            row_message(&named.body, &describe(&named)),
             "(no failure recorded)"
         );
         let long = letter(&[b'x'; 500], BasicProperties::default());
-        let preview = row_message(&long, &describe(&long));
+        let preview = row_message(&long.body, &describe(&long));
         assert_eq!(preview.len(), "(no failure recorded) body: ".len() + 200);
     }
 }

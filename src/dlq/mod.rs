@@ -18,24 +18,24 @@
 pub(crate) mod amqp_json;
 pub(crate) mod archive;
 pub(crate) mod edit;
-mod export;
+pub(crate) mod export;
 pub(crate) mod filter;
 pub(crate) mod group;
 mod import;
-mod list;
-mod output;
-mod purge;
+pub(crate) mod list;
+pub(crate) mod output;
+pub(crate) mod purge;
 pub(crate) mod record;
-mod replay;
+pub(crate) mod replay;
 pub(crate) mod scan;
-mod stats;
-mod table;
+pub(crate) mod stats;
+pub(crate) mod table;
 pub(crate) mod walk;
 
 use self::scan::ready_count;
 use crate::amqp::{self, AmqpError, QueueRole};
 use crate::config::AmqpArgs;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use lapin::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -46,12 +46,6 @@ pub(crate) use self::list::ListArgs;
 pub(crate) use self::purge::PurgeArgs;
 pub(crate) use self::replay::ReplayArgs;
 pub(crate) use self::stats::StatsArgs;
-
-#[derive(Args, Debug)]
-pub struct DlqArgs {
-    #[command(subcommand)]
-    pub(crate) command: DlqCommand,
-}
 
 /// Each command's settings are boxed: with the broker settings and the filters, they are large.
 #[derive(Subcommand, Debug)]
@@ -105,8 +99,11 @@ impl DlqError {
     }
 }
 
-pub(crate) async fn execute(args: DlqArgs, shutdown: CancellationToken) -> Result<(), DlqError> {
-    match args.command {
+pub(crate) async fn execute(
+    command: DlqCommand,
+    shutdown: CancellationToken,
+) -> Result<(), DlqError> {
+    match command {
         DlqCommand::List(args) => list::list(*args, shutdown).await,
         DlqCommand::Stats(args) => stats::stats(*args, shutdown).await,
         DlqCommand::Replay(args) => replay::replay(*args, shutdown).await,

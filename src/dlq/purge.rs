@@ -4,7 +4,7 @@
 
 use super::filter::{Filter, parse_time_arg};
 use super::scan::{DEAD_LETTER_SETTING, ready_count};
-use super::walk::{Selection, Walk};
+use super::walk::{Selection, Walk, Walked};
 use super::{DlqError, connect, disconnect};
 use crate::amqp;
 use crate::config::AmqpArgs;
@@ -64,17 +64,43 @@ pub(crate) async fn purge(
         return Ok(());
     }
     let selection = Selection::new(&args.filter, None);
-    let mut walk = Walk::start(&connection, &args.amqp, selection, &shutdown, false).await?;
-    while let Some(letter) = walk.next().await? {
-        walk.ack(letter.held).await?;
-    }
-    let walked = walk.finish().await?;
+    let walked = delete_selected(&connection, &args.amqp, selection, &shutdown, false).await;
     disconnect(connection, "purged").await;
+    let walked = walked?;
     let deleted = walked.selected;
     let left = walked.total.saturating_sub(deleted);
     println!("Deleted {deleted} dead letter(s){scope} from '{queue}'; left {left}.");
     walked.completed(|_| format!("deleted {deleted} before stopping"))?;
     Ok(())
+}
+
+/// Deletes the selected dead letters one by one (the others stay, in order); how the walk ended,
+/// `selected` being how many went. The filtered `dlq purge` and the console's purge button.
+pub(crate) async fn delete_selected(
+    connection: &Connection,
+    amqp_args: &AmqpArgs,
+    selection: Selection<'_>,
+    shutdown: &CancellationToken,
+    without_progress_bar: bool,
+) -> Result<Walked, DlqError> {
+    let mut walk = Walk::start(
+        connection,
+        amqp_args,
+        selection,
+        shutdown,
+        without_progress_bar,
+    )
+    .await?;
+    let mut deleted = Ok(());
+    while let Some(letter) = walk.next().await? {
+        if let Err(error) = walk.ack(letter.held).await {
+            deleted = Err(error);
+            break;
+        }
+    }
+    let walked = walk.finish().await?;
+    deleted?;
+    Ok(walked)
 }
 
 /// Counts what would go and asks on the terminal; `false` when there is nothing or the answer is no.

@@ -12,6 +12,7 @@ use super::archive::exact_json;
 use super::group::GroupKey;
 use super::scan::DeadLetter;
 use crate::dead_letter::{self, Recorded};
+use lapin::BasicProperties;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -31,11 +32,16 @@ pub(crate) struct Described {
 }
 
 pub(crate) fn describe(letter: &DeadLetter) -> Described {
-    let headers = letter.properties.headers().as_ref();
+    describe_parts(&letter.body, &letter.properties)
+}
+
+/// [`describe`] for a body and its properties held elsewhere than in a walk (a record read back).
+pub(crate) fn describe_parts(body: &[u8], properties: &BasicProperties) -> Described {
+    let headers = properties.headers().as_ref();
     let recorded = Recorded::read(headers);
-    let body_json: Option<Value> = serde_json::from_slice(&letter.body).ok();
-    let external_id = dead_letter::external_id(&letter.body);
-    let contract = dead_letter::contract(&letter.body);
+    let body_json: Option<Value> = serde_json::from_slice(body).ok();
+    let external_id = dead_letter::external_id(body);
+    let contract = dead_letter::contract(body);
     let dead_lettered_at = recorded.dead_lettered_at.clone();
     let group = GroupKey::of(&recorded);
     let group_id = group.id();
@@ -86,7 +92,6 @@ mod tests {
     use super::*;
     use crate::dead_letter::external_id;
     use crate::dlq::filter::Filter;
-    use lapin::BasicProperties;
     use lapin::types::{AMQPValue, FieldTable};
     use serde_json::json;
 

@@ -27,9 +27,9 @@ use super::edit::{Change, Edit, FieldEdit, parse_set, parse_unset};
 use super::filter::Filter;
 use super::list::{list_printer, list_row};
 use super::output::Output;
-use super::record::describe;
+use super::record::{Described, describe};
 use super::scan::{DEAD_LETTER_SETTING, DeadLetter, Held, ready_count};
-use super::walk::{Selection, Walk};
+use super::walk::{Selection, Walk, Walked};
 use super::{DlqError, connect, disconnect, distinct_queues, ensure_queue};
 use crate::amqp::confirm::{ConfirmWindow, Settled};
 use crate::amqp::{self, QueueRole};
@@ -139,14 +139,14 @@ async fn check_edits(
     Ok(walked.read)
 }
 
-/// What a replay did so far.
+/// What a replay did.
 #[derive(Default)]
-struct Moved {
-    moved: u64,
+pub(crate) struct Moved {
+    pub(crate) moved: u64,
     /// Edited dead letters found invalid while moving (changed since the check): left in place.
-    left_invalid: u64,
+    pub(crate) left_invalid: u64,
     /// The first publish the broker did not take; nothing is published after it.
-    failure: Option<DlqError>,
+    pub(crate) failure: Option<DlqError>,
 }
 
 impl Moved {
@@ -181,10 +181,42 @@ async fn move_selected(
         within,
         ..Selection::new(&args.filter, args.limit)
     };
-    let mut walk = Walk::start(connection, &args.amqp, selection, shutdown, false).await?;
-    ensure_queue(connection, &args.amqp, QueueRole::Close).await?;
+    let (done, walked) = replay_selected(connection, &args.amqp, selection, edit, shutdown).await?;
+    let fields = edit.fields();
+    report_moved(connection, &args.amqp, &fields, &done, walked.total).await;
+    if let Some(failure) = done.failure {
+        return Err(failure);
+    }
+    walked.completed(|_| {
+        format!(
+            "moved {} before stopping; the rest are still in '{}'",
+            done.moved, args.amqp.dead_letter_queue
+        )
+    })?;
+    if done.left_invalid > 0 {
+        return Err(DlqError::Usage(format!(
+            "{} dead letter(s) changed since the check and would be invalid after the edit; they were left in '{}'",
+            done.left_invalid, args.amqp.dead_letter_queue
+        )));
+    }
+    Ok(())
+}
+
+/// Moves the selected dead letters to the close queue (edited when `edit` says so), each acked once
+/// the broker confirmed its copy; what this replay did, and how the walk ended. The one moving pass
+/// of `dlq replay` and of the console's replay button.
+pub(crate) async fn replay_selected(
+    connection: &Connection,
+    amqp_args: &AmqpArgs,
+    selection: Selection<'_>,
+    edit: &Edit,
+    shutdown: &CancellationToken,
+) -> Result<(Moved, Walked), DlqError> {
+    distinct_queues(amqp_args, "replay")?;
+    let mut walk = Walk::start(connection, amqp_args, selection, shutdown, false).await?;
+    ensure_queue(connection, amqp_args, QueueRole::Close).await?;
     let channel = amqp::confirm_channel(connection).await?;
-    let mut window = ConfirmWindow::new(&args.amqp.close_queue, REPLAY_CONFIRM_WINDOW)?;
+    let mut window = ConfirmWindow::new(&amqp_args.close_queue, REPLAY_CONFIRM_WINDOW)?;
     let fields = edit.fields();
     let mut done = Moved::default();
     while done.failure.is_none() {
@@ -218,23 +250,7 @@ async fn move_selected(
     // error, which would read as a failed replay.
     let _ = channel.close(200, "replayed".into()).await;
     let walked = walk.finish().await?;
-    report_moved(connection, &args.amqp, &fields, &done, walked.total).await;
-    if let Some(failure) = done.failure {
-        return Err(failure);
-    }
-    walked.completed(|_| {
-        format!(
-            "moved {} before stopping; the rest are still in '{}'",
-            done.moved, args.amqp.dead_letter_queue
-        )
-    })?;
-    if done.left_invalid > 0 {
-        return Err(DlqError::Usage(format!(
-            "{} dead letter(s) changed since the check and would be invalid after the edit; they were left in '{}'",
-            done.left_invalid, args.amqp.dead_letter_queue
-        )));
-    }
-    Ok(())
+    Ok((done, walked))
 }
 
 async fn report_moved(
@@ -261,13 +277,12 @@ async fn report_moved(
     info!(moved, left, "Replay finished.");
 }
 
-/// What a dry run saw, for its closing lines.
-#[derive(Default)]
-struct Seen {
-    invalid: u64,
+/// What a dry run saw of the times of what it selected, for the bound of the real run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Seen {
     /// Selected dead letters that record no time.
-    untimed: u64,
-    newest: Option<(OffsetDateTime, String)>,
+    pub(crate) untimed: u64,
+    pub(crate) newest: Option<(OffsetDateTime, String)>,
 }
 
 impl Seen {
@@ -282,6 +297,59 @@ impl Seen {
             self.newest = Some((at, text.to_owned()));
         }
     }
+
+    /// The `--until` that keeps the real run to what the dry run selected: the newest time seen,
+    /// unless some selected dead letter records none (then no bound can keep it in) or the filter
+    /// already ends there.
+    pub(crate) fn until_bound(&self, filter: &Filter) -> Option<&str> {
+        if self.untimed > 0 {
+            return None;
+        }
+        let (_, newest) = self.newest.as_ref()?;
+        let already = filter
+            .until
+            .is_some_and(|until| until.format(&Rfc3339).ok().as_ref() == Some(newest));
+        (!already).then_some(newest.as_str())
+    }
+}
+
+/// Walks the selection without moving anything, handing each selected dead letter to `each` (which
+/// returns `false` to stop: the reader went away), and notes the times for the bound. The dry run
+/// of `dlq replay` and the confirmation page of the console's actions.
+pub(crate) async fn survey(
+    connection: &Connection,
+    amqp_args: &AmqpArgs,
+    selection: Selection<'_>,
+    shutdown: &CancellationToken,
+    without_progress_bar: bool,
+    mut each: impl FnMut(&DeadLetter, &Described) -> Result<bool, DlqError>,
+) -> Result<(Walked, Seen), DlqError> {
+    let mut walk = Walk::start(
+        connection,
+        amqp_args,
+        selection,
+        shutdown,
+        without_progress_bar,
+    )
+    .await?;
+    let mut seen = Seen::default();
+    let mut outcome = Ok(());
+    while let Some(letter) = walk.next().await? {
+        let described = describe(&letter);
+        seen.note_time(described.dead_lettered_at.as_deref());
+        match each(&letter, &described) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                outcome = Err(error);
+                break;
+            }
+        }
+    }
+    // Whatever `each` said, the walk gives everything back first.
+    let walked = walk.finish().await?;
+    outcome?;
+    Ok((walked, seen))
 }
 
 async fn dry_run(
@@ -292,51 +360,52 @@ async fn dry_run(
 ) -> Result<(), DlqError> {
     let selection = Selection::new(&args.filter, args.limit);
     let on_terminal = std::io::stdout().is_terminal();
-    let mut walk = Walk::start(connection, &args.amqp, selection, shutdown, on_terminal).await?;
     let mut printer = edit.is_empty().then(list_printer);
     let mut output = Output::stdout();
-    let mut seen = Seen::default();
-    while let Some(letter) = walk.next().await? {
-        let described = describe(&letter);
-        seen.note_time(described.dead_lettered_at.as_deref());
-        let lines = match &mut printer {
-            Some(printer) => printer.push(list_row(&letter, &described)),
-            None => edit_lines(&letter, edit, &mut seen),
-        };
-        if !output.lines(&lines)? {
-            break;
-        }
-    }
+    let mut invalid = 0u64;
+    let (walked, seen) = survey(
+        connection,
+        &args.amqp,
+        selection,
+        shutdown,
+        on_terminal,
+        |letter, described| {
+            let lines = match &mut printer {
+                Some(printer) => printer.push(list_row(letter.position, &letter.body, described)),
+                None => edit_lines(letter, edit, &mut invalid),
+            };
+            output.lines(&lines)
+        },
+    )
+    .await?;
     output.finish(printer.as_mut())?;
-    let walked = walk
-        .finish()
-        .await?
-        .completed(|_| "nothing was moved".into())?;
+    let walked = walked.completed(|_| "nothing was moved".into())?;
     let (close_queue, dead_queue) = (&args.amqp.close_queue, &args.amqp.dead_letter_queue);
     println!(
         "Dry run: would move {} dead letter(s) to '{close_queue}' and leave {} in '{dead_queue}'; nothing was moved.",
         walked.selected,
         walked.total.saturating_sub(walked.selected)
     );
-    if seen.invalid > 0 {
+    if invalid > 0 {
         return Err(DlqError::Usage(format!(
-            "{} of {} selected dead letter(s) would be invalid after the edit; the replay would move nothing",
-            seen.invalid, walked.selected
+            "{invalid} of {} selected dead letter(s) would be invalid after the edit; the replay would move nothing",
+            walked.selected
         )));
     }
     print_bound(&seen, &args.filter);
     Ok(())
 }
 
-/// `    3  JOB-301  title: (absent) -> "Night Nurse"`, one line per changed field.
-fn edit_lines(letter: &DeadLetter, edit: &Edit, seen: &mut Seen) -> Vec<String> {
+/// `    3  JOB-301  title: (absent) -> "Night Nurse"`, one line per changed field; counts in `invalid`
+/// the dead letters the edit would leave invalid.
+fn edit_lines(letter: &DeadLetter, edit: &Edit, invalid: &mut u64) -> Vec<String> {
     let id = describe(letter).external_id.unwrap_or_else(|| "-".into());
     let prefix = format!("{:>5}  {id}", letter.position);
     match prepare(letter, edit) {
         Ok((_, changes)) if changes.is_empty() => vec![format!("{prefix}  (no change)")],
         Ok((_, changes)) => changes.iter().map(|c| format!("{prefix}  {c}")).collect(),
         Err(why) => {
-            seen.invalid += 1;
+            *invalid += 1;
             eprintln!("{}", invalid_line(letter, &why));
             vec![format!(
                 "{prefix}  invalid after the edit: {}",
@@ -353,11 +422,7 @@ fn print_bound(seen: &Seen, filter: &Filter) {
             "{} of them record no dead-letter time; the real replay moves only what is in the queue when it starts.",
             seen.untimed
         );
-    } else if let Some((_, newest)) = &seen.newest
-        && filter
-            .until
-            .is_none_or(|until| until.format(&Rfc3339).ok().as_ref() != Some(newest))
-    {
+    } else if let Some(newest) = seen.until_bound(filter) {
         println!(
             "To move exactly these, and nothing dead-lettered after this dry run, run the same replay with --until {newest}"
         );
@@ -390,15 +455,15 @@ mod tests {
             "position 3 (J-1): ERROR :: /title :: missing"
         );
         assert!(invalid_line(&letter("[1]"), "x").starts_with("position 3 (-): "));
-        let lines = edit_lines(&dead, &Edit::of(&["title=t"], &[]), &mut Seen::default());
+        let lines = edit_lines(&dead, &Edit::of(&["title=t"], &[]), &mut 0);
         assert_eq!(lines, ["    3  J-1  (no change)"]);
-        let mut seen = Seen::default();
-        let lines = edit_lines(&dead, &Edit::of(&[], &["title"]), &mut seen);
+        let mut invalid = 0;
+        let lines = edit_lines(&dead, &Edit::of(&[], &["title"]), &mut invalid);
         assert!(
             lines[0].starts_with("    3  J-1  invalid after the edit: "),
             "{lines:?}"
         );
-        assert_eq!(seen.invalid, 1);
+        assert_eq!(invalid, 1);
     }
 
     #[test]
@@ -415,8 +480,20 @@ mod tests {
         }
         assert_eq!(seen.untimed, 2);
         assert_eq!(
-            seen.newest.map(|(_, text)| text).as_deref(),
+            seen.newest.as_ref().map(|(_, text)| text.as_str()),
             Some("2026-12-01T14:00:05.121Z")
         );
+        assert_eq!(seen.until_bound(&Filter::default()), None, "untimed ones");
+        let timed = Seen { untimed: 0, ..seen };
+        assert_eq!(
+            timed.until_bound(&Filter::default()),
+            Some("2026-12-01T14:00:05.121Z")
+        );
+        let already = Filter {
+            until: Some(time::macros::datetime!(2026-12-01 14:00:05.121 UTC)),
+            ..Filter::default()
+        };
+        assert_eq!(timed.until_bound(&already), None);
+        assert_eq!(Seen::default().until_bound(&Filter::default()), None);
     }
 }

@@ -42,7 +42,9 @@
 //!
 //! The walk yields no more than the number of messages ready when it started, so dead letters
 //! arriving during a walk neither extend it forever nor get processed twice. When the queue holds
-//! fewer (another reader took some), it stops once the broker reports nothing ready.
+//! fewer (another reader took some), it stops once the broker has had nothing ready for it for
+//! [`IDLE_GIVE_UP`] (not at once: what the broker already sent is unacked, not ready, and a big
+//! message may still be on its way).
 
 use super::filter::Candidate;
 use crate::amqp::{self, AmqpError};
@@ -74,6 +76,10 @@ const GIVE_BACK_POLL: Duration = Duration::from_millis(20);
 const GIVE_BACK_STALL: Duration = Duration::from_secs(2);
 /// With no delivery for this long, the walk asks the broker whether anything is left to read.
 const IDLE_CHECK: Duration = Duration::from_millis(200);
+/// The walk ends early (fewer messages than counted at its start) only once nothing is ready and
+/// nothing arrived for this long: messages the broker already sent count as unacked, not ready, so
+/// "nothing ready" alone also holds while a big message (a 1 MiB body) is still on its way.
+const IDLE_GIVE_UP: Duration = Duration::from_secs(2);
 
 /// Where the walk holds a message: the channel (window) it came on and its delivery tag there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,6 +201,7 @@ impl<'a> Scan<'a> {
 
     /// The next message in queue order, held until [`Scan::finish`] unless acked; `None` at the end.
     pub(crate) async fn next(&mut self) -> Result<Option<DeadLetter>, AmqpError> {
+        let waiting_since = tokio::time::Instant::now();
         while self.delivered < self.cap {
             let window = self.active_window().await?;
             let active = &mut self.windows[window];
@@ -219,9 +226,11 @@ impl<'a> Scan<'a> {
                 // The broker cancelled the consumer: the queue was deleted under the walk.
                 Ok(None) => return Err(self.missing()),
                 // Fewer messages than counted at the start (someone else took some): stop once the
-                // broker has nothing ready for us.
+                // broker has had nothing ready for us for a while.
                 Err(_) => {
-                    if ready_count(self.connection, &self.queue, self.setting).await? == 0 {
+                    if waiting_since.elapsed() >= IDLE_GIVE_UP
+                        && ready_count(self.connection, &self.queue, self.setting).await? == 0
+                    {
                         break;
                     }
                 }

@@ -6,7 +6,7 @@
 use super::filter::Filter;
 use super::group::{Group, Member, Stats};
 use super::output::Output;
-use super::record::describe;
+use super::record::{Described, describe};
 use super::table::{Column, Row, Table, output_width, short_time};
 use super::walk::{Selection, Walk};
 use super::{DlqError, connect, disconnect, matching};
@@ -52,15 +52,7 @@ pub(crate) async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Resul
     let mut walk = Walk::start(&connection, &args.amqp, selection, &shutdown, false).await?;
     let mut stats = Stats::default();
     while let Some(letter) = walk.next().await? {
-        let described = describe(&letter);
-        let member = Member {
-            reason: described.recorded.reason.as_deref(),
-            dead_lettered_at: described.dead_lettered_at.as_deref(),
-            position: letter.position,
-            replays: described.recorded.replay_count.unwrap_or(0),
-            contract: described.contract.as_deref(),
-        };
-        stats.add(described.group.clone(), member);
+        count(&mut stats, letter.position, &describe(&letter));
     }
     let walked = walk.finish().await?;
     disconnect(connection, "counted").await;
@@ -91,7 +83,20 @@ pub(crate) async fn stats(args: StatsArgs, shutdown: CancellationToken) -> Resul
     Ok(())
 }
 
-fn group_json(group: &Group) -> String {
+/// Counts one dead letter (at `position` in the queue) into its group.
+pub(crate) fn count(stats: &mut Stats, position: u64, described: &Described) {
+    let member = Member {
+        reason: described.recorded.reason.as_deref(),
+        dead_lettered_at: described.dead_lettered_at.as_deref(),
+        position,
+        replays: described.recorded.replay_count.unwrap_or(0),
+        contract: described.contract.as_deref(),
+    };
+    stats.add(described.group.clone(), member);
+}
+
+/// A line of `stats --json`: one group, fields in [`GroupRecord`]'s order.
+pub(crate) fn group_json(group: &Group) -> String {
     let record = GroupRecord {
         group: &group.id,
         count: group.count,

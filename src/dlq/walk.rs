@@ -147,6 +147,11 @@ impl<'a> Walk<'a> {
         }
     }
 
+    /// Queue messages read so far, of those the walk will read at most.
+    pub(crate) fn progress(&self) -> (u64, u64) {
+        (self.read, self.scan.cap())
+    }
+
     /// Removes a held dead letter from the queue for good.
     pub(crate) async fn ack(&mut self, held: Held) -> Result<(), AmqpError> {
         self.scan.ack(held).await

@@ -24,6 +24,7 @@ pub mod rabbit_nodes;
 pub mod rabbitmqctl;
 
 use futures_util::StreamExt;
+use job_closer::dead_letter::{Failure, Reason};
 use job_closer::tasks::Schedule;
 use job_closer::{Sandbox, SandboxConfig};
 use lapin::options::{
@@ -31,9 +32,9 @@ use lapin::options::{
     QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -1072,4 +1073,59 @@ pub async fn publish_confirmed(
         .await
         .unwrap()
         .is_ack()
+}
+
+// Dead letters, as the dlq and console tests make them.
+
+/// LinkedIn's message for a close request without a title.
+pub const TITLE_MISSING: &str =
+    "ERROR :: /title :: field is required but not found and has no default value\n";
+
+/// LinkedIn's 403 for a contract the application may not post for.
+pub fn contract_403(contract: u32) -> String {
+    format!("Caller is not authorized to access the jobs for contract: urn:li:contract:{contract}")
+}
+
+/// A failure after three requests.
+pub fn failure(reason: Reason, status: u16, message: &str) -> Failure {
+    Failure {
+        reason,
+        status,
+        message: message.to_owned(),
+        attempts: 3,
+        task_id: None,
+    }
+}
+
+/// Publishes messages to `queue` on a confirm channel, 512 confirms outstanding at most, and fails
+/// the test unless the broker took each one.
+pub async fn publish_all(
+    channel: &Channel,
+    queue: &str,
+    messages: Vec<(Vec<u8>, BasicProperties)>,
+) {
+    let mut pending: VecDeque<PublisherConfirm> = VecDeque::new();
+    for (body, properties) in messages {
+        if pending.len() == 512 {
+            let confirmation = pending.pop_front().unwrap().await.expect("confirm");
+            job_closer::check_confirmation(queue, confirmation).expect("confirmed");
+        }
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &body,
+                properties,
+            )
+            .await
+            .expect("publish");
+        pending.push_back(confirm);
+    }
+    for confirm in pending {
+        job_closer::check_confirmation(queue, confirm.await.expect("confirm")).expect("confirmed");
+    }
 }
