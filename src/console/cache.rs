@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 /// Selections kept at once; the one used longest ago goes first.
 const MAX_SELECTIONS: usize = 4;
 /// How long a page waits for a first walk before it shows the walk's progress instead.
-const FIRST_WAIT: Duration = Duration::from_secs(4);
+const FIRST_WAIT: Duration = Duration::from_secs(3);
 /// How long a page waits for a fresh walk before it shows the stale one.
 const STALE_WAIT: Duration = Duration::from_millis(500);
 /// How long an API call waits for a walk: scripts want the data, not a progress page.
