@@ -57,7 +57,8 @@ impl Queues {
             close_queue: self.close.clone(),
             dead_letter_queue: self.dead.clone(),
             queue_type: QueueType::Classic,
-            single_active_consumer: false,
+            // The worker's default, so that what a test declares is what `run` declares.
+            single_active_consumer: true,
             delivery_limit: 20,
         }
     }

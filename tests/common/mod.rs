@@ -72,6 +72,21 @@ pub async fn declare_classic(channel: &Channel, queue: &str) {
         .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
 }
 
+/// Declares a close queue as the worker does with its defaults: durable, classic, and a single
+/// active consumer (`SINGLE_ACTIVE_CONSUMER=true`), so that the worker's own declaration matches.
+pub async fn declare_close_queue(channel: &Channel, queue: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
+}
+
 /// The worker's default `TASK_CHECK_DELAY_MS`: its delay queues exist unless a test turns checks off.
 pub const DEFAULT_TASK_CHECK_DELAY_MS: u64 = 300_000;
 
@@ -165,11 +180,11 @@ impl Queues {
         declared
     }
 
-    /// Declares both queues as the worker would (classic), so publishes before the worker starts land.
+    /// Declares both queues as the worker would with its defaults (classic, the close queue with a
+    /// single active consumer), so publishes before the worker starts land.
     pub async fn declare(&self) {
-        for name in [&self.close, &self.dead] {
-            declare_classic(&self.channel, name).await;
-        }
+        declare_close_queue(&self.channel, &self.close).await;
+        declare_classic(&self.channel, &self.dead).await;
     }
 
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
