@@ -1,5 +1,10 @@
 //! What the worker counts, and the small HTTP listener that shows it: `/metrics` in Prometheus text
-//! format, `/healthz` (alive and not wedged) and `/readyz` (connected to the broker and consuming).
+//! format, `/healthz` (alive and not wedged) and `/readyz` (connected to the broker and consuming,
+//! with nothing holding the worker back).
+//!
+//! Readiness has one home, [`readiness`]: a pure function from what the worker last reported (is it
+//! consuming, does an integration fault hold it, does the broker block its publishing) to the answer,
+//! the most pressing cause first, so that a new cause is one field and one arm.
 
 use axum::Router;
 use axum::extract::State;
@@ -13,8 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -74,6 +79,10 @@ pub(crate) struct Metrics {
     pub(crate) linkedin_blocked: Gauge,
     /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
     pub(crate) throttled_until: Gauge,
+    /// 1 while the broker blocks the worker's publishing (a memory or disk alarm).
+    broker_blocked: Gauge,
+    /// The broker's reason, while it blocks.
+    broker_blocked_reason: Mutex<Option<String>>,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -112,6 +121,12 @@ impl Metrics {
         let elements_sent = Counter::default();
         let linkedin_blocked = Gauge::default();
         let throttled_until = Gauge::default();
+        let broker_blocked = Gauge::default();
+        registry.register(
+            "broker_blocked",
+            "1 while RabbitMQ blocks the worker's publishing (connection.blocked: a memory or disk alarm)",
+            broker_blocked.clone(),
+        );
         registry.register(
             "elements_already_closed",
             "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
@@ -232,6 +247,8 @@ impl Metrics {
             elements_sent,
             linkedin_blocked,
             throttled_until,
+            broker_blocked,
+            broker_blocked_reason: Mutex::new(None),
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -275,8 +292,26 @@ impl Metrics {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    /// The broker blocks the worker's publishing for `reason`, or (`None`) no longer does.
+    pub(crate) fn set_broker_blocked(&self, reason: Option<&str>) {
+        self.broker_blocked.set(i64::from(reason.is_some()));
+        *self
+            .broker_blocked_reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason.map(str::to_owned);
+    }
+
+    /// What `/readyz` weighs, now.
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            consuming: self.ready.load(Ordering::SeqCst),
+            linkedin_blocked: self.linkedin_blocked.get() > 0,
+            broker_blocked: self
+                .broker_blocked_reason
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clone(),
+        }
     }
 
     /// Called by the worker's loops as they turn.
@@ -337,16 +372,35 @@ async fn healthz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn readyz(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    if metrics.linkedin_blocked.get() > 0 {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "holding: LinkedIn refuses the integration (see the logs)\n",
+    readiness(&metrics.readiness())
+}
+
+/// What readiness depends on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// Connected and consuming the close queue (a single-active-consumer standby counts).
+    pub(crate) consuming: bool,
+    /// An integration fault holds the worker.
+    pub(crate) linkedin_blocked: bool,
+    /// The broker blocks the worker's publishing, for this reason.
+    pub(crate) broker_blocked: Option<String>,
+}
+
+/// `/readyz`'s status and body: 200 `ready` only when consuming and held back by nothing, else 503
+/// naming the most pressing cause.
+pub(crate) fn readiness(state: &Readiness) -> (StatusCode, String) {
+    let cause = if state.linkedin_blocked {
+        "holding: LinkedIn refuses the integration (see the logs)".to_owned()
+    } else if let Some(reason) = &state.broker_blocked {
+        format!(
+            "broker blocked: RabbitMQ blocks publishing ({reason}: a memory or disk alarm); dead letters and task checks wait until it clears"
         )
-    } else if metrics.is_ready() {
-        (StatusCode::OK, "ready\n")
+    } else if !state.consuming {
+        "not consuming".to_owned()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
-    }
+        return (StatusCode::OK, "ready\n".to_owned());
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{cause}\n"))
 }
 
 #[cfg(test)]
@@ -365,6 +419,7 @@ mod tests {
             "job_closer_elements_already_closed_total 0",
             "job_closer_elements_sent_total 0",
             "job_closer_linkedin_blocked 0",
+            "job_closer_broker_blocked 0",
             "job_closer_throttled_until_seconds 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
@@ -394,6 +449,7 @@ mod tests {
             "job_closer_elements_already_closed",
             "job_closer_elements_sent",
             "job_closer_linkedin_blocked",
+            "job_closer_broker_blocked",
             "job_closer_throttled_until_seconds",
         ] {
             assert!(
@@ -404,5 +460,49 @@ mod tests {
         assert!(text.contains(
             r#"job_closer_elements_dead_lettered_total{reason="rejected",status="403"} 1"#
         ));
+    }
+
+    #[test]
+    fn readiness_names_the_most_pressing_cause() {
+        let ready = Readiness {
+            consuming: true,
+            ..Readiness::default()
+        };
+        assert_eq!(readiness(&ready), (StatusCode::OK, "ready\n".to_owned()));
+        let (status, body) = readiness(&Readiness::default());
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, "not consuming\n")
+        );
+        let blocked = Readiness {
+            broker_blocked: Some("low on memory".into()),
+            ..ready.clone()
+        };
+        let (status, body) = readiness(&blocked);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("broker blocked: "), "{body}");
+        assert!(body.contains("low on memory"), "{body}");
+        let holding = Readiness {
+            linkedin_blocked: true,
+            ..blocked
+        };
+        let (status, body) = readiness(&holding);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("holding: "), "{body}");
+    }
+
+    #[test]
+    fn the_broker_blocked_gauge_and_readiness_follow_the_reports() {
+        let metrics = Metrics::new();
+        metrics.set_ready(true);
+        metrics.set_broker_blocked(Some("low on disk"));
+        assert!(metrics.encode().contains("job_closer_broker_blocked 1"));
+        assert_eq!(
+            metrics.readiness().broker_blocked.as_deref(),
+            Some("low on disk")
+        );
+        metrics.set_broker_blocked(None);
+        assert!(metrics.encode().contains("job_closer_broker_blocked 0"));
+        assert_eq!(readiness(&metrics.readiness()).0, StatusCode::OK);
     }
 }

@@ -1,7 +1,8 @@
 //! RabbitMQ plumbing shared by every command, each idea in one place: connecting ([`connector`],
 //! [`tls`]), declaring queues with explicit arguments, probing a queue without creating it
 //! ([`probe`]), classifying what the broker said ([`AmqpError::from_lapin`]), publishing with
-//! publisher confirms ([`confirm`]), and reading header values whatever type a publisher used.
+//! publisher confirms ([`confirm`]), following a connection's flow control and its loss
+//! ([`flow`]), and reading header values whatever type a publisher used.
 //!
 //! Broker errors are classified here once, by what the caller does next (retry, reconcile a queue,
 //! declare it), rather than by matching lapin's protocol errors at each call site: the
@@ -15,12 +16,14 @@
 
 pub(crate) mod confirm;
 pub(crate) mod connector;
+pub(crate) mod flow;
 pub(crate) mod probe;
 pub(crate) mod settings;
 pub(crate) mod tls;
 
 pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
 pub(crate) use connector::{Connected, Connector};
+pub(crate) use flow::{FlowEvent, FlowWatch, probe_publishing};
 pub(crate) use probe::{probe_queue, probe_queue_on};
 
 use crate::config::{AmqpArgs, QueueType};
@@ -58,6 +61,9 @@ pub enum AmqpError {
     /// A queue name that AMQP cannot carry.
     #[error("queue name '{0}' is longer than AMQP's 255 bytes")]
     BadQueueName(String),
+    /// The connection ended under the caller (seen by [`flow::FlowWatch`]): try again later.
+    #[error("the RabbitMQ connection was lost: {why}")]
+    Lost { why: String },
     /// Any other channel or connection failure: the connection is probably gone.
     #[error("RabbitMQ error: {0}")]
     Broker(#[from] lapin::Error),
