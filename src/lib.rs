@@ -76,4 +76,6 @@ pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
 /// Logging set up once per process.
 pub use logging::{LogFormat, init as init_logging};
 /// The LinkedIn stand-in the tests and local trials run against.
-pub use sandbox::{ALREADY_CLOSED_MESSAGE, Fault, RecloseAnswer, Sandbox, SandboxConfig, TaskRule};
+pub use sandbox::{
+    ALREADY_CLOSED_MESSAGE, Fault, RandomFaults, RecloseAnswer, Sandbox, SandboxConfig, TaskRule,
+};
