@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Every step runs even when an earlier one failed (unless it depends on it), so one run shows every
-//! problem. The alarm step publishes one empty message that no queue receives: RabbitMQ tells a
+//! problem. The alarm step publishes a one-byte message that no queue receives: RabbitMQ tells a
 //! connection that publishing is blocked only once it publishes (see [`crate::amqp::flow`]). Exit code: 0 when all pass, 2 when the configuration is invalid, 1 otherwise. Nothing
 //! printed comes from a secret: URLs are shown with their password redacted and the client secret
 //! only by where it came from.
@@ -449,6 +449,12 @@ async fn check_alarm(connection: &Connection) -> StepResult {
             "alarm",
             format!(
                 "RabbitMQ blocks publishing: {reason:?} (a memory or disk alarm; `rabbitmq-diagnostics alarms` on a node names it). `run` keeps closing jobs that need nothing published, but dead letters and task checks wait until the alarm clears"
+            ),
+        ),
+        Err(error) if error.to_string().contains("ACCESS_REFUSED") => StepResult::fail(
+            "alarm",
+            format!(
+                "cannot tell: the broker refused the probe publish ({error}); `run` publishes its dead letters and task checks the same way (default exchange), so the user needs write permission there"
             ),
         ),
         Err(error) => StepResult::fail("alarm", format!("cannot tell: {error}")),

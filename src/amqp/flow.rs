@@ -8,11 +8,13 @@
 //! fresh connection, or one that only consumes, is neither notified nor slowed during the alarm: it
 //! opens channels, declares, consumes and acks as usual. The first publish makes the broker send
 //! `connection.blocked` with its reason ("low on memory") and stop reading that socket right after
-//! the publish's method frame, so the publish is not confirmed until the alarm clears; lapin, for its
-//! part, then writes nothing at all on the blocked connection, acks included. Hence the worker
-//! publishes on a connection of its own, so that acks are never stuck behind a blocked publish; and
-//! hence `check` must publish to learn anything: one empty message, to a routing key no queue is
-//! bound to, without `mandatory`, which the broker drops when it is not blocked.
+//! the publish's content header, so a message with a body is not taken (nor confirmed) until the
+//! alarm clears — one without a body is complete at its header and may still be confirmed, racing
+//! the notice; lapin, for its part, then writes nothing at all on the blocked connection, acks
+//! included. Hence the worker publishes on a connection of its own, so that acks are never stuck
+//! behind a blocked publish; and hence `check` must publish to learn anything: a one-byte message, to
+//! a routing key no queue is bound to, without `mandatory`, which the broker drops when it is not
+//! blocked.
 //!
 //! Rejected for `check`: the management API (`/api/nodes`, `mem_alarm`), which needs the
 //! management plugin, its port and a user with the monitoring tag; `rabbitmq-diagnostics alarms`,
@@ -108,8 +110,9 @@ fn lost_state(status: &ConnectionStatus) -> &'static str {
 }
 
 /// Whether the broker blocks publishers now: `Ok(Some(reason))` when it does, `Ok(None)` when a
-/// message published on `connection` was confirmed. Publishes one empty message to a routing key no
-/// queue has (the broker drops it); when the broker blocks, `connection` stays blocked (it can no
+/// message published on `connection` was confirmed. Publishes a one-byte message (a body, so that a
+/// blocked broker cannot take it: see the module doc) to a routing key no queue has (the broker
+/// drops it); when the broker blocks, `connection` stays blocked (it can no
 /// longer be closed politely) until the alarm clears.
 pub(crate) async fn probe_publishing(connection: &Connection) -> Result<Option<String>, AmqpError> {
     let mut watch = FlowWatch::of(connection);
@@ -123,7 +126,7 @@ pub(crate) async fn probe_publishing(connection: &Connection) -> Result<Option<S
             "".into(),
             queue_name(&nowhere)?,
             BasicPublishOptions::default(),
-            b"",
+            b"?",
             BasicProperties::default(),
         )
         .await?;
