@@ -131,22 +131,41 @@ fn warnings_of(log: &str) -> Vec<Value> {
     )
 }
 
-#[tokio::test]
-async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_lost() {
-    let nodes = RabbitNodes::start(1, |_, _| String::new());
-    let url = nodes.nodes[0].url();
-
-    // --- Phase 1: TASK_CHECK=off and only valid closes: nothing to publish, closes go on. ---
-    let scenario = Scenario::builder("flow")
-        .broker(&url)
-        .set("TASK_CHECK", "off")
+/// A scenario on the test's node with what every phase reads: JSON logs and a metrics port.
+fn on_node(nodes: &RabbitNodes, label: &str) -> ScenarioBuilder {
+    Scenario::builder(label)
+        .broker(&nodes.nodes[0].url())
         .set("METRICS_ADDR", "127.0.0.1:0")
         .set("LOG_FORMAT", "json")
-        .await;
+}
+
+/// Publishes `jobs`, raises the alarm and starts the worker: its process and metrics address.
+async fn start_during_alarm(
+    nodes: &RabbitNodes,
+    scenario: &Scenario,
+    jobs: &[Value],
+) -> (WorkerProcess, String) {
+    scenario.queues.publish_jobs(jobs).await;
+    memory_alarm(nodes, true).await;
+    let worker = scenario.spawn_worker();
+    let base = metrics_base(&worker).await;
+    (worker, base)
+}
+
+/// The tally of a phase whose worker is gone: printed, nothing lost; then the queues go.
+async fn finish(scenario: Scenario, published: usize, ids: &BTreeSet<String>, what: &str) {
+    let tally = scenario.tally(published, ids).await;
+    tally.print(what);
+    assert_eq!(tally.lost(), 0);
+    scenario.cleanup().await;
+}
+
+/// Phase 1: `TASK_CHECK=off` and only valid closes: nothing to publish, the closes go on.
+async fn closes_go_on_when_nothing_needs_publishing(nodes: &RabbitNodes) {
+    let scenario = on_node(nodes, "flow").set("TASK_CHECK", "off").await;
     let (queues, sandbox) = scenario.parts();
     let (all, ids) = jobs("flow", 400);
-    queues.publish_jobs(&all).await;
-    memory_alarm(&nodes, true).await;
+    let (mut worker, base) = start_during_alarm(nodes, &scenario, &all).await;
 
     let check = cli_run(&["check"], &scenario.env).await;
     let alarm_line = check
@@ -163,13 +182,11 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
         check.stdout
     );
 
-    let mut worker = scenario.spawn_worker();
-    let base = metrics_base(&worker).await;
     wait_for(
         &[&worker],
         SETTLE,
         "every close sent and acked during the alarm",
-        || async { closes(sandbox, &ids).0 == ids.len() && messages(&nodes, &queues.close) == 0 },
+        || async { closes(sandbox, &ids).0 == ids.len() && messages(nodes, &queues.close) == 0 },
     )
     .await;
     let alarms = nodes.ctl_ok(0, &["eval", "rabbit_alarm:get_alarms()."]);
@@ -190,20 +207,22 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
         "shuts down cleanly during the alarm"
     );
     assert!(warnings_of(&worker.log_text()).is_empty());
-    let tally = scenario.tally(ids.len(), &ids).await;
-    tally.print("memory alarm, nothing to publish");
-    assert_eq!(tally.lost(), 0);
-    memory_alarm(&nodes, false).await;
-    scenario.cleanup().await;
+    memory_alarm(nodes, false).await;
+    finish(
+        scenario,
+        ids.len(),
+        &ids,
+        "memory alarm, nothing to publish",
+    )
+    .await;
+}
 
-    // --- Phase 2: TASK_CHECK=off, invalid messages among the closes: their dead letters block the
-    // publishing connection, and the closes are acked on the consuming one all the same. ---
-    let scenario = Scenario::builder("apart")
-        .broker(&url)
+/// Phase 2: `TASK_CHECK=off`, invalid messages among the closes: their dead letters block the
+/// publishing connection, and the closes are acked on the consuming one all the same.
+async fn closes_are_acked_beside_blocked_dead_letters(nodes: &RabbitNodes) {
+    let scenario = on_node(nodes, "apart")
         .latency(Duration::from_millis(200))
         .set("TASK_CHECK", "off")
-        .set("METRICS_ADDR", "127.0.0.1:0")
-        .set("LOG_FORMAT", "json")
         .await;
     let (queues, sandbox) = scenario.parts();
     let (valid, ids) = jobs("apart", 300);
@@ -215,17 +234,14 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
         }
         all.push(job);
     }
-    queues.publish_jobs(&all).await;
-    memory_alarm(&nodes, true).await;
-    let mut worker = scenario.spawn_worker();
-    let base = metrics_base(&worker).await;
+    let (mut worker, base) = start_during_alarm(nodes, &scenario, &all).await;
     wait_for(
         &[&worker],
         SETTLE,
         "every close acked while the dead letters wait",
         || async {
             closes(sandbox, &ids).0 == ids.len()
-                && messages(&nodes, &queues.close) == invalid.len() as u64
+                && messages(nodes, &queues.close) == invalid.len() as u64
         },
     )
     .await;
@@ -233,39 +249,33 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
     assert_eq!(metric(&text, "job_closer_broker_blocked"), Some(1.0));
     assert_eq!(warnings_of(&worker.log_text()).len(), 1);
     assert_eq!(queues.depth(&queues.dead).await, 0);
-    memory_alarm(&nodes, false).await;
+    memory_alarm(nodes, false).await;
     wait_for(&[&worker], SETTLE, "the dead letters published", || async {
         queues.depth(&queues.dead).await as usize == invalid.len()
-            && messages(&nodes, &queues.close) == 0
+            && messages(nodes, &queues.close) == 0
     })
     .await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),
         Some(0)
     );
-    let tally = scenario.tally(all.len(), &ids).await;
-    tally.print("memory alarm, closes acked beside blocked dead letters");
-    assert_eq!(tally.lost(), 0);
-    scenario.cleanup().await;
+    let what = "memory alarm, closes acked beside blocked dead letters";
+    finish(scenario, all.len(), &ids, what).await;
+}
 
-    // --- Phase 3: task checks on, invalid messages: what must publish waits, then settles. ---
+/// Phase 3: task checks on, invalid messages: what must publish waits, either connection lost
+/// ends the session, and everything settles once the alarm clears.
+async fn what_must_publish_waits_and_settles_after_the_alarm(nodes: &RabbitNodes) {
     let name = format!("alarm-worker-{}", uuid::Uuid::new_v4().simple());
-    let scenario = Scenario::builder("hold")
-        .broker(&url)
+    let scenario = on_node(nodes, "hold")
         .task_check_delay_ms(300)
-        .set("METRICS_ADDR", "127.0.0.1:0")
-        .set("LOG_FORMAT", "json")
         .set("AMQP_CONNECTION_NAME", &name)
         .await;
     let (queues, sandbox) = scenario.parts();
     let (mut all, ids) = jobs("hold", 200);
     let invalid: BTreeSet<String> = (0..20).map(|i| format!("hold-invalid-{i}")).collect();
     all.extend(invalid.iter().map(|id| invalid_job(id)));
-    queues.publish_jobs(&all).await;
-    memory_alarm(&nodes, true).await;
-
-    let mut worker = scenario.spawn_worker();
-    let base = metrics_base(&worker).await;
+    let (mut worker, base) = start_during_alarm(nodes, &scenario, &all).await;
     wait_for(
         &[&worker],
         SETTLE,
@@ -283,7 +293,7 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let held = messages(&nodes, &queues.close);
+    let held = messages(nodes, &queues.close);
     assert_eq!(
         held,
         all.len() as u64,
@@ -316,10 +326,7 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
     ] {
         let log = worker.log_text();
         let (warned, lost_before) = (warnings_of(&log).len(), losses(&log).len());
-        assert!(
-            close_connection_named(&nodes, &lost),
-            "no connection {lost}"
-        );
+        assert!(close_connection_named(nodes, &lost), "no connection {lost}");
         wait_for(
             &[&worker],
             SETTLE,
@@ -335,7 +342,7 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
         .await;
     }
 
-    memory_alarm(&nodes, false).await;
+    memory_alarm(nodes, false).await;
     wait_for(
         &[&worker],
         SETTLE,
@@ -352,7 +359,7 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
             let already = metric(&text, "job_closer_elements_already_closed_total").unwrap_or(0.0);
             verified + already >= ids.len() as f64
                 && queues.depth(&queues.dead).await as usize >= invalid.len()
-                && messages(&nodes, &queues.close) == 0
+                && messages(nodes, &queues.close) == 0
                 && queues.task_depth().await == 0
         },
     )
@@ -384,20 +391,30 @@ async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_l
         dead, invalid,
         "every invalid message dead-lettered, no valid one"
     );
-    let tally = Tally {
-        dead: dead.len(),
-        ..scenario.tally(all.len(), &ids).await
-    };
-    tally.print("memory alarm, checks and dead letters held, both connections lost once");
     let duplicates = letters.len() - dead.len();
     println!("duplicate dead letters after the two lost sessions: {duplicates}");
     assert!(duplicates <= invalid.len(), "{duplicates} duplicates");
-    assert_eq!(tally.lost(), 0);
     let check = cli_run(&["check"], &scenario.env).await;
     assert!(
         check.stdout.contains("ok    alarm"),
         "check sees the alarm gone: {}",
         check.stdout
     );
+    // The dead letters were drained above: the tally counts them from there.
+    let tally = Tally {
+        dead: dead.len(),
+        ..scenario.tally(all.len(), &ids).await
+    };
+    tally.print("memory alarm, checks and dead letters held, both connections lost once");
+    assert_eq!(tally.lost(), 0);
     scenario.cleanup().await;
+}
+
+/// One node serves the three phases, one after the other: an alarm is node-wide.
+#[tokio::test]
+async fn a_memory_alarm_is_reported_closes_go_on_where_they_can_and_nothing_is_lost() {
+    let nodes = RabbitNodes::start(1, |_, _| String::new());
+    closes_go_on_when_nothing_needs_publishing(&nodes).await;
+    closes_are_acked_beside_blocked_dead_letters(&nodes).await;
+    what_must_publish_waits_and_settles_after_the_alarm(&nodes).await;
 }
