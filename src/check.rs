@@ -20,9 +20,8 @@
 //! printed comes from a secret: URLs are shown with their password redacted and the client secret
 //! only by where it came from.
 
-use crate::amqp::connector::close_or_sever;
 use crate::amqp::settings::{BrokerSettings, UrlSource};
-use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
+use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole, close_or_sever};
 use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};

@@ -22,7 +22,7 @@ pub(crate) mod settings;
 pub(crate) mod tls;
 
 pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
-pub(crate) use connector::{Connected, Connector};
+pub(crate) use connector::{Connected, Connector, close_or_sever};
 pub(crate) use flow::{FlowEvent, FlowWatch, probe_publishing};
 pub(crate) use probe::{probe_queue, probe_queue_on};
 

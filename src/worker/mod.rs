@@ -37,8 +37,7 @@ mod send;
 pub(crate) mod settle;
 pub(crate) mod verify;
 
-use crate::amqp::connector::close_or_sever;
-use crate::amqp::{self, AmqpError, Connected, Connector};
+use crate::amqp::{self, AmqpError, Connected, Connector, close_or_sever};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
 use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
