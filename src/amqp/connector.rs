@@ -193,34 +193,28 @@ impl Connector {
         })
     }
 
-    /// A further connection named `connection_name` to the node at `index` (the one a
-    /// [`Connector::connect`] went to), e.g. the worker's publishing connection beside its
-    /// consuming one. Not a reconnect; fails if that node does not answer.
-    pub(crate) async fn connect_to(
+    /// A further connection named `connection_name` to the node `beside` went to, with the very
+    /// URL (and password) it used: e.g. the worker's publishing connection beside its consuming one.
+    /// Not a reconnect; fails if that node does not answer. The first connection already got past
+    /// TLS and the login, so its error is given as lapin words it.
+    pub(crate) async fn connect_beside(
         &self,
-        index: usize,
+        beside: &Connected,
         connection_name: &str,
     ) -> Result<Connected, AmqpError> {
-        let Some(node) = self.settings.nodes.get(index) else {
-            return Err(AmqpError::Unreachable {
-                failures: format!("at node {}: AMQP_URL names no such node", index + 1),
-            });
-        };
+        let node = &beside.node;
         let severer = Severer::default();
         let connecting = self.connect_node(node, connection_name, &severer);
         match tokio::time::timeout(self.node_timeout, connecting).await {
             Ok(Ok(connection)) => Ok(Connected {
                 connection,
                 node: node.clone(),
-                index,
+                index: beside.index,
                 severer,
             }),
-            Ok(Err(error)) => Err(AmqpError::Unreachable {
-                failures: format!(
-                    "at {}: {}",
-                    node.redacted(),
-                    explain(&error.to_string(), node, &self.settings)
-                ),
+            Ok(Err(source)) => Err(AmqpError::Connect {
+                url: node.redacted(),
+                source,
             }),
             Err(_) => Err(AmqpError::Unreachable {
                 failures: format!(

@@ -255,10 +255,7 @@ impl Worker {
     ) -> Result<SessionEnd, AmqpError> {
         let consuming = connector.connect().await?;
         let publishing_name = publishing_connection_name(&self.config.connection_name);
-        let publishing = match connector
-            .connect_to(consuming.index, &publishing_name)
-            .await
-        {
+        let publishing = match connector.connect_beside(&consuming, &publishing_name).await {
             Ok(publishing) => publishing,
             Err(error) => {
                 close_or_sever(&consuming.connection, &consuming.severer, CLOSE_TIMEOUT).await;
