@@ -443,9 +443,8 @@ impl Broker {
 
     /// Declares both queues as the worker does, so its own declaration matches.
     async fn declare(&self, queues: &BenchQueues) {
-        for name in [&queues.close, &queues.dead] {
-            common::declare_classic(&self.channel, name).await;
-        }
+        common::declare_close_queue(&self.channel, &queues.close).await;
+        common::declare_classic(&self.channel, &queues.dead).await;
     }
 
     async fn delete(&self, queues: &BenchQueues) {

@@ -9,23 +9,26 @@
 //! ok    tls          amqps on 3 of 3 node(s); trusted: the system roots and AMQP_TLS_CA_FILE /run/secrets/ca.pem (1 certificate(s)); client certificate subject "CN=job-closer" (issuer "CN=Acme CA") from /run/secrets/client.pem
 //! ok    close queue  'linkedin.jobs.close' exists with matching arguments; 12 ready, 1 consumer(s)
 //! ok    dlq          'linkedin.jobs.close.dead' does not exist yet; `run` declares it
+//! ok    alarm        none: RabbitMQ takes publishes (a probe message to no queue was confirmed)
 //! ok    proxy        LinkedIn calls go through http://ops:***@proxy.corp:3128 (HTTPS_PROXY); NO_PROXY=.corp.example
 //! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
 //! ```
 //!
 //! Every step runs even when an earlier one failed (unless it depends on it), so one run shows every
-//! problem. Exit code: 0 when all pass, 2 when the configuration is invalid, 1 otherwise. Nothing
+//! problem. The alarm step publishes a one-byte message that no queue receives: RabbitMQ tells a
+//! connection that publishing is blocked only once it publishes (see [`crate::amqp::flow`]). Exit code: 0 when all pass, 2 when the configuration is invalid, 1 otherwise. Nothing
 //! printed comes from a secret: URLs are shown with their password redacted and the client secret
 //! only by where it came from.
 
 use crate::amqp::settings::{BrokerSettings, UrlSource};
-use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
+use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole, close_or_sever};
 use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{ClientSecret, HttpTokenSource, TokenSource};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// What the connection is called in the broker's connection list.
 const CONNECTION_NAME: &str = "job-closer check";
@@ -178,6 +181,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
         vec![
             StepResult::skip("close queue", "needs the broker"),
             StepResult::skip("dlq", "needs the broker"),
+            StepResult::skip("alarm", "needs the broker"),
         ]
     };
     let Ok(settings) = args.amqp.broker() else {
@@ -192,6 +196,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
             connection,
             node,
             index,
+            severer,
         }) => {
             let mut results = vec![
                 StepResult::ok(
@@ -211,7 +216,9 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
             ] {
                 results.push(check_queue(&connection, &args.amqp, step, name, role).await);
             }
-            let _ = connection.close(200, "check done".into()).await;
+            // Last: a blocked connection can do nothing more, not even close.
+            results.push(check_alarm(&connection).await);
+            close_or_sever(&connection, &severer, Duration::from_secs(2)).await;
             results
         }
         Err(error) => {
@@ -427,6 +434,29 @@ async fn check_queue(
         }
         Err(error @ AmqpError::QueueMismatch { .. }) => StepResult::fail(step, error.to_string()),
         Err(error) => StepResult::fail(step, format!("cannot check '{name}': {error}")),
+    }
+}
+
+/// Whether a memory or disk alarm blocks publishers now.
+async fn check_alarm(connection: &Connection) -> StepResult {
+    match amqp::probe_publishing(connection).await {
+        Ok(None) => StepResult::ok(
+            "alarm",
+            "none: RabbitMQ takes publishes (a probe message to no queue was confirmed)",
+        ),
+        Ok(Some(reason)) => StepResult::fail(
+            "alarm",
+            format!(
+                "RabbitMQ blocks publishing: {reason:?} (a memory or disk alarm; `rabbitmq-diagnostics alarms` on a node names it). `run` keeps closing jobs that need nothing published, but dead letters and task checks wait until the alarm clears"
+            ),
+        ),
+        Err(error) if error.to_string().contains("ACCESS_REFUSED") => StepResult::fail(
+            "alarm",
+            format!(
+                "cannot tell: the broker refused the probe publish ({error}); `run` publishes its dead letters and task checks the same way (default exchange), so the user needs write permission there"
+            ),
+        ),
+        Err(error) => StepResult::fail("alarm", format!("cannot tell: {error}")),
     }
 }
 

@@ -379,8 +379,9 @@ pub struct AmqpArgs {
     /// Queue type to declare: classic, or quorum for replicated queues in a cluster.
     #[arg(long, env = "QUEUE_TYPE", value_enum, default_value = "classic")]
     pub queue_type: QueueType,
-    /// Only one consumer of the close queue is active at a time; the others stand by.
-    #[arg(long, env = "SINGLE_ACTIVE_CONSUMER", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    /// Only one consumer of the close queue is active at a time; the others stand by (one
+    /// LinkedIn token and rate limit for all replicas). `false`: every replica consumes a share.
+    #[arg(long, env = "SINGLE_ACTIVE_CONSUMER", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub single_active_consumer: bool,
     /// Quorum queues: deliveries of one message before the broker dead-letters it (a message that
     /// keeps crashing consumers).

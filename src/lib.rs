@@ -8,8 +8,9 @@
 //!   [`check`]: `job-closer check`, the pre-flight.
 //!
 //! The daemon and the tools:
-//! - [`worker`]: the daemon — session open / consume / drain, one attempt at LinkedIn, the pure
-//!   decision after each answer, the task verifier, holds, recent closes, settling every delivery.
+//! - [`worker`]: the daemon — session open / consume / drain (on a consuming and a publishing
+//!   connection, following the broker's flow control), one attempt at LinkedIn, the pure decision
+//!   after each answer, the task verifier, holds, recent closes, settling every delivery.
 //! - [`dlq`]: the operator's tools for the dead-letter queue: list, stats, replay (with edits),
 //!   export (and archive), import, purge, one walk they all drive.
 //! - [`console`]: `dlq serve`, the dead-letter console — `dlq`'s walk, groups and records as web
@@ -20,7 +21,8 @@
 //! - [`linkedin`]: every request LinkedIn sees (`batch_create`, task lookups), the shared token, and
 //!   [`linkedin::classify`], which turns each answer into an outcome.
 //! - [`amqp`]: the broker — a cluster's node list in rotation, TLS, declaring with explicit
-//!   arguments, probing a queue, classifying broker errors, the publisher-confirm window.
+//!   arguments, probing a queue, classifying broker errors, the publisher-confirm window, a
+//!   connection's flow control (blocked, unblocked, lost).
 //! - [`tasks`]: the pending task checks kept in RabbitMQ (message and delay queues).
 //! - [`dead_letter`]: the dead-letter format, written by the worker and read by `dlq`.
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
@@ -82,4 +84,6 @@ pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
 /// Logging set up once per process.
 pub use logging::{LogFormat, init as init_logging};
 /// The LinkedIn stand-in the tests and local trials run against.
-pub use sandbox::{ALREADY_CLOSED_MESSAGE, Fault, RecloseAnswer, Sandbox, SandboxConfig, TaskRule};
+pub use sandbox::{
+    ALREADY_CLOSED_MESSAGE, Fault, RandomFaults, RecloseAnswer, Sandbox, SandboxConfig, TaskRule,
+};

@@ -16,8 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 
@@ -118,6 +118,10 @@ pub(crate) struct Metrics {
     pub(crate) throttled_until: Gauge,
     /// What holds the worker off LinkedIn ([`LinkedInHold::code`]); 0 when nothing does.
     linkedin_hold: AtomicU8,
+    /// 1 while the broker blocks the worker's publishing (a memory or disk alarm).
+    broker_blocked: Gauge,
+    /// The broker's reason, while it blocks.
+    broker_blocked_reason: Mutex<Option<String>>,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -157,6 +161,12 @@ impl Metrics {
         let elements_sent = Counter::default();
         let linkedin_blocked = Gauge::default();
         let throttled_until = Gauge::default();
+        let broker_blocked = Gauge::default();
+        registry.register(
+            "broker_blocked",
+            "1 while RabbitMQ blocks the worker's publishing (connection.blocked: a memory or disk alarm)",
+            broker_blocked.clone(),
+        );
         registry.register(
             "elements_already_closed",
             "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
@@ -284,6 +294,8 @@ impl Metrics {
             linkedin_blocked,
             throttled_until,
             linkedin_hold: AtomicU8::new(0),
+            broker_blocked,
+            broker_blocked_reason: Mutex::new(None),
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -333,14 +345,19 @@ impl Metrics {
 
     /// Why the worker is not ready, one line per cause in `/readyz`'s words; empty when it is. The
     /// one place the readiness causes are listed.
-    pub(crate) fn not_ready_because(&self) -> Vec<&'static str> {
+    pub(crate) fn not_ready_because(&self) -> Vec<String> {
         let mut causes = Vec::new();
         if let Some(hold) = LinkedInHold::of(self.linkedin_hold.load(Ordering::SeqCst)) {
-            causes.push(hold.cause());
+            causes.push(hold.cause().to_owned());
+        }
+        if let Some(reason) = self.broker_blocked_reason() {
+            causes.push(format!(
+                "broker blocked: RabbitMQ blocks publishing ({reason}: a memory or disk alarm); dead letters and task checks wait until it clears"
+            ));
         }
         // A cause above already says why nothing is consumed.
-        if causes.is_empty() && !self.is_ready() {
-            causes.push("not consuming");
+        if causes.is_empty() && !self.ready.load(Ordering::SeqCst) {
+            causes.push("not consuming".to_owned());
         }
         causes
     }
@@ -349,8 +366,21 @@ impl Metrics {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    pub(crate) fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    /// The broker blocks the worker's publishing for `reason`, or (`None`) no longer does.
+    pub(crate) fn set_broker_blocked(&self, reason: Option<&str>) {
+        self.broker_blocked.set(i64::from(reason.is_some()));
+        *self
+            .broker_blocked_reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = reason.map(str::to_owned);
+    }
+
+    /// The broker's reason while it blocks the worker's publishing.
+    fn broker_blocked_reason(&self) -> Option<String> {
+        self.broker_blocked_reason
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Called by the worker's loops as they turn.
@@ -441,6 +471,7 @@ mod tests {
             "job_closer_elements_already_closed_total 0",
             "job_closer_elements_sent_total 0",
             "job_closer_linkedin_blocked 0",
+            "job_closer_broker_blocked 0",
             "job_closer_throttled_until_seconds 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
@@ -497,6 +528,7 @@ mod tests {
             "job_closer_elements_already_closed",
             "job_closer_elements_sent",
             "job_closer_linkedin_blocked",
+            "job_closer_broker_blocked",
             "job_closer_throttled_until_seconds",
         ] {
             assert!(
@@ -507,5 +539,20 @@ mod tests {
         assert!(text.contains(
             r#"job_closer_elements_dead_lettered_total{reason="rejected",status="403"} 1"#
         ));
+    }
+
+    #[test]
+    fn the_broker_blocked_gauge_and_readiness_follow_the_reports() {
+        let metrics = Metrics::new();
+        metrics.set_ready(true);
+        metrics.set_broker_blocked(Some("low on disk"));
+        assert!(metrics.encode().contains("job_closer_broker_blocked 1"));
+        let (status, body) = readiness(&metrics);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.starts_with("broker blocked: "), "{body}");
+        assert!(body.contains("low on disk"), "{body}");
+        metrics.set_broker_blocked(None);
+        assert!(metrics.encode().contains("job_closer_broker_blocked 0"));
+        assert_eq!(readiness(&metrics).0, StatusCode::OK);
     }
 }

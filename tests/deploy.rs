@@ -825,9 +825,11 @@ fn the_deployment_runs_two_hot_standby_replicas_with_the_worker_settings() {
             "$({name}) is expanded but not defined before"
         );
     }
+    // Spelled out in the manifest or left to the worker's default: either way hot standbys.
+    let single_active_consumer = env_literal(container, "SINGLE_ACTIVE_CONSUMER")
+        .unwrap_or_else(|| run_default("single-active-consumer"));
     assert_eq!(
-        env_literal(container, "SINGLE_ACTIVE_CONSUMER").as_deref(),
-        Some("true"),
+        single_active_consumer, "true",
         "two replicas must be hot standbys: one token and one rate limit, as LinkedIn asks"
     );
     // Each replica needs its own connection name: the default names the host (the pod).

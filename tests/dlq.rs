@@ -54,6 +54,8 @@ impl Queues {
             close_queue: self.close.clone(),
             dead_letter_queue: self.dead.clone(),
             queue_type: QueueType::Classic,
+            // Not the worker's default: the tests read the close queue with basic.get, which a
+            // quorum queue with a single active consumer refuses. No worker runs on these queues.
             single_active_consumer: false,
             delivery_limit: 20,
         }

@@ -8,7 +8,8 @@ use common::proxy::{Proxy, upstream_of};
 use common::*;
 use job_closer::{Fault, SandboxConfig};
 use nix::sys::signal::Signal;
-use serde_json::json;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -522,4 +523,214 @@ async fn memory_stays_bounded_while_draining_a_backlog() {
 #[ignore]
 async fn memory_stays_bounded_while_draining_100k() {
     drain_backlog(100_000).await;
+}
+
+// --- the combined-fault soak ---
+
+/// How often the soak cuts the worker's broker connections, and kills and restarts it.
+const SOAK_CUT_EVERY: Duration = Duration::from_secs(4);
+const SOAK_KILL_EVERY: Duration = Duration::from_secs(15);
+
+/// The seed of everything random in a soak (the sandbox's answers, which ids are published twice,
+/// the order, the jitter): `SOAK_SEED`, or a fixed one, so a failing run can be repeated.
+fn soak_seed() -> u64 {
+    std::env::var("SOAK_SEED")
+        .ok()
+        .and_then(|seed| seed.trim().parse().ok())
+        .unwrap_or(20)
+}
+
+/// Everything at once for `chaos`: `valid` distinct closes published over most of it, 5% of them
+/// twice and 2% invalid messages beside them, task checks on (a one-second first check), the sandbox
+/// answering random 500s, 429s and multi-second stalls (longer than the worker's HTTP timeout, so
+/// stalled closes are sent again and answered 409), the broker connections cut every few seconds
+/// (the TCP proxy) and the worker SIGKILLed and restarted every ~15 s. Then the faults stop and
+/// everything settles: every valid close reached the sandbox, none was dead-lettered, every invalid
+/// one was, and nothing is left in any queue.
+async fn soak(label: &str, chaos: Duration, valid: usize) {
+    use rand::seq::SliceRandom;
+    use rand::{RngExt, SeedableRng};
+    let seed = soak_seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let faults = job_closer::RandomFaults {
+        server_error_rate: 0.04,
+        throttle_rate: 0.03,
+        stall_rate: 0.03,
+        stall_ms: 3000,
+    };
+    let scenario = Scenario::builder(label)
+        .sandbox(SandboxConfig {
+            seed: Some(seed),
+            random_faults: faults,
+            ..SandboxConfig::default()
+        })
+        .task_check_delay_ms(1000)
+        .set("HTTP_TIMEOUT_MS", "2000")
+        .await;
+    let (queues, sandbox) = scenario.parts();
+    let proxy = Proxy::start(upstream_of(&amqp_url())).await;
+    let mut env = scenario.env.clone();
+    set(&mut env, "AMQP_URL", proxy.amqp_url(&amqp_url()));
+
+    let (jobs, ids) = jobs(label, valid);
+    let mut bodies: Vec<String> = jobs.iter().map(Value::to_string).collect();
+    let twice: Vec<String> = jobs
+        .iter()
+        .filter(|_| rng.random_bool(0.05))
+        .map(Value::to_string)
+        .collect();
+    let invalid: BTreeSet<String> = (0..valid / 50)
+        .map(|i| format!("{label}-invalid-{i}"))
+        .collect();
+    bodies.extend(twice.iter().cloned());
+    bodies.extend(invalid.iter().map(|id| {
+        let mut job = job(id);
+        job.as_object_mut().unwrap().remove("title");
+        job.to_string()
+    }));
+    bodies.shuffle(&mut rng);
+    let published = bodies.len();
+    println!(
+        "soak {label}: seed {seed}, {:?} of faults, {valid} closes, {} published twice, {} invalid",
+        chaos,
+        twice.len(),
+        invalid.len()
+    );
+
+    // The producer publishes straight to the broker (the proxy cuts only the worker), spread over
+    // the first 80% of the chaos.
+    let pace = chaos.mul_f64(0.8).div_f64(published as f64);
+    let close_queue = queues.close.clone();
+    let producer = tokio::spawn(async move {
+        let connection = connect().await;
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for (i, body) in bodies.iter().enumerate() {
+            tokio::time::sleep_until((started + pace.mul_f64(i as f64)).into()).await;
+            let properties = lapin::BasicProperties::default().with_delivery_mode(2);
+            assert!(
+                publish_confirmed(&channel, &close_queue, body.as_bytes(), properties).await,
+                "the broker did not confirm a close request"
+            );
+        }
+        let _ = connection.close(200, "".into()).await;
+    });
+
+    let mut worker = spawn_worker(&env);
+    let (mut kills, mut cuts) = (0u32, 0u32);
+    let started = Instant::now();
+    let mut next_cut = started + SOAK_CUT_EVERY;
+    let mut next_kill = started + SOAK_KILL_EVERY;
+    let mut next_report = started + Duration::from_secs(30);
+    while started.elapsed() < chaos {
+        let next = next_cut.min(next_kill).min(next_report);
+        tokio::time::sleep_until(next.into()).await;
+        let now = Instant::now();
+        if now >= next_kill {
+            worker.signal(Signal::SIGKILL);
+            worker.wait(Duration::from_secs(10)).await;
+            worker = spawn_worker(&env);
+            kills += 1;
+            next_kill = now + SOAK_KILL_EVERY + Duration::from_millis(rng.random_range(0..2000));
+        }
+        if now >= next_cut {
+            proxy.cut();
+            cuts += 1;
+            next_cut = now + SOAK_CUT_EVERY + Duration::from_millis(rng.random_range(0..1000));
+        }
+        if now >= next_report {
+            let stats = sandbox.stats();
+            println!(
+                "soak {label} at {:?}: {} closed, {kills} kills, {cuts} cuts, random faults {:?}",
+                started.elapsed(),
+                stats.closed.len(),
+                stats.random_faults
+            );
+            next_report = now + Duration::from_secs(30);
+        }
+    }
+    producer.await.expect("the producer published everything");
+
+    // Calm: no more faults; the worker it has now finishes the job.
+    sandbox.set_random_faults(job_closer::RandomFaults::default());
+    let chaos_took = started.elapsed();
+    wait_for(
+        &[&worker],
+        Duration::from_secs(300),
+        "every close settled and every queue empty",
+        || async {
+            closes(sandbox, &ids).0 == ids.len()
+                && ready_and_unacked(&queues.close).await == 0
+                && queues.task_depth().await == 0
+                && queues.depth(&queues.dead).await as usize >= invalid.len()
+        },
+    )
+    .await;
+    let settled_after = started.elapsed() - chaos_took;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(30)).await.code(),
+        Some(0)
+    );
+
+    let stats = sandbox.stats();
+    let letters = queues.drain(&queues.dead).await;
+    let dead: BTreeSet<String> = letters.iter().filter_map(|d| d.external_id()).collect();
+    let valid_dead: Vec<&String> = dead.intersection(&ids).collect();
+    let (closed, resent) = closes(sandbox, &ids);
+    let sent: usize = stats.request_sizes.iter().sum();
+    println!(
+        "soak {label}: published {published}, closed {closed} of {valid}, kills {kills}, cuts {cuts}, \
+         elements sent per close {:.2}, re-sent {resent}, re-closes answered 409 {}, \
+         dead-lettered {} ({} invalid, {} duplicate dead letters), random faults {:?}, \
+         chaos {chaos_took:?}, settled {settled_after:?} after",
+        sent as f64 / valid as f64,
+        stats.refused_closes.values().sum::<u64>(),
+        letters.len(),
+        dead.len(),
+        letters.len() - dead.len(),
+        stats.random_faults,
+    );
+    assert_eq!(closed, valid, "every valid close reached LinkedIn");
+    assert!(
+        valid_dead.is_empty(),
+        "valid closes dead-lettered: {valid_dead:?}"
+    );
+    assert_eq!(dead, invalid, "every invalid message dead-lettered");
+    assert_eq!(
+        letters.len(),
+        letters.iter().filter(|d| d.external_id().is_some()).count(),
+        "every dead letter names its job"
+    );
+    assert_eq!(queues.depth(&queues.close).await, 0);
+    assert_eq!(queues.task_depth().await, 0);
+    assert!(kills >= (chaos.as_secs() / 20) as u32, "{kills} kills");
+    assert!(cuts >= (chaos.as_secs() / 6) as u32, "{cuts} cuts");
+    for kind in ["500", "429", "stall"] {
+        assert!(
+            stats.random_faults.get(kind).copied().unwrap_or(0) > 0,
+            "the sandbox gave no random {kind}: {:?}",
+            stats.random_faults
+        );
+    }
+    assert!(
+        stats.refused_closes.values().sum::<u64>() > 0,
+        "re-closes were answered 409"
+    );
+    scenario.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_minutes_of_every_fault_at_once_lose_nothing() {
+    soak("soak", Duration::from_secs(120), 3000).await;
+}
+
+/// The ten-minute soak: `scripts/soak.sh` runs it.
+#[tokio::test]
+#[ignore]
+async fn ten_minutes_of_every_fault_at_once_lose_nothing() {
+    soak("soak10", Duration::from_secs(600), 15_000).await;
 }

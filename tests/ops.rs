@@ -450,35 +450,96 @@ async fn readyz_is_503_while_the_worker_reconnects_and_healthz_stays_200() {
 
 // --- queue arguments ---
 
+/// Starts a worker with `env` on a queue that clashes with it: it exits 1 with one error line,
+/// which is returned after the checks every such line passes (the queue, the argument, the way out).
+async fn refused_line(env: &[(String, String)], close_queue: &str, argument: &str) -> String {
+    let mut worker = spawn_worker(env);
+    let status = worker.wait(Duration::from_secs(15)).await;
+    let log = worker.log_text();
+    assert_eq!(status.code(), Some(1), "{log}");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line: {log}"))
+        .to_owned();
+    assert!(error.contains(close_queue), "{error}");
+    assert!(error.contains(argument), "{error}");
+    assert!(error.contains("drain and delete"), "{error}");
+    error
+}
+
 #[tokio::test]
 async fn a_queue_declared_with_other_arguments_is_refused_naming_the_argument_and_the_fix() {
+    // Declared as the worker does by default: classic, single active consumer.
     let scenario = Scenario::builder("ops-mismatch").await;
     let queues = &scenario.queues;
-    for (name, value, argument, setting) in [
+    for (name, value, argument, fix) in [
         ("QUEUE_TYPE", "quorum", "inequivalent arg '", "QUEUE_TYPE"),
         (
             "SINGLE_ACTIVE_CONSUMER",
-            "true",
+            "false",
             "x-single-active-consumer",
-            "SINGLE_ACTIVE_CONSUMER",
+            "SINGLE_ACTIVE_CONSUMER=true",
         ),
     ] {
         let mut env = scenario.env.clone();
         set(&mut env, name, value);
-        let mut worker = spawn_worker(&env);
-        let status = worker.wait(Duration::from_secs(15)).await;
-        let log = worker.log_text();
-        assert_eq!(status.code(), Some(1), "{name}={value}: {log}");
-        let error = log
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("no error line: {log}"));
-        assert!(error.contains(&queues.close), "{error}");
-        assert!(error.contains(argument), "{error}");
-        assert!(error.contains(setting), "{error}");
-        assert!(error.contains("drain and delete"), "{error}");
+        let error = refused_line(&env, &queues.close, argument).await;
+        assert!(error.contains(fix), "{name}={value}: {error}");
     }
     scenario.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_close_queue_from_before_single_active_consumer_was_the_default_names_both_ways_out() {
+    // What a worker of an earlier version declared by default: no x-single-active-consumer.
+    let queues = Queues::new("ops-upgrade").await;
+    declare_like_run(&queues, &amqp_args(&queues, QueueType::Classic, false)).await;
+    let sandbox = sandbox(SandboxConfig::default()).await;
+    let env = worker_env(&queues, &sandbox);
+    let error = refused_line(&env, &queues.close, "x-single-active-consumer").await;
+    assert!(error.contains("SINGLE_ACTIVE_CONSUMER=false"), "{error}");
+    // Either way out works: the setting that takes the queue as it is...
+    let mut as_it_is = env.clone();
+    set(&mut as_it_is, "SINGLE_ACTIVE_CONSUMER", "false");
+    queues.publish_jobs(&[job("upgrade-1")]).await;
+    let mut worker = spawn_worker(&as_it_is);
+    eventually(SETTLE, "closed on the queue as it is", || async {
+        sandbox.stats().closed.contains_key("upgrade-1")
+    })
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    // ... or the drained queue deleted, and declared anew by a worker with the defaults.
+    assert_eq!(queues.depth(&queues.close).await, 0);
+    queues
+        .channel
+        .queue_delete(queues.close.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let mut worker = spawn_worker(&env);
+    eventually(SETTLE, "the queue declared anew", || async {
+        queues.exists(&queues.close).await
+    })
+    .await;
+    queues.publish_jobs(&[job("upgrade-2")]).await;
+    eventually(SETTLE, "closed on the new queue", || async {
+        sandbox.stats().closed.contains_key("upgrade-2")
+    })
+    .await;
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    let output = cli_run(&["check"], &env).await;
+    assert!(
+        output.stdout.contains("exists with matching arguments"),
+        "{}",
+        output.stdout
+    );
+    queues.cleanup().await;
 }
 
 #[tokio::test]
@@ -548,19 +609,22 @@ impl Replica {
     }
 }
 
+/// A replica's settings; `single_active_consumer` `None` leaves it at the worker's default.
 fn replica_env(
     queues: &Queues,
     sandbox: &Sandbox,
     queue_type: &str,
-    single_active_consumer: bool,
+    single_active_consumer: Option<bool>,
 ) -> Vec<(String, String)> {
     let mut env = worker_env(queues, sandbox);
     set(&mut env, "QUEUE_TYPE", queue_type);
-    set(
-        &mut env,
-        "SINGLE_ACTIVE_CONSUMER",
-        single_active_consumer.to_string(),
-    );
+    if let Some(single_active_consumer) = single_active_consumer {
+        set(
+            &mut env,
+            "SINGLE_ACTIVE_CONSUMER",
+            single_active_consumer.to_string(),
+        );
+    }
     set(&mut env, "METRICS_ADDR", "127.0.0.1:0");
     set(&mut env, "BATCH_SIZE", "10");
     set(&mut env, "MAX_IN_FLIGHT", "1");
@@ -618,7 +682,7 @@ async fn two_replicas_share_the_work(queue_type: QueueType, label: &str) {
         QueueType::Classic => "classic",
         QueueType::Quorum => "quorum",
     };
-    let env = replica_env(&queues, &sandbox, type_name, false);
+    let env = replica_env(&queues, &sandbox, type_name, Some(false));
     let mut first = Replica::start(&env).await;
     let mut second = Replica::start(&env).await;
     let (jobs, good, invalid) = replica_jobs(label);
@@ -660,10 +724,10 @@ async fn two_replicas_on_a_quorum_queue_lose_nothing() {
 }
 
 #[tokio::test]
-async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_is_killed() {
+async fn with_the_defaults_one_replica_consumes_and_the_standby_takes_over_when_it_is_killed() {
     let label = "ops-sac";
+    // The replicas declare the queues themselves, with the defaults: a single active consumer.
     let queues = Queues::new(label).await;
-    declare_like_run(&queues, &amqp_args(&queues, QueueType::Classic, true)).await;
     // 28 requests of 10, one at a time: at 200 ms each the active replica is still mid-way (about
     // 4 s of work left) when the test has seen 60 closes, even on a loaded machine.
     let sandbox = sandbox(SandboxConfig {
@@ -671,7 +735,8 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
         ..SandboxConfig::default()
     })
     .await;
-    let env = replica_env(&queues, &sandbox, "classic", true);
+    let mut env = replica_env(&queues, &sandbox, "classic", None);
+    without(&mut env, "QUEUE_TYPE");
     let mut active = Replica::start(&env).await;
     let mut standby = Replica::start(&env).await;
     let (jobs, good, invalid) = replica_jobs(label);
@@ -686,6 +751,11 @@ async fn with_single_active_consumer_the_standby_takes_over_when_the_active_one_
         standby.consumed().await,
         0.0,
         "the standby receives nothing"
+    );
+    assert_eq!(
+        sandbox.stats().token_requests,
+        1,
+        "one token for the two replicas: the standby has not asked LinkedIn for anything"
     );
     assert!(
         sandbox.stats().closed.len() < good.len(),

@@ -524,7 +524,15 @@ async fn queues_declared_elsewhere_without_arguments_are_accepted() {
             .unwrap();
     }
     queues.publish_jobs(&[job("plain-1")]).await;
-    let mut worker = scenario.spawn_worker();
+    // Such a close queue has no single active consumer: with the default, the worker refuses it,
+    // naming the setting that takes it as it is.
+    let mut refused = scenario.spawn_worker();
+    assert_eq!(refused.wait(Duration::from_secs(15)).await.code(), Some(1));
+    let log = refused.log_text();
+    assert!(log.contains("SINGLE_ACTIVE_CONSUMER=false"), "{log}");
+    let mut env = scenario.env.clone();
+    set(&mut env, "SINGLE_ACTIVE_CONSUMER", "false");
+    let mut worker = spawn_worker(&env);
     scenario.settled(1, 0, SETTLE).await;
     assert_eq!(
         worker.terminate(Duration::from_secs(20)).await.code(),

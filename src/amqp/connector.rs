@@ -15,7 +15,10 @@
 //!
 //! The TCP socket is opened here and handed to lapin (`Connection::connector`), so that an
 //! `amqps://` node gets [`super::tls::BrokerTls`]'s rustls configuration — the private CA, the client
-//! certificate, and refusals that name the certificate — rather than lapin's defaults.
+//! certificate, and refusals that name the certificate — rather than lapin's defaults. A duplicate
+//! of the socket is kept ([`Severer`]): a connection the broker blocks (see [`super::flow`]) can no
+//! longer be closed politely, since lapin writes nothing on it, and must still end with its session
+//! instead of delivering its stale publishes once the alarm clears.
 
 use super::AmqpError;
 use super::settings::BrokerSettings;
@@ -24,8 +27,9 @@ use lapin::tcp::{AsyncTcpStream, RustlsConnector};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{debug, info, warn};
 
@@ -38,6 +42,47 @@ pub(crate) struct Connected {
     pub(crate) node: AmqpUrl,
     /// Position of the node in the list, from 0.
     pub(crate) index: usize,
+    /// Ends the connection's socket when a polite close cannot.
+    pub(crate) severer: Severer,
+}
+
+/// A duplicate of a connection's TCP socket, to shut it down under lapin.
+#[derive(Clone, Default)]
+pub(crate) struct Severer(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl Severer {
+    /// Shuts the socket down both ways: lapin's I/O loop fails at once, and with it every publish
+    /// and consumer of the connection; the broker sees the connection closed.
+    pub(crate) fn sever(&self) {
+        let socket = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(socket) = socket.as_ref() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn keep(&self, socket: std::net::TcpStream) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(socket);
+    }
+}
+
+/// Closes `connection` politely within `within`, or else severs its socket: a blocked connection
+/// never sends its close.
+pub(crate) async fn close_or_sever(connection: &Connection, severer: &Severer, within: Duration) {
+    if connection.status().connected() {
+        let closed =
+            tokio::time::timeout(within, connection.close(200, "job-closer done".into())).await;
+        if closed.is_ok() {
+            return;
+        }
+        debug!("The connection did not close in time; severing its socket.");
+    }
+    severer.sever();
 }
 
 /// Opens connections to the nodes of one cluster, one node at a time, in rotation.
@@ -106,13 +151,16 @@ impl Connector {
             // next connect goes elsewhere first.
             self.next.store(index + 1, Ordering::SeqCst);
             debug!(node = %node, position = index + 1, nodes = count, "Connecting to RabbitMQ.");
-            match tokio::time::timeout(self.node_timeout, self.connect_node(node)).await {
+            let severer = Severer::default();
+            let connecting = self.connect_node(node, &self.connection_name, &severer);
+            match tokio::time::timeout(self.node_timeout, connecting).await {
                 Ok(Ok(connection)) => {
                     info!(node = %node, position = index + 1, nodes = count, "Connected to RabbitMQ.");
                     return Ok(Connected {
                         connection,
                         node: node.clone(),
                         index,
+                        severer,
                     });
                 }
                 Ok(Err(error)) => {
@@ -148,22 +196,61 @@ impl Connector {
         })
     }
 
-    async fn connect_node(&self, node: &AmqpUrl) -> Result<Connection, lapin::Error> {
+    /// A further connection named `connection_name` to the node `beside` went to, with the very
+    /// URL (and password) it used: e.g. the worker's publishing connection beside its consuming one.
+    /// Not a reconnect; fails if that node does not answer. The first connection already got past
+    /// TLS and the login, so its error is given as lapin words it.
+    pub(crate) async fn connect_beside(
+        &self,
+        beside: &Connected,
+        connection_name: &str,
+    ) -> Result<Connected, AmqpError> {
+        let node = &beside.node;
+        let severer = Severer::default();
+        let connecting = self.connect_node(node, connection_name, &severer);
+        match tokio::time::timeout(self.node_timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(Connected {
+                connection,
+                node: node.clone(),
+                index: beside.index,
+                severer,
+            }),
+            Ok(Err(source)) => Err(AmqpError::Connect {
+                url: node.redacted(),
+                source,
+            }),
+            Err(_) => Err(AmqpError::Unreachable {
+                failures: format!(
+                    "at {}: no AMQP handshake within {} s",
+                    node.redacted(),
+                    self.node_timeout.as_secs()
+                ),
+            }),
+        }
+    }
+
+    async fn connect_node(
+        &self,
+        node: &AmqpUrl,
+        connection_name: &str,
+        severer: &Severer,
+    ) -> Result<Connection, lapin::Error> {
         // Checked when the settings were read; lapin's own error would quote the URL.
         let uri: AMQPUri = node
             .expose()
             .parse()
             .map_err(|_| std::io::Error::other("not a valid AMQP URL"))?;
-        let properties = ConnectionProperties::default()
-            .with_connection_name(self.connection_name.clone().into());
+        let properties =
+            ConnectionProperties::default().with_connection_name(connection_name.to_owned().into());
         let runtime = lapin::runtime::default_runtime()?;
         let tls = RustlsConnector::from(self.settings.tls.client_config());
         let tls = Arc::new(tls);
+        let severer = severer.clone();
         Connection::connector(
             uri,
             runtime,
             async move |uri: AMQPUri, runtime: async_rs::TokioRuntime| {
-                open_stream(uri, runtime, tls.clone()).await
+                open_stream(uri, runtime, tls.clone(), &severer).await
             },
             properties,
         )
@@ -171,11 +258,13 @@ impl Connector {
     }
 }
 
-/// Resolves the node's host, connects, and for `amqps://` runs the TLS handshake.
+/// Resolves the node's host, connects (keeping a duplicate of the socket in `severer`), and for
+/// `amqps://` runs the TLS handshake.
 async fn open_stream(
     uri: AMQPUri,
     runtime: async_rs::TokioRuntime,
     tls: Arc<RustlsConnector>,
+    severer: &Severer,
 ) -> lapin::Result<AsyncTcpStream<<async_rs::TokioRuntime as async_rs::traits::Reactor>::TcpStream>>
 {
     use async_rs::traits::Reactor;
@@ -184,7 +273,11 @@ async fn open_stream(
         tokio::net::lookup_host((host.as_str(), uri.authority.port))
             .await?
             .collect();
-    let stream = AsyncTcpStream::Plain(runtime.tcp_connect(addresses).await?);
+    let tcp = runtime.tcp_connect(addresses).await?;
+    severer.keep(std::net::TcpStream::from(
+        tcp.get_ref().as_fd().try_clone_to_owned()?,
+    ));
+    let stream = AsyncTcpStream::Plain(tcp);
     match uri.scheme {
         AMQPScheme::AMQP => Ok(stream),
         AMQPScheme::AMQPS => Ok(stream.into_rustls(&tls, &host).await?),

@@ -1,7 +1,8 @@
 //! RabbitMQ plumbing shared by every command, each idea in one place: connecting ([`connector`],
 //! [`tls`]), declaring queues with explicit arguments, probing a queue without creating it
 //! ([`probe`]), classifying what the broker said ([`AmqpError::from_lapin`]), publishing with
-//! publisher confirms ([`confirm`]), and reading header values whatever type a publisher used.
+//! publisher confirms ([`confirm`]), following a connection's flow control and its loss
+//! ([`flow`]), and reading header values whatever type a publisher used.
 //!
 //! Broker errors are classified here once, by what the caller does next (retry, reconcile a queue,
 //! declare it), rather than by matching lapin's protocol errors at each call site: the
@@ -15,12 +16,14 @@
 
 pub(crate) mod confirm;
 pub(crate) mod connector;
+pub(crate) mod flow;
 pub(crate) mod probe;
 pub(crate) mod settings;
 pub(crate) mod tls;
 
 pub use confirm::{check_confirmation, confirm_channel, publish_confirmed};
-pub(crate) use connector::{Connected, Connector};
+pub(crate) use connector::{Connected, Connector, close_or_sever};
+pub(crate) use flow::{FlowEvent, FlowWatch, probe_publishing};
 pub(crate) use probe::{probe_queue, probe_queue_on};
 
 use crate::config::{AmqpArgs, QueueType};
@@ -58,6 +61,9 @@ pub enum AmqpError {
     /// A queue name that AMQP cannot carry.
     #[error("queue name '{0}' is longer than AMQP's 255 bytes")]
     BadQueueName(String),
+    /// The connection ended under the caller (seen by [`flow::FlowWatch`]): try again later.
+    #[error("the RabbitMQ connection was lost: {why}")]
+    Lost { why: String },
     /// Any other channel or connection failure: the connection is probably gone.
     #[error("RabbitMQ error: {0}")]
     Broker(#[from] lapin::Error),
@@ -140,6 +146,8 @@ pub(crate) fn mismatch_hint(detail: &str) -> String {
         _ if quorum_only && existing_lacks_it => "job-closer sets it only on quorum queues, so the existing queue is most likely classic while QUEUE_TYPE=quorum asks for x-queue-type quorum: set QUEUE_TYPE=classic to use it as it is".to_owned(),
         _ if quorum_only && we_lack_it => "the existing queue has it, as quorum queues declared by job-closer do, while QUEUE_TYPE=classic asks for x-queue-type classic: set QUEUE_TYPE=quorum to use it as it is".to_owned(),
         "x-queue-type" => "set QUEUE_TYPE to the existing queue's type".to_owned(),
+        "x-single-active-consumer" if existing_lacks_it => "the existing queue has no single active consumer (declared so before SINGLE_ACTIVE_CONSUMER defaulted to true): set SINGLE_ACTIVE_CONSUMER=false to use it as it is".to_owned(),
+        "x-single-active-consumer" if we_lack_it => "the existing queue has a single active consumer: set SINGLE_ACTIVE_CONSUMER=true to use it as it is".to_owned(),
         "x-single-active-consumer" => {
             "set SINGLE_ACTIVE_CONSUMER as the existing queue has it".to_owned()
         }
@@ -374,6 +382,23 @@ mod tests {
         assert!(limit.contains("set DELIVERY_LIMIT"), "{limit}");
         let sac = mismatch_hint("inequivalent arg 'x-single-active-consumer' for queue 'q'");
         assert!(sac.contains("SINGLE_ACTIVE_CONSUMER"), "{sac}");
+        // A queue from before SINGLE_ACTIVE_CONSUMER defaulted to true, and the other way round:
+        // each names the setting that uses the queue as it is, and the migration.
+        let older_queue = mismatch_hint(
+            "PRECONDITION_FAILED - inequivalent arg 'x-single-active-consumer' for queue 'q' in vhost '/': received the value 'true' of type 'bool' but current is none",
+        );
+        assert!(
+            older_queue.contains("SINGLE_ACTIVE_CONSUMER=false")
+                && older_queue.contains("drain and delete"),
+            "{older_queue}"
+        );
+        let standby_queue = mismatch_hint(
+            "PRECONDITION_FAILED - inequivalent arg 'x-single-active-consumer' for queue 'q' in vhost '/': received none but current is the value 'true' of type 'bool'",
+        );
+        assert!(
+            standby_queue.contains("SINGLE_ACTIVE_CONSUMER=true"),
+            "{standby_queue}"
+        );
         let durable = mismatch_hint("inequivalent arg 'durable' for queue 'q'");
         assert!(
             durable.contains("'durable'") && durable.contains("another tool"),

@@ -1,11 +1,13 @@
 //! What every LinkedIn API call (`/v2/...` and `/rest/...`) passes before its handler does its own
 //! work: the configured latency, the `LinkedIn-Version` header of `/rest` calls and the bearer
-//! token; plus LinkedIn's JSON error body, which all of them answer with. [`ApiCall`] is how a
+//! token, and the random answers a soak asks for (a 500 or 429 instead, or a stalled answer); plus
+//! LinkedIn's JSON error body, which all of them answer with. [`ApiCall`] is how a
 //! handler sees a call, so each endpoint has one handler for both URL families and one way of
 //! answering and logging.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -13,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::scripting::RandomAnswer;
 use super::state::{SandboxState, TokenValidity};
 
 /// LinkedIn's `serviceErrorCode` for a token it does not know.
@@ -152,6 +155,35 @@ pub(crate) async fn wait_latency(state: &SandboxState) -> Result<(), LinkedInErr
     tokio::select! {
         () = tokio::time::sleep(state.config.latency) => Ok(()),
         () = state.shutdown.cancelled() => Err(shutting_down()),
+    }
+}
+
+/// This call's random answer ([`super::RandomFaults`]): `Err` for a 500 or a 429 in place of
+/// the answer, else how long the answer is to be held back once decided (see [`hold_back`]).
+pub(crate) fn draw_random_answer(state: &SandboxState) -> Result<Duration, LinkedInError> {
+    match state.draw_random_answer() {
+        RandomAnswer::Normal => Ok(Duration::ZERO),
+        RandomAnswer::Stalled(stall) => Ok(stall),
+        RandomAnswer::ServerError => Err(LinkedInError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+        )),
+        RandomAnswer::Throttled => Err(LinkedInError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+        )),
+    }
+}
+
+/// Holds a decided answer back for `stall` (a stalled LinkedIn); the sandbox shutting down lets it
+/// go at once.
+pub(crate) async fn hold_back(state: &SandboxState, stall: Duration) {
+    if stall.is_zero() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(stall) => {}
+        () = state.shutdown.cancelled() => {}
     }
 }
 

@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::scripting::RandomFaults;
+
 /// The URN prefix of a LinkedIn contract; `--allow-contract 123` is shorthand for the full URN.
 const CONTRACT_URN_PREFIX: &str = "urn:li:contract:";
 
@@ -37,6 +39,13 @@ pub struct SandboxConfig {
     /// The oldest `LinkedIn-Version` (`YYYYMM`) still served on `/rest`; older ones, and months
     /// after the current one, are answered 426.
     pub oldest_linkedin_version: u32,
+    /// The seed of every random answer the sandbox gives ([`RandomFaults`]); `None`: a random one,
+    /// which [`super::Sandbox::seed`] tells. One seed for all of them, so a run is repeated by
+    /// giving its seed again.
+    pub seed: Option<u64>,
+    /// Rates of random 500s, 429s and stalled answers on every API call (all 0 by default).
+    /// Changeable while running.
+    pub random_faults: RandomFaults,
 }
 
 /// The default oldest `LinkedIn-Version` served: January 2024. LinkedIn serves a version for about
@@ -57,6 +66,8 @@ impl Default for SandboxConfig {
             strict: false,
             daily_element_limit: None,
             oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
+            seed: None,
+            random_faults: RandomFaults::default(),
         }
     }
 }
@@ -124,6 +135,39 @@ pub struct SandboxArgs {
     /// Oldest LinkedIn-Version (YYYYMM) served on /rest; older ones get a 426.
     #[arg(long, env = "SANDBOX_OLDEST_LINKEDIN_VERSION", default_value_t = DEFAULT_OLDEST_LINKEDIN_VERSION)]
     pub(crate) oldest_linkedin_version: u32,
+
+    /// Seed of every random answer (the rates below); unset: a random seed, printed at start.
+    #[arg(long, env = "SANDBOX_SEED")]
+    pub(crate) seed: Option<u64>,
+
+    /// Share of API calls (postings and task lookups) answered 500, 0 to 1.
+    #[arg(long, env = "SANDBOX_SERVER_ERROR_RATE", default_value_t = 0.0, value_parser = rate)]
+    pub(crate) server_error_rate: f64,
+
+    /// Share of API calls answered 429 without Retry-After, 0 to 1.
+    #[arg(long, env = "SANDBOX_THROTTLE_RATE", default_value_t = 0.0, value_parser = rate)]
+    pub(crate) throttle_rate: f64,
+
+    /// Share of the other API calls whose answer (already decided) is held back for between half
+    /// of --stall-ms and --stall-ms, 0 to 1.
+    #[arg(long, env = "SANDBOX_STALL_RATE", default_value_t = 0.0, value_parser = rate)]
+    pub(crate) stall_rate: f64,
+
+    /// The longest stall, in milliseconds.
+    #[arg(long, env = "SANDBOX_STALL_MS", default_value_t = 3000)]
+    pub(crate) stall_ms: u64,
+}
+
+/// A share from 0 to 1.
+fn rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0 and 1"))
+    }
 }
 
 impl SandboxArgs {
@@ -149,6 +193,13 @@ impl SandboxArgs {
             strict: self.strict,
             daily_element_limit: self.daily_element_limit,
             oldest_linkedin_version: self.oldest_linkedin_version,
+            seed: self.seed,
+            random_faults: RandomFaults {
+                server_error_rate: self.server_error_rate,
+                throttle_rate: self.throttle_rate,
+                stall_rate: self.stall_rate,
+                stall_ms: self.stall_ms,
+            },
         }
     }
 }
@@ -191,6 +242,8 @@ mod tests {
             from_flags.oldest_linkedin_version,
             defaults.oldest_linkedin_version
         );
+        assert_eq!(from_flags.seed, None);
+        assert!(from_flags.random_faults.is_off());
     }
 
     #[test]
@@ -218,6 +271,16 @@ mod tests {
             "60000",
             "--oldest-linkedin-version",
             "202501",
+            "--seed",
+            "42",
+            "--server-error-rate",
+            "0.05",
+            "--throttle-rate",
+            "0.02",
+            "--stall-rate",
+            "0.01",
+            "--stall-ms",
+            "2500",
         ])
         .unwrap();
         let config = cli.sandbox.config();
@@ -237,6 +300,22 @@ mod tests {
         assert!(config.strict);
         assert_eq!(config.daily_element_limit, Some(60_000));
         assert_eq!(config.oldest_linkedin_version, 202_501);
+        assert_eq!(config.seed, Some(42));
+        assert_eq!(
+            config.random_faults,
+            RandomFaults {
+                server_error_rate: 0.05,
+                throttle_rate: 0.02,
+                stall_rate: 0.01,
+                stall_ms: 2500,
+            }
+        );
+        for bad in ["1.5", "-0.1", "often"] {
+            assert!(
+                Cli::try_parse_from(["sandbox", "--throttle-rate", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -253,6 +332,11 @@ mod tests {
             "SANDBOX_STRICT",
             "SANDBOX_DAILY_ELEMENT_LIMIT",
             "SANDBOX_OLDEST_LINKEDIN_VERSION",
+            "SANDBOX_SEED",
+            "SANDBOX_SERVER_ERROR_RATE",
+            "SANDBOX_THROTTLE_RATE",
+            "SANDBOX_STALL_RATE",
+            "SANDBOX_STALL_MS",
         ] {
             assert!(help.contains(variable), "{variable} missing from:\n{help}");
         }

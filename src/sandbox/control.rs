@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::api_gate::LinkedInError;
 use super::judge::RecloseAnswer;
-use super::scripting::{Fault, TASK_STATUSES, TaskRule};
+use super::scripting::{Fault, RandomFaults, TASK_STATUSES, TaskRule};
 use super::state::{SandboxState, Stats};
 
 type SharedState = State<Arc<SandboxState>>;
@@ -81,6 +81,10 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
             with_body(|state, limit: DailyElementLimitRequest| {
                 state.set_daily_element_limit(limit.limit);
             }),
+        )
+        .route(
+            "/_sandbox/random-faults",
+            with_body(|state, faults: RandomFaults| state.set_random_faults(faults)),
         )
         .route("/_sandbox/reset", without_body(SandboxState::reset))
 }
@@ -192,6 +196,13 @@ impl ControlRequest for TaskRuleRequest {
             "Unknown task status {:?}; expected one of {TASK_STATUSES:?}",
             self.rule.status
         )))
+    }
+}
+
+/// `{"server_error_rate":0.05,"throttle_rate":0.02,"stall_rate":0.01,"stall_ms":3000}`.
+impl ControlRequest for RandomFaults {
+    fn check(&self) -> Result<(), LinkedInError> {
+        RandomFaults::check(self).map_err(bad_control_request)
     }
 }
 
@@ -395,6 +406,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn random_faults_over_http_follow_the_seed() {
+        // Two sandboxes with the same seed answer the same sequence of calls alike.
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let sandbox = SignedInSandbox::configured(|config| config.seed = Some(7)).await;
+            let rates = json!({"server_error_rate": 0.3, "throttle_rate": 0.3});
+            assert_eq!(sandbox.control("random-faults", rates).await, 204);
+            let mut statuses = Vec::new();
+            for i in 0..30 {
+                statuses.push(sandbox.close(&[&format!("R{i}")]).await.status);
+            }
+            let stats = remote_stats(&sandbox).await;
+            let count = |status: u16| statuses.iter().filter(|&&s| s == status).count() as u64;
+            assert_eq!(
+                stats.random_faults.get("500").copied().unwrap_or(0),
+                count(500)
+            );
+            assert_eq!(
+                stats.random_faults.get("429").copied().unwrap_or(0),
+                count(429)
+            );
+            assert!(
+                count(500) > 0 && count(429) > 0 && count(200) > 0,
+                "{statuses:?}"
+            );
+            let off = json!({});
+            assert_eq!(sandbox.control("random-faults", off).await, 204);
+            assert_eq!(sandbox.close(&["after"]).await.status, 200);
+            answers.push(statuses);
+        }
+        assert_eq!(answers[0], answers[1]);
+    }
+
+    #[tokio::test]
+    async fn a_stall_answers_late_with_the_close_already_taken() {
+        let sandbox = SignedInSandbox::start().await;
+        let always = json!({"stall_rate": 1.0, "stall_ms": 400});
+        assert_eq!(sandbox.control("random-faults", always).await, 204);
+        let started = std::time::Instant::now();
+        let answer = sandbox.close(&["SLOW"]).await;
+        assert_eq!(answer.status, 200);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(
+            remote_stats(&sandbox).await.random_faults.get("stall"),
+            Some(&1)
+        );
+        assert_eq!(sandbox.stats().closed.get("SLOW"), Some(&1));
+        assert_eq!(sandbox.control_without_body("reset").await, 204);
+        assert_eq!(
+            sandbox.close(&["SLOW"]).await.status,
+            409,
+            "closed before the late answer"
+        );
+    }
+
+    #[tokio::test]
     async fn malformed_control_requests_are_refused() {
         let sandbox = SignedInSandbox::start().await;
         let requests = [
@@ -406,6 +473,8 @@ mod tests {
             ("outage", json!({"fault": 7})),
             ("token-outage", json!({"status": 5000})),
             ("client-secret", json!({"client_secret": ""})),
+            ("random-faults", json!({"throttle_rate": 2.0})),
+            ("random-faults", json!({"stall_ms": "long"})),
             (
                 "task-rules",
                 json!({"prefix": "A", "rule": {"status": "DONE", "after_ms": 0}}),

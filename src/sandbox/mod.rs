@@ -34,9 +34,11 @@
 //! Knobs, each an in-process method on [`Sandbox`] and a `/_sandbox/...` control route:
 //! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
 //! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
-//! (`daily-element-limit`), plus the older faults, outages (with [`Fault`]'s constructors for
-//! LinkedIn's integration and contract errors), token outages, a rotated client secret
-//! ([`Sandbox::rotate_client_secret`], `client-secret`) and task rules ([`TaskRule`]: a
+//! (`daily-element-limit`), [`Sandbox::set_random_faults`] (`random-faults`: rates of random 500s,
+//! 429s and stalls, drawn from one generator seeded by [`SandboxConfig::seed`]), plus the older
+//! faults, outages (with [`Fault`]'s constructors for LinkedIn's integration and contract errors),
+//! token outages, a rotated client secret ([`Sandbox::rotate_client_secret`], `client-secret`) and
+//! task rules ([`TaskRule`]: a
 //! status after a delay, `PROCESSED` with or without an `errorMessage`). [`SandboxConfig::strict`]
 //! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
@@ -66,7 +68,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{SandboxArgs, SandboxConfig};
 pub use judge::{ALREADY_CLOSED_MESSAGE, RecloseAnswer};
-pub use scripting::{Fault, TaskRule};
+pub use scripting::{Fault, RandomFaults, TaskRule};
 pub(crate) use state::Stats;
 
 use api_gate::linkedin_error;
@@ -201,6 +203,18 @@ impl Sandbox {
         self.state.set_daily_element_limit(limit);
     }
 
+    /// Rates of random 500s, 429s and stalled answers on every API call from now on (see
+    /// [`RandomFaults`]); `RandomFaults::default()` turns them off.
+    pub fn set_random_faults(&self, faults: RandomFaults) {
+        self.state.set_random_faults(faults);
+    }
+
+    /// The seed the random answers are drawn with: [`SandboxConfig::seed`], or the random one
+    /// picked when it was unset. Give it as `seed` again to draw the same answers.
+    pub fn seed(&self) -> u64 {
+        self.state.seed
+    }
+
     /// The token endpoint answers `status` while set.
     pub fn set_token_outage(&self, status: Option<u16>) {
         self.state.set_token_outage(status);
@@ -302,13 +316,31 @@ async fn unknown_resource(uri: Uri) -> Response {
 /// Runs `job-closer sandbox`: starts a sandbox from `args`, prints where it listens, and runs
 /// until `shutdown` is cancelled.
 pub(crate) async fn serve(args: SandboxArgs, shutdown: CancellationToken) -> std::io::Result<()> {
-    let sandbox = Sandbox::start(args.listen, args.config()).await?;
+    let config = args.config();
+    if let Err(problem) = config.random_faults.check() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            problem,
+        ));
+    }
+    let sandbox = Sandbox::start(args.listen, config).await?;
     println!(
         "LinkedIn sandbox listening on http://{} (client id: {}, token url: {})",
         sandbox.addr(),
         sandbox.state.config.client_id,
         sandbox.token_url()
     );
+    let random = sandbox.state.config.random_faults;
+    if !random.is_off() {
+        println!(
+            "Random answers: {} 500s, {} 429s, {} stalls of up to {} ms (seed {})",
+            random.server_error_rate,
+            random.throttle_rate,
+            random.stall_rate,
+            random.stall_ms,
+            sandbox.seed()
+        );
+    }
     shutdown.cancelled().await;
     sandbox.shutdown().await;
     Ok(())
@@ -388,6 +420,11 @@ mod tests {
             strict: false,
             daily_element_limit: None,
             oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
+            seed: None,
+            server_error_rate: 0.0,
+            throttle_rate: 0.0,
+            stall_rate: 0.0,
+            stall_ms: 3000,
         };
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(serve(args, shutdown.clone()));

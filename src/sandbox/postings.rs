@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::api_gate::{
-    ApiCall, LinkedInError, json_response, linkedin_error, shutting_down, utc_now, wait_latency,
-    with_retry_after,
+    ApiCall, LinkedInError, draw_random_answer, hold_back, json_response, linkedin_error,
+    shutting_down, utc_now, wait_latency, with_retry_after,
 };
 use super::scripting::Fault;
 use super::state::{SandboxState, accepted_entry};
@@ -55,9 +55,13 @@ async fn answer_batch_create(call: &ApiCall, body: &[u8]) -> Result<Response, Li
         let element_count = elements.as_ref().map_or(0, Vec::len);
         return Ok(answer_with_fault(state, fault, element_count).await);
     }
+    let stall = draw_random_answer(state)?;
     let elements = elements?;
-    let entries = state.answer_elements(&elements, utc_now().day_number)?;
-    Ok(json_response(StatusCode::OK, json!({"elements": entries})))
+    let answer = state.answer_elements(&elements, utc_now().day_number);
+    // Decided (and taken, when accepted) before the stall: a client that gives up waiting and
+    // sends the close again is told it is closed already.
+    hold_back(state, stall).await;
+    Ok(json_response(StatusCode::OK, json!({"elements": answer?})))
 }
 
 /// LinkedIn refuses batch_create without `x-restli-method: batch_create` as a permission error.

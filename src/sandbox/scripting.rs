@@ -1,6 +1,7 @@
-//! What a test can script while a sandbox runs: [`Fault`]s for job posting requests and
-//! [`TaskRule`]s for how posting tasks end. Both travel as JSON through the control API, so their
-//! serde shape is part of the sandbox's interface.
+//! What a test can script while a sandbox runs: [`Fault`]s for job posting requests,
+//! [`TaskRule`]s for how posting tasks end, and [`RandomFaults`], rates of random 500s, 429s and
+//! stalls drawn from the sandbox's seeded generator ([`super::SandboxConfig::seed`]). All travel as
+//! JSON through the control API, so their serde shape is part of the sandbox's interface.
 
 use std::time::Duration;
 
@@ -88,6 +89,76 @@ impl Fault {
             403,
             format!("Caller is not authorized to access the jobs for contract: {contract}"),
         )
+    }
+}
+
+/// Rates of random misbehaviour of every API call (simpleJobPostings and simpleJobPostingTasks),
+/// for soaks: each call that passes the gate and carries no scripted fault draws once from the
+/// sandbox's generator, seeded by [`super::SandboxConfig::seed`], so a run with the same seed and
+/// the same calls in the same order draws the same answers.
+///
+/// JSON: `{"server_error_rate":0.05,"throttle_rate":0.03,"stall_rate":0.02,"stall_ms":3000}`
+/// (every field optional, 0 by default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RandomFaults {
+    /// Share of calls answered 500 `Internal Server Error` (LinkedIn's body), 0 to 1. Nothing
+    /// they hold is taken.
+    pub server_error_rate: f64,
+    /// Share of calls answered 429 `Too Many Requests` without `Retry-After`, 0 to 1; shares one
+    /// draw with `server_error_rate`.
+    pub throttle_rate: f64,
+    /// Share of the other calls whose answer, decided and taken (a close is done), is held back for
+    /// between half of `stall_ms` and `stall_ms`: a client that gives up first sends the close
+    /// again and is told it is already closed (409).
+    pub stall_rate: f64,
+    pub stall_ms: u64,
+}
+
+/// What a random draw does to one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RandomAnswer {
+    Normal,
+    ServerError,
+    Throttled,
+    /// Answered normally, this long after being decided.
+    Stalled(Duration),
+}
+
+impl RandomFaults {
+    /// A rate outside 0..=1 (or not a number) cannot be drawn from.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for (name, rate) in [
+            ("server_error_rate", self.server_error_rate),
+            ("throttle_rate", self.throttle_rate),
+            ("stall_rate", self.stall_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_off(&self) -> bool {
+        self.server_error_rate <= 0.0 && self.throttle_rate <= 0.0 && self.stall_rate <= 0.0
+    }
+
+    /// The answer for three uniform draws in `[0, 1)`: which fault (`pick`), whether a normal answer
+    /// stalls (`stall`), and for how long (`length`).
+    pub(crate) fn answer(&self, pick: f64, stall: f64, length: f64) -> RandomAnswer {
+        if pick < self.server_error_rate {
+            return RandomAnswer::ServerError;
+        }
+        if pick < self.server_error_rate + self.throttle_rate {
+            return RandomAnswer::Throttled;
+        }
+        if stall < self.stall_rate && self.stall_ms > 0 {
+            let half = self.stall_ms as f64 / 2.0;
+            let millis = half + half * length.clamp(0.0, 1.0);
+            return RandomAnswer::Stalled(Duration::from_millis(millis as u64));
+        }
+        RandomAnswer::Normal
     }
 }
 
@@ -211,5 +282,91 @@ mod tests {
         let without_message: TaskRule =
             serde_json::from_value(json!({"status": "SUCCEEDED", "after_ms": 0})).unwrap();
         assert_eq!(without_message.error_message, None);
+    }
+
+    #[test]
+    fn random_faults_json_shape_and_defaults() {
+        let faults: RandomFaults =
+            serde_json::from_value(json!({"server_error_rate": 0.1, "stall_ms": 2000})).unwrap();
+        assert_eq!(
+            faults,
+            RandomFaults {
+                server_error_rate: 0.1,
+                stall_ms: 2000,
+                ..RandomFaults::default()
+            }
+        );
+        assert!(RandomFaults::default().is_off());
+        assert!(!faults.is_off());
+        let refused = RandomFaults {
+            throttle_rate: 1.5,
+            ..RandomFaults::default()
+        };
+        assert!(refused.check().unwrap_err().contains("throttle_rate"));
+        let nan = RandomFaults {
+            stall_rate: f64::NAN,
+            ..RandomFaults::default()
+        };
+        assert!(nan.check().is_err());
+    }
+
+    #[test]
+    fn one_draw_picks_the_fault_another_the_stall() {
+        let faults = RandomFaults {
+            server_error_rate: 0.1,
+            throttle_rate: 0.2,
+            stall_rate: 0.5,
+            stall_ms: 4000,
+        };
+        assert_eq!(faults.answer(0.05, 0.0, 0.0), RandomAnswer::ServerError);
+        assert_eq!(faults.answer(0.25, 0.0, 0.0), RandomAnswer::Throttled);
+        assert_eq!(
+            faults.answer(0.35, 0.4, 0.0),
+            RandomAnswer::Stalled(Duration::from_secs(2))
+        );
+        assert_eq!(
+            faults.answer(0.35, 0.4, 0.999_999),
+            RandomAnswer::Stalled(Duration::from_millis(3999))
+        );
+        assert_eq!(faults.answer(0.35, 0.6, 0.0), RandomAnswer::Normal);
+        assert_eq!(
+            RandomFaults::default().answer(0.0, 0.0, 0.0),
+            RandomAnswer::Normal
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Over many draws, each fault comes about as often as its rate says, and a stall lasts
+        /// between half of `stall_ms` and `stall_ms`.
+        #[test]
+        fn rates_are_kept(
+            server_error_rate in 0.0f64..0.3,
+            throttle_rate in 0.0f64..0.3,
+            stall_rate in 0.0f64..0.5,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            use rand::{RngExt, SeedableRng};
+            let faults = RandomFaults { server_error_rate, throttle_rate, stall_rate, stall_ms: 1000 };
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let draws = 20_000;
+            let (mut errors, mut throttles, mut stalls) = (0u32, 0u32, 0u32);
+            for _ in 0..draws {
+                match faults.answer(rng.random(), rng.random(), rng.random()) {
+                    RandomAnswer::ServerError => errors += 1,
+                    RandomAnswer::Throttled => throttles += 1,
+                    RandomAnswer::Stalled(length) => {
+                        proptest::prop_assert!((500..=1000).contains(&(length.as_millis() as u64)));
+                        stalls += 1;
+                    }
+                    RandomAnswer::Normal => {}
+                }
+            }
+            let share = |n: u32| f64::from(n) / f64::from(draws);
+            let normal_share = 1.0 - server_error_rate - throttle_rate;
+            proptest::prop_assert!((share(errors) - server_error_rate).abs() < 0.02);
+            proptest::prop_assert!((share(throttles) - throttle_rate).abs() < 0.02);
+            proptest::prop_assert!((share(stalls) - normal_share * stall_rate).abs() < 0.02);
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use super::api_gate::LinkedInError;
 use super::config::SandboxConfig;
 use super::judge::{Entry, Operation, RecloseAnswer, Situation, Verdict, judge};
-use super::scripting::{Fault, TaskRule};
+use super::scripting::{Fault, RandomAnswer, RandomFaults, TaskRule};
 
 /// Length of issued access tokens; long enough that guessing one is hopeless.
 const ACCESS_TOKEN_LENGTH: usize = 64;
@@ -62,6 +62,9 @@ pub struct Stats {
     pub last_task_status: BTreeMap<String, String>,
     /// `LinkedIn-Version` header values seen on `/rest` calls.
     pub linkedin_versions: BTreeSet<String>,
+    /// Random answers given ([`super::RandomFaults`]), by kind: `"500"`, `"429"`, `"stall"`.
+    #[serde(default)]
+    pub random_faults: BTreeMap<String, u64>,
 }
 
 /// Whether a bearer token may be used.
@@ -85,6 +88,8 @@ pub(crate) struct PostingTask {
 /// State shared by all handlers of one sandbox.
 pub(crate) struct SandboxState {
     pub(crate) config: SandboxConfig,
+    /// The seed the random answers are drawn with: the configuration's, or a random one.
+    pub(crate) seed: u64,
     /// Cancelled when the sandbox stops, so held requests (latency, hangs) let go at once.
     pub(crate) shutdown: CancellationToken,
     postings_in_flight: AtomicUsize,
@@ -125,6 +130,17 @@ struct Memory {
     /// The UTC day (days since the Unix epoch) `accepted_today` counts, and its count.
     accepted_day: u64,
     accepted_today: u64,
+    random_faults: RandomFaults,
+    draws: Draws,
+}
+
+/// The sandbox's one random generator, seeded from [`SandboxConfig::seed`].
+struct Draws(rand::rngs::StdRng);
+
+impl Default for Draws {
+    fn default() -> Draws {
+        Draws(rand::rngs::StdRng::seed_from_u64(0))
+    }
 }
 
 /// One simpleJobPostings request being handled; counts towards the concurrency statistic until
@@ -141,13 +157,17 @@ impl Drop for InFlightPosting<'_> {
 
 impl SandboxState {
     pub(crate) fn new(config: SandboxConfig) -> SandboxState {
+        let seed = config.seed.unwrap_or_else(rand::random);
         let memory = Memory {
             daily_element_limit: config.daily_element_limit,
             client_secret: config.client_secret.clone(),
+            random_faults: config.random_faults,
+            draws: Draws(rand::rngs::StdRng::seed_from_u64(seed)),
             ..Memory::default()
         };
         SandboxState {
             config,
+            seed,
             shutdown: CancellationToken::new(),
             postings_in_flight: AtomicUsize::new(0),
             memory: Mutex::new(memory),
@@ -180,6 +200,37 @@ impl SandboxState {
         memory.reclose_answer = RecloseAnswer::default();
         memory.string_statuses = false;
         memory.daily_element_limit = self.config.daily_element_limit;
+        memory.random_faults = self.config.random_faults;
+    }
+
+    // --- random answers ---
+
+    pub(crate) fn set_random_faults(&self, faults: RandomFaults) {
+        self.memory().random_faults = faults;
+    }
+
+    /// Draws this call's random answer (always three draws, so that the sequence depends only on
+    /// the seed and the number of calls) and counts it.
+    pub(crate) fn draw_random_answer(&self) -> RandomAnswer {
+        let mut memory = self.memory();
+        if memory.random_faults.is_off() {
+            return RandomAnswer::Normal;
+        }
+        let rng = &mut memory.draws.0;
+        let (pick, stall, length) = (rng.random(), rng.random(), rng.random());
+        let answer = memory.random_faults.answer(pick, stall, length);
+        let kind = match answer {
+            RandomAnswer::Normal => return answer,
+            RandomAnswer::ServerError => "500",
+            RandomAnswer::Throttled => "429",
+            RandomAnswer::Stalled(_) => "stall",
+        };
+        *memory
+            .stats
+            .random_faults
+            .entry(kind.to_owned())
+            .or_default() += 1;
+        answer
     }
 
     // --- token endpoint ---

@@ -9,7 +9,9 @@ use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::api_gate::{ApiCall, LinkedInError, json_response, wait_latency};
+use super::api_gate::{
+    ApiCall, LinkedInError, draw_random_answer, hold_back, json_response, wait_latency,
+};
 use super::postings::answer_with_fault;
 use super::scripting::Fault;
 use super::state::PostingTask;
@@ -84,6 +86,7 @@ async fn answer_task_statuses(
         Some(fault) => return Ok(answer_with_fault(state, fault, 0).await),
         None => {}
     }
+    let stall = draw_random_answer(state)?;
 
     let now = Instant::now();
     let mut results = Map::new();
@@ -105,6 +108,7 @@ async fn answer_task_statuses(
             }
         }
     }
+    hold_back(state, stall).await;
     Ok(json_response(
         StatusCode::OK,
         json!({"errors": errors, "statuses": {}, "results": results}),

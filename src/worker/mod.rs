@@ -6,9 +6,16 @@
 //! and drained (on shutdown: send what is batched and wait for the send tasks; on a lost
 //! connection: let them give back what only waits).
 //!
-//! With task checks on, the session also runs the task verifier ([`verify`]) on its own channel:
-//! it shares the session's confirm channel, shutdown and task tracker (each channel settles with
-//! its own [`settle::Settler`]), and a dead verifier ends the session.
+//! A session holds two connections to one node ([`flow`]): the consuming one, named
+//! `AMQP_CONNECTION_NAME`, carries the consumers and their acks; the publishing one carries the
+//! confirm channel every dead letter and pending check goes through. A broker alarm blocks only the
+//! connection that publishes, so acks never wait behind a blocked publish. Either connection lost
+//! ends the session; at its end both are closed, or their sockets severed when a blocked one cannot
+//! say goodbye.
+//!
+//! With task checks on, the session also runs the task verifier ([`verify`]) on its own channel
+//! of the consuming connection: it shares the session's confirm channel, shutdown and task tracker
+//! (each channel settles with its own [`settle::Settler`]), and a dead verifier ends the session.
 //!
 //! While an integration fault holds the worker ([`hold`]), the session cancels its consumer, gives
 //! back every delivery it holds that is not being probed with, and consumes again once the hold
@@ -23,13 +30,14 @@
 mod ack_runs;
 pub(crate) mod attempt;
 pub(crate) mod decide;
+pub(crate) mod flow;
 pub(crate) mod hold;
 pub(crate) mod recent;
 mod send;
 pub(crate) mod settle;
 pub(crate) mod verify;
 
-use crate::amqp::{self, AmqpError, Connected, Connector};
+use crate::amqp::{self, AmqpError, Connected, Connector, close_or_sever};
 use crate::batch::{Batch, Batcher, IdKey};
 use crate::close_request::{self, CloseRequest};
 use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
@@ -39,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule};
+use flow::{SessionFlow, publishing_connection_name};
 use futures_util::StreamExt;
 use hold::Hold;
 use lapin::message::Delivery;
@@ -153,7 +162,13 @@ struct Session {
     hold: watch::Receiver<bool>,
     /// Cancelled if the verifier's consumer dies on its own.
     verifier_down: CancellationToken,
+    /// Both connections' flow control and loss.
+    flow: SessionFlow,
 }
+
+/// How long a connection or channel may take to close politely at a session's end; a blocked one
+/// never does.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Worker {
     config: WorkerConfig,
@@ -214,6 +229,9 @@ impl Worker {
             self.shared.metrics.beat();
             let outcome = self.session(&connector, &shutdown).await;
             self.shared.metrics.set_ready(false);
+            // The blocked connections are gone with the session; the next one is blocked anew
+            // when it first publishes during the alarm.
+            self.shared.metrics.set_broker_blocked(None);
             let why = match outcome {
                 Ok(SessionEnd::Shutdown) => return Ok(()),
                 Ok(SessionEnd::Lost(why)) => {
@@ -241,10 +259,24 @@ impl Worker {
         connector: &Connector,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, AmqpError> {
-        let Connected {
-            connection, node, ..
-        } = connector.connect().await?;
-        let result = match self.open(&connection, node, shutdown).await {
+        let consuming = connector.connect().await?;
+        let publishing_name = publishing_connection_name(&self.config.connection_name);
+        let publishing = match connector.connect_beside(&consuming, &publishing_name).await {
+            Ok(publishing) => publishing,
+            Err(error) => {
+                close_or_sever(&consuming.connection, &consuming.severer, CLOSE_TIMEOUT).await;
+                return Err(error);
+            }
+        };
+        let flow = SessionFlow::new(
+            &consuming.connection,
+            &publishing.connection,
+            &self.config.connection_name,
+        );
+        let result = match self
+            .open(&consuming, &publishing.connection, flow, shutdown)
+            .await
+        {
             Ok(mut session) => {
                 let end = self.consume(&mut session, shutdown).await;
                 self.drain(session, &end).await;
@@ -252,23 +284,30 @@ impl Worker {
             }
             Err(error) => Err(error),
         };
-        if connection.status().connected() {
-            let _ = connection
-                .close(200, "job-closer session over".into())
-                .await;
+        // The publishing connection first: severed, it fails whatever still waits on it.
+        for Connected {
+            connection,
+            severer,
+            ..
+        } in [&publishing, &consuming]
+        {
+            close_or_sever(connection, severer, CLOSE_TIMEOUT).await;
         }
         result
     }
 
     /// Declares the queues, opens the session's channels and starts its consumers: the verifier's
     /// first, so that nothing holds up the main loop once deliveries arrive, then the close queue's
-    /// (unless a hold is on).
+    /// (unless a hold is on). Everything is on the consuming connection but the confirm channel.
     async fn open(
         &self,
-        connection: &Connection,
-        node: AmqpUrl,
+        consuming: &Connected,
+        publishing: &Connection,
+        flow: SessionFlow,
         shutdown: &CancellationToken,
     ) -> Result<Session, AmqpError> {
+        let connection = &consuming.connection;
+        let node = consuming.node.clone();
         let config = &self.config;
         let amqp_args = &config.amqp;
         let close_queue = amqp::declare_queues(connection, amqp_args).await?;
@@ -281,7 +320,7 @@ impl Worker {
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
         let settler = Arc::new(Settler::new(
-            amqp::confirm_channel(connection).await?,
+            amqp::confirm_channel(publishing).await?,
             amqp_args.close_queue.clone(),
             amqp_args.dead_letter_queue.clone(),
             self.shared.metrics.clone(),
@@ -320,6 +359,7 @@ impl Worker {
             tracker,
             hold,
             verifier_down,
+            flow,
         };
         if !self.shared.hold.is_blocked() {
             self.start_consuming(&mut session).await?;
@@ -363,6 +403,11 @@ impl Worker {
                 },
                 _ = session.verifier_down.cancelled() => {
                     return SessionEnd::Lost("the task-check consumer stopped".into());
+                }
+                change = session.flow.next() => {
+                    if let Some(lost) = session.flow.report(change, &self.shared.metrics) {
+                        return SessionEnd::Lost(lost);
+                    }
                 }
                 _ = sleep_until_deadline(deadline), if !due_now => {}
                 // The semaphore is fair: this waits behind every send already waiting for a slot.
@@ -418,7 +463,9 @@ impl Worker {
                     );
                 }
                 for open in [&channel, &depth_channel, senders.settler.confirm_channel()] {
-                    let _ = open.close(200, "shutdown".into()).await;
+                    // A blocked connection never sends the close: the session's end severs it.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, open.close(200, "shutdown".into()))
+                        .await;
                 }
                 info!("Shut down cleanly.");
                 return;

@@ -6,6 +6,8 @@
 //! A [`Settler`] belongs to one consumer channel of one broker session: it owns that channel's ack
 //! runs ([`AckRuns`]: a batch settled inside [`Settler::together`] costs one frame) and shares the
 //! session's confirm channel with the settlers of its other channels ([`Settler::for_another_channel`]).
+//! The confirm channel is on the session's publishing connection and the acks go on the consuming
+//! one ([`super::flow`]): while a broker alarm holds a publish, acks that need none still go.
 //! A multiple ack counts the tags of one channel, so a delivery is settled by its own channel's
 //! settler, and that is the only rule a caller has to follow. When the connection dies, every settle
 //! fails harmlessly — the broker redelivers what was not acked.

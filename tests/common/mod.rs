@@ -74,6 +74,21 @@ pub async fn declare_classic(channel: &Channel, queue: &str) {
         .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
 }
 
+/// Declares a close queue as the worker does with its defaults: durable, classic, and a single
+/// active consumer (`SINGLE_ACTIVE_CONSUMER=true`), so that the worker's own declaration matches.
+pub async fn declare_close_queue(channel: &Channel, queue: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("classic".into()),
+    );
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    channel
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .unwrap_or_else(|e| panic!("declare {queue}: {e}"));
+}
+
 /// The worker's default `TASK_CHECK_DELAY_MS`: its delay queues exist unless a test turns checks off.
 pub const DEFAULT_TASK_CHECK_DELAY_MS: u64 = 300_000;
 
@@ -82,6 +97,8 @@ pub const DEFAULT_TASK_CHECK_DELAY_MS: u64 = 300_000;
 pub struct Queues {
     pub close: String,
     pub dead: String,
+    /// The broker they are on: `AMQP_URL`'s, unless made with [`Queues::on`].
+    pub url: String,
     pub connection: Connection,
     pub channel: Channel,
     /// Every TASK_CHECK_DELAY_MS a worker was given, so cleanup finds every delay queue.
@@ -94,8 +111,13 @@ pub struct Queues {
 
 impl Queues {
     pub async fn new(label: &str) -> Queues {
+        Queues::on(&amqp_url(), label).await
+    }
+
+    /// [`Queues::new`] on the broker at `url` (a node of the test's own).
+    pub async fn on(url: &str, label: &str) -> Queues {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let connection = connect().await;
+        let connection = connect_to(url).await;
         let channel = connection.create_channel().await.unwrap();
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -104,6 +126,7 @@ impl Queues {
         Queues {
             close: format!("test.{label}.{id}"),
             dead: format!("test.{label}.{id}.dead"),
+            url: url.to_owned(),
             connection,
             channel,
             task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
@@ -167,11 +190,11 @@ impl Queues {
         declared
     }
 
-    /// Declares both queues as the worker would (classic), so publishes before the worker starts land.
+    /// Declares both queues as the worker would with its defaults (classic, the close queue with a
+    /// single active consumer), so publishes before the worker starts land.
     pub async fn declare(&self) {
-        for name in [&self.close, &self.dead] {
-            declare_classic(&self.channel, name).await;
-        }
+        declare_close_queue(&self.channel, &self.close).await;
+        declare_classic(&self.channel, &self.dead).await;
     }
 
     pub async fn publish_raw(&self, queue: &str, body: &[u8]) {
@@ -276,6 +299,7 @@ impl Drop for Queues {
             return;
         }
         let names = self.all_queues();
+        let url = self.url.clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -283,7 +307,7 @@ impl Drop for Queues {
                 .expect("a runtime for cleanup");
             runtime.block_on(async {
                 let Ok(connection) =
-                    Connection::connect(&amqp_url(), ConnectionProperties::default()).await
+                    Connection::connect(&url, ConnectionProperties::default()).await
                 else {
                     return;
                 };
@@ -398,7 +422,7 @@ pub fn binary() -> &'static str {
 /// Settings that make tests fast; each test may override any of them.
 pub fn worker_env(queues: &Queues, sandbox: &Sandbox) -> Vec<(String, String)> {
     let mut env = fast_worker_env(sandbox);
-    set(&mut env, "AMQP_URL", amqp_url());
+    set(&mut env, "AMQP_URL", &queues.url);
     set(&mut env, "CLOSE_QUEUE", &queues.close);
     set(&mut env, "DEAD_LETTER_QUEUE", &queues.dead);
     env
@@ -874,6 +898,7 @@ impl Tally {
 /// What a worker test sets up before it starts the worker; see [`Scenario::builder`].
 pub struct ScenarioBuilder {
     label: String,
+    broker: Option<String>,
     sandbox: SandboxConfig,
     declare: bool,
     settings: Vec<(String, String)>,
@@ -890,6 +915,13 @@ impl ScenarioBuilder {
     /// A sandbox that takes `latency` to answer (otherwise the default sandbox).
     pub fn latency(mut self, latency: Duration) -> ScenarioBuilder {
         self.sandbox.latency = latency;
+        self
+    }
+
+    /// The queues on the broker at `url` (a node of the test's own) instead of `AMQP_URL`'s; the
+    /// worker is pointed at it.
+    pub fn broker(mut self, url: &str) -> ScenarioBuilder {
+        self.broker = Some(url.to_owned());
         self
     }
 
@@ -912,11 +944,11 @@ impl ScenarioBuilder {
     }
 
     pub async fn build(self) -> Scenario {
-        let queues = if self.declare {
-            Queues::declared(&self.label).await
-        } else {
-            Queues::new(&self.label).await
-        };
+        let url = self.broker.unwrap_or_else(amqp_url);
+        let queues = Queues::on(&url, &self.label).await;
+        if self.declare {
+            queues.declare().await;
+        }
         let sandbox = sandbox(self.sandbox).await;
         let mut env = worker_env(&queues, &sandbox);
         for (key, value) in &self.settings {
@@ -957,6 +989,7 @@ impl Scenario {
     pub fn builder(label: &str) -> ScenarioBuilder {
         ScenarioBuilder {
             label: label.to_owned(),
+            broker: None,
             sandbox: SandboxConfig::default(),
             declare: true,
             settings: Vec::new(),
