@@ -9,6 +9,7 @@ use crate::dlq::{self, DlqArgs, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::logging::LogFormat;
 use crate::metrics::{self, Metrics};
+use crate::outcome::Outcomes;
 use crate::publish::{self, PublishArgs, PublishError};
 use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
 use crate::tasks::Schedule;
@@ -212,6 +213,8 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         }
     }
 
+    let outcomes = Outcomes::new(args.outcomes.exchange()?, &args.amqp.close_queue)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let config = WorkerConfig {
         batch_size: args.batch.effective_batch_size(),
         linger: args.batch.linger(),
@@ -223,6 +226,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         connection_name: expand_connection_name(&args.amqp_connection_name),
+        outcomes: Arc::new(outcomes),
         task_checks: args.tasks.enabled().then(|| {
             Arc::new(Schedule::new(
                 &args.amqp.close_queue,

@@ -55,6 +55,7 @@ mod http_proxy;
 mod linkedin;
 mod logging;
 mod metrics;
+pub mod outcome;
 mod publish;
 mod rate_limit;
 mod retry;

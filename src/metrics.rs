@@ -74,6 +74,10 @@ pub(crate) struct Metrics {
     pub(crate) linkedin_blocked: Gauge,
     /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
     pub(crate) throttled_until: Gauge,
+    /// Outcome messages published, by outcome.
+    pub(crate) outcomes: Family<OutcomeLabels, Counter>,
+    /// Outcomes a request's `reply_to` queue did not take (it does not exist).
+    pub(crate) outcome_unroutable: Counter,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -112,6 +116,18 @@ impl Metrics {
         let elements_sent = Counter::default();
         let linkedin_blocked = Gauge::default();
         let throttled_until = Gauge::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let outcome_unroutable = Counter::default();
+        registry.register(
+            "outcomes",
+            "Outcome messages published (to OUTCOME_EXCHANGE and/or the request's reply_to), by outcome",
+            outcomes.clone(),
+        );
+        registry.register(
+            "outcome_unroutable",
+            "Outcomes whose reply_to queue did not exist (returned unroutable, dropped)",
+            outcome_unroutable.clone(),
+        );
         registry.register(
             "elements_already_closed",
             "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
@@ -207,6 +223,13 @@ impl Metrics {
                 })
                 .get();
         }
+        for kind in crate::outcome::Kind::ALL {
+            outcomes
+                .get_or_create(&OutcomeLabels {
+                    outcome: kind.as_str().to_owned(),
+                })
+                .get();
+        }
         // Invalid messages are always dead-lettered with 422; other statuses come from LinkedIn.
         dead_lettered
             .get_or_create(&DeadLetterLabels {
@@ -232,6 +255,8 @@ impl Metrics {
             elements_sent,
             linkedin_blocked,
             throttled_until,
+            outcomes,
+            outcome_unroutable,
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -242,6 +267,15 @@ impl Metrics {
             .get_or_create(&DeadLetterLabels {
                 reason: reason.to_owned(),
                 status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// An outcome message was published (and confirmed).
+    pub(crate) fn outcome(&self, kind: crate::outcome::Kind) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: kind.as_str().to_owned(),
             })
             .inc();
     }
@@ -368,6 +402,10 @@ mod tests {
             "job_closer_throttled_until_seconds 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
+            r#"job_closer_outcomes_total{outcome="closed"} 0"#,
+            r#"job_closer_outcomes_total{outcome="already-closed"} 0"#,
+            r#"job_closer_outcomes_total{outcome="dead-lettered"} 0"#,
+            "job_closer_outcome_unroutable_total 0",
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }
