@@ -1,7 +1,8 @@
 //! `job-closer check`: the pre-flight for an operator or a deployment pipeline. With the same
 //! settings as `run`, it validates the configuration, connects to the broker, checks both queues
-//! (do they exist, would `run` declare them with the same arguments, how many messages wait) and
-//! obtains a token from the token endpoint. It prints one line per step, verdict first:
+//! (do they exist, would `run` declare them with the same arguments, how many messages wait), checks
+//! the outcome exchange when `OUTCOME_EXCHANGE` is set (does it exist, is it the durable topic
+//! exchange `run` declares), and obtains a token from the token endpoint. It prints one line per step, verdict first:
 //!
 //! ```text
 //! ok    config       queue type quorum, single active consumer off, client id "acme", secret from LINKEDIN_CLIENT_SECRET_FILE
@@ -9,6 +10,7 @@
 //! ok    tls          amqps on 3 of 3 node(s); trusted: the system roots and AMQP_TLS_CA_FILE /run/secrets/ca.pem (1 certificate(s)); client certificate subject "CN=job-closer" (issuer "CN=Acme CA") from /run/secrets/client.pem
 //! ok    close queue  'linkedin.jobs.close' exists with matching arguments; 12 ready, 1 consumer(s)
 //! ok    dlq          'linkedin.jobs.close.dead' does not exist yet; `run` declares it
+//! ok    outcomes     exchange 'jobs.outcomes' (OUTCOME_EXCHANGE) exists as a durable topic exchange; ...
 //! ok    proxy        LinkedIn calls go through http://ops:***@proxy.corp:3128 (HTTPS_PROXY); NO_PROXY=.corp.example
 //! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
 //! ```
@@ -23,6 +25,7 @@ use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole};
 use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{HttpTokenSource, TokenSource};
+use crate::outcome;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
 use std::net::SocketAddr;
@@ -184,6 +187,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
         // Already reported by the config step.
         let mut results = vec![StepResult::skip("broker", "needs valid broker settings")];
         results.extend(needs_broker());
+        results.push(check_outcomes(None, args).await);
         return results;
     };
     let connector = Connector::new(settings.clone(), CONNECTION_NAME);
@@ -211,6 +215,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
             ] {
                 results.push(check_queue(&connection, &args.amqp, step, name, role).await);
             }
+            results.push(check_outcomes(Some(&connection), args).await);
             let _ = connection.close(200, "check done".into()).await;
             results
         }
@@ -223,6 +228,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
                 StepResult::ok("tls", describe_tls(&settings)),
             ];
             results.extend(needs_broker());
+            results.push(check_outcomes(None, args).await);
             results
         }
     }
@@ -256,6 +262,9 @@ fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
         problems.push(error.to_string());
     }
     if let Err(error) = args.linkedin.check_urls() {
+        problems.push(error.to_string());
+    }
+    if let Err(error) = args.outcomes.exchange() {
         problems.push(error.to_string());
     }
     let metrics_addr = args.metrics_addr.trim();
@@ -427,6 +436,58 @@ async fn check_queue(
         }
         Err(error @ AmqpError::QueueMismatch { .. }) => StepResult::fail(step, error.to_string()),
         Err(error) => StepResult::fail(step, format!("cannot check '{name}': {error}")),
+    }
+}
+
+/// The outcome exchange: not set, or — like a queue — missing (`run` declares it), or existing as the
+/// durable topic exchange `run` declares (a declare with `run`'s arguments changes nothing then, and
+/// names what differs otherwise). `broker` is `None` when no node answered.
+async fn check_outcomes(broker: Option<&Connection>, args: &RunArgs) -> StepResult {
+    const STEP: &str = "outcomes";
+    let exchange = match args.outcomes.exchange() {
+        Ok(None) => {
+            return StepResult::ok(
+                STEP,
+                "OUTCOME_EXCHANGE not set: outcomes go only to the reply_to queue of the requests that name one",
+            );
+        }
+        Ok(Some(exchange)) => exchange,
+        Err(_) => return StepResult::skip(STEP, "needs a valid OUTCOME_EXCHANGE"),
+    };
+    let Some(connection) = broker else {
+        return StepResult::skip(STEP, "needs the broker");
+    };
+    match amqp::probe_exchange(connection, exchange, outcome::EXCHANGE_SETTING).await {
+        Ok(()) => {}
+        Err(AmqpError::MissingExchange { .. }) => {
+            return StepResult::ok(
+                STEP,
+                format!(
+                    "exchange '{exchange}' (OUTCOME_EXCHANGE) does not exist yet; `run` declares it, durable, of type topic"
+                ),
+            );
+        }
+        Err(error) => {
+            return StepResult::fail(
+                STEP,
+                format!("cannot inspect exchange '{exchange}': {error}"),
+            );
+        }
+    }
+    match outcome::declare_exchange(connection, exchange).await {
+        Ok(()) => StepResult::ok(
+            STEP,
+            format!(
+                "exchange '{exchange}' (OUTCOME_EXCHANGE) exists as a durable topic exchange; outcomes go to it with routing keys {}",
+                outcome::Kind::ALL.map(outcome::Kind::as_str).join(", ")
+            ),
+        ),
+        Err(error @ AmqpError::ExchangeMismatch { .. }) => {
+            StepResult::fail(STEP, error.to_string())
+        }
+        Err(error) => {
+            StepResult::fail(STEP, format!("cannot check exchange '{exchange}': {error}"))
+        }
     }
 }
 

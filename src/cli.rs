@@ -56,8 +56,16 @@ pub enum Command {
     Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
-    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against.
-    Schema,
+    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against (with
+    /// --outcome: of an outcome message's body).
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// The schema of the outcome message's body (schema/outcome.schema.json) instead.
+    #[arg(long)]
+    pub(crate) outcome: bool,
 }
 
 /// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
@@ -78,7 +86,7 @@ fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
             DlqCommand::Import(args) => &args.amqp,
             DlqCommand::Purge(args) => &args.amqp,
         }),
-        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,
+        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema(_) => None,
     }
 }
 
@@ -98,6 +106,12 @@ pub enum CliError {
     /// The broker, the network or the runtime failed: exit 1.
     #[error("{0}")]
     Failed(String),
+    /// `publish --wait`: every request ended, and some were dead-lettered: exit 3.
+    #[error("{0}")]
+    DeadLettered(String),
+    /// `publish --wait`: the timeout passed with outcomes missing: exit 4.
+    #[error("{0}")]
+    OutcomesMissing(String),
 }
 
 impl CliError {
@@ -105,6 +119,8 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::DeadLettered(_) => 3,
+            CliError::OutcomesMissing(_) => 4,
         }
     }
 }
@@ -151,16 +167,20 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
         Command::Dlq(args) => dlq::execute(args, shutdown).await.map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await.map_err(CliError::from),
-        Command::Schema => print_schema(),
+        Command::Schema(args) => print_schema(if args.outcome {
+            crate::outcome::SCHEMA
+        } else {
+            CLOSE_REQUEST_SCHEMA
+        }),
     }
 }
 
-fn print_schema() -> Result<(), CliError> {
+fn print_schema(schema: &str) -> Result<(), CliError> {
     use std::io::Write;
     // Not `print!`, which panics when the reader went away (`job-closer schema | head`).
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(CLOSE_REQUEST_SCHEMA.as_bytes())
+        .write_all(schema.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| CliError::Failed(format!("cannot write the schema: {e}")))
 }
@@ -248,11 +268,20 @@ async fn run_publish(args: &PublishArgs) -> Result<(), CliError> {
             if !report.skipped.is_empty() {
                 eprintln!("Skipped {} invalid line(s).", report.skipped.len());
             }
-            println!(
+            let published = format!(
                 "Published {} close request(s) to '{}'.",
                 report.published, args.amqp.close_queue
             );
-            Ok(())
+            // With --json, standard output holds nothing but outcome bodies.
+            if args.json {
+                eprintln!("{published}");
+            } else {
+                println!("{published}");
+            }
+            match report.waiter {
+                Some(waiter) => await_outcomes(waiter, args.timeout).await,
+                None => Ok(()),
+            }
         }
         Err(PublishError::InvalidLines(lines)) => {
             report_invalid(&lines);
@@ -261,7 +290,29 @@ async fn run_publish(args: &PublishArgs) -> Result<(), CliError> {
             ))
         }
         Err(error @ PublishError::Read { .. }) => Err(CliError::Usage(error.to_string())),
-        Err(error @ PublishError::Broker { .. }) => Err(CliError::Failed(error.to_string())),
+        Err(error @ (PublishError::Broker { .. } | PublishError::Waiting { .. })) => {
+            Err(CliError::Failed(error.to_string()))
+        }
+    }
+}
+
+/// `publish --wait`: the outcomes, then the exit code they call for.
+async fn await_outcomes(waiter: publish::wait::Waiter, timeout_secs: u64) -> Result<(), CliError> {
+    use publish::wait::Verdict;
+    let timeout = Duration::from_secs(timeout_secs);
+    match waiter.wait(timeout).await {
+        Ok(Verdict::AllClosed) => Ok(()),
+        Ok(Verdict::DeadLettered(ids)) => Err(CliError::DeadLettered(format!(
+            "{} close request(s) dead-lettered (see `job-closer dlq list`): {}",
+            ids.len(),
+            ids.join(", ")
+        ))),
+        Ok(Verdict::Missing(ids)) => Err(CliError::OutcomesMissing(format!(
+            "no outcome within {timeout_secs} s for {} close request(s); still waiting: {}",
+            ids.len(),
+            ids.join(", ")
+        ))),
+        Err(error) => Err(CliError::Failed(error.to_string())),
     }
 }
 
