@@ -27,7 +27,8 @@ use job_closer::tasks::Schedule;
 use job_closer::{Sandbox, SandboxConfig};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
@@ -86,6 +87,8 @@ pub struct Queues {
     task_delays_ms: Mutex<BTreeSet<u64>>,
     /// Further queues a test made (see [`Queues::also_delete`]).
     extra: Mutex<Vec<String>>,
+    /// Exchanges a test made (see [`Queues::outcome_exchange`]).
+    exchanges: Mutex<Vec<String>>,
     /// Set by `cleanup`; a test that fails before it still has its queues deleted on drop.
     cleaned: bool,
 }
@@ -106,6 +109,7 @@ impl Queues {
             channel,
             task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
             extra: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Vec::new()),
             cleaned: false,
         }
     }
@@ -120,6 +124,51 @@ impl Queues {
     /// Deletes `queue` with the others when the test ends.
     pub fn also_delete(&self, queue: &str) {
         self.extra.lock().unwrap().push(queue.to_owned());
+    }
+
+    /// A queue of this test's own (`{close}.{label}`), declared now and deleted with the others: a
+    /// producer's `reply_to`, or a subscriber of the outcome exchange.
+    pub async fn extra_queue(&self, label: &str) -> String {
+        let name = format!("{}.{label}", self.close);
+        declare_classic(&self.channel, &name).await;
+        self.also_delete(&name);
+        name
+    }
+
+    /// An `OUTCOME_EXCHANGE` of this test's own (`{close}.outcomes`), declared now as the worker
+    /// declares it (durable, topic) and deleted with the queues.
+    pub async fn outcome_exchange(&self) -> String {
+        let name = format!("{}.outcomes", self.close);
+        self.channel
+            .exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+        self.exchanges.lock().unwrap().push(name.clone());
+        name
+    }
+
+    /// A queue of this test's own bound to `exchange` with `binding_key` (`#` for everything).
+    pub async fn subscriber(&self, exchange: &str, label: &str, binding_key: &str) -> String {
+        let queue = self.extra_queue(label).await;
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                binding_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("bind {queue} to {exchange}: {e}"));
+        queue
     }
 
     /// The setting for a worker whose first task check comes `delay_ms` after acceptance (noted for
@@ -238,6 +287,7 @@ impl Queues {
             let delivery = message.delivery;
             delivery.ack(BasicAckOptions::default()).await.unwrap();
             out.push(Drained {
+                routing_key: delivery.routing_key.to_string(),
                 body: delivery.data.clone(),
                 headers: headers_json(delivery.properties.headers()),
                 properties: delivery.properties.clone(),
@@ -261,6 +311,13 @@ impl Queues {
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+        let exchanges = self.exchanges.lock().unwrap().clone();
+        for name in exchanges {
+            let _ = self
+                .channel
+                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
         let _ = self.connection.close(200, "".into()).await;
         self.cleaned = true;
     }
@@ -274,6 +331,7 @@ impl Drop for Queues {
             return;
         }
         let names = self.all_queues();
+        let exchanges = self.exchanges.lock().unwrap().clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -291,6 +349,11 @@ impl Drop for Queues {
                             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                             .await;
                     }
+                    for name in &exchanges {
+                        let _ = channel
+                            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
                 }
                 let _ = connection.close(200, "".into()).await;
             });
@@ -301,6 +364,8 @@ impl Drop for Queues {
 
 #[derive(Debug)]
 pub struct Drained {
+    /// The routing key it was published with.
+    pub routing_key: String,
     pub body: Vec<u8>,
     pub headers: BTreeMap<String, AMQPValue>,
     pub properties: BasicProperties,
@@ -330,6 +395,17 @@ impl Drained {
 
     pub fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as an outcome message's (panics when it is not one).
+    pub fn outcome(&self) -> job_closer::outcome::Outcome {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not an outcome ({e}): {}", self.body_text()))
+    }
+
+    /// A property that is text (`message_id`, `correlation_id`, ...), as a `String`.
+    pub fn property(value: &Option<lapin::types::ShortString>) -> Option<String> {
+        value.as_ref().map(|v| v.to_string())
     }
 
     pub fn external_id(&self) -> Option<String> {
