@@ -862,8 +862,14 @@ fn the_outcome_schema_is_valid_2020_12_and_names_the_workers_outcomes_and_reason
         repo_file(OUTCOME_SCHEMA_FILE),
         "the built-in schema is the file"
     );
-    assert_eq!(texts_of(&schema["properties"]["outcome"]["enum"]), worker_outcomes());
-    assert_eq!(texts_of(&schema["properties"]["reason"]["enum"]), worker_reasons());
+    assert_eq!(
+        texts_of(&schema["properties"]["outcome"]["enum"]),
+        worker_outcomes()
+    );
+    assert_eq!(
+        texts_of(&schema["properties"]["reason"]["enum"]),
+        worker_reasons()
+    );
     let validator = jsonschema::draft202012::new(&schema).unwrap();
     for example in schema["examples"].as_array().expect("examples") {
         assert!(validator.is_valid(example), "{example}");
@@ -890,8 +896,8 @@ fn the_outcome_example_files_get_the_verdict_their_directory_names() {
     let validator = jsonschema::draft202012::new(&outcome_schema()).unwrap();
     let mut seen = BTreeSet::new();
     for (dir, valid) in [("valid", true), ("invalid", false)] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("schema/examples/outcome/{dir}"));
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schema/examples/outcome/{dir}"));
         for file in std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()) {
             let text = std::fs::read_to_string(&file).unwrap();
             let body: Value =
@@ -1034,7 +1040,10 @@ fn the_asyncapi_document_describes_the_worker_queues_headers_and_payload() {
         yaml_at(outcome, &["payload", "schema", "$ref"]).as_str(),
         Some("./outcome.schema.json")
     );
-    let header = yaml_at(outcome, &["headers", "properties", job_closer::outcome::HEADER]);
+    let header = yaml_at(
+        outcome,
+        &["headers", "properties", job_closer::outcome::HEADER],
+    );
     let kinds: BTreeSet<String> = yaml_at(header, &["enum"])
         .as_sequence()
         .expect("x-outcome enum")
@@ -1046,11 +1055,24 @@ fn the_asyncapi_document_describes_the_worker_queues_headers_and_payload() {
         yaml_at(outcome, &["bindings", "amqp", "messageType"]).as_str(),
         Some(job_closer::outcome::TYPE)
     );
-    let exchange = yaml_at(&doc, &["channels", "outcomes", "bindings", "amqp", "exchange"]);
+    let exchange = yaml_at(
+        &doc,
+        &["channels", "outcomes", "bindings", "amqp", "exchange"],
+    );
     assert_eq!(yaml_at(exchange, &["type"]).as_str(), Some("topic"));
     assert_eq!(yaml_at(exchange, &["durable"]).as_bool(), Some(true));
     assert_eq!(
-        yaml_at(&doc, &["operations", "publishCloseRequest", "reply", "channel", "$ref"]).as_str(),
+        yaml_at(
+            &doc,
+            &[
+                "operations",
+                "publishCloseRequest",
+                "reply",
+                "channel",
+                "$ref"
+            ]
+        )
+        .as_str(),
         Some("#/channels/replies")
     );
 }
