@@ -12,11 +12,11 @@
 //!    process, and reads the worker's CPU time and peak RSS from `/proc`;
 //! 4. with outcome messages (`OUTCOME_EXCHANGE` set, one confirmed outcome per close before its
 //!    ack), twice: with no queue bound to the exchange (what telling costs the worker), and with a
-//!    durable queue bound for every outcome, as a producer binds one (what it costs the broker to
-//!    persist them: each close then also makes the broker write a persistent message). Beside the
-//!    second, a bare consumer that publishes a persistent copy of each delivery to the same exchange
-//!    and acks it once confirmed: the broker's own ceiling for that work. The bound queue is purged
-//!    after each drain.
+//!    durable queue bound for every outcome and read meanwhile, as a producer binds and reads one
+//!    (what it costs the broker to persist them: each close then also makes the broker take in and
+//!    hand out a persistent message). Beside the second, a bare consumer that publishes a persistent
+//!    copy of each delivery to the same exchange and acks it once confirmed, the bound queue read
+//!    the same way: the broker's own ceiling for that work.
 //!
 //! After the last round it measures the idle latency (one message into an idle worker, until the
 //! stand-in receives it), and with `--memory-run` drains 100,000 messages for peak memory. It prints
@@ -242,7 +242,7 @@ async fn run(options: Options, queues: BenchQueues) {
         } else {
             Vec::new()
         };
-        let clean = worker.stop(&broker, &queues, None).await;
+        let clean = worker.stop(&broker, &queues).await;
         let outcomes = drain_with_outcomes(&options, &broker, &queues, &stand_in, prefetch).await;
         println!(
             "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}  {:>12.0}  {:>12.0}  {:>12.0}",
@@ -285,7 +285,7 @@ async fn run(options: Options, queues: BenchQueues) {
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.memory_messages)
             .await;
-        let clean = worker.stop(&broker, &queues, None).await;
+        let clean = worker.stop(&broker, &queues).await;
         Some((drained, clean))
     } else {
         None
@@ -322,9 +322,21 @@ async fn drain_with_outcomes(
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_job-closer")));
     let n = options.messages;
     let binary = &binary;
-    let worker_drain = |label: &'static str, expected: Option<usize>| async move {
+    // The producer's side of a bound queue: it reads every outcome (acks in runs of 100).
+    let reader = || {
+        let (url, queue) = (options.amqp_url.clone(), queues.outcome_queue.clone());
+        tokio::spawn(async move { bare_consumer(&url, &queue, 500, n, 100, None).await })
+    };
+    let all_read = |reader: tokio::task::JoinHandle<BareDrain>| async move {
+        let read = tokio::time::timeout(Duration::from_secs(60), reader).await;
+        let read = read.is_ok_and(|joined| joined.is_ok());
+        broker.purge(&queues.outcome_queue).await;
+        read
+    };
+    let worker_drain = |label: &'static str, bound: bool| async move {
         broker.fill(&queues.close, n, label).await;
         stand_in.reset();
+        let reading = bound.then(reader);
         let mut worker = WorkerRun::start(
             binary,
             options.worker_wrapper.as_deref(),
@@ -334,11 +346,17 @@ async fn drain_with_outcomes(
             Some(&queues.outcomes),
         );
         let drained = worker.drain(broker, queues, stand_in, n).await;
-        (drained, worker.stop(broker, queues, expected).await)
+        let mut clean = worker.stop(broker, queues).await;
+        if let Some(reading) = reading {
+            let read = all_read(reading).await;
+            clean.outcomes = Some((if read { n } else { 0 }, n));
+        }
+        (drained, clean)
     };
-    let (unbound, unbound_clean) = worker_drain("outcomes-unbound", None).await;
+    let (unbound, unbound_clean) = worker_drain("outcomes-unbound", false).await;
     broker.bind_outcomes(queues).await;
     broker.fill(&queues.close, n, "persisting").await;
+    let reading = reader();
     let bare_persisting = bare_consumer(
         &options.amqp_url,
         &queues.close,
@@ -348,9 +366,8 @@ async fn drain_with_outcomes(
         Some(queues.outcomes.clone()),
     )
     .await;
-    broker.purge(&queues.outcome_queue).await;
-    let (bound, bound_clean) = worker_drain("outcomes-bound", Some(n)).await;
-    broker.purge(&queues.outcome_queue).await;
+    all_read(reading).await;
+    let (bound, bound_clean) = worker_drain("outcomes-bound", true).await;
     broker.unbind_outcomes(queues).await;
     OutcomeDrains {
         unbound,
@@ -1063,15 +1080,15 @@ struct Clean {
     exit_code: Option<i32>,
     left_in_close_queue: u32,
     dead_letters: u32,
-    /// With outcomes into the bound queue: how many it holds, and how many it should.
-    outcomes: Option<(u32, usize)>,
+    /// With outcomes into the bound queue: how many were read from it, and how many should have been.
+    outcomes: Option<(usize, usize)>,
 }
 
 impl Clean {
     fn is_clean(&self) -> bool {
         let all_told = self
             .outcomes
-            .is_none_or(|(held, expected)| held as usize == expected);
+            .is_none_or(|(read, expected)| read == expected);
         self.exit_code == Some(0)
             && self.left_in_close_queue == 0
             && self.dead_letters == 0
@@ -1208,14 +1225,8 @@ impl WorkerRun {
         }
     }
 
-    /// SIGTERM, wait for a clean exit, and check the broker holds nothing of this run any more (and,
-    /// when `outcomes` are expected in the bound queue, that it holds that many).
-    async fn stop(
-        mut self,
-        broker: &Broker,
-        queues: &BenchQueues,
-        outcomes: Option<usize>,
-    ) -> Clean {
+    /// SIGTERM, wait for a clean exit, and check the broker holds nothing of this run any more.
+    async fn stop(mut self, broker: &Broker, queues: &BenchQueues) -> Clean {
         let pid = nix::unistd::Pid::from_raw(self.worker.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -1227,15 +1238,11 @@ impl WorkerRun {
             }
         };
         // Once its connection is gone, anything it had not acked is back in the queue.
-        let outcomes = match outcomes {
-            Some(expected) => Some((broker.counts(&queues.outcome_queue).await.0, expected)),
-            None => None,
-        };
         Clean {
             exit_code,
             left_in_close_queue: broker.counts(&queues.close).await.0,
             dead_letters: broker.counts(&queues.dead).await.0,
-            outcomes,
+            outcomes: None,
         }
     }
 }
