@@ -63,7 +63,7 @@ pub(crate) enum PublishError {
     /// Everything was published, but the outcomes could not be awaited to the end.
     #[error("{error} while waiting for outcomes; still waiting for {}: {}", .waiting.len(), .waiting.join(", "))]
     Waiting {
-        error: AmqpError,
+        error: Box<AmqpError>,
         waiting: Vec<String>,
     },
 }

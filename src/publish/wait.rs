@@ -257,7 +257,7 @@ impl Waiter {
         self.progress.finish_and_clear();
         self.print_summary();
         PublishError::Waiting {
-            error,
+            error: Box::new(error),
             waiting: self.tally.waiting(),
         }
     }
