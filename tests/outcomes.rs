@@ -116,16 +116,16 @@ fn metric_of(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn every_outcome_reaches_reply_to_and_the_exchange_with_task_checks_off() {
-    let mut scenario = Scenario::builder("outcomes-off")
+    let scenario = Scenario::builder("outcomes-off")
         .sandbox(SandboxConfig {
             allowed_contracts: Some(vec!["urn:li:contract:7".into()]),
             ..SandboxConfig::default()
         })
         .set("TASK_CHECK", "off")
         .set("METRICS_ADDR", "127.0.0.1:0")
+        .outcome_exchange()
         .await;
-    let exchange = scenario.queues.outcome_exchange().await;
-    set(&mut scenario.env, "OUTCOME_EXCHANGE", &exchange);
+    let exchange = scenario.outcome_exchange();
     let (queues, sandbox) = scenario.parts();
     let replies = queues.extra_queue("replies").await;
     let everything = queues.subscriber(&exchange, "all", "#").await;
@@ -291,12 +291,12 @@ fn rule(status: &str, after_ms: u64, error_message: Option<&str>) -> TaskRule {
 
 #[tokio::test]
 async fn with_task_checks_on_an_outcome_waits_for_the_task_and_a_duplicate_for_its_first() {
-    let mut scenario = Scenario::builder("outcomes-on")
+    let scenario = Scenario::builder("outcomes-on")
         .task_check_delay_ms(300)
         .set("LOG_FORMAT", "json")
+        .outcome_exchange()
         .await;
-    let exchange = scenario.queues.outcome_exchange().await;
-    set(&mut scenario.env, "OUTCOME_EXCHANGE", &exchange);
+    let exchange = scenario.outcome_exchange();
     let (queues, sandbox) = scenario.parts();
     let replies = queues.extra_queue("replies").await;
     let everything = queues.subscriber(&exchange, "all", "#").await;
@@ -584,13 +584,13 @@ impl Heard {
 async fn a_sigkill_between_the_outcomes_and_the_acks_repeats_outcomes_and_loses_none() {
     const VALID: usize = 3000;
     const KILLS_AT_MOST: usize = 10;
-    let mut scenario = Scenario::builder("outcomes-kill")
+    let scenario = Scenario::builder("outcomes-kill")
         .latency(Duration::from_millis(40))
         .task_check_delay_ms(200)
         .set("RUST_LOG", "warn")
+        .outcome_exchange()
         .await;
-    let exchange = scenario.queues.outcome_exchange().await;
-    set(&mut scenario.env, "OUTCOME_EXCHANGE", &exchange);
+    let exchange = scenario.outcome_exchange();
     let (queues, sandbox) = scenario.parts();
     let heard_queue = queues.subscriber(&exchange, "all", "#").await;
     // Valid closes, with an invalid one and a job LinkedIn no longer has every 40th.

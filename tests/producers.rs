@@ -359,11 +359,11 @@ async fn the_python_producer_that_waits_hears_how_its_close_ended() {
 
 #[tokio::test]
 async fn the_python_consumer_follows_every_outcome_on_the_exchange() {
-    let mut scenario = Scenario::builder("producer-outcomes")
+    let scenario = Scenario::builder("producer-outcomes")
         .set("TASK_CHECK", "off")
+        .outcome_exchange()
         .await;
-    let exchange = scenario.queues.outcome_exchange().await;
-    set(&mut scenario.env, "OUTCOME_EXCHANGE", &exchange);
+    let exchange = scenario.outcome_exchange();
     let (queues, sandbox) = scenario.parts();
     let queue = format!("{}.ats", queues.close);
     queues.also_delete(&queue);

@@ -952,9 +952,17 @@ pub struct ScenarioBuilder {
     declare: bool,
     settings: Vec<(String, String)>,
     task_check_delay_ms: Option<u64>,
+    outcome_exchange: bool,
 }
 
 impl ScenarioBuilder {
+    /// An `OUTCOME_EXCHANGE` of the scenario's own, declared before the worker starts (so that
+    /// subscribers can bind to it) and deleted with the queues; see [`Scenario::outcome_exchange`].
+    pub fn outcome_exchange(mut self) -> ScenarioBuilder {
+        self.outcome_exchange = true;
+        self
+    }
+
     /// The sandbox's configuration (the default otherwise).
     pub fn sandbox(mut self, config: SandboxConfig) -> ScenarioBuilder {
         self.sandbox = config;
@@ -1000,6 +1008,10 @@ impl ScenarioBuilder {
             let (key, value) = queues.task_check_env(delay_ms);
             set(&mut env, &key, value);
         }
+        if self.outcome_exchange {
+            let exchange = queues.outcome_exchange().await;
+            set(&mut env, "OUTCOME_EXCHANGE", exchange);
+        }
         Scenario {
             queues,
             sandbox,
@@ -1035,7 +1047,17 @@ impl Scenario {
             declare: true,
             settings: Vec::new(),
             task_check_delay_ms: None,
+            outcome_exchange: false,
         }
+    }
+
+    /// The worker's `OUTCOME_EXCHANGE` (see [`ScenarioBuilder::outcome_exchange`]).
+    pub fn outcome_exchange(&self) -> String {
+        self.env
+            .iter()
+            .find(|(key, _)| key == "OUTCOME_EXCHANGE")
+            .map(|(_, value)| value.clone())
+            .expect("a scenario built with .outcome_exchange()")
     }
 
     /// The queues and the sandbox, for a test to use by name.
