@@ -344,14 +344,10 @@ impl Outcomes {
         request: Request<'_>,
         ended: Ended<'_>,
     ) -> Result<Option<Sent>, OutcomeError> {
-        let reply_to = request
-            .properties
-            .reply_to()
-            .clone()
-            .filter(|q| !q.as_str().is_empty());
-        if self.exchange.is_none() && reply_to.is_none() {
+        if !self.wanted(request.properties) {
             return Ok(None);
         }
+        let reply_to = reply_to(request.properties).map(ShortString::from);
         let kind = ended.kind();
         let now = SystemTime::now();
         let at = dead_letter::format_time(now.into());

@@ -879,3 +879,66 @@ async fn publish_wait_exits_0_3_or_4_and_says_which_ids() {
     );
     scenario.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_outcome_exchange_deleted_while_running_is_declared_again_and_nothing_is_lost() {
+    let scenario = Scenario::builder("outcomes-deleted")
+        .set("TASK_CHECK", "off")
+        .set("LOG_FORMAT", "json")
+        .outcome_exchange()
+        .await;
+    let exchange = scenario.outcome_exchange();
+    let (queues, sandbox) = scenario.parts();
+    let replies = queues.extra_queue("replies").await;
+    let (before, _) = jobs("before", 5);
+    for (i, body) in before.iter().enumerate() {
+        publish(queues, body, asking(&replies, &format!("m-before-{i}"))).await;
+    }
+    let mut worker = scenario.spawn_worker();
+    collect(queues, &[&worker], &replies, 5).await;
+
+    // An operator deletes the exchange: the broker closes the channel that publishes to it.
+    queues
+        .channel
+        .exchange_delete(exchange.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let (after, _) = jobs("after", 5);
+    for (i, body) in after.iter().enumerate() {
+        publish(queues, body, asking(&replies, &format!("m-after-{i}"))).await;
+    }
+    let told = collect(queues, &[&worker], &replies, 5).await;
+    let ids: BTreeSet<String> = by_external_id(&told).into_keys().collect();
+    let expected: BTreeSet<String> = (0..5).map(|i| format!("after-{i}")).collect();
+    assert_eq!(ids, expected);
+    assert_eq!(sandbox.stats().closed.len(), 10);
+    assert!(
+        worker
+            .log_text()
+            .contains("the publishing channel was closed by the broker"),
+        "the session was renewed"
+    );
+    let declared = queues
+        .connection
+        .create_channel()
+        .await
+        .unwrap()
+        .exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await;
+    assert!(declared.is_ok(), "declared again: {declared:?}");
+    assert_eq!(
+        worker.terminate(Duration::from_secs(20)).await.code(),
+        Some(0)
+    );
+    assert_eq!(queues.depth(&queues.close).await, 0);
+    assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
+    scenario.cleanup().await;
+}

@@ -379,6 +379,12 @@ impl Worker {
                 _ = ticker.tick() => {
                     self.shared.metrics.beat();
                     self.observe_depths(&session.depth_channel).await;
+                    // The broker closes a channel that publishes to an exchange that is gone
+                    // (OUTCOME_EXCHANGE deleted): every settle would fail until a new session
+                    // declares it again.
+                    if !session.senders.settler.confirm_channel().status().connected() {
+                        return SessionEnd::Lost("the publishing channel was closed by the broker".into());
+                    }
                 }
             }
         }
