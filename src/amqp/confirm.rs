@@ -1,7 +1,10 @@
 //! Publisher confirms, for every publisher: the confirm window — publishes pipelined, confirms
 //! awaited in order, at most a bounded number outstanding — and what a confirm means. `publish`,
 //! `dlq replay` and `dlq import` publish through a window; the worker's dead letters and pending task
-//! checks through [`publish_confirmed`], a window of one. So the rule "the broker's confirm first,
+//! checks through [`publish_confirmed`], a window of one; its outcome messages publish to their two
+//! targets first ([`publish_to_exchange`], [`publish_mandatory`]) and then await both ([`confirmed`]).
+//! An unroutable `mandatory` message is its own error ([`AmqpError::Unroutable`]), so that a caller
+//! for whom it is routine (a `reply_to` queue that does not exist) can tell it from a refusal. So the rule "the broker's confirm first,
 //! then whatever depends on it" (an ack, a count) lives in one place.
 //!
 //! Each publish carries a tag (`T`): what to do once its confirm arrives — nothing for `publish`, the
