@@ -355,7 +355,12 @@ async fn drain_with_outcomes(
     };
     let (unbound, unbound_clean) = worker_drain("outcomes-unbound", false).await;
     broker.bind_outcomes(queues).await;
+    let filling = Instant::now();
     broker.fill(&queues.close, n, "persisting").await;
+    println!(
+        "       persistent publishes with confirms (a fill), msg/s: {:.0}",
+        n as f64 / filling.elapsed().as_secs_f64()
+    );
     let reading = reader();
     let bare_persisting = bare_consumer(
         &options.amqp_url,
