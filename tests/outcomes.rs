@@ -2,7 +2,8 @@
 //! built `job-closer`, the real RabbitMQ and the sandbox — every outcome through both routes with
 //! task checks off and on, no outcome before a close's task is known, a replayed dead letter that
 //! then closes, SIGKILLs between the outcomes' confirms and the acks, a `reply_to` queue that does
-//! not exist, and `publish --wait`'s exits 0, 3 and 4.
+//! not exist, an outcome exchange deleted under the worker, `check`'s line for the exchange, and
+//! `publish --wait`'s exits 0, 3 and 4.
 
 mod common;
 
@@ -940,5 +941,127 @@ async fn an_outcome_exchange_deleted_while_running_is_declared_again_and_nothing
     );
     assert_eq!(queues.depth(&queues.close).await, 0);
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
+    scenario.cleanup().await;
+}
+
+/// `check`'s line for a step (`ok    outcomes     ...`), or a failure showing all it printed.
+fn check_line<'a>(run: &'a Run, step: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|line| line.get(6..).is_some_and(|rest| rest.starts_with(step)))
+        .unwrap_or_else(|| panic!("no {step} line: {run:#?}"))
+}
+
+async fn exchange_exists(queues: &Queues, exchange: &str) -> bool {
+    let channel = queues.connection.create_channel().await.unwrap();
+    let options = lapin::options::ExchangeDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let kind = lapin::ExchangeKind::Topic;
+    let exists = channel
+        .exchange_declare(exchange.into(), kind, options, Default::default())
+        .await
+        .is_ok();
+    if exists {
+        let _ = channel.close(200, "".into()).await;
+    }
+    exists
+}
+
+#[tokio::test]
+async fn check_shows_the_outcome_exchange_or_that_none_is_set() {
+    let unset = Scenario::builder("outcomes-check").await;
+    let queues = &unset.queues;
+    let run = cli_run(&["check"], &unset.env).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        check_line(&run, "outcomes").starts_with("ok    outcomes     OUTCOME_EXCHANGE not set"),
+        "{run:#?}"
+    );
+
+    // Set but not there yet: passes, and check creates nothing.
+    let missing = format!("{}.outcomes", queues.close);
+    let mut env = unset.env.clone();
+    set(&mut env, "OUTCOME_EXCHANGE", &missing);
+    let run = cli_run(&["check"], &env).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let line = check_line(&run, "outcomes");
+    assert!(
+        line.starts_with("ok ") && line.contains("does not exist yet"),
+        "{line}"
+    );
+    assert!(
+        !exchange_exists(queues, &missing).await,
+        "check declared it"
+    );
+
+    // There, as run declares it.
+    let scenario = Scenario::builder("outcomes-check-set")
+        .outcome_exchange()
+        .await;
+    let run = cli_run(&["check"], &scenario.env).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let line = check_line(&run, "outcomes");
+    assert!(
+        line.contains("exists as a durable topic exchange")
+            && line.contains("closed, already-closed, dead-lettered"),
+        "{line}"
+    );
+
+    // Of another type: named, exit 1.
+    let fanout = format!("{}.fanout", scenario.queues.close);
+    scenario
+        .queues
+        .channel
+        .exchange_declare(
+            fanout.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut env = scenario.env.clone();
+    set(&mut env, "OUTCOME_EXCHANGE", &fanout);
+    let run = cli_run(&["check"], &env).await;
+    // And `run` refuses it the same way, at once.
+    let worker = cli(&["run"])
+        .envs(&env)
+        .within(Duration::from_secs(60))
+        .run()
+        .await;
+    scenario
+        .queues
+        .channel
+        .exchange_delete(fanout.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    let line = check_line(&run, "outcomes");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("inequivalent arg 'type'")
+            && line.contains("OUTCOME_EXCHANGE"),
+        "{line}"
+    );
+    assert_eq!(worker.code, Some(1), "{worker:#?}");
+    assert!(
+        worker.stderr.contains("must name a durable topic exchange"),
+        "{worker:#?}"
+    );
+
+    // A name RabbitMQ reserves: a configuration error.
+    let mut env = scenario.env.clone();
+    set(&mut env, "OUTCOME_EXCHANGE", "amq.outcomes");
+    let run = cli_run(&["check"], &env).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(
+        run.stdout.contains("FAIL  config") && run.stdout.contains("amq."),
+        "{run:#?}"
+    );
     scenario.cleanup().await;
 }
