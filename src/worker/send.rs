@@ -10,7 +10,7 @@
 //! halving would resend each of them at every level), single elements at once.
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait};
-use super::decide::{Settlement, State, Step, decide_close};
+use super::decide::{Known, Settlement, State, Step, decide_close, known_duplicate};
 use super::recent::AcceptedTask;
 use super::settle::Settler;
 use super::{Item, Shared};
@@ -399,9 +399,11 @@ async fn settle_known(
     let mut settle = Vec::new();
     let mut waiting = Vec::new();
     for item in known {
-        match twin_task(shared, session, &item) {
-            Some((schedule, task)) => waiting.push((item, schedule, task)),
-            None => settle.push((item, known_settlement(shared.already_closed))),
+        let wants_outcome = session.settler.wants_outcome(&item.delivery.properties);
+        let first_task = first_task(shared, &item);
+        match known_duplicate(shared.already_closed, first_task, wants_outcome) {
+            Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
+            Known::Settle(settlement) => settle.push((item, settlement)),
         }
     }
     settle_each(shared, session, settle, attempts).await;
@@ -409,46 +411,23 @@ async fn settle_known(
         let settler = &session.settler;
         settler
             .together(futures_util::future::join_all(waiting.iter().map(
-                |(item, schedule, task)| wait_for_twin(shared, settler, item, schedule, task),
+                |(item, schedule, task)| wait_for_first_task(shared, settler, item, schedule, task),
             )))
             .await;
     }
     unknown
 }
 
-/// What a known duplicate is settled as, by `ALREADY_CLOSED`.
-fn known_settlement(policy: crate::config::AlreadyClosed) -> Settlement {
-    let failure = classify::Failure::new(
-        409,
-        "LinkedIn accepted a close of this job from this worker within the last hour; not sent again",
-    );
-    match policy {
-        crate::config::AlreadyClosed::Ack => Settlement::AlreadyClosed(failure),
-        crate::config::AlreadyClosed::DeadLetter => {
-            Settlement::DeadLetter(Failure::rejected(failure.status, failure.message, 0))
-        }
-    }
-}
-
-/// The schedule and the first close's task a known duplicate waits on, when it should: task checks
-/// on, `ALREADY_CLOSED=ack`, an outcome wanted, and the first close accepted with a task.
-fn twin_task(
-    shared: &Shared,
-    session: &SessionHandle,
-    item: &Item,
-) -> Option<(Arc<crate::tasks::Schedule>, AcceptedTask)> {
+/// The task the first close of a known duplicate's id became, with the schedule to check it on:
+/// only with task checks on.
+fn first_task(shared: &Shared, item: &Item) -> Option<(Arc<crate::tasks::Schedule>, AcceptedTask)> {
     let schedule = shared.task_checks.clone()?;
-    let wanted = shared.already_closed == crate::config::AlreadyClosed::Ack
-        && session.settler.wants_outcome(&item.delivery.properties);
-    if !wanted {
-        return None;
-    }
     Some((schedule, shared.recent.task_of(&item.request.external_id)?))
 }
 
 /// A duplicate of a close accepted within the hour whose task is still to be verified: its outcome
 /// is that task's, so it is handed on as a pending check of the same task (nothing is sent).
-async fn wait_for_twin(
+async fn wait_for_first_task(
     shared: &Shared,
     settler: &Settler,
     item: &Item,
