@@ -4,7 +4,9 @@
 //! carrying out each step — settle, resend, split, hold, wait.
 //!
 //! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
-//! `already-closed` without being sent (see [`super::recent`]). A group that is split carries on as
+//! `already-closed` without being sent (see [`super::recent`]) — or, when one asked for an outcome
+//! and task checks are on, handed on as a check of the first close's task, so that it is not told
+//! `already-closed` while that task can still fail ([`super::decide::known_duplicate`]). A group that is split carries on as
 //! independent groups with the budget spent so far: halves for a run of 5xx or an unnamed single-job
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
