@@ -135,6 +135,11 @@ impl Queues {
         name
     }
 
+    /// Deletes the exchange `name` with the queues when the test ends.
+    pub fn also_delete_exchange(&self, name: &str) {
+        self.exchanges.lock().unwrap().push(name.to_owned());
+    }
+
     /// An `OUTCOME_EXCHANGE` of this test's own (`{close}.outcomes`), declared now as the worker
     /// declares it (durable, topic) and deleted with the queues.
     pub async fn outcome_exchange(&self) -> String {
@@ -151,7 +156,7 @@ impl Queues {
             )
             .await
             .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
-        self.exchanges.lock().unwrap().push(name.clone());
+        self.also_delete_exchange(&name);
         name
     }
 
