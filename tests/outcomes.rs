@@ -1011,6 +1011,7 @@ async fn check_shows_the_outcome_exchange_or_that_none_is_set() {
 
     // Of another type: named, exit 1.
     let fanout = format!("{}.fanout", scenario.queues.close);
+    scenario.queues.also_delete_exchange(&fanout);
     scenario
         .queues
         .channel
@@ -1034,12 +1035,6 @@ async fn check_shows_the_outcome_exchange_or_that_none_is_set() {
         .within(Duration::from_secs(60))
         .run()
         .await;
-    scenario
-        .queues
-        .channel
-        .exchange_delete(fanout.as_str().into(), Default::default())
-        .await
-        .unwrap();
     assert_eq!(run.code, Some(1), "{run:#?}");
     let line = check_line(&run, "outcomes");
     assert!(
