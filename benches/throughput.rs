@@ -9,7 +9,14 @@
 //!    `multiple` — the broker's limit when acks go in runs, as job-closer sends them;
 //! 3. fills it again and drains it with the release `job-closer run` as a child process
 //!    (`RATE_LIMIT_PER_MINUTE=0`, no metrics listener), sending to an API stand-in served from this
-//!    process, and reads the worker's CPU time and peak RSS from `/proc`.
+//!    process, and reads the worker's CPU time and peak RSS from `/proc`;
+//! 4. with outcome messages (`OUTCOME_EXCHANGE` set, one confirmed outcome per close before its
+//!    ack), twice: with no queue bound to the exchange (what telling costs the worker), and with a
+//!    durable queue bound for every outcome and read meanwhile, as a producer binds and reads one
+//!    (what it costs the broker to persist them: each close then also makes the broker take in and
+//!    hand out a persistent message). Beside the second, a bare consumer that publishes a persistent
+//!    copy of each delivery to the same exchange and acks it once confirmed, the bound queue read
+//!    the same way: the broker's own ceiling for that work.
 //!
 //! After the last round it measures the idle latency (one message into an idle worker, until the
 //! stand-in receives it), and with `--memory-run` drains 100,000 messages for peak memory. It prints
@@ -42,10 +49,13 @@ use futures_util::stream::FuturesUnordered;
 use job_closer::BatchArgs;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+};
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -175,14 +185,17 @@ async fn run(options: Options, queues: BenchQueues) {
     );
     println!();
     println!(
-        "{:>5}  {:>14}  {:>14}  {:>12}  {:>6}  {:>16}  {:>16}",
+        "{:>5}  {:>14}  {:>14}  {:>12}  {:>6}  {:>16}  {:>16}  {:>12}  {:>12}  {:>12}",
         "round",
         "bare each/s",
         "bare runs/s",
         "worker msg/s",
         "ratio",
         "worker CPU-s/10k",
-        "broker CPU-s/10k"
+        "broker CPU-s/10k",
+        "outcomes/s",
+        "bare pers./s",
+        "bound/s"
     );
 
     let mut rounds = Vec::new();
@@ -195,6 +208,7 @@ async fn run(options: Options, queues: BenchQueues) {
             prefetch,
             options.messages,
             1,
+            None,
         )
         .await;
         broker.fill(&queues.close, options.messages, "runs").await;
@@ -204,6 +218,7 @@ async fn run(options: Options, queues: BenchQueues) {
             prefetch,
             options.messages,
             settings.effective_batch_size(),
+            None,
         )
         .await;
         broker.fill(&queues.close, options.messages, "worker").await;
@@ -214,6 +229,7 @@ async fn run(options: Options, queues: BenchQueues) {
             &options.amqp_url,
             &queues,
             &stand_in,
+            None,
         );
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.messages)
@@ -227,8 +243,9 @@ async fn run(options: Options, queues: BenchQueues) {
             Vec::new()
         };
         let clean = worker.stop(&broker, &queues).await;
+        let outcomes = drain_with_outcomes(&options, &broker, &queues, &stand_in, prefetch).await;
         println!(
-            "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}",
+            "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}  {:>12.0}  {:>12.0}  {:>12.0}",
             round,
             bare.rate,
             bare_runs.rate,
@@ -236,11 +253,17 @@ async fn run(options: Options, queues: BenchQueues) {
             drained.rate / bare.rate,
             drained.cpu_seconds_per_10k,
             per_10k(drained.broker_cpu_seconds, options.messages),
+            outcomes.unbound.rate,
+            outcomes.bare_persisting.rate,
+            outcomes.bound.rate,
         );
+        let mut clean = vec![clean];
+        clean.extend(outcomes.clean.iter().cloned());
         rounds.push(Round {
             bare,
             bare_runs,
             worker: drained,
+            outcomes,
             probes,
             clean,
         });
@@ -257,6 +280,7 @@ async fn run(options: Options, queues: BenchQueues) {
             &options.amqp_url,
             &queues,
             &stand_in,
+            None,
         );
         let drained = worker
             .drain(&broker, &queues, &stand_in, options.memory_messages)
@@ -272,6 +296,92 @@ async fn run(options: Options, queues: BenchQueues) {
     report(&options, &rounds, memory.as_ref(), linger);
 }
 
+/// The drains with outcome messages of one round.
+struct OutcomeDrains {
+    /// `OUTCOME_EXCHANGE` set, no queue bound: the worker's own cost of telling.
+    unbound: WorkerDrain,
+    /// The bare consumer publishing a persistent copy of each delivery into the bound queue and
+    /// acking it once confirmed: the broker's ceiling for that work.
+    bare_persisting: BareDrain,
+    /// `OUTCOME_EXCHANGE` set, a durable queue bound for every outcome.
+    bound: WorkerDrain,
+    clean: Vec<Clean>,
+}
+
+/// Fills and drains the close queue three times, as [`OutcomeDrains`] says.
+async fn drain_with_outcomes(
+    options: &Options,
+    broker: &Broker,
+    queues: &BenchQueues,
+    stand_in: &StandIn,
+    prefetch: u16,
+) -> OutcomeDrains {
+    let binary = options
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_job-closer")));
+    let n = options.messages;
+    let binary = &binary;
+    // The producer's side of a bound queue: it reads every outcome (acks in runs of 100).
+    let reader = || {
+        let (url, queue) = (options.amqp_url.clone(), queues.outcome_queue.clone());
+        tokio::spawn(async move { bare_consumer(&url, &queue, 500, n, 100, None).await })
+    };
+    let all_read = |reader: tokio::task::JoinHandle<BareDrain>| async move {
+        let read = tokio::time::timeout(Duration::from_secs(60), reader).await;
+        let read = read.is_ok_and(|joined| joined.is_ok());
+        broker.purge(&queues.outcome_queue).await;
+        read
+    };
+    let worker_drain = |label: &'static str, bound: bool| async move {
+        broker.fill(&queues.close, n, label).await;
+        stand_in.reset();
+        let reading = bound.then(reader);
+        let mut worker = WorkerRun::start(
+            binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            queues,
+            stand_in,
+            Some(&queues.outcomes),
+        );
+        let drained = worker.drain(broker, queues, stand_in, n).await;
+        let mut clean = worker.stop(broker, queues).await;
+        if let Some(reading) = reading {
+            let read = all_read(reading).await;
+            clean.outcomes = Some((if read { n } else { 0 }, n));
+        }
+        (drained, clean)
+    };
+    let (unbound, unbound_clean) = worker_drain("outcomes-unbound", false).await;
+    broker.bind_outcomes(queues).await;
+    let filling = Instant::now();
+    broker.fill(&queues.close, n, "persisting").await;
+    println!(
+        "       persistent publishes with confirms (a fill), msg/s: {:.0}",
+        n as f64 / filling.elapsed().as_secs_f64()
+    );
+    let reading = reader();
+    let bare_persisting = bare_consumer(
+        &options.amqp_url,
+        &queues.close,
+        prefetch,
+        n,
+        1,
+        Some(queues.outcomes.clone()),
+    )
+    .await;
+    all_read(reading).await;
+    let (bound, bound_clean) = worker_drain("outcomes-bound", true).await;
+    broker.unbind_outcomes(queues).await;
+    OutcomeDrains {
+        unbound,
+        bare_persisting,
+        bound,
+        clean: vec![unbound_clean, bound_clean],
+    }
+}
+
 fn per_10k(seconds: Option<f64>, messages: usize) -> String {
     match seconds {
         Some(seconds) => format!("{:.3}", seconds * 10_000.0 / messages as f64),
@@ -285,8 +395,9 @@ struct Round {
     /// The broker's own limit with acks in runs, as job-closer sends them.
     bare_runs: BareDrain,
     worker: WorkerDrain,
+    outcomes: OutcomeDrains,
     probes: Vec<Duration>,
-    clean: Clean,
+    clean: Vec<Clean>,
 }
 
 fn report(
@@ -394,13 +505,84 @@ fn report(
             format!("{:.1}", drained.peak_rss_kib as f64 / 1024.0),
         );
     }
-    let all_clean = rounds.iter().map(|r| &r.clean).chain(memory.map(|m| &m.1));
+    report_outcomes(options, median);
+    let all_clean = rounds
+        .iter()
+        .flat_map(|r| &r.clean)
+        .chain(memory.map(|m| &m.1));
     for clean in all_clean {
         if !clean.is_clean() {
             println!();
             println!("WARNING: a worker run did not end cleanly: {clean:?}");
         }
     }
+}
+
+/// The drains with outcomes of the median round, beside its bare ack-each ceiling and its worker
+/// without outcomes.
+fn report_outcomes(options: &Options, median: &Round) {
+    let (bare, worker, outcomes) = (&median.bare, &median.worker, &median.outcomes);
+    let (unbound, persisting, bound) = (
+        &outcomes.unbound,
+        &outcomes.bare_persisting,
+        &outcomes.bound,
+    );
+    let n = options.messages;
+    let row = |what: &str, unbound: String, persisting: String, bound: String| {
+        println!("| {what:<46} | {unbound:>20} | {persisting:>22} | {bound:>20} |");
+    };
+    println!();
+    println!("With outcome messages (OUTCOME_EXCHANGE set, TASK_CHECK=off), the same round:");
+    println!();
+    row(
+        "",
+        "run, nobody bound".into(),
+        "bare, persisting each".into(),
+        "run, a bound queue".into(),
+    );
+    println!("|{:-<48}|{:->22}|{:->24}|{:->22}|", "", "", "", "");
+    row(
+        "msg/s",
+        format!("{:.0}", unbound.rate),
+        format!("{:.0}", persisting.rate),
+        format!("{:.0}", bound.rate),
+    );
+    row(
+        "÷ bare, ack each (target ≥ 0.60)",
+        format!("{:.2}", unbound.rate / bare.rate),
+        format!("{:.2}", persisting.rate / bare.rate),
+        format!("{:.2}", bound.rate / bare.rate),
+    );
+    row(
+        "÷ job-closer run without outcomes",
+        format!("{:.2}", unbound.rate / worker.rate),
+        "".into(),
+        format!("{:.2}", bound.rate / worker.rate),
+    );
+    row(
+        "÷ bare, persisting each (the broker's ceiling)",
+        "".into(),
+        "".into(),
+        format!("{:.2}", bound.rate / persisting.rate),
+    );
+    row(
+        "CPU-s per 10,000 messages, consumer",
+        format!("{:.3}", unbound.cpu_seconds_per_10k),
+        format!("{:.3}", persisting.cpu_seconds_per_10k),
+        format!("{:.3}", bound.cpu_seconds_per_10k),
+    );
+    row(
+        "CPU-s per 10,000 messages, RabbitMQ",
+        per_10k(unbound.broker_cpu_seconds, n),
+        per_10k(persisting.broker_cpu_seconds, n),
+        per_10k(bound.broker_cpu_seconds, n),
+    );
+    row(
+        "peak RSS, MiB (target ≤ 64)",
+        format!("{:.1}", unbound.peak_rss_kib as f64 / 1024.0),
+        "".into(),
+        format!("{:.1}", bound.peak_rss_kib as f64 / 1024.0),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -410,6 +592,9 @@ fn report(
 struct BenchQueues {
     close: String,
     dead: String,
+    /// The outcome exchange, and the queue bound to it (`#`) for the drains that persist outcomes.
+    outcomes: String,
+    outcome_queue: String,
 }
 
 impl BenchQueues {
@@ -418,6 +603,8 @@ impl BenchQueues {
         BenchQueues {
             close: format!("bench.throughput.{id}"),
             dead: format!("bench.throughput.{id}.dead"),
+            outcomes: format!("bench.throughput.{id}.outcomes"),
+            outcome_queue: format!("bench.throughput.{id}.outcomes.all"),
         }
     }
 }
@@ -441,19 +628,74 @@ impl Broker {
         }
     }
 
-    /// Declares both queues as the worker does, so its own declaration matches.
+    /// Declares both queues as the worker does, so its own declaration matches; the outcome
+    /// exchange as the worker declares it (durable, topic), and the queue to bind to it.
     async fn declare(&self, queues: &BenchQueues) {
         common::declare_close_queue(&self.channel, &queues.close).await;
         common::declare_classic(&self.channel, &queues.dead).await;
+        common::declare_classic(&self.channel, &queues.outcome_queue).await;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        self.channel
+            .exchange_declare(
+                queues.outcomes.as_str().into(),
+                ExchangeKind::Topic,
+                durable,
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare the outcome exchange");
+    }
+
+    /// Binds the outcome queue to the outcome exchange for every outcome.
+    async fn bind_outcomes(&self, queues: &BenchQueues) {
+        self.channel
+            .queue_bind(
+                queues.outcome_queue.as_str().into(),
+                queues.outcomes.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind the outcome queue");
+    }
+
+    async fn unbind_outcomes(&self, queues: &BenchQueues) {
+        self.channel
+            .queue_unbind(
+                queues.outcome_queue.as_str().into(),
+                queues.outcomes.as_str().into(),
+                "#".into(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("unbind the outcome queue");
+    }
+
+    async fn purge(&self, queue: &str) {
+        self.channel
+            .queue_purge(queue.into(), QueuePurgeOptions::default())
+            .await
+            .expect("purge");
     }
 
     async fn delete(&self, queues: &BenchQueues) {
-        for name in [&queues.close, &queues.dead] {
+        for name in [&queues.close, &queues.dead, &queues.outcome_queue] {
             let _ = self
                 .channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+        let _ = self
+            .channel
+            .exchange_delete(
+                queues.outcomes.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await;
     }
 
     async fn close(&self) {
@@ -541,13 +783,17 @@ struct BareDrain {
 /// `ack_every`-th delivery is acked with `multiple`, as job-closer acks a batch: the broker's limit.
 /// It runs on a single-threaded runtime of its own and keeps acks pipelined (it does not wait for
 /// one ack to be written before taking the next delivery): the fastest way lapin consumes with one
-/// ack per message here, about twice as fast as awaiting each ack in turn.
+/// ack per message here, about twice as fast as awaiting each ack in turn. With `publish_to` (an
+/// exchange), each delivery is first published there as a persistent message (routing key
+/// `closed`, on a confirm channel of its own) and acked once confirmed, as the worker does with an
+/// outcome.
 async fn bare_consumer(
     url: &str,
     queue: &str,
     prefetch: u16,
     count: usize,
     ack_every: usize,
+    publish_to: Option<String>,
 ) -> BareDrain {
     let (url, queue) = (url.to_owned(), queue.to_owned());
     let thread = std::thread::spawn(move || {
@@ -555,7 +801,9 @@ async fn bare_consumer(
             .enable_all()
             .build()
             .expect("tokio runtime")
-            .block_on(bare_drain(&url, &queue, prefetch, count, ack_every))
+            .block_on(bare_drain(
+                &url, &queue, prefetch, count, ack_every, publish_to,
+            ))
     });
     tokio::task::spawn_blocking(move || thread.join().expect("the bare consumer panicked"))
         .await
@@ -568,11 +816,23 @@ async fn bare_drain(
     prefetch: u16,
     count: usize,
     ack_every: usize,
+    publish_to: Option<String>,
 ) -> BareDrain {
     let connection = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
     let channel = connection.create_channel().await.expect("channel");
+    let publishing = match &publish_to {
+        Some(exchange) => {
+            let publishing = connection.create_channel().await.expect("channel");
+            publishing
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirm mode");
+            Some((publishing, exchange.clone()))
+        }
+        None => None,
+    };
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
         .await
@@ -601,7 +861,29 @@ async fn bare_drain(
                 seen += 1;
                 if seen % ack_every.max(1) == 0 || seen == count {
                     let multiple = ack_every > 1;
-                    acks.push(async move { delivery.ack(BasicAckOptions { multiple }).await });
+                    let confirm = match &publishing {
+                        Some((channel, exchange)) => Some(
+                            channel
+                                .basic_publish(
+                                    exchange.as_str().into(),
+                                    "closed".into(),
+                                    BasicPublishOptions::default(),
+                                    &delivery.data,
+                                    BasicProperties::default()
+                                        .with_delivery_mode(2)
+                                        .with_content_type("application/json".into()),
+                                )
+                                .await
+                                .expect("publish"),
+                        ),
+                        None => None,
+                    };
+                    acks.push(async move {
+                        if let Some(confirm) = confirm {
+                            confirmed(confirm).await;
+                        }
+                        delivery.ack(BasicAckOptions { multiple }).await
+                    });
                 }
             }
             Some(acked) = acks.next(), if !acks.is_empty() => {
@@ -798,16 +1080,24 @@ struct WorkerDrain {
 }
 
 /// How a worker run ended: exit status, and what the broker still held afterwards.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Clean {
     exit_code: Option<i32>,
     left_in_close_queue: u32,
     dead_letters: u32,
+    /// With outcomes into the bound queue: how many were read from it, and how many should have been.
+    outcomes: Option<(usize, usize)>,
 }
 
 impl Clean {
     fn is_clean(&self) -> bool {
-        self.exit_code == Some(0) && self.left_in_close_queue == 0 && self.dead_letters == 0
+        let all_told = self
+            .outcomes
+            .is_none_or(|(read, expected)| read == expected);
+        self.exit_code == Some(0)
+            && self.left_in_close_queue == 0
+            && self.dead_letters == 0
+            && all_told
     }
 }
 
@@ -818,6 +1108,7 @@ impl WorkerRun {
         amqp_url: &str,
         queues: &BenchQueues,
         stand_in: &StandIn,
+        outcome_exchange: Option<&str>,
     ) -> Self {
         let wrapper: Vec<&str> = wrapper
             .map(|w| w.split_whitespace().collect())
@@ -844,6 +1135,9 @@ impl WorkerRun {
             if let Ok(value) = std::env::var(name) {
                 command = command.env(name, value);
             }
+        }
+        if let Some(exchange) = outcome_exchange {
+            command = command.env("OUTCOME_EXCHANGE", exchange);
         }
         WorkerRun {
             worker: command.spawn(),
@@ -953,6 +1247,7 @@ impl WorkerRun {
             exit_code,
             left_in_close_queue: broker.counts(&queues.close).await.0,
             dead_letters: broker.counts(&queues.dead).await.0,
+            outcomes: None,
         }
     }
 }

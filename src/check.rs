@@ -1,7 +1,8 @@
 //! `job-closer check`: the pre-flight for an operator or a deployment pipeline. With the same
 //! settings as `run`, it validates the configuration, connects to the broker, checks both queues
-//! (do they exist, would `run` declare them with the same arguments, how many messages wait) and
-//! obtains a token from the token endpoint. It prints one line per step, verdict first:
+//! (do they exist, would `run` declare them with the same arguments, how many messages wait), checks
+//! the outcome exchange when `OUTCOME_EXCHANGE` is set (does it exist, is it the durable topic
+//! exchange `run` declares), and obtains a token from the token endpoint. It prints one line per step, verdict first:
 //!
 //! ```text
 //! ok    config       queue type quorum, single active consumer off, client id "acme", secret from LINKEDIN_CLIENT_SECRET_FILE
@@ -10,6 +11,7 @@
 //! ok    close queue  'linkedin.jobs.close' exists with matching arguments; 12 ready, 1 consumer(s)
 //! ok    dlq          'linkedin.jobs.close.dead' does not exist yet; `run` declares it
 //! ok    alarm        none: RabbitMQ takes publishes (a probe message to no queue was confirmed)
+//! ok    outcomes     exchange 'jobs.outcomes' (OUTCOME_EXCHANGE) exists as a durable topic exchange; ...
 //! ok    proxy        LinkedIn calls go through http://ops:***@proxy.corp:3128 (HTTPS_PROXY); NO_PROXY=.corp.example
 //! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
 //! ```
@@ -25,6 +27,7 @@ use crate::amqp::{self, AmqpError, Connected, Connector, QueueRole, close_or_sev
 use crate::config::{AmqpArgs, Credentials, QueueType, RunArgs, redact_url_password};
 use crate::http_proxy::{ProxyRules, describe_route};
 use crate::linkedin::token::{ClientSecret, HttpTokenSource, TokenSource};
+use crate::outcome;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use lapin::Connection;
 use std::net::SocketAddr;
@@ -188,6 +191,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
         // Already reported by the config step.
         let mut results = vec![StepResult::skip("broker", "needs valid broker settings")];
         results.extend(needs_broker());
+        results.push(check_outcomes(None, args).await);
         return results;
     };
     let connector = Connector::new(settings.clone(), CONNECTION_NAME);
@@ -216,6 +220,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
             ] {
                 results.push(check_queue(&connection, &args.amqp, step, name, role).await);
             }
+            results.push(check_outcomes(Some(&connection), args).await);
             // Last: a blocked connection can do nothing more, not even close.
             results.push(check_alarm(&connection).await);
             close_or_sever(&connection, &severer, Duration::from_secs(2)).await;
@@ -230,6 +235,7 @@ async fn check_broker(args: &RunArgs) -> Vec<StepResult> {
                 StepResult::ok("tls", describe_tls(&settings)),
             ];
             results.extend(needs_broker());
+            results.push(check_outcomes(None, args).await);
             results
         }
     }
@@ -263,6 +269,9 @@ fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
         problems.push(error.to_string());
     }
     if let Err(error) = args.linkedin.check_urls() {
+        problems.push(error.to_string());
+    }
+    if let Err(error) = args.outcomes.exchange() {
         problems.push(error.to_string());
     }
     let metrics_addr = args.metrics_addr.trim();
@@ -457,6 +466,58 @@ async fn check_alarm(connection: &Connection) -> StepResult {
             ),
         ),
         Err(error) => StepResult::fail("alarm", format!("cannot tell: {error}")),
+    }
+}
+
+/// The outcome exchange: not set, or — like a queue — missing (`run` declares it), or existing as the
+/// durable topic exchange `run` declares (a declare with `run`'s arguments changes nothing then, and
+/// names what differs otherwise). `broker` is `None` when no node answered.
+async fn check_outcomes(broker: Option<&Connection>, args: &RunArgs) -> StepResult {
+    const STEP: &str = "outcomes";
+    let exchange = match args.outcomes.exchange() {
+        Ok(None) => {
+            return StepResult::ok(
+                STEP,
+                "OUTCOME_EXCHANGE not set: outcomes go only to the reply_to queue of the requests that name one",
+            );
+        }
+        Ok(Some(exchange)) => exchange,
+        Err(_) => return StepResult::skip(STEP, "needs a valid OUTCOME_EXCHANGE"),
+    };
+    let Some(connection) = broker else {
+        return StepResult::skip(STEP, "needs the broker");
+    };
+    match amqp::probe_exchange(connection, exchange, outcome::EXCHANGE_SETTING).await {
+        Ok(()) => {}
+        Err(AmqpError::MissingExchange { .. }) => {
+            return StepResult::ok(
+                STEP,
+                format!(
+                    "exchange '{exchange}' (OUTCOME_EXCHANGE) does not exist yet; `run` declares it, durable, of type topic"
+                ),
+            );
+        }
+        Err(error) => {
+            return StepResult::fail(
+                STEP,
+                format!("cannot inspect exchange '{exchange}': {error}"),
+            );
+        }
+    }
+    match outcome::declare_exchange(connection, exchange).await {
+        Ok(()) => StepResult::ok(
+            STEP,
+            format!(
+                "exchange '{exchange}' (OUTCOME_EXCHANGE) exists as a durable topic exchange; outcomes go to it with routing keys {}",
+                outcome::Kind::ALL.map(outcome::Kind::as_str).join(", ")
+            ),
+        ),
+        Err(error @ AmqpError::ExchangeMismatch { .. }) => {
+            StepResult::fail(STEP, error.to_string())
+        }
+        Err(error) => {
+            StepResult::fail(STEP, format!("cannot check exchange '{exchange}': {error}"))
+        }
     }
 }
 

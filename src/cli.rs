@@ -10,6 +10,7 @@ use crate::dlq::{self, DlqCommand, DlqError};
 use crate::linkedin::LinkedInClient;
 use crate::logging::LogFormat;
 use crate::metrics::{self, Metrics};
+use crate::outcome::Outcomes;
 use crate::publish::{self, PublishArgs, PublishError};
 use crate::sandbox::{self, Sandbox, SandboxArgs, SandboxConfig};
 use crate::tasks::Schedule;
@@ -56,8 +57,16 @@ pub enum Command {
     Check(Box<RunArgs>),
     /// GET a URL and exit 0 on HTTP 200 (container health checks; the image has no curl).
     Healthcheck(HealthcheckArgs),
-    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against.
-    Schema,
+    /// Print the JSON Schema (2020-12) of a close request, for producers to validate against (with
+    /// --outcome: of an outcome message's body).
+    Schema(SchemaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SchemaArgs {
+    /// The schema of the outcome message's body (schema/outcome.schema.json) instead.
+    #[arg(long)]
+    pub(crate) outcome: bool,
 }
 
 /// `job-closer dlq ...`: the dead-letter tools, and the console that serves them as web pages. The
@@ -89,7 +98,7 @@ pub fn default_log_directives(command: &Command) -> &'static str {
             command: DlqSubcommand::Serve(_),
         }) => "info",
         Command::Check(_) => "warn,lapin=off",
-        Command::Publish(_) | Command::Dlq(_) | Command::Healthcheck(_) | Command::Schema => "warn",
+        Command::Publish(_) | Command::Dlq(_) | Command::Healthcheck(_) | Command::Schema(_) => "warn",
     }
 }
 
@@ -111,7 +120,7 @@ fn broker_args(command: &Command) -> Option<&crate::config::AmqpArgs> {
             DlqSubcommand::Tools(DlqCommand::Purge(args)) => &args.amqp,
             DlqSubcommand::Serve(args) => &args.amqp,
         }),
-        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema => None,
+        Command::Sandbox(_) | Command::Healthcheck(_) | Command::Schema(_) => None,
     }
 }
 
@@ -131,6 +140,12 @@ pub enum CliError {
     /// The broker, the network or the runtime failed: exit 1.
     #[error("{0}")]
     Failed(String),
+    /// `publish --wait`: every request ended, and some were dead-lettered: exit 3.
+    #[error("{0}")]
+    DeadLettered(String),
+    /// `publish --wait`: the timeout passed with outcomes missing: exit 4.
+    #[error("{0}")]
+    OutcomesMissing(String),
 }
 
 impl CliError {
@@ -138,6 +153,8 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Failed(_) => 1,
+            CliError::DeadLettered(_) => 3,
+            CliError::OutcomesMissing(_) => 4,
         }
     }
 }
@@ -203,16 +220,20 @@ pub async fn execute(command: Command, shutdown: CancellationToken) -> Result<()
             .map_err(CliError::from),
         Command::Healthcheck(args) => healthcheck(&args).await,
         Command::Check(args) => crate::check::check(*args).await.map_err(CliError::from),
-        Command::Schema => print_schema(),
+        Command::Schema(args) => print_schema(if args.outcome {
+            crate::outcome::SCHEMA
+        } else {
+            CLOSE_REQUEST_SCHEMA
+        }),
     }
 }
 
-fn print_schema() -> Result<(), CliError> {
+fn print_schema(schema: &str) -> Result<(), CliError> {
     use std::io::Write;
     // Not `print!`, which panics when the reader went away (`job-closer schema | head`).
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(CLOSE_REQUEST_SCHEMA.as_bytes())
+        .write_all(schema.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| CliError::Failed(format!("cannot write the schema: {e}")))
 }
@@ -265,6 +286,8 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         }
     }
 
+    let outcomes = Outcomes::new(args.outcomes.exchange()?, &args.amqp.close_queue)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let config = WorkerConfig {
         batch_size: args.batch.effective_batch_size(),
         linger: args.batch.linger(),
@@ -276,6 +299,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
         retry,
         shutdown_timeout: Duration::from_millis(args.shutdown_timeout_ms),
         connection_name: expand_connection_name(&args.amqp_connection_name),
+        outcomes: Arc::new(outcomes),
         task_checks: args.tasks.enabled().then(|| {
             Arc::new(Schedule::new(
                 &args.amqp.close_queue,
@@ -297,11 +321,20 @@ async fn run_publish(args: &PublishArgs) -> Result<(), CliError> {
             if !report.skipped.is_empty() {
                 eprintln!("Skipped {} invalid line(s).", report.skipped.len());
             }
-            println!(
+            let published = format!(
                 "Published {} close request(s) to '{}'.",
                 report.published, args.amqp.close_queue
             );
-            Ok(())
+            // With --json, standard output holds nothing but outcome bodies.
+            if args.json {
+                eprintln!("{published}");
+            } else {
+                println!("{published}");
+            }
+            match report.waiter {
+                Some(waiter) => await_outcomes(waiter, args.timeout).await,
+                None => Ok(()),
+            }
         }
         Err(PublishError::InvalidLines(lines)) => {
             report_invalid(&lines);
@@ -310,7 +343,29 @@ async fn run_publish(args: &PublishArgs) -> Result<(), CliError> {
             ))
         }
         Err(error @ PublishError::Read { .. }) => Err(CliError::Usage(error.to_string())),
-        Err(error @ PublishError::Broker { .. }) => Err(CliError::Failed(error.to_string())),
+        Err(error @ (PublishError::Broker { .. } | PublishError::Waiting { .. })) => {
+            Err(CliError::Failed(error.to_string()))
+        }
+    }
+}
+
+/// `publish --wait`: the outcomes, then the exit code they call for.
+async fn await_outcomes(waiter: publish::wait::Waiter, timeout_secs: u64) -> Result<(), CliError> {
+    use publish::wait::Verdict;
+    let timeout = Duration::from_secs(timeout_secs);
+    match waiter.wait(timeout).await {
+        Ok(Verdict::AllClosed) => Ok(()),
+        Ok(Verdict::DeadLettered(ids)) => Err(CliError::DeadLettered(format!(
+            "{} close request(s) dead-lettered (see `job-closer dlq list`): {}",
+            ids.len(),
+            ids.join(", ")
+        ))),
+        Ok(Verdict::Missing(ids)) => Err(CliError::OutcomesMissing(format!(
+            "no outcome within {timeout_secs} s for {} close request(s); still waiting: {}",
+            ids.len(),
+            ids.join(", ")
+        ))),
+        Err(error) => Err(CliError::Failed(error.to_string())),
     }
 }
 

@@ -639,6 +639,42 @@ pub(crate) enum Switch {
     Off,
 }
 
+/// Where outcome messages go besides each request's `reply_to`.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct OutcomeArgs {
+    /// A durable topic exchange every outcome message is published to, routing key = the outcome
+    /// (closed, already-closed, dead-lettered); run declares it. Unset: outcomes go only to the
+    /// reply_to queue of the requests that name one.
+    #[arg(long, env = "OUTCOME_EXCHANGE")]
+    pub(crate) outcome_exchange: Option<String>,
+}
+
+impl OutcomeArgs {
+    /// The exchange, if one is set (an empty value is none); a name RabbitMQ would refuse is a
+    /// configuration error.
+    pub(crate) fn exchange(&self) -> Result<Option<&str>, ConfigError> {
+        let Some(name) = self
+            .outcome_exchange
+            .as_deref()
+            .filter(|name| !name.is_empty())
+        else {
+            return Ok(None);
+        };
+        if name.len() > 255 {
+            return Err(ConfigError::Invalid(format!(
+                "OUTCOME_EXCHANGE is {} bytes long; AMQP names are at most 255",
+                name.len()
+            )));
+        }
+        if name.starts_with("amq.") {
+            return Err(ConfigError::Invalid(format!(
+                "OUTCOME_EXCHANGE {name:?} starts with \"amq.\", which RabbitMQ reserves for its own exchanges; choose another name"
+            )));
+        }
+        Ok(Some(name))
+    }
+}
+
 /// Longest first-check delay: a task id lives 24 hours, so a later first check could never succeed.
 pub(crate) const MAX_TASK_CHECK_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -716,6 +752,8 @@ pub struct RunArgs {
     pub(crate) tasks: TaskCheckArgs,
     #[command(flatten)]
     pub(crate) answers: AnswerArgs,
+    #[command(flatten)]
+    pub(crate) outcomes: OutcomeArgs,
     /// Start the LinkedIn sandbox in-process and send to it instead of LinkedIn.
     #[arg(long, env = "JOB_CLOSER_SANDBOX", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub(crate) sandbox: bool,

@@ -15,7 +15,8 @@
 //!   export (and archive), import, purge, one walk they all drive.
 //! - [`console`]: `dlq serve`, the dead-letter console — `dlq`'s walk, groups and records as web
 //!   pages and JSON, and its replay, export and purge behind a token (built on [`dlq`]).
-//! - [`publish`]: putting close requests onto the queue.
+//! - [`publish`]: putting close requests onto the queue, and with `--wait` waiting for how each
+//!   one ended.
 //!
 //! What they speak:
 //! - [`linkedin`]: every request LinkedIn sees (`batch_create`, task lookups), the shared token, and
@@ -24,6 +25,8 @@
 //!   arguments, probing a queue, classifying broker errors, the publisher-confirm window, a
 //!   connection's flow control (blocked, unblocked, lost).
 //! - [`tasks`]: the pending task checks kept in RabbitMQ (message and delay queues).
+//! - [`outcome`]: the outcome message — how a close request ended, told to its producer through
+//!   `reply_to` and `OUTCOME_EXCHANGE` — written by the worker's settler, read by `publish --wait`.
 //! - [`dead_letter`]: the dead-letter format, written by the worker and read by `dlq`.
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
 //!   carry a secret; [`http_proxy`]: which proxy an HTTP request takes (never one for loopback).
@@ -40,10 +43,10 @@
 //! stand-in, for tests and local trials (it shares only `close_request`'s URL rule).
 //!
 //! The public surface is small and declared here, at the bottom of this file: what `main.rs`, the
-//! end-to-end tests and the benchmark use, re-exported from the private modules, plus three formats
+//! end-to-end tests and the benchmark use, re-exported from the private modules, plus four formats
 //! kept as public modules because other programs speak them ([`close_request`], [`dead_letter`],
-//! [`tasks`]'s pending-check headers). Everything else is `pub(crate)`, so `dead_code` names any item
-//! nothing uses. These docs are for the crate's developers: build them with
+//! [`outcome`], [`tasks`]'s pending-check headers). Everything else is `pub(crate)`, so `dead_code`
+//! names any item nothing uses. These docs are for the crate's developers: build them with
 //! `cargo doc --document-private-items` (CI does, with warnings as errors), which is why links to
 //! private modules are allowed.
 
@@ -62,6 +65,7 @@ mod http_proxy;
 mod linkedin;
 mod logging;
 mod metrics;
+pub mod outcome;
 mod publish;
 mod rate_limit;
 mod retry;

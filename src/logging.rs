@@ -5,8 +5,15 @@
 //! level lapin dumps every AMQP frame it writes, and the `Connection.StartOk` frame carries the SASL
 //! response, i.e. the broker password; amq-protocol-tcp logs the whole AMQP URI. The caps sit beside
 //! `RUST_LOG` rather than inside it, so no `RUST_LOG` value can lift them.
+//!
+//! [`Every`] keeps a warning about a condition that repeats with every message (a `reply_to` queue
+//! that does not exist) to one line per interval, saying how many it stood for: a storm of
+//! identical lines hides everything else in the log and costs a write per message.
 
 use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::{FilterExt, Targets};
@@ -70,6 +77,39 @@ pub fn init(format: LogFormat, default: &str) {
     }
 }
 
+/// A gate for a repeating log line: open at most once per interval.
+pub(crate) struct Every {
+    interval: Duration,
+    /// When the gate last opened, and how many times it stayed shut since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Every {
+    pub(crate) fn new(interval: Duration) -> Every {
+        Every {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// One more occurrence: `Some(held back)` when it is to be logged — with how many occurrences
+    /// since the last line went unlogged — `None` when a line was logged less than an interval ago.
+    pub(crate) fn due(&self, now: Instant) -> Option<u64> {
+        // A panic while holding the lock leaves two plain numbers behind: still usable.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (last, held_back) = &mut *state;
+        if last.is_some_and(|at| now.duration_since(at) < self.interval) {
+            *held_back += 1;
+            return None;
+        }
+        *last = Some(now);
+        Some(std::mem::take(held_back))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +127,25 @@ mod tests {
         // `Filter` is implemented too: the caps compose with the RUST_LOG filter.
         fn is_filter<F: Filter<tracing_subscriber::Registry>>(_: &F) {}
         is_filter(&caps);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeating_line_is_logged_once_per_interval_with_what_it_held_back() {
+        let every = Every::new(Duration::from_secs(60));
+        assert_eq!(every.due(Instant::now()), Some(0), "the first is logged");
+        for _ in 0..5 {
+            assert_eq!(every.due(Instant::now()), None);
+        }
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert_eq!(every.due(Instant::now()), None);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            every.due(Instant::now()),
+            Some(6),
+            "and then the six held back"
+        );
+        assert_eq!(every.due(Instant::now()), None);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(every.due(Instant::now()), Some(1));
     }
 }

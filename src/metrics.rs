@@ -122,6 +122,10 @@ pub(crate) struct Metrics {
     broker_blocked: Gauge,
     /// The broker's reason, while it blocks.
     broker_blocked_reason: Mutex<Option<String>>,
+    /// Outcome messages published, by outcome.
+    pub(crate) outcomes: Family<OutcomeLabels, Counter>,
+    /// Outcomes a request's `reply_to` queue did not take (it does not exist).
+    pub(crate) outcome_unroutable: Counter,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -166,6 +170,18 @@ impl Metrics {
             "broker_blocked",
             "1 while RabbitMQ blocks the worker's publishing (connection.blocked: a memory or disk alarm)",
             broker_blocked.clone(),
+        );
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let outcome_unroutable = Counter::default();
+        registry.register(
+            "outcomes",
+            "Outcome messages published (to OUTCOME_EXCHANGE and/or the request's reply_to), by outcome",
+            outcomes.clone(),
+        );
+        registry.register(
+            "outcome_unroutable",
+            "Outcomes whose reply_to queue did not exist (returned unroutable, dropped)",
+            outcome_unroutable.clone(),
         );
         registry.register(
             "elements_already_closed",
@@ -267,6 +283,13 @@ impl Metrics {
                 })
                 .get();
         }
+        for kind in crate::outcome::Kind::ALL {
+            outcomes
+                .get_or_create(&OutcomeLabels {
+                    outcome: kind.as_str().to_owned(),
+                })
+                .get();
+        }
         // Invalid messages are always dead-lettered with 422; other statuses come from LinkedIn.
         dead_lettered
             .get_or_create(&DeadLetterLabels {
@@ -296,6 +319,8 @@ impl Metrics {
             linkedin_hold: AtomicU8::new(0),
             broker_blocked,
             broker_blocked_reason: Mutex::new(None),
+            outcomes,
+            outcome_unroutable,
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -306,6 +331,15 @@ impl Metrics {
             .get_or_create(&DeadLetterLabels {
                 reason: reason.to_owned(),
                 status: status.to_string(),
+            })
+            .inc();
+    }
+
+    /// An outcome message was published (and confirmed).
+    pub(crate) fn outcome(&self, kind: crate::outcome::Kind) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: kind.as_str().to_owned(),
             })
             .inc();
     }
@@ -475,6 +509,10 @@ mod tests {
             "job_closer_throttled_until_seconds 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
+            r#"job_closer_outcomes_total{outcome="closed"} 0"#,
+            r#"job_closer_outcomes_total{outcome="already-closed"} 0"#,
+            r#"job_closer_outcomes_total{outcome="dead-lettered"} 0"#,
+            "job_closer_outcome_unroutable_total 0",
         ] {
             assert!(text.contains(series), "{series} missing in\n{text}");
         }

@@ -40,6 +40,7 @@ const KNOWN_ENV: &[&str] = &[
     "SHUTDOWN_TIMEOUT_MS",
     "TASK_CHECK",
     "TASK_CHECK_DELAY_MS",
+    "OUTCOME_EXCHANGE",
     "JOB_CLOSER_SANDBOX",
 ];
 

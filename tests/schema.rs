@@ -11,6 +11,11 @@
 //! the file with Python's `check-jsonschema` (`.ci/run`). `job-closer schema` must print the file
 //! byte for byte. The AsyncAPI document (`schema/asyncapi.yaml`) is checked against the worker's
 //! headers and queues.
+//!
+//! The outcome message's schema (`schema/outcome.schema.json`, printed by `job-closer schema
+//! --outcome`) is held to the worker's outcomes and reasons and to its example files here; that
+//! every body the worker writes is valid against it is a property test beside the code
+//! (`src/outcome.rs`) and is checked again on every outcome of `tests/outcomes.rs`.
 
 mod common;
 
@@ -805,6 +810,110 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
+// The outcome schema
+
+const OUTCOME_SCHEMA_FILE: &str = "schema/outcome.schema.json";
+
+fn outcome_schema() -> Value {
+    serde_json::from_str(&repo_file(OUTCOME_SCHEMA_FILE)).expect("the outcome schema is not JSON")
+}
+
+fn worker_reasons() -> BTreeSet<String> {
+    use job_closer::dead_letter::Reason;
+    [
+        Reason::Invalid,
+        Reason::Rejected,
+        Reason::RetriesExhausted,
+        Reason::TaskFailed,
+        Reason::TaskUnknown,
+    ]
+    .iter()
+    .map(|r| r.as_str().to_owned())
+    .collect()
+}
+
+fn worker_outcomes() -> BTreeSet<String> {
+    job_closer::outcome::Kind::ALL
+        .iter()
+        .map(|k| k.as_str().to_owned())
+        .collect()
+}
+
+fn texts_of(list: &Value) -> BTreeSet<String> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn the_outcome_schema_is_valid_2020_12_and_names_the_workers_outcomes_and_reasons() {
+    let schema = outcome_schema();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    if let Err(error) = jsonschema::draft202012::meta::validate(&schema) {
+        panic!("{OUTCOME_SCHEMA_FILE} is not a valid JSON Schema 2020-12: {error}");
+    }
+    assert_eq!(
+        job_closer::outcome::SCHEMA,
+        repo_file(OUTCOME_SCHEMA_FILE),
+        "the built-in schema is the file"
+    );
+    assert_eq!(
+        texts_of(&schema["properties"]["outcome"]["enum"]),
+        worker_outcomes()
+    );
+    assert_eq!(
+        texts_of(&schema["properties"]["reason"]["enum"]),
+        worker_reasons()
+    );
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    for example in schema["examples"].as_array().expect("examples") {
+        assert!(validator.is_valid(example), "{example}");
+        serde_json::from_value::<job_closer::outcome::Outcome>(example.clone())
+            .unwrap_or_else(|e| panic!("the worker cannot read its own example ({e}): {example}"));
+    }
+}
+
+#[test]
+fn job_closer_schema_outcome_prints_the_file_byte_for_byte() {
+    let output = common::cli(&["schema", "--outcome"]).run_blocking();
+    assert_eq!(output.code, Some(0));
+    assert_eq!(
+        output.stdout,
+        repo_file(OUTCOME_SCHEMA_FILE),
+        "`job-closer schema --outcome` must print {OUTCOME_SCHEMA_FILE} as it is"
+    );
+}
+
+/// `schema/examples/outcome/{valid,invalid}/*.json`: what consumers can copy, and what CI's
+/// independent validator checks too.
+#[test]
+fn the_outcome_example_files_get_the_verdict_their_directory_names() {
+    let validator = jsonschema::draft202012::new(&outcome_schema()).unwrap();
+    let mut seen = BTreeSet::new();
+    for (dir, valid) in [("valid", true), ("invalid", false)] {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("schema/examples/outcome/{dir}"));
+        for file in std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let body: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            assert_eq!(validator.is_valid(&body), valid, "{}", file.display());
+            if valid {
+                let read: job_closer::outcome::Outcome = serde_json::from_value(body.clone())
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                seen.insert(read.outcome.as_str().to_owned());
+            }
+        }
+    }
+    assert_eq!(seen, worker_outcomes(), "a valid example of every outcome");
+}
+
+// ---------------------------------------------------------------------------
 // The AsyncAPI document
 
 fn asyncapi() -> serde_yaml_ng::Value {
@@ -923,4 +1032,47 @@ fn the_asyncapi_document_describes_the_worker_queues_headers_and_payload() {
     .map(|r| r.as_str().to_owned())
     .collect();
     assert_eq!(reasons, worker_reasons);
+
+    // The outcome message: its payload is the outcome schema file, its header the outcome, and the
+    // exchange a durable topic exchange; a close request's reply is one.
+    let outcome = yaml_at(&doc, &["components", "messages", "outcome"]);
+    assert_eq!(
+        yaml_at(outcome, &["payload", "schema", "$ref"]).as_str(),
+        Some("./outcome.schema.json")
+    );
+    let header = yaml_at(
+        outcome,
+        &["headers", "properties", job_closer::outcome::HEADER],
+    );
+    let kinds: BTreeSet<String> = yaml_at(header, &["enum"])
+        .as_sequence()
+        .expect("x-outcome enum")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(kinds, worker_outcomes());
+    assert_eq!(
+        yaml_at(outcome, &["bindings", "amqp", "messageType"]).as_str(),
+        Some(job_closer::outcome::TYPE)
+    );
+    let exchange = yaml_at(
+        &doc,
+        &["channels", "outcomes", "bindings", "amqp", "exchange"],
+    );
+    assert_eq!(yaml_at(exchange, &["type"]).as_str(), Some("topic"));
+    assert_eq!(yaml_at(exchange, &["durable"]).as_bool(), Some(true));
+    assert_eq!(
+        yaml_at(
+            &doc,
+            &[
+                "operations",
+                "publishCloseRequest",
+                "reply",
+                "channel",
+                "$ref"
+            ]
+        )
+        .as_str(),
+        Some("#/channels/replies")
+    );
 }

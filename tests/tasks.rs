@@ -185,6 +185,7 @@ async fn a_failed_task_dead_letters_the_original_request() {
         pending::EXTERNAL_ID,
         pending::ACCEPTED_AT,
         pending::CHECKS,
+        pending::SEND_ATTEMPTS,
         "x-death",
         "x-first-death-queue",
     ] {

@@ -1,7 +1,10 @@
 //! Publisher confirms, for every publisher: the confirm window — publishes pipelined, confirms
 //! awaited in order, at most a bounded number outstanding — and what a confirm means. `publish`,
 //! `dlq replay` and `dlq import` publish through a window; the worker's dead letters and pending task
-//! checks through [`publish_confirmed`], a window of one. So the rule "the broker's confirm first,
+//! checks through [`publish_confirmed`], a window of one; its outcome messages publish to their two
+//! targets first ([`publish_to_exchange`], [`publish_mandatory`]) and then await both ([`confirmed`]).
+//! An unroutable `mandatory` message is its own error ([`AmqpError::Unroutable`]), so that a caller
+//! for whom it is routine (a `reply_to` queue that does not exist) can tell it from a refusal. So the rule "the broker's confirm first,
 //! then whatever depends on it" (an ack, a count) lives in one place.
 //!
 //! Each publish carries a tag (`T`): what to do once its confirm arrives — nothing for `publish`, the
@@ -50,10 +53,11 @@ pub fn check_confirmation(queue: &str, confirmation: Confirmation) -> Result<(),
     };
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(not_confirmed(format!(
-            "returned as unroutable ({} {}); does the queue exist?",
-            returned.reply_code, returned.reply_text
-        ))),
+        Confirmation::Ack(Some(returned)) => Err(AmqpError::Unroutable {
+            queue: queue.to_owned(),
+            reply_code: returned.reply_code,
+            reply_text: returned.reply_text.to_string(),
+        }),
         Confirmation::Nack(_) => Err(not_confirmed("nacked by the broker".into())),
         Confirmation::NotRequested => {
             Err(not_confirmed("the channel is not in confirm mode".into()))
@@ -112,11 +116,7 @@ impl<T> ConfirmWindow<T> {
     /// Awaits the oldest outstanding confirm; `None` when nothing is outstanding.
     pub(crate) async fn oldest(&mut self) -> Option<Settled<T>> {
         let (confirm, tag) = self.pending.pop_front()?;
-        let outcome = match confirm.await {
-            Ok(confirmation) => check_confirmation(&self.queue, confirmation),
-            Err(error) => Err(AmqpError::Broker(error)),
-        };
-        Some((tag, outcome))
+        Some((tag, confirmed(&self.queue, confirm).await))
     }
 
     /// Makes room for one more publish: awaits the oldest confirm when the window is full.
@@ -137,16 +137,40 @@ pub(crate) async fn publish_mandatory(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<PublisherConfirm, lapin::Error> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    channel
+        .basic_publish("".into(), routing_key, options, body, properties)
+        .await
+}
+
+/// Publishes to a named exchange without `mandatory`: for fan-out to whoever bound a queue, where
+/// a message nobody bound is routine. The confirm is the caller's to await.
+pub(crate) async fn publish_to_exchange(
+    channel: &Channel,
+    exchange: ShortString,
+    routing_key: ShortString,
+    body: &[u8],
+    properties: BasicProperties,
+) -> Result<PublisherConfirm, lapin::Error> {
     channel
         .basic_publish(
-            "".into(),
+            exchange,
             routing_key,
-            BasicPublishOptions {
-                mandatory: true,
-                ..BasicPublishOptions::default()
-            },
+            BasicPublishOptions::default(),
             body,
             properties,
         )
         .await
+}
+
+/// Awaits one confirm: whether the broker took the message (and, `mandatory`, routed it) for
+/// `target` (named in errors).
+pub(crate) async fn confirmed(target: &str, confirm: PublisherConfirm) -> Result<(), AmqpError> {
+    match confirm.await {
+        Ok(confirmation) => check_confirmation(target, confirmation),
+        Err(error) => Err(AmqpError::Broker(error)),
+    }
 }

@@ -27,10 +27,10 @@ pub(crate) use flow::{FlowEvent, FlowWatch, probe_publishing};
 pub(crate) use probe::{probe_queue, probe_queue_on};
 
 use crate::config::{AmqpArgs, QueueType};
-use lapin::Connection;
-use lapin::options::QueueDeclareOptions;
+use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Connection, ExchangeKind};
 
 /// Broker failures, by what the caller should do next.
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +48,30 @@ pub enum AmqpError {
     /// A queue exists with other arguments: an operator must reconcile them; retrying will not help.
     #[error("queue '{queue}' already exists with different arguments: {detail}. {hint}", hint = mismatch_hint(.detail))]
     QueueMismatch { queue: String, detail: String },
-    /// The broker refused to take a message (nack, or unroutable with `mandatory`).
+    /// The broker refused to take a message (a nack, or a channel not in confirm mode).
     #[error("RabbitMQ did not take the message for '{queue}': {why}")]
     NotConfirmed { queue: String, why: String },
+    /// A `mandatory` message no queue took: the broker returned it (before its confirm).
+    #[error(
+        "RabbitMQ did not take the message for '{queue}': returned as unroutable ({reply_code} {reply_text}); does the queue exist?"
+    )]
+    Unroutable {
+        queue: String,
+        reply_code: u16,
+        reply_text: String,
+    },
+    /// An exchange exists with another type or durability: an operator must reconcile them.
+    #[error(
+        "exchange '{exchange}' already exists with different arguments: {detail}. {setting} must name a durable topic exchange: delete that exchange so that job-closer declares it, or choose another name"
+    )]
+    ExchangeMismatch {
+        exchange: String,
+        detail: String,
+        setting: &'static str,
+    },
+    /// The exchange does not exist (yet).
+    #[error("exchange '{exchange}' does not exist")]
+    MissingExchange { exchange: String },
     /// The queue does not exist: whatever declares it has not run yet. `setting` names the setting
     /// that names the queue, when the caller knows it ([`AmqpError::named_by`]).
     #[error("queue '{queue}' does not exist ({}the worker declares it when it starts)", check_setting(*.setting))]
@@ -105,7 +126,10 @@ impl AmqpError {
     pub(crate) fn is_permanent(&self) -> bool {
         matches!(
             self,
-            AmqpError::QueueMismatch { .. } | AmqpError::BadQueueName(_) | AmqpError::Config(_)
+            AmqpError::QueueMismatch { .. }
+                | AmqpError::ExchangeMismatch { .. }
+                | AmqpError::BadQueueName(_)
+                | AmqpError::Config(_)
         )
     }
 }
@@ -266,6 +290,75 @@ pub async fn declare_queues(
     declare_queue(connection, &args.dead_letter_queue, dead_letter).await?;
     let close = queue_arguments(args, QueueRole::Close);
     declare_queue(connection, &args.close_queue, close).await
+}
+
+/// Declares a durable exchange of `kind` without arguments, on a throwaway channel since a clash
+/// closes it; a clash (another type, or not durable) becomes [`AmqpError::ExchangeMismatch`] naming
+/// `setting`. A no-op for an exchange that exists as declared, which is how `check` tests
+/// compatibility.
+pub(crate) async fn declare_exchange(
+    connection: &Connection,
+    name: &str,
+    kind: ExchangeKind,
+    setting: &'static str,
+) -> Result<(), AmqpError> {
+    let exchange = queue_name(name)?;
+    let channel = connection.create_channel().await?;
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(exchange, kind, options, FieldTable::default())
+        .await
+        .map_err(|error| exchange_error(error, name, setting))?;
+    let _ = channel.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Whether an exchange exists (a passive declare on a throwaway channel, which a missing exchange
+/// closes): [`AmqpError::MissingExchange`] when it does not.
+pub(crate) async fn probe_exchange(
+    connection: &Connection,
+    name: &str,
+    setting: &'static str,
+) -> Result<(), AmqpError> {
+    let exchange = queue_name(name)?;
+    let channel = connection.create_channel().await?;
+    let options = ExchangeDeclareOptions {
+        passive: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(
+            exchange,
+            ExchangeKind::Topic,
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|error| exchange_error(error, name, setting))?;
+    let _ = channel.close(200, "probed".into()).await;
+    Ok(())
+}
+
+/// What the broker said about an exchange: NOT_FOUND is a missing exchange, PRECONDITION_FAILED
+/// one declared otherwise, anything else a channel or connection that broke.
+fn exchange_error(error: lapin::Error, exchange: &str, setting: &'static str) -> AmqpError {
+    let lapin::ErrorKind::ProtocolError(said) = error.kind() else {
+        return AmqpError::Broker(error);
+    };
+    match said.kind() {
+        AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND) => AmqpError::MissingExchange {
+            exchange: exchange.to_owned(),
+        },
+        AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => AmqpError::ExchangeMismatch {
+            exchange: exchange.to_owned(),
+            detail: said.get_message().to_string(),
+            setting,
+        },
+        _ => AmqpError::Broker(error),
+    }
 }
 
 /// Sets each `(key, value)` in `table`. Queue arguments and headers are written a few entries at a

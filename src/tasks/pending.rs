@@ -1,6 +1,7 @@
 //! The pending-check message: the original close request, body byte for byte and properties kept,
 //! plus what verifying it needs as headers — the task id (`x-task-id`), the external id, when
-//! LinkedIn accepted the close and how many status checks were made. The broker holds these messages
+//! LinkedIn accepted the close, how many status checks were made, and how many requests sending it
+//! took (for its outcome message). The broker holds these messages
 //! and nothing else does, so a worker can die at any moment without losing a verification.
 //!
 //! Going back from a pending check to the original request (for a dead letter, or the next wait)
@@ -21,6 +22,9 @@ pub const EXTERNAL_ID: &str = "x-task-external-id";
 pub const ACCEPTED_AT: &str = "x-task-accepted-at";
 /// Status checks made so far.
 pub const CHECKS: &str = "x-task-checks";
+/// Requests to simpleJobPostings the close took before LinkedIn accepted it (the `attempts` of its
+/// outcome); 0 for a duplicate that waits on another delivery's task. Read as 1 when absent.
+pub const SEND_ATTEMPTS: &str = "x-task-send-attempts";
 /// The original's `expiration` property, parked here: a pending check must not expire anywhere
 /// but in its delay queue.
 pub const ORIGINAL_EXPIRATION: &str = "x-task-original-expiration";
@@ -42,6 +46,7 @@ pub(crate) struct PendingCheck {
     pub(crate) external_id: String,
     pub(crate) accepted_at_ms: i64,
     pub(crate) checks: u32,
+    pub(crate) send_attempts: u32,
 }
 
 pub(crate) fn epoch_millis(at: SystemTime) -> i64 {
@@ -51,13 +56,20 @@ pub(crate) fn epoch_millis(at: SystemTime) -> i64 {
 }
 
 impl PendingCheck {
-    /// The check for a close LinkedIn accepted at `now`, before any status check.
-    pub(crate) fn accepted(task_id: &str, external_id: &str, now: SystemTime) -> PendingCheck {
+    /// The check for a close LinkedIn accepted at `now` after `send_attempts` requests, before any
+    /// status check.
+    pub(crate) fn accepted(
+        task_id: &str,
+        external_id: &str,
+        now: SystemTime,
+        send_attempts: u32,
+    ) -> PendingCheck {
         PendingCheck {
             task_id: task_id.to_owned(),
             external_id: external_id.to_owned(),
             accepted_at_ms: epoch_millis(now),
             checks: 0,
+            send_attempts,
         }
     }
 
@@ -78,6 +90,9 @@ impl PendingCheck {
             external_id: text(EXTERNAL_ID).unwrap_or_else(|| "-".to_owned()),
             accepted_at_ms: int(ACCEPTED_AT).unwrap_or_else(|| epoch_millis(now)),
             checks: int(CHECKS).and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            send_attempts: int(SEND_ATTEMPTS)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
         })
     }
 
@@ -114,6 +129,10 @@ impl PendingCheck {
                     CHECKS,
                     AMQPValue::LongInt(i32::try_from(self.checks).unwrap_or(i32::MAX)),
                 ),
+                (
+                    SEND_ATTEMPTS,
+                    AMQPValue::LongInt(i32::try_from(self.send_attempts).unwrap_or(i32::MAX)),
+                ),
             ],
         );
         if let Some(expiration) = original.expiration() {
@@ -140,7 +159,7 @@ pub(crate) fn original_properties(check: &BasicProperties, schedule: &Schedule) 
     for (key, value) in headers.inner() {
         match key.as_str() {
             ORIGINAL_EXPIRATION => expiration = header_text(value),
-            TASK_ID | EXTERNAL_ID | ACCEPTED_AT | CHECKS => {}
+            TASK_ID | EXTERNAL_ID | ACCEPTED_AT | CHECKS | SEND_ATTEMPTS => {}
             _ => {
                 own.insert(key.clone(), value.clone());
             }
@@ -235,8 +254,11 @@ mod tests {
     #[test]
     fn a_check_round_trips_through_its_headers() {
         let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let check = PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "job-1", now);
-        let properties = check.checked().properties(&original());
+        let check = PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "job-1", now, 3);
+        let original = original()
+            .with_reply_to("replies".into())
+            .with_correlation_id("c-1".into());
+        let properties = check.checked().properties(&original);
         assert_eq!(properties.delivery_mode(), &Some(2));
         assert_eq!(
             properties.expiration(),
@@ -253,12 +275,29 @@ mod tests {
         assert_eq!(read.external_id, "job-1");
         assert_eq!(read.accepted_at_ms, 1_700_000_000_000);
         assert_eq!(read.checks, 1);
+        assert_eq!(read.send_attempts, 3);
+        // What an outcome is addressed and correlated by survives into the check and back out.
+        let back = original_properties(&properties, &schedule());
+        for properties in [&properties, &back] {
+            assert_eq!(
+                properties.reply_to().as_ref().map(|q| q.as_str()),
+                Some("replies")
+            );
+            assert_eq!(
+                properties.correlation_id().as_ref().map(|c| c.as_str()),
+                Some("c-1")
+            );
+            assert_eq!(
+                properties.message_id().as_ref().map(|m| m.as_str()),
+                Some("m-1")
+            );
+        }
     }
 
     #[test]
     fn task_ids_expire_a_day_after_acceptance() {
         let accepted = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let check = PendingCheck::accepted("t", "j", accepted);
+        let check = PendingCheck::accepted("t", "j", accepted, 1);
         assert!(!check.is_expired(accepted + TASK_ID_LIFETIME - Duration::from_millis(1)));
         assert!(check.is_expired(accepted + TASK_ID_LIFETIME));
         assert_eq!(check.age(accepted - Duration::from_secs(5)), Duration::ZERO);
@@ -276,11 +315,15 @@ mod tests {
         assert_eq!(read.accepted_at_ms, 1_000_000);
         assert_eq!(read.checks, 0);
         assert_eq!(read.external_id, "-");
+        assert_eq!(
+            read.send_attempts, 1,
+            "LinkedIn accepted it, so it was sent at least once"
+        );
     }
 
     #[test]
     fn the_original_comes_back_without_bookkeeping_or_our_x_death() {
-        let check = PendingCheck::accepted("t", "j", SystemTime::now());
+        let check = PendingCheck::accepted("t", "j", SystemTime::now(), 1);
         let mut headers = check.properties(&original()).headers().clone().unwrap();
         insert_entries(
             &mut headers,
@@ -319,7 +362,7 @@ mod tests {
 
     #[test]
     fn only_our_x_death_leaves_no_x_death() {
-        let check = PendingCheck::accepted("t", "j", SystemTime::now());
+        let check = PendingCheck::accepted("t", "j", SystemTime::now(), 1);
         let mut headers = check
             .properties(&BasicProperties::default())
             .headers()

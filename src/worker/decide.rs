@@ -222,6 +222,37 @@ fn rejected(failure: Failure, attempts: u32) -> Settlement {
     ))
 }
 
+/// What LinkedIn's answer for a close this worker accepted within the hour would be (it is not sent
+/// again).
+pub(crate) const KNOWN_MESSAGE: &str =
+    "LinkedIn accepted a close of this job from this worker within the last hour; not sent again";
+
+/// What becomes of a close for an id this worker accepted within the hour, which is not sent again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Known<T> {
+    /// Settled as `ALREADY_CLOSED` says, as if LinkedIn had answered 409.
+    Settle(Settlement),
+    /// Waits for the first close's task (`T`), and ends as that task does: told `already-closed`
+    /// now, it would be told so while the task can still fail.
+    AwaitTask(T),
+}
+
+/// A known duplicate waits for its first close's task when it asked for an outcome and there is a
+/// task to wait for (task checks on), and `ALREADY_CLOSED=ack` would otherwise settle it as done;
+/// otherwise it is settled as a 409.
+pub(crate) fn known_duplicate<T>(
+    policy: AlreadyClosedPolicy,
+    first_task: Option<T>,
+    wants_outcome: bool,
+) -> Known<T> {
+    let failure = Failure::new(409, KNOWN_MESSAGE);
+    match (policy, first_task) {
+        (AlreadyClosedPolicy::Ack, Some(task)) if wants_outcome => Known::AwaitTask(task),
+        (AlreadyClosedPolicy::Ack, _) => Known::Settle(Settlement::AlreadyClosed(failure)),
+        (AlreadyClosedPolicy::DeadLetter, _) => Known::Settle(rejected(failure, 0)),
+    }
+}
+
 /// A 200 with one entry per element: settle what is final, send the rest again.
 fn answered_close(
     verdicts: Vec<ElementOutcome>,
@@ -303,6 +334,36 @@ mod tests {
     use std::time::SystemTime;
 
     const IDS: [&str; 4] = ["J-1", "J-2", "J-3", "J-4"];
+
+    #[test]
+    fn a_known_duplicate_waits_for_its_first_task_only_when_it_asked_how_it_ended() {
+        use AlreadyClosedPolicy::{Ack, DeadLetter};
+        let already = Settlement::AlreadyClosed(Failure::new(409, KNOWN_MESSAGE));
+        assert_eq!(
+            known_duplicate(Ack, Some("task"), true),
+            Known::AwaitTask("task")
+        );
+        assert_eq!(
+            known_duplicate(Ack, Some("task"), false),
+            Known::Settle(already.clone())
+        );
+        assert_eq!(
+            known_duplicate::<&str>(Ack, None, true),
+            Known::Settle(already)
+        );
+        for (task, wants) in [(Some("task"), true), (None, false)] {
+            match known_duplicate(DeadLetter, task, wants) {
+                Known::Settle(Settlement::DeadLetter(failure)) => {
+                    assert_eq!(
+                        (failure.reason, failure.status, failure.attempts),
+                        (Reason::Rejected, 409, 0),
+                        "never sent"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     fn policy() -> RetryPolicy {
         RetryPolicy {

@@ -13,6 +13,9 @@
 //! ends the session; at its end both are closed, or their sockets severed when a blocked one cannot
 //! say goodbye.
 //!
+//! Each session declares the outcome exchange when `OUTCOME_EXCHANGE` is set; outcomes themselves
+//! are the settler's to publish ([`settle::Settler::finish`]), once a close request ended.
+//!
 //! With task checks on, the session also runs the task verifier ([`verify`]) on its own channel
 //! of the consuming connection: it shares the session's confirm channel, shutdown and task tracker
 //! (each channel settles with its own [`settle::Settler`]), and a dead verifier ends the session.
@@ -44,6 +47,7 @@ use crate::config::{AlreadyClosed, AmqpArgs, AmqpUrl};
 use crate::dead_letter::{Failure, REPLAY_COUNT};
 use crate::linkedin::LinkedInClient;
 use crate::metrics::Metrics;
+use crate::outcome::{self, Outcomes};
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule};
@@ -84,6 +88,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) shutdown_timeout: Duration,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
     pub(crate) task_checks: Option<Arc<Schedule>>,
+    /// Where outcome messages go (`OUTCOME_EXCHANGE`, and each request's `reply_to`).
+    pub(crate) outcomes: Arc<Outcomes>,
 }
 
 /// State shared by every session and send task of one worker.
@@ -315,6 +321,9 @@ impl Worker {
         if let Some(schedule) = &config.task_checks {
             tasks::queues::declare(connection, amqp_args, schedule).await?;
         }
+        if let Some(exchange) = config.outcomes.exchange() {
+            outcome::declare_exchange(connection, exchange).await?;
+        }
         let channel = connection.create_channel().await?;
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
@@ -324,6 +333,7 @@ impl Worker {
             amqp_args.close_queue.clone(),
             amqp_args.dead_letter_queue.clone(),
             self.shared.metrics.clone(),
+            config.outcomes.clone(),
         ));
         let depth_channel = connection.create_channel().await?;
         let senders = SessionHandle {
@@ -420,6 +430,12 @@ impl Worker {
                 _ = ticker.tick() => {
                     self.shared.metrics.beat();
                     self.observe_depths(&session.depth_channel).await;
+                    // The broker closes a channel that publishes to an exchange that is gone
+                    // (OUTCOME_EXCHANGE deleted): every settle would fail until a new session
+                    // declares it again.
+                    if !session.senders.settler.confirm_channel().status().connected() {
+                        return SessionEnd::Lost("the publishing channel was closed by the broker".into());
+                    }
                 }
             }
         }

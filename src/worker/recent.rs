@@ -14,6 +14,10 @@
 //! no longer counts — even if the task holding it is still winding down against a dead channel. A
 //! redelivered copy waiting for it would otherwise wait for a task that may never finish.
 //!
+//! With task checks on, an accepted id also remembers its close task, so that a duplicate whose
+//! producer wants to know how it ended can wait for that task's verdict instead of being told
+//! `already-closed` before the task could still fail (see `send::settle_known`).
+//!
 //! Memory is bounded twice: entries expire after [`TTL`], and beyond [`CAPACITY`] the oldest go first
 //! (LinkedIn's 2,000 records a minute are 120,000 an hour). Forgetting only costs a 409, never a lost
 //! close. Rejected: persisting the set (in the broker or on disk) — a restart then costs a few 409s,
@@ -32,11 +36,26 @@ pub(crate) const TTL: Duration = Duration::from_secs(60 * 60);
 /// Most ids remembered at once.
 pub(crate) const CAPACITY: usize = 120_000;
 
+/// The close task LinkedIn accepted for an id, as its pending check records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct AcceptedTask {
+    pub(crate) task_id: Arc<str>,
+    /// When LinkedIn accepted it, in milliseconds since the Unix epoch.
+    pub(crate) accepted_at_ms: i64,
+}
+
+/// One accepted id: when, the acceptance's sequence number, and its task (task checks on).
+struct Accepted {
+    at: Instant,
+    sequence: u64,
+    task: Option<AcceptedTask>,
+}
+
 #[derive(Default)]
 struct Inner {
-    /// Accepted ids, when, and the acceptance's sequence number; `order` holds them oldest first
-    /// (a re-accepted id leaves its older records behind, told apart by the number).
-    accepted: HashMap<Arc<str>, (Instant, u64)>,
+    /// Accepted ids; `order` holds them oldest first (a re-accepted id leaves its older records
+    /// behind, told apart by the sequence number).
+    accepted: HashMap<Arc<str>, Accepted>,
     order: VecDeque<(Instant, u64, Arc<str>)>,
     sequence: u64,
     /// Numbers the guards of first deliveries.
@@ -97,25 +116,50 @@ impl Recent {
 
     /// LinkedIn accepted a close for `id` (or said it is already closed).
     pub(crate) fn accepted(&self, id: &str) {
+        self.remember(id, None);
+    }
+
+    /// LinkedIn accepted a close for `id`, which became `task` (to be verified).
+    pub(crate) fn accepted_task(&self, id: &str, task: AcceptedTask) {
+        self.remember(id, Some(task));
+    }
+
+    fn remember(&self, id: &str, task: Option<AcceptedTask>) {
         let now = Instant::now();
         let mut inner = self.lock();
         let key: Arc<str> = Arc::from(id);
         inner.sequence += 1;
         let sequence = inner.sequence;
-        inner.accepted.insert(key.clone(), (now, sequence));
+        let accepted = Accepted {
+            at: now,
+            sequence,
+            task,
+        };
+        inner.accepted.insert(key.clone(), accepted);
         inner.order.push_back((now, sequence, key));
         self.expire(&mut inner, now);
     }
 
     /// Whether LinkedIn accepted a close for `id` within the TTL.
     pub(crate) fn was_accepted(&self, id: &str) -> bool {
+        self.with_live(id, |_| ()).is_some()
+    }
+
+    /// The task of the close LinkedIn accepted for `id` within the TTL, when it has one.
+    pub(crate) fn task_of(&self, id: &str) -> Option<AcceptedTask> {
+        self.with_live(id, |accepted| accepted.task.clone())
+            .flatten()
+    }
+
+    fn with_live<T>(&self, id: &str, read: impl FnOnce(&Accepted) -> T) -> Option<T> {
         let now = Instant::now();
         let mut inner = self.lock();
         self.expire(&mut inner, now);
         inner
             .accepted
             .get(id)
-            .is_some_and(|(at, _)| now.duration_since(*at) < self.ttl)
+            .filter(|accepted| now.duration_since(accepted.at) < self.ttl)
+            .map(read)
     }
 
     /// The id's close task FAILED: the job is still open, so the next close must be sent.
@@ -145,7 +189,7 @@ impl Recent {
             if inner
                 .accepted
                 .get(key)
-                .is_some_and(|(_, latest)| latest == sequence)
+                .is_some_and(|accepted| accepted.sequence == *sequence)
             {
                 inner.accepted.remove(key);
             }
@@ -157,7 +201,7 @@ impl Recent {
             inner.order.retain(|(_, sequence, key)| {
                 accepted
                     .get(key)
-                    .is_some_and(|(_, latest)| latest == sequence)
+                    .is_some_and(|accepted| accepted.sequence == *sequence)
             });
         }
     }
@@ -255,6 +299,30 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!recent.was_accepted("J-1"));
         assert!(recent.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_accepted_task_is_remembered_with_its_id_and_replaced_by_a_later_acceptance() {
+        let recent = Recent::default();
+        let task = AcceptedTask {
+            task_id: Arc::from("urn:li:simpleJobPostingTask:1"),
+            accepted_at_ms: 1_700_000_000_000,
+        };
+        recent.accepted_task("J-1", task.clone());
+        assert!(recent.was_accepted("J-1"));
+        assert_eq!(recent.task_of("J-1"), Some(task));
+        assert_eq!(recent.task_of("J-2"), None);
+        recent.accepted("J-1");
+        assert_eq!(recent.task_of("J-1"), None, "a 409 has no task to wait for");
+        recent.accepted_task(
+            "J-3",
+            AcceptedTask {
+                task_id: Arc::from("t"),
+                accepted_at_ms: 0,
+            },
+        );
+        tokio::time::advance(TTL).await;
+        assert_eq!(recent.task_of("J-3"), None, "forgotten with its id");
     }
 
     #[tokio::test(start_paused = true)]

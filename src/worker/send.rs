@@ -4,19 +4,23 @@
 //! carrying out each step — settle, resend, split, hold, wait.
 //!
 //! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
-//! `already-closed` without being sent (see [`super::recent`]). A group that is split carries on as
+//! `already-closed` without being sent (see [`super::recent`]) — or, when one asked for an outcome
+//! and task checks are on, handed on as a check of the first close's task, so that it is not told
+//! `already-closed` while that task can still fail ([`super::decide::known_duplicate`]). A group that is split carries on as
 //! independent groups with the budget spent so far: halves for a run of 5xx or an unnamed single-job
 //! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
 //! halving would resend each of them at every level), single elements at once.
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
-use super::decide::{Settlement, State, Step, decide_close};
+use super::decide::{Known, Settlement, State, Step, decide_close, known_duplicate};
 use super::hold::Fault;
+use super::recent::AcceptedTask;
 use super::settle::Settler;
 use super::{Item, Shared};
 use crate::dead_letter::Failure;
 use crate::linkedin::classify::{self, RequestOutcome};
 use crate::linkedin::token::{AccessToken, NoToken, TokenError};
+use crate::outcome::Ended;
 use crate::retry::RetryState;
 use crate::tasks::PendingCheck;
 use futures_util::future::BoxFuture;
@@ -166,7 +170,8 @@ impl Sending {
     /// meanwhile).
     async fn attempt(&mut self) -> Tried {
         let (shared, session) = (&self.shared, &self.session);
-        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        let attempts = self.retry.attempts;
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items), attempts).await;
         if self.items.is_empty() {
             return Tried::Settled;
         }
@@ -185,7 +190,7 @@ impl Sending {
         if self.probing && shared.hold.token_had() {
             self.probing = false;
         }
-        self.items = settle_known(shared, session, std::mem::take(&mut self.items)).await;
+        self.items = settle_known(shared, session, std::mem::take(&mut self.items), attempts).await;
         if self.items.is_empty() {
             return Tried::Settled;
         }
@@ -246,7 +251,8 @@ impl Sending {
         match step {
             Step::SettleEach(settlements) => {
                 let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
-                settle_each(shared, &self.session, settled.collect()).await;
+                let attempts = self.retry.attempts;
+                settle_each(shared, &self.session, settled.collect(), attempts).await;
                 Next::Done
             }
             Step::ResendWithout {
@@ -259,7 +265,8 @@ impl Sending {
                     shared.linkedin.tokens.invalidate(token).await;
                 }
                 let items = std::mem::take(&mut self.items);
-                self.items = settle_some(shared, &self.session, items, settle).await;
+                let attempts = self.retry.attempts;
+                self.items = settle_some(shared, &self.session, items, settle, attempts).await;
                 if let Some(failure) = &failure {
                     log_retry(shared, &self.items, failure, after);
                 }
@@ -416,37 +423,80 @@ impl Sending {
 }
 
 /// Settles, without sending them, the elements LinkedIn accepted from this worker within the hour
-/// (unless replayed from the dead-letter queue); returns the others.
-async fn settle_known(shared: &Shared, session: &SessionHandle, items: Vec<Item>) -> Vec<Item> {
-    if !items
-        .iter()
-        .any(|item| !item.replayed && shared.recent.was_accepted(&item.request.external_id))
-    {
+/// (unless replayed from the dead-letter queue); returns the others. With task checks on, a known
+/// duplicate that wants an outcome waits for the first close's task instead of being told
+/// `already-closed` while that task could still fail: it becomes a pending check of the same task.
+async fn settle_known(
+    shared: &Shared,
+    session: &SessionHandle,
+    items: Vec<Item>,
+    attempts: u32,
+) -> Vec<Item> {
+    let known =
+        |item: &Item| !item.replayed && shared.recent.was_accepted(&item.request.external_id);
+    if !items.iter().any(known) {
         return items;
     }
-    let (known, unknown): (Vec<Item>, Vec<Item>) = items
-        .into_iter()
-        .partition(|item| !item.replayed && shared.recent.was_accepted(&item.request.external_id));
-    let settle = known
-        .into_iter()
-        .map(|item| {
-            let failure = classify::Failure::new(
-                409,
-                "LinkedIn accepted a close of this job from this worker within the last hour; not sent again",
-            );
-            let settlement = match shared.already_closed {
-                crate::config::AlreadyClosed::Ack => Settlement::AlreadyClosed(failure),
-                crate::config::AlreadyClosed::DeadLetter => Settlement::DeadLetter(Failure::rejected(
-                    failure.status,
-                    failure.message,
-                    0,
-                )),
-            };
-            (item, settlement)
-        })
-        .collect();
-    settle_each(shared, session, settle).await;
+    let (known, unknown): (Vec<Item>, Vec<Item>) = items.into_iter().partition(known);
+    let mut settle = Vec::new();
+    let mut waiting = Vec::new();
+    for item in known {
+        let wants_outcome = session.settler.wants_outcome(&item.delivery.properties);
+        let first_task = first_task(shared, &item);
+        match known_duplicate(shared.already_closed, first_task, wants_outcome) {
+            Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
+            Known::Settle(settlement) => settle.push((item, settlement)),
+        }
+    }
+    settle_each(shared, session, settle, attempts).await;
+    if !waiting.is_empty() {
+        let settler = &session.settler;
+        settler
+            .together(futures_util::future::join_all(waiting.iter().map(
+                |(item, schedule, task)| wait_for_first_task(shared, settler, item, schedule, task),
+            )))
+            .await;
+    }
     unknown
+}
+
+/// The task the first close of a known duplicate's id became, with the schedule to check it on:
+/// only with task checks on.
+fn first_task(shared: &Shared, item: &Item) -> Option<(Arc<crate::tasks::Schedule>, AcceptedTask)> {
+    let schedule = shared.task_checks.clone()?;
+    Some((schedule, shared.recent.task_of(&item.request.external_id)?))
+}
+
+/// A duplicate of a close accepted within the hour whose task is still to be verified: its outcome
+/// is that task's, so it is handed on as a pending check of the same task (nothing is sent).
+async fn wait_for_first_task(
+    shared: &Shared,
+    settler: &Settler,
+    item: &Item,
+    schedule: &crate::tasks::Schedule,
+    task: &AcceptedTask,
+) {
+    let (delivery, external_id) = (&item.delivery, item.request.external_id.as_str());
+    let check = PendingCheck {
+        task_id: task.task_id.to_string(),
+        external_id: external_id.to_owned(),
+        accepted_at_ms: task.accepted_at_ms,
+        checks: 0,
+        send_attempts: 0,
+    };
+    let tier = schedule.tier_after(0);
+    let properties = check.properties(&delivery.properties);
+    if let Err(error) = settler.hand_on(delivery, &tier.queue, properties).await {
+        error!(externalJobPostingId = external_id, task_id = %task.task_id, %error,
+            "Could not schedule the task check of a duplicate; the message goes back to the queue.");
+        return settler.give_back_after_pause(delivery).await;
+    }
+    shared.metrics.already_closed.inc();
+    info!(
+        externalJobPostingId = external_id,
+        task_id = %task.task_id,
+        "Accepted from this worker within the hour; not sent again, its outcome waits for that close's task."
+    );
 }
 
 /// Settles the elements at the given positions; returns the others, in order.
@@ -455,6 +505,7 @@ async fn settle_some(
     session: &SessionHandle,
     items: Vec<Item>,
     settle: Vec<(usize, Settlement)>,
+    attempts: u32,
 ) -> Vec<Item> {
     let mut slots: Vec<Option<Settlement>> = items.iter().map(|_| None).collect();
     for (index, settlement) in settle {
@@ -470,54 +521,76 @@ async fn settle_some(
             None => remaining.push(item),
         }
     }
-    settle_each(shared, session, settled).await;
+    settle_each(shared, session, settled, attempts).await;
     remaining
 }
 
-/// Settles each element as its settlement says, acking the batch as one run. Accepted elements
-/// settle concurrently: with task checks on, each waits for its pending check's confirm, and one
-/// round trip for the batch beats one per element.
-async fn settle_each(shared: &Shared, session: &SessionHandle, settled: Vec<(Item, Settlement)>) {
+/// Settles each element as its settlement says, after `attempts` requests, acking the batch as one
+/// run. They settle concurrently: each may wait for a confirm (its pending check, its dead letter,
+/// its outcome), and one round trip for the batch beats one per element.
+async fn settle_each(
+    shared: &Shared,
+    session: &SessionHandle,
+    settled: Vec<(Item, Settlement)>,
+    attempts: u32,
+) {
     if settled.is_empty() {
         return;
     }
+    let settling = settled
+        .into_iter()
+        .map(|(item, settlement)| settle_one(shared, session, item, settlement, attempts));
     session
         .settler
-        .together(async {
-            let mut accepted = Vec::new();
-            for (item, settlement) in settled {
-                let external_id = item.request.external_id.as_str();
-                match settlement {
-                    Settlement::Closed { task_id } => {
-                        shared.recent.accepted(external_id);
-                        accepted.push((item, task_id));
-                    }
-                    Settlement::AlreadyClosed(failure) => {
-                        shared.recent.accepted(external_id);
-                        shared.metrics.already_closed.inc();
-                        info!(
-                            externalJobPostingId = external_id,
-                            status = failure.status,
-                            error_message = %failure.message,
-                            "Already closed."
-                        );
-                        session.settler.ack(&item.delivery).await;
-                    }
-                    Settlement::DeadLetter(failure) => {
-                        let delivery = &item.delivery;
-                        session
-                            .settler
-                            .dead_letter(delivery, &delivery.properties, Some(external_id), failure)
-                            .await;
-                    }
-                }
-            }
-            futures_util::future::join_all(accepted.iter().map(|(item, task_id)| {
-                settle_closed(shared, &session.settler, item, task_id.as_deref())
-            }))
-            .await;
-        })
+        .together(futures_util::future::join_all(settling))
         .await;
+}
+
+async fn settle_one(
+    shared: &Shared,
+    session: &SessionHandle,
+    item: Item,
+    settlement: Settlement,
+    attempts: u32,
+) {
+    let (delivery, external_id) = (&item.delivery, item.request.external_id.as_str());
+    match settlement {
+        Settlement::Closed { task_id } => {
+            settle_closed(
+                shared,
+                &session.settler,
+                &item,
+                task_id.as_deref(),
+                attempts,
+            )
+            .await;
+        }
+        Settlement::AlreadyClosed(failure) => {
+            shared.recent.accepted(external_id);
+            shared.metrics.already_closed.inc();
+            info!(
+                externalJobPostingId = external_id,
+                status = failure.status,
+                error_message = %failure.message,
+                "Already closed."
+            );
+            let ended = Ended::AlreadyClosed {
+                status: failure.status,
+                message: &failure.message,
+            };
+            let properties = &delivery.properties;
+            session
+                .settler
+                .finish(delivery, properties, external_id, attempts, ended)
+                .await;
+        }
+        Settlement::DeadLetter(failure) => {
+            session
+                .settler
+                .dead_letter(delivery, &delivery.properties, Some(external_id), failure)
+                .await;
+        }
+    }
 }
 
 fn log_retry(shared: &Shared, items: &[Item], failure: &classify::Failure, delay: Duration) {
@@ -550,14 +623,32 @@ async fn dead_letter_all(session: &SessionHandle, items: &[Item], failure: Failu
         .await;
 }
 
-/// LinkedIn accepted the close. With task checks on, a 202 is not yet a close: the pending check
-/// (the original request plus the task id) must be the broker's before the original is acked.
-async fn settle_closed(shared: &Shared, settler: &Settler, item: &Item, task_id: Option<&str>) {
+/// LinkedIn accepted the close after `attempts` requests. With task checks on, a 202 is not yet a
+/// close: the pending check (the original request plus the task id) must be the broker's before the
+/// original is acked, and the outcome waits for the verdict. Otherwise the close is done: its
+/// outcome (not verified) before the ack.
+async fn settle_closed(
+    shared: &Shared,
+    settler: &Settler,
+    item: &Item,
+    task_id: Option<&str>,
+    attempts: u32,
+) {
     let (delivery, external_id) = (&item.delivery, item.request.external_id.as_str());
+    let unverified = Ended::Closed {
+        verified: false,
+        task_id,
+        job_posting: None,
+    };
     match (&shared.task_checks, task_id) {
         (Some(schedule), Some(task_id)) => {
             let tier = schedule.tier_after(0);
-            let check = PendingCheck::accepted(task_id, external_id, SystemTime::now());
+            let check = PendingCheck::accepted(task_id, external_id, SystemTime::now(), attempts);
+            let task = AcceptedTask {
+                task_id: Arc::from(task_id),
+                accepted_at_ms: check.accepted_at_ms,
+            };
+            shared.recent.accepted_task(external_id, task);
             let properties = check.properties(&delivery.properties);
             if let Err(error) = settler.hand_on(delivery, &tier.queue, properties).await {
                 error!(externalJobPostingId = external_id, task_id, %error,
@@ -572,15 +663,23 @@ async fn settle_closed(shared: &Shared, settler: &Settler, item: &Item, task_id:
             );
         }
         (Some(_), None) => {
+            shared.recent.accepted(external_id);
             warn!(
                 externalJobPostingId = external_id,
                 "Closed, but LinkedIn gave no task id to verify."
             );
-            settler.ack(delivery).await;
+            let properties = &delivery.properties;
+            settler
+                .finish(delivery, properties, external_id, attempts, unverified)
+                .await;
         }
         (None, _) => {
+            shared.recent.accepted(external_id);
             info!(externalJobPostingId = external_id, task_id, "Closed.");
-            settler.ack(delivery).await;
+            let properties = &delivery.properties;
+            settler
+                .finish(delivery, properties, external_id, attempts, unverified)
+                .await;
         }
     }
     shared.metrics.closed.inc();

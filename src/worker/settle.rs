@@ -3,6 +3,12 @@
 //! letter — each confirmed by the broker first), acked when nothing needs publishing, or given back
 //! to the queue. Nothing else acks.
 //!
+//! A close request that ended — closed ([`Settler::finish`]) or dead-lettered
+//! ([`Settler::dead_letter`]) — also tells its producer how, through the session's outbox: its
+//! outcome message ([`crate::outcome`]) is published and confirmed after the dead letter's confirm
+//! and before the ack, so a crash in between repeats the outcome (same message id) and never loses
+//! it. A request that asked for none (no `reply_to`, no `OUTCOME_EXCHANGE`) costs nothing more.
+//!
 //! A [`Settler`] belongs to one consumer channel of one broker session: it owns that channel's ack
 //! runs ([`AckRuns`]: a batch settled inside [`Settler::together`] costs one frame) and shares the
 //! session's confirm channel with the settlers of its other channels ([`Settler::for_another_channel`]).
@@ -22,6 +28,7 @@ use super::ack_runs::AckRuns;
 use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{self, Failure};
 use crate::metrics::Metrics;
+use crate::outcome::{Ended, Outcomes, Request};
 use lapin::message::Delivery;
 use lapin::options::BasicNackOptions;
 use lapin::{BasicProperties, Channel};
@@ -40,6 +47,8 @@ struct Outbox {
     close_queue: String,
     dead_letter_queue: String,
     metrics: Arc<Metrics>,
+    /// Where outcomes go besides each request's `reply_to`.
+    outcomes: Arc<Outcomes>,
 }
 
 /// Settles the deliveries of one consumer channel.
@@ -55,12 +64,14 @@ impl Settler {
         close_queue: String,
         dead_letter_queue: String,
         metrics: Arc<Metrics>,
+        outcomes: Arc<Outcomes>,
     ) -> Self {
         let outbox = Outbox {
             confirm_channel,
             close_queue,
             dead_letter_queue,
             metrics,
+            outcomes,
         };
         Settler {
             outbox: Arc::new(outbox),
@@ -80,6 +91,62 @@ impl Settler {
     /// The session's confirm channel, to close on shutdown.
     pub(crate) fn confirm_channel(&self) -> &Channel {
         &self.outbox.confirm_channel
+    }
+
+    /// Whether a request with these properties gets an outcome message when it ends.
+    pub(crate) fn wants_outcome(&self, request: &BasicProperties) -> bool {
+        self.outbox.outcomes.wanted(request)
+    }
+
+    /// Ends a delivery whose close is done — closed, or already closed — with `original` the
+    /// request's properties (a pending check's original's): its outcome, when one is wanted, is
+    /// confirmed by the broker before the delivery is acked; if it cannot be published, the
+    /// delivery goes back after a pause, to end again. Dead letters end in [`Settler::dead_letter`].
+    pub(crate) async fn finish(
+        &self,
+        delivery: &Delivery,
+        original: &BasicProperties,
+        external_id: &str,
+        attempts: u32,
+        ended: Ended<'_>,
+    ) {
+        let request = Request {
+            body: &delivery.data,
+            properties: original,
+            external_id: Some(external_id),
+            attempts,
+        };
+        if self.tell(request, ended).await {
+            self.ack(delivery).await;
+        } else {
+            self.give_back_after_pause(delivery).await;
+        }
+    }
+
+    /// Publishes the outcome, when one is wanted, and counts it; whether the broker has it (or no
+    /// outcome was wanted).
+    async fn tell(&self, request: Request<'_>, ended: Ended<'_>) -> bool {
+        let outbox = &self.outbox;
+        let channel = &outbox.confirm_channel;
+        match outbox.outcomes.publish(channel, request, ended).await {
+            Ok(None) => true,
+            Ok(Some(sent)) => {
+                outbox.metrics.outcome(sent.kind);
+                if sent.unroutable {
+                    outbox.metrics.outcome_unroutable.inc();
+                }
+                true
+            }
+            Err(error) => {
+                error!(
+                    externalJobPostingId = request.external_id.unwrap_or("-"),
+                    outcome = %ended.kind(),
+                    %error,
+                    "Could not publish the outcome; the message goes back to the queue and will end again."
+                );
+                false
+            }
+        }
     }
 
     /// Acks a settled delivery, with the run it belongs to.
@@ -125,8 +192,9 @@ impl Settler {
     }
 
     /// Publishes the dead letter of `delivery`'s body with the `original` request's properties (a
-    /// pending check carries the request's body but not its properties), and acks the delivery once
-    /// the broker confirmed it; if that fails, gives the delivery back after a pause.
+    /// pending check carries the request's body but not its properties), then its outcome when one
+    /// is wanted, and acks the delivery once the broker confirmed both; if either fails, gives the
+    /// delivery back after a pause.
     pub(crate) async fn dead_letter(
         &self,
         delivery: &Delivery,
@@ -164,6 +232,15 @@ impl Settler {
         outbox
             .metrics
             .dead_letter(failure.reason.as_str(), failure.status);
+        let request = Request {
+            body: &delivery.data,
+            properties: original,
+            external_id: named_id.as_deref(),
+            attempts: failure.attempts,
+        };
+        if !self.tell(request, Ended::DeadLettered(&failure)).await {
+            return self.give_back_after_pause(delivery).await;
+        }
         self.ack(delivery).await;
     }
 

@@ -1,6 +1,6 @@
 //! The task verifier: consumes the verification queue on its own channel and prefetch, gathers due
 //! checks into lookups of many task ids, and settles every check by its task's status — verified
-//! (ack), `FAILED` (the original request dead-lettered as `task-failed`), or not known yet (on to the
+//! (its `closed` outcome, then the ack), `FAILED` (the original request dead-lettered as `task-failed`), or not known yet (on to the
 //! next delay tier; after 24 hours, dead-lettered as `task-unknown`).
 //!
 //! It is part of the daemon and follows the sender's rules and shape: one lookup on its way is a
@@ -22,6 +22,7 @@ use crate::dead_letter::{Failure, truncate_utf8};
 use crate::linkedin::classify;
 use crate::linkedin::lookup::{self, LookupOutcome, TASK_URN_PREFIX, TaskQuery, TaskStatus};
 use crate::linkedin::token::{AccessToken, NoToken, TokenError};
+use crate::outcome::Ended;
 use crate::retry::RetryState;
 use crate::tasks::Schedule;
 use crate::tasks::pending::{self, PendingCheck};
@@ -256,17 +257,17 @@ impl Verifier {
         Box::pin(verifying.run())
     }
 
-    /// Settles each check of an answered lookup, acking them as one run.
+    /// Settles each check of an answered lookup, acking them as one run. They settle concurrently:
+    /// each may wait for a confirm (an outcome, a dead letter, the next check).
     async fn settle_all(&self, settled: Vec<(Check, Settled)>) {
+        let settling = settled.into_iter().map(|(check, settled)| async move {
+            match settled {
+                Settled::Status(status) => self.settle(check, status).await,
+                Settled::Refused(failure) => self.dead_letter_refused(check, failure).await,
+            }
+        });
         self.settler
-            .together(async {
-                for (check, settled) in settled {
-                    match settled {
-                        Settled::Status(status) => self.settle(check, status).await,
-                        Settled::Refused(failure) => self.dead_letter_refused(check, failure).await,
-                    }
-                }
-            })
+            .together(futures_util::future::join_all(settling))
             .await;
     }
 
@@ -287,7 +288,18 @@ impl Verifier {
                     "Close verified."
                 );
                 self.shared.metrics.task(status);
-                self.settler.ack(&check.delivery).await;
+                // Now, and only now, the close is done: its outcome before the ack.
+                let delivery = &check.delivery;
+                let original = pending::original_properties(&delivery.properties, &self.schedule);
+                let ended = Ended::Closed {
+                    verified: true,
+                    task_id: Some(&pending.task_id),
+                    job_posting: job_posting.as_deref(),
+                };
+                let (external_id, attempts) = (&pending.external_id, pending.send_attempts);
+                self.settler
+                    .finish(delivery, &original, external_id, attempts, ended)
+                    .await;
             }
             TaskStatus::Failed { message } => {
                 self.shared.metrics.task("FAILED");

@@ -29,7 +29,8 @@ use job_closer::tasks::Schedule;
 use job_closer::{Sandbox, SandboxConfig};
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, PublisherConfirm};
@@ -105,6 +106,8 @@ pub struct Queues {
     task_delays_ms: Mutex<BTreeSet<u64>>,
     /// Further queues a test made (see [`Queues::also_delete`]).
     extra: Mutex<Vec<String>>,
+    /// Exchanges a test made (see [`Queues::outcome_exchange`]).
+    exchanges: Mutex<Vec<String>>,
     /// Set by `cleanup`; a test that fails before it still has its queues deleted on drop.
     cleaned: bool,
 }
@@ -131,6 +134,7 @@ impl Queues {
             channel,
             task_delays_ms: Mutex::new(BTreeSet::from([DEFAULT_TASK_CHECK_DELAY_MS])),
             extra: Mutex::new(Vec::new()),
+            exchanges: Mutex::new(Vec::new()),
             cleaned: false,
         }
     }
@@ -145,6 +149,56 @@ impl Queues {
     /// Deletes `queue` with the others when the test ends.
     pub fn also_delete(&self, queue: &str) {
         self.extra.lock().unwrap().push(queue.to_owned());
+    }
+
+    /// A queue of this test's own (`{close}.{label}`), declared now and deleted with the others: a
+    /// producer's `reply_to`, or a subscriber of the outcome exchange.
+    pub async fn extra_queue(&self, label: &str) -> String {
+        let name = format!("{}.{label}", self.close);
+        declare_classic(&self.channel, &name).await;
+        self.also_delete(&name);
+        name
+    }
+
+    /// Deletes the exchange `name` with the queues when the test ends.
+    pub fn also_delete_exchange(&self, name: &str) {
+        self.exchanges.lock().unwrap().push(name.to_owned());
+    }
+
+    /// An `OUTCOME_EXCHANGE` of this test's own (`{close}.outcomes`), declared now as the worker
+    /// declares it (durable, topic) and deleted with the queues.
+    pub async fn outcome_exchange(&self) -> String {
+        let name = format!("{}.outcomes", self.close);
+        self.channel
+            .exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("declare exchange {name}: {e}"));
+        self.also_delete_exchange(&name);
+        name
+    }
+
+    /// A queue of this test's own bound to `exchange` with `binding_key` (`#` for everything).
+    pub async fn subscriber(&self, exchange: &str, label: &str, binding_key: &str) -> String {
+        let queue = self.extra_queue(label).await;
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                binding_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("bind {queue} to {exchange}: {e}"));
+        queue
     }
 
     /// The setting for a worker whose first task check comes `delay_ms` after acceptance (noted for
@@ -263,6 +317,7 @@ impl Queues {
             let delivery = message.delivery;
             delivery.ack(BasicAckOptions::default()).await.unwrap();
             out.push(Drained {
+                routing_key: delivery.routing_key.to_string(),
                 body: delivery.data.clone(),
                 headers: headers_json(delivery.properties.headers()),
                 properties: delivery.properties.clone(),
@@ -286,6 +341,13 @@ impl Queues {
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
+        let exchanges = self.exchanges.lock().unwrap().clone();
+        for name in exchanges {
+            let _ = self
+                .channel
+                .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
         let _ = self.connection.close(200, "".into()).await;
         self.cleaned = true;
     }
@@ -300,6 +362,7 @@ impl Drop for Queues {
         }
         let names = self.all_queues();
         let url = self.url.clone();
+        let exchanges = self.exchanges.lock().unwrap().clone();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -317,6 +380,11 @@ impl Drop for Queues {
                             .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                             .await;
                     }
+                    for name in &exchanges {
+                        let _ = channel
+                            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+                            .await;
+                    }
                 }
                 let _ = connection.close(200, "".into()).await;
             });
@@ -327,6 +395,8 @@ impl Drop for Queues {
 
 #[derive(Debug)]
 pub struct Drained {
+    /// The routing key it was published with.
+    pub routing_key: String,
     pub body: Vec<u8>,
     pub headers: BTreeMap<String, AMQPValue>,
     pub properties: BasicProperties,
@@ -356,6 +426,17 @@ impl Drained {
 
     pub fn json(&self) -> Option<Value> {
         serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as an outcome message's (panics when it is not one).
+    pub fn outcome(&self) -> job_closer::outcome::Outcome {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not an outcome ({e}): {}", self.body_text()))
+    }
+
+    /// A property that is text (`message_id`, `correlation_id`, ...), as a `String`.
+    pub fn property(value: &Option<lapin::types::ShortString>) -> Option<String> {
+        value.as_ref().map(|v| v.to_string())
     }
 
     pub fn external_id(&self) -> Option<String> {
@@ -903,9 +984,17 @@ pub struct ScenarioBuilder {
     declare: bool,
     settings: Vec<(String, String)>,
     task_check_delay_ms: Option<u64>,
+    outcome_exchange: bool,
 }
 
 impl ScenarioBuilder {
+    /// An `OUTCOME_EXCHANGE` of the scenario's own, declared before the worker starts (so that
+    /// subscribers can bind to it) and deleted with the queues; see [`Scenario::outcome_exchange`].
+    pub fn outcome_exchange(mut self) -> ScenarioBuilder {
+        self.outcome_exchange = true;
+        self
+    }
+
     /// The sandbox's configuration (the default otherwise).
     pub fn sandbox(mut self, config: SandboxConfig) -> ScenarioBuilder {
         self.sandbox = config;
@@ -958,6 +1047,10 @@ impl ScenarioBuilder {
             let (key, value) = queues.task_check_env(delay_ms);
             set(&mut env, &key, value);
         }
+        if self.outcome_exchange {
+            let exchange = queues.outcome_exchange().await;
+            set(&mut env, "OUTCOME_EXCHANGE", exchange);
+        }
         Scenario {
             queues,
             sandbox,
@@ -994,7 +1087,17 @@ impl Scenario {
             declare: true,
             settings: Vec::new(),
             task_check_delay_ms: None,
+            outcome_exchange: false,
         }
+    }
+
+    /// The worker's `OUTCOME_EXCHANGE` (see [`ScenarioBuilder::outcome_exchange`]).
+    pub fn outcome_exchange(&self) -> String {
+        self.env
+            .iter()
+            .find(|(key, _)| key == "OUTCOME_EXCHANGE")
+            .map(|(_, value)| value.clone())
+            .expect("a scenario built with .outcome_exchange()")
     }
 
     /// The queues and the sandbox, for a test to use by name.

@@ -3,6 +3,11 @@
 //! Every line is checked with the worker's own validator before anything is published, so a file with
 //! a bad line publishes nothing (unless told to skip the bad lines): half a file in the queue is worse
 //! than none. Each message is persistent, `mandatory`, and confirmed by the broker.
+//!
+//! With `--wait`, every request names a reply queue of this command's own as `reply_to`, and the
+//! command then waits for each one's outcome message ([`wait`]).
+
+pub(crate) mod wait;
 
 use crate::amqp::confirm::ConfirmWindow;
 use crate::amqp::{self, AmqpError};
@@ -27,6 +32,17 @@ pub struct PublishArgs {
     /// Publish the valid lines and report the invalid ones, instead of publishing nothing.
     #[arg(long)]
     pub(crate) skip_invalid: bool,
+    /// Then wait for each request's outcome (a reply queue of this command's own is each one's
+    /// reply_to), print one line per outcome, and exit 0 when all closed or were already closed, 3
+    /// when any was dead-lettered, 4 when --timeout passed with outcomes missing.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: how long to wait for the outcomes once every request is published.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, requires = "wait")]
+    pub(crate) timeout: u64,
+    /// With --wait: print each outcome's body (one JSON object per line) instead of a line.
+    #[arg(long, requires = "wait")]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,17 +60,27 @@ pub(crate) enum PublishError {
         published: usize,
         total: usize,
     },
+    /// Everything was published, but the outcomes could not be awaited to the end.
+    #[error("{error} while waiting for outcomes; still waiting for {}: {}", .waiting.len(), .waiting.join(", "))]
+    Waiting {
+        error: Box<AmqpError>,
+        waiting: Vec<String>,
+    },
 }
 
 /// What a publish did.
-#[derive(Debug, Default)]
 pub(crate) struct PublishReport {
     pub(crate) published: usize,
     pub(crate) skipped: Vec<(usize, Invalid)>,
+    /// With `--wait`: the outcomes to wait for.
+    pub(crate) waiter: Option<wait::Waiter>,
 }
 
+/// One valid line: its number, its body, and its `externalJobPostingId`.
+pub(crate) type ValidLine = (usize, Vec<u8>, String);
+
 /// Lines of the input by line number: the valid bodies, and why the others are invalid.
-pub(crate) type ReadRequests = (Vec<(usize, Vec<u8>)>, Vec<(usize, Invalid)>);
+pub(crate) type ReadRequests = (Vec<ValidLine>, Vec<(usize, Invalid)>);
 
 /// Reads and validates every line; returns the valid bodies with their line numbers.
 pub(crate) fn read_requests(input: impl BufRead, path: &str) -> Result<ReadRequests, PublishError> {
@@ -73,7 +99,7 @@ pub(crate) fn read_requests(input: impl BufRead, path: &str) -> Result<ReadReque
         }
         let number = index + 1;
         match close_request::validate(&line) {
-            Ok(_) => valid.push((number, line)),
+            Ok(request) => valid.push((number, line, request.external_id)),
             Err(why) => invalid.push((number, why)),
         }
     }
@@ -118,21 +144,34 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
         .map_err(|e| broker_error(e, 0))?;
     let mut window: ConfirmWindow<()> = ConfirmWindow::new(&args.amqp.close_queue, CONFIRM_WINDOW)
         .map_err(|e| broker_error(e, 0))?;
+    // Consuming before the first publish: no outcome can come back before its queue exists.
+    let mut waiter = if args.wait {
+        let waiter = wait::Waiter::open(&connection, args.json);
+        Some(waiter.await.map_err(|e| broker_error(e, 0))?)
+    } else {
+        None
+    };
 
     let progress = progress_bar(total);
     let mut confirmed = 0usize;
-    for (_, body) in &valid {
+    for (_, body, external_id) in valid {
         if let Some(((), outcome)) = window.make_room().await {
             outcome.map_err(|e| broker_error(e, confirmed))?;
             confirmed += 1;
             progress.set_position(confirmed as u64);
         }
-        let properties = BasicProperties::default()
+        let message_id = uuid::Uuid::new_v4().to_string();
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
-            .with_message_id(uuid::Uuid::new_v4().to_string().into());
+            .with_message_id(message_id.as_str().into());
+        if let Some(waiter) = &mut waiter {
+            properties = properties.with_reply_to(waiter.reply_to().into());
+            waiter.expect(message_id, external_id);
+            waiter.take_arrived();
+        }
         window
-            .publish(&channel, body, properties, ())
+            .publish(&channel, &body, properties, ())
             .await
             .map_err(|e| broker_error(e, confirmed))?;
     }
@@ -142,10 +181,16 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
         progress.set_position(confirmed as u64);
     }
     progress.finish_and_clear();
-    let _ = connection.close(200, "published".into()).await;
+    match &mut waiter {
+        Some(waiter) => waiter.hold(connection),
+        None => {
+            let _ = connection.close(200, "published".into()).await;
+        }
+    }
     Ok(PublishReport {
         published: confirmed,
         skipped: invalid,
+        waiter,
     })
 }
 
@@ -173,10 +218,11 @@ mod tests {
         let input = format!("{good}\r\n\n   \n{{\"title\":\"x\"}}\n{good}");
         let (valid, invalid) = read_requests(input.as_bytes(), "test").unwrap();
         assert_eq!(
-            valid.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            valid.iter().map(|(n, _, _)| *n).collect::<Vec<_>>(),
             vec![1, 5]
         );
         assert_eq!(valid[0].1, good.as_bytes());
+        assert_eq!(valid[0].2, "a", "the external id, for --wait");
         assert_eq!(invalid.len(), 1);
         assert_eq!(invalid[0].0, 4);
         assert_eq!(invalid[0].1, Invalid::Missing("companyApplyUrl"));
