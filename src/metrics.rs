@@ -74,6 +74,10 @@ pub(crate) struct Metrics {
     pub(crate) linkedin_blocked: Gauge,
     /// Until when sending is paused by a throttle or the daily quota (Unix seconds; 0 when not).
     pub(crate) throttled_until: Gauge,
+    /// Elements a fresh request holds now (BATCH_SIZE, or less while culprits are common).
+    pub(crate) batch_target_size: Gauge,
+    /// Requests sent to find culprits LinkedIn did not name (pieces of refused groups).
+    pub(crate) isolation_requests: Counter,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -112,6 +116,18 @@ impl Metrics {
         let elements_sent = Counter::default();
         let linkedin_blocked = Gauge::default();
         let throttled_until = Gauge::default();
+        let batch_target_size = Gauge::default();
+        let isolation_requests = Counter::default();
+        registry.register(
+            "batch_target_size",
+            "Elements a fresh request holds now: BATCH_SIZE, less while jobs LinkedIn refuses without naming them are common",
+            batch_target_size.clone(),
+        );
+        registry.register(
+            "isolation_requests",
+            "Requests sent to find the jobs LinkedIn refused a request for without naming them",
+            isolation_requests.clone(),
+        );
         registry.register(
             "elements_already_closed",
             "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
@@ -232,6 +248,8 @@ impl Metrics {
             elements_sent,
             linkedin_blocked,
             throttled_until,
+            batch_target_size,
+            isolation_requests,
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -366,6 +384,7 @@ mod tests {
             "job_closer_elements_sent_total 0",
             "job_closer_linkedin_blocked 0",
             "job_closer_throttled_until_seconds 0",
+            "job_closer_isolation_requests_total 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
         ] {
@@ -395,6 +414,8 @@ mod tests {
             "job_closer_elements_sent",
             "job_closer_linkedin_blocked",
             "job_closer_throttled_until_seconds",
+            "job_closer_batch_target_size",
+            "job_closer_isolation_requests",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

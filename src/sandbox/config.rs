@@ -37,6 +37,13 @@ pub struct SandboxConfig {
     /// The oldest `LinkedIn-Version` (`YYYYMM`) still served on `/rest`; older ones, and months
     /// after the current one, are answered 426.
     pub oldest_linkedin_version: u32,
+    /// The share (0 to 1) of jobs the sandbox never accepted that LinkedIn already closed or that
+    /// expired: a CLOSE of one is refused with the 409, as for a re-close. Which jobs is decided by
+    /// [`SandboxConfig::seed`]. Changeable while running.
+    pub already_closed_rate: f64,
+    /// The seed of everything the sandbox decides at random for a share of jobs: the same seed, the
+    /// same jobs, in any process.
+    pub seed: u64,
 }
 
 /// The default oldest `LinkedIn-Version` served: January 2024. LinkedIn serves a version for about
@@ -57,6 +64,8 @@ impl Default for SandboxConfig {
             strict: false,
             daily_element_limit: None,
             oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
+            already_closed_rate: 0.0,
+            seed: 0,
         }
     }
 }
@@ -124,6 +133,28 @@ pub struct SandboxArgs {
     /// Oldest LinkedIn-Version (YYYYMM) served on /rest; older ones get a 426.
     #[arg(long, env = "SANDBOX_OLDEST_LINKEDIN_VERSION", default_value_t = DEFAULT_OLDEST_LINKEDIN_VERSION)]
     pub(crate) oldest_linkedin_version: u32,
+
+    /// Share (0 to 1) of jobs never accepted here that are already closed on LinkedIn (expired): a
+    /// CLOSE of one gets LinkedIn's 409. Which ones depends on --seed.
+    #[arg(long, env = "SANDBOX_ALREADY_CLOSED_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub(crate) already_closed_rate: f64,
+
+    /// Seed of the sandbox's seeded choices (which jobs are already closed): same seed, same jobs.
+    #[arg(long, env = "SANDBOX_SEED", default_value_t = 0)]
+    pub(crate) seed: u64,
+}
+
+/// A share from 0 to 1.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not a share from 0 to 1"))
+    }
 }
 
 impl SandboxArgs {
@@ -149,6 +180,8 @@ impl SandboxArgs {
             strict: self.strict,
             daily_element_limit: self.daily_element_limit,
             oldest_linkedin_version: self.oldest_linkedin_version,
+            already_closed_rate: self.already_closed_rate,
+            seed: self.seed,
         }
     }
 }
@@ -191,6 +224,8 @@ mod tests {
             from_flags.oldest_linkedin_version,
             defaults.oldest_linkedin_version
         );
+        assert_eq!(from_flags.already_closed_rate, defaults.already_closed_rate);
+        assert_eq!(from_flags.seed, defaults.seed);
     }
 
     #[test]
@@ -218,6 +253,10 @@ mod tests {
             "60000",
             "--oldest-linkedin-version",
             "202501",
+            "--already-closed-rate",
+            "0.1",
+            "--seed",
+            "18",
         ])
         .unwrap();
         let config = cli.sandbox.config();
@@ -237,6 +276,14 @@ mod tests {
         assert!(config.strict);
         assert_eq!(config.daily_element_limit, Some(60_000));
         assert_eq!(config.oldest_linkedin_version, 202_501);
+        assert_eq!(config.already_closed_rate, 0.1);
+        assert_eq!(config.seed, 18);
+        for refused in ["1.5", "-0.1", "often"] {
+            assert!(
+                Cli::try_parse_from(["sandbox", "--already-closed-rate", refused]).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
@@ -253,6 +300,8 @@ mod tests {
             "SANDBOX_STRICT",
             "SANDBOX_DAILY_ELEMENT_LIMIT",
             "SANDBOX_OLDEST_LINKEDIN_VERSION",
+            "SANDBOX_ALREADY_CLOSED_RATE",
+            "SANDBOX_SEED",
         ] {
             assert!(help.contains(variable), "{variable} missing from:\n{help}");
         }

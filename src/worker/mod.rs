@@ -24,9 +24,11 @@ mod ack_runs;
 pub(crate) mod attempt;
 pub(crate) mod decide;
 pub(crate) mod hold;
+pub(crate) mod isolation;
 pub(crate) mod recent;
 mod send;
 pub(crate) mod settle;
+pub(crate) mod sizing;
 pub(crate) mod verify;
 
 use crate::amqp::{self, AmqpError, Connected, Connector};
@@ -41,6 +43,7 @@ use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule};
 use futures_util::StreamExt;
 use hold::Hold;
+use isolation::{Isolation, Lineage};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -64,6 +67,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) connection_name: String,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
+    /// Half-life of the culprit estimate (`CULPRIT_HALF_LIFE_MS`).
+    pub(crate) culprit_half_life: Duration,
     pub(crate) prefetch: u16,
     pub(crate) max_in_flight: usize,
     pub(crate) rate_limit_per_minute: u32,
@@ -88,6 +93,8 @@ pub(crate) struct Shared {
     pub(crate) hold: Hold,
     /// Ids accepted within the hour, and ids in hand.
     pub(crate) recent: Arc<Recent>,
+    /// The culprit estimate: the size of fresh requests and of the pieces of refused ones.
+    pub(crate) isolation: Arc<Isolation>,
     pub(crate) already_closed: AlreadyClosed,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
     pub(crate) task_checks: Option<Arc<Schedule>>,
@@ -166,6 +173,11 @@ impl Worker {
         linkedin: LinkedInClient,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let isolation = Arc::new(Isolation::new(
+            config.batch_size,
+            config.culprit_half_life,
+            metrics.batch_target_size.clone(),
+        ));
         let shared = Arc::new(Shared {
             linkedin,
             limiter: RateLimiter::with_daily_limit(
@@ -178,6 +190,7 @@ impl Worker {
             metrics,
             retry: config.retry,
             recent: Arc::new(Recent::default()),
+            isolation,
             already_closed: config.already_closed,
             task_checks: config.task_checks.clone(),
         });
@@ -339,6 +352,10 @@ impl Worker {
                 _ = shutdown.cancelled() => return SessionEnd::Shutdown,
                 delivery = next_delivery(&mut session.consumer) => match delivery {
                     Some(Ok(delivery)) => {
+                        // Batches are cut at the size the culprit estimate asks for now.
+                        for full in session.batcher.resize(self.shared.isolation.fresh_size()) {
+                            self.dispatch(full, session);
+                        }
                         if let Some(full) = self.accept(delivery, session) {
                             self.dispatch(full, session);
                         }
@@ -560,6 +577,7 @@ impl Worker {
                     items: vec![item],
                     retry: self.shared.retry.new_state(),
                     suspect: true,
+                    lineage: Lineage::Fresh,
                 };
                 tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
             }
@@ -569,6 +587,7 @@ impl Worker {
             items: batch.items,
             retry: self.shared.retry.new_state(),
             suspect: false,
+            lineage: Lineage::Fresh,
         };
         tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
     }

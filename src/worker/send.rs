@@ -3,15 +3,22 @@
 //! the answer means),
 //! carrying out each step — settle, resend, split, hold, wait.
 //!
-//! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
-//! `already-closed` without being sent (see [`super::recent`]). A group that is split carries on as
-//! independent groups with the budget spent so far: halves for a run of 5xx or an unnamed single-job
-//! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
-//! halving would resend each of them at every level), single elements at once.
+//! Before each attempt, elements LinkedIn accepted from this worker within the hour (or called
+//! already closed) are settled as `already-closed` without being sent (see [`super::recent`]).
+//! A fresh group first waits for its place in the window of [`super::isolation`], and one cut before
+//! the culprit estimate rose is cut again to the size it says. A group that is split, for a run of
+//! 5xx or an unnamed single-job fault, carries on as independent pieces with the budget spent so far,
+//! as many as [`super::sizing`] says for the estimated culprit rate; what each answer shows of
+//! culprits ([`shows_a_culprit`]) and every fresh close settled feed that estimate. Redeliveries
+//! and duplicates go one element per group from the start and never feed it.
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait};
-use super::decide::{Settlement, State, Step, decide_close};
+use super::decide::{
+    Settlement, State, Step, decide_close, refused_for_an_unnamed_job, shows_a_culprit,
+};
+use super::isolation::{FreshInFlight, Lineage};
 use super::settle::Settler;
+use super::sizing::recut;
 use super::{Item, Shared};
 use crate::dead_letter::Failure;
 use crate::linkedin::classify::{self, RequestOutcome};
@@ -31,6 +38,8 @@ pub(crate) struct Group {
     pub(crate) retry: RetryState,
     /// Redeliveries (or duplicates of an id in hand): kept apart from first deliveries.
     pub(crate) suspect: bool,
+    /// Fresh, or a piece of a refused group.
+    pub(crate) lineage: Lineage,
 }
 
 /// Everything one batch task needs from its broker session.
@@ -77,7 +86,19 @@ struct Sending {
     items: Vec<Item>,
     retry: RetryState,
     suspect: bool,
+    lineage: Lineage,
+    /// A fresh group's place in the window, held until its first answer.
+    unanswered: Option<FreshInFlight>,
     probing: bool,
+}
+
+/// How a fresh group's wait for the window ended.
+enum Admission {
+    Go,
+    /// Too big for the target now: these pieces go instead, each fresh.
+    Recut(Vec<BoxFuture<'static, ()>>),
+    Settled,
+    Stopped,
 }
 
 /// How an attempt went, as far as the loop cares.
@@ -113,14 +134,29 @@ pub(crate) fn process(
             items: group.items,
             retry: group.retry,
             suspect: group.suspect,
+            lineage: group.lineage,
+            unanswered: None,
             probing: false,
         };
         if sending.suspect && !sending.after_first_deliveries().await {
             return sending.give_back().await;
         }
+        if sending.is_fresh() {
+            match sending.admit().await {
+                Admission::Go => {}
+                Admission::Recut(pieces) => {
+                    futures_util::future::join_all(pieces).await;
+                    return;
+                }
+                Admission::Settled => return sending.finish(),
+                Admission::Stopped => return sending.give_back().await,
+            }
+        }
         loop {
             let next = match sending.attempt().await {
                 Tried::Answered { token, outcome } => {
+                    // Answered: no longer an unverified fresh request.
+                    sending.unanswered = None;
                     let step = sending.decide(outcome);
                     sending.carry_out(step, &token).await
                 }
@@ -138,6 +174,74 @@ pub(crate) fn process(
 }
 
 impl Sending {
+    /// First deliveries cut by the batcher, not yet sent: these wait for the window.
+    fn is_fresh(&self) -> bool {
+        !self.suspect && !self.lineage.is_piece()
+    }
+
+    /// A fresh group waits until the window lets it go, at the size the estimate asks for now (the
+    /// batcher cut it when the estimate may have been lower).
+    async fn admit(&mut self) -> Admission {
+        let isolation = self.shared.isolation.clone();
+        loop {
+            let changed = isolation.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let items = std::mem::take(&mut self.items);
+            self.items = settle_known(&self.shared, &self.session, items).await;
+            if self.items.is_empty() {
+                return Admission::Settled;
+            }
+            if self.shared.hold.is_blocked() {
+                return Admission::Stopped;
+            }
+            if let Some(sizes) = recut(self.items.len(), isolation.fresh_size()) {
+                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh));
+            }
+            if let Some(place) = isolation.try_admit(self.items.len()) {
+                self.unanswered = Some(place);
+                return Admission::Go;
+            }
+            tokio::select! {
+                biased;
+                _ = self.session.stop.cancelled() => return Admission::Stopped,
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives
+    /// and the budget spent so far.
+    fn pieces(
+        &mut self,
+        sizes: Vec<usize>,
+        lineage: impl Fn() -> Lineage,
+    ) -> Vec<BoxFuture<'static, ()>> {
+        let mut items = std::mem::take(&mut self.items).into_iter();
+        sizes
+            .into_iter()
+            .map(|size| {
+                process(
+                    self.shared.clone(),
+                    self.session.clone(),
+                    Group {
+                        items: items.by_ref().take(size).collect(),
+                        retry: self.retry.clone(),
+                        suspect: self.suspect,
+                        lineage: lineage(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Fresh closes settled by an answer feed the estimate; redeliveries do not.
+    fn settled(&self, closes: usize) {
+        if !self.suspect {
+            self.shared.isolation.settled(closes);
+        }
+    }
+
     /// A duplicate goes after its original: once that is accepted, this costs no request.
     async fn after_first_deliveries(&self) -> bool {
         let recent = &self.shared.recent;
@@ -199,6 +303,9 @@ impl Sending {
             )
             .await;
         shared.metrics.request(outcome_label(&outcome));
+        if self.lineage.is_piece() {
+            shared.metrics.isolation_requests.inc();
+        }
         if !matches!(outcome, RequestOutcome::Throttled { .. }) {
             shared.limiter.not_throttled();
         }
@@ -221,7 +328,9 @@ impl Sending {
             self.shared.hold.open();
         }
         let ids = ids(&self.items);
-        decide_close(
+        let alone = ids.len() == 1;
+        let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
+        let step = decide_close(
             outcome,
             State {
                 policy: &self.shared.retry,
@@ -230,13 +339,20 @@ impl Sending {
                 ids: &ids,
             },
             self.shared.already_closed,
-        )
+        );
+        let lone_piece_first_failure =
+            alone && self.lineage.is_piece() && self.retry.consecutive_failures == 1;
+        if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
+            self.shared.isolation.refused(&self.lineage);
+        }
+        step
     }
 
     async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
         let shared = &self.shared;
         match step {
             Step::SettleEach(settlements) => {
+                self.settled(settlements.len());
                 let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
                 settle_each(shared, &self.session, settled.collect()).await;
                 Next::Done
@@ -250,6 +366,7 @@ impl Sending {
                 if refresh_token {
                     shared.linkedin.tokens.invalidate(token).await;
                 }
+                self.settled(settle.len());
                 let items = std::mem::take(&mut self.items);
                 self.items = settle_some(shared, &self.session, items, settle).await;
                 if let Some(failure) = &failure {
@@ -285,6 +402,7 @@ impl Sending {
                 Next::Done
             }
             Step::GiveUp(failure) => {
+                self.settled(self.items.len());
                 let failure =
                     Failure::exhausted(failure.status, failure.message, self.retry.attempts);
                 dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
@@ -329,35 +447,21 @@ impl Sending {
         Next::Again(Duration::ZERO)
     }
 
-    /// Halves, or — a suspect group whose request LinkedIn refused for one job — single elements.
+    /// Sends the group again in as many pieces as the estimated culprit rate asks for (its
+    /// refusal is already counted in the estimate).
     async fn split(&mut self, failure: &classify::Failure, one_job: bool) {
-        let singles = one_job && self.suspect;
-        let mut items = std::mem::take(&mut self.items);
+        let sizes = self.shared.isolation.split(self.items.len());
         warn!(
             status = failure.status,
             error_message = %failure.message,
-            elements = items.len(),
-            into = if singles { "single elements" } else { "halves" },
+            elements = self.items.len(),
+            into = %format!("{} pieces", sizes.len()),
+            unnamed_job = one_job,
             "Splitting the request to isolate the element at fault."
         );
-        let pieces = if singles {
-            items.into_iter().map(|item| vec![item]).collect()
-        } else {
-            let second = items.split_off(items.len() / 2);
-            vec![items, second]
-        };
-        let groups = pieces.into_iter().map(|items| {
-            process(
-                self.shared.clone(),
-                self.session.clone(),
-                Group {
-                    items,
-                    retry: self.retry.clone(),
-                    suspect: self.suspect,
-                },
-            )
-        });
-        futures_util::future::join_all(groups).await;
+        // Siblings share one lineage: the first of them refused holds the culprit counted already.
+        let siblings = Lineage::pieces();
+        futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
     }
 
     /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).
@@ -392,7 +496,7 @@ async fn settle_known(shared: &Shared, session: &SessionHandle, items: Vec<Item>
         .map(|item| {
             let failure = classify::Failure::new(
                 409,
-                "LinkedIn accepted a close of this job from this worker within the last hour; not sent again",
+                "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again",
             );
             let settlement = match shared.already_closed {
                 crate::config::AlreadyClosed::Ack => Settlement::AlreadyClosed(failure),
