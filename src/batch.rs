@@ -276,17 +276,31 @@ mod tests {
         batcher.push("x", "x", Some("\"c\"".into()), now);
         assert!(batcher.resize(10).is_empty(), "unchanged");
         let full = batcher.resize(3);
-        assert_eq!(full.len(), 1, "the batch of 4 is handed out whole, the one of 1 stays");
+        assert_eq!(
+            full.len(),
+            1,
+            "the batch of 4 is handed out whole, the one of 1 stays"
+        );
         assert_eq!(ids(&full[0]), vec!["a", "b", "c", "d"]);
         batcher.push("e", "e", None, now);
         batcher.push("f", "f", None, now);
-        assert_eq!(ids(&batcher.push("g", "g", None, now).expect("3 is full")), vec!["e", "f", "g"]);
+        assert_eq!(
+            ids(&batcher.push("g", "g", None, now).expect("3 is full")),
+            vec!["e", "f", "g"]
+        );
         assert!(batcher.resize(5).is_empty(), "growing hands out nothing");
         for id in ["h", "i", "j", "k"] {
             assert!(batcher.push(id, id, None, now).is_none());
         }
-        assert_eq!(batcher.push("l", "l", None, now).expect("5 is full").len(), 5);
-        assert_eq!(batcher.resize(0).len(), 1, "at least one element: the contract's batch");
+        assert_eq!(
+            batcher.push("l", "l", None, now).expect("5 is full").len(),
+            5
+        );
+        assert_eq!(
+            batcher.resize(0).len(),
+            1,
+            "at least one element: the contract's batch"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ fn isolation_scenario(label: &str, sandbox: SandboxConfig) -> ScenarioBuilder {
 /// Ids unique to this run, so that which jobs the seed makes expired differs from run to run.
 fn unique_ids(prefix: &str, n: usize) -> Vec<String> {
     let run = uuid::Uuid::new_v4().simple().to_string();
-    (0..n).map(|i| format!("{prefix}-{}-{i}", &run[..8])).collect()
+    (0..n)
+        .map(|i| format!("{prefix}-{}-{i}", &run[..8]))
+        .collect()
 }
 
 fn expiring(rate: f64) -> SandboxConfig {
@@ -128,7 +130,10 @@ async fn closes_at(rate: f64, label: &str) -> Figures {
     // and settled as already closed, nothing dead-lettered.
     assert!(closed.is_disjoint(&expired));
     assert_eq!(closed.len() + expired.len(), CLOSES, "nothing lost");
-    assert!(ids.iter().all(|id| closed.contains(id) || expired.contains(id)));
+    assert!(
+        ids.iter()
+            .all(|id| closed.contains(id) || expired.contains(id))
+    );
     assert!(stats.closed.values().all(|n| *n == 1), "closed once each");
     assert_eq!(queues.depth(&queues.dead).await, 0, "nothing dead-lettered");
     assert_eq!(
@@ -281,7 +286,14 @@ async fn batches_shrink_at_ten_percent_and_grow_back_once_culprits_stop() {
     let mut worker = scenario.spawn_worker();
     let base = metrics_base(&worker).await;
     until_settled(&worker, &base, queues, first.len()).await;
-    let shrunk = *sandbox.stats().request_sizes.iter().rev().take(50).max().unwrap();
+    let shrunk = *sandbox
+        .stats()
+        .request_sizes
+        .iter()
+        .rev()
+        .take(50)
+        .max()
+        .unwrap();
     assert!(shrunk < 20, "requests at 10% stay small: {shrunk}");
 
     // The culprits stop: closes keep coming, and requests grow back.
@@ -351,9 +363,17 @@ async fn duplicates_of_already_closed_jobs_are_never_sent_but_a_replay_is() {
     };
     let mut said = linkedin_said(&worker.log_text());
     said.sort();
-    assert_eq!(said, expired, "each expired job settled once on LinkedIn's word");
+    assert_eq!(
+        said, expired,
+        "each expired job settled once on LinkedIn's word"
+    );
     let stats = sandbox.stats();
-    assert!(stats.closed.keys().all(|id| !stats.refused_closes.contains_key(id)));
+    assert!(
+        stats
+            .closed
+            .keys()
+            .all(|id| !stats.refused_closes.contains_key(id))
+    );
     assert!(stats.closed.values().all(|n| *n == 1));
 
     // Everything again, once settled: nothing of it goes to LinkedIn.

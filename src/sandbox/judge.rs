@@ -682,16 +682,23 @@ mod tests {
             .filter(|id| expired_on_linkedin(7, 0.1, id) && expired_on_linkedin(8, 0.1, id))
             .count();
         assert!(both < expired(7, 0.1) / 3, "{both}");
-        assert!(ids
-            .iter()
-            .filter(|id| expired_on_linkedin(7, 0.1, id))
-            .all(|id| expired_on_linkedin(7, 0.3, id)));
+        assert!(
+            ids.iter()
+                .filter(|id| expired_on_linkedin(7, 0.1, id))
+                .all(|id| expired_on_linkedin(7, 0.3, id))
+        );
 
         let mut world = World::new();
         world.already_closed_rate = 0.1;
         world.config.seed = 7;
-        let gone = ids.iter().find(|id| expired_on_linkedin(7, 0.1, id)).unwrap();
-        let open = ids.iter().find(|id| !expired_on_linkedin(7, 0.1, id)).unwrap();
+        let gone = ids
+            .iter()
+            .find(|id| expired_on_linkedin(7, 0.1, id))
+            .unwrap();
+        let open = ids
+            .iter()
+            .find(|id| !expired_on_linkedin(7, 0.1, id))
+            .unwrap();
         let elements = [good(open), good(gone)];
         assert_eq!(
             world.refusal(&elements),

@@ -902,7 +902,8 @@ mod properties {
                 )
             };
             let group_ids: Vec<&str> = group.iter().map(|&i| ids[i].as_str()).collect();
-            let unnamed_alone = group.len() == 1 && refused_for_an_unnamed_job(&outcome, &group_ids);
+            let unnamed_alone =
+                group.len() == 1 && refused_for_an_unnamed_job(&outcome, &group_ids);
             let mut retry = policy.new_state();
             let step = decide_close(
                 outcome,
@@ -968,7 +969,10 @@ mod properties {
 
     #[test]
     fn what_shows_a_culprit() {
-        let failure = Failure::new(409, "Cannot close job which is already closed or does not exist");
+        let failure = Failure::new(
+            409,
+            "Cannot close job which is already closed or does not exist",
+        );
         let split: Step<Settlement> = Step::Split {
             after: Duration::ZERO,
             failure: failure.clone(),
@@ -977,20 +981,29 @@ mod properties {
         assert!(shows_a_culprit(&split, false, false));
         let alone = Step::SettleEach(vec![Settlement::AlreadyClosed(failure.clone())]);
         assert!(shows_a_culprit(&alone, true, false));
-        assert!(!shows_a_culprit(&alone, false, false), "a per-element 409 in a 200");
+        assert!(
+            !shows_a_culprit(&alone, false, false),
+            "a per-element 409 in a 200"
+        );
         let resend: Step<Settlement> = Step::ResendAll {
             after: Duration::ZERO,
             refresh_token: false,
             failure: failure.clone(),
         };
-        assert!(shows_a_culprit(&resend, false, true), "the poison, isolated");
+        assert!(
+            shows_a_culprit(&resend, false, true),
+            "the poison, isolated"
+        );
         assert!(!shows_a_culprit(&resend, false, false));
         let refresh: Step<Settlement> = Step::ResendAll {
             after: Duration::ZERO,
             refresh_token: true,
             failure: failure.clone(),
         };
-        assert!(!shows_a_culprit(&refresh, false, true), "a 401 is no culprit");
+        assert!(
+            !shows_a_culprit(&refresh, false, true),
+            "a 401 is no culprit"
+        );
 
         let refused = RequestOutcome::ElementFault(failure);
         assert!(refused_for_an_unnamed_job(&refused, &["J-1"]));
@@ -999,7 +1012,10 @@ mod properties {
             "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:1",
         ));
         assert!(!refused_for_an_unnamed_job(&named, &["J-1", "J-2"]));
-        assert!(refused_for_an_unnamed_job(&named, &["J-2"]), "names a job not in the request");
+        assert!(
+            refused_for_an_unnamed_job(&named, &["J-2"]),
+            "names a job not in the request"
+        );
         let contract = RequestOutcome::BatchFault(Failure::new(402, "Insufficient job slots"));
         assert!(!refused_for_an_unnamed_job(&contract, &["J-1"]));
     }

@@ -252,7 +252,10 @@ mod tests {
         assert!(!counts_a_culprit(&pieces), "the group's own culprit");
         assert!(counts_a_culprit(&pieces), "a second one");
         assert!(counts_a_culprit(&pieces));
-        assert!(!counts_a_culprit(&Lineage::pieces()), "other pieces, other group");
+        assert!(
+            !counts_a_culprit(&Lineage::pieces()),
+            "other pieces, other group"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -300,7 +303,9 @@ mod tests {
         isolation.settled(100);
         drop(first);
         changed.await;
-        let second = isolation.try_admit(100).expect("100 settled: 100 may be in flight");
+        let second = isolation
+            .try_admit(100)
+            .expect("100 settled: 100 may be in flight");
         assert!(isolation.try_admit(100).is_none());
         isolation.settled(300);
         let more: Vec<_> = (0..3)

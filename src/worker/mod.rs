@@ -13,7 +13,9 @@
 //! While an integration fault holds the worker ([`hold`]), the session cancels its consumer, gives
 //! back every delivery it holds that is not being probed with, and consumes again once the hold
 //! opens. Deliveries are batched apart by contract and by whether they are redeliveries (or
-//! duplicates of an id in hand, see [`recent`]): a redelivered close is likely a re-close.
+//! duplicates of an id in hand, see [`recent`]): a redelivered close is likely a re-close. Batches
+//! are cut at the size [`isolation`] asks for — `BATCH_SIZE`, or less while LinkedIn often refuses
+//! requests for jobs it does not name ([`sizing`] says how much less).
 //!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task

@@ -65,7 +65,9 @@ fn refused_fresh(s: usize, rate: f64) -> f64 {
 pub(crate) fn near_equal(n: usize, pieces: usize) -> Vec<usize> {
     let pieces = pieces.clamp(1, n.max(1));
     let (base, larger) = (n / pieces, n % pieces);
-    (0..pieces).map(|i| base + usize::from(i < larger)).collect()
+    (0..pieces)
+        .map(|i| base + usize::from(i < larger))
+        .collect()
 }
 
 /// For every group size up to `max`, the expected cost of isolating a refused group of that size
@@ -86,7 +88,8 @@ pub(crate) fn isolation(rate: f64, max: usize) -> Isolation {
         let mut best = (f64::INFINITY, n);
         for m in 2..=n {
             let (base, larger) = (n / m, n % m);
-            let piece = |k: usize| k as f64 + REQUEST_WEIGHT + refused_given_group(k, n, rate) * cost[k];
+            let piece =
+                |k: usize| k as f64 + REQUEST_WEIGHT + refused_given_group(k, n, rate) * cost[k];
             let total = larger as f64 * piece(base + 1) + (m - larger) as f64 * piece(base);
             if total < best.0 * (1.0 - 1e-12) {
                 best = (total, m);
@@ -252,7 +255,11 @@ mod tests {
         assert!(rare.len() < common.len(), "{rare:?} {common:?}");
         assert_eq!(plan.split(100, 0.3), vec![1; 100]);
         assert_eq!(plan.split(2, 0.0), vec![1, 1]);
-        assert_eq!(plan.split(150, 0.1), vec![75, 75], "beyond the plan: halves");
+        assert_eq!(
+            plan.split(150, 0.1),
+            vec![75, 75],
+            "beyond the plan: halves"
+        );
     }
 
     #[test]
@@ -260,9 +267,15 @@ mod tests {
         let plan = Plan::new(100);
         for rate in [1e-5, 3e-4, 0.0123, 0.1, 0.47] {
             let row = plan.row(rate) as *const Row;
-            let index = plan.rows.iter().position(|r| r.get().is_some_and(|r| std::ptr::eq(r, row)));
+            let index = plan
+                .rows
+                .iter()
+                .position(|r| r.get().is_some_and(|r| std::ptr::eq(r, row)));
             let rate_of_row = Plan::rate_of(index.expect("computed"));
-            assert!(rate_of_row >= rate * (1.0 - 1e-6), "{rate} -> {rate_of_row}");
+            assert!(
+                rate_of_row >= rate * (1.0 - 1e-6),
+                "{rate} -> {rate_of_row}"
+            );
             assert!(rate_of_row <= rate * 10f64.powf(1.0 / ROWS_PER_DECADE) * (1.0 + 1e-6));
         }
     }
@@ -376,7 +389,10 @@ mod properties {
             let s = fresh_size(rate, 100);
             let isolation = isolation(rate, 100);
             let (elements, requests) = play(&culprits, s, &|n| near_equal(n, isolation.pieces[n]));
-            let (e, r) = (elements as f64 / closes as f64, requests as f64 / closes as f64);
+            let (e, r) = (
+                elements as f64 / closes as f64,
+                requests as f64 / closes as f64,
+            );
             let (expected_e, expected_r) =
                 super::tests_support::expected(s, rate, &|n| isolation.pieces[n]);
             assert!(
@@ -398,7 +414,6 @@ mod properties {
             );
         }
     }
-
 }
 
 #[cfg(test)]
