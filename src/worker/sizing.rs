@@ -13,7 +13,7 @@
 //!   cost (a piece of `k` is refused, given that its group was, with chance `(1 − qᵏ)/(1 − qⁿ)`,
 //!   `q = 1 − p`);
 //! - a fresh request of `s` costs `s + w`, plus the isolation when refused (chance `1 − qˢ`);
-//!   [`fresh_size`] is the `s` up to `BATCH_SIZE` with the least cost per close.
+//!   [`Plan::fresh_size`] is the `s` up to `BATCH_SIZE` with the least cost per close.
 //!
 //! Dorfman's rule (a refused group goes out as single elements) and halving are both candidates of
 //! the search (`m = n` and `m = 2`), so the plan is never worse than either in expectation. At a rate
@@ -155,7 +155,8 @@ struct Row {
     pieces: Vec<usize>,
 }
 
-/// [`fresh_size`] and [`split`] for a grid of rates, each row computed once, when first asked.
+/// The sizes for a grid of rates (`fresh_size` and `split`, the reference forms the tests check it
+/// against), each row computed once, when first asked.
 #[derive(Debug)]
 pub(crate) struct Plan {
     batch_size: usize,
