@@ -190,6 +190,25 @@ impl Isolation {
         })
     }
 
+    /// Until the window has room for a fresh request of the current size.
+    pub(crate) async fn until_room(&self) {
+        loop {
+            let changed = self.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let size = self.fresh_size();
+            let room = {
+                let mut counts = self.lock();
+                let counts = counts.now(self.half_life);
+                window_admits(counts.fresh_in_flight, size, counts.closes)
+            };
+            if room {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Completes when the window or the estimate changes; create it before looking at them.
     pub(crate) fn changed(&self) -> Notified<'_> {
         self.changed.notified()
@@ -297,6 +316,8 @@ mod tests {
         let isolation = isolation();
         let first = isolation.try_admit(100).expect("one request always goes");
         assert!(isolation.try_admit(100).is_none());
+        let no_room = tokio::time::timeout(Duration::from_millis(10), isolation.until_room()).await;
+        assert!(no_room.is_err(), "a due batch waits for room");
         let changed = isolation.changed();
         tokio::pin!(changed);
         changed.as_mut().enable();
@@ -313,6 +334,9 @@ mod tests {
             .collect();
         assert!(isolation.try_admit(100).is_none(), "400 in flight");
         drop((second, more));
+        tokio::time::timeout(Duration::from_secs(1), isolation.until_room())
+            .await
+            .expect("room once nothing is in flight");
         // A long pause forgets what was settled: one request at a time again.
         tokio::time::advance(HALF_LIFE * 10).await;
         let _alone = isolation.try_admit(100).expect("one request always goes");

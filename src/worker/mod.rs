@@ -379,8 +379,9 @@ impl Worker {
                 }
                 _ = sleep_until_deadline(deadline), if !due_now => {}
                 // The semaphore is fair: this waits behind every send already waiting for a slot.
-                slot = self.shared.in_flight.acquire(), if due_now => {
-                    drop(slot);
+                // A cold worker's window may hold fresh requests back too: the batch keeps filling
+                // meanwhile rather than wait there at the size it had.
+                _ = self.free_for_a_fresh_batch(), if due_now => {
                     for batch in session.batcher.take_due(Instant::now()) {
                         self.dispatch(batch, session);
                     }
@@ -391,6 +392,13 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Until a fresh batch would be sent at once: the window has room for one, then a request slot
+    /// is free.
+    async fn free_for_a_fresh_batch(&self) {
+        self.shared.isolation.until_room().await;
+        drop(self.shared.in_flight.acquire().await);
     }
 
     /// Ends a session. On shutdown: stop consuming, send what is batched, wait (up to
