@@ -35,8 +35,9 @@
 //! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
 //! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
 //! (`daily-element-limit`), [`Sandbox::set_already_closed_rate`] (`already-closed-rate`: a seeded
-//! share of jobs LinkedIn already closed or expired), plus the older faults, outages (with [`Fault`]'s constructors for
-//! LinkedIn's integration and contract errors), token outages and task rules ([`TaskRule`]: a
+//! share of jobs LinkedIn already closed or expired), plus the older faults, outages (with
+//! [`Fault`]'s constructors for LinkedIn's integration and contract errors), token outages and task
+//! rules ([`TaskRule`]: a
 //! status after a delay, `PROCESSED` with or without an `errorMessage`). [`SandboxConfig::strict`]
 //! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
