@@ -155,9 +155,11 @@ pub(crate) fn process(
         loop {
             let next = match sending.attempt().await {
                 Tried::Answered { token, outcome } => {
-                    // Answered: no longer an unverified fresh request.
-                    sending.unanswered = None;
                     let step = sending.decide(outcome);
+                    sending.count_settled(&step);
+                    // Answered, and what it showed counted: no longer an unverified fresh request
+                    // (a fresh group waiting for the window now sees the estimate this answer made).
+                    sending.unanswered = None;
                     sending.carry_out(step, &token).await
                 }
                 Tried::Wait(delay) => Next::Again(delay),
@@ -235,8 +237,14 @@ impl Sending {
             .collect()
     }
 
-    /// Fresh closes settled by an answer feed the estimate; redeliveries do not.
-    fn settled(&self, closes: usize) {
+    /// Fresh closes the step settles feed the estimate; redeliveries do not.
+    fn count_settled(&self, step: &Step<Settlement>) {
+        let closes = match step {
+            Step::SettleEach(settlements) => settlements.len(),
+            Step::ResendWithout { settle, .. } => settle.len(),
+            Step::GiveUp(_) => self.items.len(),
+            _ => 0,
+        };
         if !self.suspect {
             self.shared.isolation.settled(closes);
         }
@@ -352,7 +360,6 @@ impl Sending {
         let shared = &self.shared;
         match step {
             Step::SettleEach(settlements) => {
-                self.settled(settlements.len());
                 let settled = std::mem::take(&mut self.items).into_iter().zip(settlements);
                 settle_each(shared, &self.session, settled.collect()).await;
                 Next::Done
@@ -366,7 +373,6 @@ impl Sending {
                 if refresh_token {
                     shared.linkedin.tokens.invalidate(token).await;
                 }
-                self.settled(settle.len());
                 let items = std::mem::take(&mut self.items);
                 self.items = settle_some(shared, &self.session, items, settle).await;
                 if let Some(failure) = &failure {
@@ -402,7 +408,6 @@ impl Sending {
                 Next::Done
             }
             Step::GiveUp(failure) => {
-                self.settled(self.items.len());
                 let failure =
                     Failure::exhausted(failure.status, failure.message, self.retry.attempts);
                 dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
