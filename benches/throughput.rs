@@ -23,6 +23,14 @@
 //! figures and asserts nothing about timing: the machine is shared and noisy, so compare figures
 //! taken side by side in one run, and run it more than once.
 //!
+//! Then isolation (issue 18; `--isolation-closes 0` skips it, `--isolation-only` runs nothing else):
+//! 2,000 closes at 0, 2, 10 and 30 % already closed on LinkedIn, against the project's sandbox (its
+//! seeded `already_closed_rate`, with a latency per request so that requests cost time as LinkedIn's
+//! do), drained twice with the same ids and seed, so with the same culprits: by the release worker
+//! (the adaptive sizing), and by a minimal closer of the benchmark's own that follows the rule the
+//! product had before, batches of 100 halved on every unnamed refusal — kept here only as the
+//! baseline. Each prints elements and requests per close and the drain time.
+//!
 //! The stand-in is deliberately not the project's sandbox: the sandbox validates and records every
 //! element, which would make the benchmark measure the sandbox. This one counts elements with a
 //! byte scan and answers one 202 entry per element from a pre-built table.
@@ -109,6 +117,15 @@ struct Options {
     /// Broker URL.
     #[arg(long, env = "AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     amqp_url: String,
+    /// Closes per isolation drain (0 skips the isolation comparison).
+    #[arg(long, env = "BENCH_ISOLATION_CLOSES", default_value_t = 2_000)]
+    isolation_closes: usize,
+    /// The sandbox's latency per request in the isolation comparison, in milliseconds.
+    #[arg(long, env = "BENCH_ISOLATION_LATENCY_MS", default_value_t = 20)]
+    isolation_latency_ms: u64,
+    /// Only the isolation comparison, no throughput rounds.
+    #[arg(long, env = "BENCH_ISOLATION_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    isolation_only: bool,
     /// `cargo bench` passes `--bench` to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -155,6 +172,16 @@ async fn run_and_clean_up(options: Options) {
 }
 
 async fn run(options: Options, queues: BenchQueues) {
+    if !options.isolation_only {
+        throughput(&options, &queues).await;
+    }
+    if options.isolation_closes > 0 {
+        isolation::compare(&options, &queues).await;
+    }
+}
+
+async fn throughput(options: &Options, queues: &BenchQueues) {
+    let queues = queues.clone();
     // The worker reads the same variables from the environment the benchmark passes on.
     let mut settings = WorkerSettings::parse_from(["worker"]).batch;
     settings.rate_limit_per_minute = 0;
@@ -293,7 +320,7 @@ async fn run(options: Options, queues: BenchQueues) {
 
     broker.close().await;
     stand_in.stop();
-    report(&options, &rounds, memory.as_ref(), linger);
+    report(options, &rounds, memory.as_ref(), linger);
 }
 
 /// The drains with outcome messages of one round.
@@ -1061,6 +1088,14 @@ fn count_elements(body: &[u8]) -> usize {
 // ---------------------------------------------------------------------------------------------
 // The worker.
 
+/// Where a worker finds LinkedIn.
+struct Api {
+    url: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
 /// The worker under measurement: common's background process, its output in a log file.
 struct WorkerRun {
     worker: common::WorkerProcess,
@@ -1110,6 +1145,28 @@ impl WorkerRun {
         stand_in: &StandIn,
         outcome_exchange: Option<&str>,
     ) -> Self {
+        let api = Api {
+            url: stand_in.url.clone(),
+            token_url: format!("{}/oauth/v2/accessToken", stand_in.url),
+            client_id: "bench".into(),
+            client_secret: "bench".into(),
+        };
+        let settings: Vec<(&str, String)> = outcome_exchange
+            .map(|exchange| ("OUTCOME_EXCHANGE", exchange.to_owned()))
+            .into_iter()
+            .collect();
+        WorkerRun::start_with(binary, wrapper, amqp_url, queues, &api, &settings)
+    }
+
+    /// A worker against any LinkedIn stand-in, with settings of its own on top.
+    fn start_with(
+        binary: &PathBuf,
+        wrapper: Option<&str>,
+        amqp_url: &str,
+        queues: &BenchQueues,
+        api: &Api,
+        settings: &[(&str, String)],
+    ) -> Self {
         let wrapper: Vec<&str> = wrapper
             .map(|w| w.split_whitespace().collect())
             .unwrap_or_default();
@@ -1119,13 +1176,10 @@ impl WorkerRun {
             .env("AMQP_URL", amqp_url)
             .env("CLOSE_QUEUE", &queues.close)
             .env("DEAD_LETTER_QUEUE", &queues.dead)
-            .env("LINKEDIN_API_URL", &stand_in.url)
-            .env(
-                "LINKEDIN_TOKEN_URL",
-                format!("{}/oauth/v2/accessToken", stand_in.url),
-            )
-            .env("LINKEDIN_CLIENT_ID", "bench")
-            .env("LINKEDIN_CLIENT_SECRET", "bench")
+            .env("LINKEDIN_API_URL", &api.url)
+            .env("LINKEDIN_TOKEN_URL", &api.token_url)
+            .env("LINKEDIN_CLIENT_ID", &api.client_id)
+            .env("LINKEDIN_CLIENT_SECRET", &api.client_secret)
             .env("RATE_LIMIT_PER_MINUTE", "0")
             // The issue's pipeline ends at the ack; verifying tasks adds a confirmed publish per
             // close and is measured separately with TASK_CHECK=on.
@@ -1136,8 +1190,8 @@ impl WorkerRun {
                 command = command.env(name, value);
             }
         }
-        if let Some(exchange) = outcome_exchange {
-            command = command.env("OUTCOME_EXCHANGE", exchange);
+        for (name, value) in settings {
+            command = command.env(name, value);
         }
         WorkerRun {
             worker: command.spawn(),
@@ -1342,5 +1396,276 @@ impl BrokerCpu {
             .filter_map(|pid| process_cpu_seconds(pid))
             .collect();
         (!readings.is_empty()).then(|| readings.iter().sum())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Isolation: the adaptive sizing against halving, at the issue's rates of jobs already closed.
+
+mod isolation {
+    use super::*;
+    use job_closer::{Sandbox, SandboxConfig};
+    use tokio::sync::Semaphore;
+
+    /// The issue's rates of jobs already closed on LinkedIn.
+    const RATES: [f64; 4] = [0.0, 0.02, 0.10, 0.30];
+    /// The sandbox's seed: the same culprits for both rules at a rate.
+    const SEED: u64 = 18;
+
+    struct Drained {
+        requests: usize,
+        elements: usize,
+        took: Duration,
+    }
+
+    pub(super) async fn compare(options: &Options, queues: &BenchQueues) {
+        let closes = options.isolation_closes;
+        let binary = options
+            .binary
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_job-closer")));
+        let max_in_flight = WorkerSettings::parse_from(["worker"]).batch.max_in_flight;
+        let broker = Broker::connect(&options.amqp_url).await;
+        broker.declare(queues).await;
+        println!();
+        println!(
+            "Isolation: {closes} closes per drain, TASK_CHECK=off, the sandbox answering each request after {} ms, MAX_IN_FLIGHT={max_in_flight}; halving is the benchmark's own closer following the old rule",
+            options.isolation_latency_ms
+        );
+        println!();
+        println!(
+            "| already closed | rule | culprits | requests | elements per close | requests per close | drain, s |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for rate in RATES {
+            let label = format!("iso{}", (rate * 100.0).round());
+            for rule in ["halving", "adaptive"] {
+                let sandbox = Sandbox::start(
+                    ([127, 0, 0, 1], 0).into(),
+                    SandboxConfig {
+                        already_closed_rate: rate,
+                        seed: Some(SEED),
+                        latency: Duration::from_millis(options.isolation_latency_ms),
+                        ..SandboxConfig::default()
+                    },
+                )
+                .await
+                .expect("the sandbox starts");
+                broker.fill(&queues.close, closes, &label).await;
+                let drained = if rule == "halving" {
+                    halving(&options.amqp_url, queues, &sandbox, closes, max_in_flight).await
+                } else {
+                    adaptive(&binary, options, queues, &broker, &sandbox, closes).await
+                };
+                println!(
+                    "| {:>3.0} % | {rule} | {} | {} | {:.2} | {:.3} | {:.1} |",
+                    rate * 100.0,
+                    sandbox.stats().refused_closes.len(),
+                    drained.requests,
+                    drained.elements as f64 / closes as f64,
+                    drained.requests as f64 / closes as f64,
+                    drained.took.as_secs_f64()
+                );
+                sandbox.shutdown().await;
+            }
+        }
+        broker.close().await;
+    }
+
+    fn api(sandbox: &Sandbox) -> Api {
+        let config = sandbox.config();
+        Api {
+            url: sandbox.api_url(),
+            token_url: sandbox.token_url(),
+            client_id: config.client_id,
+            client_secret: config.client_secret,
+        }
+    }
+
+    /// The release worker drains the queue; timed from its consumer's registration until it has
+    /// settled every close (its metrics say so).
+    async fn adaptive(
+        binary: &PathBuf,
+        options: &Options,
+        queues: &BenchQueues,
+        broker: &Broker,
+        sandbox: &Sandbox,
+        closes: usize,
+    ) -> Drained {
+        let settings = [("METRICS_ADDR", "127.0.0.1:0".to_owned())];
+        let mut worker = WorkerRun::start_with(
+            binary,
+            options.worker_wrapper.as_deref(),
+            &options.amqp_url,
+            queues,
+            &api(sandbox),
+            &settings,
+        );
+        let base = common::metrics_base(&worker.worker).await;
+        let spawned = Instant::now();
+        while broker.counts(&queues.close).await.1 == 0 {
+            if spawned.elapsed() > Duration::from_secs(30) {
+                worker.fail("the worker did not start consuming within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        loop {
+            let text = common::metrics_of(&base).await;
+            let value = |series: &str| common::metric(&text, series).unwrap_or(0.0);
+            let settled = value("job_closer_elements_closed_total")
+                + value("job_closer_elements_already_closed_total");
+            if settled as usize >= closes {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(600) {
+                worker.fail("the worker did not settle every close within 10 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let took = started.elapsed();
+        let clean = worker.stop(broker, queues).await;
+        assert!(
+            clean.is_clean(),
+            "the adaptive worker did not end cleanly: {clean:?}"
+        );
+        let sizes = sandbox.stats().request_sizes;
+        Drained {
+            requests: sizes.len(),
+            elements: sizes.iter().sum(),
+            took,
+        }
+    }
+
+    /// The old rule, as a closer of the benchmark's own: batches of 100 (or what is in hand after
+    /// 100 ms), at most `max_in_flight` requests at once, an unnamed refusal halves the group until
+    /// the culprit is alone (then it is already closed), every delivery acked once settled.
+    async fn halving(
+        amqp_url: &str,
+        queues: &BenchQueues,
+        sandbox: &Sandbox,
+        closes: usize,
+        max_in_flight: u16,
+    ) -> Drained {
+        let connection = common::connect_to(amqp_url).await;
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .basic_qos(500, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let http = reqwest::Client::new();
+        let config = sandbox.config();
+        let token: serde_json::Value = http
+            .post(sandbox.token_url())
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", config.client_id.as_str()),
+                ("client_secret", config.client_secret.as_str()),
+            ])
+            .send()
+            .await
+            .expect("token")
+            .json()
+            .await
+            .expect("token body");
+        let closer = Arc::new(Closer {
+            http,
+            url: format!("{}/v2/simpleJobPostings", sandbox.api_url()),
+            token: token["access_token"].as_str().expect("a token").to_owned(),
+            slots: Semaphore::new(usize::from(max_in_flight)),
+        });
+        let mut consumer = channel
+            .basic_consume(
+                queues.close.as_str().into(),
+                "bench-halving".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let started = Instant::now();
+        let mut settled = 0;
+        let mut batch = Vec::new();
+        let mut running = FuturesUnordered::new();
+        while settled < closes {
+            let linger = tokio::time::sleep(Duration::from_millis(100));
+            tokio::select! {
+                delivery = consumer.next(), if batch.len() < 100 => {
+                    batch.push(delivery.expect("a delivery").expect("a delivery"));
+                    if batch.len() < 100 {
+                        continue;
+                    }
+                }
+                Some(done) = running.next() => {
+                    settled += done;
+                    continue;
+                }
+                _ = linger, if !batch.is_empty() => {}
+            }
+            let group = std::mem::take(&mut batch);
+            running.push(closer.clone().settle(group));
+        }
+        let took = started.elapsed();
+        let _ = connection.close(200, "bench done".into()).await;
+        let sizes = sandbox.stats().request_sizes;
+        Drained {
+            requests: sizes.len(),
+            elements: sizes.iter().sum(),
+            took,
+        }
+    }
+
+    struct Closer {
+        http: reqwest::Client,
+        url: String,
+        token: String,
+        slots: Semaphore,
+    }
+
+    impl Closer {
+        /// Sends `group` until each delivery is settled; returns how many were.
+        fn settle(
+            self: Arc<Self>,
+            group: Vec<lapin::message::Delivery>,
+        ) -> futures_util::future::BoxFuture<'static, usize> {
+            Box::pin(async move {
+                let elements: Vec<serde_json::Value> = group
+                    .iter()
+                    .map(|delivery| {
+                        let mut element: serde_json::Value =
+                            serde_json::from_slice(&delivery.data).expect("a close request");
+                        element["jobPostingOperationType"] = serde_json::json!("CLOSE");
+                        element
+                    })
+                    .collect();
+                let status = {
+                    let _slot = self.slots.acquire().await.expect("slots");
+                    self.http
+                        .post(&self.url)
+                        .bearer_auth(&self.token)
+                        .header("x-restli-method", "batch_create")
+                        .json(&serde_json::json!({ "elements": elements }))
+                        .send()
+                        .await
+                        .expect("the sandbox answers")
+                        .status()
+                };
+                if status.is_success() || group.len() == 1 {
+                    let n = group.len();
+                    for delivery in group {
+                        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+                    }
+                    return n;
+                }
+                let mut left = group;
+                let right = left.split_off(left.len() / 2);
+                let (a, b) = futures_util::future::join(
+                    self.clone().settle(left),
+                    self.clone().settle(right),
+                )
+                .await;
+                a + b
+            })
+        }
     }
 }

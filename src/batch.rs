@@ -1,6 +1,8 @@
 //! The batching rules, as pure data: which elements may share a request, and when a request is due.
 //!
-//! A batch holds at most `max_size` elements, never two with the same `externalJobPostingId` (LinkedIn
+//! A batch holds at most `max_size` elements — a target that may change while batches are open (the
+//! worker sizes fresh requests to how often LinkedIn refuses them for a job it does not name) —
+//! never two with the same `externalJobPostingId` (LinkedIn
 //! forbids it) and never two keys: the worker keys by contract (a contract's 403 must only touch that
 //! contract's jobs) and by whether the delivery is a redelivery (likely a re-close LinkedIn answers
 //! with a request-level 409, which must not cost fresh closes a split). A batch
@@ -116,6 +118,22 @@ impl<T, K: std::hash::Hash + Eq + Clone> Batcher<T, K> {
             self.open.remove(&contract);
         }
         Some(full)
+    }
+
+    /// A new target size. Later pushes fill batches up to `max_size`; open batches that already hold
+    /// that many are handed out. A batch is never cut here: one larger than a shrunk target goes as it
+    /// is, and the sender cuts it again if it still must.
+    pub(crate) fn resize(&mut self, max_size: usize) -> Vec<Batch<T, K>> {
+        let max_size = max_size.max(1);
+        if max_size == self.max_size {
+            return Vec::new();
+        }
+        let shrunk = max_size < self.max_size;
+        self.max_size = max_size;
+        if !shrunk {
+            return Vec::new();
+        }
+        self.take_where(|b| b.len() >= max_size)
     }
 
     /// When the oldest open batch is due, if any is open.
@@ -246,6 +264,43 @@ mod tests {
         assert!(rest.iter().all(|batch| batch.len() == 1));
         assert!(rest.iter().any(|batch| batch.key == b));
         assert!(rest.iter().any(|batch| batch.key.is_none()));
+    }
+
+    #[test]
+    fn a_changing_target_size() {
+        let now = Instant::now();
+        let mut batcher = Batcher::new(10, Duration::from_secs(1));
+        for id in ["a", "b", "c", "d"] {
+            assert!(batcher.push(id, id, None, now).is_none());
+        }
+        batcher.push("x", "x", Some("\"c\"".into()), now);
+        assert!(batcher.resize(10).is_empty(), "unchanged");
+        let full = batcher.resize(3);
+        assert_eq!(
+            full.len(),
+            1,
+            "the batch of 4 is handed out whole, the one of 1 stays"
+        );
+        assert_eq!(ids(&full[0]), vec!["a", "b", "c", "d"]);
+        batcher.push("e", "e", None, now);
+        batcher.push("f", "f", None, now);
+        assert_eq!(
+            ids(&batcher.push("g", "g", None, now).expect("3 is full")),
+            vec!["e", "f", "g"]
+        );
+        assert!(batcher.resize(5).is_empty(), "growing hands out nothing");
+        for id in ["h", "i", "j", "k"] {
+            assert!(batcher.push(id, id, None, now).is_none());
+        }
+        assert_eq!(
+            batcher.push("l", "l", None, now).expect("5 is full").len(),
+            5
+        );
+        assert_eq!(
+            batcher.resize(0).len(),
+            1,
+            "at least one element: the contract's batch"
+        );
     }
 
     #[test]

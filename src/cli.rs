@@ -291,6 +291,7 @@ async fn run(mut args: RunArgs, shutdown: CancellationToken) -> Result<(), CliEr
     let config = WorkerConfig {
         batch_size: args.batch.effective_batch_size(),
         linger: args.batch.linger(),
+        culprit_half_life: args.batch.culprit_half_life(),
         prefetch: args.batch.prefetch(),
         max_in_flight: usize::from(args.batch.max_in_flight),
         rate_limit_per_minute: args.batch.rate_limit_per_minute,

@@ -577,11 +577,20 @@ pub struct BatchArgs {
     /// request plus the batch being filled.
     #[arg(long, env = "PREFETCH")]
     pub(crate) prefetch: Option<u16>,
+    /// Half-life of the estimated share of jobs LinkedIn refuses without naming them (already
+    /// closed, 422s, poison), which sizes requests: once such culprits stop, requests grow back to
+    /// BATCH_SIZE about 15 half-lives later.
+    #[arg(long, env = "CULPRIT_HALF_LIFE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) culprit_half_life_ms: u64,
 }
 
 impl BatchArgs {
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)
+    }
+
+    pub(crate) fn culprit_half_life(&self) -> Duration {
+        Duration::from_millis(self.culprit_half_life_ms)
     }
 
     /// A batch never outgrows the rate limit: a request that could never fit a minute would stall.
@@ -1014,6 +1023,7 @@ mod tests {
             rate_limit_per_minute: 2000,
             rate_limit_per_day: 60_000,
             prefetch: None,
+            culprit_half_life_ms: 10_000,
         };
         assert_eq!(args.prefetch(), 500);
         let tight = BatchArgs {

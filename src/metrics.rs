@@ -126,6 +126,10 @@ pub(crate) struct Metrics {
     pub(crate) outcomes: Family<OutcomeLabels, Counter>,
     /// Outcomes a request's `reply_to` queue did not take (it does not exist).
     pub(crate) outcome_unroutable: Counter,
+    /// Elements a fresh request holds now (BATCH_SIZE, or less while culprits are common).
+    pub(crate) batch_target_size: Gauge,
+    /// Requests sent to find culprits LinkedIn did not name (pieces of refused groups).
+    pub(crate) isolation_requests: Counter,
     ready: AtomicBool,
     heartbeat_ms: AtomicU64,
 }
@@ -182,6 +186,18 @@ impl Metrics {
             "outcome_unroutable",
             "Outcomes whose reply_to queue did not exist (returned unroutable, dropped)",
             outcome_unroutable.clone(),
+        );
+        let batch_target_size = Gauge::default();
+        let isolation_requests = Counter::default();
+        registry.register(
+            "batch_target_size",
+            "Elements a fresh request holds now: BATCH_SIZE, less while jobs LinkedIn refuses without naming them are common",
+            batch_target_size.clone(),
+        );
+        registry.register(
+            "isolation_requests",
+            "Requests sent to find the jobs LinkedIn refused a request for without naming them",
+            isolation_requests.clone(),
         );
         registry.register(
             "elements_already_closed",
@@ -321,6 +337,8 @@ impl Metrics {
             broker_blocked_reason: Mutex::new(None),
             outcomes,
             outcome_unroutable,
+            batch_target_size,
+            isolation_requests,
             ready: AtomicBool::new(false),
             heartbeat_ms: AtomicU64::new(now_ms()),
         }
@@ -507,6 +525,7 @@ mod tests {
             "job_closer_linkedin_blocked 0",
             "job_closer_broker_blocked 0",
             "job_closer_throttled_until_seconds 0",
+            "job_closer_isolation_requests_total 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
             r#"job_closer_outcomes_total{outcome="closed"} 0"#,
@@ -568,6 +587,8 @@ mod tests {
             "job_closer_linkedin_blocked",
             "job_closer_broker_blocked",
             "job_closer_throttled_until_seconds",
+            "job_closer_batch_target_size",
+            "job_closer_isolation_requests",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),

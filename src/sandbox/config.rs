@@ -39,6 +39,10 @@ pub struct SandboxConfig {
     /// The oldest `LinkedIn-Version` (`YYYYMM`) still served on `/rest`; older ones, and months
     /// after the current one, are answered 426.
     pub oldest_linkedin_version: u32,
+    /// The share (0 to 1) of jobs the sandbox never accepted that LinkedIn already closed or that
+    /// expired: a CLOSE of one is refused with the 409, as for a re-close. Which jobs is decided by
+    /// [`SandboxConfig::seed`]. Changeable while running.
+    pub already_closed_rate: f64,
     /// The seed of every random answer the sandbox gives ([`RandomFaults`]); `None`: a random one,
     /// which [`super::Sandbox::seed`] tells. One seed for all of them, so a run is repeated by
     /// giving its seed again.
@@ -66,6 +70,7 @@ impl Default for SandboxConfig {
             strict: false,
             daily_element_limit: None,
             oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
+            already_closed_rate: 0.0,
             seed: None,
             random_faults: RandomFaults::default(),
         }
@@ -136,6 +141,11 @@ pub struct SandboxArgs {
     #[arg(long, env = "SANDBOX_OLDEST_LINKEDIN_VERSION", default_value_t = DEFAULT_OLDEST_LINKEDIN_VERSION)]
     pub(crate) oldest_linkedin_version: u32,
 
+    /// Share (0 to 1) of jobs never accepted here that are already closed on LinkedIn (expired): a
+    /// CLOSE of one gets LinkedIn's 409. Which ones depends on --seed.
+    #[arg(long, env = "SANDBOX_ALREADY_CLOSED_RATE", default_value_t = 0.0, value_parser = rate)]
+    pub(crate) already_closed_rate: f64,
+
     /// Seed of every random answer (the rates below); unset: a random seed, printed at start.
     #[arg(long, env = "SANDBOX_SEED")]
     pub(crate) seed: Option<u64>,
@@ -193,6 +203,7 @@ impl SandboxArgs {
             strict: self.strict,
             daily_element_limit: self.daily_element_limit,
             oldest_linkedin_version: self.oldest_linkedin_version,
+            already_closed_rate: self.already_closed_rate,
             seed: self.seed,
             random_faults: RandomFaults {
                 server_error_rate: self.server_error_rate,
@@ -244,6 +255,7 @@ mod tests {
         );
         assert_eq!(from_flags.seed, None);
         assert!(from_flags.random_faults.is_off());
+        assert_eq!(from_flags.already_closed_rate, defaults.already_closed_rate);
     }
 
     #[test]
@@ -271,6 +283,8 @@ mod tests {
             "60000",
             "--oldest-linkedin-version",
             "202501",
+            "--already-closed-rate",
+            "0.1",
             "--seed",
             "42",
             "--server-error-rate",
@@ -300,6 +314,7 @@ mod tests {
         assert!(config.strict);
         assert_eq!(config.daily_element_limit, Some(60_000));
         assert_eq!(config.oldest_linkedin_version, 202_501);
+        assert_eq!(config.already_closed_rate, 0.1);
         assert_eq!(config.seed, Some(42));
         assert_eq!(
             config.random_faults,
@@ -314,6 +329,12 @@ mod tests {
             assert!(
                 Cli::try_parse_from(["sandbox", "--throttle-rate", bad]).is_err(),
                 "{bad}"
+            );
+        }
+        for refused in ["1.5", "-0.1", "often"] {
+            assert!(
+                Cli::try_parse_from(["sandbox", "--already-closed-rate", refused]).is_err(),
+                "{refused}"
             );
         }
     }
@@ -332,6 +353,7 @@ mod tests {
             "SANDBOX_STRICT",
             "SANDBOX_DAILY_ELEMENT_LIMIT",
             "SANDBOX_OLDEST_LINKEDIN_VERSION",
+            "SANDBOX_ALREADY_CLOSED_RATE",
             "SANDBOX_SEED",
             "SANDBOX_SERVER_ERROR_RATE",
             "SANDBOX_THROTTLE_RATE",

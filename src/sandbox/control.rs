@@ -86,6 +86,12 @@ pub(crate) fn routes() -> Router<Arc<SandboxState>> {
             "/_sandbox/random-faults",
             with_body(|state, faults: RandomFaults| state.set_random_faults(faults)),
         )
+        .route(
+            "/_sandbox/already-closed-rate",
+            with_body(|state, rate: AlreadyClosedRateRequest| {
+                state.set_already_closed_rate(rate.rate);
+            }),
+        )
         .route("/_sandbox/reset", without_body(SandboxState::reset))
 }
 
@@ -158,6 +164,24 @@ struct StringStatusesRequest {
 #[derive(Debug, Deserialize)]
 struct DailyElementLimitRequest {
     limit: Option<u64>,
+}
+
+/// `{"rate":0.1}`: a share from 0 to 1.
+#[derive(Debug, Deserialize)]
+struct AlreadyClosedRateRequest {
+    rate: f64,
+}
+
+impl ControlRequest for AlreadyClosedRateRequest {
+    fn check(&self) -> Result<(), LinkedInError> {
+        if (0.0..=1.0).contains(&self.rate) {
+            return Ok(());
+        }
+        Err(bad_control_request(format!(
+            "rate {} is not a share from 0 to 1",
+            self.rate
+        )))
+    }
 }
 
 impl ControlRequest for FaultsRequest {
@@ -519,7 +543,24 @@ mod tests {
         let closed = sandbox.close(&["A"]).await;
         assert_eq!(closed.status, 409, "reset keeps the jobs LinkedIn closed");
 
+        // A job never accepted, of the seeded share already closed on LinkedIn (seed 0).
+        let expired = (0..1000)
+            .map(|i| format!("EXP-{i}"))
+            .find(|id| crate::sandbox::judge::expired_on_linkedin(0, 0.5, id))
+            .unwrap();
+        let half = json!({"rate": 0.5});
+        assert_eq!(sandbox.control("already-closed-rate", half).await, 204);
+        assert_eq!(sandbox.close(&[&expired]).await.status, 409);
+        assert_eq!(sandbox.control_without_body("reset").await, 204);
+        assert_eq!(
+            sandbox.close(&[&expired]).await.status,
+            200,
+            "reset: the configured rate, 0"
+        );
+
         let requests = [
+            ("already-closed-rate", json!({"rate": 1.5})),
+            ("already-closed-rate", json!({"rate": "often"})),
             ("absent", json!({"ids": "GONE"})),
             ("reclose-answer", json!({"answer": "Sometimes"})),
             ("string-statuses", json!({"enabled": "yes"})),

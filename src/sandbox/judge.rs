@@ -130,14 +130,48 @@ pub(crate) struct Situation<'a> {
     pub(crate) closed: &'a HashSet<String>,
     /// Jobs marked as not existing.
     pub(crate) absent: &'a HashSet<String>,
+    /// Whether the sandbox ever accepted a posting of this job (any operation).
+    pub(crate) ever_accepted: &'a dyn Fn(&str) -> bool,
+    /// The share of jobs never accepted here that LinkedIn already closed or expired
+    /// ([`expired_on_linkedin`] with the configuration's seed).
+    pub(crate) already_closed_rate: f64,
     /// The task URN a request-level apply-URL refusal quotes (LinkedIn names one).
     pub(crate) refused_task_urn: &'a str,
 }
 
 impl Situation<'_> {
     fn refuses_close(&self, external_id: &str) -> bool {
-        self.closed.contains(external_id) || self.absent.contains(external_id)
+        self.closed.contains(external_id)
+            || self.absent.contains(external_id)
+            || (expired_on_linkedin(
+                self.config.seed.unwrap_or_default(),
+                self.already_closed_rate,
+                external_id,
+            )
+                && !(self.ever_accepted)(external_id))
     }
+}
+
+/// Whether, with `seed`, the job `external_id` is one of the share `rate` that LinkedIn already
+/// closed or that expired on its own (as postings do after their run): the same answer for the same
+/// seed, rate and id, in any process. A stable hash of the seed and the id (FNV-1a, then a 64-bit
+/// finalizer so that ids differing in their last character spread) against the rate.
+pub(crate) fn expired_on_linkedin(seed: u64, rate: f64, external_id: &str) -> bool {
+    if rate <= 0.0 {
+        return false;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in seed.to_le_bytes().iter().chain(external_id.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 30;
+    hash = hash.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    hash ^= hash >> 27;
+    hash = hash.wrapping_mul(0x94d0_49bb_1331_11eb);
+    hash ^= hash >> 31;
+    // The top 53 bits as a uniform number in [0, 1).
+    ((hash >> 11) as f64 / (1u64 << 53) as f64) < rate
 }
 
 /// The answer for one element of a request that was not refused as a whole.
@@ -500,6 +534,8 @@ mod tests {
         reclose_answer: RecloseAnswer,
         closed: HashSet<String>,
         absent: HashSet<String>,
+        accepted: HashSet<String>,
+        already_closed_rate: f64,
     }
 
     impl World {
@@ -509,6 +545,8 @@ mod tests {
                 reclose_answer: RecloseAnswer::Request,
                 closed: HashSet::new(),
                 absent: HashSet::new(),
+                accepted: HashSet::new(),
+                already_closed_rate: 0.0,
             }
         }
 
@@ -523,6 +561,7 @@ mod tests {
         }
 
         fn judge<'e>(&self, elements: &'e [Element]) -> Verdict<'e> {
+            let ever_accepted = |id: &str| self.accepted.contains(id);
             judge(
                 elements,
                 &Situation {
@@ -531,6 +570,8 @@ mod tests {
                     reclose_answer: self.reclose_answer,
                     closed: &self.closed,
                     absent: &self.absent,
+                    ever_accepted: &ever_accepted,
+                    already_closed_rate: self.already_closed_rate,
                     refused_task_urn: TASK_URN,
                 },
             )
@@ -623,6 +664,67 @@ mod tests {
                 ..
             }]
         ));
+    }
+
+    #[test]
+    fn a_seeded_share_of_jobs_never_accepted_is_already_closed() {
+        let ids: Vec<String> = (0..10_000).map(|i| format!("job-{i}")).collect();
+        let expired = |seed, rate| {
+            ids.iter()
+                .filter(|id| expired_on_linkedin(seed, rate, id))
+                .count()
+        };
+        assert_eq!(expired(7, 0.0), 0);
+        assert_eq!(expired(7, 1.0), ids.len());
+        let share = expired(7, 0.1) as f64 / ids.len() as f64;
+        assert!((0.09..0.11).contains(&share), "{share}");
+        // Deterministic per id for a seed, different for another seed; the same jobs at a higher
+        // rate still included.
+        assert_eq!(expired(7, 0.1), expired(7, 0.1));
+        let both = ids
+            .iter()
+            .filter(|id| expired_on_linkedin(7, 0.1, id) && expired_on_linkedin(8, 0.1, id))
+            .count();
+        assert!(both < expired(7, 0.1) / 3, "{both}");
+        assert!(
+            ids.iter()
+                .filter(|id| expired_on_linkedin(7, 0.1, id))
+                .all(|id| expired_on_linkedin(7, 0.3, id))
+        );
+
+        let mut world = World::new();
+        world.already_closed_rate = 0.1;
+        world.config.seed = Some(7);
+        let gone = ids
+            .iter()
+            .find(|id| expired_on_linkedin(7, 0.1, id))
+            .unwrap();
+        let open = ids
+            .iter()
+            .find(|id| !expired_on_linkedin(7, 0.1, id))
+            .unwrap();
+        let elements = [good(open), good(gone)];
+        assert_eq!(
+            world.refusal(&elements),
+            (409, ALREADY_CLOSED_MESSAGE.to_owned())
+        );
+        assert_eq!(world.entries(&[good(open)]), [accepted(open)]);
+        // A job the sandbox accepted (created here) is LinkedIn's own: closing it works.
+        world.accepted.insert(gone.clone());
+        assert_eq!(world.entries(&[good(gone)]), [accepted(gone)]);
+        world.accepted.clear();
+        world.reclose_answer = RecloseAnswer::Element;
+        assert_eq!(
+            world.entries(&elements),
+            [
+                accepted(open),
+                Entry::Failed {
+                    status: 409,
+                    message: ALREADY_CLOSED_MESSAGE.to_owned(),
+                    refused_close: Some(gone),
+                }
+            ]
+        );
     }
 
     #[test]

@@ -34,11 +34,12 @@
 //! Knobs, each an in-process method on [`Sandbox`] and a `/_sandbox/...` control route:
 //! [`Sandbox::mark_absent`] (`absent`), [`Sandbox::set_reclose_answer`] (`reclose-answer`),
 //! [`Sandbox::set_string_statuses`] (`string-statuses`), [`Sandbox::set_daily_element_limit`]
-//! (`daily-element-limit`), [`Sandbox::set_random_faults`] (`random-faults`: rates of random 500s,
-//! 429s and stalls, drawn from one generator seeded by [`SandboxConfig::seed`]), plus the older
-//! faults, outages (with [`Fault`]'s constructors for LinkedIn's integration and contract errors),
-//! token outages, a rotated client secret ([`Sandbox::rotate_client_secret`], `client-secret`) and
-//! task rules ([`TaskRule`]: a
+//! (`daily-element-limit`), [`Sandbox::set_already_closed_rate`] (`already-closed-rate`: a seeded
+//! share of jobs LinkedIn already closed or expired), [`Sandbox::set_random_faults`]
+//! (`random-faults`: rates of random 500s, 429s and stalls, drawn from one generator seeded by
+//! [`SandboxConfig::seed`]), plus the older faults, outages (with [`Fault`]'s constructors for
+//! LinkedIn's integration and contract errors), token outages, a rotated client secret
+//! ([`Sandbox::rotate_client_secret`], `client-secret`) and task rules ([`TaskRule`]: a
 //! status after a delay, `PROCESSED` with or without an `errorMessage`). [`SandboxConfig::strict`]
 //! (`job-closer sandbox --strict`) also enforces the spec's lengths and a company field.
 
@@ -215,6 +216,15 @@ impl Sandbox {
         self.state.seed
     }
 
+    /// A share (0 to 1) of the jobs the sandbox never accepted are already closed on LinkedIn (they
+    /// expired, as postings do): a CLOSE of one is refused with the 409, answered as
+    /// [`Sandbox::set_reclose_answer`] says. Which jobs is decided by [`SandboxConfig::seed`], the
+    /// same for the same seed in any process; [`SandboxConfig::already_closed_rate`] is the rate at
+    /// start and after [`Sandbox::reset`].
+    pub fn set_already_closed_rate(&self, rate: f64) {
+        self.state.set_already_closed_rate(rate);
+    }
+
     /// The token endpoint answers `status` while set.
     pub fn set_token_outage(&self, status: Option<u16>) {
         self.state.set_token_outage(status);
@@ -245,7 +255,7 @@ impl Sandbox {
     }
 
     /// Clears statistics, scripted faults, outages, task rules and the knobs (absent jobs, re-close
-    /// answer, string statuses, daily limit back to the configuration's); keeps the configuration,
+    /// answer, string statuses, daily limit and already-closed rate back to the configuration's); keeps the configuration,
     /// issued tokens, accepted tasks, the jobs closed and the day's count (LinkedIn's state).
     pub fn reset(&self) {
         self.state.reset();
@@ -420,6 +430,7 @@ mod tests {
             strict: false,
             daily_element_limit: None,
             oldest_linkedin_version: DEFAULT_OLDEST_LINKEDIN_VERSION,
+            already_closed_rate: 0.0,
             seed: None,
             server_error_rate: 0.0,
             throttle_rate: 0.0,

@@ -127,6 +127,8 @@ struct Memory {
     string_statuses: bool,
     /// Elements accepted per UTC day before every posting request is a 429.
     daily_element_limit: Option<u64>,
+    /// The share of jobs never accepted here that are already closed on LinkedIn.
+    already_closed_rate: f64,
     /// The UTC day (days since the Unix epoch) `accepted_today` counts, and its count.
     accepted_day: u64,
     accepted_today: u64,
@@ -156,13 +158,16 @@ impl Drop for InFlightPosting<'_> {
 }
 
 impl SandboxState {
-    pub(crate) fn new(config: SandboxConfig) -> SandboxState {
-        let seed = config.seed.unwrap_or_else(rand::random);
+    pub(crate) fn new(mut config: SandboxConfig) -> SandboxState {
+        // One seed for every random choice, resolved once: what the judge reads from the
+        // configuration is the seed the draws use.
+        let seed = *config.seed.get_or_insert_with(rand::random);
         let memory = Memory {
             daily_element_limit: config.daily_element_limit,
             client_secret: config.client_secret.clone(),
             random_faults: config.random_faults,
             draws: Draws(rand::rngs::StdRng::seed_from_u64(seed)),
+            already_closed_rate: config.already_closed_rate,
             ..Memory::default()
         };
         SandboxState {
@@ -200,6 +205,7 @@ impl SandboxState {
         memory.reclose_answer = RecloseAnswer::default();
         memory.string_statuses = false;
         memory.daily_element_limit = self.config.daily_element_limit;
+        memory.already_closed_rate = self.config.already_closed_rate;
         memory.random_faults = self.config.random_faults;
     }
 
@@ -389,6 +395,10 @@ impl SandboxState {
         self.memory().daily_element_limit = limit;
     }
 
+    pub(crate) fn set_already_closed_rate(&self, rate: f64) {
+        self.memory().already_closed_rate = rate.clamp(0.0, 1.0);
+    }
+
     /// Answers the elements of a request that passed the gate and carried no scripted fault:
     /// the daily limit, then [`judge`], then what the verdict changes (tasks, closed jobs, stats).
     /// One lock for all of it, so two requests closing the same job cannot both be accepted.
@@ -413,12 +423,16 @@ impl SandboxState {
                 DAILY_LIMIT_MESSAGE,
             ));
         }
+        let accepted = &memory.job_posting_numbers;
+        let ever_accepted = |id: &str| accepted.contains_key(id);
         let situation = Situation {
             config: &self.config,
             poison_prefix: memory.poison_prefix.as_deref(),
             reclose_answer: memory.reclose_answer,
             closed: &memory.closed_jobs,
             absent: &memory.absent_jobs,
+            ever_accepted: &ever_accepted,
+            already_closed_rate: memory.already_closed_rate,
             refused_task_urn: &refused_task_urn,
         };
         match judge(elements, &situation) {

@@ -9,8 +9,9 @@
 //! (a close's entry, a task's status), so that part is a closure. Splitting lives here too, and not
 //! in the sender's loop as before (where it was interleaved with sleeping, token handling and acks,
 //! and where the verifier repeated it): a request-level fault of one job that does not name it is
-//! isolated by halving, a named one settles at once, and a one-element request's answer is its
-//! element's.
+//! isolated by splitting the group (into as many pieces as `worker::sizing` says for the culprit rate
+//! `worker::isolation` estimates, fed by [`shows_a_culprit`]), a named one settles at once, and a
+//! one-element request's answer is its element's.
 
 use crate::dead_letter;
 use crate::linkedin::classify::{ElementOutcome, Failure, RequestOutcome, named_element};
@@ -18,7 +19,7 @@ use crate::retry::{RetryPolicy, RetryState, Verdict};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Whole-request transient failures in a row before a group is halved (a poison element earns its
+/// Whole-request transient failures in a row before a group is split (a poison element earns its
 /// request a 500).
 pub(crate) const SPLIT_AFTER: u32 = 2;
 
@@ -40,8 +41,8 @@ pub(crate) enum Step<S> {
         refresh_token: bool,
         failure: Option<Failure>,
     },
-    /// Send each half on its own, after `after`, with the budget spent so far. `one_job` when
-    /// LinkedIn reported one job's fault without naming it (rather than a run of 5xx).
+    /// Send the group again in pieces, each on its own, after `after`, with the budget spent so far.
+    /// `one_job` when LinkedIn reported one job's fault without naming it (rather than a run of 5xx).
     Split {
         after: Duration,
         failure: Failure,
@@ -153,7 +154,7 @@ fn transient<S>(verdict: Verdict, failure: Failure, retry: &mut RetryState, n: u
 }
 
 /// A request-level fault of one job: alone, it is the element's verdict; named, that element
-/// settles and the others go again at once; unnamed, the group is halved to find it.
+/// settles and the others go again at once; unnamed, the group is split to find it.
 fn one_jobs_fault<S>(failure: Failure, ids: &[&str], of_fault: impl Fn(Failure) -> S) -> Step<S> {
     if ids.len() <= 1 {
         return Step::SettleEach(vec![of_fault(failure)]);
@@ -170,6 +171,33 @@ fn one_jobs_fault<S>(failure: Failure, ids: &[&str], of_fault: impl Fn(Failure) 
             failure,
             one_job: true,
         },
+    }
+}
+
+/// Whether LinkedIn refused the request of `ids` for one job without naming one of them: the
+/// request holds a culprit (alone, the culprit is that element).
+pub(crate) fn refused_for_an_unnamed_job<A>(outcome: &Outcome<A>, ids: &[&str]) -> bool {
+    matches!(outcome, Outcome::ElementFault(failure) if named_element(&failure.message, ids).is_none())
+}
+
+/// Whether `step` shows one more culprit LinkedIn did not name, for the estimate: a group split to
+/// find one (for an unnamed fault or a run of 5xx), an element refused alone for an unnamed fault
+/// (`unnamed_alone`: [`refused_for_an_unnamed_job`] of a one-element request), or a lone piece of a
+/// split whose request failed as a whole for the first time (`lone_piece_first_failure`: the poison
+/// of a run of 5xx, isolated — its retries go on, but its siblings went through).
+pub(crate) fn shows_a_culprit<S>(
+    step: &Step<S>,
+    unnamed_alone: bool,
+    lone_piece_first_failure: bool,
+) -> bool {
+    match step {
+        Step::Split { .. } => true,
+        Step::SettleEach(_) => unnamed_alone,
+        Step::ResendAll {
+            refresh_token: false,
+            ..
+        } => lone_piece_first_failure,
+        _ => false,
     }
 }
 
@@ -225,7 +253,7 @@ fn rejected(failure: Failure, attempts: u32) -> Settlement {
 /// What LinkedIn's answer for a close this worker accepted within the hour would be (it is not sent
 /// again).
 pub(crate) const KNOWN_MESSAGE: &str =
-    "LinkedIn accepted a close of this job from this worker within the last hour; not sent again";
+    "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again";
 
 /// What becomes of a close for an id this worker accepted within the hour, which is not sent again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,18 +265,17 @@ pub(crate) enum Known<T> {
     AwaitTask(T),
 }
 
-/// A known duplicate waits for its first close's task when it asked for an outcome and there is a
-/// task to wait for (task checks on), and `ALREADY_CLOSED=ack` would otherwise settle it as done;
-/// otherwise it is settled as a 409.
-pub(crate) fn known_duplicate<T>(
-    policy: AlreadyClosedPolicy,
-    first_task: Option<T>,
-    wants_outcome: bool,
-) -> Known<T> {
+/// A known duplicate waits for its first close's task whenever there is one to wait for (task checks
+/// on, a close this worker had accepted) and `ALREADY_CLOSED=ack` would otherwise settle it as done;
+/// otherwise it is settled as a 409. Waiting matters twice: a duplicate is never told
+/// `already-closed` while that task can still fail, and a redelivered close whose own pending check
+/// was lost with its session (accepted, remembered, but never handed on) is verified all the same
+/// instead of being settled unverified.
+pub(crate) fn known_duplicate<T>(policy: AlreadyClosedPolicy, first_task: Option<T>) -> Known<T> {
     let failure = Failure::new(409, KNOWN_MESSAGE);
     match (policy, first_task) {
-        (AlreadyClosedPolicy::Ack, Some(task)) if wants_outcome => Known::AwaitTask(task),
-        (AlreadyClosedPolicy::Ack, _) => Known::Settle(Settlement::AlreadyClosed(failure)),
+        (AlreadyClosedPolicy::Ack, Some(task)) => Known::AwaitTask(task),
+        (AlreadyClosedPolicy::Ack, None) => Known::Settle(Settlement::AlreadyClosed(failure)),
         (AlreadyClosedPolicy::DeadLetter, _) => Known::Settle(rejected(failure, 0)),
     }
 }
@@ -336,23 +363,15 @@ mod tests {
     const IDS: [&str; 4] = ["J-1", "J-2", "J-3", "J-4"];
 
     #[test]
-    fn a_known_duplicate_waits_for_its_first_task_only_when_it_asked_how_it_ended() {
+    fn a_known_duplicate_waits_for_its_first_task_whenever_there_is_one() {
         use AlreadyClosedPolicy::{Ack, DeadLetter};
-        let already = Settlement::AlreadyClosed(Failure::new(409, KNOWN_MESSAGE));
+        assert_eq!(known_duplicate(Ack, Some("task")), Known::AwaitTask("task"));
         assert_eq!(
-            known_duplicate(Ack, Some("task"), true),
-            Known::AwaitTask("task")
+            known_duplicate::<&str>(Ack, None),
+            Known::Settle(Settlement::AlreadyClosed(Failure::new(409, KNOWN_MESSAGE)))
         );
-        assert_eq!(
-            known_duplicate(Ack, Some("task"), false),
-            Known::Settle(already.clone())
-        );
-        assert_eq!(
-            known_duplicate::<&str>(Ack, None, true),
-            Known::Settle(already)
-        );
-        for (task, wants) in [(Some("task"), true), (None, false)] {
-            match known_duplicate(DeadLetter, task, wants) {
+        for task in [Some("task"), None] {
+            match known_duplicate(DeadLetter, task) {
                 Known::Settle(Settlement::DeadLetter(failure)) => {
                     assert_eq!(
                         (failure.reason, failure.status, failure.attempts),
@@ -477,14 +496,14 @@ mod tests {
     enum Expect {
         /// An entry of a 200: that job settles so, the jobs around it close.
         Element(Settled),
-        /// A request-level fault of one job that does not name it: isolated by halving; alone, it
+        /// A request-level fault of one job that does not name it: isolated by splitting; alone, it
         /// is that job's verdict.
         Unnamed(Settled),
         /// A request-level fault naming the job at this position: that job is rejected, the others
         /// are sent again at once.
         Named(usize),
         /// A request-level fault naming a job that is not in the request: it names nobody here, so
-        /// the group is halved.
+        /// the group is split.
         NamesAnother,
         /// The contract's fault: every job of the batch is rejected.
         Contract,
@@ -885,26 +904,42 @@ mod tests {
 
 #[cfg(test)]
 mod properties {
-    //! Halving always isolates a single culprit, and every element is settled exactly once, however
-    //! the culprits are spread.
+    //! Splitting as the sizing plans it isolates every culprit, every element is settled exactly once
+    //! however the culprits are spread and whatever the estimated rate, and the estimate hears of
+    //! each culprit.
     use super::*;
+    use crate::worker::sizing::Plan;
     use proptest::prelude::*;
 
+    /// What a play cost and showed.
+    struct Played {
+        settled: Vec<Vec<Settlement>>,
+        sent: usize,
+        /// Steps that showed a culprit ([`shows_a_culprit`]).
+        culprits_shown: usize,
+        splits: usize,
+    }
+
     /// Plays a group of `n` ids (the culprits being those in `bad`) against a LinkedIn that answers
-    /// any request holding a culprit with an unnamed request-level 409, and follows the steps.
-    /// Returns how each element was settled and how many elements were sent.
-    fn play(n: usize, bad: &[bool]) -> (Vec<Vec<Settlement>>, usize) {
+    /// any request holding a culprit with an unnamed request-level 409, follows the steps and splits
+    /// as the plan says at `rate`.
+    fn play(n: usize, bad: &[bool], rate: f64) -> Played {
+        let plan = Plan::new(120);
         let ids: Vec<String> = (0..n).map(|i| format!("id-{i}")).collect();
         let policy = RetryPolicy {
             initial: Duration::from_millis(1),
             max: Duration::from_millis(1),
             max_elapsed: Duration::from_secs(1),
         };
-        let mut settled: Vec<Vec<Settlement>> = vec![Vec::new(); n];
-        let mut sent = 0;
+        let mut played = Played {
+            settled: vec![Vec::new(); n],
+            sent: 0,
+            culprits_shown: 0,
+            splits: 0,
+        };
         let mut groups: Vec<Vec<usize>> = vec![(0..n).collect()];
         while let Some(group) = groups.pop() {
-            sent += group.len();
+            played.sent += group.len();
             let outcome = if group.iter().any(|&i| bad[i]) {
                 RequestOutcome::ElementFault(Failure::new(
                     409,
@@ -919,6 +954,8 @@ mod properties {
                 )
             };
             let group_ids: Vec<&str> = group.iter().map(|&i| ids[i].as_str()).collect();
+            let unnamed_alone =
+                group.len() == 1 && refused_for_an_unnamed_job(&outcome, &group_ids);
             let mut retry = policy.new_state();
             let step = decide_close(
                 outcome,
@@ -930,48 +967,108 @@ mod properties {
                 },
                 AlreadyClosedPolicy::Ack,
             );
+            played.culprits_shown += usize::from(shows_a_culprit(&step, unnamed_alone, false));
             match step {
                 Step::SettleEach(settlements) => {
                     assert_eq!(settlements.len(), group.len());
                     for (&i, s) in group.iter().zip(settlements) {
-                        settled[i].push(s);
+                        played.settled[i].push(s);
                     }
                 }
                 Step::Split { .. } => {
                     assert!(group.len() > 1);
-                    let mut left = group;
-                    let right = left.split_off(left.len() / 2);
-                    groups.push(left);
-                    groups.push(right);
+                    played.splits += 1;
+                    let mut rest = group.as_slice();
+                    for size in plan.split(group.len(), rate) {
+                        let (piece, after) = rest.split_at(size);
+                        groups.push(piece.to_vec());
+                        rest = after;
+                    }
                 }
                 other => panic!("unexpected {other:?}"),
             }
         }
-        (settled, sent)
+        played
     }
 
     proptest! {
         #[test]
-        fn every_element_is_settled_exactly_once(bad in prop::collection::vec(any::<bool>(), 1..120)) {
-            let (settled, _) = play(bad.len(), &bad);
-            for (i, s) in settled.iter().enumerate() {
+        fn every_element_is_settled_exactly_once(
+            bad in prop::collection::vec(any::<bool>(), 1..120),
+            rate in 0.0f64..=1.0,
+        ) {
+            let played = play(bad.len(), &bad, rate);
+            for (i, s) in played.settled.iter().enumerate() {
                 prop_assert_eq!(s.len(), 1, "element {} settled {} times", i, s.len());
                 let already = matches!(s[0], Settlement::AlreadyClosed(_));
                 prop_assert_eq!(already, bad[i]);
             }
+            // Every split and every culprit found alone is shown to the estimate.
+            let culprits = bad.iter().filter(|&&b| b).count();
+            prop_assert_eq!(played.culprits_shown, played.splits + culprits);
         }
 
         #[test]
-        fn halving_isolates_a_lone_culprit_cheaply(n in 2usize..=100, culprit in 0usize..100) {
+        fn a_lone_culprit_is_isolated_cheaply_when_culprits_are_rare(n in 2usize..=100, culprit in 0usize..100) {
             let culprit = culprit % n;
             let bad: Vec<bool> = (0..n).map(|i| i == culprit).collect();
-            let (settled, sent) = play(n, &bad);
-            prop_assert!(matches!(settled[culprit][0], Settlement::AlreadyClosed(_)));
-            // The first request, then at most two halves per level of the culprit's path.
-            let levels = usize::BITS - (n - 1).leading_zeros();
-            // Each level resends the culprit's half: n + n + n/2 + ... plus rounding per level.
-            prop_assert!(sent <= 3 * n + levels as usize, "{} sent for {}", sent, n);
-            prop_assert!(levels <= 7);
+            let played = play(n, &bad, 1e-4);
+            prop_assert!(matches!(played.settled[culprit][0], Settlement::AlreadyClosed(_)));
+            // The first request, then the culprit's piece at every level: at most twice more.
+            prop_assert!(played.sent <= 3 * n, "{} sent for {}", played.sent, n);
         }
+    }
+
+    #[test]
+    fn what_shows_a_culprit() {
+        let failure = Failure::new(
+            409,
+            "Cannot close job which is already closed or does not exist",
+        );
+        let split: Step<Settlement> = Step::Split {
+            after: Duration::ZERO,
+            failure: failure.clone(),
+            one_job: false,
+        };
+        assert!(shows_a_culprit(&split, false, false));
+        let alone = Step::SettleEach(vec![Settlement::AlreadyClosed(failure.clone())]);
+        assert!(shows_a_culprit(&alone, true, false));
+        assert!(
+            !shows_a_culprit(&alone, false, false),
+            "a per-element 409 in a 200"
+        );
+        let resend: Step<Settlement> = Step::ResendAll {
+            after: Duration::ZERO,
+            refresh_token: false,
+            failure: failure.clone(),
+        };
+        assert!(
+            shows_a_culprit(&resend, false, true),
+            "the poison, isolated"
+        );
+        assert!(!shows_a_culprit(&resend, false, false));
+        let refresh: Step<Settlement> = Step::ResendAll {
+            after: Duration::ZERO,
+            refresh_token: true,
+            failure: failure.clone(),
+        };
+        assert!(
+            !shows_a_culprit(&refresh, false, true),
+            "a 401 is no culprit"
+        );
+
+        let refused = RequestOutcome::ElementFault(failure);
+        assert!(refused_for_an_unnamed_job(&refused, &["J-1"]));
+        let named = RequestOutcome::ElementFault(Failure::new(
+            400,
+            "Invalid company apply url for job with externalPartnerId J-1, taskUrn urn:li:simpleJobPostingTask:1",
+        ));
+        assert!(!refused_for_an_unnamed_job(&named, &["J-1", "J-2"]));
+        assert!(
+            refused_for_an_unnamed_job(&named, &["J-2"]),
+            "names a job not in the request"
+        );
+        let contract = RequestOutcome::BatchFault(Failure::new(402, "Insufficient job slots"));
+        assert!(!refused_for_an_unnamed_job(&contract, &["J-1"]));
     }
 }

@@ -23,7 +23,9 @@
 //! While an integration fault holds the worker ([`hold`]), the session cancels its consumer, gives
 //! back every delivery it holds that is not being probed with, and consumes again once the hold
 //! opens. Deliveries are batched apart by contract and by whether they are redeliveries (or
-//! duplicates of an id in hand, see [`recent`]): a redelivered close is likely a re-close.
+//! duplicates of an id in hand, see [`recent`]): a redelivered close is likely a re-close. Batches
+//! are cut at the size [`isolation`] asks for — `BATCH_SIZE`, or less while LinkedIn often refuses
+//! requests for jobs it does not name ([`sizing`] says how much less).
 //!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
@@ -35,9 +37,11 @@ pub(crate) mod attempt;
 pub(crate) mod decide;
 pub(crate) mod flow;
 pub(crate) mod hold;
+pub(crate) mod isolation;
 pub(crate) mod recent;
 mod send;
 pub(crate) mod settle;
+pub(crate) mod sizing;
 pub(crate) mod verify;
 
 use crate::amqp::{self, AmqpError, Connected, Connector, close_or_sever};
@@ -54,6 +58,7 @@ use crate::tasks::{self, Schedule};
 use flow::{SessionFlow, publishing_connection_name};
 use futures_util::StreamExt;
 use hold::Hold;
+use isolation::{Isolation, Lineage};
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -77,6 +82,8 @@ pub(crate) struct WorkerConfig {
     pub(crate) connection_name: String,
     pub(crate) batch_size: usize,
     pub(crate) linger: Duration,
+    /// Half-life of the culprit estimate (`CULPRIT_HALF_LIFE_MS`).
+    pub(crate) culprit_half_life: Duration,
     pub(crate) prefetch: u16,
     pub(crate) max_in_flight: usize,
     pub(crate) rate_limit_per_minute: u32,
@@ -103,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) hold: Hold,
     /// Ids accepted within the hour, and ids in hand.
     pub(crate) recent: Arc<Recent>,
+    /// The culprit estimate: the size of fresh requests and of the pieces of refused ones.
+    pub(crate) isolation: Arc<Isolation>,
     pub(crate) already_closed: AlreadyClosed,
     /// Where accepted closes wait to be verified; `None` with TASK_CHECK=off.
     pub(crate) task_checks: Option<Arc<Schedule>>,
@@ -187,6 +196,11 @@ impl Worker {
         linkedin: LinkedInClient,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let isolation = Arc::new(Isolation::new(
+            config.batch_size,
+            config.culprit_half_life,
+            metrics.batch_target_size.clone(),
+        ));
         let shared = Arc::new(Shared {
             linkedin,
             limiter: RateLimiter::with_daily_limit(
@@ -199,6 +213,7 @@ impl Worker {
             metrics,
             retry: config.retry,
             recent: Arc::new(Recent::default()),
+            isolation,
             already_closed: config.already_closed,
             task_checks: config.task_checks.clone(),
         });
@@ -395,6 +410,10 @@ impl Worker {
                 _ = shutdown.cancelled() => return SessionEnd::Shutdown,
                 delivery = next_delivery(&mut session.consumer) => match delivery {
                     Some(Ok(delivery)) => {
+                        // Batches are cut at the size the culprit estimate asks for now.
+                        for full in session.batcher.resize(self.shared.isolation.fresh_size()) {
+                            self.dispatch(full, session);
+                        }
                         if let Some(full) = self.accept(delivery, session) {
                             self.dispatch(full, session);
                         }
@@ -421,8 +440,9 @@ impl Worker {
                 }
                 _ = sleep_until_deadline(deadline), if !due_now => {}
                 // The semaphore is fair: this waits behind every send already waiting for a slot.
-                slot = self.shared.in_flight.acquire(), if due_now => {
-                    drop(slot);
+                // A cold worker's window may hold fresh requests back too: the batch keeps filling
+                // meanwhile rather than wait there at the size it had.
+                _ = self.free_for_a_fresh_batch(), if due_now => {
                     for batch in session.batcher.take_due(Instant::now()) {
                         self.dispatch(batch, session);
                     }
@@ -439,6 +459,13 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Until a fresh batch would be sent at once: the window has room for one, then a request slot
+    /// is free.
+    async fn free_for_a_fresh_batch(&self) {
+        self.shared.isolation.until_room().await;
+        drop(self.shared.in_flight.acquire().await);
     }
 
     /// Ends a session. On shutdown: stop consuming, send what is batched, wait (up to
@@ -629,6 +656,7 @@ impl Worker {
                     items: vec![item],
                     retry: self.shared.retry.new_state(),
                     suspect: true,
+                    lineage: Lineage::Fresh,
                 };
                 tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
             }
@@ -638,6 +666,7 @@ impl Worker {
             items: batch.items,
             retry: self.shared.retry.new_state(),
             suspect: false,
+            lineage: Lineage::Fresh,
         };
         tracker.spawn(send::process(self.shared.clone(), senders.clone(), group));
     }

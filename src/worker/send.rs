@@ -3,19 +3,28 @@
 //! the answer means),
 //! carrying out each step — settle, resend, split, hold, wait.
 //!
-//! Before each attempt, elements LinkedIn accepted from this worker within the hour are settled as
-//! `already-closed` without being sent (see [`super::recent`]) — or, when one asked for an outcome
-//! and task checks are on, handed on as a check of the first close's task, so that it is not told
-//! `already-closed` while that task can still fail ([`super::decide::known_duplicate`]). A group that is split carries on as
-//! independent groups with the budget spent so far: halves for a run of 5xx or an unnamed single-job
-//! fault — or, for a group of redeliveries (likely re-closes, so likely several culprits, where
-//! halving would resend each of them at every level), single elements at once.
+//! Before each attempt, elements LinkedIn accepted from this worker within the hour (or called
+//! already closed) are not sent again (see [`super::recent`]): settled as `already-closed` — or,
+//! with task checks on and a task to wait for, handed on as a check of the first close's task, so
+//! that nothing is told `already-closed` while that task can still fail and a redelivered close
+//! whose own check was lost is verified all the same ([`super::decide::known_duplicate`]).
+//! A fresh group first waits for its place in the window of [`super::isolation`], and one cut before
+//! the culprit estimate rose is cut again to the size it says. A group that is split, for a run of
+//! 5xx or an unnamed single-job fault, carries on as independent pieces with the budget spent so far,
+//! as many as [`super::sizing`] says for the estimated culprit rate; what each answer shows of
+//! culprits ([`shows_a_culprit`]) and every fresh close settled feed that estimate. Redeliveries
+//! and duplicates go one element per group from the start and never feed it.
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
-use super::decide::{Known, Settlement, State, Step, decide_close, known_duplicate};
+use super::decide::{
+    Known, Settlement, State, Step, decide_close, known_duplicate, refused_for_an_unnamed_job,
+    shows_a_culprit,
+};
 use super::hold::Fault;
+use super::isolation::{FreshInFlight, Lineage};
 use super::recent::AcceptedTask;
 use super::settle::Settler;
+use super::sizing::recut;
 use super::{Item, Shared};
 use crate::dead_letter::Failure;
 use crate::linkedin::classify::{self, RequestOutcome};
@@ -36,6 +45,8 @@ pub(crate) struct Group {
     pub(crate) retry: RetryState,
     /// Redeliveries (or duplicates of an id in hand): kept apart from first deliveries.
     pub(crate) suspect: bool,
+    /// Fresh, or a piece of a refused group.
+    pub(crate) lineage: Lineage,
 }
 
 /// Everything one batch task needs from its broker session.
@@ -82,7 +93,19 @@ struct Sending {
     items: Vec<Item>,
     retry: RetryState,
     suspect: bool,
+    lineage: Lineage,
+    /// A fresh group's place in the window, held until its first answer.
+    unanswered: Option<FreshInFlight>,
     probing: bool,
+}
+
+/// How a fresh group's wait for the window ended.
+enum Admission {
+    Go,
+    /// Too big for the target now: these pieces go instead, each fresh.
+    Recut(Vec<BoxFuture<'static, ()>>),
+    Settled,
+    Stopped,
 }
 
 /// How an attempt went, as far as the loop cares.
@@ -120,15 +143,32 @@ pub(crate) fn process(
             items: group.items,
             retry: group.retry,
             suspect: group.suspect,
+            lineage: group.lineage,
+            unanswered: None,
             probing: false,
         };
         if sending.suspect && !sending.after_first_deliveries().await {
             return sending.give_back().await;
         }
+        if sending.is_fresh() {
+            match sending.admit().await {
+                Admission::Go => {}
+                Admission::Recut(pieces) => {
+                    futures_util::future::join_all(pieces).await;
+                    return;
+                }
+                Admission::Settled => return sending.finish(),
+                Admission::Stopped => return sending.give_back().await,
+            }
+        }
         loop {
             let next = match sending.attempt().await {
                 Tried::Answered { token, outcome } => {
                     let step = sending.decide(outcome);
+                    sending.count_settled(&step);
+                    // Answered, and what it showed counted: no longer an unverified fresh request
+                    // (a fresh group waiting for the window now sees the estimate this answer made).
+                    sending.unanswered = None;
                     sending.carry_out(step, &token).await
                 }
                 Tried::NoToken(no_token) => sending.no_token(no_token).await,
@@ -150,6 +190,81 @@ pub(crate) fn process(
 }
 
 impl Sending {
+    /// First deliveries cut by the batcher, not yet sent: these wait for the window.
+    fn is_fresh(&self) -> bool {
+        !self.suspect && !self.lineage.is_piece()
+    }
+
+    /// A fresh group waits until the window lets it go, at the size the estimate asks for now (the
+    /// batcher cut it when the estimate may have been lower).
+    async fn admit(&mut self) -> Admission {
+        let isolation = self.shared.isolation.clone();
+        loop {
+            let changed = isolation.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let items = std::mem::take(&mut self.items);
+            self.items =
+                settle_known(&self.shared, &self.session, items, self.retry.attempts).await;
+            if self.items.is_empty() {
+                return Admission::Settled;
+            }
+            if self.shared.hold.is_blocked() {
+                return Admission::Stopped;
+            }
+            if let Some(sizes) = recut(self.items.len(), isolation.fresh_size()) {
+                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh));
+            }
+            if let Some(place) = isolation.try_admit(self.items.len()) {
+                self.unanswered = Some(place);
+                return Admission::Go;
+            }
+            tokio::select! {
+                biased;
+                _ = self.session.stop.cancelled() => return Admission::Stopped,
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives
+    /// and the budget spent so far.
+    fn pieces(
+        &mut self,
+        sizes: Vec<usize>,
+        lineage: impl Fn() -> Lineage,
+    ) -> Vec<BoxFuture<'static, ()>> {
+        let mut items = std::mem::take(&mut self.items).into_iter();
+        sizes
+            .into_iter()
+            .map(|size| {
+                process(
+                    self.shared.clone(),
+                    self.session.clone(),
+                    Group {
+                        items: items.by_ref().take(size).collect(),
+                        retry: self.retry.clone(),
+                        suspect: self.suspect,
+                        lineage: lineage(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Fresh closes the step settles feed the estimate; redeliveries do not.
+    fn count_settled(&self, step: &Step<Settlement>) {
+        let closes = match step {
+            Step::SettleEach(settlements) => settlements.len(),
+            Step::ResendWithout { settle, .. } => settle.len(),
+            Step::GiveUp(_) => self.items.len(),
+            _ => 0,
+        };
+        if !self.suspect {
+            self.shared.isolation.settled(closes);
+        }
+    }
+
     /// A duplicate goes after its original: once that is accepted, this costs no request.
     async fn after_first_deliveries(&self) -> bool {
         let recent = &self.shared.recent;
@@ -212,6 +327,9 @@ impl Sending {
             )
             .await;
         shared.metrics.request(outcome_label(&outcome));
+        if self.lineage.is_piece() {
+            shared.metrics.isolation_requests.inc();
+        }
         if !matches!(outcome, RequestOutcome::Throttled { .. }) {
             shared.limiter.not_throttled();
         }
@@ -234,7 +352,9 @@ impl Sending {
             self.shared.hold.open();
         }
         let ids = ids(&self.items);
-        decide_close(
+        let alone = ids.len() == 1;
+        let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
+        let step = decide_close(
             outcome,
             State {
                 policy: &self.shared.retry,
@@ -243,7 +363,13 @@ impl Sending {
                 ids: &ids,
             },
             self.shared.already_closed,
-        )
+        );
+        let lone_piece_first_failure =
+            alone && self.lineage.is_piece() && self.retry.consecutive_failures == 1;
+        if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
+            self.shared.isolation.refused(&self.lineage);
+        }
+        step
     }
 
     async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
@@ -376,35 +502,21 @@ impl Sending {
         Next::Again(Duration::ZERO)
     }
 
-    /// Halves, or — a suspect group whose request LinkedIn refused for one job — single elements.
+    /// Sends the group again in as many pieces as the estimated culprit rate asks for (its
+    /// refusal is already counted in the estimate).
     async fn split(&mut self, failure: &classify::Failure, one_job: bool) {
-        let singles = one_job && self.suspect;
-        let mut items = std::mem::take(&mut self.items);
+        let sizes = self.shared.isolation.split(self.items.len());
         warn!(
             status = failure.status,
             error_message = %failure.message,
-            elements = items.len(),
-            into = if singles { "single elements" } else { "halves" },
+            elements = self.items.len(),
+            into = %format!("{} pieces", sizes.len()),
+            unnamed_job = one_job,
             "Splitting the request to isolate the element at fault."
         );
-        let pieces = if singles {
-            items.into_iter().map(|item| vec![item]).collect()
-        } else {
-            let second = items.split_off(items.len() / 2);
-            vec![items, second]
-        };
-        let groups = pieces.into_iter().map(|items| {
-            process(
-                self.shared.clone(),
-                self.session.clone(),
-                Group {
-                    items,
-                    retry: self.retry.clone(),
-                    suspect: self.suspect,
-                },
-            )
-        });
-        futures_util::future::join_all(groups).await;
+        // Siblings share one lineage: the first of them refused holds the culprit counted already.
+        let siblings = Lineage::pieces();
+        futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
     }
 
     /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).
@@ -424,7 +536,7 @@ impl Sending {
 
 /// Settles, without sending them, the elements LinkedIn accepted from this worker within the hour
 /// (unless replayed from the dead-letter queue); returns the others. With task checks on, a known
-/// duplicate that wants an outcome waits for the first close's task instead of being told
+/// duplicate of an accepted close waits for the first close's task instead of being told
 /// `already-closed` while that task could still fail: it becomes a pending check of the same task.
 async fn settle_known(
     shared: &Shared,
@@ -441,9 +553,7 @@ async fn settle_known(
     let mut settle = Vec::new();
     let mut waiting = Vec::new();
     for item in known {
-        let wants_outcome = session.settler.wants_outcome(&item.delivery.properties);
-        let first_task = first_task(shared, &item);
-        match known_duplicate(shared.already_closed, first_task, wants_outcome) {
+        match known_duplicate(shared.already_closed, first_task(shared, &item)) {
             Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
             Known::Settle(settlement) => settle.push((item, settlement)),
         }

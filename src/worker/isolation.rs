@@ -1,0 +1,345 @@
+//! What the worker has learnt about culprits LinkedIn does not name — the jobs it already closed (or
+//! that expired), a 422 enum, a poison element's 500 — and what follows for the next request: the
+//! estimated culprit rate that [`super::sizing`] turns into the size of fresh requests and of the
+//! pieces a refused group goes out in, and the window that keeps a cold worker from sending many
+//! large requests before it knows the rate. One [`Isolation`] is shared by every send task and the
+//! consume loop (which cuts batches at [`Isolation::fresh_size`]).
+//!
+//! The estimate is culprits per close settled, both counts decaying with a half-life
+//! (`CULPRIT_HALF_LIFE_MS`) and the closes starting from a prior of [`PRIOR_CLOSES`] clean ones, so
+//! that the rate falls back towards zero — and requests grow back to `BATCH_SIZE` — once culprits
+//! stop, with traffic or without. A culprit is counted as soon as it is certain there is one: a
+//! fresh request refused counts one; a piece of a split, refused, counts one unless it is the first
+//! of its siblings refused (that one was its group's); so the count is a lower bound while isolation
+//! goes on and exact once it is done. Only fresh first deliveries count: redeliveries and duplicates
+//! are likely re-closes, sent on their own, and would make fresh batches small for no reason.
+//!
+//! The window: fresh elements in flight (sent and not yet answered) may not exceed the closes settled
+//! recently, one request always allowed. A cold worker thus sends one full request, learns from its
+//! answer, and doubles up from there; at 0 % culprits that costs a couple of round trips, at 10 % it
+//! saves sending four full batches that would all be refused.
+//!
+//! Rejected: estimating from refusals of fresh requests alone (a maximum-likelihood rate from `1 − qˢ`
+//! per size) — unbiased, but it needs a prior to say anything after the first refusal and knows
+//! nothing until a refused batch of 100 is answered again; counting culprits only when isolated —
+//! the first splits of a cold worker would then use a rate of zero; a window in time instead of
+//! decay (ids and times kept per observation, for the same answer).
+
+use super::sizing::Plan;
+use prometheus_client::metrics::gauge::Gauge;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio::time::Instant;
+
+/// Clean closes the estimate starts from (and falls back to as its counts decay): with them, one
+/// refused request of 100 is a rate of 2 %, not 100 %, and a quiet worker forgets its culprits.
+pub(crate) const PRIOR_CLOSES: f64 = 50.0;
+
+/// Where a group of elements comes from, as far as the estimate cares.
+#[derive(Clone, Debug)]
+pub(crate) enum Lineage {
+    /// Cut by the batcher (or cut again to the target before it was first sent).
+    Fresh,
+    /// A piece of a refused group. Its siblings share the flag: set once one of them was refused,
+    /// since that one holds the culprit its group was counted for.
+    Piece(Arc<AtomicBool>),
+}
+
+impl Lineage {
+    /// A lineage for the pieces of one split.
+    pub(crate) fn pieces() -> Lineage {
+        Lineage::Piece(Arc::new(AtomicBool::new(false)))
+    }
+
+    pub(crate) fn is_piece(&self) -> bool {
+        matches!(self, Lineage::Piece(_))
+    }
+}
+
+/// `value` after `elapsed` of decay with `half_life`.
+fn decayed(value: f64, elapsed: Duration, half_life: Duration) -> f64 {
+    value * (-elapsed.as_secs_f64() / half_life.as_secs_f64().max(1e-9)).exp2()
+}
+
+/// The culprit rate from the decayed counts.
+fn rate_of(culprits: f64, closes: f64) -> f64 {
+    (culprits / (closes + PRIOR_CLOSES)).clamp(0.0, 1.0)
+}
+
+/// Whether a fresh request of `elements` may go with `in_flight` fresh elements unanswered and
+/// `recent_closes` settled recently.
+fn window_admits(in_flight: usize, elements: usize, recent_closes: f64) -> bool {
+    in_flight == 0 || (in_flight + elements) as f64 <= recent_closes
+}
+
+/// Whether a refused group of this lineage adds a culprit to the count (and marks its siblings).
+fn counts_a_culprit(lineage: &Lineage) -> bool {
+    match lineage {
+        Lineage::Fresh => true,
+        // The first refused sibling takes over the group's culprit; later ones are more.
+        Lineage::Piece(taken) => taken.swap(true, Ordering::Relaxed),
+    }
+}
+
+/// The decaying counts, as of `at`.
+#[derive(Debug)]
+struct Counts {
+    culprits: f64,
+    closes: f64,
+    at: Instant,
+    fresh_in_flight: usize,
+}
+
+impl Counts {
+    fn now(&mut self, half_life: Duration) -> &mut Counts {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.at);
+        self.culprits = decayed(self.culprits, elapsed, half_life);
+        self.closes = decayed(self.closes, elapsed, half_life);
+        self.at = now;
+        self
+    }
+}
+
+/// The worker's estimate, its plan and its window (see the module doc).
+pub(crate) struct Isolation {
+    plan: Plan,
+    half_life: Duration,
+    counts: Mutex<Counts>,
+    /// Woken when the window or the estimate changed: waiting fresh groups look again.
+    changed: Notify,
+    /// `job_closer_batch_target_size`.
+    target: Gauge,
+}
+
+impl Isolation {
+    pub(crate) fn new(batch_size: usize, half_life: Duration, target: Gauge) -> Isolation {
+        target.set(batch_size as i64);
+        Isolation {
+            plan: Plan::new(batch_size),
+            half_life,
+            counts: Mutex::new(Counts {
+                culprits: 0.0,
+                closes: 0.0,
+                at: Instant::now(),
+                fresh_in_flight: 0,
+            }),
+            changed: Notify::new(),
+            target,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // Plain numbers: a panic elsewhere while holding the lock leaves them usable.
+        self.counts
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The estimated share of closes that turn out to be a culprit LinkedIn does not name.
+    pub(crate) fn rate(&self) -> f64 {
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        rate_of(counts.culprits, counts.closes)
+    }
+
+    /// How many elements a fresh request holds now (shown in `job_closer_batch_target_size`).
+    pub(crate) fn fresh_size(&self) -> usize {
+        let size = self.plan.fresh_size(self.rate());
+        self.target.set(size as i64);
+        size
+    }
+
+    /// The sizes of the pieces a refused group of `n` goes out in now.
+    pub(crate) fn split(&self, n: usize) -> Vec<usize> {
+        self.plan.split(n, self.rate())
+    }
+
+    /// A group of this lineage was refused for a job LinkedIn did not name.
+    pub(crate) fn refused(&self, lineage: &Lineage) {
+        if counts_a_culprit(lineage) {
+            self.lock().now(self.half_life).culprits += 1.0;
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// `closes` fresh closes were settled by LinkedIn's answers.
+    pub(crate) fn settled(&self, closes: usize) {
+        if closes == 0 {
+            return;
+        }
+        self.lock().now(self.half_life).closes += closes as f64;
+        self.changed.notify_waiters();
+    }
+
+    /// A fresh request of `elements` may go now; it counts in the window until the guard is dropped
+    /// (at its first answer).
+    pub(crate) fn try_admit(self: &Arc<Self>, elements: usize) -> Option<FreshInFlight> {
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        if !window_admits(counts.fresh_in_flight, elements, counts.closes) {
+            return None;
+        }
+        counts.fresh_in_flight += elements;
+        Some(FreshInFlight {
+            isolation: self.clone(),
+            elements,
+        })
+    }
+
+    /// Until the window has room for a fresh request of the current size.
+    pub(crate) async fn until_room(&self) {
+        loop {
+            let changed = self.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let size = self.fresh_size();
+            let room = {
+                let mut counts = self.lock();
+                let counts = counts.now(self.half_life);
+                window_admits(counts.fresh_in_flight, size, counts.closes)
+            };
+            if room {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Completes when the window or the estimate changes; create it before looking at them.
+    pub(crate) fn changed(&self) -> Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// A fresh request's place in the window.
+pub(crate) struct FreshInFlight {
+    isolation: Arc<Isolation>,
+    elements: usize,
+}
+
+impl Drop for FreshInFlight {
+    fn drop(&mut self) {
+        {
+            let mut counts = self.isolation.lock();
+            counts.fresh_in_flight = counts.fresh_in_flight.saturating_sub(self.elements);
+        }
+        self.isolation.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HALF_LIFE: Duration = Duration::from_secs(10);
+
+    fn isolation() -> Arc<Isolation> {
+        Arc::new(Isolation::new(100, HALF_LIFE, Gauge::default()))
+    }
+
+    #[test]
+    fn counts_halve_every_half_life() {
+        assert_eq!(decayed(8.0, Duration::ZERO, HALF_LIFE), 8.0);
+        assert!((decayed(8.0, HALF_LIFE, HALF_LIFE) - 4.0).abs() < 1e-9);
+        assert!((decayed(8.0, HALF_LIFE * 3, HALF_LIFE) - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_rate_starts_at_zero_and_the_prior_tempers_the_first_refusal() {
+        assert_eq!(rate_of(0.0, 0.0), 0.0);
+        assert!((rate_of(1.0, 0.0) - 0.02).abs() < 1e-9);
+        assert!((rate_of(10.0, 50.0) - 0.1).abs() < 1e-9);
+        assert_eq!(rate_of(1e9, 0.0), 1.0);
+    }
+
+    #[test]
+    fn the_window_lets_one_request_go_then_what_was_settled() {
+        assert!(window_admits(0, 100, 0.0));
+        assert!(!window_admits(100, 100, 100.0));
+        assert!(window_admits(100, 100, 200.0));
+        assert!(!window_admits(1, 1, 1.5));
+    }
+
+    #[test]
+    fn the_first_refused_sibling_takes_over_its_groups_culprit() {
+        assert!(counts_a_culprit(&Lineage::Fresh));
+        let pieces = Lineage::pieces();
+        assert!(!counts_a_culprit(&pieces), "the group's own culprit");
+        assert!(counts_a_culprit(&pieces), "a second one");
+        assert!(counts_a_culprit(&pieces));
+        assert!(
+            !counts_a_culprit(&Lineage::pieces()),
+            "other pieces, other group"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_requests_shrink_with_culprits_and_grow_back_once_they_stop() {
+        let isolation = isolation();
+        assert_eq!(isolation.fresh_size(), 100);
+        // 10 % of 1,000 closes were culprits, all found.
+        for _ in 0..100 {
+            isolation.refused(&Lineage::Fresh);
+        }
+        isolation.settled(1000);
+        let rate = isolation.rate();
+        assert!((0.09..0.1).contains(&rate), "{rate}");
+        let small = isolation.fresh_size();
+        assert!((2..=4).contains(&small), "{small}");
+        assert_eq!(isolation.target.get(), small as i64);
+        // Culprits stop; closes go on at 50 a second.
+        let mut grown_back = None;
+        for second in 1..=600 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            isolation.settled(50);
+            if isolation.fresh_size() == 100 {
+                grown_back = Some(second);
+                break;
+            }
+        }
+        let seconds = grown_back.expect("back to BATCH_SIZE");
+        assert!(seconds <= 180, "grew back after {seconds} s");
+        // And without any traffic too.
+        isolation.refused(&Lineage::Fresh);
+        isolation.settled(10);
+        assert!(isolation.fresh_size() < 100);
+        tokio::time::advance(HALF_LIFE * 20).await;
+        assert_eq!(isolation.fresh_size(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cold_worker_sends_one_fresh_request_then_as_many_as_were_settled() {
+        let isolation = isolation();
+        let first = isolation.try_admit(100).expect("one request always goes");
+        assert!(isolation.try_admit(100).is_none());
+        let no_room = tokio::time::timeout(Duration::from_millis(10), isolation.until_room()).await;
+        assert!(no_room.is_err(), "a due batch waits for room");
+        let changed = isolation.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        isolation.settled(100);
+        drop(first);
+        changed.await;
+        let second = isolation
+            .try_admit(100)
+            .expect("100 settled: 100 may be in flight");
+        assert!(isolation.try_admit(100).is_none());
+        isolation.settled(300);
+        let more: Vec<_> = (0..3)
+            .map(|_| isolation.try_admit(100).expect("400 settled"))
+            .collect();
+        assert!(isolation.try_admit(100).is_none(), "400 in flight");
+        drop((second, more));
+        tokio::time::timeout(Duration::from_secs(1), isolation.until_room())
+            .await
+            .expect("room once nothing is in flight");
+        // A long pause forgets what was settled: one request at a time again.
+        tokio::time::advance(HALF_LIFE * 10).await;
+        let _alone = isolation.try_admit(100).expect("one request always goes");
+        assert!(isolation.try_admit(100).is_none());
+    }
+}
