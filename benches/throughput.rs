@@ -270,7 +270,7 @@ async fn throughput(options: &Options, queues: &BenchQueues) {
             Vec::new()
         };
         let clean = worker.stop(&broker, &queues).await;
-        let outcomes = drain_with_outcomes(&options, &broker, &queues, &stand_in, prefetch).await;
+        let outcomes = drain_with_outcomes(options, &broker, &queues, &stand_in, prefetch).await;
         println!(
             "{:>5}  {:>14.0}  {:>14.0}  {:>12.0}  {:>6.2}  {:>16.3}  {:>16}  {:>12.0}  {:>12.0}  {:>12.0}",
             round,

@@ -68,6 +68,34 @@ pub(crate) struct State<'a> {
     pub(crate) now: Instant,
     /// The ids sent, in request order (a message may name one).
     pub(crate) ids: &'a [&'a str],
+    /// What is known beyond this group's own answers about a run of whole-request failures.
+    pub(crate) isolating: Isolating,
+}
+
+/// What the sender knows, beyond a group's own answers, about whether a run of whole-request
+/// transient failures (LinkedIn's 500 for a poison element looks like any other 500) is one
+/// element's doing rather than LinkedIn's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Isolating {
+    /// Culprits LinkedIn does not name are common now (fresh requests are cut below `BATCH_SIZE`).
+    pub(crate) culprits_common: bool,
+    /// The group is a piece of a split group, and another group of the same split (or of one of
+    /// its splits) got through: LinkedIn as a whole is answering.
+    pub(crate) others_got_through: bool,
+}
+
+/// How many whole-request transient failures in a row it takes before a group of `n` is split —
+/// or, alone, before its failure is taken for its own (a poison element); `None`: never, a lone
+/// element without evidence is retried until its budget is spent. Two by default, since an outage
+/// looks the same at first; one when culprits are common or when other pieces of the split got
+/// through. Alone, only that last evidence convicts.
+pub(crate) fn failures_before_isolating(isolating: Isolating, n: usize) -> Option<u32> {
+    match (n, isolating.others_got_through, isolating.culprits_common) {
+        (0 | 1, true, _) => Some(1),
+        (0 | 1, false, _) => None,
+        (_, true, _) | (_, _, true) => Some(1),
+        (_, false, false) => Some(SPLIT_AFTER),
+    }
 }
 
 /// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
@@ -83,6 +111,7 @@ pub(crate) fn decide<A, S>(
         retry,
         now,
         ids,
+        isolating,
     } = state;
     let n = ids.len();
     if !matches!(outcome, Outcome::RefreshToken(_)) {
@@ -98,6 +127,7 @@ pub(crate) fn decide<A, S>(
                     retry,
                     now,
                     ids,
+                    isolating,
                 },
             )
         }
@@ -118,7 +148,7 @@ pub(crate) fn decide<A, S>(
             failure,
         } => {
             let verdict = policy.on_transient(retry, now, retry_after);
-            transient(verdict, failure, retry, n)
+            transient(verdict, failure, retry, n, isolating, of_fault)
         }
         Outcome::ElementFault(failure) => {
             policy.on_answer(retry);
@@ -133,11 +163,22 @@ pub(crate) fn decide<A, S>(
 }
 
 /// A whole-request transient failure: resend, give up once the budget is spent, or — after a run of
-/// them for a group of several — split, since a poison element earns its request a 500.
-fn transient<S>(verdict: Verdict, failure: Failure, retry: &mut RetryState, n: usize) -> Step<S> {
-    match verdict {
-        Verdict::GiveUp => Step::GiveUp(failure),
-        Verdict::RetryIn(after) if n > 1 && retry.consecutive_failures >= SPLIT_AFTER => {
+/// them ([`failures_before_isolating`]) — split a group of several, since a poison element earns its
+/// request a 500; alone and convicted by the evidence, the element's own fault.
+fn transient<S>(
+    verdict: Verdict,
+    failure: Failure,
+    retry: &mut RetryState,
+    n: usize,
+    isolating: Isolating,
+    of_fault: impl Fn(Failure) -> S,
+) -> Step<S> {
+    let after = match verdict {
+        Verdict::GiveUp => return Step::GiveUp(failure),
+        Verdict::RetryIn(after) => after,
+    };
+    match failures_before_isolating(isolating, n) {
+        Some(run) if retry.consecutive_failures >= run && n > 1 => {
             retry.consecutive_failures = 0;
             Step::Split {
                 after,
@@ -145,7 +186,8 @@ fn transient<S>(verdict: Verdict, failure: Failure, retry: &mut RetryState, n: u
                 one_job: false,
             }
         }
-        Verdict::RetryIn(after) => Step::ResendAll {
+        Some(run) if retry.consecutive_failures >= run => Step::SettleEach(vec![of_fault(failure)]),
+        _ => Step::ResendAll {
             after,
             refresh_token: false,
             failure,
@@ -265,17 +307,21 @@ pub(crate) enum Known<T> {
     AwaitTask(T),
 }
 
-/// A known duplicate waits for its first close's task whenever there is one to wait for (task checks
-/// on, a close this worker had accepted) and `ALREADY_CLOSED=ack` would otherwise settle it as done;
-/// otherwise it is settled as a 409. Waiting matters twice: a duplicate is never told
-/// `already-closed` while that task can still fail, and a redelivered close whose own pending check
-/// was lost with its session (accepted, remembered, but never handed on) is verified all the same
-/// instead of being settled unverified.
-pub(crate) fn known_duplicate<T>(policy: AlreadyClosedPolicy, first_task: Option<T>) -> Known<T> {
+/// A known duplicate waits for its first close's task when there is one to wait for (task checks
+/// on, a close this worker had accepted), `ALREADY_CLOSED=ack` would otherwise settle it as done,
+/// and `worth_waiting`: it asked for an outcome (told `already-closed` now, it would be told so while
+/// that task can still fail), or it is a redelivery (its own pending check may have been lost with
+/// its session after LinkedIn accepted it, and then this is the close's only chance of being
+/// verified). Otherwise it is settled as a 409.
+pub(crate) fn known_duplicate<T>(
+    policy: AlreadyClosedPolicy,
+    first_task: Option<T>,
+    worth_waiting: bool,
+) -> Known<T> {
     let failure = Failure::new(409, KNOWN_MESSAGE);
     match (policy, first_task) {
-        (AlreadyClosedPolicy::Ack, Some(task)) => Known::AwaitTask(task),
-        (AlreadyClosedPolicy::Ack, None) => Known::Settle(Settlement::AlreadyClosed(failure)),
+        (AlreadyClosedPolicy::Ack, Some(task)) if worth_waiting => Known::AwaitTask(task),
+        (AlreadyClosedPolicy::Ack, _) => Known::Settle(Settlement::AlreadyClosed(failure)),
         (AlreadyClosedPolicy::DeadLetter, _) => Known::Settle(rejected(failure, 0)),
     }
 }
@@ -363,15 +409,23 @@ mod tests {
     const IDS: [&str; 4] = ["J-1", "J-2", "J-3", "J-4"];
 
     #[test]
-    fn a_known_duplicate_waits_for_its_first_task_whenever_there_is_one() {
+    fn a_known_duplicate_waits_for_its_first_task_only_when_worth_waiting() {
         use AlreadyClosedPolicy::{Ack, DeadLetter};
-        assert_eq!(known_duplicate(Ack, Some("task")), Known::AwaitTask("task"));
+        let already = Settlement::AlreadyClosed(Failure::new(409, KNOWN_MESSAGE));
         assert_eq!(
-            known_duplicate::<&str>(Ack, None),
-            Known::Settle(Settlement::AlreadyClosed(Failure::new(409, KNOWN_MESSAGE)))
+            known_duplicate(Ack, Some("task"), true),
+            Known::AwaitTask("task")
         );
-        for task in [Some("task"), None] {
-            match known_duplicate(DeadLetter, task) {
+        assert_eq!(
+            known_duplicate(Ack, Some("task"), false),
+            Known::Settle(already.clone())
+        );
+        assert_eq!(
+            known_duplicate::<&str>(Ack, None, true),
+            Known::Settle(already)
+        );
+        for (task, worth) in [(Some("task"), true), (None, false)] {
+            match known_duplicate(DeadLetter, task, worth) {
                 Known::Settle(Settlement::DeadLetter(failure)) => {
                     assert_eq!(
                         (failure.reason, failure.status, failure.attempts),
@@ -427,6 +481,7 @@ mod tests {
                 retry,
                 now: Instant::now(),
                 ids,
+                isolating: Isolating::default(),
             },
             already_closed,
         )
@@ -856,6 +911,7 @@ mod tests {
                     retry: &mut spent,
                     now,
                     ids: &IDS[..1],
+                    isolating: Isolating::default(),
                 },
                 AlreadyClosedPolicy::Ack,
             );
@@ -964,6 +1020,7 @@ mod properties {
                     retry: &mut retry,
                     now: Instant::now(),
                     ids: &group_ids,
+                    isolating: Isolating::default(),
                 },
                 AlreadyClosedPolicy::Ack,
             );

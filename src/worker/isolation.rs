@@ -43,19 +43,51 @@ pub(crate) const PRIOR_CLOSES: f64 = 50.0;
 pub(crate) enum Lineage {
     /// Cut by the batcher (or cut again to the target before it was first sent).
     Fresh,
-    /// A piece of a refused group. Its siblings share the flag: set once one of them was refused,
-    /// since that one holds the culprit its group was counted for.
-    Piece(Arc<AtomicBool>),
+    /// A piece of a refused group, with what its siblings share.
+    Piece(Arc<Siblings>),
+}
+
+/// What the pieces of one split share.
+#[derive(Debug, Default)]
+pub(crate) struct Siblings {
+    /// Set once one of them was refused: that one holds the culprit its group was counted for.
+    culprit_taken: AtomicBool,
+    /// Set once any group of the whole isolation — these pieces, their parent's siblings, the
+    /// pieces of their pieces — got through to LinkedIn: a run of 5xx in it is then an element's,
+    /// not LinkedIn's as a whole.
+    got_through: Arc<AtomicBool>,
 }
 
 impl Lineage {
-    /// A lineage for the pieces of one split.
-    pub(crate) fn pieces() -> Lineage {
-        Lineage::Piece(Arc::new(AtomicBool::new(false)))
+    /// A lineage for the pieces of one split of a group of this lineage.
+    pub(crate) fn pieces_of(parent: &Lineage) -> Lineage {
+        let got_through = match parent {
+            Lineage::Fresh => Arc::new(AtomicBool::new(false)),
+            Lineage::Piece(siblings) => siblings.got_through.clone(),
+        };
+        Lineage::Piece(Arc::new(Siblings {
+            culprit_taken: AtomicBool::new(false),
+            got_through,
+        }))
     }
 
     pub(crate) fn is_piece(&self) -> bool {
         matches!(self, Lineage::Piece(_))
+    }
+
+    /// A group of this lineage got through to LinkedIn (answered as a request).
+    pub(crate) fn got_through(&self) {
+        if let Lineage::Piece(siblings) = self {
+            siblings.got_through.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether another group of this lineage's isolation got through.
+    pub(crate) fn others_got_through(&self) -> bool {
+        match self {
+            Lineage::Fresh => false,
+            Lineage::Piece(siblings) => siblings.got_through.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -80,7 +112,7 @@ fn counts_a_culprit(lineage: &Lineage) -> bool {
     match lineage {
         Lineage::Fresh => true,
         // The first refused sibling takes over the group's culprit; later ones are more.
-        Lineage::Piece(taken) => taken.swap(true, Ordering::Relaxed),
+        Lineage::Piece(siblings) => siblings.culprit_taken.swap(true, Ordering::Relaxed),
     }
 }
 
@@ -151,6 +183,12 @@ impl Isolation {
         let size = self.plan.fresh_size(self.rate());
         self.target.set(size as i64);
         size
+    }
+
+    /// Whether culprits LinkedIn does not name are common now: fresh requests are cut below
+    /// `BATCH_SIZE`, so a whole-request 5xx is split at once rather than after a second one.
+    pub(crate) fn culprits_common(&self) -> bool {
+        self.plan.fresh_size(self.rate()) < self.plan.batch_size()
     }
 
     /// The sizes of the pieces a refused group of `n` goes out in now.
@@ -267,12 +305,12 @@ mod tests {
     #[test]
     fn the_first_refused_sibling_takes_over_its_groups_culprit() {
         assert!(counts_a_culprit(&Lineage::Fresh));
-        let pieces = Lineage::pieces();
+        let pieces = Lineage::pieces_of(&Lineage::Fresh);
         assert!(!counts_a_culprit(&pieces), "the group's own culprit");
         assert!(counts_a_culprit(&pieces), "a second one");
         assert!(counts_a_culprit(&pieces));
         assert!(
-            !counts_a_culprit(&Lineage::pieces()),
+            !counts_a_culprit(&Lineage::pieces_of(&Lineage::Fresh)),
             "other pieces, other group"
         );
     }

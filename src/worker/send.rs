@@ -5,9 +5,10 @@
 //!
 //! Before each attempt, elements LinkedIn accepted from this worker within the hour (or called
 //! already closed) are not sent again (see [`super::recent`]): settled as `already-closed` — or,
-//! with task checks on and a task to wait for, handed on as a check of the first close's task, so
-//! that nothing is told `already-closed` while that task can still fail and a redelivered close
-//! whose own check was lost is verified all the same ([`super::decide::known_duplicate`]).
+//! with task checks on and a task to wait for, handed on as a check of the first close's task when
+//! it asked for an outcome (never told `already-closed` while that task can still fail) or is a
+//! redelivery (whose own check may have been lost with its session: verified all the same)
+//! ([`super::decide::known_duplicate`]).
 //! A fresh group first waits for its place in the window of [`super::isolation`], and one cut before
 //! the culprit estimate rose is cut again to the size it says. A group that is split, for a run of
 //! 5xx or an unnamed single-job fault, carries on as independent pieces with the budget spent so far,
@@ -17,8 +18,8 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Known, Settlement, State, Step, decide_close, known_duplicate, refused_for_an_unnamed_job,
-    shows_a_culprit,
+    Isolating, Known, Settlement, State, Step, decide_close, known_duplicate,
+    refused_for_an_unnamed_job, shows_a_culprit,
 };
 use super::hold::Fault;
 use super::isolation::{FreshInFlight, Lineage};
@@ -351,6 +352,13 @@ impl Sending {
             self.probing = false;
             self.shared.hold.open();
         }
+        if got_through {
+            self.lineage.got_through();
+        }
+        let isolating = Isolating {
+            culprits_common: self.shared.isolation.culprits_common(),
+            others_got_through: self.lineage.others_got_through(),
+        };
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
         let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
@@ -361,6 +369,7 @@ impl Sending {
                 retry: &mut self.retry,
                 now: Instant::now(),
                 ids: &ids,
+                isolating,
             },
             self.shared.already_closed,
         );
@@ -515,7 +524,7 @@ impl Sending {
             "Splitting the request to isolate the element at fault."
         );
         // Siblings share one lineage: the first of them refused holds the culprit counted already.
-        let siblings = Lineage::pieces();
+        let siblings = Lineage::pieces_of(&self.lineage);
         futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
     }
 
@@ -536,8 +545,8 @@ impl Sending {
 
 /// Settles, without sending them, the elements LinkedIn accepted from this worker within the hour
 /// (unless replayed from the dead-letter queue); returns the others. With task checks on, a known
-/// duplicate of an accepted close waits for the first close's task instead of being told
-/// `already-closed` while that task could still fail: it becomes a pending check of the same task.
+/// duplicate that wants an outcome, or a redelivery, waits for the first close's task instead of
+/// being settled while that task could still fail: it becomes a pending check of the same task.
 async fn settle_known(
     shared: &Shared,
     session: &SessionHandle,
@@ -553,7 +562,11 @@ async fn settle_known(
     let mut settle = Vec::new();
     let mut waiting = Vec::new();
     for item in known {
-        match known_duplicate(shared.already_closed, first_task(shared, &item)) {
+        // Worth waiting for the first close's task: an outcome is asked for, or this is a
+        // redelivery whose own pending check may have been lost with its session.
+        let worth_waiting = item.delivery.redelivered
+            || session.settler.wants_outcome(&item.delivery.properties);
+        match known_duplicate(shared.already_closed, first_task(shared, &item), worth_waiting) {
             Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
             Known::Settle(settlement) => settle.push((item, settlement)),
         }

@@ -93,6 +93,11 @@ impl Settler {
         &self.outbox.confirm_channel
     }
 
+    /// Whether a request with these properties gets an outcome message when it ends.
+    pub(crate) fn wants_outcome(&self, request: &BasicProperties) -> bool {
+        self.outbox.outcomes.wanted(request)
+    }
+
     /// Ends a delivery whose close is done — closed, or already closed — with `original` the
     /// request's properties (a pending check's original's): its outcome, when one is wanted, is
     /// confirmed by the broker before the delivery is acked; if it cannot be published, the

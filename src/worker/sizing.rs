@@ -197,6 +197,11 @@ impl Plan {
         })
     }
 
+    /// The largest request: `BATCH_SIZE`.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// The size of a fresh request at `rate`, 1 to `BATCH_SIZE`.
     pub(crate) fn fresh_size(&self, rate: f64) -> usize {
         self.row(rate).fresh

@@ -13,7 +13,7 @@
 //! calling back into the worker's settler: a loop in the module graph.)
 
 use super::attempt::{Attempted, Request, attempt, drop_refused_token, wait, wait_for_token};
-use super::decide::{State, Step, decide};
+use super::decide::{Isolating, State, Step, decide};
 use super::hold::Fault;
 use super::settle::Settler;
 use super::{Shared, sleep_until_deadline};
@@ -533,6 +533,8 @@ impl Verifying {
             retry: &mut self.retry,
             now: Instant::now(),
             ids: &ids,
+            // A lookup is never a poison element's: whole-lookup failures split as always.
+            isolating: Isolating::default(),
         };
         decide(outcome, state, answered, Settled::Refused)
     }
