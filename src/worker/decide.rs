@@ -79,8 +79,9 @@ pub(crate) struct State<'a> {
 pub(crate) struct Isolating {
     /// Culprits LinkedIn does not name are common now (fresh requests are cut below `BATCH_SIZE`).
     pub(crate) culprits_common: bool,
-    /// The group is a piece of a split group, and another group of the same split (or of one of
-    /// its splits) got through: LinkedIn as a whole is answering.
+    /// LinkedIn as a whole is answering: for a group of several, another group of the same split
+    /// (or of one of its splits) got through; for a lone element, any other request got through
+    /// since its run of failures began.
     pub(crate) others_got_through: bool,
 }
 
@@ -88,14 +89,24 @@ pub(crate) struct Isolating {
 /// or, alone, before its failure is taken for its own (a poison element); `None`: never, a lone
 /// element without evidence is retried until its budget is spent. Two by default, since an outage
 /// looks the same at first; one when culprits are common or when other pieces of the split got
-/// through. Alone, only that last evidence convicts.
+/// through. Alone, only that evidence convicts, and only after two in a row: a LinkedIn that fails
+/// one request in twenty-five at random would otherwise dead-letter a good close now and then.
 pub(crate) fn failures_before_isolating(isolating: Isolating, n: usize) -> Option<u32> {
     match (n, isolating.others_got_through, isolating.culprits_common) {
-        (0 | 1, true, _) => Some(1),
+        (0 | 1, true, _) => Some(SPLIT_AFTER),
         (0 | 1, false, _) => None,
         (_, true, _) | (_, _, true) => Some(1),
         (_, false, false) => Some(SPLIT_AFTER),
     }
+}
+
+/// The run of whole-request failures a piece of `piece_len` starts with after its group was split.
+/// A lone piece of a group split for a run of 5xx carries its group's last failure — the element
+/// was in that request — so a poison element, alone, is convicted at its own first 500 once its
+/// siblings got through; that is still two 500s holding it, as [`failures_before_isolating`] asks.
+/// A larger piece starts afresh: it could hold no culprit at all.
+pub(crate) fn failures_carried_into(piece_len: usize, one_job: bool) -> u32 {
+    u32::from(piece_len == 1 && !one_job)
 }
 
 /// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
@@ -186,7 +197,11 @@ fn transient<S>(
                 one_job: false,
             }
         }
-        Some(run) if retry.consecutive_failures >= run => Step::SettleEach(vec![of_fault(failure)]),
+        // Only LinkedIn's own 500 is ever an element's: a timeout, a gateway's 502/504 or an
+        // unavailable 503 is the way there, whatever else got through.
+        Some(run) if retry.consecutive_failures >= run && failure.status == 500 => {
+            Step::SettleEach(vec![of_fault(failure)])
+        }
         _ => Step::ResendAll {
             after,
             refresh_token: false,
@@ -226,7 +241,8 @@ pub(crate) fn refused_for_an_unnamed_job<A>(outcome: &Outcome<A>, ids: &[&str]) 
 /// find one (for an unnamed fault or a run of 5xx), an element refused alone for an unnamed fault
 /// (`unnamed_alone`: [`refused_for_an_unnamed_job`] of a one-element request), or a lone piece of a
 /// split whose request failed as a whole for the first time (`lone_piece_first_failure`: the poison
-/// of a run of 5xx, isolated — its retries go on, but its siblings went through).
+/// of a run of 5xx, isolated — settled as its own fault at once when its siblings went through,
+/// retried otherwise).
 pub(crate) fn shows_a_culprit<S>(
     step: &Step<S>,
     unnamed_alone: bool,
@@ -234,7 +250,7 @@ pub(crate) fn shows_a_culprit<S>(
 ) -> bool {
     match step {
         Step::Split { .. } => true,
-        Step::SettleEach(_) => unnamed_alone,
+        Step::SettleEach(_) => unnamed_alone || lone_piece_first_failure,
         Step::ResendAll {
             refresh_token: false,
             ..
@@ -294,8 +310,7 @@ fn rejected(failure: Failure, attempts: u32) -> Settlement {
 
 /// What LinkedIn's answer for a close this worker accepted within the hour would be (it is not sent
 /// again).
-pub(crate) const KNOWN_MESSAGE: &str =
-    "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again";
+pub(crate) const KNOWN_MESSAGE: &str = "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again";
 
 /// What becomes of a close for an id this worker accepted within the hour, which is not sent again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -920,6 +935,117 @@ mod tests {
                 expect_give_up,
                 "{step:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_run_of_500s_isolates_sooner_on_evidence_and_convicts_a_lone_element_only_on_it() {
+        let plain = Isolating::default();
+        let common = Isolating {
+            culprits_common: true,
+            others_got_through: false,
+        };
+        let siblings_through = Isolating {
+            culprits_common: false,
+            others_got_through: true,
+        };
+        assert_eq!(failures_before_isolating(plain, 4), Some(SPLIT_AFTER));
+        assert_eq!(failures_before_isolating(common, 4), Some(1));
+        assert_eq!(failures_before_isolating(siblings_through, 4), Some(1));
+        // Alone: an outage looks the same, so only other requests that got through convict, and
+        // only a run of two (a random 500 is not a poison).
+        assert_eq!(failures_before_isolating(plain, 1), None);
+        assert_eq!(failures_before_isolating(common, 1), None);
+        assert_eq!(
+            failures_before_isolating(siblings_through, 1),
+            Some(SPLIT_AFTER)
+        );
+
+        let policy = policy();
+        let outcome = RequestOutcome::Retry {
+            retry_after: None,
+            failure: Failure::new(500, "Internal Server Error"),
+        };
+        // The step after the `run`th 500 in a row.
+        let step_of = |ids: &[&str], isolating: Isolating, run: u32| {
+            let mut retry = policy.new_state();
+            let mut step = None;
+            for _ in 0..run {
+                step = Some(decide_close(
+                    outcome.clone(),
+                    State {
+                        policy: &policy,
+                        retry: &mut retry,
+                        now: Instant::now(),
+                        ids,
+                        isolating,
+                    },
+                    AlreadyClosedPolicy::Ack,
+                ));
+            }
+            step.expect("run > 0")
+        };
+        assert!(matches!(
+            step_of(&IDS, common, 1),
+            Step::Split { one_job: false, .. }
+        ));
+        assert!(matches!(step_of(&IDS, plain, 1), Step::ResendAll { .. }));
+        assert!(matches!(
+            step_of(&IDS, plain, 2),
+            Step::Split { one_job: false, .. }
+        ));
+        for run in 1..=5 {
+            assert!(matches!(
+                step_of(&IDS[..1], plain, run),
+                Step::ResendAll { .. }
+            ));
+        }
+        assert!(matches!(
+            step_of(&IDS[..1], siblings_through, 1),
+            Step::ResendAll { .. }
+        ));
+        assert_eq!(
+            failures_carried_into(1, false),
+            1,
+            "it was in the 500's request"
+        );
+        assert_eq!(
+            failures_carried_into(1, true),
+            0,
+            "a 4xx split is no 500 of its"
+        );
+        assert_eq!(failures_carried_into(2, false), 0);
+
+        let timeout = RequestOutcome::Retry {
+            retry_after: None,
+            failure: Failure::new(408, "timed out"),
+        };
+        let mut retry = policy.new_state();
+        for _ in 0..3 {
+            let step = decide_close(
+                timeout.clone(),
+                State {
+                    policy: &policy,
+                    retry: &mut retry,
+                    now: Instant::now(),
+                    ids: &IDS[..1],
+                    isolating: siblings_through,
+                },
+                AlreadyClosedPolicy::Ack,
+            );
+            assert!(
+                matches!(step, Step::ResendAll { .. }),
+                "a timeout is never an element's"
+            );
+        }
+        match step_of(&IDS[..1], siblings_through, 2) {
+            Step::SettleEach(settled) => match settled.as_slice() {
+                [Settlement::DeadLetter(failure)] => {
+                    assert_eq!((failure.reason, failure.status), (Reason::Rejected, 500));
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
         }
     }
 

@@ -5,7 +5,8 @@
 //! large requests before it knows the rate. One [`Isolation`] is shared by every send task and the
 //! consume loop (which cuts batches at [`Isolation::fresh_size`]).
 //!
-//! The estimate is culprits per close settled, both counts decaying with a half-life
+//! The estimate is culprits per close answered (a fresh request's closes all count at its first
+//! answer that is not a whole-request retry), both counts decaying with a half-life
 //! (`CULPRIT_HALF_LIFE_MS`) and the closes starting from a prior of [`PRIOR_CLOSES`] clean ones, so
 //! that the rate falls back towards zero — and requests grow back to `BATCH_SIZE` — once culprits
 //! stop, with traffic or without. A culprit is counted as soon as it is certain there is one: a
@@ -14,8 +15,8 @@
 //! goes on and exact once it is done. Only fresh first deliveries count: redeliveries and duplicates
 //! are likely re-closes, sent on their own, and would make fresh batches small for no reason.
 //!
-//! The window: fresh elements in flight (sent and not yet answered) may not exceed the closes settled
-//! recently, one request always allowed. A cold worker thus sends one full request, learns from its
+//! The window: fresh elements in flight (sent and not yet answered other than by a whole-request
+//! retry) may not exceed the closes answered recently, one request always allowed. A cold worker thus sends one full request, learns from its
 //! answer, and doubles up from there; at 0 % culprits that costs a couple of round trips, at 10 % it
 //! saves sending four full batches that would all be refused.
 //!
@@ -27,7 +28,7 @@
 
 use super::sizing::Plan;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -145,6 +146,9 @@ pub(crate) struct Isolation {
     changed: Notify,
     /// `job_closer_batch_target_size`.
     target: Gauge,
+    /// Requests of any group answered by LinkedIn as requests, ever: a lone element whose run of
+    /// 5xx spans some of them fails on its own, not with LinkedIn.
+    got_through: AtomicU64,
 }
 
 impl Isolation {
@@ -161,6 +165,7 @@ impl Isolation {
             }),
             changed: Notify::new(),
             target,
+            got_through: AtomicU64::new(0),
         }
     }
 
@@ -191,6 +196,17 @@ impl Isolation {
         self.plan.fresh_size(self.rate()) < self.plan.batch_size()
     }
 
+    /// A request, fresh or a piece, was answered by LinkedIn as a request.
+    pub(crate) fn request_got_through(&self) {
+        self.got_through.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests got through so far: compare two readings to tell whether LinkedIn
+    /// answered anyone in between.
+    pub(crate) fn requests_got_through(&self) -> u64 {
+        self.got_through.load(Ordering::Relaxed)
+    }
+
     /// The sizes of the pieces a refused group of `n` goes out in now.
     pub(crate) fn split(&self, n: usize) -> Vec<usize> {
         self.plan.split(n, self.rate())
@@ -204,7 +220,7 @@ impl Isolation {
         }
     }
 
-    /// `closes` fresh closes were settled by LinkedIn's answers.
+    /// LinkedIn's first answer to a fresh request of `closes` came (see the module doc).
     pub(crate) fn settled(&self, closes: usize) {
         if closes == 0 {
             return;

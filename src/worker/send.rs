@@ -18,8 +18,8 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Isolating, Known, Settlement, State, Step, decide_close, known_duplicate,
-    refused_for_an_unnamed_job, shows_a_culprit,
+    Isolating, Known, Settlement, State, Step, decide_close, failures_carried_into,
+    known_duplicate, refused_for_an_unnamed_job, shows_a_culprit,
 };
 use super::hold::Fault;
 use super::isolation::{FreshInFlight, Lineage};
@@ -95,8 +95,14 @@ struct Sending {
     retry: RetryState,
     suspect: bool,
     lineage: Lineage,
-    /// A fresh group's place in the window, held until its first answer.
+    /// A fresh group's place in the window, held until its first answer that is not a
+    /// whole-request retry (a cold worker's first batch refused with a 500 tells nothing yet).
     unanswered: Option<FreshInFlight>,
+    /// Requests got through to LinkedIn (worker-wide) when this group's run of whole-request
+    /// failures began: evidence, once more have, that a lone element fails on its own.
+    failing_since: Option<u64>,
+    /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
+    counted: bool,
     probing: bool,
 }
 
@@ -146,6 +152,8 @@ pub(crate) fn process(
             suspect: group.suspect,
             lineage: group.lineage,
             unanswered: None,
+            failing_since: None,
+            counted: false,
             probing: false,
         };
         if sending.suspect && !sending.after_first_deliveries().await {
@@ -166,10 +174,12 @@ pub(crate) fn process(
             let next = match sending.attempt().await {
                 Tried::Answered { token, outcome } => {
                     let step = sending.decide(outcome);
-                    sending.count_settled(&step);
+                    sending.count_answered(&step);
                     // Answered, and what it showed counted: no longer an unverified fresh request
                     // (a fresh group waiting for the window now sees the estimate this answer made).
-                    sending.unanswered = None;
+                    if !matches!(step, Step::ResendAll { .. }) {
+                        sending.unanswered = None;
+                    }
                     sending.carry_out(step, &token).await
                 }
                 Tried::NoToken(no_token) => sending.no_token(no_token).await,
@@ -214,7 +224,8 @@ impl Sending {
                 return Admission::Stopped;
             }
             if let Some(sizes) = recut(self.items.len(), isolation.fresh_size()) {
-                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh));
+                let run = self.retry.consecutive_failures;
+                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh, |_| run));
             }
             if let Some(place) = isolation.try_admit(self.items.len()) {
                 self.unanswered = Some(place);
@@ -228,23 +239,26 @@ impl Sending {
         }
     }
 
-    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives
-    /// and the budget spent so far.
+    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives,
+    /// the budget spent so far, and the run of failures `carried` says a piece of its size starts with.
     fn pieces(
         &mut self,
         sizes: Vec<usize>,
         lineage: impl Fn() -> Lineage,
+        carried: impl Fn(usize) -> u32,
     ) -> Vec<BoxFuture<'static, ()>> {
         let mut items = std::mem::take(&mut self.items).into_iter();
         sizes
             .into_iter()
             .map(|size| {
+                let mut retry = self.retry.clone();
+                retry.consecutive_failures = carried(size);
                 process(
                     self.shared.clone(),
                     self.session.clone(),
                     Group {
                         items: items.by_ref().take(size).collect(),
-                        retry: self.retry.clone(),
+                        retry,
                         suspect: self.suspect,
                         lineage: lineage(),
                     },
@@ -253,16 +267,18 @@ impl Sending {
             .collect()
     }
 
-    /// Fresh closes the step settles feed the estimate; redeliveries do not.
-    fn count_settled(&self, step: &Step<Settlement>) {
-        let closes = match step {
-            Step::SettleEach(settlements) => settlements.len(),
-            Step::ResendWithout { settle, .. } => settle.len(),
-            Step::GiveUp(_) => self.items.len(),
-            _ => 0,
-        };
-        if !self.suspect {
-            self.shared.isolation.settled(closes);
+    /// A fresh group's closes feed the estimate at its first answer that is not a whole-request
+    /// retry — accepted, refused for a culprit, or given up — all of them at once, since the culprit
+    /// a refusal counts is counted then too: counting closes only as each piece settles would put
+    /// the culprits of every isolation under way over too few closes, and shrink requests for a
+    /// rate that is not there. Pieces were counted with their group; redeliveries never count.
+    fn count_answered(&mut self, step: &Step<Settlement>) {
+        if self.suspect || self.counted || self.lineage.is_piece() {
+            return;
+        }
+        if !matches!(step, Step::ResendAll { .. }) {
+            self.counted = true;
+            self.shared.isolation.settled(self.items.len());
         }
     }
 
@@ -352,15 +368,30 @@ impl Sending {
             self.probing = false;
             self.shared.hold.open();
         }
+        let isolation = &self.shared.isolation;
         if got_through {
             self.lineage.got_through();
+            isolation.request_got_through();
+            self.failing_since = None;
         }
-        let isolating = Isolating {
-            culprits_common: self.shared.isolation.culprits_common(),
-            others_got_through: self.lineage.others_got_through(),
-        };
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
+        let whole_request_retry = matches!(outcome, RequestOutcome::Retry { .. });
+        let first_failure_here = whole_request_retry && self.failing_since.is_none();
+        if whole_request_retry {
+            self.failing_since
+                .get_or_insert_with(|| isolation.requests_got_through());
+        }
+        let others_got_through = match self.failing_since {
+            Some(since) if alone => {
+                self.lineage.others_got_through() || isolation.requests_got_through() > since
+            }
+            _ => self.lineage.others_got_through(),
+        };
+        let isolating = Isolating {
+            culprits_common: isolation.culprits_common(),
+            others_got_through,
+        };
         let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
         let step = decide_close(
             outcome,
@@ -373,8 +404,7 @@ impl Sending {
             },
             self.shared.already_closed,
         );
-        let lone_piece_first_failure =
-            alone && self.lineage.is_piece() && self.retry.consecutive_failures == 1;
+        let lone_piece_first_failure = alone && self.lineage.is_piece() && first_failure_here;
         if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
             self.shared.isolation.refused(&self.lineage);
         }
@@ -525,7 +555,8 @@ impl Sending {
         );
         // Siblings share one lineage: the first of them refused holds the culprit counted already.
         let siblings = Lineage::pieces_of(&self.lineage);
-        futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
+        let carried = |size| failures_carried_into(size, one_job);
+        futures_util::future::join_all(self.pieces(sizes, || siblings.clone(), carried)).await;
     }
 
     /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).
@@ -564,9 +595,13 @@ async fn settle_known(
     for item in known {
         // Worth waiting for the first close's task: an outcome is asked for, or this is a
         // redelivery whose own pending check may have been lost with its session.
-        let worth_waiting = item.delivery.redelivered
-            || session.settler.wants_outcome(&item.delivery.properties);
-        match known_duplicate(shared.already_closed, first_task(shared, &item), worth_waiting) {
+        let worth_waiting =
+            item.delivery.redelivered || session.settler.wants_outcome(&item.delivery.properties);
+        match known_duplicate(
+            shared.already_closed,
+            first_task(shared, &item),
+            worth_waiting,
+        ) {
             Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
             Known::Settle(settlement) => settle.push((item, settlement)),
         }
