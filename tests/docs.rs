@@ -177,12 +177,16 @@ fn unlisted_pages(root: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Fails listing `found`, one a line, unless it is empty.
+fn none(found: &[String], what: &str) {
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
 // ---- the repository's docs ----
 
 #[test]
 fn no_relative_link_or_anchor_in_the_docs_is_broken() {
-    let broken = broken_links(repo());
-    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    none(&broken_links(repo()), "broken links");
 }
 
 #[test]
@@ -194,10 +198,9 @@ fn every_setting_the_worker_reads_is_named_in_the_docs() {
             && read.contains("SANDBOX_SEED"),
         "the clap definitions did not yield the settings of run, dlq serve and sandbox: {read:?}"
     );
-    let missing = undocumented(&read, repo());
-    assert!(
-        missing.is_empty(),
-        "settings the worker reads that no docs page names (add them to docs/configuration.md): {missing:?}"
+    none(
+        &undocumented(&read, repo()),
+        "settings the worker reads that no docs page names (add them to docs/configuration.md)",
     );
 }
 
@@ -209,24 +212,25 @@ fn every_setting_documented_in_the_configuration_tables_is_read_by_the_worker() 
         "docs/configuration.md's settings tables name only {} settings: is the `env` column gone?",
         documented.len()
     );
-    let unread = documented_but_unread(&read_settings(), repo());
-    assert!(
-        unread.is_empty(),
-        "settings docs/configuration.md documents that the worker does not read: {unread:?}"
+    none(
+        &documented_but_unread(&read_settings(), repo()),
+        "settings docs/configuration.md documents that the worker does not read",
     );
     // And every one the worker reads is in those tables, not only named somewhere.
     let tabled: BTreeSet<String> = documented.into_iter().map(|(name, _)| name).collect();
     let untabled: Vec<String> = read_settings().difference(&tabled).cloned().collect();
-    assert!(
-        untabled.is_empty(),
-        "settings the worker reads that docs/configuration.md's tables leave out: {untabled:?}"
+    none(
+        &untabled,
+        "settings the worker reads that docs/configuration.md's tables leave out",
     );
 }
 
 #[test]
 fn the_readme_links_every_docs_page() {
-    let unlisted = unlisted_pages(repo());
-    assert!(unlisted.is_empty(), "README.md does not link {unlisted:?}");
+    none(
+        &unlisted_pages(repo()),
+        "docs pages README.md does not link",
+    );
 }
 
 /// `ENVIRONMENT_ONLY` is true to the source: every `env::var("NAME")` / `var_os("NAME")` with a
@@ -266,7 +270,11 @@ fn environment_only_lists_every_variable_the_source_reads_by_name() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let missing: Vec<&String> = found.difference(&listed).collect();
+    let missing: Vec<String> = found.difference(&listed).cloned().collect();
+    none(
+        &missing,
+        "src/ reads these from the environment; add them to ENVIRONMENT_ONLY in src/config.rs",
+    );
     assert!(
         missing.is_empty(),
         "src/ reads {missing:?} from the environment; add them to ENVIRONMENT_ONLY in src/config.rs"
@@ -330,11 +338,13 @@ fn the_link_check_names_a_broken_anchor() {
     );
 }
 
+fn settings(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| name.to_string()).collect()
+}
+
 #[test]
 fn the_settings_check_names_an_undocumented_setting() {
-    let read: BTreeSet<String> = ["AMQP_URL", "AMQP_URL_FILE", "BATCH_SIZE"]
-        .map(str::to_owned)
-        .into();
+    let read = settings(&["AMQP_URL", "AMQP_URL_FILE", "BATCH_SIZE"]);
     let docs = tree(
         "# X\n\nSet `AMQP_URL`.\n",
         &[(
@@ -348,20 +358,13 @@ fn the_settings_check_names_an_undocumented_setting() {
 
 #[test]
 fn the_settings_check_names_a_documented_setting_the_worker_does_not_read() {
-    let read: BTreeSet<String> = ["AMQP_URL", "AMQP_TLS_CERT_FILE", "AMQP_TLS_KEY_FILE"]
-        .map(str::to_owned)
-        .into();
-    let docs = tree(
-        "# X\n",
-        &[(
-            "configuration.md",
-            "# Configuration\n\n| flag | env | default | meaning |\n|---|---|---|---|\n\
+    let read = settings(&["AMQP_URL", "AMQP_TLS_CERT_FILE", "AMQP_TLS_KEY_FILE"]);
+    let configuration = "# Configuration\n\n| flag | env | default | meaning |\n|---|---|---|---|\n\
              | `--amqp-url` | `AMQP_URL` | `amqp://…` | the broker |\n\
              | `--cert`, `--key` | `AMQP_TLS_CERT_FILE`, `AMQP_TLS_KEY_FILE` | unset | mutual TLS |\n\
              | `--frobnicate` | `AMQP_FROBNICATE` | `1` | read by nothing |\n\n\
-             | metric | meaning |\n|---|---|\n| `NOT_A_SETTING` | another table |\n",
-        )],
-    );
+             | metric | meaning |\n|---|---|\n| `NOT_A_SETTING` | another table |\n";
+    let docs = tree("# X\n", &[("configuration.md", configuration)]);
     assert_eq!(
         documented_but_unread(&read, docs.path()),
         ["docs/configuration.md:7: AMQP_FROBNICATE"]
