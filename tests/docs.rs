@@ -4,8 +4,9 @@
 //!   of the page it names (GitHub's anchors: see [`common::markdown::slug`]).
 //! - Every setting the worker reads — each `env` of the clap definitions, for every command, taken
 //!   from `job_closer::Cli` through `clap::CommandFactory`, plus `job_closer::ENVIRONMENT_ONLY` —
-//!   is named on some docs page, and every setting in `docs/configuration.md`'s settings tables
-//!   (the tables with an `env` column) is one the worker reads.
+//!   is in `docs/configuration.md`'s settings tables (the tables with an `env` column), and so
+//!   named on a docs page; and every setting in a settings table of any page is one the worker
+//!   reads.
 //! - README.md links every page of docs/: it is the map.
 //!
 //! The checks are functions of a tree (a root holding README.md and docs/), so each is also run on a
@@ -133,11 +134,10 @@ fn undocumented(read: &BTreeSet<String>, root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The settings of `docs/configuration.md`'s settings tables — every table with an `env` column,
-/// each code span of that column a setting — with where each is.
-fn documented_settings(root: &Path) -> Vec<(String, String)> {
-    let page = root.join("docs/configuration.md");
-    let text = read_text(&page);
+/// The settings of a page's settings tables — every table with an `env` column, each code span of
+/// that column a setting — with where each is.
+fn tabled_settings(root: &Path, page: &Path) -> Vec<(String, String)> {
+    let text = read_text(page);
     let mut settings = Vec::new();
     for table in tables(&text) {
         let Some(column) = table.header.iter().position(|cell| cell == "env") else {
@@ -146,17 +146,24 @@ fn documented_settings(root: &Path) -> Vec<(String, String)> {
         for (line, row) in &table.rows {
             let cell = row.get(column).map(String::as_str).unwrap_or("");
             for name in markdown::code_spans(cell) {
-                settings.push((name, format!("docs/configuration.md:{line}")));
+                settings.push((name, format!("{}:{line}", shown(root, page))));
             }
         }
     }
     settings
 }
 
-/// The documented settings the worker does not read.
+/// The settings of `docs/configuration.md`'s tables: the page that documents every setting.
+fn documented_settings(root: &Path) -> Vec<(String, String)> {
+    tabled_settings(root, &root.join("docs/configuration.md"))
+}
+
+/// The settings in a settings table of any page (docs/configuration.md's, and a shorter one such
+/// as README.md's first-run table) that the worker does not read.
 fn documented_but_unread(read: &BTreeSet<String>, root: &Path) -> Vec<String> {
-    documented_settings(root)
-        .into_iter()
+    pages(root)
+        .iter()
+        .flat_map(|page| tabled_settings(root, page))
         .filter(|(name, _)| !read.contains(name))
         .map(|(name, at)| format!("{at}: {name}"))
         .collect()
@@ -214,7 +221,7 @@ fn every_setting_documented_in_the_configuration_tables_is_read_by_the_worker() 
     );
     none(
         &documented_but_unread(&read_settings(), repo()),
-        "settings docs/configuration.md documents that the worker does not read",
+        "settings the docs' settings tables document that the worker does not read",
     );
     // And every one the worker reads is in those tables, not only named somewhere.
     let tabled: BTreeSet<String> = documented.into_iter().map(|(name, _)| name).collect();
@@ -364,10 +371,16 @@ fn the_settings_check_names_a_documented_setting_the_worker_does_not_read() {
              | `--cert`, `--key` | `AMQP_TLS_CERT_FILE`, `AMQP_TLS_KEY_FILE` | unset | mutual TLS |\n\
              | `--frobnicate` | `AMQP_FROBNICATE` | `1` | read by nothing |\n\n\
              | metric | meaning |\n|---|---|\n| `NOT_A_SETTING` | another table |\n";
-    let docs = tree("# X\n", &[("configuration.md", configuration)]);
+    let docs = tree(
+        "# X\n\n| env | meaning |\n|---|---|\n| `AMQP_URL` | the broker |\n| `AMQP_URLS` | a typo |\n",
+        &[("configuration.md", configuration)],
+    );
     assert_eq!(
         documented_but_unread(&read, docs.path()),
-        ["docs/configuration.md:7: AMQP_FROBNICATE"]
+        [
+            "README.md:6: AMQP_URLS",
+            "docs/configuration.md:7: AMQP_FROBNICATE"
+        ]
     );
 }
 
