@@ -6,6 +6,29 @@ use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The settings read straight from the process environment, not through a flag: the ones clap
+/// does not know about. With the clap definitions (`job-closer <command> --help`), this is every
+/// setting job-closer reads, and `tests/docs.rs` holds `docs/configuration.md` to the pair, so a
+/// new `std::env::var` belongs here. Rejected: flags for these, since each follows a convention
+/// other programs share (tracing's `RUST_LOG`, curl's proxy variables, the shell's `COLUMNS`).
+pub const ENVIRONMENT_ONLY: &[&str] = &[
+    // Log levels (tracing's EnvFilter, src/logging.rs).
+    "RUST_LOG",
+    // The proxy for LinkedIn calls (src/http_proxy.rs): lower-case names win, as in curl.
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    // `{hostname}` in AMQP_CONNECTION_NAME when the kernel's host name is not readable.
+    "HOSTNAME",
+    // The width of `dlq` tables when standard output is not a terminal (src/dlq/table.rs).
+    "COLUMNS",
+];
+
 pub(crate) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub(crate) const DEFAULT_CLOSE_QUEUE: &str = "linkedin.jobs.close";
 pub(crate) const DEFAULT_DEAD_LETTER_QUEUE: &str = "linkedin.jobs.close.dead";

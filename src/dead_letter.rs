@@ -545,7 +545,7 @@ mod tests {
         for untasked in [invalid, rejected, exhausted] {
             assert_eq!(untasked.task_id, None, "{untasked:?}");
         }
-        // README: with task-failed and task-unknown, x-task-id names the task and the status is 200.
+        // docs/dead-letters.md: with task-failed and task-unknown, x-task-id names the task and the status is 200.
         let failed = Failure::task_failed("job not found", 3, "urn:li:simpleJobPostingTask:1");
         assert_eq!(
             (failed.reason, failed.status, failed.attempts),

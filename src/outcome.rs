@@ -69,7 +69,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every outcome, in the order the README lists them.
+    /// Every outcome, in the order docs/outcomes.md lists them.
     pub const ALL: [Kind; 3] = [Kind::Closed, Kind::AlreadyClosed, Kind::DeadLettered];
 
     /// As the body, the `x-outcome` header and the routing key spell it.

@@ -277,22 +277,8 @@ fn alerts() -> Vec<Alert> {
 }
 
 /// GitHub's heading anchors: lower case, punctuation other than `-` and `_` dropped, spaces to `-`.
-fn anchor(heading: &str) -> String {
-    heading
-        .trim()
-        .to_lowercase()
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
-        .map(|c| if c == ' ' { '-' } else { c })
-        .collect()
-}
-
 fn runbook_anchors() -> BTreeSet<String> {
-    read_repo_file("docs/runbook.md")
-        .lines()
-        .filter_map(|line| line.strip_prefix('#'))
-        .map(|heading| anchor(heading.trim_start_matches('#')))
-        .collect()
+    common::markdown::anchors(&read_repo_file("docs/runbook.md"))
 }
 
 #[test]
@@ -334,7 +320,7 @@ fn every_alert_says_what_it_means_and_links_a_runbook_section_that_exists() {
         );
         assert_eq!(
             fragment,
-            anchor(&alert.name),
+            common::markdown::slug(&alert.name),
             "{}: the runbook section is named after the alert",
             alert.name
         );
@@ -769,13 +755,13 @@ fn bytes(quantity: &str) -> f64 {
     quantity.parse().expect("quantity")
 }
 
-/// The benchmark's measured peak RSS of `job-closer run`, in MiB, from README's Performance table.
+/// The benchmark's measured peak RSS of `job-closer run`, in MiB, from docs/performance.md's table.
 fn measured_peak_rss_mib() -> f64 {
-    let readme = read_repo_file("README.md");
-    let row = readme
+    let performance = read_repo_file("docs/performance.md");
+    let row = performance
         .lines()
         .find(|l| l.trim_start().starts_with("| peak RSS, MiB"))
-        .expect("README's Performance table has no `peak RSS, MiB` row");
+        .expect("docs/performance.md's table has no `peak RSS, MiB` row");
     row.split('|')
         .map(str::trim)
         .rfind(|cell| !cell.is_empty())

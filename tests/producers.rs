@@ -224,8 +224,8 @@ fn build_dir(language: &str) -> PathBuf {
     dir
 }
 
-/// `PRODUCER_PYTHON`, else the virtualenv `.ci/run` leaves in `target/ci-python` (so the README's
-/// test command works after one CI run), else `python3`.
+/// `PRODUCER_PYTHON`, else the virtualenv `.ci/run` leaves in `target/ci-python` (so the test command of
+/// README.md and docs/testing.md works after one CI run), else `python3`.
 fn python() -> &'static Producer {
     static PRODUCER: OnceLock<Producer> = OnceLock::new();
     PRODUCER.get_or_init(|| {

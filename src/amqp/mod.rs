@@ -146,7 +146,7 @@ fn check_setting(setting: Option<&'static str>) -> String {
 /// names a dead-letter argument before `x-queue-type`. Since job-closer sets those only on quorum
 /// queues, one that is present on one side only means the queue types differ, and the hint says so.
 pub(crate) fn mismatch_hint(detail: &str) -> String {
-    const WAY_OUT: &str = "or drain and delete the queue so that job-closer declares it anew (see \"Upgrading\" in the operations guide)";
+    const WAY_OUT: &str = "or drain and delete the queue so that job-closer declares it anew (see \"Upgrading\" in docs/operations.md)";
     let Some(argument) = detail
         .split_once("inequivalent arg '")
         .and_then(|(_, rest)| rest.split_once('\''))
