@@ -159,7 +159,7 @@ pub(crate) fn decide<A, S>(
             failure,
         } => {
             let verdict = policy.on_transient(retry, now, retry_after);
-            transient(verdict, failure, retry, n, isolating, of_fault)
+            transient(verdict, failure, retry, n, isolating)
         }
         Outcome::ElementFault(failure) => {
             policy.on_answer(retry);
@@ -175,14 +175,13 @@ pub(crate) fn decide<A, S>(
 
 /// A whole-request transient failure: resend, give up once the budget is spent, or — after a run of
 /// them ([`failures_before_isolating`]) — split a group of several, since a poison element earns its
-/// request a 500; alone and convicted by the evidence, the element's own fault.
+/// request a 500; alone and convicted by the evidence, given up on at once.
 fn transient<S>(
     verdict: Verdict,
     failure: Failure,
     retry: &mut RetryState,
     n: usize,
     isolating: Isolating,
-    of_fault: impl Fn(Failure) -> S,
 ) -> Step<S> {
     let after = match verdict {
         Verdict::GiveUp => return Step::GiveUp(failure),
@@ -198,9 +197,10 @@ fn transient<S>(
             }
         }
         // Only LinkedIn's own 500 is ever an element's: a timeout, a gateway's 502/504 or an
-        // unavailable 503 is the way there, whatever else got through.
+        // unavailable 503 is the way there, whatever else got through. Given up on as a run of
+        // retries would be (`retries-exhausted`, LinkedIn's 500), without spending the budget.
         Some(run) if retry.consecutive_failures >= run && failure.status == 500 => {
-            Step::SettleEach(vec![of_fault(failure)])
+            Step::GiveUp(failure)
         }
         _ => Step::ResendAll {
             after,
@@ -241,8 +241,8 @@ pub(crate) fn refused_for_an_unnamed_job<A>(outcome: &Outcome<A>, ids: &[&str]) 
 /// find one (for an unnamed fault or a run of 5xx), an element refused alone for an unnamed fault
 /// (`unnamed_alone`: [`refused_for_an_unnamed_job`] of a one-element request), or a lone piece of a
 /// split whose request failed as a whole for the first time (`lone_piece_first_failure`: the poison
-/// of a run of 5xx, isolated — settled as its own fault at once when its siblings went through,
-/// retried otherwise).
+/// of a run of 5xx, isolated — given up on at once when its siblings went through, retried
+/// otherwise).
 pub(crate) fn shows_a_culprit<S>(
     step: &Step<S>,
     unnamed_alone: bool,
@@ -250,7 +250,8 @@ pub(crate) fn shows_a_culprit<S>(
 ) -> bool {
     match step {
         Step::Split { .. } => true,
-        Step::SettleEach(_) => unnamed_alone || lone_piece_first_failure,
+        Step::SettleEach(_) => unnamed_alone,
+        Step::GiveUp(_) => lone_piece_first_failure,
         Step::ResendAll {
             refresh_token: false,
             ..
@@ -1038,15 +1039,11 @@ mod tests {
                 "a timeout is never an element's"
             );
         }
-        match step_of(&IDS[..1], siblings_through, 2) {
-            Step::SettleEach(settled) => match settled.as_slice() {
-                [Settlement::DeadLetter(failure)] => {
-                    assert_eq!((failure.reason, failure.status), (Reason::Rejected, 500));
-                }
-                other => panic!("{other:?}"),
-            },
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(
+            step_of(&IDS[..1], siblings_through, 2),
+            Step::GiveUp(Failure::new(500, "Internal Server Error")),
+            "dead-lettered as retries-exhausted, as a poison always was, with the budget unspent"
+        );
     }
 
     #[test]
