@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AMQP_URL=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}
-cargo test --release --test faults --test dlq -- --ignored --nocapture --test-threads=1
+cargo test --release --test it -- --ignored --nocapture --test-threads=1 faults:: dlq::

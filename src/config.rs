@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// The settings read straight from the process environment, not through a flag: the ones clap
 /// does not know about. With the clap definitions (`job-closer <command> --help`), this is every
-/// setting job-closer reads, and `tests/docs.rs` holds `docs/configuration.md` to the pair, so a
+/// setting job-closer reads, and `tests/it/docs.rs` holds `docs/configuration.md` to the pair, so a
 /// new `std::env::var` belongs here. Rejected: flags for these, since each follows a convention
 /// other programs share (tracing's `RUST_LOG`, curl's proxy variables, the shell's `COLUMNS`).
 pub const ENVIRONMENT_ONLY: &[&str] = &[

@@ -83,7 +83,7 @@ pub use amqp::{
 };
 /// The command line, as `main.rs` runs it.
 pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, default_log_directives, execute};
-/// The settings read from the environment without a flag (`tests/docs.rs` checks the docs against
+/// The settings read from the environment without a flag (`tests/it/docs.rs` checks the docs against
 /// them and the clap definitions).
 pub use config::ENVIRONMENT_ONLY;
 /// Settings the tests and the benchmark build a worker's environment from.

@@ -237,7 +237,7 @@ mod tests {
     }
 
     /// The issue's figures for the plan itself, culprits independent at a known rate (the worker's
-    /// figures add what learning the rate costs, measured end to end in `tests/isolation.rs`).
+    /// figures add what learning the rate costs, measured end to end in `tests/it/isolation.rs`).
     #[test]
     fn expected_figures_at_the_issues_rates() {
         // The issue bounds no requests at 30 %: single elements cost one each.

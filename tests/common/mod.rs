@@ -12,7 +12,7 @@
 //!   its end within a timeout ([`Cli::run`], a [`Run`] with exit code, stdout and stderr) or in the
 //!   background with its output in a log file ([`Cli::spawn`], a [`WorkerProcess`]).
 //!
-//! Rejected: a harness per test file (tests/dlq.rs had one), which let the copies drift apart (one
+//! Rejected: a harness per test file (tests/it/dlq.rs had one), which let the copies drift apart (one
 //! redacted the password in its "unreachable" message, one did not; one inherited the caller's
 //! environment, one cleared it).
 #![allow(dead_code)]

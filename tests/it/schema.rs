@@ -15,9 +15,9 @@
 //! The outcome message's schema (`schema/outcome.schema.json`, printed by `job-closer schema
 //! --outcome`) is held to the worker's outcomes and reasons and to its example files here; that
 //! every body the worker writes is valid against it is a property test beside the code
-//! (`src/outcome.rs`) and is checked again on every outcome of `tests/outcomes.rs`.
+//! (`src/outcome.rs`) and is checked again on every outcome of `tests/it/outcomes.rs`.
 
-mod common;
+use crate::common;
 
 use job_closer::close_request;
 use proptest::prelude::*;

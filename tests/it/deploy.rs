@@ -7,10 +7,10 @@
 //! is one a running worker really exports (read from its `/metrics`, so a renamed metric breaks the
 //! build rather than the dashboard), every alert says what it means and links a runbook section that
 //! exists, and the manifests use the worker's real setting names, ports and probe paths, as
-//! `tests/compose.rs` does for Compose. No Kubernetes cluster or Grafana is needed: the files are
+//! `tests/it/compose.rs` does for Compose. No Kubernetes cluster or Grafana is needed: the files are
 //! parsed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value as Json;
@@ -905,7 +905,7 @@ fn the_probes_and_the_metrics_port_match_metrics_addr() {
             "{probe} probes port {port}, not METRICS_ADDR's"
         );
     }
-    // The Dockerfile's EXPOSE is the same port (tests/compose.rs ties it to the image's METRICS_ADDR).
+    // The Dockerfile's EXPOSE is the same port (tests/it/compose.rs ties it to the image's METRICS_ADDR).
     let dockerfile = read_repo_file("Dockerfile");
     assert!(
         dockerfile

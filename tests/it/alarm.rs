@@ -15,7 +15,7 @@
 //! One node serves the three phases, one after the other (an alarm is node-wide); starting it takes
 //! ~10–20 s on this machine.
 
-mod common;
+use crate::common;
 
 use common::rabbit_nodes::RabbitNodes;
 use common::*;

@@ -5,7 +5,7 @@
 //!
 //! One cluster serves this binary's test; starting it takes ~20–30 s on this machine.
 
-mod common;
+use crate::common;
 
 use common::rabbit_nodes::{RabbitNodes, free_port};
 use common::*;

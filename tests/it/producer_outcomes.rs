@@ -1,14 +1,14 @@
 //! The Python programs of `docs/producers.md` that hear how a close ended, run as a producer would
 //! run them against the real RabbitMQ and the worker: `close_and_wait.py` publishes with `reply_to`
 //! and waits for its outcome (exit 0 when closed, 3 when dead-lettered), `consume_outcomes.py`
-//! follows the outcome exchange from a queue of its own. (`tests/producers.rs` checks that the page
+//! follows the outcome exchange from a queue of its own. (`tests/it/producers.rs` checks that the page
 //! quotes them verbatim, with every other program of `docs/producers/`.)
 //!
 //! The interpreter is `PRODUCER_PYTHON` (`.ci/run` points it at a virtualenv with pika), else the
 //! virtualenv `.ci/run` leaves in `target/ci-python`, else `python3`. Without pika the tests fail
 //! saying how to install it: they never pass silently.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};

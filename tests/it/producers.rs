@@ -20,7 +20,7 @@
 //! this test's `CARGO_TARGET_TMPDIR`. A missing toolchain or library fails the test naming what to
 //! install: it never passes silently.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::path::{Path, PathBuf};
@@ -184,7 +184,7 @@ impl Producer {
             .unwrap_or_else(|_| panic!("the {} producer ran for a minute", self.language))
             .unwrap_or_else(|e| {
                 panic!(
-                    "cannot run {} ({e}): tests/producers.rs's doc says where the {} \
+                    "cannot run {} ({e}): tests/it/producers.rs's doc says where the {} \
                      toolchain comes from",
                     self.program, self.language
                 )

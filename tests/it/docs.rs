@@ -11,10 +11,10 @@
 //!
 //! The checks are functions of a tree (a root holding README.md and docs/), so each is also run on a
 //! small tree of its own in a temporary directory, broken on purpose, to show that it fails.
-//! Rejected: comparing against `run --help` text (as tests/deploy.rs does for the manifests), which
+//! Rejected: comparing against `run --help` text (as tests/it/deploy.rs does for the manifests), which
 //! sees one command's settings only; `dlq serve` and `sandbox` have their own.
 
-mod common;
+use crate::common;
 
 use clap::CommandFactory;
 use common::markdown::{self, anchors, links, slug, tables};

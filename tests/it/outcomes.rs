@@ -5,7 +5,7 @@
 //! not exist, an outcome exchange deleted under the worker, `check`'s line for the exchange, and
 //! `publish --wait`'s exits 0, 3 and 4.
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::outcome::{self, Kind, Outcome};

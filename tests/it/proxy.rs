@@ -6,7 +6,7 @@
 //! `linkedin.test` resolves nowhere: only the test's own proxy knows it, and forwards it to the
 //! sandbox on 127.0.0.1. Nothing leaves 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use common::http_proxy::HttpProxy;
 use common::*;

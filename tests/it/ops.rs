@@ -6,7 +6,7 @@
 //! Tests that need their own broker user or must cut one connection use `rabbitmqctl`
 //! (`common::rabbitmqctl`), and touch only the users and connections they made.
 
-mod common;
+use crate::common;
 
 use common::rabbitmqctl::{BrokerUser, close_connection_named, unique};
 use common::*;

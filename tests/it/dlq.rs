@@ -7,7 +7,7 @@
 //! the binary is run are tests/common's; what is here is the dead-letter side: messages in the
 //! worker's dead-letter format, RabbitMQ's own dead letters, and the `dlq` command line.
 
-mod common;
+use crate::common;
 
 use common::*;
 use futures_util::StreamExt;
@@ -924,7 +924,7 @@ async fn measured(queues: &Queues, args: &[&str]) -> (Run, Duration, Option<u64>
 
 /// The scale: 100,000 dead letters listed, picked by time, archived, restored and replayed,
 /// each in well under a minute, with bounded memory. Slow to seed, so run on demand:
-/// `cargo test --release --test dlq -- --ignored` (`scripts/soak.sh`).
+/// `cargo test --release --test it dlq:: -- --ignored` (`scripts/soak.sh`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds 100,000 messages; run on demand"]
 async fn a_hundred_thousand_dead_letters() {

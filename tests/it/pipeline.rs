@@ -2,7 +2,7 @@
 //! each documented LinkedIn error, poison in a good batch, duplicates and contracts, token expiry under
 //! concurrency, SIGTERM, and the dead-letter headers.
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::{Fault, SandboxConfig};

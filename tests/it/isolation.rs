@@ -7,7 +7,7 @@
 //! a rate that drops from 10 % to 0 % with batches growing back, and duplicates of already-closed
 //! jobs that are never sent while a replayed dead letter is.
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::dead_letter::REPLAY_COUNT;

@@ -2,7 +2,7 @@
 //! throttle, flood with poison — and count. Every test prints published / closed / dead-lettered /
 //! re-sent / lost and asserts lost = 0.
 
-mod common;
+use crate::common;
 
 use common::proxy::{Proxy, upstream_of};
 use common::*;

@@ -7,7 +7,7 @@
 //! `AMQP_PASSWORD_FILE` at the reconnect. Files that go empty or unreadable keep the last good value
 //! and say so, naming the setting and the path.
 
-mod common;
+use crate::common;
 
 use common::rabbitmqctl::{BrokerUser, close_connection_named, unique};
 use common::*;

@@ -3,7 +3,7 @@
 //! not spent on what is known (rule 3, with its figure printed), an integration fault holds and never
 //! drains (rule 4), tasks as LinkedIn defines them (rule 5), and a day's quota (rule 7).
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::{Fault, RecloseAnswer, Sandbox, TaskRule};

@@ -4,7 +4,7 @@
 //! `AMQP_URL_FILE`. Bad files are configuration errors (exit 2) that name the setting, never the
 //! content.
 
-mod common;
+use crate::common;
 
 use common::*;
 use std::time::Duration;

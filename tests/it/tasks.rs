@@ -3,7 +3,7 @@
 //! lookups, expired task ids, and TASK_CHECK=off. First checks come 300 ms after acceptance here
 //! (3 s in the crash test, so that the kill lands while every check is waiting).
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::tasks::pending;
@@ -210,7 +210,7 @@ async fn tasks_in_progress_are_checked_again_until_they_end() {
     // IN_PROGRESS for 1.5 s: seen at the 0.3 s and 0.9 s checks, SUCCEEDED at 2.1 s.
     sandbox.set_task_rule("slow-", rule("SUCCEEDED", 1500, None));
     // IN_PROGRESS for ever: checked again and again, never dead-lettered within the day.
-    // (PROCESSED is an end: see tests/answers.rs.)
+    // (PROCESSED is an end: see tests/it/answers.rs.)
     sandbox.set_task_rule("stuck-", rule("IN_PROGRESS", 0, None));
     let mut jobs: Vec<_> = (0..10).map(|i| job(&format!("slow-{i}"))).collect();
     jobs.push(job("stuck-1"));

@@ -5,7 +5,7 @@
 //! wrong CA, no client certificate, a client certificate from another CA, the wrong host name.
 //! LinkedIn calls keep the system roots: the broker CA is not trusted for them.
 
-mod common;
+use crate::common;
 
 use common::certs::Certs;
 use common::rabbit_nodes::{RabbitNodes, free_port};

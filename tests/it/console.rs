@@ -7,7 +7,7 @@
 //!
 //! Each test owns its queues (tests/common's [`Queues`]) and its console process (killed on drop).
 
-mod common;
+use crate::common;
 
 use common::*;
 use job_closer::dead_letter::{self, Failure, Reason};
@@ -1264,7 +1264,7 @@ async fn a_real_browser_shows_the_overview_a_group_and_a_message() {
 
 /// The scale: 100,000 dead letters in 40 groups. Prints how long the first walk takes, and
 /// then the overview and a group page answered from it (figures, not assertions: the machine is
-/// shared). `cargo test --release --test console -- --ignored --nocapture`.
+/// shared). `cargo test --release --test it console:: -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "seeds 100,000 messages; run on demand"]
 async fn a_hundred_thousand_dead_letters() {
