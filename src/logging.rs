@@ -23,7 +23,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::level_filters::LevelFilter;
-use crate::telemetry::TracingLayer;
 use opentelemetry::trace::TraceContextExt;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
@@ -103,6 +102,10 @@ pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
         }
     }
 }
+
+/// The tracing layer ([`crate::telemetry`]) the log subscriber stacks on: typed here, so that
+/// telemetry depends on logging and not the other way round.
+pub type TracingLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 /// A log line's format with the current span's trace and span ids added, when a traced span is
 /// entered; otherwise the line as `inner` writes it.

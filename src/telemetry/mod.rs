@@ -35,6 +35,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use crate::logging::TracingLayer;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 
@@ -58,9 +59,6 @@ pub(crate) fn is_on() -> bool {
 pub(crate) fn dropped_spans() -> Counter {
     DROPPED.clone()
 }
-
-/// The layer the logging setup stacks under its own.
-pub type TracingLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 /// Tracing for one process: its layer until logging takes it, then the exporter to flush at exit.
 pub struct Tracing {

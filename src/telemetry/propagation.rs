@@ -8,7 +8,10 @@
 //! values are not ours to re-implement); this module only adapts the header table to it. A header
 //! may arrive as a long or a short string, depending on the client that wrote it.
 
-use crate::amqp::{header_text, long_string};
+use crate::amqp::long_string;
+#[cfg(test)]
+use crate::amqp::header_text;
+use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
 use opentelemetry::Context;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -63,7 +66,30 @@ pub(crate) fn inject(context: &Context, headers: &mut FieldTable) {
     TraceContextPropagator::new().inject_context(context, &mut Writing(headers));
 }
 
+/// The context a process was started in: `TRACEPARENT`/`TRACESTATE` in its environment (the
+/// OpenTelemetry convention for carrying context into a command), read through `lookup`; `None`
+/// when they name none.
+pub(crate) fn inherited(lookup: impl Fn(&str) -> Option<String>) -> Option<Context> {
+    let carrier: std::collections::HashMap<String, String> = [(TRACEPARENT, "TRACEPARENT"), (TRACESTATE, "TRACESTATE")]
+        .into_iter()
+        .filter_map(|(header, variable)| Some((header.to_owned(), lookup(variable)?.trim().to_owned())))
+        .collect();
+    let context = TraceContextPropagator::new().extract(&carrier);
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// `properties` with `context` written onto their headers ([`inject`]); unchanged without one.
+pub(crate) fn onto(properties: BasicProperties, context: Option<&Context>) -> BasicProperties {
+    let Some(context) = context else {
+        return properties;
+    };
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    inject(context, &mut headers);
+    properties.with_headers(headers)
+}
+
 /// `traceparent` as text, when `headers` has one.
+#[cfg(test)]
 pub(crate) fn traceparent(headers: Option<&FieldTable>) -> Option<String> {
     headers?.inner().get(TRACEPARENT).and_then(header_text)
 }
@@ -160,6 +186,21 @@ mod tests {
             read.span().span_context().span_id().to_string(),
             "b7ad6b7169203331"
         );
+    }
+
+    #[test]
+    fn a_command_continues_the_context_of_its_environment() {
+        let env = |name: &str| match name {
+            "TRACEPARENT" => Some(format!(" {PARENT} ")),
+            "TRACESTATE" => Some("vendor=abc".to_owned()),
+            _ => None,
+        };
+        let context = inherited(env).expect("a valid TRACEPARENT is continued");
+        let span = context.span();
+        assert_eq!(span.span_context().span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(span.span_context().trace_state().header(), "vendor=abc");
+        assert!(inherited(|_| None).is_none());
+        assert!(inherited(|name| (name == "TRACEPARENT").then(|| "garbage".to_owned())).is_none());
     }
 
     #[test]

@@ -18,23 +18,6 @@ use url::Url;
 /// `OTEL_RESOURCE_ATTRIBUTES` says otherwise.
 pub(crate) const DEFAULT_SERVICE_NAME: &str = "job-closer";
 
-/// Every environment variable the worker reads for tracing (the README's settings table lists
-/// them); none of them is a command-line flag.
-pub(crate) const ENVIRONMENT: &[&str] = &[
-    "OTEL_SDK_DISABLED",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-];
-
 /// What the environment asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Setting {

@@ -59,6 +59,37 @@ pub(crate) fn process(queue: &str, delivery: &Delivery) -> Span {
     span
 }
 
+/// `span`'s context, to carry onto a message it writes (a pending check, an outcome); `None` with
+/// tracing off.
+pub(crate) fn context_of(span: &Span) -> Option<opentelemetry::Context> {
+    if !is_on() {
+        return None;
+    }
+    let context = span.context();
+    context.span().span_context().is_valid().then_some(context)
+}
+
+/// `publish <queue>` (PRODUCER): one `job-closer publish` run, the parent of every message it
+/// publishes; the child of the context in the environment (`TRACEPARENT`), or a new root.
+pub(crate) fn publish(queue: &str) -> Span {
+    if !is_on() {
+        return Span::none();
+    }
+    let span = tracing::debug_span!(
+        "publish",
+        otel.name = %format_args!("publish {queue}"),
+        otel.kind = "producer",
+    );
+    if let Some(parent) = propagation::inherited(|name| std::env::var(name).ok()) {
+        let _ = span.set_parent(parent);
+    }
+    span.set_attribute("messaging.system", "rabbitmq");
+    span.set_attribute("messaging.destination.name", queue.to_owned());
+    span.set_attribute("messaging.operation.type", "send");
+    span.set_attribute("messaging.operation.name", "publish");
+    span
+}
+
 /// The close request's id, once the body is known to name one.
 pub(crate) fn external_id(span: &Span, id: &str) {
     if is_on() {
@@ -164,18 +195,15 @@ pub(crate) fn no_answer(kind: &str) {
     span.set_status(Status::error(describe(kind)));
 }
 
-/// The request of `span` is to be made again after `delay` (an event on the request that failed).
-pub(crate) fn retry(span: &Span, delay: Duration, status: u16) {
+/// What `span` asked for is to be asked again after `delay` (an event on the request that failed).
+pub(crate) fn retry(span: &Span, delay: Duration) {
     if is_on() {
         span.add_event(
             "retry",
-            vec![
-                KeyValue::new(
-                    "job_closer.retry.delay_ms",
-                    i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
-                ),
-                KeyValue::new("http.response.status_code", i64::from(status)),
-            ],
+            vec![KeyValue::new(
+                "job_closer.retry.delay_ms",
+                i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            )],
         );
     }
 }
@@ -212,7 +240,7 @@ mod tests {
         assert!(span.is_none());
         attempt(&span, 2);
         link(&span, &Span::none());
-        retry(&span, Duration::from_secs(1), 503);
+        retry(&span, Duration::from_secs(1));
         answered(200);
     }
 }

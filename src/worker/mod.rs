@@ -55,6 +55,7 @@ use crate::outcome::{self, Outcomes};
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule};
+use crate::telemetry::spans;
 use flow::{SessionFlow, publishing_connection_name};
 use futures_util::StreamExt;
 use hold::Hold;
@@ -72,7 +73,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 use verify::Verifier;
 
 /// Everything `run` needs, resolved from the settings.
@@ -125,6 +126,9 @@ pub(crate) struct Item {
     pub(crate) replayed: bool,
     /// Never read: held so that the id counts as in hand until the item is dropped.
     pub(crate) _in_hand: InHand,
+    /// `process <close queue>`, from the delivery to its settling (`Span::none()` with tracing off):
+    /// every settling step runs inside it, and the request to LinkedIn links to it.
+    pub(crate) span: tracing::Span,
 }
 
 /// What a batch shares: the contract, and whether its deliveries are suspected re-closes.
@@ -605,19 +609,24 @@ impl Worker {
     /// Validates one delivery: invalid ones are dead-lettered at once, valid ones batched.
     fn accept(&self, delivery: Delivery, session: &mut Session) -> Option<Batch<Item, BatchKey>> {
         self.shared.metrics.consumed.inc();
+        let span = spans::process(&self.config.amqp.close_queue, &delivery);
         let request = match close_request::validate(&delivery.data) {
             Ok(request) => request,
             Err(invalid) => {
                 let settler = session.senders.settler.clone();
                 let failure = Failure::invalid(invalid.to_string());
-                session.tracker.spawn(async move {
-                    settler
-                        .dead_letter(&delivery, &delivery.properties, None, failure)
-                        .await
-                });
+                session.tracker.spawn(
+                    async move {
+                        settler
+                            .dead_letter(&delivery, &delivery.properties, None, failure)
+                            .await
+                    }
+                    .instrument(span),
+                );
                 return None;
             }
         };
+        spans::external_id(&span, &request.external_id);
         let external_id = IdKey::of(&request.external_id);
         let (in_hand, suspect) = self.shared.recent.hold(
             &request.external_id,
@@ -633,6 +642,7 @@ impl Worker {
             delivery,
             request,
             _in_hand: in_hand,
+            span,
         };
         session.batcher.push(item, external_id, key, Instant::now())
     }
