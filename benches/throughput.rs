@@ -366,7 +366,13 @@ async fn tracing_costs(options: &Options, queues: &BenchQueues) {
     for round in 1..=options.rounds.max(1) {
         let mut drains = Vec::new();
         for tracing in [false, true] {
-            broker.fill(&queues.close, n, if tracing { "traced" } else { "untraced" }).await;
+            broker
+                .fill(
+                    &queues.close,
+                    n,
+                    if tracing { "traced" } else { "untraced" },
+                )
+                .await;
             stand_in.reset();
             let settings: Vec<(&str, String)> = if tracing {
                 vec![
@@ -386,7 +392,10 @@ async fn tracing_costs(options: &Options, queues: &BenchQueues) {
             );
             let drained = worker.drain(&broker, queues, &stand_in, n).await;
             let clean = worker.stop(&broker, queues).await;
-            assert!(clean.is_clean(), "the {tracing} drain ended unclean: {clean:?}");
+            assert!(
+                clean.is_clean(),
+                "the {tracing} drain ended unclean: {clean:?}"
+            );
             drains.push(drained);
         }
         let (off, on) = (&drains[0], &drains[1]);

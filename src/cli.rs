@@ -98,7 +98,9 @@ pub fn default_log_directives(command: &Command) -> &'static str {
             command: DlqSubcommand::Serve(_),
         }) => "info",
         Command::Check(_) => "warn,lapin=off",
-        Command::Publish(_) | Command::Dlq(_) | Command::Healthcheck(_) | Command::Schema(_) => "warn",
+        Command::Publish(_) | Command::Dlq(_) | Command::Healthcheck(_) | Command::Schema(_) => {
+            "warn"
+        }
     }
 }
 

@@ -639,7 +639,10 @@ mod tests {
         let headers = replayed.headers().as_ref().unwrap().inner();
         for (key, value) in [("traceparent", traceparent), ("tracestate", "vendor=1")] {
             assert_eq!(
-                headers.get(key).and_then(crate::amqp::header_text).as_deref(),
+                headers
+                    .get(key)
+                    .and_then(crate::amqp::header_text)
+                    .as_deref(),
                 Some(value),
                 "{key} of the dead letter goes back with the replay"
             );

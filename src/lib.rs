@@ -89,11 +89,11 @@ pub use amqp::{
 pub use cli::{CLOSE_REQUEST_SCHEMA, Cli, CliError, Command, default_log_directives, execute};
 /// Settings the tests and the benchmark build a worker's environment from.
 pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
-/// Tracing, started before logging (whose subscriber takes its layer) and flushed at exit.
-pub use telemetry::{TelemetryError, Tracing, start as start_tracing};
 /// Logging set up once per process.
 pub use logging::{LogFormat, TracingLayer, init as init_logging};
 /// The LinkedIn stand-in the tests and local trials run against.
 pub use sandbox::{
     ALREADY_CLOSED_MESSAGE, Fault, RandomFaults, RecloseAnswer, Sandbox, SandboxConfig, TaskRule,
 };
+/// Tracing, started before logging (whose subscriber takes its layer) and flushed at exit.
+pub use telemetry::{TelemetryError, Tracing, start as start_tracing};

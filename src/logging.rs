@@ -18,18 +18,18 @@
 //! that does not exist) to one line per interval, saying how many it stood for: a storm of
 //! identical lines hides everything else in the log and costs a write per message.
 
+use opentelemetry::trace::TraceContextExt;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::level_filters::LevelFilter;
-use opentelemetry::trace::TraceContextExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::filter::{FilterExt, Targets};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written: text for people, JSON for log shippers.
@@ -105,7 +105,8 @@ pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
 
 /// The tracing layer ([`crate::telemetry`]) the log subscriber stacks on: typed here, so that
 /// telemetry depends on logging and not the other way round.
-pub type TracingLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+pub type TracingLayer =
+    Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
 
 /// A log line's format with the current span's trace and span ids added, when a traced span is
 /// entered; otherwise the line as `inner` writes it.
@@ -133,7 +134,8 @@ where
             return self.inner.format_event(ctx, writer, event);
         }
         let mut line = String::new();
-        self.inner.format_event(ctx, Writer::new(&mut line), event)?;
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
         let (trace_id, span_id) = (ids.trace_id(), ids.span_id());
         let with_ids = match self.format {
             LogFormat::Text => {

@@ -356,7 +356,10 @@ impl Outcomes {
         let id = message_id(request.properties, request.body, kind);
         // The span settling the request (the worker's) is the outcome's parent.
         let context = spans::context_of(&tracing::Span::current());
-        let properties = propagation::onto(properties(request.properties, kind, &id, now), context.as_ref());
+        let properties = propagation::onto(
+            properties(request.properties, kind, &id, now),
+            context.as_ref(),
+        );
         let to_exchange = match &self.exchange {
             Some(exchange) => {
                 let routing_key = ShortString::from(kind.as_str());

@@ -26,7 +26,11 @@ fn producer_context() -> (String, String, String) {
     (trace_id, span_id, traceparent)
 }
 
-fn traced_properties(traceparent: &str, message_id: &str, reply_to: Option<&str>) -> BasicProperties {
+fn traced_properties(
+    traceparent: &str,
+    message_id: &str,
+    reply_to: Option<&str>,
+) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "traceparent".into(),
@@ -61,7 +65,10 @@ async fn spans_until(
     what: &str,
     done: impl Fn(&[ReceivedSpan]) -> bool,
 ) -> Vec<ReceivedSpan> {
-    wait_for(&[worker], SETTLE, what, || async { done(&receiver.spans()) }).await;
+    wait_for(&[worker], SETTLE, what, || async {
+        done(&receiver.spans())
+    })
+    .await;
     receiver.spans()
 }
 
@@ -104,8 +111,9 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
     let outcome = {
         let taken = std::sync::Mutex::new(Vec::new());
         wait_for(&[&worker], SETTLE, "the outcome in reply_to", || async {
+            let more = queues.drain(&replies).await;
             let mut taken = taken.lock().unwrap();
-            taken.extend(queues.drain(&replies).await);
+            taken.extend(more);
             !taken.is_empty()
         })
         .await;
@@ -128,7 +136,11 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
             let in_trace = |name: &str| spans.iter().any(|s| s.trace_id == trace && s.name == name);
             in_trace(&close_name)
                 && in_trace(&check_name)
-                && spans.iter().filter(|s| s.name == "POST simpleJobPostings").count() >= 2
+                && spans
+                    .iter()
+                    .filter(|s| s.name == "POST simpleJobPostings")
+                    .count()
+                    >= 2
                 && spans.iter().any(|s| s.name == "GET simpleJobPostingTasks")
                 && spans.iter().any(|s| s.trace_id == dead_trace)
         },
@@ -154,7 +166,11 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
     ] {
         assert_eq!(process.attribute(key), Some(value), "{key} of {process:?}");
     }
-    assert!(process.attribute("messaging.rabbitmq.message.delivery_tag").is_some());
+    assert!(
+        process
+            .attribute("messaging.rabbitmq.message.delivery_tag")
+            .is_some()
+    );
     assert_ne!(process.status_code, STATUS_ERROR);
 
     // The LinkedIn requests: linked to the process span, the first retried after a 503.
@@ -174,7 +190,10 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
         assert_eq!(request.kind, KIND_CLIENT);
         assert_eq!(request.attribute("http.request.method"), Some("POST"));
         assert_eq!(request.attribute("server.address"), Some("127.0.0.1"));
-        assert_eq!(request.attribute("messaging.batch.message_count"), Some("1"));
+        assert_eq!(
+            request.attribute("messaging.batch.message_count"),
+            Some("1")
+        );
     }
     assert_eq!(first.attribute("job_closer.attempt"), Some("1"));
     assert_eq!(first.attribute("http.response.status_code"), Some("503"));
@@ -184,7 +203,10 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
         .iter()
         .find(|(name, _)| name == "retry")
         .unwrap_or_else(|| panic!("a retry event on {first:?}"));
-    assert!(retry.1.contains_key("job_closer.retry.delay_ms"), "{retry:?}");
+    assert!(
+        retry.1.contains_key("job_closer.retry.delay_ms"),
+        "{retry:?}"
+    );
     assert_eq!(second.attribute("job_closer.attempt"), Some("2"));
     let status: u16 = second
         .attribute("http.response.status_code")
@@ -210,7 +232,9 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
     assert_eq!(check.attribute("job_closer.outcome"), Some("closed"));
     assert!(
         spans.iter().any(|s| s.name == "GET simpleJobPostingTasks"
-            && s.links.iter().any(|(t, id)| *t == trace && *id == check.span_id)),
+            && s.links
+                .iter()
+                .any(|(t, id)| *t == trace && *id == check.span_id)),
         "the lookup is linked to the check: {spans:#?}"
     );
 
@@ -231,7 +255,10 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
     assert_eq!(dead.parent_span_id, dead_parent);
     assert_eq!(dead.status_code, STATUS_ERROR, "{dead:?}");
     assert!(dead.status_message.starts_with("invalid"), "{dead:?}");
-    assert_eq!(dead.attribute("job_closer.dead_letter.reason"), Some("invalid"));
+    assert_eq!(
+        dead.attribute("job_closer.dead_letter.reason"),
+        Some("invalid")
+    );
     assert_eq!(dead.attribute("job_closer.outcome"), Some("dead-lettered"));
     let letters = queues.drain(&queues.dead).await;
     assert_eq!(letters.len(), 1);
@@ -276,7 +303,7 @@ async fn a_close_joins_its_producers_trace_from_delivery_to_task_check_and_outco
 }
 
 #[tokio::test]
-async fn publish_starts_a_trace_or_continues_traceparent_and_a_text_log_names_the_ids() {
+async fn publish_starts_a_trace_or_continues_traceparent_and_passes_it_on_with_tracing_off() {
     let receiver = OtlpReceiver::start().await;
     let queues = Queues::declared("trace-publish").await;
     let dir = tempfile::tempdir().unwrap();
@@ -286,10 +313,16 @@ async fn publish_starts_a_trace_or_continues_traceparent_and_a_text_log_names_th
         ("AMQP_URL".to_owned(), queues.url.clone()),
         ("CLOSE_QUEUE".to_owned(), queues.close.clone()),
         ("DEAD_LETTER_QUEUE".to_owned(), queues.dead.clone()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+            receiver.endpoint(),
+        ),
     ];
 
-    let run = cli(&["publish", jobs.to_str().unwrap()]).envs(&env).run().await;
+    let run = cli(&["publish", jobs.to_str().unwrap()])
+        .envs(&env)
+        .run()
+        .await;
     assert_eq!(run.code, Some(0), "{}", run.output());
     let published = queues.drain(&queues.close).await;
     assert_eq!(published.len(), 2);
@@ -308,7 +341,10 @@ async fn publish_starts_a_trace_or_continues_traceparent_and_a_text_log_names_th
     assert_eq!(run_span.kind, KIND_PRODUCER);
     assert_eq!(run_span.name, format!("publish {}", queues.close));
     assert_eq!(run_span.parent_span_id, "", "a new root");
-    assert_eq!(run_span.attribute("messaging.batch.message_count"), Some("2"));
+    assert_eq!(
+        run_span.attribute("messaging.batch.message_count"),
+        Some("2")
+    );
 
     // TRACEPARENT in the environment: the run continues it.
     let (trace, parent, traceparent) = producer_context();
@@ -347,7 +383,10 @@ async fn publish_starts_a_trace_or_continues_traceparent_and_a_text_log_names_th
         published[0].header_str("traceparent").as_deref(),
         Some(traceparent.as_str())
     );
-    let run = cli(&["publish", jobs.to_str().unwrap()]).envs(&off).run().await;
+    let run = cli(&["publish", jobs.to_str().unwrap()])
+        .envs(&off)
+        .run()
+        .await;
     assert_eq!(run.code, Some(0), "{}", run.output());
     let published = queues.drain(&queues.close).await;
     assert_eq!(published[0].header_str("traceparent"), None);
@@ -376,9 +415,13 @@ async fn nothing_exported_holds_a_secret_at_trace_level() {
     );
     set(&mut env, "RUST_LOG", "trace");
     set(&mut env, "OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint());
-    set(&mut env, "OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-key");
+    set(
+        &mut env,
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "x-api-key=collector-key",
+    );
     set(&mut env, "OTEL_TRACES_SAMPLER", "always_on");
-    // A refused token first: the token span and the retry path see the secret's neighbourhood.
+    // A failed first request: the retry path is traced too.
     sandbox.push_fault(Fault::linkedin(500, "Internal error"), 1);
     let (traceparent_trace_id, _, traceparent) = producer_context();
     publish(
@@ -449,6 +492,13 @@ async fn an_unreachable_collector_drops_spans_and_every_close_goes_through() {
         log.contains("Could not export spans"),
         "the drop is logged too:\n{log}"
     );
+    // Text logs name the ids of the span a line was written in.
+    assert!(
+        log.lines().any(|line| line.contains("Closed.")
+            && line.contains(" trace_id=")
+            && line.contains(" span_id=")),
+        "a close's text line carries its ids:\n{log}"
+    );
     drop(worker);
 
     // A closed port: the same, without any answer at all.
@@ -458,10 +508,12 @@ async fn an_unreachable_collector_drops_spans_and_every_close_goes_through() {
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         format!("http://127.0.0.1:{port}"),
     );
-    let (more, more_ids) = jobs_with_prefix("td-closed", 20);
+    let (more, more_ids) = jobs("td-closed", 20);
     scenario.queues.publish_jobs(&more).await;
     let worker = spawn_worker(&env);
-    scenario.settled(ids.len() + more_ids.len(), 0, SETTLE).await;
+    scenario
+        .settled(ids.len() + more_ids.len(), 0, SETTLE)
+        .await;
     let base = metrics_base(&worker).await;
     wait_for(&[&worker], SETTLE, "dropped spans counted", || async {
         let text = metrics_of(&base).await;
@@ -470,10 +522,6 @@ async fn an_unreachable_collector_drops_spans_and_every_close_goes_through() {
     .await;
     drop(worker);
     scenario.cleanup().await;
-}
-
-fn jobs_with_prefix(prefix: &str, n: usize) -> (Vec<Value>, std::collections::BTreeSet<String>) {
-    jobs(prefix, n)
 }
 
 #[tokio::test]
@@ -493,7 +541,10 @@ async fn tracing_unset_makes_no_export_and_no_connection_and_check_says_so() {
     scenario.settled(ids.len(), 0, SETTLE).await;
     // Connected to the broker and LinkedIn, and to nothing else.
     let ports = remote_ports(worker.child.id());
-    assert!(ports.contains(&broker_port), "the probe sees the broker connection: {ports:?}");
+    assert!(
+        ports.contains(&broker_port),
+        "the probe sees the broker connection: {ports:?}"
+    );
     assert!(
         ports.iter().all(|port| expected.contains(port)),
         "only the broker {broker_port} and LinkedIn: {ports:?}"
@@ -506,11 +557,16 @@ async fn tracing_unset_makes_no_export_and_no_connection_and_check_says_so() {
     // The same probe with tracing on sees the collector's connection: it can tell.
     let mut env = scenario.env.clone();
     set(&mut env, "OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint());
-    let (more, more_ids) = jobs_with_prefix("tu-on", 3);
+    let (more, more_ids) = jobs("tu-on", 3);
     scenario.queues.publish_jobs(&more).await;
     let mut traced = spawn_worker(&env);
-    scenario.settled(ids.len() + more_ids.len(), 0, SETTLE).await;
-    let collector_port = url::Url::parse(&receiver.endpoint()).unwrap().port().unwrap();
+    scenario
+        .settled(ids.len() + more_ids.len(), 0, SETTLE)
+        .await;
+    let collector_port = url::Url::parse(&receiver.endpoint())
+        .unwrap()
+        .port()
+        .unwrap();
     eventually(SETTLE, "a connection to the collector", || async {
         remote_ports(traced.child.id()).contains(&collector_port)
     })
@@ -532,10 +588,17 @@ async fn tracing_unset_makes_no_export_and_no_connection_and_check_says_so() {
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "https://user:endpoint-pass@otel.example:4318",
     );
-    set(&mut env, "OTEL_EXPORTER_OTLP_HEADERS", "api-key=header-secret");
+    set(
+        &mut env,
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "api-key=header-secret",
+    );
     let (code, output) = run_cli(&["check"], &env).await;
     assert_eq!(code, Some(0), "{output}");
-    let line = output.lines().find(|line| line.contains("tracing")).unwrap();
+    let line = output
+        .lines()
+        .find(|line| line.contains("tracing"))
+        .unwrap();
     assert!(
         line.contains("on:") && line.contains("https://otel.example:4318/v1/traces"),
         "{line}"

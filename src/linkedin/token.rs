@@ -21,13 +21,13 @@
 use crate::config::Secret;
 use crate::retry::{RetryState, TOKEN_RETRY};
 use crate::secret_file::SecretFile;
+use crate::telemetry::spans;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
-use crate::telemetry::spans;
 use tracing::{Instrument, warn};
 
 /// A bearer token. `Debug` never shows it.
@@ -379,7 +379,11 @@ impl HttpTokenSource {
         .await;
         let (status, body) = answer.map_err(|e: reqwest::Error| {
             let _entered = span.enter();
-            spans::no_answer(if e.is_timeout() { "timeout" } else { "transport" });
+            spans::no_answer(if e.is_timeout() {
+                "timeout"
+            } else {
+                "transport"
+            });
             TokenError::Unavailable(describe_transport_error(&e))
         })?;
         if !(200..300).contains(&status) {

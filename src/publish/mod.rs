@@ -15,8 +15,8 @@ use crate::amqp::confirm::ConfirmWindow;
 use crate::amqp::{self, AmqpError};
 use crate::close_request::{self, Invalid};
 use crate::config::AmqpArgs;
-use clap::Args;
 use crate::telemetry::{propagation, spans};
+use clap::Args;
 use lapin::BasicProperties;
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -158,8 +158,8 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
     // Every message carries the run's span as its parent (with tracing off, the context this
     // command was started in, passed on unchanged, when there is one).
     let run = spans::publish(&args.amqp.close_queue);
-    let trace = spans::context_of(&run)
-        .or_else(|| propagation::inherited(|name| std::env::var(name).ok()));
+    let trace =
+        spans::context_of(&run).or_else(|| propagation::inherited(|name| std::env::var(name).ok()));
     let progress = progress_bar(total);
     let mut confirmed = 0usize;
     for (_, body, external_id) in valid {

@@ -147,8 +147,7 @@ impl Situation<'_> {
                 self.config.seed.unwrap_or_default(),
                 self.already_closed_rate,
                 external_id,
-            )
-                && !(self.ever_accepted)(external_id))
+            ) && !(self.ever_accepted)(external_id))
     }
 }
 

@@ -11,9 +11,9 @@ use super::queues::Schedule;
 use crate::amqp::{header_int, header_text, insert_entries, long_string};
 use crate::dead_letter;
 use crate::telemetry::propagation::{self, TRACEPARENT, TRACESTATE};
-use opentelemetry::Context;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
+use opentelemetry::Context;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The task id LinkedIn gave the close (shared with the dead-letter format).
@@ -327,14 +327,18 @@ mod tests {
             (TRACEPARENT, long_string(REQUEST)),
             (TRACESTATE, long_string("vendor=1")),
         ]));
-        let check = PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
+        let check =
+            PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
         let parked = traced(check.properties(&request), Some(&worker_span()));
         assert_eq!(
             text_of(&parked, TRACEPARENT).as_deref(),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"),
             "the check's parent is the worker's span, in the request's trace"
         );
-        assert_eq!(text_of(&parked, ORIGINAL_TRACEPARENT).as_deref(), Some(REQUEST));
+        assert_eq!(
+            text_of(&parked, ORIGINAL_TRACEPARENT).as_deref(),
+            Some(REQUEST)
+        );
         let back = original_properties(&parked, &schedule());
         assert_eq!(text_of(&back, TRACEPARENT).as_deref(), Some(REQUEST));
         assert_eq!(text_of(&back, TRACESTATE).as_deref(), Some("vendor=1"));
@@ -350,7 +354,8 @@ mod tests {
 
     #[test]
     fn a_request_without_trace_context_gets_none_back_and_tracing_off_changes_nothing() {
-        let check = PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
+        let check =
+            PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
         let parked = traced(check.properties(&original()), Some(&worker_span()));
         assert!(text_of(&parked, TRACEPARENT).is_some());
         let back = original_properties(&parked, &schedule());

@@ -230,10 +230,17 @@ mod tests {
         for _ in 0..total {
             processor.on_end(span());
         }
-        assert!(started.elapsed() < Duration::from_secs(1), "ending spans never waits");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "ending spans never waits"
+        );
         assert_eq!(dropped.get(), 100, "what did not fit is dropped at once");
         processor.shutdown().unwrap();
         task.await.unwrap();
-        assert_eq!(dropped.get(), total as u64, "and every failed export counts");
+        assert_eq!(
+            dropped.get(),
+            total as u64,
+            "and every failed export counts"
+        );
     }
 }

@@ -25,6 +25,7 @@ pub(crate) mod propagation;
 pub(crate) mod settings;
 pub(crate) mod spans;
 
+use crate::logging::TracingLayer;
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
@@ -35,7 +36,6 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use crate::logging::TracingLayer;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
 

@@ -8,9 +8,9 @@
 //! values are not ours to re-implement); this module only adapts the header table to it. A header
 //! may arrive as a long or a short string, depending on the client that wrote it.
 
-use crate::amqp::long_string;
 #[cfg(test)]
 use crate::amqp::header_text;
+use crate::amqp::long_string;
 use lapin::BasicProperties;
 use lapin::types::{FieldTable, ShortString};
 use opentelemetry::Context;
@@ -70,10 +70,13 @@ pub(crate) fn inject(context: &Context, headers: &mut FieldTable) {
 /// OpenTelemetry convention for carrying context into a command), read through `lookup`; `None`
 /// when they name none.
 pub(crate) fn inherited(lookup: impl Fn(&str) -> Option<String>) -> Option<Context> {
-    let carrier: std::collections::HashMap<String, String> = [(TRACEPARENT, "TRACEPARENT"), (TRACESTATE, "TRACESTATE")]
-        .into_iter()
-        .filter_map(|(header, variable)| Some((header.to_owned(), lookup(variable)?.trim().to_owned())))
-        .collect();
+    let carrier: std::collections::HashMap<String, String> =
+        [(TRACEPARENT, "TRACEPARENT"), (TRACESTATE, "TRACESTATE")]
+            .into_iter()
+            .filter_map(|(header, variable)| {
+                Some((header.to_owned(), lookup(variable)?.trim().to_owned()))
+            })
+            .collect();
     let context = TraceContextPropagator::new().extract(&carrier);
     context.span().span_context().is_valid().then_some(context)
 }
@@ -173,11 +176,19 @@ mod tests {
             Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
         );
         assert_eq!(
-            headers.inner().get(TRACESTATE).and_then(header_text).as_deref(),
+            headers
+                .inner()
+                .get(TRACESTATE)
+                .and_then(header_text)
+                .as_deref(),
             Some("vendor=xyz")
         );
         assert_eq!(
-            headers.inner().get("x-other").and_then(header_text).as_deref(),
+            headers
+                .inner()
+                .get("x-other")
+                .and_then(header_text)
+                .as_deref(),
             Some("kept")
         );
         // And read back, it is the same context.
@@ -197,7 +208,10 @@ mod tests {
         };
         let context = inherited(env).expect("a valid TRACEPARENT is continued");
         let span = context.span();
-        assert_eq!(span.span_context().span_id().to_string(), "00f067aa0ba902b7");
+        assert_eq!(
+            span.span_context().span_id().to_string(),
+            "00f067aa0ba902b7"
+        );
         assert_eq!(span.span_context().trace_state().header(), "vendor=abc");
         assert!(inherited(|_| None).is_none());
         assert!(inherited(|name| (name == "TRACEPARENT").then(|| "garbage".to_owned())).is_none());

@@ -79,7 +79,10 @@ pub enum SettingsError {
     #[error(
         "{variable}={value:?}: job-closer exports traces over OTLP/HTTP only; set it to http/protobuf (collectors take it on port 4318)"
     )]
-    Protocol { variable: &'static str, value: String },
+    Protocol {
+        variable: &'static str,
+        value: String,
+    },
     #[error("{variable} is not a usable http(s) URL: {why}")]
     Endpoint { variable: &'static str, why: String },
     #[error(
@@ -89,7 +92,10 @@ pub enum SettingsError {
     #[error("OTEL_TRACES_SAMPLER_ARG={0:?} is not a ratio between 0 and 1")]
     SamplerArg(String),
     #[error("{variable} must be a comma-separated list of key=value pairs; entry {entry} is not")]
-    Pairs { variable: &'static str, entry: usize },
+    Pairs {
+        variable: &'static str,
+        entry: usize,
+    },
     #[error("OTEL_TRACES_EXPORTER={0:?}: job-closer exports traces with otlp (or none)")]
     Exporter(String),
 }
@@ -102,7 +108,9 @@ pub(crate) fn read(lookup: impl Fn(&str) -> Option<String>) -> Result<Setting, S
         return Ok(Setting::Off("OTEL_SDK_DISABLED=true"));
     }
     match get("OTEL_TRACES_EXPORTER").map(|value| value.trim().to_ascii_lowercase()) {
-        Some(exporter) if exporter == "none" => return Ok(Setting::Off("OTEL_TRACES_EXPORTER=none")),
+        Some(exporter) if exporter == "none" => {
+            return Ok(Setting::Off("OTEL_TRACES_EXPORTER=none"));
+        }
         Some(exporter) if exporter != "otlp" => return Err(SettingsError::Exporter(exporter)),
         _ => {}
     }
@@ -268,7 +276,9 @@ mod tests {
 
     #[test]
     fn nothing_set_is_off_and_says_why() {
-        assert!(matches!(read_from(&[]), Ok(Setting::Off(why)) if why.contains("OTEL_EXPORTER_OTLP_ENDPOINT")));
+        assert!(
+            matches!(read_from(&[]), Ok(Setting::Off(why)) if why.contains("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        );
         assert!(matches!(
             read_from(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "  ")]),
             Ok(Setting::Off(_))
@@ -280,7 +290,10 @@ mod tests {
         let export = on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]);
         assert_eq!(export.endpoint.as_str(), "http://collector:4318/v1/traces");
         let export = on(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otel.example/base/")]);
-        assert_eq!(export.endpoint.as_str(), "https://otel.example/base/v1/traces");
+        assert_eq!(
+            export.endpoint.as_str(),
+            "https://otel.example/base/v1/traces"
+        );
         let export = on(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:9999/custom"),
@@ -323,7 +336,10 @@ mod tests {
             Ok(Setting::On(_))
         ));
         assert!(matches!(
-            read_from(&[endpoint, ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")]),
+            read_from(&[
+                endpoint,
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+            ]),
             Err(SettingsError::Protocol { .. })
         ));
     }
@@ -397,7 +413,10 @@ mod tests {
     #[test]
     fn samplers_default_to_parent_based_and_reject_what_they_do_not_know() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318");
-        assert_eq!(on(&[endpoint]).sampler, Sampler::ParentBased(Root::AlwaysOn));
+        assert_eq!(
+            on(&[endpoint]).sampler,
+            Sampler::ParentBased(Root::AlwaysOn)
+        );
         assert_eq!(
             on(&[endpoint, ("OTEL_TRACES_SAMPLER", "always_on")]).sampler,
             Sampler::AlwaysOn

@@ -55,7 +55,10 @@ pub(crate) fn process(queue: &str, delivery: &Delivery) -> Span {
         "messaging.rabbitmq.message.delivery_tag",
         i64::try_from(delivery.delivery_tag).unwrap_or(i64::MAX),
     );
-    span.set_attribute("messaging.rabbitmq.message.redelivered", delivery.redelivered);
+    span.set_attribute(
+        "messaging.rabbitmq.message.redelivered",
+        delivery.redelivered,
+    );
     span
 }
 

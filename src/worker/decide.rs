@@ -294,8 +294,7 @@ fn rejected(failure: Failure, attempts: u32) -> Settlement {
 
 /// What LinkedIn's answer for a close this worker accepted within the hour would be (it is not sent
 /// again).
-pub(crate) const KNOWN_MESSAGE: &str =
-    "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again";
+pub(crate) const KNOWN_MESSAGE: &str = "LinkedIn accepted a close of this job from this worker, or called it already closed, within the last hour; not sent again";
 
 /// What becomes of a close for an id this worker accepted within the hour, which is not sent again.
 #[derive(Clone, Debug, PartialEq, Eq)]

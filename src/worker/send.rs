@@ -585,9 +585,13 @@ async fn settle_known(
     for item in known {
         // Worth waiting for the first close's task: an outcome is asked for, or this is a
         // redelivery whose own pending check may have been lost with its session.
-        let worth_waiting = item.delivery.redelivered
-            || session.settler.wants_outcome(&item.delivery.properties);
-        match known_duplicate(shared.already_closed, first_task(shared, &item), worth_waiting) {
+        let worth_waiting =
+            item.delivery.redelivered || session.settler.wants_outcome(&item.delivery.properties);
+        match known_duplicate(
+            shared.already_closed,
+            first_task(shared, &item),
+            worth_waiting,
+        ) {
             Known::AwaitTask((schedule, task)) => waiting.push((item, schedule, task)),
             Known::Settle(settlement) => settle.push((item, settlement)),
         }

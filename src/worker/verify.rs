@@ -25,8 +25,8 @@ use crate::linkedin::token::{AccessToken, NoToken, TokenError};
 use crate::outcome::Ended;
 use crate::retry::RetryState;
 use crate::tasks::Schedule;
-use crate::telemetry::spans;
 use crate::tasks::pending::{self, PendingCheck};
+use crate::telemetry::spans;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
@@ -546,16 +546,9 @@ impl Verifying {
             spans::link(&span, &check.span);
         }
         let attempts = &mut self.retry.attempts;
-        attempt(
-            shared,
-            &self.stop,
-            Request::Lookup,
-            attempts,
-            |token| {
-                async move { lookup::lookup(&shared.linkedin, &token, query).await }
-                    .instrument(span)
-            },
-        )
+        attempt(shared, &self.stop, Request::Lookup, attempts, |token| {
+            async move { lookup::lookup(&shared.linkedin, &token, query).await }.instrument(span)
+        })
         .await
     }
 

@@ -130,7 +130,10 @@ impl OtlpReceiver {
         let mut text = String::new();
         for (headers, body) in &received.raw {
             for (name, value) in headers {
-                text.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+                text.push_str(&format!(
+                    "{name}: {}\n",
+                    String::from_utf8_lossy(value.as_bytes())
+                ));
             }
             text.push_str(&String::from_utf8_lossy(body));
             text.push('\n');
