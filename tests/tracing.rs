@@ -508,7 +508,7 @@ async fn an_unreachable_collector_drops_spans_and_every_close_goes_through() {
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         format!("http://127.0.0.1:{port}"),
     );
-    let (more, more_ids) = jobs("td-closed", 20);
+    let (more, more_ids) = common::jobs("td-closed", 20);
     scenario.queues.publish_jobs(&more).await;
     let worker = spawn_worker(&env);
     scenario
@@ -557,7 +557,7 @@ async fn tracing_unset_makes_no_export_and_no_connection_and_check_says_so() {
     // The same probe with tracing on sees the collector's connection: it can tell.
     let mut env = scenario.env.clone();
     set(&mut env, "OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint());
-    let (more, more_ids) = jobs("tu-on", 3);
+    let (more, more_ids) = common::jobs("tu-on", 3);
     scenario.queues.publish_jobs(&more).await;
     let mut traced = spawn_worker(&env);
     scenario
