@@ -68,6 +68,7 @@ pub(crate) fn env_filter(default: &str) -> EnvFilter {
 pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
     let filter = env_filter(default).and(secret_safe_caps());
     let ansi = std::io::stderr().is_terminal();
+    let traced = tracing.is_some();
     let registry = tracing_subscriber::registry().with(tracing);
     match format {
         LogFormat::Text => {
@@ -77,6 +78,7 @@ pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
                 .event_format(WithTraceIds {
                     inner: tracing_subscriber::fmt::format::Format::default().with_ansi(ansi),
                     format,
+                    tracing: traced,
                 });
             registry
                 .with(tracing_subscriber::Layer::with_filter(layer, filter))
@@ -92,6 +94,7 @@ pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
                     .json()
                     .flatten_event(true),
                 format,
+                tracing: traced,
             };
             registry
                 .with(tracing_subscriber::Layer::with_filter(
@@ -113,6 +116,8 @@ pub type TracingLayer =
 struct WithTraceIds<F> {
     inner: F,
     format: LogFormat,
+    /// Tracing is on: otherwise no span has ids, and no line looks for them.
+    tracing: bool,
 }
 
 impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
@@ -127,6 +132,9 @@ where
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
+        if !self.tracing {
+            return self.inner.format_event(ctx, writer, event);
+        }
         let context = opentelemetry::Context::current();
         let span = context.span();
         let ids = span.span_context();

@@ -355,7 +355,7 @@ impl Outcomes {
         let body = serde_json::to_vec(&Outcome::of(&request, &ended, &self.close_queue, at))?;
         let id = message_id(request.properties, request.body, kind);
         // The span settling the request (the worker's) is the outcome's parent.
-        let context = spans::context_of(&tracing::Span::current());
+        let context = spans::context_of(&spans::current());
         let properties = propagation::onto(
             properties(request.properties, kind, &id, now),
             context.as_ref(),

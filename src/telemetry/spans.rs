@@ -62,6 +62,16 @@ pub(crate) fn process(queue: &str, delivery: &Delivery) -> Span {
     span
 }
 
+/// The span the caller runs in; `Span::none()` with tracing off, without looking (finding the
+/// current span costs a lookup in the subscriber's registry, on every settle).
+pub(crate) fn current() -> Span {
+    if is_on() {
+        Span::current()
+    } else {
+        Span::none()
+    }
+}
+
 /// `span`'s context, to carry onto a message it writes (a pending check, an outcome); `None` with
 /// tracing off.
 pub(crate) fn context_of(span: &Span) -> Option<opentelemetry::Context> {

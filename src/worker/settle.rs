@@ -39,7 +39,7 @@ use lapin::options::BasicNackOptions;
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{Span, debug, error, warn};
+use tracing::{debug, error, warn};
 
 /// A pause before giving back a message whose copy could not be published, so that a missing queue
 /// does not turn into a redelivery storm.
@@ -121,7 +121,7 @@ impl Settler {
             external_id: Some(external_id),
             attempts,
         };
-        spans::ended(&Span::current(), ended.kind().as_str());
+        spans::ended(&spans::current(), ended.kind().as_str());
         if self.tell(request, ended).await {
             self.ack(delivery).await;
         } else {
@@ -239,7 +239,7 @@ impl Settler {
             .metrics
             .dead_letter(failure.reason.as_str(), failure.status);
         spans::dead_lettered(
-            &Span::current(),
+            &spans::current(),
             failure.reason.as_str(),
             failure.status,
             &failure.message,
