@@ -27,6 +27,10 @@
 //! are cut at the size [`isolation`] asks for — `BATCH_SIZE`, or less while LinkedIn often refuses
 //! requests for jobs it does not name ([`sizing`] says how much less).
 //!
+//! With tracing on ([`crate::telemetry`]), each delivery gets its `process` span when it arrives
+//! ([`Item::span`]); everything that settles it runs inside that span, and each request to LinkedIn
+//! is a span of its own linked to the spans of the elements it carries.
+//!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
