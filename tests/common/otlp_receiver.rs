@@ -4,7 +4,9 @@
 //! for a secret in exactly what left the worker.
 //!
 //! [`OtlpReceiver::refusing`] answers every export with a 503, for the "collector down" cases
-//! that need a listener (a closed port is the other kind of down).
+//! that need a listener (a closed port is the other kind of down). [`OtlpReceiver::counting`] only
+//! counts requests and bytes, for the benchmark: a collector runs elsewhere, and decoding here
+//! would take CPU from the worker being measured on the same machine.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -62,6 +64,10 @@ struct Received {
 struct Shared {
     received: Arc<Mutex<Received>>,
     refuse: bool,
+    /// Count only: keep nothing, decode nothing.
+    count_only: bool,
+    /// Requests and body bytes, in count-only mode.
+    counted: Arc<Mutex<(usize, usize)>>,
 }
 
 pub struct OtlpReceiver {
@@ -73,18 +79,25 @@ pub struct OtlpReceiver {
 impl OtlpReceiver {
     /// A receiver that takes every export.
     pub async fn start() -> OtlpReceiver {
-        OtlpReceiver::listen(false).await
+        OtlpReceiver::listen(false, false).await
     }
 
     /// A receiver that answers every export with 503 (and still records what it was sent).
     pub async fn refusing() -> OtlpReceiver {
-        OtlpReceiver::listen(true).await
+        OtlpReceiver::listen(true, false).await
     }
 
-    async fn listen(refuse: bool) -> OtlpReceiver {
+    /// A receiver that takes every export and only counts requests and bytes ([`Self::counted`]).
+    pub async fn counting() -> OtlpReceiver {
+        OtlpReceiver::listen(false, true).await
+    }
+
+    async fn listen(refuse: bool, count_only: bool) -> OtlpReceiver {
         let shared = Shared {
             received: Arc::default(),
             refuse,
+            count_only,
+            counted: Arc::default(),
         };
         let app = Router::new()
             .route("/v1/traces", post(receive))
@@ -112,11 +125,9 @@ impl OtlpReceiver {
         self.shared.received.lock().unwrap().spans.clone()
     }
 
-    /// Forgets what arrived (the benchmark, between rounds).
-    pub fn clear(&self) {
-        let mut received = self.shared.received.lock().unwrap();
-        received.spans.clear();
-        received.raw.clear();
+    /// Export requests and body bytes a counting receiver took since the last call.
+    pub fn counted(&self) -> (usize, usize) {
+        std::mem::take(&mut *self.shared.counted.lock().unwrap())
     }
 
     /// How many export requests arrived.
@@ -155,6 +166,12 @@ impl Drop for OtlpReceiver {
 }
 
 async fn receive(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    if shared.count_only {
+        let mut counted = shared.counted.lock().unwrap();
+        counted.0 += 1;
+        counted.1 += body.len();
+        return StatusCode::OK;
+    }
     let decoded = ExportTraceServiceRequest::decode(body.clone());
     let mut received = shared.received.lock().unwrap();
     received.raw.push((headers, body));
