@@ -23,6 +23,11 @@
 //! figures and asserts nothing about timing: the machine is shared and noisy, so compare figures
 //! taken side by side in one run, and run it more than once.
 //!
+//! With `--tracing-only` (issue 21) it runs nothing else but the TASK_CHECK=off pipeline twice per
+//! round: tracing off (the settings unset, as today), and exporting every span
+//! (`OTEL_TRACES_SAMPLER=always_on`) to the tests' OTLP receiver served from this process (counting
+//! what it is sent, decoding nothing: a collector's work is not the worker's cost).
+//!
 //! Then isolation (issue 18; `--isolation-closes 0` skips it, `--isolation-only` runs nothing else):
 //! 2,000 closes at 0, 2, 10 and 30 % already closed on LinkedIn, against the project's sandbox (its
 //! seeded `already_closed_rate`, with a latency per request so that requests cost time as LinkedIn's
@@ -126,6 +131,10 @@ struct Options {
     /// Only the isolation comparison, no throughput rounds.
     #[arg(long, env = "BENCH_ISOLATION_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     isolation_only: bool,
+    /// Only the tracing comparison (issue 21): the TASK_CHECK=off pipeline with tracing off, then
+    /// exporting every span (`OTEL_TRACES_SAMPLER=always_on`) to an OTLP receiver in this process.
+    #[arg(long, env = "BENCH_TRACING_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    tracing_only: bool,
     /// `cargo bench` passes `--bench` to every benchmark binary.
     #[arg(long, hide = true)]
     bench: bool,
@@ -172,6 +181,9 @@ async fn run_and_clean_up(options: Options) {
 }
 
 async fn run(options: Options, queues: BenchQueues) {
+    if options.tracing_only {
+        return tracing_costs(&options, &queues).await;
+    }
     if !options.isolation_only {
         throughput(&options, &queues).await;
     }
@@ -321,6 +333,104 @@ async fn throughput(options: &Options, queues: &BenchQueues) {
     broker.close().await;
     stand_in.stop();
     report(options, &rounds, memory.as_ref(), linger);
+}
+
+/// What tracing costs the pipeline (issue 21): per round, one drain with tracing off and one with
+/// every span exported (sampler `always_on`) to the tests' OTLP receiver, in this process; the
+/// median round by ratio is printed last. Off is today's pipeline (tracing unset makes nothing);
+/// the issue asks on to stay within 25 % of it.
+async fn tracing_costs(options: &Options, queues: &BenchQueues) {
+    let binary = options
+        .binary
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_job-closer")));
+    let stand_in = StandIn::start().await;
+    let receiver = common::otlp_receiver::OtlpReceiver::counting().await;
+    let broker = Broker::connect(&options.amqp_url).await;
+    broker.declare(queues).await;
+    let api = Api {
+        url: stand_in.url.clone(),
+        token_url: format!("{}/oauth/v2/accessToken", stand_in.url),
+        client_id: "bench".into(),
+        client_secret: "bench".into(),
+    };
+    let n = options.messages;
+    println!(
+        "job-closer tracing cost: {n} persistent messages per drain, TASK_CHECK=off, {} round(s)",
+        options.rounds
+    );
+    println!(
+        "{:>5}  {:>14}  {:>14}  {:>6}  {:>16}  {:>16}  {:>10}  {:>10}",
+        "round",
+        "off msg/s",
+        "on msg/s",
+        "ratio",
+        "off CPU-s/10k",
+        "on CPU-s/10k",
+        "exports",
+        "OTLP MiB"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=options.rounds.max(1) {
+        let mut drains = Vec::new();
+        for tracing in [false, true] {
+            broker
+                .fill(
+                    &queues.close,
+                    n,
+                    if tracing { "traced" } else { "untraced" },
+                )
+                .await;
+            stand_in.reset();
+            let settings: Vec<(&str, String)> = if tracing {
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+                    ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+                ]
+            } else {
+                Vec::new()
+            };
+            let mut worker = WorkerRun::start_with(
+                &binary,
+                options.worker_wrapper.as_deref(),
+                &options.amqp_url,
+                queues,
+                &api,
+                &settings,
+            );
+            let drained = worker.drain(&broker, queues, &stand_in, n).await;
+            let clean = worker.stop(&broker, queues).await;
+            assert!(
+                clean.is_clean(),
+                "the {tracing} drain ended unclean: {clean:?}"
+            );
+            drains.push(drained);
+        }
+        let (off, on) = (&drains[0], &drains[1]);
+        let ratio = on.rate / off.rate;
+        let (exports, bytes) = receiver.counted();
+        println!(
+            "{:>5}  {:>14.0}  {:>14.0}  {:>6.2}  {:>16.3}  {:>16.3}  {:>10}  {:>10.1}",
+            round,
+            off.rate,
+            on.rate,
+            ratio,
+            off.cpu_seconds_per_10k,
+            on.cpu_seconds_per_10k,
+            exports,
+            bytes as f64 / (1024.0 * 1024.0)
+        );
+        ratios.push((ratio, off.rate, on.rate));
+    }
+    ratios.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (ratio, off, on) = ratios[ratios.len() / 2];
+    println!();
+    println!(
+        "median round: tracing off {off:.0} msg/s, exporting every span {on:.0} msg/s: {:.1} % of off (the issue allows down to 75 %)",
+        ratio * 100.0
+    );
+    broker.close().await;
+    stand_in.stop();
 }
 
 /// The drains with outcome messages of one round.

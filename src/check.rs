@@ -13,6 +13,7 @@
 //! ok    alarm        none: RabbitMQ takes publishes (a probe message to no queue was confirmed)
 //! ok    outcomes     exchange 'jobs.outcomes' (OUTCOME_EXCHANGE) exists as a durable topic exchange; ...
 //! ok    proxy        LinkedIn calls go through http://ops:***@proxy.corp:3128 (HTTPS_PROXY); NO_PROXY=.corp.example
+//! ok    tracing      on: OTLP http/protobuf to http://otel-collector:4318/v1/traces, 1 header(s) (values not shown); service "job-closer", sampler parentbased_always_on
 //! FAIL  token        the token endpoint refused the client credentials (HTTP 401): ...
 //! ```
 //!
@@ -148,6 +149,12 @@ pub(crate) async fn check(mut args: RunArgs) -> Result<(), CheckFailed> {
         describe_proxy(&args, &ProxyRules::from_env()),
     ));
 
+    report(match crate::telemetry::describe() {
+        Ok(line) => StepResult::ok("tracing", line),
+        // Also a configuration problem (exit 2), reported by the config step.
+        Err(error) => StepResult::fail("tracing", error.to_string()),
+    });
+
     match credentials {
         Some(credentials) => report(check_token(&args, credentials).await),
         None => report(StepResult::skip("token", "needs a valid configuration")),
@@ -266,6 +273,9 @@ fn check_config(args: &RunArgs) -> Result<Credentials, Vec<String>> {
         problems.push(error.to_string());
     }
     if let Err(error) = args.retry.policy() {
+        problems.push(error.to_string());
+    }
+    if let Err(error) = crate::telemetry::describe() {
         problems.push(error.to_string());
     }
     if let Err(error) = args.linkedin.check_urls() {

@@ -104,6 +104,15 @@ pub fn default_log_directives(command: &Command) -> &'static str {
     }
 }
 
+impl Command {
+    /// Whether the command makes spans, and so starts exporting when the `OTEL_*` settings ask for
+    /// it: the worker, and `publish` (which starts the trace its messages carry). The other tools
+    /// carry trace context (`dlq replay` keeps a dead letter's) but make no spans of their own.
+    pub fn traces(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Publish(_))
+    }
+}
+
 /// `schema/close-request.schema.json`, built in so that `job-closer schema` prints the very file
 /// that is published and tested: one source of truth.
 pub const CLOSE_REQUEST_SCHEMA: &str = include_str!("../schema/close-request.schema.json");

@@ -27,6 +27,22 @@ pub const ENVIRONMENT_ONLY: &[&str] = &[
     "HOSTNAME",
     // The width of `dlq` tables when standard output is not a terminal (src/dlq/table.rs).
     "COLUMNS",
+    // Tracing (src/telemetry/settings.rs): OpenTelemetry's standard names.
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+    "OTEL_TRACES_EXPORTER",
+    // The W3C context `publish` continues (src/telemetry/propagation.rs).
+    "TRACEPARENT",
+    "TRACESTATE",
 ];
 
 pub(crate) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";

@@ -628,6 +628,28 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_keeps_the_requests_trace_context() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = BasicProperties::default().with_headers(crate::amqp::field_table([
+            ("traceparent", AMQPValue::LongString(traceparent.into())),
+            ("tracestate", AMQPValue::LongString("vendor=1".into())),
+        ]));
+        let dead = properties(&request, "close", &Failure::invalid("bad"));
+        let replayed = replay_properties(&dead, &["title".into()]);
+        let headers = replayed.headers().as_ref().unwrap().inner();
+        for (key, value) in [("traceparent", traceparent), ("tracestate", "vendor=1")] {
+            assert_eq!(
+                headers
+                    .get(key)
+                    .and_then(crate::amqp::header_text)
+                    .as_deref(),
+                Some(value),
+                "{key} of the dead letter goes back with the replay"
+            );
+        }
+    }
+
+    #[test]
     fn replayed_properties_lose_the_failure_and_count_the_replay() {
         let failure = Failure::invalid(
             "ERROR :: /title :: field is required but not found and has no default value",

@@ -29,7 +29,10 @@
 //!   `reply_to` and `OUTCOME_EXCHANGE` — written by the worker's settler, read by `publish --wait`.
 //! - [`dead_letter`]: the dead-letter format, written by the worker and read by `dlq`.
 //! - [`metrics`]: counters and the health/metrics listener; [`logging`]: text or JSON logs that never
-//!   carry a secret; [`http_proxy`]: which proxy an HTTP request takes (never one for loopback).
+//!   carry a secret (with the trace ids of the span they are written in);
+//!   [`telemetry`]: OpenTelemetry traces over OTLP when the `OTEL_*` settings ask for them, and the
+//!   W3C trace context on every message; [`http_proxy`]: which proxy an HTTP request takes (never
+//!   one for loopback).
 //!
 //! The pure core:
 //! - [`config`]: settings — flags with environment fallbacks, secrets that never print;
@@ -72,6 +75,7 @@ mod retry;
 mod sandbox;
 mod secret_file;
 pub mod tasks;
+mod telemetry;
 mod worker;
 
 // The public surface (see the crate doc): nothing here is for a library user, only for this
@@ -89,8 +93,10 @@ pub use config::ENVIRONMENT_ONLY;
 /// Settings the tests and the benchmark build a worker's environment from.
 pub use config::{AmqpArgs, BatchArgs, QueueType, redact_url_password};
 /// Logging set up once per process.
-pub use logging::{LogFormat, init as init_logging};
+pub use logging::{LogFormat, TracingLayer, init as init_logging};
 /// The LinkedIn stand-in the tests and local trials run against.
 pub use sandbox::{
     ALREADY_CLOSED_MESSAGE, Fault, RandomFaults, RecloseAnswer, Sandbox, SandboxConfig, TaskRule,
 };
+/// Tracing, started before logging (whose subscriber takes its layer) and flushed at exit.
+pub use telemetry::{TelemetryError, Tracing, start as start_tracing};

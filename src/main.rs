@@ -1,7 +1,8 @@
-//! The `job-closer` binary: parse, set up logging and signals, run the command, exit with its code.
+//! The `job-closer` binary: parse, start tracing (for the commands that trace) and logging, install
+//! signals, run the command, flush the traces, exit with its code.
 
 use clap::Parser;
-use job_closer::Cli;
+use job_closer::{Cli, Tracing};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -37,13 +38,30 @@ fn watch_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_directives = job_closer::default_log_directives(&cli.command);
-    job_closer::init_logging(cli.log_format, default_directives);
+    // Before logging, whose subscriber stacks on the tracing layer.
+    let mut tracing = if cli.command.traces() {
+        match job_closer::start_tracing() {
+            Ok(tracing) => Some(tracing),
+            Err(error) => {
+                eprintln!("error: {error}");
+                return ExitCode::from(error.exit_code());
+            }
+        }
+    } else {
+        None
+    };
+    let layer = tracing.as_mut().and_then(Tracing::take_layer);
+    job_closer::init_logging(cli.log_format, default_directives, layer);
     let shutdown = CancellationToken::new();
     if let Err(error) = watch_signals(shutdown.clone()) {
         eprintln!("error: cannot install signal handlers: {error:#}");
         return ExitCode::from(1);
     }
-    match job_closer::execute(cli.command, shutdown).await {
+    let result = job_closer::execute(cli.command, shutdown).await;
+    if let Some(tracing) = tracing {
+        tracing.shutdown().await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

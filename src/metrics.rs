@@ -199,6 +199,13 @@ impl Metrics {
             "Requests sent to find the jobs LinkedIn refused a request for without naming them",
             isolation_requests.clone(),
         );
+        // The tracing exporter's count (0 with tracing off): spans lost to a full queue or a failed
+        // export, never a close.
+        registry.register(
+            "trace_spans_dropped",
+            "Trace spans dropped because the export queue was full or the OTLP endpoint did not take them",
+            crate::telemetry::dropped_spans(),
+        );
         registry.register(
             "elements_already_closed",
             "Close requests settled as already closed (LinkedIn's 409, or accepted here within the hour)",
@@ -526,6 +533,7 @@ mod tests {
             "job_closer_broker_blocked 0",
             "job_closer_throttled_until_seconds 0",
             "job_closer_isolation_requests_total 0",
+            "job_closer_trace_spans_dropped_total 0",
             r#"job_closer_tasks_verified_total{status="PROCESSED"} 0"#,
             r#"job_closer_tasks_verified_total{status="SUCCEEDED"} 0"#,
             r#"job_closer_outcomes_total{outcome="closed"} 0"#,

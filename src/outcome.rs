@@ -30,6 +30,7 @@ use crate::amqp::confirm::{confirmed, publish_mandatory, publish_to_exchange};
 use crate::amqp::{self, AmqpError, field_table, header_int, long_string};
 use crate::dead_letter::{self, Failure, MAX_MESSAGE_BYTES, truncate_utf8};
 use crate::logging::Every;
+use crate::telemetry::{propagation, spans};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
 use serde::{Deserialize, Serialize};
@@ -353,7 +354,12 @@ impl Outcomes {
         let at = dead_letter::format_time(now.into());
         let body = serde_json::to_vec(&Outcome::of(&request, &ended, &self.close_queue, at))?;
         let id = message_id(request.properties, request.body, kind);
-        let properties = properties(request.properties, kind, &id, now);
+        // The span settling the request (the worker's) is the outcome's parent.
+        let context = spans::context_of(&spans::current());
+        let properties = propagation::onto(
+            properties(request.properties, kind, &id, now),
+            context.as_ref(),
+        );
         let to_exchange = match &self.exchange {
             Some(exchange) => {
                 let routing_key = ShortString::from(kind.as_str());

@@ -12,6 +12,7 @@ pub(crate) mod lookup;
 pub(crate) mod token;
 
 use crate::config::{Credentials, LinkedInArgs};
+use crate::telemetry::spans;
 use bytes::Bytes;
 use classify::{Answer, Failure, RequestOutcome};
 use std::time::{Duration, SystemTime};
@@ -46,6 +47,11 @@ impl LinkedInClient {
 
     pub(crate) fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// `{url}/v2/simpleJobPostings`, or the versioned `/rest` path.
+    pub(crate) fn postings_url(&self) -> &str {
+        &self.postings_url
     }
 
     /// `{url}/v2/simpleJobPostingTasks`, or the versioned `/rest` path.
@@ -100,9 +106,11 @@ pub(crate) struct RawAnswer {
 }
 
 /// Sends a request and reads its answer; an error is a transport failure (timeout, connection).
+/// The status goes on the current span (the request's CLIENT span, when tracing).
 pub(crate) async fn fetch(request: reqwest::RequestBuilder) -> reqwest::Result<RawAnswer> {
     let response = request.send().await?;
     let status = response.status().as_u16();
+    spans::answered(status);
     let retry_after = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
@@ -135,6 +143,11 @@ pub(crate) fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client>
 /// what never got an HTTP answer.
 pub(crate) fn transport_failure<A>(error: &reqwest::Error) -> classify::Outcome<A> {
     let status = if error.is_timeout() { 408 } else { 503 };
+    spans::no_answer(if error.is_timeout() {
+        "timeout"
+    } else {
+        "transport"
+    });
     classify::Outcome::Retry {
         retry_after: None,
         failure: Failure::new(status, describe_transport_error(error)),

@@ -21,13 +21,14 @@
 use crate::config::Secret;
 use crate::retry::{RetryState, TOKEN_RETRY};
 use crate::secret_file::SecretFile;
+use crate::telemetry::spans;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{Instrument, warn};
 
 /// A bearer token. `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
@@ -365,18 +366,26 @@ impl HttpTokenSource {
             ("client_id", self.client_id.as_str()),
             ("client_secret", secret.expose()),
         ];
-        let response = self
-            .http
-            .post(&self.url)
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| TokenError::Unavailable(describe_transport_error(&e)))?;
-        let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| TokenError::Unavailable(describe_transport_error(&e)))?;
+        // Its own CLIENT span (a token serves every request of the hour); the form, which holds
+        // the secret, is never recorded.
+        let span = spans::client(spans::TOKEN_REQUEST, "POST", &self.url);
+        let answer = async {
+            let response = self.http.post(&self.url).form(&form).send().await?;
+            let status = response.status().as_u16();
+            spans::answered(status);
+            Ok((status, response.bytes().await?))
+        }
+        .instrument(span.clone())
+        .await;
+        let (status, body) = answer.map_err(|e: reqwest::Error| {
+            let _entered = span.enter();
+            spans::no_answer(if e.is_timeout() {
+                "timeout"
+            } else {
+                "transport"
+            });
+            TokenError::Unavailable(describe_transport_error(&e))
+        })?;
         if !(200..300).contains(&status) {
             let failure = super::classify::failure_from_body(status, &body);
             return Err(match status {

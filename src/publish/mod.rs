@@ -2,7 +2,9 @@
 //!
 //! Every line is checked with the worker's own validator before anything is published, so a file with
 //! a bad line publishes nothing (unless told to skip the bad lines): half a file in the queue is worse
-//! than none. Each message is persistent, `mandatory`, and confirmed by the broker.
+//! than none. Each message is persistent, `mandatory`, and confirmed by the broker. Each carries a
+//! `traceparent`: the span of the run (tracing on; the child of `TRACEPARENT` in the environment,
+//! when set), or `TRACEPARENT` itself passed on (tracing off).
 //!
 //! With `--wait`, every request names a reply queue of this command's own as `reply_to`, and the
 //! command then waits for each one's outcome message ([`wait`]).
@@ -13,6 +15,7 @@ use crate::amqp::confirm::ConfirmWindow;
 use crate::amqp::{self, AmqpError};
 use crate::close_request::{self, Invalid};
 use crate::config::AmqpArgs;
+use crate::telemetry::{propagation, spans};
 use clap::Args;
 use lapin::BasicProperties;
 use std::io::{BufRead, IsTerminal};
@@ -152,6 +155,11 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
         None
     };
 
+    // Every message carries the run's span as its parent (with tracing off, the context this
+    // command was started in, passed on unchanged, when there is one).
+    let run = spans::publish(&args.amqp.close_queue);
+    let trace =
+        spans::context_of(&run).or_else(|| propagation::inherited(|name| std::env::var(name).ok()));
     let progress = progress_bar(total);
     let mut confirmed = 0usize;
     for (_, body, external_id) in valid {
@@ -161,10 +169,13 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
             progress.set_position(confirmed as u64);
         }
         let message_id = uuid::Uuid::new_v4().to_string();
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(message_id.as_str().into());
+        let mut properties = propagation::onto(
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(message_id.as_str().into()),
+            trace.as_ref(),
+        );
         if let Some(waiter) = &mut waiter {
             properties = properties.with_reply_to(waiter.reply_to().into());
             waiter.expect(message_id, external_id);
@@ -181,6 +192,8 @@ pub(crate) async fn publish(args: &PublishArgs) -> Result<PublishReport, Publish
         progress.set_position(confirmed as u64);
     }
     progress.finish_and_clear();
+    spans::batch(&run, confirmed);
+    drop(run);
     match &mut waiter {
         Some(waiter) => waiter.hold(connection),
         None => {

@@ -10,8 +10,10 @@
 use super::queues::Schedule;
 use crate::amqp::{header_int, header_text, insert_entries, long_string};
 use crate::dead_letter;
+use crate::telemetry::propagation::{self, TRACEPARENT, TRACESTATE};
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
+use opentelemetry::Context;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The task id LinkedIn gave the close (shared with the dead-letter format).
@@ -28,6 +30,14 @@ pub const SEND_ATTEMPTS: &str = "x-task-send-attempts";
 /// The original's `expiration` property, parked here: a pending check must not expire anywhere
 /// but in its delay queue.
 pub const ORIGINAL_EXPIRATION: &str = "x-task-original-expiration";
+
+/// The original request's `traceparent`, parked here (empty when it had none) while the pending
+/// check carries the trace context of the worker's span that scheduled it: the check made later
+/// joins the request's trace as that span's child, and a dead letter made from the check still
+/// carries the request's own headers.
+pub const ORIGINAL_TRACEPARENT: &str = "x-task-original-traceparent";
+/// The original request's `tracestate`, parked beside [`ORIGINAL_TRACEPARENT`].
+pub const ORIGINAL_TRACESTATE: &str = "x-task-original-tracestate";
 
 /// LinkedIn keeps task ids for 24 hours (one page says 30 days; the shorter one is the safe side).
 pub const TASK_ID_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
@@ -147,19 +157,62 @@ impl PendingCheck {
     }
 }
 
+/// `properties` (a pending check's) carrying `parent`'s trace context — the span that schedules the
+/// check — with the request's own `traceparent`/`tracestate` parked in [`ORIGINAL_TRACEPARENT`] and
+/// [`ORIGINAL_TRACESTATE`], for [`original_properties`] to restore. Without a parent (tracing off)
+/// the properties are returned as they are.
+pub(crate) fn traced(properties: BasicProperties, parent: Option<&Context>) -> BasicProperties {
+    let Some(parent) = parent else {
+        return properties;
+    };
+    let mut headers = FieldTable::default();
+    let (mut traceparent, mut tracestate) = (String::new(), String::new());
+    for (key, value) in properties.headers().iter().flat_map(|h| h.inner()) {
+        match key.as_str() {
+            TRACEPARENT => traceparent = header_text(value).unwrap_or_default(),
+            TRACESTATE => tracestate = header_text(value).unwrap_or_default(),
+            _ => {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    insert_entries(
+        &mut headers,
+        [
+            (ORIGINAL_TRACEPARENT, long_string(&traceparent)),
+            (ORIGINAL_TRACESTATE, long_string(&tracestate)),
+        ],
+    );
+    propagation::inject(parent, &mut headers);
+    properties.with_headers(headers)
+}
+
 /// The original request's properties from a pending check's: the bookkeeping headers removed, the
 /// broker's `x-death` records of the delay queues removed (records from before the close queue stay,
-/// see [`dead_letter::without_deaths_in`]), and a parked `expiration` restored.
+/// see [`dead_letter::without_deaths_in`]), and a parked `expiration` and trace context restored (a
+/// check without a parked trace context — written with tracing off — carries the request's own).
 pub(crate) fn original_properties(check: &BasicProperties, schedule: &Schedule) -> BasicProperties {
     let Some(headers) = check.headers() else {
         return check.clone();
     };
     let mut own = FieldTable::default();
     let mut expiration = None;
+    let parked = headers.inner().contains_key(ORIGINAL_TRACEPARENT);
     for (key, value) in headers.inner() {
         match key.as_str() {
             ORIGINAL_EXPIRATION => expiration = header_text(value),
             TASK_ID | EXTERNAL_ID | ACCEPTED_AT | CHECKS | SEND_ATTEMPTS => {}
+            TRACEPARENT | TRACESTATE if parked => {}
+            ORIGINAL_TRACEPARENT | ORIGINAL_TRACESTATE => {
+                let restored = if key.as_str() == ORIGINAL_TRACEPARENT {
+                    TRACEPARENT
+                } else {
+                    TRACESTATE
+                };
+                if let Some(text) = header_text(value).filter(|text| !text.is_empty()) {
+                    own.insert(restored.into(), long_string(&text));
+                }
+            }
             _ => {
                 own.insert(key.clone(), value.clone());
             }
@@ -243,6 +296,74 @@ mod tests {
             ("reason", long_string("expired")),
             ("count", AMQPValue::LongLongInt(1)),
         ]))
+    }
+
+    fn worker_span() -> Context {
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+        };
+        Context::new().with_remote_span_context(SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("1111111111111111").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ))
+    }
+
+    fn text_of(properties: &BasicProperties, key: &str) -> Option<String> {
+        properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(key))
+            .and_then(header_text)
+    }
+
+    #[test]
+    fn a_check_carries_the_worker_span_and_gives_the_request_its_own_context_back() {
+        const REQUEST: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let request = original().with_headers(field_table([
+            ("tenant", long_string("acme")),
+            (TRACEPARENT, long_string(REQUEST)),
+            (TRACESTATE, long_string("vendor=1")),
+        ]));
+        let check =
+            PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
+        let parked = traced(check.properties(&request), Some(&worker_span()));
+        assert_eq!(
+            text_of(&parked, TRACEPARENT).as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"),
+            "the check's parent is the worker's span, in the request's trace"
+        );
+        assert_eq!(
+            text_of(&parked, ORIGINAL_TRACEPARENT).as_deref(),
+            Some(REQUEST)
+        );
+        let back = original_properties(&parked, &schedule());
+        assert_eq!(text_of(&back, TRACEPARENT).as_deref(), Some(REQUEST));
+        assert_eq!(text_of(&back, TRACESTATE).as_deref(), Some("vendor=1"));
+        assert_eq!(text_of(&back, ORIGINAL_TRACEPARENT), None);
+        assert_eq!(text_of(&back, "tenant").as_deref(), Some("acme"));
+        // Re-checked: parked again from the restored original, the same way.
+        let again = traced(check.checked().properties(&back), Some(&worker_span()));
+        assert_eq!(
+            original_properties(&again, &schedule()).headers(),
+            back.headers()
+        );
+    }
+
+    #[test]
+    fn a_request_without_trace_context_gets_none_back_and_tracing_off_changes_nothing() {
+        let check =
+            PendingCheck::accepted("urn:li:simpleJobPostingTask:1", "e-1", SystemTime::now(), 1);
+        let parked = traced(check.properties(&original()), Some(&worker_span()));
+        assert!(text_of(&parked, TRACEPARENT).is_some());
+        let back = original_properties(&parked, &schedule());
+        assert_eq!(text_of(&back, TRACEPARENT), None);
+        assert_eq!(text_of(&back, TRACESTATE), None);
+        assert_eq!(back.headers(), original().headers());
+        let untouched = check.properties(&original());
+        assert_eq!(traced(untouched.clone(), None), untouched);
     }
 
     /// An `x-death` header: the broker's records of the queues the message died in, newest first.

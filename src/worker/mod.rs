@@ -27,6 +27,10 @@
 //! are cut at the size [`isolation`] asks for — `BATCH_SIZE`, or less while LinkedIn often refuses
 //! requests for jobs it does not name ([`sizing`] says how much less).
 //!
+//! With tracing on ([`crate::telemetry`]), each delivery gets its `process` span when it arrives
+//! ([`Item::span`]); everything that settles it runs inside that span, and each request to LinkedIn
+//! is a span of its own linked to the spans of the elements it carries.
+//!
 //! Shutdown is "signal out, wait for the drops": the shutdown token stops consuming, the batcher is
 //! flushed, send tasks finish what is in flight (or give back what is only waiting) and the task
 //! tracker says when they are all gone; past `SHUTDOWN_TIMEOUT_MS` the connection is closed and the
@@ -55,6 +59,7 @@ use crate::outcome::{self, Outcomes};
 use crate::rate_limit::RateLimiter;
 use crate::retry::RetryPolicy;
 use crate::tasks::{self, Schedule};
+use crate::telemetry::spans;
 use flow::{SessionFlow, publishing_connection_name};
 use futures_util::StreamExt;
 use hold::Hold;
@@ -72,7 +77,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 use verify::Verifier;
 
 /// Everything `run` needs, resolved from the settings.
@@ -125,6 +130,9 @@ pub(crate) struct Item {
     pub(crate) replayed: bool,
     /// Never read: held so that the id counts as in hand until the item is dropped.
     pub(crate) _in_hand: InHand,
+    /// `process <close queue>`, from the delivery to its settling (`Span::none()` with tracing off):
+    /// every settling step runs inside it, and the request to LinkedIn links to it.
+    pub(crate) span: tracing::Span,
 }
 
 /// What a batch shares: the contract, and whether its deliveries are suspected re-closes.
@@ -605,19 +613,24 @@ impl Worker {
     /// Validates one delivery: invalid ones are dead-lettered at once, valid ones batched.
     fn accept(&self, delivery: Delivery, session: &mut Session) -> Option<Batch<Item, BatchKey>> {
         self.shared.metrics.consumed.inc();
+        let span = spans::process(&self.config.amqp.close_queue, &delivery);
         let request = match close_request::validate(&delivery.data) {
             Ok(request) => request,
             Err(invalid) => {
                 let settler = session.senders.settler.clone();
                 let failure = Failure::invalid(invalid.to_string());
-                session.tracker.spawn(async move {
-                    settler
-                        .dead_letter(&delivery, &delivery.properties, None, failure)
-                        .await
-                });
+                session.tracker.spawn(
+                    async move {
+                        settler
+                            .dead_letter(&delivery, &delivery.properties, None, failure)
+                            .await
+                    }
+                    .instrument(span),
+                );
                 return None;
             }
         };
+        spans::external_id(&span, &request.external_id);
         let external_id = IdKey::of(&request.external_id);
         let (in_hand, suspect) = self.shared.recent.hold(
             &request.external_id,
@@ -633,6 +646,7 @@ impl Worker {
             delivery,
             request,
             _in_hand: in_hand,
+            span,
         };
         session.batcher.push(item, external_id, key, Instant::now())
     }

@@ -33,12 +33,14 @@ use crate::linkedin::token::{AccessToken, NoToken, TokenError};
 use crate::outcome::Ended;
 use crate::retry::RetryState;
 use crate::tasks::PendingCheck;
+use crate::tasks::pending;
+use crate::telemetry::spans;
 use futures_util::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, warn};
 
 /// Elements that travel together, and their shared retry history.
 pub(crate) struct Group {
@@ -120,6 +122,8 @@ enum Tried {
     Answered {
         token: AccessToken,
         outcome: RequestOutcome,
+        /// The request's CLIENT span, kept open until what comes next (a retry) is known.
+        span: tracing::Span,
     },
     /// Nothing sent: no token until the token cache's next step.
     NoToken(NoToken),
@@ -172,7 +176,11 @@ pub(crate) fn process(
         }
         loop {
             let next = match sending.attempt().await {
-                Tried::Answered { token, outcome } => {
+                Tried::Answered {
+                    token,
+                    outcome,
+                    span,
+                } => {
                     let step = sending.decide(outcome);
                     sending.count_answered(&step);
                     // Answered, and what it showed counted: no longer an unverified fresh request
@@ -180,7 +188,11 @@ pub(crate) fn process(
                     if !matches!(step, Step::ResendAll { .. }) {
                         sending.unanswered = None;
                     }
-                    sending.carry_out(step, &token).await
+                    let next = sending.carry_out(step, &token).await;
+                    if let Next::Again(delay) = &next {
+                        spans::retry(&span, *delay);
+                    }
+                    next
                 }
                 Tried::NoToken(no_token) => sending.no_token(no_token).await,
                 Tried::Settled => Next::Done,
@@ -330,6 +342,13 @@ impl Sending {
             elements: self.items.len() as u32,
         };
         let items = &self.items;
+        // One request serves every element's trace: linked to each process span.
+        let span = spans::client(spans::CLOSE_REQUEST, "POST", shared.linkedin.postings_url());
+        spans::batch(&span, items.len());
+        spans::attempt(&span, self.retry.attempts + 1);
+        for item in items {
+            spans::link(&span, &item.span);
+        }
         let outcome = ready
             .send(
                 shared,
@@ -342,6 +361,7 @@ impl Sending {
                         .await
                 },
             )
+            .instrument(span.clone())
             .await;
         shared.metrics.request(outcome_label(&outcome));
         if self.lineage.is_piece() {
@@ -353,6 +373,7 @@ impl Sending {
         Tried::Answered {
             token: ready.token.clone(),
             outcome,
+            span,
         }
     }
 
@@ -611,7 +632,10 @@ async fn settle_known(
         let settler = &session.settler;
         settler
             .together(futures_util::future::join_all(waiting.iter().map(
-                |(item, schedule, task)| wait_for_first_task(shared, settler, item, schedule, task),
+                |(item, schedule, task)| {
+                    wait_for_first_task(shared, settler, item, schedule, task)
+                        .instrument(item.span.clone())
+                },
             )))
             .await;
     }
@@ -643,7 +667,11 @@ async fn wait_for_first_task(
         send_attempts: 0,
     };
     let tier = schedule.tier_after(0);
-    let properties = check.properties(&delivery.properties);
+    let properties = pending::traced(
+        check.properties(&delivery.properties),
+        spans::context_of(&item.span).as_ref(),
+    );
+    spans::ended(&item.span, "awaiting-task");
     if let Err(error) = settler.hand_on(delivery, &tier.queue, properties).await {
         error!(externalJobPostingId = external_id, task_id = %task.task_id, %error,
             "Could not schedule the task check of a duplicate; the message goes back to the queue.");
@@ -695,9 +723,10 @@ async fn settle_each(
     if settled.is_empty() {
         return;
     }
-    let settling = settled
-        .into_iter()
-        .map(|(item, settlement)| settle_one(shared, session, item, settlement, attempts));
+    let settling = settled.into_iter().map(|(item, settlement)| {
+        let span = item.span.clone();
+        settle_one(shared, session, item, settlement, attempts).instrument(span)
+    });
     session
         .settler
         .together(futures_util::future::join_all(settling))
@@ -775,6 +804,7 @@ async fn dead_letter_all(session: &SessionHandle, items: &[Item], failure: Failu
                 session
                     .settler
                     .dead_letter(delivery, &delivery.properties, external_id, failure.clone())
+                    .instrument(item.span.clone())
                     .await;
             }
         })
@@ -807,7 +837,12 @@ async fn settle_closed(
                 accepted_at_ms: check.accepted_at_ms,
             };
             shared.recent.accepted_task(external_id, task);
-            let properties = check.properties(&delivery.properties);
+            // The check joins this trace, as the child of the span that closed it.
+            let properties = pending::traced(
+                check.properties(&delivery.properties),
+                spans::context_of(&item.span).as_ref(),
+            );
+            spans::ended(&item.span, "closed");
             if let Err(error) = settler.hand_on(delivery, &tier.queue, properties).await {
                 error!(externalJobPostingId = external_id, task_id, %error,
                     "Could not schedule the task check; the message goes back to the queue and will be sent again.");

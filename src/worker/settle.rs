@@ -18,6 +18,10 @@
 //! settler, and that is the only rule a caller has to follow. When the connection dies, every settle
 //! fails harmlessly — the broker redelivers what was not acked.
 //!
+//! Settling runs inside the span of the delivery it settles (the caller instruments it): that span
+//! is ended with how the delivery ended ([`spans::ended`], [`spans::dead_lettered`]), and the
+//! outcome message carries its trace context.
+//!
 //! Rejected: one settler for the session whose methods took a `Source` flag (close queue: acked in
 //! runs; any other channel: acked one by one) — eleven methods and four free functions for one idea,
 //! and a wrong flag would have mixed two channels' tags in one run. What an accepted close becomes
@@ -29,6 +33,7 @@ use crate::amqp::{self, AmqpError};
 use crate::dead_letter::{self, Failure};
 use crate::metrics::Metrics;
 use crate::outcome::{Ended, Outcomes, Request};
+use crate::telemetry::spans;
 use lapin::message::Delivery;
 use lapin::options::BasicNackOptions;
 use lapin::{BasicProperties, Channel};
@@ -116,6 +121,7 @@ impl Settler {
             external_id: Some(external_id),
             attempts,
         };
+        spans::ended(&spans::current(), ended.kind().as_str());
         if self.tell(request, ended).await {
             self.ack(delivery).await;
         } else {
@@ -232,6 +238,12 @@ impl Settler {
         outbox
             .metrics
             .dead_letter(failure.reason.as_str(), failure.status);
+        spans::dead_lettered(
+            &spans::current(),
+            failure.reason.as_str(),
+            failure.status,
+            &failure.message,
+        );
         let request = Request {
             body: &delivery.data,
             properties: original,

@@ -26,6 +26,7 @@ use crate::outcome::Ended;
 use crate::retry::RetryState;
 use crate::tasks::Schedule;
 use crate::tasks::pending::{self, PendingCheck};
+use crate::telemetry::spans;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use lapin::message::Delivery;
@@ -37,7 +38,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info, warn};
+use tracing::{Instrument, debug, error, info, warn};
 
 /// Checks the verifier may hold unacknowledged: a few full lookups' worth.
 pub(crate) const CHECK_PREFETCH: u16 = 250;
@@ -46,6 +47,9 @@ pub(crate) const CHECK_PREFETCH: u16 = 250;
 struct Check {
     delivery: Delivery,
     pending: PendingCheck,
+    /// `process <verification queue>`: the child of the span that scheduled the check (its
+    /// `traceparent`), so that a check made hours later is in the close request's trace.
+    span: tracing::Span,
 }
 
 /// How one check of an answered lookup ends.
@@ -195,27 +199,37 @@ impl Verifier {
         filling: &mut Option<Lookup>,
         tracker: &TaskTracker,
     ) -> Option<Lookup> {
+        let span = spans::process(self.schedule.check_queue(), &delivery);
         let pending =
             match PendingCheck::read(delivery.properties.headers().as_ref(), SystemTime::now()) {
                 Ok(pending) => pending,
                 Err(malformed) => {
-                    self.dead_letter_unusable(delivery, malformed.to_string(), tracker);
+                    self.dead_letter_unusable(delivery, malformed.to_string(), tracker, span);
                     return None;
                 }
             };
         if let Some(why) = unusable_task_id(&pending.task_id) {
-            self.dead_letter_unusable(delivery, why, tracker);
+            self.dead_letter_unusable(delivery, why, tracker, span);
             return None;
         }
+        spans::external_id(&span, &pending.external_id);
         let linger = self.linger;
         let lookup = filling.get_or_insert_with(|| Lookup::new(Instant::now() + linger));
         if lookup.query.try_add(&pending.task_id) {
-            lookup.checks.push(Check { delivery, pending });
+            lookup.checks.push(Check {
+                delivery,
+                pending,
+                span,
+            });
             return None;
         }
         let mut next = Lookup::new(Instant::now() + linger);
         next.query.try_add(&pending.task_id);
-        next.checks.push(Check { delivery, pending });
+        next.checks.push(Check {
+            delivery,
+            pending,
+            span,
+        });
         filling.replace(next)
     }
 
@@ -230,17 +244,21 @@ impl Verifier {
         delivery: Delivery,
         why: String,
         tracker: &TaskTracker,
+        span: tracing::Span,
     ) {
         error!(error = %why, "Unusable task check; dead-lettering it.");
         let verifier = self.clone();
         let original = pending::original_properties(&delivery.properties, &self.schedule);
         let failure = Failure::task_unknown(422, why, 0);
-        tracker.spawn(async move {
-            verifier
-                .settler
-                .dead_letter(&delivery, &original, None, failure)
-                .await
-        });
+        tracker.spawn(
+            async move {
+                verifier
+                    .settler
+                    .dead_letter(&delivery, &original, None, failure)
+                    .await
+            }
+            .instrument(span),
+        );
     }
 
     /// Asks LinkedIn about one lookup's tasks until it answers, then settles every check.
@@ -260,11 +278,15 @@ impl Verifier {
     /// Settles each check of an answered lookup, acking them as one run. They settle concurrently:
     /// each may wait for a confirm (an outcome, a dead letter, the next check).
     async fn settle_all(&self, settled: Vec<(Check, Settled)>) {
-        let settling = settled.into_iter().map(|(check, settled)| async move {
-            match settled {
-                Settled::Status(status) => self.settle(check, status).await,
-                Settled::Refused(failure) => self.dead_letter_refused(check, failure).await,
+        let settling = settled.into_iter().map(|(check, settled)| {
+            let span = check.span.clone();
+            async move {
+                match settled {
+                    Settled::Status(status) => self.settle(check, status).await,
+                    Settled::Refused(failure) => self.dead_letter_refused(check, failure).await,
+                }
             }
+            .instrument(span)
         });
         self.settler
             .together(futures_util::future::join_all(settling))
@@ -328,7 +350,11 @@ impl Verifier {
     /// The task's fate is not known yet (`seen` says what was seen instead): on to the next delay
     /// tier — or, once the task id has expired, dead-lettered as `task-unknown`.
     async fn check_later(&self, check: Check, seen: &str, http_status: u16) {
-        let Check { delivery, pending } = check;
+        let Check {
+            delivery,
+            pending,
+            span,
+        } = check;
         let pending = pending.checked();
         let now = SystemTime::now();
         if pending.is_expired(now) {
@@ -344,7 +370,12 @@ impl Verifier {
         }
         let tier = self.schedule.tier_after(pending.checks);
         let original = pending::original_properties(&delivery.properties, &self.schedule);
-        let properties = pending.properties(&original);
+        // The next check is the child of this one.
+        spans::ended(&span, "checking-later");
+        let properties = pending::traced(
+            pending.properties(&original),
+            spans::context_of(&span).as_ref(),
+        );
         match self
             .settler
             .hand_on(&delivery, &tier.queue, properties)
@@ -507,14 +538,17 @@ impl Verifying {
 
     async fn attempt(&mut self) -> Attempted<LookupOutcome> {
         let (shared, query) = (&self.verifier.shared, &self.query);
+        // One lookup serves many checks: linked to each check's span.
+        let span = spans::client(spans::TASK_LOOKUP, "GET", shared.linkedin.tasks_url());
+        spans::batch(&span, self.checks.len());
+        spans::attempt(&span, self.retry.attempts + 1);
+        for check in &self.checks {
+            spans::link(&span, &check.span);
+        }
         let attempts = &mut self.retry.attempts;
-        attempt(
-            shared,
-            &self.stop,
-            Request::Lookup,
-            attempts,
-            |token| async move { lookup::lookup(&shared.linkedin, &token, query).await },
-        )
+        attempt(shared, &self.stop, Request::Lookup, attempts, |token| {
+            async move { lookup::lookup(&shared.linkedin, &token, query).await }.instrument(span)
+        })
         .await
     }
 

@@ -20,6 +20,7 @@
 pub mod certs;
 pub mod http_proxy;
 pub mod markdown;
+pub mod otlp_receiver;
 pub mod proxy;
 pub mod rabbit_nodes;
 pub mod rabbitmqctl;

@@ -28,3 +28,4 @@ mod schema;
 mod secrets;
 mod tasks;
 mod tls;
+mod tracing;
