@@ -79,34 +79,27 @@ pub(crate) struct State<'a> {
 pub(crate) struct Isolating {
     /// Culprits LinkedIn does not name are common now (fresh requests are cut below `BATCH_SIZE`).
     pub(crate) culprits_common: bool,
-    /// LinkedIn as a whole is answering: for a group of several, another group of the same split
-    /// (or of one of its splits) got through; for a lone element, any other request got through
-    /// since its run of failures began.
+    /// The group is a piece of a split group, and another group of the same split (or of one of
+    /// its splits) got through: LinkedIn as a whole is answering.
     pub(crate) others_got_through: bool,
 }
 
-/// How many whole-request transient failures in a row it takes before a group of `n` is split —
-/// or, alone, before its failure is taken for its own (a poison element); `None`: never, a lone
-/// element without evidence is retried until its budget is spent. Two by default, since an outage
-/// looks the same at first; one when culprits are common or when other pieces of the split got
-/// through. Alone, only that evidence convicts, and only after two in a row: a LinkedIn that fails
-/// one request in twenty-five at random would otherwise dead-letter a good close now and then.
+/// How many whole-request transient failures in a row it takes before a group of `n` is split:
+/// two by default, since an outage looks the same at first; one when culprits are common or when
+/// other pieces of the split got through. `None` for a lone element: it is retried until its
+/// budget is spent and then dead-lettered `retries-exhausted`, whatever else got through.
+///
+/// Rejected: giving a lone element up at once on evidence (two 500s holding it while its siblings
+/// got through). It made a poison cost one element instead of a budget's worth, but a LinkedIn
+/// that fails one request in twenty-five at random convicts good closes that way — the
+/// combined-fault soak dead-lettered one to seven valid closes a run — and a lost close is worse
+/// than a poison's retries.
 pub(crate) fn failures_before_isolating(isolating: Isolating, n: usize) -> Option<u32> {
     match (n, isolating.others_got_through, isolating.culprits_common) {
-        (0 | 1, true, _) => Some(SPLIT_AFTER),
-        (0 | 1, false, _) => None,
+        (0 | 1, _, _) => None,
         (_, true, _) | (_, _, true) => Some(1),
         (_, false, false) => Some(SPLIT_AFTER),
     }
-}
-
-/// The run of whole-request failures a piece of `piece_len` starts with after its group was split.
-/// A lone piece of a group split for a run of 5xx carries its group's last failure — the element
-/// was in that request — so a poison element, alone, is convicted at its own first 500 once its
-/// siblings got through; that is still two 500s holding it, as [`failures_before_isolating`] asks.
-/// A larger piece starts afresh: it could hold no culprit at all.
-pub(crate) fn failures_carried_into(piece_len: usize, one_job: bool) -> u32 {
-    u32::from(piece_len == 1 && !one_job)
 }
 
 /// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
@@ -175,7 +168,7 @@ pub(crate) fn decide<A, S>(
 
 /// A whole-request transient failure: resend, give up once the budget is spent, or — after a run of
 /// them ([`failures_before_isolating`]) — split a group of several, since a poison element earns its
-/// request a 500; alone and convicted by the evidence, given up on at once.
+/// request a 500.
 fn transient<S>(
     verdict: Verdict,
     failure: Failure,
@@ -195,12 +188,6 @@ fn transient<S>(
                 failure,
                 one_job: false,
             }
-        }
-        // Only LinkedIn's own 500 is ever an element's: a timeout, a gateway's 502/504 or an
-        // unavailable 503 is the way there, whatever else got through. Given up on as a run of
-        // retries would be (`retries-exhausted`, LinkedIn's 500), without spending the budget.
-        Some(run) if retry.consecutive_failures >= run && failure.status == 500 => {
-            Step::GiveUp(failure)
         }
         _ => Step::ResendAll {
             after,
@@ -241,8 +228,7 @@ pub(crate) fn refused_for_an_unnamed_job<A>(outcome: &Outcome<A>, ids: &[&str]) 
 /// find one (for an unnamed fault or a run of 5xx), an element refused alone for an unnamed fault
 /// (`unnamed_alone`: [`refused_for_an_unnamed_job`] of a one-element request), or a lone piece of a
 /// split whose request failed as a whole for the first time (`lone_piece_first_failure`: the poison
-/// of a run of 5xx, isolated — given up on at once when its siblings went through, retried
-/// otherwise).
+/// of a run of 5xx, isolated — its retries go on, but its siblings went through).
 pub(crate) fn shows_a_culprit<S>(
     step: &Step<S>,
     unnamed_alone: bool,
@@ -940,7 +926,7 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_500s_isolates_sooner_on_evidence_and_convicts_a_lone_element_only_on_it() {
+    fn a_run_of_500s_isolates_sooner_on_evidence_and_a_lone_element_is_only_retried() {
         let plain = Isolating::default();
         let common = Isolating {
             culprits_common: true,
@@ -953,14 +939,9 @@ mod tests {
         assert_eq!(failures_before_isolating(plain, 4), Some(SPLIT_AFTER));
         assert_eq!(failures_before_isolating(common, 4), Some(1));
         assert_eq!(failures_before_isolating(siblings_through, 4), Some(1));
-        // Alone: an outage looks the same, so only other requests that got through convict, and
-        // only a run of two (a random 500 is not a poison).
-        assert_eq!(failures_before_isolating(plain, 1), None);
-        assert_eq!(failures_before_isolating(common, 1), None);
-        assert_eq!(
-            failures_before_isolating(siblings_through, 1),
-            Some(SPLIT_AFTER)
-        );
+        for isolating in [plain, common, siblings_through] {
+            assert_eq!(failures_before_isolating(isolating, 1), None);
+        }
 
         let policy = policy();
         let outcome = RequestOutcome::Retry {
@@ -990,60 +971,23 @@ mod tests {
             step_of(&IDS, common, 1),
             Step::Split { one_job: false, .. }
         ));
+        assert!(matches!(
+            step_of(&IDS, siblings_through, 1),
+            Step::Split { .. }
+        ));
         assert!(matches!(step_of(&IDS, plain, 1), Step::ResendAll { .. }));
         assert!(matches!(
             step_of(&IDS, plain, 2),
             Step::Split { one_job: false, .. }
         ));
         for run in 1..=5 {
-            assert!(matches!(
-                step_of(&IDS[..1], plain, run),
-                Step::ResendAll { .. }
-            ));
+            for isolating in [plain, common, siblings_through] {
+                assert!(matches!(
+                    step_of(&IDS[..1], isolating, run),
+                    Step::ResendAll { .. }
+                ));
+            }
         }
-        assert!(matches!(
-            step_of(&IDS[..1], siblings_through, 1),
-            Step::ResendAll { .. }
-        ));
-        assert_eq!(
-            failures_carried_into(1, false),
-            1,
-            "it was in the 500's request"
-        );
-        assert_eq!(
-            failures_carried_into(1, true),
-            0,
-            "a 4xx split is no 500 of its"
-        );
-        assert_eq!(failures_carried_into(2, false), 0);
-
-        let timeout = RequestOutcome::Retry {
-            retry_after: None,
-            failure: Failure::new(408, "timed out"),
-        };
-        let mut retry = policy.new_state();
-        for _ in 0..3 {
-            let step = decide_close(
-                timeout.clone(),
-                State {
-                    policy: &policy,
-                    retry: &mut retry,
-                    now: Instant::now(),
-                    ids: &IDS[..1],
-                    isolating: siblings_through,
-                },
-                AlreadyClosedPolicy::Ack,
-            );
-            assert!(
-                matches!(step, Step::ResendAll { .. }),
-                "a timeout is never an element's"
-            );
-        }
-        assert_eq!(
-            step_of(&IDS[..1], siblings_through, 2),
-            Step::GiveUp(Failure::new(500, "Internal Server Error")),
-            "dead-lettered as retries-exhausted, as a poison always was, with the budget unspent"
-        );
     }
 
     #[test]

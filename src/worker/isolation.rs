@@ -28,7 +28,7 @@
 
 use super::sizing::Plan;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -146,9 +146,6 @@ pub(crate) struct Isolation {
     changed: Notify,
     /// `job_closer_batch_target_size`.
     target: Gauge,
-    /// Requests of any group answered by LinkedIn as requests, ever: a lone element whose run of
-    /// 5xx spans some of them fails on its own, not with LinkedIn.
-    got_through: AtomicU64,
 }
 
 impl Isolation {
@@ -165,7 +162,6 @@ impl Isolation {
             }),
             changed: Notify::new(),
             target,
-            got_through: AtomicU64::new(0),
         }
     }
 
@@ -194,17 +190,6 @@ impl Isolation {
     /// `BATCH_SIZE`, so a whole-request 5xx is split at once rather than after a second one.
     pub(crate) fn culprits_common(&self) -> bool {
         self.plan.fresh_size(self.rate()) < self.plan.batch_size()
-    }
-
-    /// A request, fresh or a piece, was answered by LinkedIn as a request.
-    pub(crate) fn request_got_through(&self) {
-        self.got_through.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How many requests got through so far: compare two readings to tell whether LinkedIn
-    /// answered anyone in between.
-    pub(crate) fn requests_got_through(&self) -> u64 {
-        self.got_through.load(Ordering::Relaxed)
     }
 
     /// The sizes of the pieces a refused group of `n` goes out in now.

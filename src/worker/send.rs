@@ -18,8 +18,8 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Isolating, Known, Settlement, State, Step, decide_close, failures_carried_into,
-    known_duplicate, refused_for_an_unnamed_job, shows_a_culprit,
+    Isolating, Known, Settlement, State, Step, decide_close, known_duplicate,
+    refused_for_an_unnamed_job, shows_a_culprit,
 };
 use super::hold::Fault;
 use super::isolation::{FreshInFlight, Lineage};
@@ -100,9 +100,9 @@ struct Sending {
     /// A fresh group's place in the window, held until its first answer that is not a
     /// whole-request retry (a cold worker's first batch refused with a 500 tells nothing yet).
     unanswered: Option<FreshInFlight>,
-    /// Requests got through to LinkedIn (worker-wide) when this group's run of whole-request
-    /// failures began: evidence, once more have, that a lone element fails on its own.
-    failing_since: Option<u64>,
+    /// It failed as a whole request before (its first such failure is what counts a lone piece's
+    /// culprit).
+    failed_before: bool,
     /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
     counted: bool,
     probing: bool,
@@ -156,7 +156,7 @@ pub(crate) fn process(
             suspect: group.suspect,
             lineage: group.lineage,
             unanswered: None,
-            failing_since: None,
+            failed_before: false,
             counted: false,
             probing: false,
         };
@@ -236,8 +236,7 @@ impl Sending {
                 return Admission::Stopped;
             }
             if let Some(sizes) = recut(self.items.len(), isolation.fresh_size()) {
-                let run = self.retry.consecutive_failures;
-                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh, |_| run));
+                return Admission::Recut(self.pieces(sizes, || Lineage::Fresh));
             }
             if let Some(place) = isolation.try_admit(self.items.len()) {
                 self.unanswered = Some(place);
@@ -251,26 +250,23 @@ impl Sending {
         }
     }
 
-    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives,
-    /// the budget spent so far, and the run of failures `carried` says a piece of its size starts with.
+    /// This group's elements as groups of `sizes`, in order, each with the lineage `lineage` gives
+    /// and the budget spent so far.
     fn pieces(
         &mut self,
         sizes: Vec<usize>,
         lineage: impl Fn() -> Lineage,
-        carried: impl Fn(usize) -> u32,
     ) -> Vec<BoxFuture<'static, ()>> {
         let mut items = std::mem::take(&mut self.items).into_iter();
         sizes
             .into_iter()
             .map(|size| {
-                let mut retry = self.retry.clone();
-                retry.consecutive_failures = carried(size);
                 process(
                     self.shared.clone(),
                     self.session.clone(),
                     Group {
                         items: items.by_ref().take(size).collect(),
-                        retry,
+                        retry: self.retry.clone(),
                         suspect: self.suspect,
                         lineage: lineage(),
                     },
@@ -392,23 +388,13 @@ impl Sending {
         let isolation = &self.shared.isolation;
         if got_through {
             self.lineage.got_through();
-            isolation.request_got_through();
-            self.failing_since = None;
         }
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
         let whole_request_retry = matches!(outcome, RequestOutcome::Retry { .. });
-        let first_failure_here = whole_request_retry && self.failing_since.is_none();
-        if whole_request_retry {
-            self.failing_since
-                .get_or_insert_with(|| isolation.requests_got_through());
-        }
-        let others_got_through = match self.failing_since {
-            Some(since) if alone => {
-                self.lineage.others_got_through() || isolation.requests_got_through() > since
-            }
-            _ => self.lineage.others_got_through(),
-        };
+        let first_failure_here = whole_request_retry && !self.failed_before;
+        self.failed_before |= whole_request_retry;
+        let others_got_through = self.lineage.others_got_through();
         let isolating = Isolating {
             culprits_common: isolation.culprits_common(),
             others_got_through,
@@ -576,8 +562,7 @@ impl Sending {
         );
         // Siblings share one lineage: the first of them refused holds the culprit counted already.
         let siblings = Lineage::pieces_of(&self.lineage);
-        let carried = |size| failures_carried_into(size, one_job);
-        futures_util::future::join_all(self.pieces(sizes, || siblings.clone(), carried)).await;
+        futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
     }
 
     /// Ends without a verdict for what is left: back to the queue (and no hold without a prober).

@@ -189,9 +189,9 @@ async fn thirty_percent_already_closed_costs_at_most_2_elements_per_close() {
 /// 400 for a job without any company field (the validator lets it through: LinkedIn documents no
 /// company field for CLOSE), and poison that earns a request a 500. The culprits are dead-lettered
 /// with LinkedIn's status (`rejected` for the 400, `retries-exhausted` for the poison, as always),
-/// every other close is accepted once, and the cost is within the 10 % figures' for both: once
-/// culprits are common a 500 splits at once, and a lone element whose sibling pieces got through is
-/// given up on at its first own 500 (not retried until RETRY_MAX_ELAPSED_MS, as in an outage).
+/// every other close is accepted once, and the 400 costs the 10 % figures'. The 500s cost more:
+/// once culprits are common a 500 splits at once, but a lone poison is retried until
+/// RETRY_MAX_ELAPSED_MS, as a lone element in an outage is.
 #[tokio::test]
 async fn unnamed_400s_and_poison_500s_share_the_mechanism() {
     for (fault, label) in [("400 company", "iso400"), ("500 poison", "iso500")] {
@@ -269,8 +269,14 @@ async fn unnamed_400s_and_poison_500s_share_the_mechanism() {
             "{fault}"
         );
         assert!(metric(&text, "job_closer_isolation_requests_total").unwrap_or(0.0) > 0.0);
-        assert!(figures.elements_per_close() <= 1.5, "{fault}");
-        assert!(figures.requests_per_close() <= 0.7, "{fault}");
+        if fault.starts_with("400") {
+            assert!(figures.elements_per_close() <= 1.5, "{fault}");
+            assert!(figures.requests_per_close() <= 0.7, "{fault}");
+        } else {
+            // A poison alone is retried until RETRY_MAX_ELAPSED_MS like any lone 500 (giving it up
+            // on evidence lost good closes to a flaky LinkedIn); halving spent about 7.
+            assert!(figures.elements_per_close() <= 3.0, "{fault}");
+        }
         scenario.cleanup().await;
     }
 }
