@@ -274,8 +274,10 @@ async fn unnamed_400s_and_poison_500s_share_the_mechanism() {
             assert!(figures.requests_per_close() <= 0.7, "{fault}");
         } else {
             // A poison alone is retried until RETRY_MAX_ELAPSED_MS like any lone 500 (giving it up
-            // on evidence lost good closes to a flaky LinkedIn); halving spent about 7.
-            assert!(figures.elements_per_close() <= 3.0, "{fault}");
+            // on evidence lost good closes to a flaky LinkedIn), so its cost is its budget's retries:
+            // 2.6 elements per close in a debug build, 3.3 in release (quicker rounds, more of them
+            // in the same 6 s); halving spent about 7.
+            assert!(figures.elements_per_close() <= 4.0, "{fault}");
         }
         scenario.cleanup().await;
     }
