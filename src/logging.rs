@@ -6,7 +6,7 @@
 //! response, i.e. the broker password; amq-protocol-tcp logs the whole AMQP URI. The caps sit beside
 //! `RUST_LOG` rather than inside it, so no `RUST_LOG` value can lift them.
 //!
-//! With tracing on ([`crate::telemetry`]), the OpenTelemetry layer sits under the log layer, and
+//! With tracing on (`src/telemetry`), the OpenTelemetry layer sits under the log layer, and
 //! every line written inside a traced span ends with that span's ids — `trace_id=… span_id=…` in
 //! text, `"trace_id"` and `"span_id"` fields in JSON — so that a log search and a trace view meet.
 //! The ids come from the OpenTelemetry context the layer makes current while a span is entered; the
@@ -106,7 +106,7 @@ pub fn init(format: LogFormat, default: &str, tracing: Option<TracingLayer>) {
     }
 }
 
-/// The tracing layer ([`crate::telemetry`]) the log subscriber stacks on: typed here, so that
+/// The tracing layer (`src/telemetry`) the log subscriber stacks on: typed here, so that
 /// telemetry depends on logging and not the other way round.
 pub type TracingLayer =
     Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
