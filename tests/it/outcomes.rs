@@ -585,8 +585,12 @@ impl Heard {
 async fn a_sigkill_between_the_outcomes_and_the_acks_repeats_outcomes_and_loses_none() {
     const VALID: usize = 3000;
     const KILLS_AT_MOST: usize = 10;
+    // Small batches answered slowly: the backlog takes long enough to drain that a kill lands in it
+    // even when this test's own process is slowed by a busy machine (with 100-element batches answered
+    // in 40 ms, the whole backlog was once told before the first kill).
     let scenario = Scenario::builder("outcomes-kill")
-        .latency(Duration::from_millis(40))
+        .latency(Duration::from_millis(150))
+        .set("BATCH_SIZE", "25")
         .task_check_delay_ms(200)
         .set("RUST_LOG", "warn")
         .outcome_exchange()
