@@ -78,6 +78,19 @@ impl Default for SandboxConfig {
 }
 
 impl SandboxConfig {
+    /// Whether, with this seed and [`SandboxConfig::already_closed_rate`], LinkedIn already closed
+    /// the job `external_id` (or it expired) — so that a CLOSE of it is refused unless the sandbox
+    /// accepted a posting of it itself. A test that wants an exact share of expired jobs picks a
+    /// seed with it. The answer is the sandbox's when `seed` is set (unset, the sandbox picks a
+    /// random one; this answers for seed 0).
+    pub fn expired_on_linkedin(&self, external_id: &str) -> bool {
+        super::judge::expired_on_linkedin(
+            self.seed.unwrap_or_default(),
+            self.already_closed_rate,
+            external_id,
+        )
+    }
+
     /// Whether elements naming `contract` may be posted by this application.
     pub(crate) fn allows_contract(&self, contract: &str) -> bool {
         match &self.allowed_contracts {

@@ -45,6 +45,23 @@ fn expiring(rate: f64) -> SandboxConfig {
     }
 }
 
+/// A sandbox where exactly `rate` of `ids` expired on LinkedIn (a seed drawn until the share is
+/// exact), so that a figure is checked at the rate and not at whatever share a seed gave.
+fn expiring_exactly(rate: f64, ids: &[String]) -> SandboxConfig {
+    let wanted = (rate * ids.len() as f64).round() as usize;
+    loop {
+        let config = expiring(rate);
+        if ids
+            .iter()
+            .filter(|id| config.expired_on_linkedin(id))
+            .count()
+            == wanted
+        {
+            return config;
+        }
+    }
+}
+
 fn rand_seed() -> u64 {
     u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap())
 }
@@ -94,12 +111,12 @@ async fn until_settled(worker: &WorkerProcess, base: &str, queues: &Queues, n: u
     .await;
 }
 
-/// 2,000 closes against a LinkedIn where `rate` of them already expired: the figures, printed,
+/// 2,000 closes against a LinkedIn where exactly `rate` of them already expired: the figures, printed,
 /// and what must hold of every close.
 async fn closes_at(rate: f64, label: &str) -> Figures {
-    let scenario = isolation_scenario(label, expiring(rate)).await;
-    let (queues, sandbox) = scenario.parts();
     let ids = unique_ids(label, CLOSES);
+    let scenario = isolation_scenario(label, expiring_exactly(rate, &ids)).await;
+    let (queues, sandbox) = scenario.parts();
     queues
         .publish_backlog(ids.iter().map(|id| job(id).to_string()))
         .await;

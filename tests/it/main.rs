@@ -2,7 +2,8 @@
 //! each driving the built `job-closer` against the real RabbitMQ (and, where a test needs them,
 //! extra nodes it starts itself) and the LinkedIn sandbox. One binary links the crate and its
 //! dependencies once instead of once per file, which was most of CI's time (see docs/testing.md).
-//! Run one area with `cargo test --release --test it cluster::`, one test by its full name.
+//! Run one area with `cargo nextest run --cargo-profile ci cluster::` (or `cargo test --profile ci --test it
+//! cluster::`), one test by its full name.
 
 #[path = "../common/mod.rs"]
 mod common;
