@@ -82,24 +82,74 @@ pub(crate) struct Isolating {
     /// The group is a piece of a split group, and another group of the same split (or of one of
     /// its splits) got through: LinkedIn as a whole is answering.
     pub(crate) others_got_through: bool,
+    /// For a lone piece whose run of whole-request failures LinkedIn has answered other requests
+    /// through: the run's length at which it is given up on ([`lone_failures_to_give_up`]).
+    pub(crate) lone_give_up_after: Option<u32>,
 }
 
 /// How many whole-request transient failures in a row it takes before a group of `n` is split:
 /// two by default, since an outage looks the same at first; one when culprits are common or when
-/// other pieces of the split got through. `None` for a lone element: it is retried until its
-/// budget is spent and then dead-lettered `retries-exhausted`, whatever else got through.
-///
-/// Rejected: giving a lone element up at once on evidence (two 500s holding it while its siblings
-/// got through). It made a poison cost one element instead of a budget's worth, but a LinkedIn
-/// that fails one request in twenty-five at random convicts good closes that way — the
-/// combined-fault soak dead-lettered one to seven valid closes a run — and a lost close is worse
-/// than a poison's retries.
+/// other pieces of the split got through. `None` for a lone element: it cannot be split; it is
+/// retried until its budget is spent, or until [`lone_failures_to_give_up`] says its run of
+/// failures is its own.
 pub(crate) fn failures_before_isolating(isolating: Isolating, n: usize) -> Option<u32> {
     match (n, isolating.others_got_through, isolating.culprits_common) {
         (0 | 1, _, _) => None,
         (_, true, _) | (_, _, true) => Some(1),
         (_, false, false) => Some(SPLIT_AFTER),
     }
+}
+
+/// The odds, poison against a LinkedIn failing at random, that a lone element's run of failures
+/// must reach before it is given up on: a valid close is dead-lettered for a run of bad luck at
+/// most once in this many such verdicts, as far as failures are independent.
+pub(crate) const GIVE_UP_ODDS: f64 = 10_000.0;
+
+/// Requests LinkedIn must have answered since a lone piece's run of failures began before the run
+/// counts against it: in an outage nothing is answered, and every lone element in flight fails alike.
+pub(crate) const LONE_OTHERS_ANSWERED: u64 = 1;
+
+/// Longer runs than this are left to the retry budget: the evidence never gets that strong where
+/// LinkedIn fails often at random.
+pub(crate) const MOST_LONE_FAILURES: u32 = 8;
+
+/// How many whole-request transient failures in a row a lone piece of an isolation must meet —
+/// while LinkedIn answers other requests — before it is given up on as a poison element
+/// (`retries-exhausted`, its last 5xx), rather than retried until `RETRY_MAX_ELAPSED_MS`. A poison
+/// fails every time; a valid element fails only when LinkedIn does at random, at the rate
+/// `transient_rate` the worker measures (failures of requests that then got through unchanged).
+/// Starting from the odds of the estimated `culprit_rate`, each failure multiplies the odds of
+/// poison by `1 / transient_rate`; the run needed is the first that reaches [`GIVE_UP_ODDS`], at
+/// least two (one failure alone says little of a lone element), and `None` beyond
+/// [`MOST_LONE_FAILURES`] or when LinkedIn fails half of its requests or more.
+///
+/// With culprits at 10 % and a LinkedIn that rarely fails, two failures (a poison costs two
+/// requests of one element, not a budget's worth: about thirty at the default settings); with
+/// culprits at 2 % and one request in twenty-five failing at random (the combined-fault soak),
+/// five, which a valid close meets about once in ten million tries. Rejected: a fixed run of two
+/// while siblings got through — a LinkedIn failing one request in twenty-five convicted good closes
+/// that way (the soak dead-lettered one to seven a run); a run counted without LinkedIn answering
+/// others meanwhile — an outage then convicts every lone element in flight.
+pub(crate) fn lone_failures_to_give_up(culprit_rate: f64, transient_rate: f64) -> Option<u32> {
+    let transient_rate = if transient_rate.is_nan() {
+        1.0
+    } else {
+        transient_rate.clamp(1e-6, 1.0)
+    };
+    if transient_rate >= 0.5 {
+        return None;
+    }
+    let culprit_rate = if culprit_rate.is_nan() {
+        0.0
+    } else {
+        culprit_rate
+    }
+    .clamp(1e-9, 0.5);
+    let prior_odds = culprit_rate / (1.0 - culprit_rate);
+    let per_failure = (1.0 / transient_rate).ln();
+    let needed = ((GIVE_UP_ODDS / prior_odds).ln() / per_failure - 1e-9).ceil();
+    let run = needed.max(2.0);
+    (run <= f64::from(MOST_LONE_FAILURES)).then_some(run as u32)
 }
 
 /// The step after `outcome`. `answered` settles a full answer; `of_fault` is what a one-element
@@ -180,6 +230,13 @@ fn transient<S>(
         Verdict::GiveUp => return Step::GiveUp(failure),
         Verdict::RetryIn(after) => after,
     };
+    if n == 1
+        && isolating
+            .lone_give_up_after
+            .is_some_and(|run| retry.consecutive_failures >= run)
+    {
+        return Step::GiveUp(failure);
+    }
     match failures_before_isolating(isolating, n) {
         Some(run) if retry.consecutive_failures >= run && n > 1 => {
             retry.consecutive_failures = 0;
@@ -930,11 +987,11 @@ mod tests {
         let plain = Isolating::default();
         let common = Isolating {
             culprits_common: true,
-            others_got_through: false,
+            ..Isolating::default()
         };
         let siblings_through = Isolating {
-            culprits_common: false,
             others_got_through: true,
+            ..Isolating::default()
         };
         assert_eq!(failures_before_isolating(plain, 4), Some(SPLIT_AFTER));
         assert_eq!(failures_before_isolating(common, 4), Some(1));
@@ -988,6 +1045,35 @@ mod tests {
                 ));
             }
         }
+        // A lone piece LinkedIn keeps failing while it answers others: given up on at the run the
+        // evidence asks for, and not before; a group of several is split as before.
+        let convicting = Isolating {
+            lone_give_up_after: Some(3),
+            ..siblings_through
+        };
+        assert!(matches!(
+            step_of(&IDS[..1], convicting, 2),
+            Step::ResendAll { .. }
+        ));
+        assert_eq!(
+            step_of(&IDS[..1], convicting, 3),
+            Step::GiveUp(Failure::new(500, "Internal Server Error"))
+        );
+        assert!(matches!(step_of(&IDS, convicting, 1), Step::Split { .. }));
+    }
+
+    #[test]
+    fn a_lone_element_is_given_up_on_when_its_failures_outweigh_linkedins_own() {
+        // Culprits common, LinkedIn rarely failing: two failures.
+        assert_eq!(lone_failures_to_give_up(0.10, 0.0007), Some(2));
+        assert_eq!(lone_failures_to_give_up(0.10, 0.0), Some(2));
+        // The combined-fault soak: culprits at 2 %, one request in twenty-five failing.
+        assert_eq!(lone_failures_to_give_up(0.02, 0.04), Some(5));
+        // Few culprits and a flaky LinkedIn: left to the budget.
+        assert_eq!(lone_failures_to_give_up(1e-4, 0.2), None);
+        assert_eq!(lone_failures_to_give_up(0.3, 0.5), None);
+        assert_eq!(lone_failures_to_give_up(0.1, f64::NAN), None);
+        assert_eq!(lone_failures_to_give_up(f64::NAN, 0.001), Some(5));
     }
 
     #[test]
@@ -1113,6 +1199,35 @@ mod properties {
             }
         }
         played
+    }
+
+    proptest! {
+        /// Never a single failure; more culprits never need a longer run, a flakier LinkedIn
+        /// never a shorter one; and the run reached makes a valid close's bad luck at most one in
+        /// GIVE_UP_ODDS of the verdicts.
+        #[test]
+        fn the_run_to_give_up_on_follows_the_odds(
+            culprits in 1e-6f64..0.5,
+            more_culprits in 0.0f64..0.5,
+            transient in 1e-6f64..0.6,
+            more_transient in 0.0f64..0.6,
+        ) {
+            let run = lone_failures_to_give_up(culprits, transient);
+            if let Some(run) = run {
+                prop_assert!((2..=MOST_LONE_FAILURES).contains(&run));
+                let odds = culprits / (1.0 - culprits) * (1.0 / transient).powi(run as i32);
+                prop_assert!(odds >= GIVE_UP_ODDS * (1.0 - 1e-6), "{}", odds);
+            }
+            let with_more_culprits = lone_failures_to_give_up((culprits + more_culprits).min(0.5), transient);
+            let flakier = lone_failures_to_give_up(culprits, (transient + more_transient).min(1.0));
+            let longer = |a: Option<u32>, b: Option<u32>| match (a, b) {
+                (Some(a), Some(b)) => a >= b,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            prop_assert!(longer(run, with_more_culprits));
+            prop_assert!(longer(flakier, run));
+        }
     }
 
     proptest! {

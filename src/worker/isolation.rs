@@ -20,6 +20,14 @@
 //! answer, and doubles up from there; at 0 % culprits that costs a couple of round trips, at 10 % it
 //! saves sending four full batches that would all be refused.
 //!
+//! Beside it, how often LinkedIn fails a request at random: whole-request transient failures of
+//! groups that then got through unchanged, per request that got through (decaying alike, from a
+//! prior of one failure in [`PRIOR_REQUESTS`]). A failure before a split is left out (it may have
+//! been a poison's). With the culprit rate it says how long a run of failures a lone piece must
+//! meet before it is given up on (`decide::lone_failures_to_give_up`); [`Isolation::answered`]
+//! counts the requests LinkedIn answered, so that such a run only counts while LinkedIn answers
+//! others.
+//!
 //! Rejected: estimating from refusals of fresh requests alone (a maximum-likelihood rate from `1 − qˢ`
 //! per size) — unbiased, but it needs a prior to say anything after the first refusal and knows
 //! nothing until a refused batch of 100 is answered again; counting culprits only when isolated —
@@ -28,7 +36,7 @@
 
 use super::sizing::Plan;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -38,6 +46,10 @@ use tokio::time::Instant;
 /// Clean closes the estimate starts from (and falls back to as its counts decay): with them, one
 /// refused request of 100 is a rate of 2 %, not 100 %, and a quiet worker forgets its culprits.
 pub(crate) const PRIOR_CLOSES: f64 = 50.0;
+
+/// Requests the transient-failure rate starts from, one of them failed: 1 % until LinkedIn's own
+/// answers say otherwise.
+pub(crate) const PRIOR_REQUESTS: f64 = 100.0;
 
 /// Where a group of elements comes from, as far as the estimate cares.
 #[derive(Clone, Debug)]
@@ -102,6 +114,11 @@ fn rate_of(culprits: f64, closes: f64) -> f64 {
     (culprits / (closes + PRIOR_CLOSES)).clamp(0.0, 1.0)
 }
 
+/// The rate of random whole-request failures from the decayed counts.
+fn transient_rate_of(failures: f64, got_through: f64) -> f64 {
+    ((failures + 1.0) / (failures + got_through + PRIOR_REQUESTS)).clamp(0.0, 1.0)
+}
+
 /// Whether a fresh request of `elements` may go with `in_flight` fresh elements unanswered and
 /// `recent_closes` settled recently.
 fn window_admits(in_flight: usize, elements: usize, recent_closes: f64) -> bool {
@@ -122,6 +139,9 @@ fn counts_a_culprit(lineage: &Lineage) -> bool {
 struct Counts {
     culprits: f64,
     closes: f64,
+    /// Requests that got through, and the whole-request failures their groups met just before.
+    got_through: f64,
+    transient_failures: f64,
     at: Instant,
     fresh_in_flight: usize,
 }
@@ -132,6 +152,8 @@ impl Counts {
         let elapsed = now.saturating_duration_since(self.at);
         self.culprits = decayed(self.culprits, elapsed, half_life);
         self.closes = decayed(self.closes, elapsed, half_life);
+        self.got_through = decayed(self.got_through, elapsed, half_life);
+        self.transient_failures = decayed(self.transient_failures, elapsed, half_life);
         self.at = now;
         self
     }
@@ -146,6 +168,8 @@ pub(crate) struct Isolation {
     changed: Notify,
     /// `job_closer_batch_target_size`.
     target: Gauge,
+    /// Requests LinkedIn answered as requests, ever.
+    answered: AtomicU64,
 }
 
 impl Isolation {
@@ -157,11 +181,14 @@ impl Isolation {
             counts: Mutex::new(Counts {
                 culprits: 0.0,
                 closes: 0.0,
+                got_through: 0.0,
+                transient_failures: 0.0,
                 at: Instant::now(),
                 fresh_in_flight: 0,
             }),
             changed: Notify::new(),
             target,
+            answered: AtomicU64::new(0),
         }
     }
 
@@ -177,6 +204,28 @@ impl Isolation {
         let mut counts = self.lock();
         let counts = counts.now(self.half_life);
         rate_of(counts.culprits, counts.closes)
+    }
+
+    /// The estimated share of requests LinkedIn fails as a whole at random (see the module doc).
+    pub(crate) fn transient_rate(&self) -> f64 {
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        transient_rate_of(counts.transient_failures, counts.got_through)
+    }
+
+    /// A request got through to LinkedIn (answered as a request) after its group had met
+    /// `failures_before` whole-request transient failures in a row, unsplit.
+    pub(crate) fn got_through(&self, failures_before: u32) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        counts.got_through += 1.0;
+        counts.transient_failures += f64::from(failures_before);
+    }
+
+    /// Requests LinkedIn answered as requests so far.
+    pub(crate) fn answered(&self) -> u64 {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// How many elements a fresh request holds now (shown in `job_closer_batch_target_size`).
@@ -293,6 +342,23 @@ mod tests {
         assert!((rate_of(1.0, 0.0) - 0.02).abs() < 1e-9);
         assert!((rate_of(10.0, 50.0) - 0.1).abs() < 1e-9);
         assert_eq!(rate_of(1e9, 0.0), 1.0);
+    }
+
+    #[test]
+    fn the_transient_rate_starts_at_one_percent_and_follows_linkedins_answers() {
+        assert!((transient_rate_of(0.0, 0.0) - 0.01).abs() < 1e-9);
+        assert!(transient_rate_of(0.0, 1000.0) < 0.001);
+        assert!((transient_rate_of(39.0, 861.0) - 0.04).abs() < 1e-9);
+        let isolation = isolation();
+        for _ in 0..96 {
+            isolation.got_through(0);
+        }
+        for _ in 0..4 {
+            isolation.got_through(1);
+        }
+        let rate = isolation.transient_rate();
+        assert!((0.02..0.03).contains(&rate), "{rate}");
+        assert_eq!(isolation.answered(), 100);
     }
 
     #[test]

@@ -18,8 +18,8 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Isolating, Known, Settlement, State, Step, decide_close, known_duplicate,
-    refused_for_an_unnamed_job, shows_a_culprit,
+    Isolating, Known, LONE_OTHERS_ANSWERED, Settlement, State, Step, decide_close, known_duplicate,
+    lone_failures_to_give_up, refused_for_an_unnamed_job, shows_a_culprit,
 };
 use super::hold::Fault;
 use super::isolation::{FreshInFlight, Lineage};
@@ -103,6 +103,9 @@ struct Sending {
     /// It failed as a whole request before (its first such failure is what counts a lone piece's
     /// culprit).
     failed_before: bool,
+    /// For a lone piece: how many requests LinkedIn had answered when its run of whole-request
+    /// failures began (a run only counts against it while LinkedIn answers others).
+    answered_at_first_failure: Option<u64>,
     /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
     counted: bool,
     probing: bool,
@@ -157,6 +160,7 @@ pub(crate) fn process(
             lineage: group.lineage,
             unanswered: None,
             failed_before: false,
+            answered_at_first_failure: None,
             counted: false,
             probing: false,
         };
@@ -388,6 +392,7 @@ impl Sending {
         let isolation = &self.shared.isolation;
         if got_through {
             self.lineage.got_through();
+            isolation.got_through(self.retry.consecutive_failures);
         }
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
@@ -395,9 +400,23 @@ impl Sending {
         let first_failure_here = whole_request_retry && !self.failed_before;
         self.failed_before |= whole_request_retry;
         let others_got_through = self.lineage.others_got_through();
+        let lone_piece = alone && self.lineage.is_piece();
+        if lone_piece && whole_request_retry {
+            self.answered_at_first_failure
+                .get_or_insert_with(|| isolation.answered());
+        }
+        let linkedin_answers_others = self
+            .answered_at_first_failure
+            .is_some_and(|at| isolation.answered() >= at + LONE_OTHERS_ANSWERED);
+        let lone_give_up_after = if lone_piece && others_got_through && linkedin_answers_others {
+            lone_failures_to_give_up(isolation.rate(), isolation.transient_rate())
+        } else {
+            None
+        };
         let isolating = Isolating {
             culprits_common: isolation.culprits_common(),
             others_got_through,
+            lone_give_up_after,
         };
         let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
         let step = decide_close(
@@ -411,7 +430,7 @@ impl Sending {
             },
             self.shared.already_closed,
         );
-        let lone_piece_first_failure = alone && self.lineage.is_piece() && first_failure_here;
+        let lone_piece_first_failure = lone_piece && first_failure_here;
         if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
             self.shared.isolation.refused(&self.lineage);
         }
