@@ -105,6 +105,10 @@ pub(crate) fn failures_before_isolating(isolating: Isolating, n: usize) -> Optio
 /// most once in this many such verdicts, as far as failures are independent.
 pub(crate) const GIVE_UP_ODDS: f64 = 10_000.0;
 
+/// What a poison element earns its request: a lone element is only given up on at a 500 (a 502,
+/// 503 or 504, a timeout or a lost connection is LinkedIn's or the network's, and an outage's).
+pub(crate) const POISON_STATUS: u16 = 500;
+
 /// Requests LinkedIn must have answered since a lone piece's run of failures began before the run
 /// counts against it: in an outage nothing is answered, and every lone element in flight fails alike.
 pub(crate) const LONE_OTHERS_ANSWERED: u64 = 1;
@@ -112,6 +116,18 @@ pub(crate) const LONE_OTHERS_ANSWERED: u64 = 1;
 /// Longer runs than this are left to the retry budget: the evidence never gets that strong where
 /// LinkedIn fails often at random.
 pub(crate) const MOST_LONE_FAILURES: u32 = 8;
+
+/// Whether a group of `n` whose run of whole-request failures is `run` long, the last with `status`,
+/// is given up on as a poison now ([`lone_failures_to_give_up`] said `give_up_after`). Asked at each
+/// failure and again before a lone element is resent: its siblings' answers may have come meanwhile.
+pub(crate) fn gives_up_on_a_lone_element(
+    n: usize,
+    give_up_after: Option<u32>,
+    run: u32,
+    status: u16,
+) -> bool {
+    n == 1 && status == POISON_STATUS && give_up_after.is_some_and(|after| run >= after)
+}
 
 /// How many whole-request transient failures in a row a lone piece of an isolation must meet —
 /// while LinkedIn answers other requests — before it is given up on as a poison element
@@ -121,10 +137,14 @@ pub(crate) const MOST_LONE_FAILURES: u32 = 8;
 /// Starting from the odds of the estimated `culprit_rate`, each failure multiplies the odds of
 /// poison by `1 / transient_rate`; the run needed is the first that reaches [`GIVE_UP_ODDS`], at
 /// least two (one failure alone says little of a lone element), and `None` beyond
-/// [`MOST_LONE_FAILURES`] or when LinkedIn fails half of its requests or more.
+/// [`MOST_LONE_FAILURES`] or when LinkedIn fails half of its requests or more. The sender counts
+/// the 5xx its group was split for as one of the run once every sibling got through (the group's
+/// failure was then this element's doing or bad luck, as its own are), and gives up only at a
+/// [`POISON_STATUS`].
 ///
-/// With culprits at 10 % and a LinkedIn that rarely fails, two failures (a poison costs two
-/// requests of one element, not a budget's worth: about thirty at the default settings); with
+/// With culprits at 10 % and a LinkedIn that rarely fails, two failures: its group's and its first
+/// alone, once its siblings got through (a poison costs one request of one element, not a budget's
+/// worth: about thirty at the default settings); with
 /// culprits at 2 % and one request in twenty-five failing at random (the combined-fault soak),
 /// five, which a valid close meets about once in ten million tries. Rejected: a fixed run of two
 /// while siblings got through — a LinkedIn failing one request in twenty-five convicted good closes
@@ -230,11 +250,12 @@ fn transient<S>(
         Verdict::GiveUp => return Step::GiveUp(failure),
         Verdict::RetryIn(after) => after,
     };
-    if n == 1
-        && isolating
-            .lone_give_up_after
-            .is_some_and(|run| retry.consecutive_failures >= run)
-    {
+    if gives_up_on_a_lone_element(
+        n,
+        isolating.lone_give_up_after,
+        retry.consecutive_failures,
+        failure.status,
+    ) {
         return Step::GiveUp(failure);
     }
     match failures_before_isolating(isolating, n) {
@@ -1060,6 +1081,25 @@ mod tests {
             Step::GiveUp(Failure::new(500, "Internal Server Error"))
         );
         assert!(matches!(step_of(&IDS, convicting, 1), Step::Split { .. }));
+        // A 503 is LinkedIn's or an outage's, however long the run.
+        let mut retry = policy.new_state();
+        for _ in 0..6 {
+            let step = decide_close(
+                RequestOutcome::Retry {
+                    retry_after: None,
+                    failure: Failure::new(503, "Service Unavailable"),
+                },
+                State {
+                    policy: &policy,
+                    retry: &mut retry,
+                    now: Instant::now(),
+                    ids: &IDS[..1],
+                    isolating: convicting,
+                },
+                AlreadyClosedPolicy::Ack,
+            );
+            assert!(matches!(step, Step::ResendAll { .. }), "{step:?}");
+        }
     }
 
     #[test]

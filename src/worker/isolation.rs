@@ -36,7 +36,7 @@
 
 use super::sizing::Plan;
 use prometheus_client::metrics::gauge::Gauge;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -69,11 +69,17 @@ pub(crate) struct Siblings {
     /// pieces of their pieces — got through to LinkedIn: a run of 5xx in it is then an element's,
     /// not LinkedIn's as a whole.
     got_through: Arc<AtomicBool>,
+    /// How many pieces the split made, whether it was for a run of 5xx (not a one-job 4xx), and
+    /// how many of them got through.
+    pieces: usize,
+    after_5xx: bool,
+    pieces_through: AtomicUsize,
 }
 
 impl Lineage {
-    /// A lineage for the pieces of one split of a group of this lineage.
-    pub(crate) fn pieces_of(parent: &Lineage) -> Lineage {
+    /// A lineage for the `pieces` pieces of one split of a group of this lineage, split for a run
+    /// of 5xx (`after_5xx`) or for a one-job fault.
+    pub(crate) fn pieces_of(parent: &Lineage, pieces: usize, after_5xx: bool) -> Lineage {
         let got_through = match parent {
             Lineage::Fresh => Arc::new(AtomicBool::new(false)),
             Lineage::Piece(siblings) => siblings.got_through.clone(),
@@ -81,7 +87,29 @@ impl Lineage {
         Lineage::Piece(Arc::new(Siblings {
             culprit_taken: AtomicBool::new(false),
             got_through,
+            pieces,
+            after_5xx,
+            pieces_through: AtomicUsize::new(0),
         }))
+    }
+
+    /// This piece got through for the first time (call once per piece).
+    pub(crate) fn piece_got_through(&self) {
+        if let Lineage::Piece(siblings) = self {
+            siblings.pieces_through.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether this piece's group was split for a run of 5xx and every other piece of it got
+    /// through: the group's failure was then this piece's doing, or LinkedIn's bad luck.
+    pub(crate) fn siblings_cleared_it_of_the_5xx(&self) -> bool {
+        match self {
+            Lineage::Fresh => false,
+            Lineage::Piece(siblings) => {
+                siblings.after_5xx
+                    && siblings.pieces_through.load(Ordering::Relaxed) + 1 >= siblings.pieces
+            }
+        }
     }
 
     pub(crate) fn is_piece(&self) -> bool {
@@ -372,14 +400,29 @@ mod tests {
     #[test]
     fn the_first_refused_sibling_takes_over_its_groups_culprit() {
         assert!(counts_a_culprit(&Lineage::Fresh));
-        let pieces = Lineage::pieces_of(&Lineage::Fresh);
+        let pieces = Lineage::pieces_of(&Lineage::Fresh, 3, false);
         assert!(!counts_a_culprit(&pieces), "the group's own culprit");
         assert!(counts_a_culprit(&pieces), "a second one");
         assert!(counts_a_culprit(&pieces));
         assert!(
-            !counts_a_culprit(&Lineage::pieces_of(&Lineage::Fresh)),
+            !counts_a_culprit(&Lineage::pieces_of(&Lineage::Fresh, 3, false)),
             "other pieces, other group"
         );
+    }
+
+    #[test]
+    fn a_piece_is_left_holding_a_5xx_once_every_sibling_got_through() {
+        let pieces = Lineage::pieces_of(&Lineage::Fresh, 3, true);
+        assert!(!pieces.siblings_cleared_it_of_the_5xx());
+        pieces.piece_got_through();
+        assert!(!pieces.siblings_cleared_it_of_the_5xx(), "one sibling left");
+        pieces.piece_got_through();
+        assert!(pieces.siblings_cleared_it_of_the_5xx());
+        // A split for a one-job 4xx says nothing of a 5xx.
+        let after_4xx = Lineage::pieces_of(&Lineage::Fresh, 2, false);
+        after_4xx.piece_got_through();
+        assert!(!after_4xx.siblings_cleared_it_of_the_5xx());
+        assert!(!Lineage::Fresh.siblings_cleared_it_of_the_5xx());
     }
 
     #[tokio::test(start_paused = true)]

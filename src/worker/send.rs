@@ -18,8 +18,9 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Isolating, Known, LONE_OTHERS_ANSWERED, Settlement, State, Step, decide_close, known_duplicate,
-    lone_failures_to_give_up, refused_for_an_unnamed_job, shows_a_culprit,
+    Isolating, Known, LONE_OTHERS_ANSWERED, Settlement, State, Step, decide_close,
+    gives_up_on_a_lone_element, known_duplicate, lone_failures_to_give_up,
+    refused_for_an_unnamed_job, shows_a_culprit,
 };
 use super::hold::Fault;
 use super::isolation::{FreshInFlight, Lineage};
@@ -106,6 +107,10 @@ struct Sending {
     /// For a lone piece: how many requests LinkedIn had answered when its run of whole-request
     /// failures began (a run only counts against it while LinkedIn answers others).
     answered_at_first_failure: Option<u64>,
+    /// It got through to LinkedIn once (counted among its siblings then).
+    got_through_before: bool,
+    /// The whole-request transient failure of its last answer, if that was one.
+    last_transient: Option<classify::Failure>,
     /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
     counted: bool,
     probing: bool,
@@ -161,6 +166,8 @@ pub(crate) fn process(
             unanswered: None,
             failed_before: false,
             answered_at_first_failure: None,
+            got_through_before: false,
+            last_transient: None,
             counted: false,
             probing: false,
         };
@@ -204,7 +211,14 @@ pub(crate) fn process(
             };
             let go_on = match next {
                 Next::Done => return sending.finish(),
-                Next::Again(delay) => wait(&sending.session.stop, delay).await,
+                Next::Again(delay) => {
+                    let waited = wait(&sending.session.stop, delay).await;
+                    if waited && let Some(failure) = sending.given_up_before_resend() {
+                        sending.carry_out_give_up(failure).await;
+                        return sending.finish();
+                    }
+                    waited
+                }
                 Next::AfterToken(mut no_token) => {
                     wait_for_token(&sending.session.stop, &mut no_token).await
                 }
@@ -393,6 +407,10 @@ impl Sending {
         if got_through {
             self.lineage.got_through();
             isolation.got_through(self.retry.consecutive_failures);
+            if !self.got_through_before {
+                self.got_through_before = true;
+                self.lineage.piece_got_through();
+            }
         }
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
@@ -401,22 +419,18 @@ impl Sending {
         self.failed_before |= whole_request_retry;
         let others_got_through = self.lineage.others_got_through();
         let lone_piece = alone && self.lineage.is_piece();
+        self.last_transient = match &outcome {
+            RequestOutcome::Retry { failure, .. } => Some(failure.clone()),
+            _ => None,
+        };
         if lone_piece && whole_request_retry {
             self.answered_at_first_failure
                 .get_or_insert_with(|| isolation.answered());
         }
-        let linkedin_answers_others = self
-            .answered_at_first_failure
-            .is_some_and(|at| isolation.answered() >= at + LONE_OTHERS_ANSWERED);
-        let lone_give_up_after = if lone_piece && others_got_through && linkedin_answers_others {
-            lone_failures_to_give_up(isolation.rate(), isolation.transient_rate())
-        } else {
-            None
-        };
         let isolating = Isolating {
             culprits_common: isolation.culprits_common(),
             others_got_through,
-            lone_give_up_after,
+            lone_give_up_after: self.lone_give_up_after(),
         };
         let unnamed_alone = alone && refused_for_an_unnamed_job(&outcome, &ids);
         let step = decide_close(
@@ -435,6 +449,39 @@ impl Sending {
             self.shared.isolation.refused(&self.lineage);
         }
         step
+    }
+
+    /// For a lone piece, the run of whole-request failures at which it is given up on as a poison,
+    /// when the evidence allows a verdict at all: LinkedIn answers others — every sibling got
+    /// through (and then its group's 5xx counts as one of its own), or some request was answered
+    /// since its run began.
+    fn lone_give_up_after(&self) -> Option<u32> {
+        let isolation = &self.shared.isolation;
+        if self.items.len() != 1 || !self.lineage.is_piece() || !self.lineage.others_got_through() {
+            return None;
+        }
+        let group_failure = self.lineage.siblings_cleared_it_of_the_5xx();
+        let answered_since = self
+            .answered_at_first_failure
+            .is_some_and(|at| isolation.answered() >= at + LONE_OTHERS_ANSWERED);
+        if !(group_failure || answered_since) {
+            return None;
+        }
+        lone_failures_to_give_up(isolation.rate(), isolation.transient_rate())
+            .map(|run| run.saturating_sub(u32::from(group_failure)).max(1))
+    }
+
+    /// Before a lone piece is sent again after a 5xx: whether what came meanwhile (its siblings'
+    /// answers) already makes the verdict, so that a poison costs no further request.
+    fn given_up_before_resend(&self) -> Option<classify::Failure> {
+        let failure = self.last_transient.as_ref()?;
+        gives_up_on_a_lone_element(
+            self.items.len(),
+            self.lone_give_up_after(),
+            self.retry.consecutive_failures,
+            failure.status,
+        )
+        .then(|| failure.clone())
     }
 
     async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
@@ -491,9 +538,7 @@ impl Sending {
                 Next::Done
             }
             Step::GiveUp(failure) => {
-                let failure =
-                    Failure::exhausted(failure.status, failure.message, self.retry.attempts);
-                dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
+                self.carry_out_give_up(failure).await;
                 Next::Done
             }
             Step::Hold(failure) => self.hold(&failure).await,
@@ -502,6 +547,13 @@ impl Sending {
                 failure,
             } => self.throttled(retry_after, &failure),
         }
+    }
+
+    /// The budget is spent, or a lone element is a poison: every element is dead-lettered
+    /// `retries-exhausted` with LinkedIn's last failure.
+    async fn carry_out_give_up(&mut self, failure: classify::Failure) {
+        let failure = Failure::exhausted(failure.status, failure.message, self.retry.attempts);
+        dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
     }
 
     /// The integration is broken: the first group to see it probes with one element and gives the
@@ -580,7 +632,7 @@ impl Sending {
             "Splitting the request to isolate the element at fault."
         );
         // Siblings share one lineage: the first of them refused holds the culprit counted already.
-        let siblings = Lineage::pieces_of(&self.lineage);
+        let siblings = Lineage::pieces_of(&self.lineage, sizes.len(), !one_job);
         futures_util::future::join_all(self.pieces(sizes, || siblings.clone())).await;
     }
 
