@@ -74,6 +74,8 @@ pub(crate) struct Siblings {
     pieces: usize,
     after_5xx: bool,
     pieces_through: AtomicUsize,
+    /// Woken when one of them got through.
+    piece_through: Notify,
 }
 
 impl Lineage {
@@ -90,6 +92,7 @@ impl Lineage {
             pieces,
             after_5xx,
             pieces_through: AtomicUsize::new(0),
+            piece_through: Notify::new(),
         }))
     }
 
@@ -97,6 +100,31 @@ impl Lineage {
     pub(crate) fn piece_got_through(&self) {
         if let Lineage::Piece(siblings) = self {
             siblings.pieces_through.fetch_add(1, Ordering::Relaxed);
+            siblings.piece_through.notify_waiters();
+        }
+    }
+
+    /// Whether this is a piece of a split for a run of 5xx whose siblings have not all got through
+    /// yet (they may be answered any moment: they went out with it).
+    pub(crate) fn awaits_siblings(&self) -> bool {
+        matches!(self, Lineage::Piece(siblings) if siblings.after_5xx)
+            && !self.siblings_cleared_it_of_the_5xx()
+    }
+
+    /// Until every sibling got through ([`Lineage::siblings_cleared_it_of_the_5xx`]); never for a
+    /// fresh group or a split for a one-job fault.
+    pub(crate) async fn until_siblings_through(&self) {
+        let Lineage::Piece(siblings) = self else {
+            return std::future::pending().await;
+        };
+        loop {
+            let through = siblings.piece_through.notified();
+            tokio::pin!(through);
+            through.as_mut().enable();
+            if self.siblings_cleared_it_of_the_5xx() {
+                return;
+            }
+            through.await;
         }
     }
 
@@ -423,6 +451,26 @@ mod tests {
         after_4xx.piece_got_through();
         assert!(!after_4xx.siblings_cleared_it_of_the_5xx());
         assert!(!Lineage::Fresh.siblings_cleared_it_of_the_5xx());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_piece_waiting_for_its_siblings_wakes_once_the_last_got_through() {
+        let pieces = Lineage::pieces_of(&Lineage::Fresh, 3, true);
+        assert!(pieces.awaits_siblings());
+        let waiting = tokio::spawn({
+            let pieces = pieces.clone();
+            async move { pieces.until_siblings_through().await }
+        });
+        pieces.piece_got_through();
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one sibling left");
+        pieces.piece_got_through();
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("woken")
+            .expect("no panic");
+        assert!(!pieces.awaits_siblings());
+        assert!(!Lineage::pieces_of(&Lineage::Fresh, 2, false).awaits_siblings());
     }
 
     #[tokio::test(start_paused = true)]

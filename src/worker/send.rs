@@ -18,7 +18,7 @@
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
-    Isolating, Known, LONE_OTHERS_ANSWERED, Settlement, State, Step, decide_close,
+    Isolating, Known, LONE_OTHERS_ANSWERED, POISON_STATUS, Settlement, State, Step, decide_close,
     gives_up_on_a_lone_element, known_duplicate, lone_failures_to_give_up,
     refused_for_an_unnamed_job, shows_a_culprit,
 };
@@ -42,6 +42,10 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, warn};
+
+/// How long a lone piece resent after a 500 waits at most for its siblings' answers: they went out
+/// with it, so they come within a round trip unless they wait for the rate limit or fail too.
+const SIBLINGS_WAIT: Duration = Duration::from_secs(5);
 
 /// Elements that travel together, and their shared retry history.
 pub(crate) struct Group {
@@ -212,7 +216,8 @@ pub(crate) fn process(
             let go_on = match next {
                 Next::Done => return sending.finish(),
                 Next::Again(delay) => {
-                    let waited = wait(&sending.session.stop, delay).await;
+                    let waited = wait(&sending.session.stop, delay).await
+                        && sending.until_siblings_answered().await;
                     if waited && let Some(failure) = sending.given_up_before_resend() {
                         sending.carry_out_give_up(failure).await;
                         return sending.finish();
@@ -469,6 +474,24 @@ impl Sending {
         }
         lone_failures_to_give_up(isolation.rate(), isolation.transient_rate())
             .map(|run| run.saturating_sub(u32::from(group_failure)).max(1))
+    }
+
+    /// A lone piece resent after a 500 first waits, up to [`SIBLINGS_WAIT`], for the siblings it went
+    /// out with to be answered: if they all get through, the verdict may need no further request.
+    /// Returns false when stopped.
+    async fn until_siblings_answered(&self) -> bool {
+        let after_a_500 = self
+            .last_transient
+            .as_ref()
+            .is_some_and(|failure| failure.status == POISON_STATUS);
+        if self.items.len() != 1 || !after_a_500 || !self.lineage.awaits_siblings() {
+            return true;
+        }
+        tokio::select! {
+            biased;
+            _ = self.session.stop.cancelled() => false,
+            _ = tokio::time::timeout(SIBLINGS_WAIT, self.lineage.until_siblings_through()) => true,
+        }
     }
 
     /// Before a lone piece is sent again after a 5xx: whether what came meanwhile (its siblings'
