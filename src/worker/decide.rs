@@ -134,7 +134,8 @@ pub(crate) fn gives_up_on_a_lone_element(
 /// (`retries-exhausted`, its last 5xx), rather than retried until `RETRY_MAX_ELAPSED_MS`. A poison
 /// fails every time; a valid element fails only when LinkedIn does at random, at the rate
 /// `transient_rate` the worker measures (failures of requests that then got through unchanged).
-/// Starting from the odds of the estimated `culprit_rate`, each failure multiplies the odds of
+/// Starting from the odds of `poison_rate` (the worker's estimate: lone pieces that failed with a
+/// 5xx, per close — not the share of jobs already closed, which says nothing of a 500), each failure multiplies the odds of
 /// poison by `1 / transient_rate`; the run needed is the first that reaches [`GIVE_UP_ODDS`], at
 /// least two (one failure alone says little of a lone element), and `None` beyond
 /// [`MOST_LONE_FAILURES`] or when LinkedIn fails half of its requests or more. The sender counts
@@ -142,15 +143,20 @@ pub(crate) fn gives_up_on_a_lone_element(
 /// failure was then this element's doing or bad luck, as its own are), and gives up only at a
 /// [`POISON_STATUS`].
 ///
-/// With culprits at 10 % and a LinkedIn that rarely fails, two failures: its group's and its first
+/// With poisons at 10 % and a LinkedIn that rarely fails, two failures: its group's and its first
 /// alone, once its siblings got through (a poison costs one request of one element, not a budget's
-/// worth: about thirty at the default settings); with
-/// culprits at 2 % and one request in twenty-five failing at random (the combined-fault soak),
-/// five, which a valid close meets about once in ten million tries. Rejected: a fixed run of two
+/// worth: about thirty at the default settings). With no poison and one request in twenty-five
+/// failing at random (the combined-fault soak) the poison estimate stays near zero: a run of five
+/// or more at 0.3 %, which a valid close meets about once in ten million tries, and none at all
+/// (the budget decides) at zero. Rejected: a fixed run of two
 /// while siblings got through — a LinkedIn failing one request in twenty-five convicted good closes
 /// that way (the soak dead-lettered one to seven a run); a run counted without LinkedIn answering
-/// others meanwhile — an outage then convicts every lone element in flight.
-pub(crate) fn lone_failures_to_give_up(culprit_rate: f64, transient_rate: f64) -> Option<u32> {
+/// others meanwhile — an outage then convicts every lone element in flight; the prior from every
+/// unnamed culprit, jobs already closed included — where many are, each piece of a group failed at
+/// random started from their odds, and the ten-minute soak dead-lettered a valid close; the lone
+/// failures alone as the poison estimate — LinkedIn's random ones count there too (the ten-minute
+/// soak again).
+pub(crate) fn lone_failures_to_give_up(poison_rate: f64, transient_rate: f64) -> Option<u32> {
     let transient_rate = if transient_rate.is_nan() {
         1.0
     } else {
@@ -159,13 +165,13 @@ pub(crate) fn lone_failures_to_give_up(culprit_rate: f64, transient_rate: f64) -
     if transient_rate >= 0.5 {
         return None;
     }
-    let culprit_rate = if culprit_rate.is_nan() {
+    let poison_rate = if poison_rate.is_nan() {
         0.0
     } else {
-        culprit_rate
+        poison_rate
     }
     .clamp(1e-9, 0.5);
-    let prior_odds = culprit_rate / (1.0 - culprit_rate);
+    let prior_odds = poison_rate / (1.0 - poison_rate);
     let per_failure = (1.0 / transient_rate).ln();
     let needed = ((GIVE_UP_ODDS / prior_odds).ln() / per_failure - 1e-9).ceil();
     let run = needed.max(2.0);
@@ -1107,8 +1113,8 @@ mod tests {
         // Culprits common, LinkedIn rarely failing: two failures.
         assert_eq!(lone_failures_to_give_up(0.10, 0.0007), Some(2));
         assert_eq!(lone_failures_to_give_up(0.10, 0.0), Some(2));
-        // The combined-fault soak: culprits at 2 %, one request in twenty-five failing.
-        assert_eq!(lone_failures_to_give_up(0.02, 0.04), Some(5));
+        // Poisons estimated at 0.3 % of closes, one request in twenty-five failing.
+        assert_eq!(lone_failures_to_give_up(0.003, 0.04), Some(5));
         // Few culprits and a flaky LinkedIn: left to the budget.
         assert_eq!(lone_failures_to_give_up(1e-4, 0.2), None);
         assert_eq!(lone_failures_to_give_up(0.3, 0.5), None);

@@ -175,6 +175,11 @@ fn transient_rate_of(failures: f64, got_through: f64) -> f64 {
     ((failures + 1.0) / (failures + got_through + PRIOR_REQUESTS)).clamp(0.0, 1.0)
 }
 
+/// The poison rate from the decayed counts: lone failures beyond what `random` explains, per close.
+fn poison_rate_of(lone_failures: f64, lone_tries: f64, random: f64, closes: f64) -> f64 {
+    rate_of((lone_failures - random * lone_tries).max(0.0), closes)
+}
+
 /// Whether a fresh request of `elements` may go with `in_flight` fresh elements unanswered and
 /// `recent_closes` settled recently.
 fn window_admits(in_flight: usize, elements: usize, recent_closes: f64) -> bool {
@@ -194,6 +199,10 @@ fn counts_a_culprit(lineage: &Lineage) -> bool {
 #[derive(Debug)]
 struct Counts {
     culprits: f64,
+    /// Lone pieces answered at all, and those whose first answer was a whole-request failure
+    /// (poisons, and LinkedIn's random failures).
+    lone_tries: f64,
+    lone_5xx: f64,
     closes: f64,
     /// Requests that got through, and the whole-request failures their groups met just before.
     got_through: f64,
@@ -207,6 +216,8 @@ impl Counts {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.at);
         self.culprits = decayed(self.culprits, elapsed, half_life);
+        self.lone_5xx = decayed(self.lone_5xx, elapsed, half_life);
+        self.lone_tries = decayed(self.lone_tries, elapsed, half_life);
         self.closes = decayed(self.closes, elapsed, half_life);
         self.got_through = decayed(self.got_through, elapsed, half_life);
         self.transient_failures = decayed(self.transient_failures, elapsed, half_life);
@@ -236,6 +247,8 @@ impl Isolation {
             half_life,
             counts: Mutex::new(Counts {
                 culprits: 0.0,
+                lone_tries: 0.0,
+                lone_5xx: 0.0,
                 closes: 0.0,
                 got_through: 0.0,
                 transient_failures: 0.0,
@@ -260,6 +273,28 @@ impl Isolation {
         let mut counts = self.lock();
         let counts = counts.now(self.half_life);
         rate_of(counts.culprits, counts.closes)
+    }
+
+    /// The estimated share of closes that are a poison — a lone element LinkedIn answers with a 5xx:
+    /// the prior of a lone piece's verdict. Lone pieces whose first answer was a failure, less the
+    /// share LinkedIn's random failures explain, per close. Not [`Isolation::rate`], which counts
+    /// jobs already closed too: where many are, and LinkedIn fails a request now and then, every
+    /// piece of a group failed at random would otherwise start from their odds.
+    pub(crate) fn poison_rate(&self) -> f64 {
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        let random = transient_rate_of(counts.transient_failures, counts.got_through);
+        poison_rate_of(counts.lone_5xx, counts.lone_tries, random, counts.closes)
+    }
+
+    /// A lone piece's first answer came: a whole-request failure (`failed`) or not.
+    pub(crate) fn lone_piece_answered(&self, failed: bool) {
+        let mut counts = self.lock();
+        let counts = counts.now(self.half_life);
+        counts.lone_tries += 1.0;
+        if failed {
+            counts.lone_5xx += 1.0;
+        }
     }
 
     /// The estimated share of requests LinkedIn fails as a whole at random (see the module doc).
@@ -415,6 +450,16 @@ mod tests {
         let rate = isolation.transient_rate();
         assert!((0.02..0.03).contains(&rate), "{rate}");
         assert_eq!(isolation.answered(), 100);
+    }
+
+    #[test]
+    fn poisons_are_the_lone_failures_random_ones_do_not_explain() {
+        // 200 poisons among 2,000 closes, 740 lone pieces, LinkedIn failing nothing else.
+        let rate = poison_rate_of(200.0, 740.0, 0.0007, 2000.0);
+        assert!((0.09..0.1).contains(&rate), "{rate}");
+        // No poison, one request in twenty-five failing: 120 of 3,000 lone pieces failed.
+        assert_eq!(poison_rate_of(120.0, 3000.0, 0.04, 15000.0), 0.0);
+        assert!(poison_rate_of(130.0, 3000.0, 0.04, 15000.0) < 0.001);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //! 5xx or an unnamed single-job fault, carries on as independent pieces with the budget spent so far,
 //! as many as [`super::sizing`] says for the estimated culprit rate; what each answer shows of
 //! culprits ([`shows_a_culprit`]) and every fresh close settled feed that estimate. Redeliveries
-//! and duplicates go one element per group from the start and never feed it.
+//! and duplicates go one element per group from the start and never feed it. A lone piece that
+//! keeps getting 500s while LinkedIn answers others is given up on as a poison once the run
+//! reaches what [`super::decide::lone_failures_to_give_up`] asks for; resent after a 500, it first
+//! waits for its siblings' answers, which may make that verdict without another request.
 
 use super::attempt::{NotReady, Request, drop_refused_token, prepare, wait, wait_for_token};
 use super::decide::{
@@ -115,6 +118,8 @@ struct Sending {
     got_through_before: bool,
     /// The whole-request transient failure of its last answer, if that was one.
     last_transient: Option<classify::Failure>,
+    /// A lone piece whose first answer is in the poison estimate.
+    lone_answered: bool,
     /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
     counted: bool,
     probing: bool,
@@ -172,6 +177,7 @@ pub(crate) fn process(
             answered_at_first_failure: None,
             got_through_before: false,
             last_transient: None,
+            lone_answered: false,
             counted: false,
             probing: false,
         };
@@ -453,6 +459,16 @@ impl Sending {
         if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
             self.shared.isolation.refused(&self.lineage);
         }
+        if lone_piece
+            && !self.suspect
+            && !self.lone_answered
+            && (got_through || whole_request_retry)
+        {
+            self.lone_answered = true;
+            self.shared
+                .isolation
+                .lone_piece_answered(whole_request_retry);
+        }
         step
     }
 
@@ -472,7 +488,7 @@ impl Sending {
         if !(group_failure || answered_since) {
             return None;
         }
-        lone_failures_to_give_up(isolation.rate(), isolation.transient_rate())
+        lone_failures_to_give_up(isolation.poison_rate(), isolation.transient_rate())
             .map(|run| run.saturating_sub(u32::from(group_failure)).max(1))
     }
 
@@ -575,6 +591,19 @@ impl Sending {
     /// The budget is spent, or a lone element is a poison: every element is dead-lettered
     /// `retries-exhausted` with LinkedIn's last failure.
     async fn carry_out_give_up(&mut self, failure: classify::Failure) {
+        let poison = gives_up_on_a_lone_element(
+            self.items.len(),
+            self.lone_give_up_after(),
+            self.retry.consecutive_failures,
+            failure.status,
+        );
+        if poison {
+            let isolation = &self.shared.isolation;
+            warn!(status = failure.status, error_message = %failure.message, external_ids = ?ids(&self.items),
+                failures_in_a_row = self.retry.consecutive_failures, poison_rate = isolation.poison_rate(),
+                random_failure_rate = isolation.transient_rate(),
+                "LinkedIn keeps failing this element alone while it answers others: giving up on it as a poison.");
+        }
         let failure = Failure::exhausted(failure.status, failure.message, self.retry.attempts);
         dead_letter_all(&self.session, &std::mem::take(&mut self.items), failure).await;
     }

@@ -695,9 +695,24 @@ async fn soak(label: &str, chaos: Duration, valid: usize) {
         stats.random_faults,
     );
     assert_eq!(closed, valid, "every valid close reached LinkedIn");
+    // Why, if one was: the reason, LinkedIn's status and message, and the attempts.
+    let why: Vec<String> = letters
+        .iter()
+        .filter(|d| d.external_id().is_some_and(|id| ids.contains(&id)))
+        .map(|d| {
+            format!(
+                "{:?}: {:?} {:?} {:?} after {:?} attempts",
+                d.external_id(),
+                d.header_str("x-error-reason"),
+                d.header_int("x-error-status"),
+                d.header_str("x-error-message"),
+                d.header_int("x-attempts"),
+            )
+        })
+        .collect();
     assert!(
         valid_dead.is_empty(),
-        "valid closes dead-lettered: {valid_dead:?}"
+        "valid closes dead-lettered: {valid_dead:?}: {why:?}"
     );
     assert_eq!(dead, invalid, "every invalid message dead-lettered");
     assert_eq!(
