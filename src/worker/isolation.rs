@@ -23,8 +23,9 @@
 //! Beside it, how often LinkedIn fails a request at random: whole-request transient failures of
 //! groups that then got through unchanged, per request that got through (decaying alike, from a
 //! prior of one failure in [`PRIOR_REQUESTS`]). A failure before a split is left out (it may have
-//! been a poison's). With the culprit rate it says how long a run of failures a lone piece must
-//! meet before it is given up on (`decide::lone_failures_to_give_up`); [`Isolation::answered`]
+//! been a poison's). With the poison rate — lone pieces whose first answer was a failure, less
+//! what the random rate explains — it says how long a run of failures a lone piece must meet
+//! before it is given up on (`decide::lone_failures_to_give_up`); [`Isolation::answered`]
 //! counts the requests LinkedIn answered, so that such a run only counts while LinkedIn answers
 //! others.
 //!

@@ -118,8 +118,6 @@ struct Sending {
     got_through_before: bool,
     /// The whole-request transient failure of its last answer, if that was one.
     last_transient: Option<classify::Failure>,
-    /// A lone piece whose first answer is in the poison estimate.
-    lone_answered: bool,
     /// Its closes are in the estimate's count (see [`Sending::count_answered`]).
     counted: bool,
     probing: bool,
@@ -177,7 +175,6 @@ pub(crate) fn process(
             answered_at_first_failure: None,
             got_through_before: false,
             last_transient: None,
-            lone_answered: false,
             counted: false,
             probing: false,
         };
@@ -415,6 +412,9 @@ impl Sending {
             self.shared.hold.open();
         }
         let isolation = &self.shared.isolation;
+        let whole_request_retry = matches!(outcome, RequestOutcome::Retry { .. });
+        // Its first answer that got through or failed as a whole (nothing else lets a group go on).
+        let first_answer = !self.got_through_before && !self.failed_before;
         if got_through {
             self.lineage.got_through();
             isolation.got_through(self.retry.consecutive_failures);
@@ -425,7 +425,6 @@ impl Sending {
         }
         let ids = ids(&self.items);
         let alone = ids.len() == 1;
-        let whole_request_retry = matches!(outcome, RequestOutcome::Retry { .. });
         let first_failure_here = whole_request_retry && !self.failed_before;
         self.failed_before |= whole_request_retry;
         let others_got_through = self.lineage.others_got_through();
@@ -459,12 +458,7 @@ impl Sending {
         if !self.suspect && shows_a_culprit(&step, unnamed_alone, lone_piece_first_failure) {
             self.shared.isolation.refused(&self.lineage);
         }
-        if lone_piece
-            && !self.suspect
-            && !self.lone_answered
-            && (got_through || whole_request_retry)
-        {
-            self.lone_answered = true;
+        if lone_piece && !self.suspect && first_answer && (got_through || whole_request_retry) {
             self.shared
                 .isolation
                 .lone_piece_answered(whole_request_retry);
@@ -514,13 +508,17 @@ impl Sending {
     /// answers) already makes the verdict, so that a poison costs no further request.
     fn given_up_before_resend(&self) -> Option<classify::Failure> {
         let failure = self.last_transient.as_ref()?;
+        self.is_a_poison_at(failure.status).then(|| failure.clone())
+    }
+
+    /// Whether its run of failures, the last with `status`, makes it a poison now.
+    fn is_a_poison_at(&self, status: u16) -> bool {
         gives_up_on_a_lone_element(
             self.items.len(),
             self.lone_give_up_after(),
             self.retry.consecutive_failures,
-            failure.status,
+            status,
         )
-        .then(|| failure.clone())
     }
 
     async fn carry_out(&mut self, step: Step<Settlement>, token: &AccessToken) -> Next {
@@ -591,13 +589,7 @@ impl Sending {
     /// The budget is spent, or a lone element is a poison: every element is dead-lettered
     /// `retries-exhausted` with LinkedIn's last failure.
     async fn carry_out_give_up(&mut self, failure: classify::Failure) {
-        let poison = gives_up_on_a_lone_element(
-            self.items.len(),
-            self.lone_give_up_after(),
-            self.retry.consecutive_failures,
-            failure.status,
-        );
-        if poison {
+        if self.is_a_poison_at(failure.status) {
             let isolation = &self.shared.isolation;
             warn!(status = failure.status, error_message = %failure.message, external_ids = ?ids(&self.items),
                 failures_in_a_row = self.retry.consecutive_failures, poison_rate = isolation.poison_rate(),
